@@ -41,14 +41,27 @@ pub fn fill_batch(
     out.resize(indices.len() * c * plane, 0.0);
     labels.clear();
     let scale: Vec<f32> = info.std.iter().map(|s| 1.0 / (255.0 * s)).collect();
-    let shift: Vec<f32> = info.mean.iter().zip(&info.std).map(|(m, s)| -m / s).collect();
+    let shift: Vec<f32> = info
+        .mean
+        .iter()
+        .zip(&info.std)
+        .map(|(m, s)| -m / s)
+        .collect();
     for (b, &idx) in indices.iter().enumerate() {
         labels.push(split.labels[idx] as i64);
         let img = split.image(idx, c * plane);
         let (dy, dx, flip) = if aug.pad > 0 || aug.flip {
             let span = 2 * aug.pad + 1;
-            let dy = if aug.pad > 0 { rng.below(span) as isize - aug.pad as isize } else { 0 };
-            let dx = if aug.pad > 0 { rng.below(span) as isize - aug.pad as isize } else { 0 };
+            let dy = if aug.pad > 0 {
+                rng.below(span) as isize - aug.pad as isize
+            } else {
+                0
+            };
+            let dx = if aug.pad > 0 {
+                rng.below(span) as isize - aug.pad as isize
+            } else {
+                0
+            };
             (dy, dx, aug.flip && rng.below(2) == 1)
         } else {
             (0, 0, false)
@@ -96,7 +109,15 @@ mod tests {
             labels: vec![1],
         };
         let (mut out, mut labels) = (vec![], vec![]);
-        fill_batch(&info(), &split, &[0], Augment::NONE, &mut Rng::new(0), &mut out, &mut labels);
+        fill_batch(
+            &info(),
+            &split,
+            &[0],
+            Augment::NONE,
+            &mut Rng::new(0),
+            &mut out,
+            &mut labels,
+        );
         let want: Vec<f32> = [0.0f32, 0.2, 0.4, 0.6, 0.8, 1.0]
             .iter()
             .map(|v| (v - 0.5) / 0.25)
@@ -119,7 +140,10 @@ mod tests {
         let mut flipped = 0;
         for _ in 0..50 {
             fill_batch(&info(), &split, &[0], aug, &mut rng, &mut out, &mut labels);
-            let px: Vec<u8> = out.iter().map(|v| ((v * 0.25 + 0.5) * 255.0).round() as u8).collect();
+            let px: Vec<u8> = out
+                .iter()
+                .map(|v| ((v * 0.25 + 0.5) * 255.0).round() as u8)
+                .collect();
             if px == vec![102, 51, 0, 255, 204, 153] {
                 flipped += 1;
             } else {

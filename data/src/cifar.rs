@@ -130,7 +130,9 @@ pub fn read_batch(
             return Err(DataError::Corrupt {
                 path: path.to_path_buf(),
                 format: "CIFAR binary",
-                detail: format!("record {i} has label {label}, but there are {num_classes} classes"),
+                detail: format!(
+                    "record {i} has label {label}, but there are {num_classes} classes"
+                ),
             });
         }
         labels.push(label);

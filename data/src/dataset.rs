@@ -179,7 +179,12 @@ pub fn load(source: Source, dir: &Path) -> Result<Dataset, DataError> {
         }
     };
     let classes = class_names.len();
-    if let Some(bad) = train.labels.iter().chain(&test.labels).find(|&&l| l as usize >= classes) {
+    if let Some(bad) = train
+        .labels
+        .iter()
+        .chain(&test.labels)
+        .find(|&&l| l as usize >= classes)
+    {
         return Err(DataError::Inconsistent(format!(
             "label {bad} found but only {classes} class names"
         )));

@@ -83,7 +83,10 @@ pub fn fetch_cifar(
     let got = hex::encode(hasher.finalize());
     if got != a.md5 {
         let _ = std::fs::remove_file(&partial);
-        return Err(fail(format!("md5 {got} does not match the published {}", a.md5)));
+        return Err(fail(format!(
+            "md5 {got} does not match the published {}",
+            a.md5
+        )));
     }
     std::fs::rename(&partial, &tarball).map_err(DataError::io(&tarball))?;
     unpack(&tarball, dest)?;

@@ -10,14 +10,25 @@ use crate::idx;
 use crate::rng::Rng;
 
 /// A learnable synthetic image of class `label` (CHW, `c` x `h` x `w`).
-pub fn synthetic_image(rng: &mut Rng, label: usize, classes: usize, c: usize, h: usize, w: usize) -> Vec<u8> {
+pub fn synthetic_image(
+    rng: &mut Rng,
+    label: usize,
+    classes: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+) -> Vec<u8> {
     let mut img = vec![0u8; c * h * w];
     let row = label * h / classes;
     for ch in 0..c {
         for y in 0..h {
             for x in 0..w {
                 let noise = rng.below(96) as u8;
-                let stripe = if y == row || (label % 2 == 1 && x == row * w / h) { 150 } else { 0 };
+                let stripe = if y == row || (label % 2 == 1 && x == row * w / h) {
+                    150
+                } else {
+                    0
+                };
                 img[(ch * h + y) * w + x] = noise.saturating_add(stripe);
             }
         }
@@ -32,7 +43,13 @@ fn io(path: &Path, e: std::io::Error) -> std::io::Error {
 /// Writes a CIFAR folder (`cifar-10-batches-bin` or `cifar-100-binary`)
 /// under `root` with `per_file` records in each training file and `test`
 /// records in the test file. Returns the folder.
-pub fn write_cifar(root: &Path, flavour: Flavour, per_file: usize, test: usize, seed: u64) -> std::io::Result<PathBuf> {
+pub fn write_cifar(
+    root: &Path,
+    flavour: Flavour,
+    per_file: usize,
+    test: usize,
+    seed: u64,
+) -> std::io::Result<PathBuf> {
     let dir = root.join(flavour.folder());
     std::fs::create_dir_all(&dir)?;
     let mut rng = Rng::new(seed);
@@ -52,8 +69,16 @@ pub fn write_cifar(root: &Path, flavour: Flavour, per_file: usize, test: usize, 
                     let f = rng.below(fine);
                     bytes.push((f % coarse) as u8);
                     bytes.push(f as u8);
-                    let l = if flavour == Flavour::HundredFine { f } else { f % coarse };
-                    let classes = if flavour == Flavour::HundredFine { fine } else { coarse };
+                    let l = if flavour == Flavour::HundredFine {
+                        f
+                    } else {
+                        f % coarse
+                    };
+                    let classes = if flavour == Flavour::HundredFine {
+                        fine
+                    } else {
+                        coarse
+                    };
                     bytes.extend(synthetic_image(&mut rng, l, classes, 3, 32, 32));
                 }
             }
@@ -82,7 +107,14 @@ pub fn write_cifar(root: &Path, flavour: Flavour, per_file: usize, test: usize, 
 
 /// Writes the four Fashion-MNIST IDX files (gzip-compressed when `gz`) with
 /// `train` and `test` images of `side` x `side` into `dir`.
-pub fn write_fashion_mnist(dir: &Path, train: usize, test: usize, side: usize, gz: bool, seed: u64) -> std::io::Result<()> {
+pub fn write_fashion_mnist(
+    dir: &Path,
+    train: usize,
+    test: usize,
+    side: usize,
+    gz: bool,
+    seed: u64,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut rng = Rng::new(seed);
     for (prefix, n) in [("train", train), ("t10k", test)] {
@@ -94,11 +126,21 @@ pub fn write_fashion_mnist(dir: &Path, train: usize, test: usize, side: usize, g
             images.extend(synthetic_image(&mut rng, l, 10, 1, side, side));
         }
         let files = [
-            (format!("{prefix}-images-idx3-ubyte"), idx::encode(&[n, side, side], &images)),
-            (format!("{prefix}-labels-idx1-ubyte"), idx::encode(&[n], &labels)),
+            (
+                format!("{prefix}-images-idx3-ubyte"),
+                idx::encode(&[n, side, side], &images),
+            ),
+            (
+                format!("{prefix}-labels-idx1-ubyte"),
+                idx::encode(&[n], &labels),
+            ),
         ];
         for (name, bytes) in files {
-            let path = if gz { dir.join(format!("{name}.gz")) } else { dir.join(name) };
+            let path = if gz {
+                dir.join(format!("{name}.gz"))
+            } else {
+                dir.join(name)
+            };
             let file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
             if gz {
                 let mut enc = flate2::write::GzEncoder::new(file, flate2::Compression::fast());

@@ -56,7 +56,10 @@ pub fn read(path: &Path, ndim: usize) -> Result<IdxArray, DataError> {
 /// Parses IDX bytes; the error says whether the data was cut short.
 fn parse(bytes: &[u8], ndim: usize) -> Result<IdxArray, (bool, String)> {
     if bytes.len() < 4 {
-        return Err((true, format!("{} bytes, shorter than the header", bytes.len())));
+        return Err((
+            true,
+            format!("{} bytes, shorter than the header", bytes.len()),
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err((false, format!("bad magic {:02x?}", &bytes[..4])));
@@ -68,14 +71,14 @@ fn parse(bytes: &[u8], ndim: usize) -> Result<IdxArray, (bool, String)> {
         ));
     }
     if bytes[3] as usize != ndim {
-        return Err((
-            false,
-            format!("{} dimensions, expected {ndim}", bytes[3]),
-        ));
+        return Err((false, format!("{} dimensions, expected {ndim}", bytes[3])));
     }
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
-        return Err((true, format!("{} bytes, header needs {header}", bytes.len())));
+        return Err((
+            true,
+            format!("{} bytes, header needs {header}", bytes.len()),
+        ));
     }
     let dims: Vec<usize> = (0..ndim)
         .map(|i| {
@@ -94,7 +97,10 @@ fn parse(bytes: &[u8], ndim: usize) -> Result<IdxArray, (bool, String)> {
     if got > expected {
         return Err((
             false,
-            format!("{} trailing bytes after the {expected} promised by {dims:?}", got - expected),
+            format!(
+                "{} trailing bytes after the {expected} promised by {dims:?}",
+                got - expected
+            ),
         ));
     }
     Ok(IdxArray {

@@ -53,8 +53,13 @@ fn out_of_range_cifar_label_is_corrupt() {
     let mut bytes = std::fs::read(&f).unwrap();
     bytes[3073] = 42;
     std::fs::write(&f, bytes).unwrap();
-    let err = load(Source::Cifar(Flavour::Ten), &dir).unwrap_err().to_string();
-    assert!(err.contains("test_batch.bin") && err.contains("label 42"), "{err}");
+    let err = load(Source::Cifar(Flavour::Ten), &dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test_batch.bin") && err.contains("label 42"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -76,7 +81,9 @@ fn truncated_gzip_and_idx_are_errors() {
     let f = tmp.path().join("train-images-idx3-ubyte.gz");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
-    let err = load(Source::FashionMnist, tmp.path()).unwrap_err().to_string();
+    let err = load(Source::FashionMnist, tmp.path())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
 
     let tmp = tempfile::tempdir().unwrap();
@@ -90,9 +97,12 @@ fn truncated_gzip_and_idx_are_errors() {
 
 #[test]
 fn missing_folder_says_what_to_do() {
-    let err = load(Source::Cifar(Flavour::Ten), std::path::Path::new("/nonexistent/x"))
-        .unwrap_err()
-        .to_string();
+    let err = load(
+        Source::Cifar(Flavour::Ten),
+        std::path::Path::new("/nonexistent/x"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("rir-train fetch cifar10"), "{err}");
 }
 
@@ -106,6 +116,10 @@ fn real_fashion_mnist_when_installed() {
     let ds = load(Source::FashionMnist, dir).unwrap();
     assert_eq!((ds.train.len(), ds.test.len()), (60_000, 10_000));
     // Published Fashion-MNIST statistics: mean 0.2860, std 0.3530.
-    assert!((ds.info.mean[0] - 0.2860).abs() < 1e-3, "{:?}", ds.info.mean);
+    assert!(
+        (ds.info.mean[0] - 0.2860).abs() < 1e-3,
+        "{:?}",
+        ds.info.mean
+    );
     assert!((ds.info.std[0] - 0.3530).abs() < 1e-3, "{:?}", ds.info.std);
 }

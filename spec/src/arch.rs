@@ -336,7 +336,10 @@ impl ModelSpec {
         }
         for (i, s) in self.stages.iter().enumerate() {
             if s.width == 0 || s.blocks == 0 || s.stride == 0 {
-                return bad(format!("stage {} has a zero width, block count or stride", i + 1));
+                return bad(format!(
+                    "stage {} has a zero width, block count or stride",
+                    i + 1
+                ));
             }
         }
         let fixed = match self.variant {
@@ -499,7 +502,10 @@ mod tests {
             let b = &spec.blocks()[0];
             assert_eq!(b.units[0].shortcut.is_some(), v.unit_shortcut(), "{v}");
             assert_eq!(b.outer.is_some(), v.default_outer_shortcut(), "{v}");
-            assert_eq!(b.units[0].out_res, v.residual_channels(spec.stages[0].width));
+            assert_eq!(
+                b.units[0].out_res,
+                v.residual_channels(spec.stages[0].width)
+            );
         }
     }
 
@@ -520,8 +526,7 @@ mod tests {
 
     #[test]
     fn fixed_outer_shortcut_is_enforced() {
-        let mut spec =
-            preset::build("tiny", Variant::Cnn, InputSpec::new(1, 28, 28), 10).unwrap();
+        let mut spec = preset::build("tiny", Variant::Cnn, InputSpec::new(1, 28, 28), 10).unwrap();
         spec.outer_shortcut = true;
         assert!(spec.validate().is_err());
     }

@@ -47,7 +47,10 @@ impl ModelSpec {
                 Self::conv_out(hw.1, block.units[0].stride),
             );
             for u in &block.units {
-                hw = (Self::conv_out(hw.0, u.stride), Self::conv_out(hw.1, u.stride));
+                hw = (
+                    Self::conv_out(hw.0, u.stride),
+                    Self::conv_out(hw.1, u.stride),
+                );
                 let live = (0..u.out_ch)
                     .map(|o| {
                         (0..u.in_ch)
@@ -90,13 +93,19 @@ mod tests {
         let spec = preset::build("paper", Variant::Rir, InputSpec::new(3, 32, 32), 10).unwrap();
         let c = spec.cost();
         assert!((9_400_000..9_600_000).contains(&c.params), "{}", c.params);
-        assert!((1_270_000_000..1_300_000_000).contains(&c.macs), "{}", c.macs);
+        assert!(
+            (1_270_000_000..1_300_000_000).contains(&c.macs),
+            "{}",
+            c.macs
+        );
     }
 
     #[test]
     fn variants_at_equal_width_have_nearly_equal_cost() {
         let input = InputSpec::new(3, 32, 32);
-        let rir = preset::build("small", Variant::Rir, input, 10).unwrap().cost();
+        let rir = preset::build("small", Variant::Rir, input, 10)
+            .unwrap()
+            .cost();
         for v in [Variant::Resnet, Variant::Cnn, Variant::ResnetInit] {
             let c = preset::build("small", v, input, 10).unwrap().cost();
             let ratio = c.params as f64 / rir.params as f64;

@@ -24,5 +24,8 @@ pub enum SpecError {
     },
     /// The checkpoint was written by an incompatible format version.
     #[error("checkpoint format version {found} is not supported (expected {expected})")]
-    Version { found: String, expected: &'static str },
+    Version {
+        found: String,
+        expected: &'static str,
+    },
 }

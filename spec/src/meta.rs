@@ -105,7 +105,10 @@ impl CheckpointMeta {
         let json = |v: serde_json::Result<String>| v.unwrap_or_else(|e| format!("\"{e}\""));
         HashMap::from([
             (KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
-            (KEY_SPEC.to_string(), json(serde_json::to_string(&self.spec))),
+            (
+                KEY_SPEC.to_string(),
+                json(serde_json::to_string(&self.spec)),
+            ),
             (
                 KEY_DATASET.to_string(),
                 json(serde_json::to_string(&self.dataset)),
@@ -119,7 +122,9 @@ impl CheckpointMeta {
 
     /// Parses the string map of a safetensors header and validates the spec.
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, SpecError> {
-        let version = map.get(KEY_VERSION).ok_or(SpecError::MissingMeta(KEY_VERSION))?;
+        let version = map
+            .get(KEY_VERSION)
+            .ok_or(SpecError::MissingMeta(KEY_VERSION))?;
         if version != FORMAT_VERSION {
             return Err(SpecError::Version {
                 found: version.clone(),
@@ -175,8 +180,15 @@ mod tests {
         let e = CheckpointMeta::from_map(&map).unwrap_err().to_string();
         assert!(e.contains("rir.spec"), "{e}");
         map.remove(KEY_DATASET);
-        map.insert(KEY_SPEC.into(), serde_json::to_string(&sample().spec).unwrap());
+        map.insert(
+            KEY_SPEC.into(),
+            serde_json::to_string(&sample().spec).unwrap(),
+        );
         let e = CheckpointMeta::from_map(&map).unwrap_err().to_string();
         assert!(e.contains("rir.dataset"), "{e}");
     }
 }
+
+/// Re-exported so that crates storing a training configuration need not
+/// depend on serde_json themselves.
+pub use serde_json::Value as JsonValue;

@@ -1,0 +1,73 @@
+//! Choosing the compute device, including the CUDA-registration trap:
+//! `libtorch_cuda.so` is not linked into our binaries, so libtorch only
+//! sees CUDA once that library has been loaded with `RTLD_GLOBAL`, before
+//! the first tensor is made.
+
+use std::ffi::CString;
+
+use tch::Device;
+
+/// What the user asked for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceChoice {
+    /// CUDA when libtorch can use it, else the CPU.
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// The first CUDA device; an error when there is none.
+    Cuda,
+}
+
+/// Loads `libtorch_cuda.so` globally so that libtorch registers CUDA.
+/// Returns why it could not (a CPU-only libtorch, no driver, ...).
+pub fn register_cuda() -> Result<(), String> {
+    let mut last = String::new();
+    let baked = env!("RIR_LIBTORCH_LIB");
+    let mut candidates = vec!["libtorch_cuda.so".to_string()];
+    if !baked.is_empty() {
+        candidates.push(format!("{baked}/libtorch_cuda.so"));
+    }
+    for name in candidates {
+        let c = CString::new(name.clone()).map_err(|e| e.to_string())?;
+        // SAFETY: dlopen with a valid C string; the handle is deliberately
+        // never closed, the library must stay loaded for the process.
+        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if !handle.is_null() {
+            return Ok(());
+        }
+        // SAFETY: dlerror returns a thread-local C string or null.
+        let err = unsafe { libc::dlerror() };
+        if !err.is_null() {
+            // SAFETY: non-null dlerror results are valid C strings.
+            last = unsafe { std::ffi::CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    Err(last)
+}
+
+/// Resolves the device; `Cuda` fails when CUDA cannot be had.
+pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
+    if choice == DeviceChoice::Cpu {
+        return Ok(Device::Cpu);
+    }
+    let registered = register_cuda();
+    if tch::Cuda::is_available() {
+        return Ok(Device::Cuda(0));
+    }
+    let why = match registered {
+        Ok(()) => "libtorch_cuda.so loaded but no CUDA device is visible".to_string(),
+        Err(e) => format!("libtorch_cuda.so could not be loaded ({e})"),
+    };
+    match choice {
+        DeviceChoice::Cuda => anyhow::bail!("--device cuda: {why}"),
+        _ => {
+            tracing::info!("training on the CPU: {why}");
+            Ok(Device::Cpu)
+        }
+    }
+}

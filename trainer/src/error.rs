@@ -1,0 +1,38 @@
+//! The trainer's error type.
+
+use std::path::PathBuf;
+
+/// Why training could not start or continue.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The model specification is invalid.
+    #[error(transparent)]
+    Spec(#[from] rir_spec::SpecError),
+    /// The data set could not be read.
+    #[error(transparent)]
+    Data(#[from] rir_data::DataError),
+    /// A checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] rir_checkpoint::CheckpointError),
+    /// A file in the run folder could not be written.
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    /// The recipe is unusable.
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+    /// Model and data (or checkpoint and data) do not fit together.
+    #[error("mismatch: {0}")]
+    Mismatch(String),
+    /// The loss became NaN or infinite.
+    #[error(
+        "training diverged at epoch {epoch}, step {step}: loss {loss}; lower --lr or add --warmup-epochs"
+    )]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+    },
+    /// Writing the plot failed.
+    #[error("plot {0}: {1}")]
+    Plot(PathBuf, String),
+}

@@ -1,0 +1,482 @@
+//! `rir-train`: train, evaluate and inspect ResNet-in-ResNet classifiers.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use rir_checkpoint::Checkpoint;
+use rir_data::cifar::Flavour;
+use rir_data::{Source, load};
+use rir_spec::preset::{self, PRESETS};
+use rir_spec::{BlockMask, InputSpec, Projection, Variant};
+use rir_trainer::device::{self, DeviceChoice};
+use rir_trainer::model::Precision;
+use rir_trainer::schedule::Schedule;
+use rir_trainer::train::{BEST, LAST, METRICS};
+use rir_trainer::{Outcome, TrainConfig, Trainer, ckpt, plot};
+
+#[derive(Parser)]
+#[command(
+    name = "rir-train",
+    version,
+    about = "Train ResNet-in-ResNet image classifiers with libtorch (CPU or CUDA).",
+    long_about = "Train ResNet-in-ResNet (Targ et al., 2016) image classifiers with libtorch.\n\n\
+        Each generalized residual unit is one convolution over the stacked residual and \
+        transient streams, with a block mask and explicit shortcuts; `rir`, `resnet`, `cnn` \
+        and `resnet-init` are the same network with different masks and shortcuts.\n\n\
+        Data: Fashion-MNIST (IDX, Debian's dataset-fashion-mnist), CIFAR-10 and CIFAR-100 \
+        (official binary format; `rir-train fetch` downloads them).\n\n\
+        Exit status: 0 done, 1 error, 130 interrupted by SIGINT/SIGTERM (state saved; \
+        continue with --resume)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a network; writes last/best checkpoints, metrics.jsonl and curves.png.
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on its data set's test split.
+    Eval {
+        /// Checkpoint (.safetensors) written by `rir-train train`.
+        checkpoint: PathBuf,
+        /// Folder with the data files (default: the data set's usual place).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        runtime: Runtime,
+    },
+    /// Download CIFAR-10 or CIFAR-100 from the official site (md5-checked).
+    Fetch {
+        /// cifar10 or cifar100.
+        dataset: Source,
+        /// Folder to unpack into.
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+    },
+    /// List presets with parameters and multiply-adds for each variant.
+    Presets {
+        /// Data set whose input shape and classes to assume.
+        #[arg(long, default_value = "cifar10")]
+        dataset: Source,
+    },
+    /// Show the libtorch build and the devices it sees.
+    Info,
+}
+
+#[derive(Args)]
+struct Runtime {
+    /// Where to compute.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// CPU threads for libtorch (default: libtorch's choice, one per core).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// fashion-mnist, cifar10, cifar100 or cifar100-coarse.
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: Source,
+    /// Folder with the data files (default: /usr/share/datasets/fashion-mnist or data/<cifar folder>).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Network size: paper, small, tiny or micro (see `rir-train presets`).
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// rir, resnet, cnn or resnet-init.
+    #[arg(long, default_value = "rir")]
+    variant: Variant,
+    /// Shortcut spanning each RiR block's two units (rir only; others fix it).
+    #[arg(long)]
+    outer_shortcut: Option<bool>,
+    /// How shortcuts cross a stride or width change: conv (1x1) or zero-pad (option A).
+    #[arg(long, default_value = "conv")]
+    projection: Projection,
+    /// Live sub-kernels as four 0/1 digits rr tr rt tt (ablations), e.g. 1001.
+    #[arg(long, default_value = "1111")]
+    mask: BlockMask,
+    /// Epochs [default: 82, the paper's]. With --resume, extends or shortens the stored run.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Minibatch size (the paper used 500).
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// Learning-rate schedule; `step` is the paper's x0.1 at 42 and 62 of 82 epochs, scaled.
+    #[arg(long, value_enum, default_value_t = Schedule::Step)]
+    schedule: Schedule,
+    /// Linear learning-rate warm-up, in epochs.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_epochs: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    /// L2 on convolution kernels (not on BN, never on the identity).
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// Label smoothing of the cross-entropy.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// Zero padding before the random crop (0 disables the crop).
+    #[arg(long, default_value_t = 4)]
+    crop_pad: usize,
+    /// Disable the random horizontal flip.
+    #[arg(long)]
+    no_flip: bool,
+    /// Seed of initialization, shuffling and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Convolutions in bfloat16 on float32 master weights.
+    #[arg(long)]
+    bf16: bool,
+    /// Channels-last memory layout (for CUDA tensor cores).
+    #[arg(long)]
+    channels_last: bool,
+    /// Use only the first N training images.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Run folder (default: runs/<dataset>-<variant>-<preset>-s<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint (recipe and model come from it).
+    #[arg(long)]
+    resume: bool,
+    /// Stop (as on SIGINT) after this many optimizer steps in total.
+    #[arg(long, hide = true)]
+    stop_at_step: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    runtime: Runtime,
+}
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`rir-train presets | head`) like other CLI tools.
+    // SAFETY: resetting a signal disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Train(a) => train(a),
+        Command::Eval {
+            checkpoint,
+            data_dir,
+            runtime,
+        } => eval(&checkpoint, data_dir, &runtime),
+        Command::Fetch { dataset, dir } => fetch(dataset, &dir),
+        Command::Presets { dataset } => presets(dataset),
+        Command::Info => info(),
+    }
+}
+
+fn setup_runtime(r: &Runtime) -> Result<tch::Device> {
+    if let Some(n) = r.threads {
+        tch::set_num_threads(n);
+    }
+    device::select(r.device)
+}
+
+fn load_data(source: Source, dir: Option<PathBuf>) -> Result<rir_data::Dataset> {
+    let dir = dir.unwrap_or_else(|| source.default_dir());
+    let started = std::time::Instant::now();
+    let ds = load(source, &dir)?;
+    tracing::info!(
+        "{}: {} train / {} test images of {:?} from {} in {:.1}s",
+        source.name(),
+        ds.train.len(),
+        ds.test.len(),
+        ds.info.input,
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ds)
+}
+
+/// Installs SIGINT/SIGTERM handling: the first signal asks the trainer to
+/// save and stop; a second one exits at once.
+fn install_stop(trainer: &Trainer) -> Result<()> {
+    let stop = trainer.stop.clone();
+    static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+    ctrlc::set_handler(move || {
+        if SIGNALS.fetch_add(1, Ordering::SeqCst) > 0 {
+            eprintln!("second signal: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("signal received: finishing this step, saving, then exiting (again to force)");
+        stop.store(true, Ordering::SeqCst);
+    })
+    .context("installing the signal handler")
+}
+
+fn train(a: TrainArgs) -> Result<ExitCode> {
+    preset::find(&a.preset)?;
+    let device = setup_runtime(&a.runtime)?;
+    let data = load_data(a.dataset, a.data_dir.clone())?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "{}-{}-{}-s{}",
+            a.dataset.name(),
+            a.variant,
+            a.preset,
+            a.seed
+        ))
+    });
+    let mut trainer = if a.resume {
+        let last = out.join(LAST);
+        if !last.is_file() {
+            bail!("--resume: {} does not exist", last.display());
+        }
+        let mut t = Trainer::resume(&last, data, device, &out)?;
+        if let Some(e) = a.epochs {
+            t.config.epochs = e;
+        }
+        tracing::info!(
+            "resuming {} at epoch {} batch {} (step {})",
+            last.display(),
+            t.state.epoch + 1,
+            t.state.next_batch,
+            t.state.step
+        );
+        t
+    } else {
+        let mut spec = preset::build(
+            &a.preset,
+            a.variant,
+            data.info.input,
+            data.info.class_names.len(),
+        )?;
+        spec.outer_shortcut = a.outer_shortcut.unwrap_or(spec.outer_shortcut);
+        spec.projection = a.projection;
+        spec.mask = a.mask;
+        spec.validate()?;
+        if out.join(LAST).exists() {
+            bail!(
+                "{} already holds a run; pass --resume to continue it or --out for a new folder",
+                out.display()
+            );
+        }
+        let config = TrainConfig {
+            epochs: a.epochs.unwrap_or(82),
+            batch_size: a.batch_size,
+            lr: a.lr,
+            schedule: a.schedule,
+            warmup_epochs: a.warmup_epochs,
+            momentum: a.momentum,
+            nesterov: a.nesterov,
+            weight_decay: a.weight_decay,
+            label_smoothing: a.label_smoothing,
+            crop_pad: a.crop_pad,
+            flip: !a.no_flip,
+            seed: a.seed,
+            eval_batch_size: 500,
+            precision: if a.bf16 {
+                Precision::Bf16
+            } else {
+                Precision::Fp32
+            },
+            channels_last: a.channels_last,
+            train_limit: a.train_limit,
+            test_limit: a.test_limit,
+        };
+        Trainer::new(&spec, data, config, device, &out)?
+    };
+    trainer.stop_at_step = a.stop_at_step;
+    trainer.progress = !a.quiet;
+    let cost = trainer.net.spec.cost();
+    println!("model:      {}", trainer.net.spec.describe());
+    println!(
+        "size:       {:.3} M parameters, {:.1} M multiply-adds per image",
+        cost.params as f64 / 1e6,
+        cost.macs as f64 / 1e6
+    );
+    println!(
+        "device:     {:?}, {} libtorch threads",
+        device,
+        tch::get_num_threads()
+    );
+    println!(
+        "data:       {} ({} train, {} test), {} steps/epoch of {}",
+        trainer.data.info.name,
+        trainer.data.train.len(),
+        trainer.data.test.len(),
+        trainer.steps_per_epoch(),
+        trainer.config.batch_size
+    );
+    println!("run folder: {}", out.display());
+    install_stop(&trainer)?;
+    let started = std::time::Instant::now();
+    let outcome = trainer.run()?;
+    let title = format!(
+        "{} on {}",
+        trainer.net.spec.describe(),
+        trainer.data.info.name
+    );
+    if let Err(e) = plot::curves(
+        &out.join("curves.png"),
+        &title,
+        &[(trainer.net.spec.variant.name(), &trainer.state.history)],
+    ) {
+        tracing::warn!("no plot: {e}");
+    }
+    let best = trainer.state.best_test_acc().unwrap_or(0.0);
+    match outcome {
+        Outcome::Finished => {
+            println!(
+                "done: {} epochs in {:.1} min; best test accuracy {:.2}%; checkpoints {} and {}; metrics {}",
+                trainer.state.epoch,
+                started.elapsed().as_secs_f64() / 60.0,
+                100.0 * best,
+                out.join(BEST).display(),
+                out.join(LAST).display(),
+                out.join(METRICS).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Interrupted => {
+            println!(
+                "interrupted at epoch {} step {}; state saved to {}; continue with --resume --out {}",
+                trainer.state.epoch + 1,
+                trainer.state.step,
+                out.join(LAST).display(),
+                out.display()
+            );
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+fn eval(path: &Path, data_dir: Option<PathBuf>, runtime: &Runtime) -> Result<ExitCode> {
+    let device = setup_runtime(runtime)?;
+    let ck = Checkpoint::read(path)?;
+    let source: Source = ck
+        .meta
+        .dataset
+        .name
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let mut data = load_data(source, data_dir)?;
+    data.info = ck.meta.dataset.clone();
+    let config: TrainConfig =
+        serde_json::from_value(ck.meta.training.config.clone()).unwrap_or_default();
+    let config = TrainConfig {
+        train_limit: Some(2),
+        test_limit: None,
+        ..config
+    };
+    let trainer = Trainer::new(&ck.meta.spec, data, config, device, Path::new("."))?;
+    ckpt::restore(&ck, &trainer.vs, None)?;
+    let e = trainer.evaluate(&trainer.data.test);
+    println!(
+        "{}: test accuracy {:.2}% ({} images), loss {:.4}",
+        path.display(),
+        100.0 * e.accuracy,
+        trainer.data.test.len(),
+        e.loss
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fetch(source: Source, dir: &Path) -> Result<ExitCode> {
+    let Source::Cifar(flavour) = source else {
+        bail!(
+            "fetch is for cifar10 and cifar100; Fashion-MNIST comes from Debian's dataset-fashion-mnist package"
+        );
+    };
+    let flavour = if flavour == Flavour::HundredCoarse {
+        Flavour::HundredFine
+    } else {
+        flavour
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bytes}/{total_bytes} [{bar:30}] {bytes_per_sec} eta {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    let folder = rir_data::fetch::fetch_cifar(flavour, dir, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    load(source, &folder).context("the downloaded files do not load")?;
+    println!("{} ready in {}", source.name(), folder.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn presets(source: Source) -> Result<ExitCode> {
+    let (input, classes) = match source {
+        Source::FashionMnist => (InputSpec::new(1, 28, 28), 10),
+        Source::Cifar(Flavour::Ten) => (InputSpec::new(3, 32, 32), 10),
+        Source::Cifar(Flavour::HundredFine) => (InputSpec::new(3, 32, 32), 100),
+        Source::Cifar(Flavour::HundredCoarse) => (InputSpec::new(3, 32, 32), 20),
+    };
+    println!(
+        "{:<7} {:<12} {:>12} {:>14}  about",
+        "preset", "variant", "params", "MACs/image"
+    );
+    for p in PRESETS {
+        for v in Variant::ALL {
+            let c = preset::build(p.name, v, input, classes)?.cost();
+            let about = if v == Variant::Rir { p.about } else { "" };
+            println!(
+                "{:<7} {:<12} {:>12} {:>14}  {}",
+                p.name,
+                v.name(),
+                c.params,
+                c.macs,
+                about
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn info() -> Result<ExitCode> {
+    let cuda = device::register_cuda();
+    println!("libtorch lib:   {}", env!("RIR_LIBTORCH_LIB"));
+    println!(
+        "libtorch_cuda:  {}",
+        match &cuda {
+            Ok(()) => "loaded".to_string(),
+            Err(e) => format!("not loaded ({e})"),
+        }
+    );
+    println!("CUDA available: {}", tch::Cuda::is_available());
+    println!("CUDA devices:   {}", tch::Cuda::device_count());
+    println!("cuDNN:          {}", tch::Cuda::cudnn_is_available());
+    println!("CPU threads:    {}", tch::get_num_threads());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,133 @@
+//! A PNG of the training curves (loss and accuracy per epoch), drawn with
+//! plotters. Text needs a TrueType font; the DejaVu fonts Debian installs
+//! are looked for at run time.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use rir_spec::meta::EpochMetrics;
+
+use crate::error::TrainError;
+
+/// Places where a sans-serif TrueType font usually lives.
+const FONT_PATHS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+
+fn register_font() -> bool {
+    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DONE.get_or_init(|| {
+        for p in FONT_PATHS {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+/// One named series of (epoch, value) points.
+pub struct Series<'a> {
+    /// Legend label.
+    pub label: &'a str,
+    /// Points.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Draws `runs` (label, history) as two panels, loss and test accuracy.
+pub fn curves(
+    path: &Path,
+    title: &str,
+    runs: &[(&str, &[EpochMetrics])],
+) -> Result<(), TrainError> {
+    if !register_font() {
+        return Err(TrainError::Plot(
+            path.to_path_buf(),
+            "no TrueType font found (install fonts-dejavu-core)".into(),
+        ));
+    }
+    let err = |e: String| TrainError::Plot(path.to_path_buf(), e);
+    let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| err(e.to_string()))?;
+    let (left, right) = root.split_horizontally(600);
+    let epochs = runs
+        .iter()
+        .flat_map(|(_, h)| h.iter().map(|m| m.epoch))
+        .max()
+        .unwrap_or(1) as f64;
+    let palette = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK];
+    let max_loss = runs
+        .iter()
+        .flat_map(|(_, h)| h.iter().flat_map(|m| [m.train_loss, m.test_loss]))
+        .filter(|v| v.is_finite())
+        .fold(0.1f64, f64::max);
+    let panels: [(&str, f64, f64); 2] =
+        [("loss", 0.0, max_loss * 1.05), ("accuracy %", 0.0, 100.0)];
+    for (area, (name, lo, hi)) in [left, right].iter().zip(panels) {
+        let lo = if name == "loss" {
+            lo
+        } else {
+            runs.iter()
+                .flat_map(|(_, h)| h.iter().map(|m| 100.0 * m.test_acc))
+                .fold(100.0f64, f64::min)
+                .min(90.0)
+                .floor()
+                - 5.0
+        };
+        let mut chart = ChartBuilder::on(area)
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..epochs.max(1.0), lo.max(0.0)..hi)
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(name)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        for (i, (label, history)) in runs.iter().enumerate() {
+            let color = palette[i % palette.len()];
+            let pick: [(&str, fn(&EpochMetrics) -> f64, bool); 2] = if name == "loss" {
+                [
+                    ("train", |m| m.train_loss, false),
+                    ("test", |m| m.test_loss, true),
+                ]
+            } else {
+                [
+                    ("train", |m| 100.0 * m.train_acc, false),
+                    ("test", |m| 100.0 * m.test_acc, true),
+                ]
+            };
+            for (which, f, solid) in pick {
+                let pts: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, f(m))).collect();
+                let style = if solid {
+                    color.stroke_width(2)
+                } else {
+                    color.mix(0.5).stroke_width(1)
+                };
+                chart
+                    .draw_series(LineSeries::new(pts, style))
+                    .map_err(|e| err(e.to_string()))?
+                    .label(format!("{label} {which}"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+            }
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The `rir-train` binary over real files and real signals.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rir_checkpoint::Checkpoint;
+use rir_data::cifar::Flavour;
+use rir_data::fixtures;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rir-train"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn train_args(data: &Path, out: &Path) -> Vec<String> {
+    [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--preset",
+        "micro",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--threads",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(["--data-dir".into(), data.display().to_string()])
+    .chain(["--out".into(), out.display().to_string()])
+    .collect()
+}
+
+fn wait_for(path: &Path, what: &str) {
+    let start = Instant::now();
+    while !std::fs::read_to_string(path).is_ok_and(|s| s.contains(what)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{what} never appeared in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigint_saves_and_resume_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fixtures::write_fashion_mnist(&data, 160, 32, 28, true, 1).unwrap();
+    let out = dir.path().join("run");
+    let child = bin()
+        .args(train_args(&data, &out))
+        .args(["--epochs", "1000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&out.join("metrics.jsonl"), "\"event\":\"epoch\"");
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("--resume"));
+    let ck = Checkpoint::read(&out.join("last.safetensors")).unwrap();
+    let done = ck.meta.training.epoch;
+    assert!(done >= 1);
+
+    let status = bin()
+        .args(train_args(&data, &out))
+        .args(["--resume", "--epochs", &(done + 1).to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ck = Checkpoint::read(&out.join("last.safetensors")).unwrap();
+    assert_eq!(ck.meta.training.epoch, done + 1);
+    assert_eq!(ck.meta.training.next_batch, 0);
+}
+
+#[test]
+fn kill_9_at_any_moment_leaves_a_loadable_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Tiny epochs, so that checkpoints are written every few milliseconds.
+    fixtures::write_fashion_mnist(&data, 32, 8, 28, false, 2).unwrap();
+    let out = dir.path().join("run");
+    let mut loaded = 0;
+    for round in 0..6u64 {
+        let mut cmd = bin();
+        cmd.args(train_args(&data, &out))
+            .args(["--epochs", "100000"]);
+        if out.join("last.safetensors").exists() {
+            cmd.arg("--resume");
+        }
+        let mut child = cmd.stdout(Stdio::null()).spawn().unwrap();
+        wait_for(&out.join("metrics.jsonl"), "\"event\":\"epoch\"");
+        std::thread::sleep(Duration::from_millis(37 * round + 11));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let ck = Checkpoint::read(&out.join("last.safetensors"))
+            .unwrap_or_else(|e| panic!("round {round}: checkpoint unreadable after kill -9: {e}"));
+        assert!(ck.meta.training.epoch >= 1);
+        loaded += 1;
+    }
+    assert_eq!(loaded, 6);
+}
+
+#[test]
+fn trains_on_cifar10_and_cifar100_files_in_the_official_format() {
+    for (flavour, name) in [
+        (Flavour::Ten, "cifar10"),
+        (Flavour::HundredFine, "cifar100"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = fixtures::write_cifar(dir.path(), flavour, 20, 20, 3).unwrap();
+        let out = dir.path().join("run");
+        let output = bin()
+            .args([
+                "train",
+                "--dataset",
+                name,
+                "--preset",
+                "micro",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "10",
+                "--device",
+                "cpu",
+                "--quiet",
+            ])
+            .arg("--data-dir")
+            .arg(&folder)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let ck = Checkpoint::read(&out.join("best.safetensors")).unwrap();
+        assert_eq!(ck.meta.dataset.name, name);
+        assert_eq!(ck.meta.spec.input.channels, 3);
+        let classes = if flavour == Flavour::Ten { 10 } else { 100 };
+        assert_eq!(ck.meta.spec.num_classes, classes);
+        assert_eq!(ck.meta.dataset.class_names.len(), classes);
+        let eval = bin()
+            .arg("eval")
+            .arg(out.join("best.safetensors"))
+            .arg("--data-dir")
+            .arg(&folder)
+            .output()
+            .unwrap();
+        assert!(
+            eval.status.success(),
+            "{}",
+            String::from_utf8_lossy(&eval.stderr)
+        );
+        assert!(String::from_utf8_lossy(&eval.stdout).contains("test accuracy"));
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_a_failure_status() {
+    let dir = tempfile::tempdir().unwrap();
+    // Missing data folder.
+    let out = bin()
+        .args([
+            "train",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            "/nonexistent/cifar",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/cifar") && err.contains("rir-train fetch"),
+        "{err}"
+    );
+    // Truncated checkpoint.
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
+    let out = bin().arg("eval").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.safetensors"));
+    // Unknown preset.
+    let out = bin()
+        .args(["train", "--preset", "huge", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown preset `huge`"));
+}

@@ -1,0 +1,53 @@
+//! Helpers shared by the trainer's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use rir_data::{Dataset, Source, fixtures, load};
+use rir_spec::{InputSpec, ModelSpec, Variant, preset};
+use rir_trainer::RirNet;
+use tch::{Device, Kind, Tensor, nn::VarStore};
+
+/// A Fashion-MNIST-format data set of `train` + `test` synthetic images.
+pub fn fashion(dir: &Path, train: usize, test: usize) -> Dataset {
+    fixtures::write_fashion_mnist(dir, train, test, 28, true, 11).unwrap();
+    load(Source::FashionMnist, dir).unwrap()
+}
+
+/// `micro` spec of a variant on 1x28x28, 10 classes.
+pub fn micro(v: Variant) -> ModelSpec {
+    preset::build("micro", v, InputSpec::new(1, 28, 28), 10).unwrap()
+}
+
+/// Builds a network with random weights and random (non-trivial) BN
+/// statistics and affine parameters.
+pub fn random_net(spec: &ModelSpec, seed: i64) -> (VarStore, RirNet) {
+    tch::manual_seed(seed);
+    let vs = VarStore::new(Device::Cpu);
+    let net = RirNet::new(&vs.root(), spec);
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            let n = t.size();
+            if name.ends_with("running_mean") || name.ends_with("bn.bias") {
+                t.copy_(&(Tensor::randn(n.as_slice(), (Kind::Float, Device::Cpu)) * 0.3));
+            } else if name.ends_with("running_var") || name.ends_with("bn.weight") {
+                t.copy_(&(Tensor::rand(n.as_slice(), (Kind::Float, Device::Cpu)) + 0.5));
+            }
+        }
+    });
+    (vs, net)
+}
+
+/// Max |a - b| over all elements.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+/// A random normalized input batch.
+pub fn input(n: i64, spec: &ModelSpec) -> Tensor {
+    let i = spec.input;
+    Tensor::randn(
+        [n, i.channels as i64, i.height as i64, i.width as i64],
+        (Kind::Float, Device::Cpu),
+    )
+}

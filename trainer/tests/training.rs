@@ -1,0 +1,190 @@
+//! Training behaviour: learning, checkpoints, exact resume.
+
+mod common;
+
+use rir_checkpoint::Checkpoint;
+use rir_spec::Variant;
+use rir_trainer::train::{BEST, LAST, METRICS};
+use rir_trainer::{Outcome, TrainConfig, Trainer, ckpt};
+use tch::{Device, Kind, Reduction, Tensor};
+
+fn config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 16,
+        lr: 0.05,
+        eval_batch_size: 64,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn a_small_model_overfits_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion(dir.path(), 32, 8);
+    let spec = common::micro(Variant::Rir);
+    let t = Trainer::new(&spec, data, config(1), Device::Cpu, dir.path()).unwrap();
+    let mut opt = rir_trainer::optim::Sgd::new(&t.vs, 0.9, false, 0.0);
+    let mut buf = vec![];
+    let mut labels = vec![];
+    let idx: Vec<usize> = (0..32).collect();
+    rir_data::augment::fill_batch(
+        &t.data.info,
+        &t.data.train,
+        &idx,
+        rir_data::augment::Augment::NONE,
+        &mut rir_data::rng::Rng::new(0),
+        &mut buf,
+        &mut labels,
+    );
+    let x = Tensor::from_slice(&buf).view([32, 1, 28, 28]);
+    let y = Tensor::from_slice(&labels);
+    let mut last = f64::MAX;
+    for _ in 0..150 {
+        let loss = t.net.forward(&x, true).cross_entropy_loss(
+            &y,
+            None::<Tensor>,
+            Reduction::Mean,
+            -100,
+            0.0,
+        );
+        opt.zero_grad();
+        loss.backward();
+        opt.step(0.05);
+        last = loss.double_value(&[]);
+    }
+    assert!(last < 0.05, "loss after 150 steps on one batch: {last}");
+    let acc = t
+        .net
+        .forward(&x, true)
+        .argmax(-1, false)
+        .eq_tensor(&y)
+        .to_kind(Kind::Float)
+        .mean(Kind::Float)
+        .double_value(&[]);
+    assert_eq!(acc, 1.0);
+}
+
+#[test]
+fn training_learns_synthetic_classes_and_writes_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion(&dir.path().join("data"), 512, 128);
+    let spec = common::micro(Variant::Rir);
+    let out = dir.path().join("run");
+    let mut cfg = config(3);
+    cfg.crop_pad = 0;
+    let mut t = Trainer::new(&spec, data, cfg, Device::Cpu, &out).unwrap();
+    assert_eq!(t.run().unwrap(), Outcome::Finished);
+    let best = t.state.best_test_acc().unwrap();
+    assert!(
+        best > 0.5,
+        "test accuracy {best} on learnable synthetic data"
+    );
+    for f in [LAST, BEST, METRICS] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let lines = std::fs::read_to_string(out.join(METRICS)).unwrap();
+    let epochs = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "epoch")
+        .count();
+    assert_eq!(epochs, 3);
+}
+
+fn variables(t: &Trainer) -> Vec<(String, Tensor)> {
+    let mut v: Vec<_> = t.vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn checkpoint_round_trips_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion(&dir.path().join("data"), 64, 16);
+    let out = dir.path().join("run");
+    let spec = common::micro(Variant::Rir);
+    let mut t = Trainer::new(&spec, data.clone(), config(1), Device::Cpu, &out).unwrap();
+    t.run().unwrap();
+    let path = out.join(LAST);
+    let ck = Checkpoint::read(&path).unwrap();
+    assert_eq!(ck.meta.spec, spec);
+    assert_eq!(ck.meta.training.epoch, 1);
+    assert_eq!(ck.meta.dataset.class_names.len(), 10);
+    let r = Trainer::resume(&path, data, Device::Cpu, &dir.path().join("other")).unwrap();
+    for ((na, a), (nb, b)) in variables(&t).iter().zip(variables(&r)) {
+        assert_eq!(*na, nb);
+        assert!(a.equal(&b), "{na} differs after a round trip");
+    }
+    for (pa, pb) in t.opt.params.iter().zip(&r.opt.params) {
+        assert!(
+            pa.momentum.equal(&pb.momentum),
+            "momentum of {} differs",
+            pa.name
+        );
+    }
+    // And the host copy is bit-exact too.
+    let again = ckpt::snapshot(&r.vs, Some(&r.opt), ck.meta.clone());
+    assert_eq!(again.tensors, ck.tensors);
+}
+
+#[test]
+fn a_resumed_run_continues_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion(&dir.path().join("data"), 96, 16);
+    let spec = common::micro(Variant::Rir);
+
+    let mut straight = Trainer::new(
+        &spec,
+        data.clone(),
+        config(2),
+        Device::Cpu,
+        &dir.path().join("a"),
+    )
+    .unwrap();
+    assert_eq!(straight.run().unwrap(), Outcome::Finished);
+
+    // Stop mid-epoch 1 (6 steps per epoch), then resume twice: once
+    // mid-epoch, once at the epoch boundary.
+    let b = dir.path().join("b");
+    let mut first = Trainer::new(&spec, data.clone(), config(2), Device::Cpu, &b).unwrap();
+    first.stop_at_step = Some(4);
+    assert_eq!(first.run().unwrap(), Outcome::Interrupted);
+    let ck = Checkpoint::read(&b.join(LAST)).unwrap();
+    assert_eq!(
+        (ck.meta.training.epoch, ck.meta.training.next_batch),
+        (0, 4)
+    );
+    let mut second = Trainer::resume(&b.join(LAST), data.clone(), Device::Cpu, &b).unwrap();
+    second.stop_at_step = Some(6);
+    assert_eq!(second.run().unwrap(), Outcome::Interrupted);
+    let mut third = Trainer::resume(&b.join(LAST), data, Device::Cpu, &b).unwrap();
+    assert_eq!(third.run().unwrap(), Outcome::Finished);
+
+    assert_eq!(third.state.step, straight.state.step);
+    for ((name, a), (_, b)) in variables(&straight).iter().zip(variables(&third)) {
+        let d = (a - &b).abs().max().double_value(&[]);
+        assert!(d < 1e-6, "{name}: resumed run differs by {d}");
+    }
+    let (ha, hb) = (&straight.state.history, &third.state.history);
+    assert_eq!(ha.len(), hb.len());
+    assert!((ha[1].test_acc - hb[1].test_acc).abs() < 1e-9);
+}
+
+#[test]
+fn model_and_data_mismatch_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion(dir.path(), 16, 4);
+    let spec = rir_spec::preset::build(
+        "micro",
+        Variant::Rir,
+        rir_spec::InputSpec::new(3, 32, 32),
+        10,
+    )
+    .unwrap();
+    let err = Trainer::new(&spec, data, config(1), Device::Cpu, dir.path())
+        .err()
+        .expect("mismatch accepted")
+        .to_string();
+    assert!(err.contains("mismatch"), "{err}");
+}
