@@ -6,6 +6,7 @@
 //! - [`four_conv`]: the same network written as four convolutions per unit,
 //!   the way public implementations write it; the reference for tests and
 //!   the baseline of the throughput benchmark.
+//! - [`bench`]: training-throughput measurement for `rir-train bench`.
 //! - [`optim`]: SGD with momentum and L2 on kernels only.
 //! - [`schedule`]: step, cosine and one-cycle learning rates.
 //! - [`train`]: the loop, evaluation, metrics, checkpoints, interruption.
@@ -14,6 +15,7 @@
 //! - [`plot`]: the PNG of the training curves.
 //! - [`error`]: the crate's error type.
 
+pub mod bench;
 pub mod ckpt;
 pub mod device;
 pub mod error;

@@ -12,6 +12,7 @@ use rir_data::{Source, load};
 use rir_spec::preset::{self, PRESETS};
 use rir_spec::{BlockMask, InputSpec, Projection, Variant};
 use rir_trainer::device::{self, DeviceChoice};
+use rir_trainer::bench::Form;
 use rir_trainer::model::Precision;
 use rir_trainer::schedule::Schedule;
 use rir_trainer::train::{BEST, LAST, METRICS};
@@ -66,6 +67,58 @@ enum Command {
     },
     /// Show the libtorch build and the devices it sees.
     Info,
+    /// Measure training throughput: one-conv vs four-conv vs PyTorch eager.
+    Bench(BenchArgs),
+    /// One measurement of `bench`, in its own process (internal).
+    #[command(hide = true)]
+    BenchChild {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        dataset: Source,
+        #[arg(long)]
+        variant: Variant,
+        #[arg(long, value_enum)]
+        form: Form,
+        #[arg(long)]
+        batch: usize,
+        #[arg(long)]
+        warmup: usize,
+        #[arg(long)]
+        steps: usize,
+        #[command(flatten)]
+        runtime: Runtime,
+    },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Presets to measure, comma-separated.
+    #[arg(long, default_value = "tiny,small", value_delimiter = ',')]
+    presets: Vec<String>,
+    /// Data set whose image shape and class count to use (no data is read).
+    #[arg(long, default_value = "cifar10")]
+    dataset: Source,
+    /// Variant to measure.
+    #[arg(long, default_value = "rir")]
+    variant: Variant,
+    /// Images per step.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Python with torch 2.11 for the eager reference [default: .deps/torch-venv/bin/python].
+    #[arg(long, env = "RIR_TORCH_PYTHON")]
+    python: Option<PathBuf>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: Runtime,
 }
 
 #[derive(Args)]
@@ -198,6 +251,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fetch { dataset, dir } => fetch(dataset, &dir),
         Command::Presets { dataset } => presets(dataset),
         Command::Info => info(),
+        Command::Bench(a) => bench(a),
+        Command::BenchChild {
+            preset: name,
+            dataset,
+            variant,
+            form,
+            batch,
+            warmup,
+            steps,
+            runtime,
+        } => {
+            let device = setup_runtime(&runtime)?;
+            let spec = bench_spec(&name, dataset, variant)?;
+            let m = rir_trainer::bench::measure(&spec, form, batch, warmup, steps, device);
+            println!("{}", serde_json::to_string(&m)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -436,13 +506,126 @@ fn fetch(source: Source, dir: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn presets(source: Source) -> Result<ExitCode> {
-    let (input, classes) = match source {
+/// Image shape and class count of a data set, without reading it.
+fn shape_of(source: Source) -> (InputSpec, usize) {
+    match source {
         Source::FashionMnist => (InputSpec::new(1, 28, 28), 10),
         Source::Cifar(Flavour::Ten) => (InputSpec::new(3, 32, 32), 10),
         Source::Cifar(Flavour::HundredFine) => (InputSpec::new(3, 32, 32), 100),
         Source::Cifar(Flavour::HundredCoarse) => (InputSpec::new(3, 32, 32), 20),
+    }
+}
+
+fn bench_spec(name: &str, source: Source, variant: Variant) -> Result<rir_spec::ModelSpec> {
+    let (input, classes) = shape_of(source);
+    Ok(preset::build(name, variant, input, classes)?)
+}
+
+fn bench(a: BenchArgs) -> Result<ExitCode> {
+    use rir_trainer::bench::{Measurement, layer_plan};
+    let exe = std::env::current_exe()?;
+    let threads = a.runtime.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as i32)
+    });
+    let python = a
+        .python
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".deps/torch-venv/bin/python"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
+    let parse = |out: std::process::Output, what: &str| -> Result<Measurement> {
+        if !out.status.success() {
+            bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().last().unwrap_or_default();
+        serde_json::from_str(line).with_context(|| format!("{what} printed {line:?}"))
     };
+    let device_flag = match a.runtime.device {
+        DeviceChoice::Cpu => "cpu",
+        DeviceChoice::Cuda => "cuda",
+        DeviceChoice::Auto => "auto",
+    };
+    println!(
+        "training throughput, {} {}, batch {}, {} timed steps after {} warm-up, {} threads",
+        a.dataset.name(),
+        a.variant,
+        a.batch,
+        a.steps,
+        a.warmup,
+        threads
+    );
+    println!(
+        "{:<7} {:<22} {:>10} {:>12} {:>14}",
+        "preset", "implementation", "img/s", "ratio", "peak RSS MiB"
+    );
+    let mut rows = vec![];
+    for name in &a.presets {
+        let spec = bench_spec(name, a.dataset, a.variant)?;
+        let mut results: Vec<(&str, Option<Measurement>, String)> = vec![];
+        for (label, form) in [("rir one-conv (ours)", "one-conv"), ("rir four-conv (tch)", "four-conv")] {
+            let out = std::process::Command::new(&exe)
+                .args(["bench-child", "--preset", name, "--dataset", a.dataset.name(), "--form", form])
+                .args(["--variant", a.variant.name()])
+                .args(["--batch", &a.batch.to_string(), "--warmup", &a.warmup.to_string()])
+                .args(["--steps", &a.steps.to_string(), "--threads", &threads.to_string()])
+                .args(["--device", device_flag])
+                .output()?;
+            results.push((label, Some(parse(out, label)?), String::new()));
+        }
+        let args = serde_json::json!({
+            "plan": layer_plan(&spec), "threads": threads, "batch": a.batch,
+            "warmup": a.warmup, "steps": a.steps,
+        });
+        let reference = match std::process::Command::new(&python)
+            .arg(&script)
+            .arg(args.to_string())
+            .output()
+        {
+            Ok(out) => match parse(out, "PyTorch reference") {
+                Ok(m) => (Some(m), String::new()),
+                Err(e) => (None, format!("{e:#}")),
+            },
+            Err(e) => (None, format!("{}: {e}", python.display())),
+        };
+        results.push(("rir one-conv (PyTorch)", reference.0, reference.1));
+        let torch = results[2].1.map(|m| m.img_per_s);
+        let four = results[1].1.map(|m| m.img_per_s);
+        for (label, m, why) in &results {
+            match m {
+                Some(m) => {
+                    let ratio = if label.contains("PyTorch") {
+                        "1.00 (ref)".to_string()
+                    } else {
+                        torch.map_or("-".into(), |t| format!("{:.2}", m.img_per_s / t))
+                    };
+                    println!(
+                        "{:<7} {:<22} {:>10.0} {:>12} {:>14.0}",
+                        name, label, m.img_per_s, ratio, m.peak_rss_mb
+                    );
+                }
+                None => println!("{name:<7} {label:<22}   skipped: {why}"),
+            }
+        }
+        if let (Some(one), Some(four)) = (results[0].1, four) {
+            println!(
+                "{:<7} one-conv speed-up over four-conv: {:.2}x",
+                name,
+                one.img_per_s / four
+            );
+        }
+        rows.push(serde_json::json!({
+            "preset": name,
+            "one_conv": results[0].1, "four_conv": results[1].1, "pytorch": results[2].1,
+        }));
+    }
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn presets(source: Source) -> Result<ExitCode> {
+    let (input, classes) = shape_of(source);
     println!(
         "{:<7} {:<12} {:>12} {:>14}  about",
         "preset", "variant", "params", "MACs/image"

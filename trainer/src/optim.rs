@@ -59,6 +59,26 @@ impl Sgd {
         }
     }
 
+    /// An optimizer over explicitly named tensors (the benchmark's
+    /// four-convolution form, which lives outside a store).
+    pub fn from_named(named: Vec<(String, Tensor)>, momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
+        let params = named
+            .into_iter()
+            .map(|(name, tensor)| Param {
+                decay: decays(&name, &tensor.size()),
+                momentum: tensor.zeros_like(),
+                name,
+                tensor,
+            })
+            .collect();
+        Sgd {
+            params,
+            momentum,
+            nesterov,
+            weight_decay,
+        }
+    }
+
     /// Clears the gradients.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
