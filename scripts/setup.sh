@@ -31,11 +31,38 @@ fi
 if [ ! -f "$TORCH_DIR/torch/lib/libtorch_cpu.so" ]; then
   log "pip: libtorch 2.11.0 into $TORCH_DIR (about 1.2 GB)"
   rm -rf "$TORCH_DIR.partial"
-  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$TORCH_DIR.partial" \
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --target "$TORCH_DIR.partial" \
     torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
   rm -rf "$TORCH_DIR"
   mv "$TORCH_DIR.partial" "$TORCH_DIR"
 fi
 
+ORT_DIR="$DEPS/onnxruntime"
+if [ ! -f "$ORT_DIR/libonnxruntime.so" ]; then
+  log "pip: onnxruntime 1.31.1 wheel, unpacking libonnxruntime.so into $ORT_DIR"
+  tmp="$(mktemp -d)"
+  python3 -m pip download -q --disable-pip-version-check --root-user-action=ignore --no-deps --only-binary=:all: -d "$tmp" onnxruntime==1.31.1
+  mkdir -p "$ORT_DIR"
+  python3 - "$tmp" "$ORT_DIR" <<'PY'
+import glob, os, shutil, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "onnxruntime-*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if "/capi/libonnxruntime.so" in n]
+    lib = max(names, key=len)  # libonnxruntime.so.1.31.1
+    with z.open(lib) as src, open(os.path.join(sys.argv[2], "libonnxruntime.so"), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+  rm -rf "$tmp"
+fi
+
+# Python `onnx` (the official checker) for the tests, in its own folder.
+PY_DIR="$DEPS/py"
+if ! PYTHONPATH="$PY_DIR" python3 -c "import onnx" 2>/dev/null; then
+  log "pip: onnx (the official checker) into $PY_DIR"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$PY_DIR" onnx==1.23.2
+fi
+
 export LIBTORCH="$TORCH_DIR/torch"
+export RIR_ORT_DYLIB="$ORT_DIR/libonnxruntime.so"
+export RIR_PYTHONPATH="$PY_DIR"
 export RIR_ROOT

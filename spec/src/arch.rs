@@ -453,6 +453,56 @@ impl ModelSpec {
         hw
     }
 
+    /// Every model tensor a checkpoint of this network holds, with its
+    /// shape, in a fixed order. The trainer creates exactly these variables
+    /// and the exporter reads exactly these names.
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        let bn = |out: &mut Vec<(String, Vec<usize>)>, prefix: &str, ch: usize| {
+            for n in ["weight", "bias", "running_mean", "running_var"] {
+                out.push((format!("{prefix}.bn.{n}"), vec![ch]));
+            }
+        };
+        out.push((
+            "stem.conv.weight".into(),
+            vec![self.stem_channels(), self.input.channels, 3, 3],
+        ));
+        bn(&mut out, "stem", self.stem_channels());
+        for b in self.blocks() {
+            for u in &b.units {
+                out.push((
+                    format!("{}.conv.weight", u.name),
+                    vec![u.out_ch, u.in_ch, 3, 3],
+                ));
+                bn(&mut out, &u.name, u.out_ch);
+                if let Some(Shortcut::Conv {
+                    in_res, out_res, ..
+                }) = u.shortcut
+                {
+                    out.push((
+                        format!("{}.proj.weight", u.name),
+                        vec![out_res, in_res, 1, 1],
+                    ));
+                }
+            }
+            if let Some(Shortcut::Conv {
+                in_res, out_res, ..
+            }) = b.outer
+            {
+                out.push((
+                    format!("{}.weight", b.outer_name()),
+                    vec![out_res, in_res, 1, 1],
+                ));
+            }
+        }
+        out.push((
+            "head.conv.weight".into(),
+            vec![self.num_classes, self.head_channels(), 1, 1],
+        ));
+        bn(&mut out, "head", self.num_classes);
+        out
+    }
+
     /// A one-line human description, e.g. `rir 16/32/64 x 2/3/3 blocks`.
     pub fn describe(&self) -> String {
         let widths: Vec<String> = self.stages.iter().map(|s| s.width.to_string()).collect();

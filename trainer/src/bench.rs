@@ -49,13 +49,32 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 /// Times `steps` training steps of `form` after `warmup` untimed ones.
-pub fn measure(spec: &ModelSpec, form: Form, batch: usize, warmup: usize, steps: usize, device: Device) -> Measurement {
+pub fn measure(
+    spec: &ModelSpec,
+    form: Form,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    device: Device,
+) -> Measurement {
     tch::manual_seed(0);
     let vs = VarStore::new(device);
     let net = RirNet::new(&vs.root(), spec);
     let i = spec.input;
-    let x = Tensor::randn([batch as i64, i.channels as i64, i.height as i64, i.width as i64], (Kind::Float, device));
-    let y = Tensor::randint(spec.num_classes as i64, [batch as i64], (Kind::Int64, device));
+    let x = Tensor::randn(
+        [
+            batch as i64,
+            i.channels as i64,
+            i.height as i64,
+            i.width as i64,
+        ],
+        (Kind::Float, device),
+    );
+    let y = Tensor::randint(
+        spec.num_classes as i64,
+        [batch as i64],
+        (Kind::Int64, device),
+    );
     let four = (form == Form::FourConv).then(|| FourConvNet::from_rir(&net));
     let mut opt = match &four {
         None => Sgd::new(&vs, 0.9, false, 1e-4),
@@ -64,10 +83,17 @@ pub fn measure(spec: &ModelSpec, form: Form, batch: usize, warmup: usize, steps:
                 .trainable()
                 .into_iter()
                 .enumerate()
-                .map(|(k, t)| (format!("four.{k}.{}", if t.dim() == 4 { "weight" } else { "bn" }), t))
+                .map(|(k, t)| {
+                    (
+                        format!("four.{k}.{}", if t.dim() == 4 { "weight" } else { "bn" }),
+                        t,
+                    )
+                })
                 .collect();
             for (n, t) in vs.variables() {
-                if t.requires_grad() && !(n.contains(".u0.") || n.contains(".u1.")) || n.ends_with("proj.weight") {
+                if t.requires_grad() && !(n.contains(".u0.") || n.contains(".u1."))
+                    || n.ends_with("proj.weight")
+                {
                     named.push((n, t));
                 }
             }
@@ -106,11 +132,21 @@ pub fn measure(spec: &ModelSpec, form: Form, batch: usize, warmup: usize, steps:
 fn shortcut_json(s: Option<Shortcut>) -> serde_json::Value {
     match s {
         None => serde_json::Value::Null,
-        Some(Shortcut::Identity) => serde_json::json!({"kind": "identity", "in_res": 0, "out_res": 0, "stride": 1}),
-        Some(Shortcut::Conv { in_res, out_res, stride }) => {
+        Some(Shortcut::Identity) => {
+            serde_json::json!({"kind": "identity", "in_res": 0, "out_res": 0, "stride": 1})
+        }
+        Some(Shortcut::Conv {
+            in_res,
+            out_res,
+            stride,
+        }) => {
             serde_json::json!({"kind": "conv", "in_res": in_res, "out_res": out_res, "stride": stride})
         }
-        Some(Shortcut::ZeroPad { in_res, out_res, stride }) => {
+        Some(Shortcut::ZeroPad {
+            in_res,
+            out_res,
+            stride,
+        }) => {
             serde_json::json!({"kind": "zero-pad", "in_res": in_res, "out_res": out_res, "stride": stride})
         }
     }

@@ -11,8 +11,8 @@ use rir_data::cifar::Flavour;
 use rir_data::{Source, load};
 use rir_spec::preset::{self, PRESETS};
 use rir_spec::{BlockMask, InputSpec, Projection, Variant};
-use rir_trainer::device::{self, DeviceChoice};
 use rir_trainer::bench::Form;
+use rir_trainer::device::{self, DeviceChoice};
 use rir_trainer::model::Precision;
 use rir_trainer::schedule::Schedule;
 use rir_trainer::train::{BEST, LAST, METRICS};
@@ -524,9 +524,10 @@ fn bench_spec(name: &str, source: Source, variant: Variant) -> Result<rir_spec::
 fn bench(a: BenchArgs) -> Result<ExitCode> {
     use rir_trainer::bench::{Measurement, layer_plan};
     let exe = std::env::current_exe()?;
-    let threads = a.runtime.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get() as i32)
-    });
+    let threads = a
+        .runtime
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     let python = a
         .python
         .clone()
@@ -534,7 +535,10 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
     let parse = |out: std::process::Output, what: &str| -> Result<Measurement> {
         if !out.status.success() {
-            bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{what} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().last().unwrap_or_default();
@@ -562,12 +566,33 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     for name in &a.presets {
         let spec = bench_spec(name, a.dataset, a.variant)?;
         let mut results: Vec<(&str, Option<Measurement>, String)> = vec![];
-        for (label, form) in [("rir one-conv (ours)", "one-conv"), ("rir four-conv (tch)", "four-conv")] {
+        for (label, form) in [
+            ("rir one-conv (ours)", "one-conv"),
+            ("rir four-conv (tch)", "four-conv"),
+        ] {
             let out = std::process::Command::new(&exe)
-                .args(["bench-child", "--preset", name, "--dataset", a.dataset.name(), "--form", form])
+                .args([
+                    "bench-child",
+                    "--preset",
+                    name,
+                    "--dataset",
+                    a.dataset.name(),
+                    "--form",
+                    form,
+                ])
                 .args(["--variant", a.variant.name()])
-                .args(["--batch", &a.batch.to_string(), "--warmup", &a.warmup.to_string()])
-                .args(["--steps", &a.steps.to_string(), "--threads", &threads.to_string()])
+                .args([
+                    "--batch",
+                    &a.batch.to_string(),
+                    "--warmup",
+                    &a.warmup.to_string(),
+                ])
+                .args([
+                    "--steps",
+                    &a.steps.to_string(),
+                    "--threads",
+                    &threads.to_string(),
+                ])
                 .args(["--device", device_flag])
                 .output()?;
             results.push((label, Some(parse(out, label)?), String::new()));

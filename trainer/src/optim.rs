@@ -61,7 +61,12 @@ impl Sgd {
 
     /// An optimizer over explicitly named tensors (the benchmark's
     /// four-convolution form, which lives outside a store).
-    pub fn from_named(named: Vec<(String, Tensor)>, momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
+    pub fn from_named(
+        named: Vec<(String, Tensor)>,
+        momentum: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    ) -> Self {
         let params = named
             .into_iter()
             .map(|(name, tensor)| Param {

@@ -58,3 +58,24 @@ fn masked_weights_are_stored_but_not_counted() {
         .sum();
     assert_eq!(trainable(&vs) - dead, spec.cost().params);
 }
+
+#[test]
+fn the_variables_are_exactly_the_spec_tensors() {
+    for v in Variant::ALL {
+        for proj in [rir_spec::Projection::Conv, rir_spec::Projection::ZeroPad] {
+            let mut spec = common::micro(v);
+            spec.projection = proj;
+            let vs = VarStore::new(Device::Cpu);
+            let _net = RirNet::new(&vs.root(), &spec);
+            let mut got: Vec<(String, Vec<usize>)> = vs
+                .variables()
+                .into_iter()
+                .map(|(n, t)| (n, t.size().iter().map(|&d| d as usize).collect()))
+                .collect();
+            got.sort();
+            let mut want = spec.tensors();
+            want.sort();
+            assert_eq!(got, want, "{v} {proj:?}");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The exporter's error type.
+
+use std::path::PathBuf;
+
+/// Why an export or a verification failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The checkpoint is unreadable, truncated, or lacks a tensor.
+    #[error(transparent)]
+    Checkpoint(#[from] rir_checkpoint::CheckpointError),
+    /// A file could not be read or written.
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    /// The checkpoint's or the model's metadata is unusable.
+    #[error("metadata: {0}")]
+    Metadata(String),
+    /// An engine failed to load or run the model.
+    #[error(transparent)]
+    Infer(#[from] rir_infer::InferError),
+    /// The data set for the accuracy check could not be read.
+    #[error(transparent)]
+    Data(#[from] rir_data::DataError),
+}

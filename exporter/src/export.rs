@@ -1,0 +1,423 @@
+//! Turning a checkpoint into an ONNX model, folded or literal.
+//!
+//! The graph takes `image`: float32 NCHW pixels in [0, 1], and normalizes
+//! them itself (`Sub` mean, `Div` std). Clients then never need the data
+//! set's statistics, and the server can feed decoded images as they are.
+//! It returns `logits` and `probabilities` (`Softmax`), both `[batch, classes]`.
+
+use std::path::Path;
+
+use prost::Message;
+use rir_checkpoint::Checkpoint;
+use rir_spec::{ModelSpec, Shortcut, UnitSpec};
+use sha2::{Digest, Sha256};
+use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
+
+use crate::error::ExportError;
+use crate::fold::{Bn, ConvBias, OuterShortcut, fold};
+use crate::graph::{GraphBuilder, float, int, value_info};
+
+/// The default-domain opset written; ONNX Runtime 1.31 and tract both load it.
+pub const OPSET: i64 = 13;
+/// ONNX IR version written (IR 8 covers opsets up to 15).
+pub const IR_VERSION: i64 = 8;
+/// Name of the graph input.
+pub const INPUT: &str = "image";
+/// Name of the logits output.
+pub const LOGITS: &str = "logits";
+/// Name of the probabilities output.
+pub const PROBABILITIES: &str = "probabilities";
+
+/// How to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// One Conv + Relu per unit (the point of the project).
+    Folded,
+    /// The literal network: four convolutions, adds and BN per unit.
+    Unfolded,
+}
+
+/// Keys of the ONNX `metadata_props` the exporter writes.
+pub mod keys {
+    /// JSON array of class names in label order.
+    pub const CLASS_NAMES: &str = "rir.class_names";
+    /// Data-set name.
+    pub const DATASET: &str = "rir.dataset";
+    /// JSON description of the input (layout, range, shape).
+    pub const INPUT: &str = "rir.input";
+    /// JSON mean and std applied inside the graph.
+    pub const NORMALIZATION: &str = "rir.normalization";
+    /// JSON `ModelSpec`.
+    pub const SPEC: &str = "rir.spec";
+    /// JSON training figures (epochs, best and last test accuracy).
+    pub const METRICS: &str = "rir.metrics";
+    /// sha256 of the checkpoint file.
+    pub const CHECKPOINT_SHA256: &str = "rir.checkpoint_sha256";
+    /// Version of rir-export.
+    pub const EXPORTER_VERSION: &str = "rir.exporter_version";
+    /// `folded` or `unfolded`.
+    pub const FORM: &str = "rir.form";
+}
+
+/// Builds the ONNX model of `ck`; `sha256` is the checkpoint file's digest.
+pub fn build_model(ck: &Checkpoint, form: Form, sha256: &str) -> Result<ModelProto, ExportError> {
+    let spec = &ck.meta.spec;
+    let ds = &ck.meta.dataset;
+    let c = spec.input.channels;
+    if ds.mean.len() != c || ds.std.len() != c {
+        return Err(ExportError::Metadata(format!(
+            "normalization has {} means and {} stds for {c} channels",
+            ds.mean.len(),
+            ds.std.len()
+        )));
+    }
+    let mut g = GraphBuilder::default();
+    let mean = g.f32("mean", &[1, c, 1, 1], &ds.mean);
+    let std = g.f32("std", &[1, c, 1, 1], &ds.std);
+    let centred = g.node("Sub", &[INPUT, &mean], vec![], None);
+    let x = g.node("Div", &[&centred, &std], vec![], None);
+    let logits = match form {
+        Form::Folded => folded_body(&mut g, ck, &x)?,
+        Form::Unfolded => unfolded_body(&mut g, ck, &x)?,
+    };
+    g.node(
+        "Softmax",
+        &[&logits],
+        vec![int("axis", 1)],
+        Some(PROBABILITIES),
+    );
+    let k = spec.num_classes;
+    let graph = g.finish(
+        &format!("rir_{}", spec.variant),
+        vec![value_info(
+            INPUT,
+            &[
+                None,
+                Some(c),
+                Some(spec.input.height),
+                Some(spec.input.width),
+            ],
+        )],
+        vec![
+            value_info(LOGITS, &[None, Some(k)]),
+            value_info(PROBABILITIES, &[None, Some(k)]),
+        ],
+    );
+    let t = &ck.meta.training;
+    let metrics = serde_json::json!({
+        "epochs": t.epoch,
+        "best_test_acc": t.best_test_acc(),
+        "last": t.history.last(),
+    });
+    let input = serde_json::json!({
+        "name": INPUT, "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
+        "channels": c, "height": spec.input.height, "width": spec.input.width,
+        "color": if c == 1 { "grayscale" } else { "RGB" },
+    });
+    let norm = serde_json::json!({"mean": ds.mean, "std": ds.std, "in_graph": true});
+    let meta = [
+        (keys::CLASS_NAMES, serde_json::to_string(&ds.class_names)),
+        (keys::DATASET, Ok(ds.name.clone())),
+        (keys::INPUT, Ok(input.to_string())),
+        (keys::NORMALIZATION, Ok(norm.to_string())),
+        (keys::SPEC, serde_json::to_string(spec)),
+        (keys::METRICS, Ok(metrics.to_string())),
+        (keys::CHECKPOINT_SHA256, Ok(sha256.to_string())),
+        (
+            keys::EXPORTER_VERSION,
+            Ok(env!("CARGO_PKG_VERSION").to_string()),
+        ),
+        (
+            keys::FORM,
+            Ok(match form {
+                Form::Folded => "folded",
+                Form::Unfolded => "unfolded",
+            }
+            .to_string()),
+        ),
+    ];
+    let mut metadata_props = Vec::new();
+    for (key, value) in meta {
+        let value = value.map_err(|e| ExportError::Metadata(format!("{key}: {e}")))?;
+        metadata_props.push(StringStringEntryProto {
+            key: key.into(),
+            value,
+        });
+    }
+    Ok(ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "rir-export".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        model_version: 1,
+        doc_string: format!(
+            "{} trained on {}; input `image` float32 NCHW in [0, 1], normalized in the graph",
+            spec.describe(),
+            ds.name
+        ),
+        graph: Some(graph),
+        metadata_props,
+        ..Default::default()
+    })
+}
+
+fn outer_value(g: &mut GraphBuilder, block_in: &str, o: &OuterShortcut, hint: &str) -> String {
+    match o {
+        OuterShortcut::SliceAndPad {
+            in_res,
+            out_ch,
+            stride,
+        } => {
+            if *stride == 1 && in_res == out_ch {
+                block_in.to_string()
+            } else {
+                let s = g.slice_channels(block_in, 0, *in_res, *stride);
+                g.pad_channels(&s, out_ch - in_res)
+            }
+        }
+        OuterShortcut::Projection(c) => g.conv(block_in, hint, c),
+    }
+}
+
+/// Stem, one Conv (+ Add) + Relu per unit, head. Returns the logits' name.
+fn folded_body(g: &mut GraphBuilder, ck: &Checkpoint, x: &str) -> Result<String, ExportError> {
+    let net = fold(ck)?;
+    let stem = g.conv(x, "stem", &net.stem);
+    let mut h = g.node("Relu", &[&stem], vec![], None);
+    let mut block_in = h.clone();
+    for u in &net.units {
+        if u.name.ends_with(".u0") {
+            block_in = h.clone();
+        }
+        let mut y = g.conv(&h, &u.name, &u.conv);
+        if let Some(o) = &u.outer {
+            let s = outer_value(g, &block_in, o, &format!("{}.outer", u.name));
+            y = g.node("Add", &[&y, &s], vec![], None);
+        }
+        h = g.node("Relu", &[&y], vec![], None);
+    }
+    // Average pooling commutes with the 1x1 head: pool first, it is cheaper.
+    let pooled = g.node("GlobalAveragePool", &[&h], vec![], None);
+    let head = g.conv(&pooled, "head", &net.head);
+    Ok(g.node("Flatten", &[&head], vec![int("axis", 1)], Some(LOGITS)))
+}
+
+fn bn_node(g: &mut GraphBuilder, x: &str, bn: &Bn, hint: &str, eps: f64) -> String {
+    let n = bn.gamma.len();
+    let names = [
+        g.f32(&format!("{hint}.gamma"), &[n], &bn.gamma),
+        g.f32(&format!("{hint}.beta"), &[n], &bn.beta),
+        g.f32(&format!("{hint}.mean"), &[n], &bn.mean),
+        g.f32(&format!("{hint}.var"), &[n], &bn.var),
+    ];
+    g.node(
+        "BatchNormalization",
+        &[x, &names[0], &names[1], &names[2], &names[3]],
+        vec![float("epsilon", eps as f32)],
+        None,
+    )
+}
+
+fn raw_conv(
+    ck: &Checkpoint,
+    name: &str,
+    shape: [usize; 4],
+    stride: usize,
+    pad: usize,
+) -> Result<ConvBias, ExportError> {
+    Ok(ConvBias {
+        weight: ck.expect(name, &shape)?.data.clone(),
+        shape,
+        bias: vec![],
+        stride,
+        pad,
+    })
+}
+
+/// Block `(rows, cols)` of a unit's kernel, with the mask applied.
+fn sub_kernel(w: &[f32], u: &UnitSpec, rows: (usize, usize), cols: (usize, usize)) -> ConvBias {
+    let mut out = Vec::with_capacity(rows.1 * cols.1 * 9);
+    for o in rows.0..rows.0 + rows.1 {
+        for i in cols.0..cols.0 + cols.1 {
+            let at = (o * u.in_ch + i) * 9;
+            out.extend_from_slice(&w[at..at + 9]);
+        }
+    }
+    ConvBias {
+        weight: out,
+        shape: [rows.1, cols.1, 3, 3],
+        bias: vec![],
+        stride: u.stride,
+        pad: 1,
+    }
+}
+
+fn add_all(g: &mut GraphBuilder, terms: Vec<String>) -> Option<String> {
+    let mut it = terms.into_iter();
+    let first = it.next()?;
+    Some(it.fold(first, |acc, t| g.node("Add", &[&acc, &t], vec![], None)))
+}
+
+/// The literal network: per unit, the streams sliced apart, four
+/// convolutions (masked blocks left out), the shortcut, concat, BN, ReLU.
+fn unfolded_body(g: &mut GraphBuilder, ck: &Checkpoint, x: &str) -> Result<String, ExportError> {
+    let spec: &ModelSpec = &ck.meta.spec;
+    let eps = spec.bn_eps;
+    let stem = raw_conv(
+        ck,
+        "stem.conv.weight",
+        [spec.stem_channels(), spec.input.channels, 3, 3],
+        1,
+        1,
+    )?;
+    let s = g.conv(x, "stem", &stem);
+    let s = bn_node(
+        g,
+        &s,
+        &Bn::read(ck, "stem.bn", spec.stem_channels())?,
+        "stem.bn",
+        eps,
+    );
+    let mut h = g.node("Relu", &[&s], vec![], None);
+    let folded = fold(ck)?; // only for the outer shortcuts, which are not folded anyway
+    let mut k = 0;
+    for block in spec.blocks() {
+        let block_in = h.clone();
+        for (j, u) in block.units.iter().enumerate() {
+            let w = &ck
+                .expect(
+                    &format!("{}.conv.weight", u.name),
+                    &[u.out_ch, u.in_ch, 3, 3],
+                )?
+                .data;
+            let (ir, or) = (u.in_res, u.out_res);
+            let r = (ir > 0).then(|| g.slice_channels(&h, 0, ir, 1));
+            let t = (u.in_ch > ir).then(|| g.slice_channels(&h, ir, u.in_ch, 1));
+            let live = [spec.mask.rr, spec.mask.tr, spec.mask.rt, spec.mask.tt];
+            let blocks = [
+                ((0, or), (0, ir), &r),
+                ((0, or), (ir, u.in_ch - ir), &t),
+                ((or, u.out_ch - or), (0, ir), &r),
+                ((or, u.out_ch - or), (ir, u.in_ch - ir), &t),
+            ];
+            let mut r_terms = vec![];
+            let mut t_terms = vec![];
+            for (b, (rows, cols, src)) in blocks.into_iter().enumerate() {
+                let Some(src) = src else { continue };
+                if !live[b] || rows.1 == 0 || cols.1 == 0 {
+                    continue;
+                }
+                let y = g.conv(
+                    src,
+                    &format!("{}.w{b}", u.name),
+                    &sub_kernel(w, u, rows, cols),
+                );
+                if b < 2 {
+                    r_terms.push(y)
+                } else {
+                    t_terms.push(y)
+                }
+            }
+            if let (Some(sc), Some(r)) = (u.shortcut, &r) {
+                let y = match sc {
+                    Shortcut::Identity => r.clone(),
+                    Shortcut::ZeroPad {
+                        in_res,
+                        out_res,
+                        stride,
+                    } => {
+                        let sub = g.slice_channels(r, 0, in_res, stride);
+                        g.pad_channels(&sub, out_res - in_res)
+                    }
+                    Shortcut::Conv {
+                        in_res,
+                        out_res,
+                        stride,
+                    } => {
+                        let p = raw_conv(
+                            ck,
+                            &format!("{}.proj.weight", u.name),
+                            [out_res, in_res, 1, 1],
+                            stride,
+                            0,
+                        )?;
+                        g.conv(r, &format!("{}.proj", u.name), &p)
+                    }
+                };
+                r_terms.push(y);
+            }
+            let parts: Vec<String> = [add_all(g, r_terms), add_all(g, t_terms)]
+                .into_iter()
+                .flatten()
+                .collect();
+            let sum = if parts.len() == 2 {
+                g.node(
+                    "Concat",
+                    &[&parts[0], &parts[1]],
+                    vec![int("axis", 1)],
+                    None,
+                )
+            } else {
+                parts.into_iter().next().ok_or_else(|| {
+                    ExportError::Metadata(format!("unit {} has no live weights", u.name))
+                })?
+            };
+            let mut y = bn_node(
+                g,
+                &sum,
+                &Bn::read(ck, &format!("{}.bn", u.name), u.out_ch)?,
+                &format!("{}.bn", u.name),
+                eps,
+            );
+            if j == 1
+                && let Some(o) = &folded.units[k].outer
+            {
+                let s = outer_value(g, &block_in, o, &format!("{}.outer", block.name));
+                y = g.node("Add", &[&y, &s], vec![], None);
+            }
+            h = g.node("Relu", &[&y], vec![], None);
+            k += 1;
+        }
+    }
+    let head = raw_conv(
+        ck,
+        "head.conv.weight",
+        [spec.num_classes, spec.head_channels(), 1, 1],
+        1,
+        0,
+    )?;
+    let y = g.conv(&h, "head", &head);
+    let y = bn_node(
+        g,
+        &y,
+        &Bn::read(ck, "head.bn", spec.num_classes)?,
+        "head.bn",
+        eps,
+    );
+    let pooled = g.node("GlobalAveragePool", &[&y], vec![], None);
+    Ok(g.node("Flatten", &[&pooled], vec![int("axis", 1)], Some(LOGITS)))
+}
+
+/// Hex sha256 of a file's bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads `checkpoint`, exports it and writes `output` atomically (a
+/// temporary file renamed into place: no partial .onnx on failure).
+pub fn export_file(
+    checkpoint: &Path,
+    output: &Path,
+    form: Form,
+) -> Result<ModelProto, ExportError> {
+    let bytes =
+        std::fs::read(checkpoint).map_err(|e| ExportError::Io(checkpoint.to_path_buf(), e))?;
+    let ck = Checkpoint::from_bytes(&bytes, checkpoint)?;
+    let model = build_model(&ck, form, &sha256_hex(&bytes))?;
+    rir_checkpoint::write_atomic(output, &model.encode_to_vec())?;
+    Ok(model)
+}

@@ -1,0 +1,22 @@
+//! Exporting trained RiR networks to ONNX, folded to one convolution per unit.
+//!
+//! # Layout
+//! - [`fold`]: the algebra: mask, shortcut into the centre tap, BN into
+//!   weight and bias ([`fold::fold`]).
+//! - [`graph`]: a small ONNX graph builder over tract-onnx's protobuf types.
+//! - [`export`]: the folded and the literal (`--no-fold`) graphs, metadata,
+//!   atomic writing ([`export::export_file`]).
+//! - [`verify`]: runs an export in ONNX Runtime and tract, on random inputs
+//!   and real test images, and compares.
+//! - [`error`]: the crate's error type.
+//!
+//! The crate reads checkpoints in pure Rust; it does not link libtorch.
+
+pub mod error;
+pub mod export;
+pub mod fold;
+pub mod graph;
+pub mod verify;
+
+pub use error::ExportError;
+pub use export::{Form, build_model, export_file};

@@ -1,0 +1,224 @@
+//! `rir-export`: fold a trained RiR checkpoint into ONNX and prove the export.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use rir_exporter::export::keys;
+use rir_exporter::verify::{VerifyOptions, verify};
+use rir_exporter::{Form, export_file};
+use rir_infer::{ModelInfo, OrtOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "rir-export",
+    version,
+    args_conflicts_with_subcommands = true,
+    about = "Fold a trained RiR checkpoint into one convolution per unit and write ONNX.",
+    long_about = "Fold a trained RiR checkpoint into one convolution per unit and write ONNX.\n\n\
+        Each generalized residual unit (four sub-convolutions, its shortcut and its BatchNorm) \
+        becomes one Conv with bias and one Relu; the block shortcut stays an Add. The model \
+        takes `image`, float32 NCHW pixels in [0, 1] (normalization is inside the graph), and \
+        returns `logits` and `probabilities`.\n\n\
+        Examples:\n  rir-export runs/x/best.safetensors -o models/rir/1/model.onnx --verify\n  \
+        rir-export verify models/rir/1/model.onnx\n  rir-export inspect models/rir/1/model.onnx\n\n\
+        Exit status: 0 success, 1 error or failed verification."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    export: ExportArgs,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Checkpoint written by rir-train (.safetensors).
+    checkpoint: Option<PathBuf>,
+    /// Output ONNX file.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Write the literal graph (four convolutions, adds and BatchNorm per unit).
+    #[arg(long)]
+    no_fold: bool,
+    /// Verify the written model right away (as `rir-export verify`).
+    #[arg(long)]
+    verify: bool,
+    #[command(flatten)]
+    check: CheckArgs,
+}
+
+#[derive(Args, Clone)]
+struct CheckArgs {
+    /// Real test images to compare and score on (0: random inputs only).
+    #[arg(long, default_value_t = 1000)]
+    images: usize,
+    /// Random inputs to compare on.
+    #[arg(long, default_value_t = 16)]
+    random: usize,
+    /// Data folder for the real images (default: the data set's usual place).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Largest acceptable |ONNX Runtime - tract| on any logit.
+    #[arg(long, default_value_t = 1e-3)]
+    tolerance: f32,
+    /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the one scripts/setup.sh installed).
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model in ONNX Runtime and tract and compare them (and score it on real images).
+    Verify {
+        /// ONNX model.
+        model: PathBuf,
+        #[command(flatten)]
+        check: CheckArgs,
+    },
+    /// Print a model's inputs, outputs, operator counts and metadata.
+    Inspect {
+        /// ONNX model.
+        model: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ort=warn".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Some(Command::Verify { model, check }) => run_verify(&model, &check),
+        Some(Command::Inspect { model }) => inspect(&model),
+        None => {
+            let a = cli.export;
+            let Some(checkpoint) = a.checkpoint else {
+                bail!("no checkpoint given; see `rir-export --help`");
+            };
+            let Some(output) = a.output else {
+                bail!("no output given: pass -o MODEL.onnx");
+            };
+            let form = if a.no_fold {
+                Form::Unfolded
+            } else {
+                Form::Folded
+            };
+            let model = export_file(&checkpoint, &output, form)
+                .with_context(|| format!("exporting {}", checkpoint.display()))?;
+            let graph = model.graph.as_ref();
+            let count =
+                |op: &str| graph.map_or(0, |g| g.node.iter().filter(|n| n.op_type == op).count());
+            println!(
+                "wrote {} ({:?}): {} Conv, {} BatchNormalization, {} nodes, {} bytes",
+                output.display(),
+                form,
+                count("Conv"),
+                count("BatchNormalization"),
+                graph.map_or(0, |g| g.node.len()),
+                std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0)
+            );
+            if a.verify {
+                return run_verify(&output, &a.check);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
+    let opts = VerifyOptions {
+        random: c.random,
+        images: c.images,
+        data_dir: c.data_dir.clone(),
+        ort: OrtOptions {
+            library: c.ort_lib.clone(),
+            ..OrtOptions::default()
+        },
+        ..VerifyOptions::default()
+    };
+    let r = verify(model, &opts).with_context(|| format!("verifying {}", model.display()))?;
+    println!(
+        "{:<26} {:>8} {:>12} {:>12} {:>10}",
+        "ONNX Runtime vs tract", "inputs", "max |diff|", "max rel", "top-1 agree"
+    );
+    let mut worst = r.random.max_abs;
+    let row = |name: &str, c: &rir_exporter::verify::Comparison| {
+        println!(
+            "{:<26} {:>8} {:>12.3e} {:>12.3e} {:>10.2}%",
+            name,
+            c.n,
+            c.max_abs,
+            c.max_rel,
+            100.0 * c.top1_agreement
+        );
+    };
+    row("random inputs", &r.random);
+    if let Some(real) = &r.real {
+        row("real test images", real);
+        worst = worst.max(real.max_abs);
+    }
+    if let Some(a) = &r.accuracy {
+        println!(
+            "test accuracy on {} images: ONNX Runtime {:.2}%, tract {:.2}%",
+            a.n,
+            100.0 * a.ort,
+            100.0 * a.tract
+        );
+    }
+    if let Some(why) = &r.real_skipped {
+        println!("real images skipped: {why}");
+    }
+    if worst > c.tolerance {
+        eprintln!(
+            "FAILED: max |diff| {worst:.3e} exceeds the tolerance {:.1e}",
+            c.tolerance
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("OK: the engines agree within {:.1e}", c.tolerance);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(model: &std::path::Path) -> Result<ExitCode> {
+    let info = ModelInfo::read(model)?;
+    println!("opset {}", info.opset);
+    for i in &info.inputs {
+        println!("input  {} {} {:?}", i.name, i.dtype, i.dims);
+    }
+    for o in &info.outputs {
+        println!("output {} {} {:?}", o.name, o.dtype, o.dims);
+    }
+    let mut ops: Vec<&String> = info.op_types.iter().collect();
+    ops.sort();
+    ops.dedup();
+    let counts: Vec<String> = ops
+        .iter()
+        .map(|op| format!("{op} x{}", info.count(op)))
+        .collect();
+    println!("nodes  {}", counts.join(", "));
+    for (k, v) in &info.metadata {
+        let shown = if k == keys::SPEC && v.len() > 120 {
+            format!("{}...", &v[..120])
+        } else {
+            v.clone()
+        };
+        println!("meta   {k} = {shown}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

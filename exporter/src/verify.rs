@@ -1,0 +1,226 @@
+//! Checking an export: the same inputs through ONNX Runtime and tract,
+//! compared element by element, plus test accuracy on real images when the
+//! model's data set is at hand.
+
+use std::path::{Path, PathBuf};
+
+use rir_data::rng::Rng;
+use rir_data::{Source, load};
+use rir_infer::engine::output;
+use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions, TractEngine};
+
+use crate::error::ExportError;
+use crate::export::{LOGITS, keys};
+
+/// What to check.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Random inputs to compare on.
+    pub random: usize,
+    /// Real test images to compare on and score (0: none).
+    pub images: usize,
+    /// Data folder (default: the data set's usual place).
+    pub data_dir: Option<PathBuf>,
+    /// Images per engine call.
+    pub batch: usize,
+    /// ONNX Runtime settings.
+    pub ort: OrtOptions,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            random: 16,
+            images: 1000,
+            data_dir: None,
+            batch: 100,
+            ort: OrtOptions::default(),
+        }
+    }
+}
+
+/// How two engines' logits compare on one set of inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Comparison {
+    /// Inputs compared.
+    pub n: usize,
+    /// Largest absolute difference of any logit.
+    pub max_abs: f32,
+    /// `max_abs` divided by the largest |logit| (the scale of the outputs).
+    pub max_rel: f32,
+    /// Fraction of inputs on which both engines pick the same class.
+    pub top1_agreement: f64,
+}
+
+/// Test accuracy of both engines on real images.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Accuracy {
+    /// Images scored.
+    pub n: usize,
+    /// ONNX Runtime's top-1 accuracy.
+    pub ort: f64,
+    /// tract's top-1 accuracy.
+    pub tract: f64,
+}
+
+/// Everything `verify` found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    /// ONNX Runtime vs tract on random inputs in [0, 1].
+    pub random: Comparison,
+    /// ONNX Runtime vs tract on real test images, when available.
+    pub real: Option<Comparison>,
+    /// Accuracy on those images.
+    pub accuracy: Option<Accuracy>,
+    /// Why real images were not used, if they were not.
+    pub real_skipped: Option<String>,
+}
+
+/// Index of the largest value in each row of `k` columns.
+pub fn argmax_rows(data: &[f32], k: usize) -> Vec<usize> {
+    data.chunks_exact(k)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 { (i, v) } else { best }
+                })
+                .0
+        })
+        .collect()
+}
+
+fn logits(
+    engine: &mut dyn Engine,
+    input: &[f32],
+    shape: &[usize],
+) -> Result<Vec<f32>, ExportError> {
+    let outs = engine.run(input, shape)?;
+    output(&outs, LOGITS)
+        .map(|o| o.data.clone())
+        .ok_or_else(|| {
+            ExportError::Metadata(format!("{} returned no `{LOGITS}` output", engine.name()))
+        })
+}
+
+/// Runs `inputs` (`n` images of `chw` floats) through both engines in batches.
+fn compare(
+    ort: &mut dyn Engine,
+    tract: &mut dyn Engine,
+    inputs: &[f32],
+    chw: [usize; 3],
+    k: usize,
+    batch: usize,
+) -> Result<(Comparison, Vec<f32>, Vec<f32>), ExportError> {
+    let per = chw.iter().product::<usize>();
+    let n = inputs.len() / per;
+    let (mut a, mut b) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
+    for start in (0..n).step_by(batch.max(1)) {
+        let m = batch.min(n - start);
+        let x = &inputs[start * per..(start + m) * per];
+        let shape = [m, chw[0], chw[1], chw[2]];
+        a.extend(logits(ort, x, &shape)?);
+        b.extend(logits(tract, x, &shape)?);
+    }
+    let max_abs = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    let scale = a.iter().map(|v| v.abs()).fold(0.0, f32::max).max(1e-12);
+    let (ta, tb) = (argmax_rows(&a, k), argmax_rows(&b, k));
+    let agree = ta.iter().zip(&tb).filter(|(x, y)| x == y).count();
+    Ok((
+        Comparison {
+            n,
+            max_abs,
+            max_rel: max_abs / scale,
+            top1_agreement: agree as f64 / n.max(1) as f64,
+        },
+        a,
+        b,
+    ))
+}
+
+/// Verifies `model` as [`VerifyOptions`] say.
+pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError> {
+    let info = ModelInfo::read(model)?;
+    let input = info
+        .inputs
+        .first()
+        .ok_or_else(|| ExportError::Metadata("the model has no input".into()))?;
+    let dims: Vec<usize> = input.dims.iter().skip(1).map(|d| d.unwrap_or(0)).collect();
+    if dims.len() != 3 || dims.contains(&0) {
+        return Err(ExportError::Metadata(format!(
+            "input `{}` is not [batch, C, H, W]: {:?}",
+            input.name, input.dims
+        )));
+    }
+    let chw = [dims[0], dims[1], dims[2]];
+    let k = info
+        .outputs
+        .iter()
+        .find(|o| o.name == LOGITS)
+        .and_then(|o| o.dims.get(1).copied().flatten())
+        .ok_or_else(|| {
+            ExportError::Metadata(format!("no `{LOGITS}` output of shape [batch, classes]"))
+        })?;
+    let mut ort = OrtEngine::load(model, &opts.ort)?;
+    let mut tract = TractEngine::load(model)?;
+    let per = chw.iter().product::<usize>();
+    let mut rng = Rng::new(0x5eed);
+    let random: Vec<f32> = (0..opts.random * per).map(|_| rng.unit() as f32).collect();
+    let (random, _, _) = compare(&mut ort, &mut tract, &random, chw, k, opts.batch)?;
+    let mut report = Report {
+        random,
+        ..Report::default()
+    };
+    if opts.images == 0 {
+        report.real_skipped = Some("--images 0".into());
+        return Ok(report);
+    }
+    let dataset = info
+        .metadata
+        .get(keys::DATASET)
+        .cloned()
+        .unwrap_or_default();
+    let Ok(source) = dataset.parse::<Source>() else {
+        report.real_skipped = Some(format!(
+            "unknown data set `{dataset}` in the model's metadata"
+        ));
+        return Ok(report);
+    };
+    let dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| source.default_dir());
+    let data = match load(source, &dir) {
+        Ok(d) => d,
+        Err(e) => {
+            report.real_skipped = Some(e.to_string());
+            return Ok(report);
+        }
+    };
+    let n = opts.images.min(data.test.len());
+    let pixels: Vec<f32> = data.test.images[..n * per]
+        .iter()
+        .map(|&p| p as f32 / 255.0)
+        .collect();
+    let (real, a, b) = compare(&mut ort, &mut tract, &pixels, chw, k, opts.batch)?;
+    let labels = &data.test.labels[..n];
+    let acc = |l: &[f32]| {
+        argmax_rows(l, k)
+            .iter()
+            .zip(labels)
+            .filter(|(p, y)| **p == **y as usize)
+            .count() as f64
+            / n.max(1) as f64
+    };
+    report.real = Some(real);
+    report.accuracy = Some(Accuracy {
+        n,
+        ort: acc(&a),
+        tract: acc(&b),
+    });
+    Ok(report)
+}

@@ -1,0 +1,183 @@
+//! `rir-export` as a user runs it: exit codes, messages, files left behind.
+
+mod common;
+
+use std::process::Command;
+
+use common::{micro, random_checkpoint, write_random};
+use rir_spec::Variant;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rir-export"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+#[test]
+fn export_verify_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = write_random(dir.path(), &micro(Variant::Rir), 1);
+    let model = dir.path().join("models/rir/1/model.onnx");
+    let out = bin()
+        .arg(&ck)
+        .arg("-o")
+        .arg(&model)
+        .args(["--verify", "--images", "0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Conv") && stdout.contains("OK"), "{stdout}");
+    let out = bin().arg("inspect").arg(&model).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("input  image FLOAT [None, Some(1), Some(28), Some(28)]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rir.class_names"), "{stdout}");
+}
+
+#[test]
+fn verify_scores_real_images_when_the_data_set_is_at_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    rir_data::fixtures::write_fashion_mnist(&data, 10, 50, 28, true, 3).unwrap();
+    let ck = write_random(dir.path(), &micro(Variant::Resnet), 2);
+    let model = dir.path().join("m.onnx");
+    assert!(
+        bin()
+            .arg(&ck)
+            .arg("-o")
+            .arg(&model)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = bin()
+        .arg("verify")
+        .arg(&model)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("test accuracy on 50 images"), "{stdout}");
+    assert!(stdout.contains("100.00%"), "top-1 agreement: {stdout}");
+}
+
+#[test]
+fn truncated_checkpoint_fails_cleanly_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = write_random(dir.path(), &micro(Variant::Rir), 1);
+    let bytes = std::fs::read(&ck).unwrap();
+    std::fs::write(&ck, &bytes[..bytes.len() / 2]).unwrap();
+    let model = dir.path().join("out.onnx");
+    let out = bin().arg(&ck).arg("-o").arg(&model).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ck-1.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(!model.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("onnx"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn missing_or_misshaped_tensor_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = micro(Variant::Rir);
+    let mut ck = random_checkpoint(&spec, 5);
+    ck.tensors.remove("s2.b0.u1.bn.running_var");
+    let path = dir.path().join("a.safetensors");
+    ck.write_atomic(&path).unwrap();
+    let out = bin()
+        .arg(&path)
+        .arg("-o")
+        .arg(dir.path().join("a.onnx"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s2.b0.u1.bn.running_var"));
+
+    let mut ck = random_checkpoint(&spec, 5);
+    ck.tensors.get_mut("head.conv.weight").unwrap().shape = vec![5, 32, 2, 1];
+    ck.write_atomic(&path).unwrap();
+    let out = bin()
+        .arg(&path)
+        .arg("-o")
+        .arg(dir.path().join("b.onnx"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("head.conv.weight") && err.contains("[5, 32, 2, 1]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_architecture_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = random_checkpoint(&micro(Variant::Rir), 5);
+    let mut map = ck.meta.to_map();
+    let spec = map["rir.spec"].replace("\"rir\"", "\"densenet\"");
+    map.insert("rir.spec".into(), spec);
+    // Rewrite the header by hand: same tensors, altered metadata.
+    let views: Vec<(String, Vec<u8>, Vec<usize>)> = ck
+        .tensors
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
+        .collect();
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = views
+        .iter()
+        .map(|(n, b, s)| {
+            (
+                n.as_str(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let path = dir.path().join("x.safetensors");
+    std::fs::write(&path, safetensors::serialize(views, Some(map)).unwrap()).unwrap();
+    let out = bin()
+        .arg(&path)
+        .arg("-o")
+        .arg(dir.path().join("x.onnx"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("rir.spec") && err.contains("densenet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_arguments_explain_themselves() {
+    let out = bin().output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rir-export --help"));
+    let out = bin().arg("nope.safetensors").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-o MODEL.onnx"));
+}

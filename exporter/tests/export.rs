@@ -1,0 +1,227 @@
+//! The folded export computes what the literal network computes, in ONNX
+//! Runtime and in tract, and is a valid, standard ONNX file.
+
+mod common;
+
+use common::{micro, pixels, python_with_onnx, write_random};
+use rir_exporter::export::{LOGITS, PROBABILITIES, keys};
+use rir_exporter::{Form, export_file};
+use rir_infer::engine::output;
+use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions, TractEngine};
+use rir_spec::{ModelSpec, Projection, Shortcut, Variant};
+
+fn run(engine: &mut dyn Engine, x: &[f32], n: usize, spec: &ModelSpec) -> (Vec<f32>, Vec<f32>) {
+    let i = spec.input;
+    let outs = engine.run(x, &[n, i.channels, i.height, i.width]).unwrap();
+    (
+        output(&outs, LOGITS).unwrap().data.clone(),
+        output(&outs, PROBABILITIES).unwrap().data.clone(),
+    )
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Every variant, both projections, outer shortcut on and off, two masks.
+fn configurations() -> Vec<(String, ModelSpec)> {
+    let mut out = vec![];
+    for v in Variant::ALL {
+        for proj in [Projection::Conv, Projection::ZeroPad] {
+            for outer in [true, false] {
+                for mask in ["1111", "1001"] {
+                    let mut s = micro(v);
+                    s.projection = proj;
+                    if v == Variant::Rir {
+                        s.outer_shortcut = outer;
+                    } else if outer != v.default_outer_shortcut() {
+                        continue;
+                    }
+                    s.mask = mask.parse().unwrap();
+                    if s.validate().is_err() || (mask != "1111" && v != Variant::Rir) {
+                        continue;
+                    }
+                    out.push((format!("{v} {proj:?} outer={outer} mask={mask}"), s));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn folded_equals_unfolded_in_onnx_runtime_and_tract() {
+    let dir = tempfile::tempdir().unwrap();
+    for (k, (name, spec)) in configurations().into_iter().enumerate() {
+        let ck = write_random(dir.path(), &spec, 100 + k as u64);
+        let folded = dir.path().join(format!("f{k}.onnx"));
+        let unfolded = dir.path().join(format!("u{k}.onnx"));
+        export_file(&ck, &folded, Form::Folded).unwrap();
+        export_file(&ck, &unfolded, Form::Unfolded).unwrap();
+        let x = pixels(5, &spec, k as u64);
+        let opts = OrtOptions::default();
+        let (lu, _) = run(
+            &mut OrtEngine::load(&unfolded, &opts).unwrap(),
+            &x,
+            5,
+            &spec,
+        );
+        let (lf, pf) = run(&mut OrtEngine::load(&folded, &opts).unwrap(), &x, 5, &spec);
+        let (lt, _) = run(&mut TractEngine::load(&folded).unwrap(), &x, 5, &spec);
+        let (lut, _) = run(&mut TractEngine::load(&unfolded).unwrap(), &x, 5, &spec);
+        assert!(
+            max_diff(&lf, &lu) < 1e-4,
+            "{name}: folded vs unfolded {}",
+            max_diff(&lf, &lu)
+        );
+        assert!(
+            max_diff(&lf, &lt) < 1e-4,
+            "{name}: ORT vs tract {}",
+            max_diff(&lf, &lt)
+        );
+        assert!(
+            max_diff(&lu, &lut) < 1e-4,
+            "{name}: unfolded ORT vs tract {}",
+            max_diff(&lu, &lut)
+        );
+        for row in pf.chunks(10) {
+            assert!(
+                (row.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+                "{name}: probabilities do not sum to 1"
+            );
+        }
+        assert!(
+            lf.iter().any(|v| v.abs() > 1e-3),
+            "{name}: degenerate logits"
+        );
+    }
+}
+
+#[test]
+fn folded_graph_has_one_conv_per_unit_and_no_batchnorm() {
+    let dir = tempfile::tempdir().unwrap();
+    for (k, (name, spec)) in configurations().into_iter().enumerate() {
+        let ck = write_random(dir.path(), &spec, k as u64);
+        let path = dir.path().join(format!("m{k}.onnx"));
+        export_file(&ck, &path, Form::Folded).unwrap();
+        let info = ModelInfo::read(&path).unwrap();
+        let projections = spec
+            .blocks()
+            .iter()
+            .filter(|b| matches!(b.outer, Some(Shortcut::Conv { .. })))
+            .count();
+        let units = spec.units().len();
+        assert_eq!(info.count("Conv"), 1 + units + 1 + projections, "{name}");
+        assert_eq!(info.count("Relu"), 1 + units, "{name}");
+        assert_eq!(info.count("BatchNormalization"), 0, "{name}");
+        let unfolded = dir.path().join(format!("u{k}.onnx"));
+        export_file(&ck, &unfolded, Form::Unfolded).unwrap();
+        assert_eq!(
+            ModelInfo::read(&unfolded)
+                .unwrap()
+                .count("BatchNormalization"),
+            units + 2,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn paper_preset_folds_to_eighteen_convolutions() {
+    // RIR.md §4: 1 stem + 16 units + 1 head, plus one 1x1 Conv per projected
+    // outer shortcut (the two stride-2 blocks).
+    let dir = tempfile::tempdir().unwrap();
+    let spec = rir_spec::preset::build(
+        "paper",
+        Variant::Rir,
+        rir_spec::InputSpec::new(3, 32, 32),
+        10,
+    )
+    .unwrap();
+    let ck = write_random(dir.path(), &spec, 1);
+    let path = dir.path().join("paper.onnx");
+    export_file(&ck, &path, Form::Folded).unwrap();
+    assert_eq!(ModelInfo::read(&path).unwrap().count("Conv"), 18 + 2);
+    let mut no_outer = spec.clone();
+    no_outer.outer_shortcut = false;
+    let ck = write_random(dir.path(), &no_outer, 2);
+    export_file(&ck, &path, Form::Folded).unwrap();
+    assert_eq!(ModelInfo::read(&path).unwrap().count("Conv"), 18);
+}
+
+#[test]
+fn the_official_onnx_checker_accepts_both_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = micro(Variant::Rir);
+    let ck = write_random(dir.path(), &spec, 7);
+    for form in [Form::Folded, Form::Unfolded] {
+        let path = dir.path().join(format!("{form:?}.onnx"));
+        export_file(&ck, &path, form).unwrap();
+        let out = python_with_onnx()
+            .args(["-c", "import onnx, sys; m = onnx.load(sys.argv[1]); onnx.checker.check_model(m, full_check=True); print('ok', m.opset_import[0].version)"])
+            .arg(&path)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "onnx checker rejected {form:?} (is onnx installed? scripts/setup.sh puts it in .deps/py): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok 13"));
+    }
+}
+
+#[test]
+fn metadata_describes_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = micro(Variant::Rir);
+    let ck = write_random(dir.path(), &spec, 3);
+    let path = dir.path().join("m.onnx");
+    export_file(&ck, &path, Form::Folded).unwrap();
+    let info = ModelInfo::read(&path).unwrap();
+    assert_eq!(info.inputs.len(), 1);
+    assert_eq!(info.inputs[0].name, "image");
+    assert_eq!(info.inputs[0].dims, vec![None, Some(1), Some(28), Some(28)]);
+    assert_eq!(
+        info.outputs
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>(),
+        ["logits", "probabilities"]
+    );
+    let names: Vec<String> =
+        serde_json::from_value(info.metadata_json(keys::CLASS_NAMES).unwrap()).unwrap();
+    assert_eq!(names.len(), 10);
+    assert_eq!(info.metadata[keys::DATASET], "fashion-mnist");
+    let sha = &info.metadata[keys::CHECKPOINT_SHA256];
+    assert_eq!(
+        sha,
+        &rir_exporter::export::sha256_hex(&std::fs::read(&ck).unwrap())
+    );
+    let stored: ModelSpec =
+        serde_json::from_value(info.metadata_json(keys::SPEC).unwrap()).unwrap();
+    assert_eq!(stored, spec);
+    assert!(info.metadata.contains_key(keys::NORMALIZATION));
+    assert!(info.metadata.contains_key(keys::EXPORTER_VERSION));
+}
+
+#[test]
+fn batch_dimension_is_symbolic() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = micro(Variant::Rir);
+    let ck = write_random(dir.path(), &spec, 4);
+    let path = dir.path().join("m.onnx");
+    export_file(&ck, &path, Form::Folded).unwrap();
+    let mut ort = OrtEngine::load(&path, &OrtOptions::default()).unwrap();
+    let mut tract = TractEngine::load(&path).unwrap();
+    let x = pixels(7, &spec, 1);
+    let (l7, _) = run(&mut ort, &x, 7, &spec);
+    let (l1, _) = run(&mut ort, &x[..784], 1, &spec);
+    assert!(max_diff(&l7[..10], &l1) < 1e-5);
+    let (t3, _) = run(&mut tract, &x[..3 * 784], 3, &spec);
+    assert!(max_diff(&l7[..30], &t3) < 1e-4);
+}

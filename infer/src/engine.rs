@@ -1,0 +1,30 @@
+//! The engine trait shared by ONNX Runtime and tract.
+
+use crate::error::InferError;
+
+/// One output tensor of a run: name, shape and float32 data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Output name in the graph.
+    pub name: String,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Elements, row-major.
+    pub data: Vec<f32>,
+}
+
+/// Something that runs a model with one float32 input.
+///
+/// `run` takes `&mut self` because ONNX Runtime sessions do; a server
+/// keeps one engine per worker rather than sharing one behind a lock.
+pub trait Engine: Send {
+    /// Short name for logs and reports (`onnxruntime-cpu`, `tract`, ...).
+    fn name(&self) -> String;
+    /// Runs the model on `input` of `shape` (NCHW) and returns every output.
+    fn run(&mut self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>, InferError>;
+}
+
+/// Finds an output by name.
+pub fn output<'a>(outputs: &'a [Output], name: &str) -> Option<&'a Output> {
+    outputs.iter().find(|o| o.name == name)
+}

@@ -1,0 +1,201 @@
+//! ONNX Runtime through `ort` with `load-dynamic`.
+//!
+//! The shared library is never downloaded: it comes from the PyPI
+//! `onnxruntime` wheel (`scripts/setup.sh` unpacks it into `.deps/`). Its
+//! path is resolved here, in this order: an explicit path, the
+//! `ORT_DYLIB_PATH` environment variable, the path baked in at build time
+//! (`RIR_ORT_DYLIB`), and `.deps/onnxruntime/libonnxruntime.so` under the
+//! working directory. Without any, loading fails with an error saying so
+//! (ort itself would panic).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+use crate::engine::{Engine, Output};
+use crate::error::InferError;
+
+/// Where ONNX Runtime computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// The CPU execution provider.
+    Cpu,
+    /// The CUDA execution provider; loading fails when it cannot be had.
+    Cuda,
+}
+
+/// How to create ONNX Runtime sessions.
+#[derive(Debug, Clone, Default)]
+pub struct OrtOptions {
+    /// Path of `libonnxruntime.so`, if not found the usual way.
+    pub library: Option<PathBuf>,
+    /// Intra-op threads per session (0: ONNX Runtime's default).
+    pub threads: usize,
+    /// Compute on CUDA instead of the CPU.
+    pub cuda: bool,
+}
+
+/// The library path the search settles on.
+pub fn resolve_library(explicit: Option<&Path>) -> Result<PathBuf, InferError> {
+    let mut tried = Vec::new();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        candidates.push(PathBuf::from(p));
+    }
+    let baked = env!("RIR_ORT_DYLIB_BAKED");
+    if !baked.is_empty() {
+        candidates.push(PathBuf::from(baked));
+    }
+    candidates.push(PathBuf::from(".deps/onnxruntime/libonnxruntime.so"));
+    for c in candidates {
+        if c.is_file() {
+            return Ok(c);
+        }
+        tried.push(c.display().to_string());
+    }
+    Err(InferError::Library(format!(
+        "libonnxruntime.so not found (tried: {}). Run scripts/setup.sh, or set ORT_DYLIB_PATH to the \
+         library inside the PyPI onnxruntime wheel (onnxruntime/capi/libonnxruntime.so.*)",
+        tried.join(", ")
+    )))
+}
+
+static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// The process-wide ONNX Runtime environment (ONNX Runtime allows one),
+/// loading the library on first use.
+pub fn environment(library: Option<&Path>) -> Result<&'static Environment, InferError> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let path = resolve_library(library).map_err(|e| e.to_string())?;
+            let builder =
+                ort::init_from(&path).map_err(|e| format!("loading {}: {e}", path.display()))?;
+            tracing::debug!("ONNX Runtime loaded from {}", path.display());
+            builder
+                .with_name("rir")
+                .build()
+                .map_err(|e| format!("creating the ONNX Runtime environment: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| InferError::Library(e.clone()))
+}
+
+/// One ONNX Runtime session.
+pub struct OrtEngine {
+    session: Session,
+    input: String,
+    device: DeviceKind,
+}
+
+fn model_err(path: &Path) -> impl Fn(String) -> InferError + '_ {
+    move |detail| InferError::Model {
+        path: path.to_path_buf(),
+        detail,
+    }
+}
+
+impl OrtEngine {
+    /// Loads `path` with `options`.
+    pub fn load(path: &Path, options: &OrtOptions) -> Result<Self, InferError> {
+        let env = environment(options.library.as_deref())?;
+        let err = model_err(path);
+        let mut builder = Session::builder(env)
+            .map_err(|e| err(e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| err(e.to_string()))?;
+        if options.threads > 0 {
+            builder = builder
+                .with_intra_threads(options.threads)
+                .map_err(|e| err(e.to_string()))?;
+        }
+        let device = if options.cuda {
+            builder = with_cuda(builder)?;
+            DeviceKind::Cuda
+        } else {
+            DeviceKind::Cpu
+        };
+        let session = builder
+            .commit_from_file(path)
+            .map_err(|e| err(e.to_string()))?;
+        let input = session
+            .inputs()
+            .first()
+            .map(|i| i.name().to_string())
+            .ok_or_else(|| err("the model has no input".into()))?;
+        Ok(OrtEngine {
+            session,
+            input,
+            device,
+        })
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn with_cuda(
+    builder: ort::session::builder::SessionBuilder,
+) -> Result<ort::session::builder::SessionBuilder, InferError> {
+    use ort::ep::ExecutionProvider;
+    let fail = |detail: String| InferError::Device {
+        device: "cuda",
+        detail,
+    };
+    if !ort::ep::CUDA::is_available().map_err(|e| fail(e.to_string()))? {
+        return Err(fail(
+            "this ONNX Runtime build has no CUDA execution provider".into(),
+        ));
+    }
+    builder
+        .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+        .map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn with_cuda(
+    _builder: ort::session::builder::SessionBuilder,
+) -> Result<ort::session::builder::SessionBuilder, InferError> {
+    Err(InferError::Device {
+        device: "cuda",
+        detail: "built without the `cuda` feature".into(),
+    })
+}
+
+impl Engine for OrtEngine {
+    fn name(&self) -> String {
+        match self.device {
+            DeviceKind::Cpu => "onnxruntime-cpu".into(),
+            DeviceKind::Cuda => "onnxruntime-cuda".into(),
+        }
+    }
+
+    fn run(&mut self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>, InferError> {
+        let fail = |detail: String| InferError::Run {
+            engine: "onnxruntime",
+            detail,
+        };
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let tensor = TensorRef::from_array_view((dims, input)).map_err(|e| fail(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => tensor])
+            .map_err(|e| fail(e.to_string()))?;
+        let mut out = Vec::with_capacity(outputs.len());
+        for (name, value) in outputs.iter() {
+            let (shape, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| fail(format!("output {name}: {e}")))?;
+            out.push(Output {
+                name: name.to_string(),
+                shape: shape.iter().map(|&d| d as usize).collect(),
+                data: data.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+}
