@@ -8,14 +8,18 @@
 //!   atomic writing ([`export::export_file`]).
 //! - [`verify`]: runs an export in ONNX Runtime and tract, on random inputs
 //!   and real test images, and compares.
+//! - [`synthetic`]: random checkpoints of any size, for tests and benchmarks.
+//! - [`bench`]: folded vs literal latency and throughput in ONNX Runtime.
 //! - [`error`]: the crate's error type.
 //!
 //! The crate reads checkpoints in pure Rust; it does not link libtorch.
 
+pub mod bench;
 pub mod error;
 pub mod export;
 pub mod fold;
 pub mod graph;
+pub mod synthetic;
 pub mod verify;
 
 pub use error::ExportError;

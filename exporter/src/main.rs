@@ -82,6 +82,30 @@ enum Command {
         /// ONNX model.
         model: PathBuf,
     },
+    /// Measure folded vs literal exports in ONNX Runtime (CPU): batch-1 latency, batch-64 throughput.
+    Bench {
+        /// Presets to measure, comma-separated.
+        #[arg(long, default_value = "small,paper", value_delimiter = ',')]
+        presets: Vec<String>,
+        /// Image shape: cifar (3x32x32, 10 classes) or fashion-mnist (1x28x28).
+        #[arg(long, default_value = "cifar")]
+        shape: String,
+        /// ONNX Runtime intra-op threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Alternating rounds per form.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Batch-1 runs per round.
+        #[arg(long, default_value_t = 20)]
+        latency_runs: usize,
+        /// Batch-64 runs per round.
+        #[arg(long, default_value_t = 2)]
+        throughput_runs: usize,
+        /// Path of libonnxruntime.so.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +130,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Verify { model, check }) => run_verify(&model, &check),
         Some(Command::Inspect { model }) => inspect(&model),
+        Some(Command::Bench {
+            presets,
+            shape,
+            threads,
+            rounds,
+            latency_runs,
+            throughput_runs,
+            ort_lib,
+        }) => {
+            let input = match shape.as_str() {
+                "cifar" => rir_spec::InputSpec::new(3, 32, 32),
+                "fashion-mnist" => rir_spec::InputSpec::new(1, 28, 28),
+                other => bail!("unknown --shape {other} (cifar, fashion-mnist)"),
+            };
+            let opts = rir_exporter::bench::BenchOptions {
+                presets,
+                input,
+                classes: 10,
+                threads,
+                rounds,
+                latency_runs,
+                throughput_runs,
+                ort: OrtOptions {
+                    library: ort_lib,
+                    ..OrtOptions::default()
+                },
+            };
+            bench(&opts)
+        }
         None => {
             let a = cli.export;
             let Some(checkpoint) = a.checkpoint else {
@@ -192,6 +245,36 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     println!("OK: the engines agree within {:.1e}", c.tolerance);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(opts: &rir_exporter::bench::BenchOptions) -> Result<ExitCode> {
+    let dir = tempfile::tempdir()?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    let rows = rir_exporter::bench::run(opts, dir.path(), |m| bar.set_message(m.to_string()))?;
+    bar.finish_and_clear();
+    println!(
+        "ONNX Runtime CPU, {} threads, input {}x{}x{}, medians over {} alternating rounds",
+        opts.threads, opts.input.channels, opts.input.height, opts.input.width, opts.rounds
+    );
+    println!(
+        "{:<7} {:<9} {:>6} {:>6} {:>16} {:>18}",
+        "preset", "form", "Conv", "nodes", "batch 1 µs/img", "batch 64 img/s"
+    );
+    for r in &rows {
+        for (name, f) in [("folded", &r.folded), ("unfolded", &r.unfolded)] {
+            println!(
+                "{:<7} {:<9} {:>6} {:>6} {:>16.0} {:>18.0}",
+                r.preset, name, f.convs, f.nodes, f.latency_us, f.throughput
+            );
+        }
+        println!(
+            "{:<7} speed-up of folding: {:.2}x at batch 1, {:.2}x at batch 64",
+            r.preset,
+            r.unfolded.latency_us / r.folded.latency_us,
+            r.folded.throughput / r.unfolded.throughput
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

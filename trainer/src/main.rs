@@ -106,10 +106,10 @@ struct BenchArgs {
     #[arg(long, default_value_t = 128)]
     batch: usize,
     /// Untimed steps first.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     warmup: usize,
     /// Timed steps.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 40)]
     steps: usize,
     /// Python with torch 2.11 for the eager reference [default: .deps/torch-venv/bin/python].
     #[arg(long, env = "RIR_TORCH_PYTHON")]
