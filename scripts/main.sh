@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up, build, train a small RiR
-# briefly on real Fashion-MNIST images, and evaluate the checkpoint.
+# briefly on real Fashion-MNIST images, evaluate the checkpoint, export it to
+# ONNX folded and verify the export in two runtimes.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$RIR_ROOT"
@@ -16,4 +17,7 @@ echo "== train: tiny RiR, 2 epochs on 20k Fashion-MNIST training images (about 1
 
 echo "== evaluate the best checkpoint on the full test split"
 ./target/debug/rir-train eval "$OUT/best.safetensors"
-echo "== outputs: $OUT/{best,last}.safetensors, $OUT/metrics.jsonl, $OUT/curves.png"
+echo "== export: fold every unit into one convolution, write ONNX, verify it in ONNX Runtime and tract"
+./target/debug/rir-export "$OUT/best.safetensors" -o "$OUT/model.onnx" --verify --images 10000
+
+echo "== outputs: $OUT/{best,last}.safetensors, metrics.jsonl, curves.png, model.onnx"

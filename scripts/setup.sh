@@ -6,6 +6,9 @@
 #   - PyPI: libtorch 2.11.0 (CPU part of the torch wheel plus the two CUDA
 #     runtime wheels libtorch_cpu.so links against) into .deps/, ignored by git.
 # Source it: it exports LIBTORCH for the tch build.
+# Sourced by the other scripts: remember the caller's shell options and give
+# them back at the end, so that `set -e` here does not leak into a sourcing shell.
+_rir_saved_opts="$(set +o)"
 set -euo pipefail
 
 RIR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,3 +69,5 @@ export LIBTORCH="$TORCH_DIR/torch"
 export RIR_ORT_DYLIB="$ORT_DIR/libonnxruntime.so"
 export RIR_PYTHONPATH="$PY_DIR"
 export RIR_ROOT
+eval "$_rir_saved_opts"
+unset _rir_saved_opts

@@ -173,12 +173,12 @@ pub fn unit_kernel(
         None => {}
         Some(Shortcut::Identity) => {
             for o in 0..u.out_res {
-                w[centre(o, o)] += 0.0;
+                w[centre(o, o)] += 1.0;
             }
         }
         Some(Shortcut::ZeroPad { in_res, .. }) => {
             for o in 0..in_res {
-                w[centre(o, o)] += 0.0;
+                w[centre(o, o)] += 1.0;
             }
         }
         Some(Shortcut::Conv {

@@ -66,7 +66,7 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
     match choice {
         DeviceChoice::Cuda => anyhow::bail!("--device cuda: {why}"),
         _ => {
-            tracing::info!("training on the CPU: {why}");
+            tracing::info!("using the CPU: {why}");
             Ok(Device::Cpu)
         }
     }

@@ -283,7 +283,7 @@ fn load_data(source: Source, dir: Option<PathBuf>) -> Result<rir_data::Dataset> 
     let started = std::time::Instant::now();
     let ds = load(source, &dir)?;
     tracing::info!(
-        "{}: {} train / {} test images of {:?} from {} in {:.1}s",
+        "{}: {} train / {} test images of {} from {} in {:.1}s",
         source.name(),
         ds.train.len(),
         ds.test.len(),
