@@ -8,7 +8,9 @@
 # Source it: it exports LIBTORCH for the tch build.
 # Sourced by the other scripts: remember the caller's shell options and give
 # them back at the end, so that `set -e` here does not leak into a sourcing shell.
+# ($- is read directly: a command substitution does not see errexit.)
 _rir_saved_opts="$(set +o)"
+_rir_saved_flags="$-"
 set -euo pipefail
 
 RIR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,4 +72,5 @@ export RIR_ORT_DYLIB="$ORT_DIR/libonnxruntime.so"
 export RIR_PYTHONPATH="$PY_DIR"
 export RIR_ROOT
 eval "$_rir_saved_opts"
-unset _rir_saved_opts
+case "$_rir_saved_flags" in *e*) set -e ;; *) set +e ;; esac
+unset _rir_saved_opts _rir_saved_flags

@@ -67,7 +67,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs the benchmark, writing the models into `dir`.
-pub fn run(opts: &BenchOptions, dir: &Path, mut progress: impl FnMut(&str)) -> Result<Vec<BenchRow>, ExportError> {
+pub fn run(
+    opts: &BenchOptions,
+    dir: &Path,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<BenchRow>, ExportError> {
     let mut rows = vec![];
     let i = opts.input;
     let per = i.channels * i.height * i.width;

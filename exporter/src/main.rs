@@ -51,8 +51,9 @@ struct ExportArgs {
 
 #[derive(Args, Clone)]
 struct CheckArgs {
-    /// Real test images to compare and score on (0: random inputs only).
-    #[arg(long, default_value_t = 1000)]
+    /// Real test images to compare and score on (0: random inputs only). With the
+    /// whole test split, the accuracy must also match the one the trainer recorded.
+    #[arg(long, default_value_t = 10000)]
     images: usize,
     /// Random inputs to compare on.
     #[arg(long, default_value_t = 16)]
@@ -226,6 +227,7 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
         row("real test images", real);
         worst = worst.max(real.max_abs);
     }
+    let mut failed = false;
     if let Some(a) = &r.accuracy {
         println!(
             "test accuracy on {} images: ONNX Runtime {:.2}%, tract {:.2}%",
@@ -233,6 +235,22 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
             100.0 * a.ort,
             100.0 * a.tract
         );
+        if let Some(rec) = a.recorded {
+            println!(
+                "the trainer recorded {:.2}% on the full test split for these weights",
+                100.0 * rec
+            );
+            // On the same images the export must score what the trainer scored
+            // (up to a few near-ties flipped by float rounding).
+            if a.full_split && (a.ort - rec).abs() > 0.001 {
+                eprintln!(
+                    "FAILED: the export scores {:.2}%, the trainer {:.2}%",
+                    100.0 * a.ort,
+                    100.0 * rec
+                );
+                failed = true;
+            }
+        }
     }
     if let Some(why) = &r.real_skipped {
         println!("real images skipped: {why}");
@@ -242,9 +260,22 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
             "FAILED: max |diff| {worst:.3e} exceeds the tolerance {:.1e}",
             c.tolerance
         );
+        failed = true;
+    }
+    if failed {
         return Ok(ExitCode::FAILURE);
     }
-    println!("OK: the engines agree within {:.1e}", c.tolerance);
+    println!(
+        "OK: the engines agree within {:.1e}{}",
+        c.tolerance,
+        if r.accuracy
+            .is_some_and(|a| a.full_split && a.recorded.is_some())
+        {
+            " and reproduce the trainer's accuracy"
+        } else {
+            ""
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

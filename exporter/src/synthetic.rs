@@ -22,7 +22,9 @@ pub fn random_checkpoint(spec: &ModelSpec, seed: u64) -> Checkpoint {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = if shape.len() == 4 {
             let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
-            (0..n).map(|_| (normal(&mut rng) * (2.0 / fan_in).sqrt()) as f32).collect()
+            (0..n)
+                .map(|_| (normal(&mut rng) * (2.0 / fan_in).sqrt()) as f32)
+                .collect()
         } else if name.ends_with("running_var") || name.ends_with("bn.weight") {
             (0..n).map(|_| (0.5 + rng.unit()) as f32).collect()
         } else {
@@ -36,7 +38,9 @@ pub fn random_checkpoint(spec: &ModelSpec, seed: u64) -> Checkpoint {
             spec: spec.clone(),
             dataset: DatasetInfo {
                 name: "fashion-mnist".into(),
-                class_names: (0..spec.num_classes).map(|i| format!("class {i}")).collect(),
+                class_names: (0..spec.num_classes)
+                    .map(|i| format!("class {i}"))
+                    .collect(),
                 mean: vec![0.3; c],
                 std: vec![0.35; c],
                 input: spec.input,

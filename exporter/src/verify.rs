@@ -59,6 +59,11 @@ pub struct Accuracy {
     pub n: usize,
     /// ONNX Runtime's top-1 accuracy.
     pub ort: f64,
+    /// Whether these were all the data set's test images.
+    pub full_split: bool,
+    /// The test accuracy the trainer recorded for these weights, if the
+    /// model's metadata carries it.
+    pub recorded: Option<f64>,
     /// tract's top-1 accuracy.
     pub tract: f64,
 }
@@ -221,6 +226,10 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
         n,
         ort: acc(&a),
         tract: acc(&b),
+        full_split: n == data.test.len(),
+        recorded: info
+            .metadata_json(keys::METRICS)
+            .and_then(|m| m["last"]["test_acc"].as_f64()),
     });
     Ok(report)
 }

@@ -181,3 +181,49 @@ fn missing_arguments_explain_themselves() {
     let out = bin().arg("nope.safetensors").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("-o MODEL.onnx"));
 }
+
+#[test]
+fn verify_fails_when_the_export_loses_the_trainers_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    rir_data::fixtures::write_fashion_mnist(&data, 10, 40, 28, true, 3).unwrap();
+    let mut ck = random_checkpoint(&micro(Variant::Rir), 8);
+    // Claim an accuracy that random weights cannot have.
+    ck.meta.training.history.push(rir_spec::meta::EpochMetrics {
+        epoch: 1,
+        lr: 0.1,
+        train_loss: 0.1,
+        train_acc: 0.99,
+        test_loss: 0.1,
+        test_acc: 0.99,
+        train_img_per_s: 1.0,
+        seconds: 1.0,
+    });
+    let path = dir.path().join("claim.safetensors");
+    ck.write_atomic(&path).unwrap();
+    let model = dir.path().join("claim.onnx");
+    assert!(
+        bin()
+            .arg(&path)
+            .arg("-o")
+            .arg(&model)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = bin()
+        .arg("verify")
+        .arg(&model)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(err.contains("the trainer 99.00%"), "{err}");
+}

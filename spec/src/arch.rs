@@ -373,7 +373,7 @@ impl ModelSpec {
                 self.mask, self.variant
             ));
         }
-        if !(self.bn_eps > 0.0) || !(0.0..=1.0).contains(&self.bn_momentum) {
+        if self.bn_eps.is_nan() || self.bn_eps <= 0.0 || !(0.0..=1.0).contains(&self.bn_momentum) {
             return bad("bn_eps must be > 0 and bn_momentum in [0, 1]".into());
         }
         Ok(())

@@ -141,6 +141,10 @@ impl CheckpointMeta {
     }
 }
 
+/// Re-exported so that crates storing a training configuration need not
+/// depend on serde_json themselves.
+pub use serde_json::Value as JsonValue;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +192,3 @@ mod tests {
         assert!(e.contains("rir.dataset"), "{e}");
     }
 }
-
-/// Re-exported so that crates storing a training configuration need not
-/// depend on serde_json themselves.
-pub use serde_json::Value as JsonValue;

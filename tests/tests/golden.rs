@@ -37,7 +37,12 @@ fn randomize_bn(t: &Trainer, seed: i64) {
 fn torch_logits(t: &Trainer, pixels: &[f32], n: usize) -> Vec<f32> {
     let info = &t.data.info;
     let i = info.input;
-    let x = Tensor::from_slice(pixels).view([n as i64, i.channels as i64, i.height as i64, i.width as i64]);
+    let x = Tensor::from_slice(pixels).view([
+        n as i64,
+        i.channels as i64,
+        i.height as i64,
+        i.width as i64,
+    ]);
     let mean = Tensor::from_slice(&info.mean).view([1, i.channels as i64, 1, 1]);
     let std = Tensor::from_slice(&info.std).view([1, i.channels as i64, 1, 1]);
     let x = (x - mean) / std;
@@ -54,7 +59,10 @@ fn engine_logits(e: &mut dyn Engine, pixels: &[f32], n: usize, i: InputSpec) -> 
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn check(name: &str, t: &Trainer, dir: &Path) {
@@ -65,21 +73,39 @@ fn check(name: &str, t: &Trainer, dir: &Path) {
         dataset: t.data.info.clone(),
         training: t.state.clone(),
     };
-    ckpt::snapshot(&t.vs, None, meta).write_atomic(&ck_path).unwrap();
+    ckpt::snapshot(&t.vs, None, meta)
+        .write_atomic(&ck_path)
+        .unwrap();
     let i = spec.input;
     let n = 6;
     let mut rng = Rng::new(42);
-    let pixels: Vec<f32> = (0..n * i.channels * i.height * i.width).map(|_| rng.unit() as f32).collect();
+    let pixels: Vec<f32> = (0..n * i.channels * i.height * i.width)
+        .map(|_| rng.unit() as f32)
+        .collect();
     let want = torch_logits(t, &pixels, n);
-    assert!(want.iter().any(|v| v.abs() > 1e-2), "{name}: degenerate reference");
+    assert!(
+        want.iter().any(|v| v.abs() > 1e-2),
+        "{name}: degenerate reference"
+    );
     for form in [Form::Folded, Form::Unfolded] {
         let onnx = dir.join(format!("{name}-{form:?}.onnx"));
         export_file(&ck_path, &onnx, form).unwrap();
-        let ort = engine_logits(&mut OrtEngine::load(&onnx, &OrtOptions::default()).unwrap(), &pixels, n, i);
+        let ort = engine_logits(
+            &mut OrtEngine::load(&onnx, &OrtOptions::default()).unwrap(),
+            &pixels,
+            n,
+            i,
+        );
         let tract = engine_logits(&mut TractEngine::load(&onnx).unwrap(), &pixels, n, i);
         let (d_ort, d_tract) = (max_diff(&ort, &want), max_diff(&tract, &want));
-        assert!(d_ort < 1e-4, "{name} {form:?}: ONNX Runtime differs from libtorch by {d_ort}");
-        assert!(d_tract < 1e-4, "{name} {form:?}: tract differs from libtorch by {d_tract}");
+        assert!(
+            d_ort < 1e-4,
+            "{name} {form:?}: ONNX Runtime differs from libtorch by {d_ort}"
+        );
+        assert!(
+            d_tract < 1e-4,
+            "{name} {form:?}: tract differs from libtorch by {d_tract}"
+        );
     }
 }
 
@@ -142,7 +168,18 @@ fn a_masked_cifar_shaped_model_exports_exactly() {
     let ds = load(Source::Cifar(rir_data::cifar::Flavour::Ten), &data).unwrap();
     let mut spec = preset::build("micro", Variant::Rir, InputSpec::new(3, 32, 32), 10).unwrap();
     spec.mask = "1101".parse().unwrap();
-    let t = Trainer::new(&spec, ds, TrainConfig { epochs: 1, batch_size: 8, ..TrainConfig::default() }, Device::Cpu, &dir.path().join("run")).unwrap();
+    let t = Trainer::new(
+        &spec,
+        ds,
+        TrainConfig {
+            epochs: 1,
+            batch_size: 8,
+            ..TrainConfig::default()
+        },
+        Device::Cpu,
+        &dir.path().join("run"),
+    )
+    .unwrap();
     randomize_bn(&t, 9);
     check("cifar-masked", &t, dir.path());
 }

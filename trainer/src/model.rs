@@ -250,6 +250,9 @@ impl Unit {
     }
 
     /// `BN(conv(x, W ⊙ M) + S(x_r))`, before the ReLU.
+    // Sums stay out of place (`y = y + s`, not `y += s`): an in-place add
+    // would bump the version of a tensor autograd may have saved.
+    #[allow(clippy::assign_op_pattern)]
     pub fn pre_activation(
         &self,
         x: &Tensor,
@@ -287,6 +290,7 @@ impl Block {
         }
     }
 
+    #[allow(clippy::assign_op_pattern)] // out-of-place on purpose, see Unit::pre_activation
     fn forward(&self, x: &Tensor, train: bool, model: &ModelSpec, precision: Precision) -> Tensor {
         let h = self.units[0]
             .pre_activation(x, train, model, precision)

@@ -31,6 +31,9 @@ fn register_font() -> bool {
     })
 }
 
+/// Which curve to draw: label, the value it plots, whether it is drawn solid.
+type Pick = (&'static str, fn(&EpochMetrics) -> f64, bool);
+
 /// One named series of (epoch, value) points.
 pub struct Series<'a> {
     /// Legend label.
@@ -96,7 +99,7 @@ pub fn curves(
             .map_err(|e| err(e.to_string()))?;
         for (i, (label, history)) in runs.iter().enumerate() {
             let color = palette[i % palette.len()];
-            let pick: [(&str, fn(&EpochMetrics) -> f64, bool); 2] = if name == "loss" {
+            let pick: [Pick; 2] = if name == "loss" {
                 [
                     ("train", |m| m.train_loss, false),
                     ("test", |m| m.test_loss, true),

@@ -39,11 +39,7 @@ fn four_conv_unit(u: &Unit, x: &Tensor, mask: [bool; 4], train: bool) -> Tensor 
         let wk = w.narrow(0, o0, on).narrow(1, i0, inn);
         let src = if k % 2 == 0 { &r } else { &t };
         let y = conv(src, &wk);
-        if k < 2 {
-            r_out = r_out + y
-        } else {
-            t_out = t_out + y
-        }
+        if k < 2 { r_out += y } else { t_out += y }
     }
     if let Some(sc) = s.shortcut {
         let add = match sc {
@@ -66,7 +62,7 @@ fn four_conv_unit(u: &Unit, x: &Tensor, mask: [bool; 4], train: bool) -> Tensor 
                 Tensor::cat(&[sub, pad], 1)
             }
         };
-        r_out = r_out + add;
+        r_out += add;
     }
     let bn = &u.bn;
     let part = |t: &Tensor, from: i64, len: i64| -> Tensor {
@@ -109,13 +105,7 @@ fn one_masked_convolution_equals_four_convolutions_per_unit() {
                 for (bi, ui) in [(0usize, 0usize), (0, 1), (1, 0), (2, 0)] {
                     let unit = &net.blocks[bi].units[ui];
                     let ch = unit.spec.in_ch as i64;
-                    let side = if bi == 0 {
-                        28
-                    } else if bi == 1 {
-                        28
-                    } else {
-                        14
-                    };
+                    let side = if bi < 2 { 28 } else { 14 };
                     let x =
                         tch::Tensor::randn([4, ch, side, side], (Kind::Float, tch::Device::Cpu));
                     for train in [false, true] {
