@@ -46,7 +46,7 @@ ORT_DIR="$DEPS/onnxruntime"
 if [ ! -f "$ORT_DIR/libonnxruntime.so" ]; then
   log "pip: onnxruntime 1.31.1 wheel, unpacking libonnxruntime.so into $ORT_DIR"
   tmp="$(mktemp -d)"
-  python3 -m pip download -q --disable-pip-version-check --root-user-action=ignore --no-deps --only-binary=:all: -d "$tmp" onnxruntime==1.31.1
+  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" onnxruntime==1.31.1
   mkdir -p "$ORT_DIR"
   python3 - "$tmp" "$ORT_DIR" <<'PY'
 import glob, os, shutil, sys, zipfile
