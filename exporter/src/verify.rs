@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rir_data::rng::Rng;
 use rir_data::{Source, load};
-use rir_infer::engine::output;
+use rir_infer::engine::{max_abs_diff, output};
 use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions, TractEngine};
 
 use crate::error::ExportError;
@@ -127,11 +127,7 @@ fn compare(
         a.extend(logits(ort, x, &shape)?);
         b.extend(logits(tract, x, &shape)?);
     }
-    let max_abs = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let max_abs = max_abs_diff(&a, &b);
     let scale = a.iter().map(|v| v.abs()).fold(0.0, f32::max).max(1e-12);
     let (ta, tb) = (argmax_rows(&a, k), argmax_rows(&b, k));
     let agree = ta.iter().zip(&tb).filter(|(x, y)| x == y).count();

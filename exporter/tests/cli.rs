@@ -13,6 +13,30 @@ fn bin() -> Command {
     c
 }
 
+/// Exports `ck` to `model` and runs `rir-export verify` on it with `data`.
+fn export_and_verify(
+    ck: &std::path::Path,
+    model: &std::path::Path,
+    data: &std::path::Path,
+) -> std::process::Output {
+    assert!(
+        bin()
+            .arg(ck)
+            .arg("-o")
+            .arg(model)
+            .status()
+            .unwrap()
+            .success()
+    );
+    bin()
+        .arg("verify")
+        .arg(model)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn export_verify_and_inspect() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,23 +72,7 @@ fn verify_scores_real_images_when_the_data_set_is_at_hand() {
     let data = dir.path().join("data");
     rir_data::fixtures::write_fashion_mnist(&data, 10, 50, 28, true, 3).unwrap();
     let ck = write_random(dir.path(), &micro(Variant::Resnet), 2);
-    let model = dir.path().join("m.onnx");
-    assert!(
-        bin()
-            .arg(&ck)
-            .arg("-o")
-            .arg(&model)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = bin()
-        .arg("verify")
-        .arg(&model)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = export_and_verify(&ck, &dir.path().join("m.onnx"), &data);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("test accuracy on 50 images"), "{stdout}");
@@ -201,23 +209,7 @@ fn verify_fails_when_the_export_loses_the_trainers_accuracy() {
     });
     let path = dir.path().join("claim.safetensors");
     ck.write_atomic(&path).unwrap();
-    let model = dir.path().join("claim.onnx");
-    assert!(
-        bin()
-            .arg(&path)
-            .arg("-o")
-            .arg(&model)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = bin()
-        .arg("verify")
-        .arg(&model)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = export_and_verify(&path, &dir.path().join("claim.onnx"), &data);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),

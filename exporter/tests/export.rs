@@ -6,7 +6,7 @@ mod common;
 use common::{micro, pixels, python_with_onnx, write_random};
 use rir_exporter::export::{LOGITS, PROBABILITIES, keys};
 use rir_exporter::{Form, export_file};
-use rir_infer::engine::output;
+use rir_infer::engine::{max_abs_diff as max_diff, output};
 use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions, TractEngine};
 use rir_spec::{ModelSpec, Projection, Shortcut, Variant};
 
@@ -17,14 +17,6 @@ fn run(engine: &mut dyn Engine, x: &[f32], n: usize, spec: &ModelSpec) -> (Vec<f
         output(&outs, LOGITS).unwrap().data.clone(),
         output(&outs, PROBABILITIES).unwrap().data.clone(),
     )
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Every variant, both projections, outer shortcut on and off, two masks.

@@ -28,3 +28,16 @@ pub trait Engine: Send {
 pub fn output<'a>(outputs: &'a [Output], name: &str) -> Option<&'a Output> {
     outputs.iter().find(|o| o.name == name)
 }
+
+/// Largest |a - b| over two equally long slices (NaN counts as infinite,
+/// so a NaN on either side can never pass a tolerance).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "comparing slices of different lengths");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = (x - y).abs();
+            if d.is_nan() { f32::INFINITY } else { d }
+        })
+        .fold(0.0, f32::max)
+}

@@ -11,7 +11,7 @@ use rir_data::rng::Rng;
 use rir_data::{Source, load};
 use rir_exporter::export::LOGITS;
 use rir_exporter::{Form, export_file};
-use rir_infer::engine::output;
+use rir_infer::engine::{max_abs_diff as max_diff, output};
 use rir_infer::{Engine, OrtEngine, OrtOptions, TractEngine};
 use rir_spec::{CheckpointMeta, InputSpec, ModelSpec, Projection, Variant, preset};
 use rir_trainer::{TrainConfig, Trainer, ckpt};
@@ -55,14 +55,6 @@ fn torch_logits(t: &Trainer, pixels: &[f32], n: usize) -> Vec<f32> {
 fn engine_logits(e: &mut dyn Engine, pixels: &[f32], n: usize, i: InputSpec) -> Vec<f32> {
     let outs = e.run(pixels, &[n, i.channels, i.height, i.width]).unwrap();
     output(&outs, LOGITS).unwrap().data.clone()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn check(name: &str, t: &Trainer, dir: &Path) {

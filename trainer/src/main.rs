@@ -219,25 +219,7 @@ struct TrainArgs {
 }
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`rir-train presets | head`) like other CLI tools.
-    // SAFETY: resetting a signal disposition at start-up, before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    rir_cli::main("info", || run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

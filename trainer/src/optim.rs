@@ -37,26 +37,15 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    /// Collects the trainable variables of `vs`.
+    /// Collects the trainable variables of `vs`, sorted by name.
     pub fn new(vs: &VarStore, momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
-        let mut params: Vec<Param> = vs
+        let mut named: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
             .filter(|(_, t)| t.requires_grad())
-            .map(|(name, tensor)| Param {
-                decay: decays(&name, &tensor.size()),
-                momentum: tensor.zeros_like(),
-                name,
-                tensor,
-            })
             .collect();
-        params.sort_by(|a, b| a.name.cmp(&b.name));
-        Sgd {
-            params,
-            momentum,
-            nesterov,
-            weight_decay,
-        }
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Self::from_named(named, momentum, nesterov, weight_decay)
     }
 
     /// An optimizer over explicitly named tensors (the benchmark's

@@ -1,0 +1,31 @@
+//! The start and the end of every rir binary, done one way: logs to stderr
+//! filtered by `RUST_LOG` (with a per-binary default), a quiet death on a
+//! closed pipe, and errors printed with their causes and exit status 1.
+
+use std::process::ExitCode;
+
+/// Runs a binary's body: sets up logging with `default_filter` (used when
+/// `RUST_LOG` is unset), then runs `body` and turns an error into
+/// `error: <cause chain>` on stderr and exit status 1.
+pub fn main(default_filter: &str, body: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCode {
+    // Die quietly on a closed pipe (`rir-train presets | head`) like other tools.
+    // SAFETY: resetting a signal disposition at start-up, before threads exist.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match body() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
