@@ -1,0 +1,25 @@
+//! rir-serve: exported RiR models over gRPC.
+//!
+//! It speaks KServe v2 / Triton's `inference.GRPCInferenceService` (so
+//! `tritonclient` and `perf_analyzer` work unchanged) and `rir.v1.ImageClassifier`
+//! (encoded images in, labels out), runs models on ONNX Runtime or tract, and
+//! batches requests dynamically per model.
+//!
+//! # Layout
+//! - [`repository`]: finding `<root>/<name>/<version>/model.onnx` and reading
+//!   each model's inputs, outputs and class names from the file.
+//! - [`models`]: engines, warm-up and readiness per model version.
+//! - [`batcher`]: the per-model queue and dynamic batching onto engine threads.
+//! - [`tensors`]: request tensors and images to float32 NCHW; outputs back.
+//! - [`service`]: the gRPC handlers.
+//! - [`stats`]: Triton statistics and Prometheus metrics.
+//! - [`server`]: transport, TLS, auth, health, reflection, metrics endpoint,
+//!   graceful shutdown.
+
+pub mod batcher;
+pub mod models;
+pub mod repository;
+pub mod server;
+pub mod service;
+pub mod stats;
+pub mod tensors;

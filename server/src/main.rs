@@ -1,0 +1,198 @@
+//! `rir-serve`: serve a model repository over gRPC.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use rir_server::batcher::BatchConfig;
+use rir_server::models::{BackendKind, DeviceChoice, EngineOptions, Models};
+use rir_server::server::{TransportConfig, local, serve, serve_metrics};
+use rir_server::service::AppState;
+use rir_server::stats::Metrics;
+
+#[derive(Parser)]
+#[command(
+    name = "rir-serve",
+    version,
+    about = "Serve exported RiR models over gRPC (KServe v2 / Triton protocol + image classification).",
+    long_about = "Serve every model in a repository (<root>/<name>/<version>/model.onnx; the highest \
+        version is the default) over gRPC: KServe v2 / Triton `inference.GRPCInferenceService` \
+        (ServerLive/Ready, ModelReady, Server/ModelMetadata, ModelInfer, ModelConfig, \
+        ModelStatistics, the classification extension) and `rir.v1.ImageClassifier/Classify` \
+        (PNG/JPEG in, top-k labels out), plus grpc.health.v1 and server reflection. \
+        Prometheus metrics on --metrics-addr. SIGTERM/SIGINT: not ready, stop accepting, \
+        finish calls in flight, exit 0."
+)]
+struct Cli {
+    /// Model repository.
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, default_value = "0.0.0.0:8001")]
+    grpc_addr: String,
+    /// Prometheus metrics listen address (HTTP).
+    #[arg(long, default_value = "0.0.0.0:8002")]
+    metrics_addr: String,
+    /// Inference engine.
+    #[arg(long, value_enum, default_value_t = BackendKind::Ort)]
+    backend: BackendKind,
+    /// ONNX Runtime device: auto uses CUDA when it can be had (else CPU, with a warning).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Engine instances per model (each on its own thread).
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Intra-op threads per ONNX Runtime instance (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Most images per engine call (and per request).
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
+    /// Longest a request waits for others to batch with, microseconds (0: batch what is queued).
+    #[arg(long, default_value_t = 0)]
+    max_queue_delay_us: u64,
+    /// Requests that may wait per model before new ones get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 1024)]
+    queue_capacity: usize,
+    /// Largest gRPC message, bytes (default 64 MiB: 256 CIFAR images in FP32 need 3 MiB).
+    #[arg(long, default_value_t = 64 << 20)]
+    max_message_bytes: usize,
+    /// Model `Classify` uses when a request names none (default: the only or first model).
+    #[arg(long)]
+    default_model: Option<String>,
+    /// PEM certificate for TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require `authorization: Bearer <token>` on every inference call.
+    #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// Seconds to let calls in flight finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout: u64,
+    /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the one scripts/setup.sh installed).
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    rir_cli::main("info,ort=warn", || {
+        let cli = Cli::parse();
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(run(cli))
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    if cli.max_batch == 0 || cli.queue_capacity == 0 {
+        bail!("--max-batch and --queue-capacity must be positive");
+    }
+    let metrics = Arc::new(Metrics::new().context("metrics")?);
+    let engines = EngineOptions {
+        backend: cli.backend,
+        device: cli.device,
+        instances: cli.instances,
+        threads: cli.threads,
+        ort_library: cli.ort_lib.clone(),
+    };
+    let batching = BatchConfig {
+        max_batch: cli.max_batch,
+        max_delay: Duration::from_micros(cli.max_queue_delay_us),
+        queue_capacity: cli.queue_capacity,
+    };
+    let models = Models::load(&cli.models, &engines, batching, metrics.clone())
+        .map_err(anyhow::Error::msg)?;
+    if models.by_name.is_empty() {
+        bail!(
+            "no models in {} (expected <name>/<version>/model.onnx)",
+            cli.models.display()
+        );
+    }
+    let default_model = cli
+        .default_model
+        .clone()
+        .or_else(|| models.names().first().cloned());
+    let ready = models.all_ready();
+    let state = Arc::new(AppState {
+        models,
+        ready: AtomicBool::new(false),
+        default_model,
+    });
+    let grpc = tokio::net::TcpListener::bind(&cli.grpc_addr)
+        .await
+        .with_context(|| format!("binding {}", cli.grpc_addr))?;
+    let metrics_listener = tokio::net::TcpListener::bind(&cli.metrics_addr)
+        .await
+        .with_context(|| format!("binding {}", cli.metrics_addr))?;
+    tracing::info!("metrics on http://{}/metrics", local(&metrics_listener));
+    tokio::spawn(serve_metrics(metrics, metrics_listener));
+    let transport = TransportConfig {
+        max_message_bytes: cli.max_message_bytes,
+        tls: cli.tls_cert.clone().zip(cli.tls_key.clone()),
+        auth_token: cli.auth_token.clone(),
+    };
+    state.ready.store(true, Ordering::SeqCst);
+    if !ready {
+        tracing::warn!("some models are not ready; the others are served");
+    }
+    tracing::info!(
+        "gRPC on {}{}",
+        local(&grpc),
+        if transport.tls.is_some() {
+            " (TLS)"
+        } else {
+            ""
+        }
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let timeout = Duration::from_secs(cli.shutdown_timeout);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+    });
+    let stopped = Arc::new(tokio::sync::Notify::new());
+    let notify = stopped.clone();
+    let server = serve(state, &transport, grpc, async move {
+        let _ = stop_rx.await;
+        notify.notify_one();
+    });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r.map_err(anyhow::Error::msg)?,
+        _ = stopped.notified() => {
+            match tokio::time::timeout(timeout, &mut server).await {
+                Ok(r) => r.map_err(anyhow::Error::msg)?,
+                Err(_) => {
+                    tracing::warn!("calls still in flight after {}s; exiting", timeout.as_secs());
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

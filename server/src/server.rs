@@ -1,0 +1,180 @@
+//! Wiring the gRPC services into a running server: message-size limits,
+//! optional TLS and bearer-token auth, health and reflection, the metrics
+//! endpoint, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rir_proto::classify::image_classifier_server::ImageClassifierServer;
+use rir_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Status};
+
+use crate::service::{AppState, Service};
+use crate::stats::Metrics;
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Largest request or response message, bytes.
+    pub max_message_bytes: usize,
+    /// PEM certificate and key for TLS, if TLS is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Bearer token every call must carry, if auth is on.
+    pub auth_token: Option<String>,
+}
+
+/// Rewrites tonic's OUT_OF_RANGE for an oversized message into
+/// RESOURCE_EXHAUSTED, the status gRPC specifies (and clients expect) for a
+/// message over the receive limit.
+fn oversized_to_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
+    let oversized = res.headers().get("grpc-status").is_some_and(|v| v == "11")
+        && res
+            .headers()
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| {
+                m.contains("message%20length%20too%20large")
+                    || m.contains("message length too large")
+            });
+    if oversized {
+        res.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    res
+}
+
+fn check_token(
+    expected: Option<Arc<str>>,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        let Some(token) = &expected else {
+            return Ok(req);
+        };
+        let ok = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if ok {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated(
+                "missing or wrong bearer token (metadata `authorization: Bearer <token>`)",
+            ))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then marks the
+/// server not ready, stops accepting and lets in-flight calls finish.
+pub async fn serve(
+    state: Arc<AppState>,
+    transport: &TransportConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let service = Service {
+        state: state.clone(),
+    };
+    let limit = transport.max_message_bytes;
+    let auth = check_token(transport.auth_token.as_deref().map(Arc::from));
+    let inference = GrpcInferenceServiceServer::new(service.clone())
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let classifier = ImageClassifierServer::new(service)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<GrpcInferenceServiceServer<Service>>()
+        .await;
+    health.set_serving::<ImageClassifierServer<Service>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rir_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &transport.tls {
+        let cert =
+            std::fs::read(cert).map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
+        let key = std::fs::read(key).map_err(|e| format!("TLS key {}: {e}", key.display()))?;
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key)),
+            )
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let drain_state = state.clone();
+    let on_shutdown = async move {
+        shutdown.await;
+        drain_state.ready.store(false, Ordering::SeqCst);
+        health
+            .set_not_serving::<GrpcInferenceServiceServer<Service>>()
+            .await;
+        health
+            .set_not_serving::<ImageClassifierServer<Service>>()
+            .await;
+        tracing::info!("shutting down: not ready, no new connections, finishing calls in flight");
+    };
+    builder
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_to_resource_exhausted,
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            inference,
+            auth.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            classifier, auth,
+        ))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, on_shutdown)
+        .await
+        .map_err(|e| format!("gRPC server: {e}"))
+}
+
+/// Serves the Prometheus text format on `listener` (any path), until the
+/// task is dropped.
+pub async fn serve_metrics(metrics: Arc<Metrics>, listener: TcpListener) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
+            let body = metrics.render();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+/// The address a listener is bound to, for logs.
+pub fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a: SocketAddr| a.to_string())
+}

@@ -1,0 +1,231 @@
+//! Counters of what the server did: the Triton `ModelStatistics` figures per
+//! model, and the Prometheus metrics exported on the metrics port. One
+//! record call updates both, so they never disagree.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The Prometheus metrics, labelled by model.
+pub struct Metrics {
+    /// Registry the HTTP endpoint renders.
+    pub registry: Registry,
+    /// Requests by model, outcome (`ok`, `error`) and reason (gRPC code name).
+    pub requests: IntCounterVec,
+    /// Images inferred.
+    pub inferences: IntCounterVec,
+    /// Engine executions (batches).
+    pub executions: IntCounterVec,
+    /// Seconds requests waited in the queue.
+    pub queue_seconds: HistogramVec,
+    /// Seconds the engine took per batch.
+    pub compute_seconds: HistogramVec,
+    /// Images per executed batch.
+    pub batch_size: HistogramVec,
+    /// Requests waiting in the queue.
+    pub pending: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        // Durations: geometric buckets from 50 µs to about 6.5 s.
+        let secs: Vec<f64> = (0..18).map(|i| 50e-6 * 2f64.powi(i)).collect();
+        let sizes: Vec<f64> = (0..10).map(|i| 2f64.powi(i)).collect();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "rir_requests_total",
+                "gRPC inference requests by model, outcome and reason",
+            ),
+            &["model", "outcome", "reason"],
+        )?;
+        let inferences = IntCounterVec::new(
+            Opts::new("rir_inference_count", "images inferred"),
+            &["model"],
+        )?;
+        let executions = IntCounterVec::new(
+            Opts::new("rir_execution_count", "engine executions (batches)"),
+            &["model"],
+        )?;
+        let queue_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "rir_queue_seconds",
+                "time requests waited in the batching queue",
+            )
+            .buckets(secs.clone()),
+            &["model"],
+        )?;
+        let compute_seconds = HistogramVec::new(
+            HistogramOpts::new("rir_compute_seconds", "engine time per batch").buckets(secs),
+            &["model"],
+        )?;
+        let batch_size = HistogramVec::new(
+            HistogramOpts::new("rir_batch_size", "images per executed batch").buckets(sizes),
+            &["model"],
+        )?;
+        let pending = IntGaugeVec::new(
+            Opts::new("rir_pending_requests", "requests waiting in the queue"),
+            &["model"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(inferences.clone()))?;
+        registry.register(Box::new(executions.clone()))?;
+        registry.register(Box::new(queue_seconds.clone()))?;
+        registry.register(Box::new(compute_seconds.clone()))?;
+        registry.register(Box::new(batch_size.clone()))?;
+        registry.register(Box::new(pending.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            inferences,
+            executions,
+            queue_seconds,
+            compute_seconds,
+            batch_size,
+            pending,
+        })
+    }
+
+    /// The text exposition format of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
+            out = format!("# encoding failed: {e}\n");
+        }
+        out
+    }
+}
+
+/// A count and a total duration, as Triton reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Duration2 {
+    /// How many times.
+    pub count: u64,
+    /// Nanoseconds in total.
+    pub ns: u64,
+}
+
+impl Duration2 {
+    fn add(&mut self, d: Duration) {
+        self.count += 1;
+        self.ns += d.as_nanos() as u64;
+    }
+}
+
+/// Triton-style cumulative statistics of one model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Successful requests and their total time.
+    pub success: Duration2,
+    /// Failed requests and their total time.
+    pub fail: Duration2,
+    /// Queue time of requests that ran.
+    pub queue: Duration2,
+    /// Engine time of requests that ran.
+    pub compute_infer: Duration2,
+    /// Images inferred.
+    pub inference_count: u64,
+    /// Engine executions.
+    pub execution_count: u64,
+    /// Last inference, milliseconds since the Unix epoch.
+    pub last_inference_ms: u64,
+    /// Executions and engine time per batch size.
+    pub batches: BTreeMap<usize, Duration2>,
+}
+
+/// One model's statistics, shared by the service and the batcher.
+pub struct ModelStats {
+    model: String,
+    metrics: std::sync::Arc<Metrics>,
+    inner: Mutex<Snapshot>,
+}
+
+impl ModelStats {
+    /// Statistics for `model`, reporting into `metrics` too.
+    pub fn new(model: &str, metrics: std::sync::Arc<Metrics>) -> Self {
+        ModelStats {
+            model: model.to_string(),
+            metrics,
+            inner: Mutex::new(Snapshot::default()),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Snapshot) -> R) -> R {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// A batch of `images` ran in `compute`.
+    pub fn record_execution(&self, images: usize, compute: Duration) {
+        self.with(|s| {
+            s.execution_count += 1;
+            s.batches.entry(images).or_default().add(compute);
+        });
+        let m = &self.metrics;
+        m.executions.with_label_values(&[&self.model]).inc();
+        m.compute_seconds
+            .with_label_values(&[&self.model])
+            .observe(compute.as_secs_f64());
+        m.batch_size
+            .with_label_values(&[&self.model])
+            .observe(images as f64);
+    }
+
+    /// A request of `n` images succeeded after `total`, `queue` of it queued.
+    pub fn record_success(&self, n: usize, queue: Duration, compute: Duration, total: Duration) {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.with(|s| {
+            s.success.add(total);
+            s.queue.add(queue);
+            s.compute_infer.add(compute);
+            s.inference_count += n as u64;
+            s.last_inference_ms = now_ms;
+        });
+        let m = &self.metrics;
+        m.inferences
+            .with_label_values(&[&self.model])
+            .inc_by(n as u64);
+        m.queue_seconds
+            .with_label_values(&[&self.model])
+            .observe(queue.as_secs_f64());
+        m.requests
+            .with_label_values(&[&self.model, "ok", "OK"])
+            .inc();
+    }
+
+    /// A request failed with gRPC code `reason` after `total`.
+    pub fn record_failure(&self, reason: &str, total: Duration) {
+        self.with(|s| s.fail.add(total));
+        self.metrics
+            .requests
+            .with_label_values(&[&self.model, "error", reason])
+            .inc();
+    }
+
+    /// A request expired in the queue after `queued` (recorded as a failure by the caller).
+    pub fn record_expired(&self, queued: Duration) {
+        self.metrics
+            .queue_seconds
+            .with_label_values(&[&self.model])
+            .observe(queued.as_secs_f64());
+    }
+
+    /// Sets the queue-length gauge.
+    pub fn set_pending(&self, n: usize) {
+        self.metrics
+            .pending
+            .with_label_values(&[&self.model])
+            .set(n as i64);
+    }
+
+    /// A copy of the counters.
+    pub fn snapshot(&self) -> Snapshot {
+        self.with(|s| s.clone())
+    }
+}

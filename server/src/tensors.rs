@@ -1,0 +1,267 @@
+//! Turning request tensors and encoded images into the float32 NCHW batch a
+//! model takes, and outputs back into response tensors. Every rejection says
+//! what was wrong, for an INVALID_ARGUMENT status.
+
+use rir_proto::inference::{InferTensorContents, model_infer_request::InferInputTensor};
+
+/// A decoded request batch: `n` images of `C x H x W` floats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// `n * C * H * W` floats, NCHW.
+    pub data: Vec<f32>,
+    /// Number of images.
+    pub n: usize,
+}
+
+fn dims_of(shape: &[i64]) -> Result<Vec<usize>, String> {
+    shape
+        .iter()
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| format!("shape {shape:?} has a negative dimension"))
+        })
+        .collect()
+}
+
+/// Reads one input tensor: FP32 `[n, C, H, W]`, or UINT8 `[n, H, W, C]`
+/// (raw pixels, converted to [0, 1] and NCHW here), from `raw` when given
+/// or else from the typed contents.
+pub fn decode_input(
+    t: &InferInputTensor,
+    raw: Option<&[u8]>,
+    chw: [usize; 3],
+    max_batch: usize,
+) -> Result<Batch, String> {
+    let [c, h, w] = chw;
+    let dims = dims_of(&t.shape)?;
+    let typed_empty = t
+        .contents
+        .as_ref()
+        .is_none_or(|x| *x == InferTensorContents::default());
+    if raw.is_some() && !typed_empty {
+        return Err(format!(
+            "input `{}` has both raw_input_contents and typed contents",
+            t.name
+        ));
+    }
+    let (n, expect_dims) = match (t.datatype.as_str(), dims.as_slice()) {
+        ("FP32", [n, c2, h2, w2]) => (*n, [*c2, *h2, *w2] == [c, h, w]),
+        ("UINT8", [n, h2, w2, c2]) => (*n, [*h2, *w2, *c2] == [h, w, c]),
+        ("FP32", _) | ("UINT8", _) => {
+            return Err(format!(
+                "input `{}` has shape {:?}; expected [batch, {c}, {h}, {w}] for FP32 or [batch, {h}, {w}, {c}] for UINT8",
+                t.name, t.shape
+            ));
+        }
+        (other, _) => {
+            return Err(format!(
+                "input `{}` has datatype {other}; expected FP32 (NCHW) or UINT8 (NHWC)",
+                t.name
+            ));
+        }
+    };
+    if !expect_dims {
+        return Err(format!(
+            "input `{}` has shape {:?}; expected [batch, {c}, {h}, {w}] for FP32 or [batch, {h}, {w}, {c}] for UINT8",
+            t.name, t.shape
+        ));
+    }
+    if n == 0 {
+        return Err(format!("input `{}` has batch size 0", t.name));
+    }
+    if n > max_batch {
+        return Err(format!(
+            "batch of {n} exceeds the model's max batch size {max_batch}"
+        ));
+    }
+    let count = n * c * h * w;
+    let data = if t.datatype == "FP32" {
+        match raw {
+            Some(bytes) => {
+                if bytes.len() != count * 4 {
+                    return Err(format!(
+                        "input `{}`: raw contents are {} bytes, shape {:?} of FP32 needs {}",
+                        t.name,
+                        bytes.len(),
+                        t.shape,
+                        count * 4
+                    ));
+                }
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            }
+            None => {
+                let v = t
+                    .contents
+                    .as_ref()
+                    .map(|x| x.fp32_contents.clone())
+                    .unwrap_or_default();
+                if v.len() != count {
+                    return Err(format!(
+                        "input `{}`: {} fp32_contents, shape {:?} needs {count}",
+                        t.name,
+                        v.len(),
+                        t.shape
+                    ));
+                }
+                v
+            }
+        }
+    } else {
+        let pixels: Vec<u8> = match raw {
+            Some(bytes) => {
+                if bytes.len() != count {
+                    return Err(format!(
+                        "input `{}`: raw contents are {} bytes, shape {:?} of UINT8 needs {count}",
+                        t.name,
+                        bytes.len(),
+                        t.shape
+                    ));
+                }
+                bytes.to_vec()
+            }
+            None => {
+                let v = t
+                    .contents
+                    .as_ref()
+                    .map(|x| x.uint_contents.clone())
+                    .unwrap_or_default();
+                if v.len() != count {
+                    return Err(format!(
+                        "input `{}`: {} uint_contents, shape {:?} needs {count}",
+                        t.name,
+                        v.len(),
+                        t.shape
+                    ));
+                }
+                v.iter()
+                    .map(|&p| {
+                        u8::try_from(p).map_err(|_| {
+                            format!("input `{}`: UINT8 value {p} out of range", t.name)
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        nhwc_to_nchw(&pixels, n, chw)
+    };
+    if data.iter().any(|v: &f32| !v.is_finite()) {
+        return Err(format!(
+            "input `{}` contains NaN or infinite values",
+            t.name
+        ));
+    }
+    Ok(Batch { data, n })
+}
+
+/// `n` HWC u8 images to CHW floats in [0, 1].
+pub fn nhwc_to_nchw(pixels: &[u8], n: usize, [c, h, w]: [usize; 3]) -> Vec<f32> {
+    let mut out = vec![0f32; n * c * h * w];
+    for i in 0..n {
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    out[((i * c + ch) * h + y) * w + x] =
+                        pixels[((i * h + y) * w + x) * c + ch] as f32 / 255.0;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Decodes PNG or JPEG bytes into CHW floats in [0, 1] of the model's
+/// channels (grayscale or RGB) and size (resized with a triangle filter when
+/// the image is another size).
+pub fn decode_image(bytes: &[u8], [c, h, w]: [usize; 3]) -> Result<Vec<f32>, String> {
+    let format = image::guess_format(bytes).map_err(|e| format!("not a PNG or JPEG image: {e}"))?;
+    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
+        return Err(format!(
+            "{format:?} images are not accepted; send PNG or JPEG"
+        ));
+    }
+    let img = image::load_from_memory_with_format(bytes, format)
+        .map_err(|e| format!("cannot decode the {format:?} image: {e}"))?;
+    let img = if (img.width() as usize, img.height() as usize) != (w, h) {
+        img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
+    } else {
+        img
+    };
+    let pixels: Vec<u8> = match c {
+        1 => img.to_luma8().into_raw(),
+        3 => img.to_rgb8().into_raw(),
+        _ => {
+            return Err(format!(
+                "the model takes {c} channels; images can only feed 1 or 3"
+            ));
+        }
+    };
+    Ok(nhwc_to_nchw(&pixels, 1, [c, h, w]))
+}
+
+/// Float32 values as little-endian bytes (raw output contents).
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// BYTES elements in Triton's raw layout: each a 4-byte little-endian length, then the bytes.
+pub fn bytes_raw(items: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in items {
+        out.extend_from_slice(&(i.len() as u32).to_le_bytes());
+        out.extend_from_slice(i);
+    }
+    out
+}
+
+/// The classification extension: for each of the `n` rows of `values`
+/// (`k` wide), the `top` best as `"value:index:label"` (label omitted when unknown).
+pub fn classification(values: &[f32], k: usize, top: usize, labels: &[String]) -> Vec<Vec<u8>> {
+    let mut out = vec![];
+    for row in values.chunks_exact(k) {
+        for (i, v) in top_k(row, top) {
+            let s = match labels.get(i) {
+                Some(l) => format!("{v:.6}:{i}:{l}"),
+                None => format!("{v:.6}:{i}"),
+            };
+            out.push(s.into_bytes());
+        }
+    }
+    out
+}
+
+/// Indices and values of the `k` largest entries, largest first.
+pub fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut idx: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
+    idx.sort_by(|a, b| b.1.total_cmp(&a.1));
+    idx.truncate(k.min(row.len()));
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nhwc_transposes() {
+        // One 1x2 RGB image: pixels (r,g,b) = (0, 51, 102), (153, 204, 255).
+        let out = nhwc_to_nchw(&[0, 51, 102, 153, 204, 255], 1, [3, 1, 2]);
+        let want = [0.0, 0.6, 0.2, 0.8, 0.4, 1.0];
+        for (a, b) in out.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn classification_strings_follow_triton() {
+        let s = classification(
+            &[0.1, 0.7, 0.2],
+            3,
+            2,
+            &["a".into(), "b".into(), "c".into()],
+        );
+        assert_eq!(s, vec![b"0.700000:1:b".to_vec(), b"0.200000:2:c".to_vec()]);
+        assert_eq!(bytes_raw(&[b"ab".to_vec()]), vec![2, 0, 0, 0, b'a', b'b']);
+    }
+}

@@ -1,0 +1,176 @@
+//! An in-process rir server on a loopback port, over a model repository of
+//! real exported models, for the server's black-box tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use rir_exporter::synthetic::random_checkpoint;
+use rir_exporter::{Form, export_file};
+use rir_proto::classify::image_classifier_client::ImageClassifierClient;
+use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use rir_server::batcher::BatchConfig;
+use rir_server::models::{BackendKind, DeviceChoice, EngineOptions, Models};
+use rir_server::server::{TransportConfig, serve};
+use rir_server::service::AppState;
+use rir_server::stats::Metrics;
+use rir_spec::{InputSpec, Variant, preset};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// Writes `<root>/<name>/<version>/model.onnx`: a random micro RiR on the given input.
+pub fn write_model(root: &Path, name: &str, version: u64, input: InputSpec, seed: u64) {
+    let spec = preset::build("micro", Variant::Rir, input, 10).unwrap();
+    let dir = root.join(name).join(version.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = dir.join("ck.safetensors");
+    random_checkpoint(&spec, seed).write_atomic(&ck).unwrap();
+    export_file(&ck, &dir.join("model.onnx"), Form::Folded).unwrap();
+    std::fs::remove_file(ck).unwrap();
+}
+
+/// A repository with `gray` (1x28x28, versions 1 and 2), `rgb` (3x32x32) and
+/// `broken` (a version whose model.onnx is garbage).
+pub fn repository(root: &Path) {
+    write_model(root, "gray", 1, InputSpec::new(1, 28, 28), 1);
+    write_model(root, "gray", 2, InputSpec::new(1, 28, 28), 2);
+    write_model(root, "rgb", 1, InputSpec::new(3, 32, 32), 3);
+    let b = root.join("broken/1");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(b.join("model.onnx"), b"this is not onnx").unwrap();
+}
+
+/// A running server and what a test needs to talk to it and stop it.
+pub struct Running {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Sends the shutdown signal.
+    pub stop: Option<oneshot::Sender<()>>,
+    /// The server task; resolves when it has stopped.
+    pub task: tokio::task::JoinHandle<Result<(), String>>,
+    /// Shared state (readiness, models).
+    pub state: Arc<AppState>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Keeps the repository alive.
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+/// Options of a test server.
+#[derive(Clone)]
+pub struct Options {
+    /// Batching limits.
+    pub batching: BatchConfig,
+    /// Engine.
+    pub backend: BackendKind,
+    /// Transport.
+    pub transport: TransportConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            batching: BatchConfig {
+                max_batch: 16,
+                max_delay: Duration::ZERO,
+                queue_capacity: 256,
+            },
+            backend: BackendKind::Ort,
+            transport: TransportConfig {
+                max_message_bytes: 4 << 20,
+                tls: None,
+                auth_token: None,
+            },
+        }
+    }
+}
+
+/// Starts a server over `root` (or a fresh standard repository).
+pub async fn start(root: Option<&Path>, o: Options) -> Running {
+    let dir = if root.is_none() {
+        let d = tempfile::tempdir().unwrap();
+        repository(d.path());
+        Some(d)
+    } else {
+        None
+    };
+    let root = root
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.as_ref().unwrap().path().to_path_buf());
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let engines = EngineOptions {
+        backend: o.backend,
+        device: DeviceChoice::Cpu,
+        instances: 1,
+        threads: 1,
+        ort_library: None,
+    };
+    let models = Models::load(&root, &engines, o.batching, metrics.clone()).unwrap();
+    let state = Arc::new(AppState {
+        models,
+        ready: AtomicBool::new(true),
+        default_model: Some("gray".into()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let st = state.clone();
+    let transport = o.transport.clone();
+    let task = tokio::spawn(async move {
+        serve(st, &transport, listener, async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Running {
+        url,
+        stop: Some(tx),
+        task,
+        state,
+        metrics,
+        _dir: dir,
+    }
+}
+
+impl Running {
+    /// A connected KServe client.
+    pub async fn kserve(&self) -> GrpcInferenceServiceClient<Channel> {
+        GrpcInferenceServiceClient::connect(self.url.clone())
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// A connected classification client.
+    pub async fn classifier(&self) -> ImageClassifierClient<Channel> {
+        ImageClassifierClient::connect(self.url.clone())
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.unwrap()
+    }
+}
+
+/// A PNG of the given size and color type, with a gradient.
+pub fn png(w: u32, h: u32, rgb: bool) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    if rgb {
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 128]))
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+    } else {
+        image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x + y) * 4) as u8]))
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+    }
+    out.into_inner()
+}

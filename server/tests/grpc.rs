@@ -1,0 +1,695 @@
+//! Every RPC and every bad input, over a real loopback socket, against
+//! models exported by rir-export and run by ONNX Runtime. Expected outputs
+//! come from running the same ONNX file in-process (rir-infer), not from the
+//! server.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Options, png, start};
+use rir_infer::engine::{max_abs_diff, output};
+use rir_infer::{Engine, OrtEngine, OrtOptions};
+use rir_proto::classify::ClassifyRequest;
+use rir_proto::inference::{
+    self as pb, InferParameter, InferTensorContents,
+    infer_parameter::ParameterChoice,
+    model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
+};
+use tonic::Code;
+
+fn pixels(n: usize, per: usize, seed: u32) -> Vec<f32> {
+    (0..n * per)
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+fn fp32_request(model: &str, n: usize, data: &[f32], raw: bool) -> pb::ModelInferRequest {
+    let shape = vec![n as i64, 1, 28, 28];
+    pb::ModelInferRequest {
+        model_name: model.into(),
+        id: "req-1".into(),
+        inputs: vec![InferInputTensor {
+            name: "image".into(),
+            datatype: "FP32".into(),
+            shape,
+            contents: (!raw).then(|| InferTensorContents {
+                fp32_contents: data.to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        raw_input_contents: if raw {
+            vec![data.iter().flat_map(|v| v.to_le_bytes()).collect()]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    }
+}
+
+fn raw_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// What ONNX Runtime in this process says for the same model and input.
+fn reference(path: &std::path::Path, data: &[f32], shape: &[usize]) -> Vec<rir_infer::Output> {
+    OrtEngine::load(path, &OrtOptions::default())
+        .unwrap()
+        .run(data, shape)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metadata_and_config() {
+    let s = start(None, Options::default()).await;
+    let mut c = s.kserve().await;
+    assert!(
+        c.server_live(pb::ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    assert!(
+        c.server_ready(pb::ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    let md = c
+        .server_metadata(pb::ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(md.name, "rir");
+    assert!(md.extensions.contains(&"statistics".to_string()));
+    let ready = |name: &str, version: &str| pb::ModelReadyRequest {
+        name: name.into(),
+        version: version.into(),
+    };
+    assert!(
+        c.model_ready(ready("gray", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        c.model_ready(ready("gray", "1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    // A broken model is reported, not ready, while the others serve.
+    assert!(
+        !c.model_ready(ready("broken", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert_eq!(
+        c.model_ready(ready("nope", "")).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        c.model_ready(ready("gray", "7")).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    let m = c
+        .model_metadata(pb::ModelMetadataRequest {
+            name: "rgb".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.versions, vec!["1"]);
+    assert_eq!(m.inputs[0].name, "image");
+    assert_eq!(m.inputs[0].shape, vec![-1, 3, 32, 32]);
+    assert_eq!(
+        m.outputs
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>(),
+        ["logits", "probabilities"]
+    );
+    let m = c
+        .model_metadata(pb::ModelMetadataRequest {
+            name: "gray".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.versions, vec!["1", "2"]);
+
+    let cfg = c
+        .model_config(pb::ModelConfigRequest {
+            name: "gray".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(cfg.platform, "onnxruntime_onnx");
+    assert_eq!(cfg.max_batch_size, 16);
+    assert_eq!(cfg.input[0].dims, vec![1, 28, 28]);
+    assert_eq!(cfg.input[0].data_type, pb::DataType::TypeFp32 as i32);
+    assert_eq!(cfg.output[1].dims, vec![10]);
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_raw_and_typed_match_onnx_runtime() {
+    let s = start(None, Options::default()).await;
+    let mut c = s.kserve().await;
+    let path = s
+        .state
+        .models
+        .get("gray", "")
+        .unwrap()
+        .desc
+        .as_ref()
+        .unwrap()
+        .path
+        .clone();
+    let data = pixels(3, 784, 7);
+    let want = reference(&path, &data, &[3, 1, 28, 28]);
+    for raw in [true, false] {
+        let r = c
+            .model_infer(fp32_request("gray", 3, &data, raw))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.model_name, "gray");
+        assert_eq!(r.model_version, "2", "the latest version serves by default");
+        assert_eq!(r.id, "req-1");
+        assert_eq!(r.outputs.len(), 2);
+        for (k, o) in r.outputs.iter().enumerate() {
+            assert_eq!(o.shape, vec![3, 10]);
+            assert_eq!(o.datatype, "FP32");
+            let got = if raw {
+                raw_f32(&r.raw_output_contents[k])
+            } else {
+                o.contents.clone().unwrap().fp32_contents
+            };
+            let expect = &output(&want, &o.name).unwrap().data;
+            assert!(max_abs_diff(&got, expect) < 1e-5, "{} raw={raw}", o.name);
+        }
+        assert_eq!(r.raw_output_contents.is_empty(), !raw);
+    }
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uint8_nhwc_input_equals_its_fp32_form() {
+    let s = start(None, Options::default()).await;
+    let mut c = s.kserve().await;
+    // 2 RGB images, NHWC bytes.
+    let bytes: Vec<u8> = (0..2 * 32 * 32 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let nchw = rir_server::tensors::nhwc_to_nchw(&bytes, 2, [3, 32, 32]);
+    let u8_req = pb::ModelInferRequest {
+        model_name: "rgb".into(),
+        inputs: vec![InferInputTensor {
+            name: "image".into(),
+            datatype: "UINT8".into(),
+            shape: vec![2, 32, 32, 3],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![bytes],
+        ..Default::default()
+    };
+    let mut f32_req = fp32_request("rgb", 2, &nchw, true);
+    f32_req.inputs[0].shape = vec![2, 3, 32, 32];
+    let a = c.model_infer(u8_req).await.unwrap().into_inner();
+    let b = c.model_infer(f32_req).await.unwrap().into_inner();
+    assert_eq!(a.raw_output_contents, b.raw_output_contents);
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classification_extension_returns_top_k_strings() {
+    let s = start(None, Options::default()).await;
+    let mut c = s.kserve().await;
+    let data = pixels(2, 784, 3);
+    let mut req = fp32_request("gray", 2, &data, false);
+    req.outputs = vec![InferRequestedOutputTensor {
+        name: "probabilities".into(),
+        parameters: HashMap::from([(
+            "classification".to_string(),
+            InferParameter {
+                parameter_choice: Some(ParameterChoice::Int64Param(3)),
+            },
+        )]),
+    }];
+    let r = c.model_infer(req).await.unwrap().into_inner();
+    let o = &r.outputs[0];
+    assert_eq!(
+        (o.datatype.as_str(), o.shape.clone()),
+        ("BYTES", vec![2, 3])
+    );
+    let items: Vec<String> = o
+        .contents
+        .as_ref()
+        .unwrap()
+        .bytes_contents
+        .iter()
+        .map(|b| String::from_utf8(b.clone()).unwrap())
+        .collect();
+    assert_eq!(items.len(), 6);
+    let first: Vec<&str> = items[0].split(':').collect();
+    assert_eq!(first.len(), 3, "{items:?}");
+    assert!(
+        first[2].starts_with("class "),
+        "label from the model's metadata: {items:?}"
+    );
+    let p: Vec<f32> = items[..3]
+        .iter()
+        .map(|s| s.split(':').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(p[0] >= p[1] && p[1] >= p[2], "{items:?}");
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_decodes_converts_and_resizes_images() {
+    let s = start(None, Options::default()).await;
+    let mut c = s.classifier().await;
+    // A 28x28 grayscale PNG, a 40x20 RGB PNG (converted and resized) and a JPEG.
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(28, 28, |x, _| image::Rgb([x as u8 * 9, 0, 0]))
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    let r = c
+        .classify(ClassifyRequest {
+            images: vec![png(28, 28, false), png(40, 20, true), jpeg.into_inner()],
+            top_k: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.model_name, "gray");
+    assert_eq!(r.results.len(), 3);
+    for res in &r.results {
+        assert_eq!(res.labels.len(), 4);
+        assert!(
+            res.labels
+                .windows(2)
+                .all(|w| w[0].probability >= w[1].probability)
+        );
+        assert!(res.labels[0].name.starts_with("class "));
+    }
+    // The 28x28 grayscale PNG must give exactly what the raw pixels give.
+    let pix: Vec<f32> = image::load_from_memory(&png(28, 28, false))
+        .unwrap()
+        .to_luma8()
+        .into_raw()
+        .iter()
+        .map(|&p| p as f32 / 255.0)
+        .collect();
+    let path = s
+        .state
+        .models
+        .get("gray", "")
+        .unwrap()
+        .desc
+        .as_ref()
+        .unwrap()
+        .path
+        .clone();
+    let want = reference(&path, &pix, &[1, 1, 28, 28]);
+    let probs = &output(&want, "probabilities").unwrap().data;
+    let best = r.results[0].labels[0].index as usize;
+    assert!((probs[best] - r.results[0].labels[0].probability).abs() < 1e-5);
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_clear_statuses() {
+    let s = start(None, Options::default()).await;
+    let mut c = s.kserve().await;
+    let data = pixels(1, 784, 1);
+    let check = |r: Result<tonic::Response<pb::ModelInferResponse>, tonic::Status>,
+                 code: Code,
+                 needle: &str| {
+        let e = r.expect_err("accepted a bad request");
+        assert_eq!(e.code(), code, "{}", e.message());
+        assert!(
+            e.message().contains(needle),
+            "`{}` does not mention `{needle}`",
+            e.message()
+        );
+    };
+    check(
+        c.model_infer(fp32_request("nope", 1, &data, true)).await,
+        Code::NotFound,
+        "unknown model",
+    );
+    let mut r = fp32_request("gray", 1, &data, true);
+    r.model_version = "9".into();
+    check(c.model_infer(r).await, Code::NotFound, "no version 9");
+    check(
+        c.model_infer(fp32_request("broken", 1, &data, true)).await,
+        Code::Unavailable,
+        "not ready",
+    );
+    let mut r = fp32_request("gray", 1, &data, true);
+    r.inputs[0].datatype = "INT64".into();
+    check(
+        c.model_infer(r).await,
+        Code::InvalidArgument,
+        "datatype INT64",
+    );
+    let mut r = fp32_request("gray", 1, &data, true);
+    r.inputs[0].shape = vec![1, 1, 28, 27];
+    check(
+        c.model_infer(r).await,
+        Code::InvalidArgument,
+        "expected [batch, 1, 28, 28]",
+    );
+    let mut r = fp32_request("gray", 1, &data, true);
+    r.raw_input_contents[0].pop();
+    check(c.model_infer(r).await, Code::InvalidArgument, "3135 bytes");
+    let big = pixels(17, 784, 1);
+    check(
+        c.model_infer(fp32_request("gray", 17, &big, true)).await,
+        Code::InvalidArgument,
+        "max batch size 16",
+    );
+    check(
+        c.model_infer(pb::ModelInferRequest {
+            model_name: "gray".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "no inputs",
+    );
+    let mut r = fp32_request("gray", 0, &[], true);
+    r.inputs[0].shape = vec![0, 1, 28, 28];
+    check(
+        c.model_infer(r).await,
+        Code::InvalidArgument,
+        "batch size 0",
+    );
+    let mut r = fp32_request("gray", 1, &data, true);
+    r.inputs[0].name = "pixels".into();
+    check(
+        c.model_infer(r).await,
+        Code::InvalidArgument,
+        "unknown input `pixels`",
+    );
+    let mut r = fp32_request("gray", 1, &data, false);
+    r.raw_input_contents = vec![vec![0; 3136]];
+    check(
+        c.model_infer(r).await,
+        Code::InvalidArgument,
+        "both raw_input_contents and typed",
+    );
+    let mut r = fp32_request("gray", 1, &data, true);
+    r.outputs = vec![InferRequestedOutputTensor {
+        name: "features".into(),
+        ..Default::default()
+    }];
+    check(
+        c.model_infer(r).await,
+        Code::InvalidArgument,
+        "unknown output `features`",
+    );
+    let mut nan = data.clone();
+    nan[5] = f32::NAN;
+    check(
+        c.model_infer(fp32_request("gray", 1, &nan, true)).await,
+        Code::InvalidArgument,
+        "NaN",
+    );
+    // Oversized: over the 4 MiB limit of the test server.
+    let huge = vec![0u8; 5 << 20];
+    let mut r = fp32_request("gray", 1, &data, true);
+    r.raw_input_contents = vec![huge];
+    let e = c.model_infer(r).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    // The connection survives all of that.
+    assert!(
+        c.model_infer(fp32_request("gray", 1, &data, true))
+            .await
+            .is_ok()
+    );
+
+    let mut k = s.classifier().await;
+    let corrupt = png(28, 28, false)[..60].to_vec();
+    let e = k
+        .classify(ClassifyRequest {
+            images: vec![png(28, 28, false), corrupt],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("image 1"), "{}", e.message());
+    let e = k
+        .classify(ClassifyRequest {
+            images: vec![b"GIF89a....".to_vec()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = k.classify(ClassifyRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("no images"));
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_count_what_ran() {
+    let s = start(None, Options::default()).await;
+    let mut c = s.kserve().await;
+    for n in [1usize, 3] {
+        c.model_infer(fp32_request("gray", n, &pixels(n, 784, 1), true))
+            .await
+            .unwrap();
+    }
+    let _ = c
+        .model_infer(fp32_request("gray", 1, &pixels(1, 700, 1), true))
+        .await;
+    let st = c
+        .model_statistics(pb::ModelStatisticsRequest {
+            name: "gray".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let m = &st.model_stats[0];
+    assert_eq!((m.name.as_str(), m.version.as_str()), ("gray", "2"));
+    assert_eq!(m.inference_count, 4);
+    assert_eq!(m.execution_count, 2);
+    let inf = m.inference_stats.as_ref().unwrap();
+    assert_eq!(inf.success.as_ref().unwrap().count, 2);
+    assert_eq!(inf.fail.as_ref().unwrap().count, 1);
+    assert!(m.last_inference > 0);
+    let all = c
+        .model_statistics(pb::ModelStatisticsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.model_stats.len(), 4, "every version of every model");
+    let text = s.metrics.render();
+    assert!(
+        text.contains("rir_inference_count{model=\"gray\"} 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "rir_requests_total{model=\"gray\",outcome=\"error\",reason=\"InvalidArgument\"} 1"
+        ),
+        "{text}"
+    );
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_clients_with_batching_get_unbatched_results() {
+    let mut o = Options::default();
+    o.batching.max_delay = Duration::from_millis(20);
+    let s = start(None, o).await;
+    let path = s
+        .state
+        .models
+        .get("gray", "")
+        .unwrap()
+        .desc
+        .as_ref()
+        .unwrap()
+        .path
+        .clone();
+    let mut tasks = vec![];
+    for i in 0..24u32 {
+        let mut c = s.kserve().await;
+        let n = 1 + (i as usize % 3);
+        let data = pixels(n, 784, i);
+        tasks.push(tokio::spawn(async move {
+            let r = c
+                .model_infer(fp32_request("gray", n, &data, true))
+                .await
+                .unwrap()
+                .into_inner();
+            (data, n, raw_f32(&r.raw_output_contents[0]))
+        }));
+    }
+    for t in tasks {
+        let (data, n, got) = t.await.unwrap();
+        let want = reference(&path, &data, &[n, 1, 28, 28]);
+        assert!(max_abs_diff(&got, &output(&want, "logits").unwrap().data) < 1e-4);
+    }
+    let snap = s.state.models.get("gray", "").unwrap().stats.snapshot();
+    assert_eq!(snap.inference_count, 24 + 24);
+    assert!(
+        snap.execution_count < 24,
+        "batching formed no batch: {} executions",
+        snap.execution_count
+    );
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deadlines_and_a_full_queue_are_refused() {
+    let mut o = Options::default();
+    o.batching.queue_capacity = 2;
+    o.batching.max_batch = 1;
+    let s = start(None, o).await;
+    // Many concurrent single-image requests against a queue of 2: some must be refused.
+    let mut tasks = vec![];
+    for i in 0..40u32 {
+        let mut c = s.kserve().await;
+        tasks.push(tokio::spawn(async move {
+            let mut r = fp32_request("rgb", 1, &pixels(1, 3072, i), true);
+            r.inputs[0].shape = vec![1, 3, 32, 32];
+            c.model_infer(r).await
+        }));
+    }
+    let mut codes = HashMap::new();
+    for t in tasks {
+        let code = match t.await.unwrap() {
+            Ok(_) => Code::Ok,
+            Err(e) => e.code(),
+        };
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    assert!(codes.get(&Code::Ok).copied().unwrap_or(0) > 0, "{codes:?}");
+    assert!(
+        codes.get(&Code::ResourceExhausted).copied().unwrap_or(0) > 0,
+        "{codes:?}"
+    );
+    assert_eq!(codes.len(), 2, "{codes:?}");
+    // A deadline that has passed by the time the request is scheduled.
+    let mut c = s.kserve().await;
+    let mut req = tonic::Request::new(fp32_request("gray", 1, &pixels(1, 784, 1), true));
+    req.metadata_mut()
+        .insert("grpc-timeout", "1n".parse().unwrap());
+    let e = c.model_infer(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{}", e.message());
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_finishes_calls_in_flight() {
+    let mut o = Options::default();
+    o.batching.max_delay = Duration::from_millis(300);
+    let s = start(None, o).await;
+    let mut tasks = vec![];
+    for i in 0..8u32 {
+        let mut c = s.kserve().await;
+        tasks.push(tokio::spawn(async move {
+            c.model_infer(fp32_request("gray", 1, &pixels(1, 784, i), true))
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = s.state.clone();
+    let url = s.url.clone();
+    s.shutdown().await.unwrap();
+    for t in tasks {
+        assert!(
+            t.await.unwrap().is_ok(),
+            "a call in flight failed during shutdown"
+        );
+    }
+    assert!(!state.ready.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(
+        rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::connect(
+            url
+        )
+        .await
+        .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_is_required_when_set() {
+    let mut o = Options::default();
+    o.transport.auth_token = Some("s3cret".into());
+    let s = start(None, o).await;
+    let mut c = s.kserve().await;
+    let e = c.server_live(pb::ServerLiveRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let mut req = tonic::Request::new(pb::ServerLiveRequest {});
+    req.metadata_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    assert_eq!(
+        c.server_live(req).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut req = tonic::Request::new(pb::ServerLiveRequest {});
+    req.metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().unwrap());
+    assert!(c.server_live(req).await.unwrap().into_inner().live);
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tract_backend_serves_the_same_numbers() {
+    let o = Options {
+        backend: rir_server::models::BackendKind::Tract,
+        ..Options::default()
+    };
+    let s = start(None, o).await;
+    let mut c = s.kserve().await;
+    let path = s
+        .state
+        .models
+        .get("gray", "")
+        .unwrap()
+        .desc
+        .as_ref()
+        .unwrap()
+        .path
+        .clone();
+    let data = pixels(2, 784, 5);
+    let r = c
+        .model_infer(fp32_request("gray", 2, &data, true))
+        .await
+        .unwrap()
+        .into_inner();
+    let want = reference(&path, &data, &[2, 1, 28, 28]);
+    assert!(
+        max_abs_diff(
+            &raw_f32(&r.raw_output_contents[0]),
+            &output(&want, "logits").unwrap().data
+        ) < 1e-4
+    );
+    s.shutdown().await.unwrap();
+}
