@@ -60,11 +60,14 @@ PY
   rm -rf "$tmp"
 fi
 
-# Python `onnx` (the official checker) for the tests, in its own folder.
+# Python packages the tests drive as independent references, in their own
+# folder: `onnx` (the official checker), NVIDIA's `tritonclient[grpc]` (a
+# stock client of the server) and `onnxruntime` (ONNX Runtime's Python API).
 PY_DIR="$DEPS/py"
-if ! PYTHONPATH="$PY_DIR" python3 -c "import onnx" 2>/dev/null; then
-  log "pip: onnx (the official checker) into $PY_DIR"
-  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$PY_DIR" onnx==1.23.2
+if ! PYTHONPATH="$PY_DIR" python3 -c "import onnx, tritonclient.grpc, onnxruntime" 2>/dev/null; then
+  log "pip: onnx, tritonclient[grpc], onnxruntime into $PY_DIR"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$PY_DIR" \
+    onnx==1.23.2 "tritonclient[grpc]==2.73.0" onnxruntime==1.31.1
 fi
 
 export LIBTORCH="$TORCH_DIR/torch"
