@@ -697,10 +697,20 @@ async fn tract_backend_serves_the_same_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_triton_python_client_works_unchanged() {
     let s = start(None, Options::default()).await;
-    let path = s.state.models.get("gray", "").unwrap().desc.as_ref().unwrap().path.clone();
+    let path = s
+        .state
+        .models
+        .get("gray", "")
+        .unwrap()
+        .desc
+        .as_ref()
+        .unwrap()
+        .path
+        .clone();
     let addr = s.url.trim_start_matches("http://").to_string();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let pythonpath = std::env::var("RIR_PYTHONPATH").unwrap_or_else(|_| root.join(".deps/py").display().to_string());
+    let pythonpath = std::env::var("RIR_PYTHONPATH")
+        .unwrap_or_else(|_| root.join(".deps/py").display().to_string());
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/triton_client.py");
     let out = tokio::process::Command::new("python3")
         .arg(script)
@@ -718,5 +728,91 @@ async fn the_official_triton_python_client_works_unchanged() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("statistics OK"));
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_and_plaintext_is_refused() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mut o = Options::default();
+    o.transport.tls = Some((cert_path, key_path));
+    let s = start(None, o).await;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(cert.cert.pem()))
+        .domain_name("localhost");
+    let url = s.url.replace("http://", "https://");
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c =
+        rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::new(
+            channel,
+        );
+    assert!(
+        c.server_live(pb::ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    let r = c
+        .model_infer(fp32_request("gray", 1, &pixels(1, 784, 1), true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outputs.len(), 2);
+    // A plaintext client cannot talk to the TLS port.
+    let plain: Result<_, String> = async {
+        let mut p = rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::connect(s.url.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        p.server_live(pb::ServerLiveRequest {}).await.map_err(|e| e.to_string())
+    }
+    .await;
+    assert!(plain.is_err());
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_serves_prometheus_text() {
+    let s = start(None, Options::default()).await;
+    let mut c = s.kserve().await;
+    c.model_infer(fp32_request("gray", 2, &pixels(2, 784, 1), true))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(rir_server::server::serve_metrics(
+        s.metrics.clone(),
+        listener,
+    ));
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    sock.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for needle in [
+        "rir_inference_count{model=\"gray\"} 2",
+        "rir_execution_count{model=\"gray\"} 1",
+        "rir_batch_size_bucket{model=\"gray\",le=\"2\"} 1",
+        "rir_queue_seconds_count{model=\"gray\"} 1",
+        "rir_compute_seconds_count{model=\"gray\"} 1",
+        "rir_requests_total{model=\"gray\",outcome=\"ok\",reason=\"OK\"} 1",
+        "rir_pending_requests{model=\"gray\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    task.abort();
     s.shutdown().await.unwrap();
 }
