@@ -566,17 +566,27 @@ async fn concurrent_clients_with_batching_get_unbatched_results() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn deadlines_and_a_full_queue_are_refused() {
+async fn a_full_queue_is_refused() {
+    // The paper-size network (about 6 ms per image here) with a queue of 2:
+    // forty simultaneous requests cannot all fit.
+    let dir = tempfile::tempdir().unwrap();
+    common::write_preset(
+        dir.path(),
+        "paper",
+        1,
+        rir_spec::InputSpec::new(3, 32, 32),
+        "paper",
+        1,
+    );
     let mut o = Options::default();
     o.batching.queue_capacity = 2;
     o.batching.max_batch = 1;
-    let s = start(None, o).await;
-    // Many concurrent single-image requests against a queue of 2: some must be refused.
+    let s = start(Some(dir.path()), o).await;
     let mut tasks = vec![];
     for i in 0..40u32 {
         let mut c = s.kserve().await;
         tasks.push(tokio::spawn(async move {
-            let mut r = fp32_request("rgb", 1, &pixels(1, 3072, i), true);
+            let mut r = fp32_request("paper", 1, &pixels(1, 3072, i), true);
             r.inputs[0].shape = vec![1, 3, 32, 32];
             c.model_infer(r).await
         }));
@@ -595,13 +605,6 @@ async fn deadlines_and_a_full_queue_are_refused() {
         "{codes:?}"
     );
     assert_eq!(codes.len(), 2, "{codes:?}");
-    // A deadline that has passed by the time the request is scheduled.
-    let mut c = s.kserve().await;
-    let mut req = tonic::Request::new(fp32_request("gray", 1, &pixels(1, 784, 1), true));
-    req.metadata_mut()
-        .insert("grpc-timeout", "1n".parse().unwrap());
-    let e = c.model_infer(req).await.unwrap_err();
-    assert_eq!(e.code(), Code::DeadlineExceeded, "{}", e.message());
     s.shutdown().await.unwrap();
 }
 

@@ -22,7 +22,19 @@ use tonic::transport::Channel;
 
 /// Writes `<root>/<name>/<version>/model.onnx`: a random micro RiR on the given input.
 pub fn write_model(root: &Path, name: &str, version: u64, input: InputSpec, seed: u64) {
-    let spec = preset::build("micro", Variant::Rir, input, 10).unwrap();
+    write_preset(root, name, version, input, "micro", seed);
+}
+
+/// Writes `<root>/<name>/<version>/model.onnx`: a random RiR of `preset`.
+pub fn write_preset(
+    root: &Path,
+    name: &str,
+    version: u64,
+    input: InputSpec,
+    preset_name: &str,
+    seed: u64,
+) {
+    let spec = preset::build(preset_name, Variant::Rir, input, 10).unwrap();
     let dir = root.join(name).join(version.to_string());
     std::fs::create_dir_all(&dir).unwrap();
     let ck = dir.join("ck.safetensors");
