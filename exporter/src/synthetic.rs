@@ -8,11 +8,6 @@ use rir_checkpoint::{Checkpoint, Tensor};
 use rir_data::rng::Rng;
 use rir_spec::{CheckpointMeta, DatasetInfo, ModelSpec, TrainingState};
 
-fn normal(rng: &mut Rng) -> f64 {
-    let (u, v) = (rng.unit().max(1e-12), rng.unit());
-    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-}
-
 /// A checkpoint of `spec` with He-scaled random kernels and random BN
 /// statistics (scale and variance in [0.5, 1.5), shift and mean ~ N(0, 0.3)).
 pub fn random_checkpoint(spec: &ModelSpec, seed: u64) -> Checkpoint {
@@ -23,12 +18,12 @@ pub fn random_checkpoint(spec: &ModelSpec, seed: u64) -> Checkpoint {
         let data: Vec<f32> = if shape.len() == 4 {
             let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
             (0..n)
-                .map(|_| (normal(&mut rng) * (2.0 / fan_in).sqrt()) as f32)
+                .map(|_| (rng.normal() * (2.0 / fan_in).sqrt()) as f32)
                 .collect()
         } else if name.ends_with("running_var") || name.ends_with("bn.weight") {
             (0..n).map(|_| (0.5 + rng.unit()) as f32).collect()
         } else {
-            (0..n).map(|_| (0.3 * normal(&mut rng)) as f32).collect()
+            (0..n).map(|_| (0.3 * rng.normal()) as f32).collect()
         };
         tensors.insert(name, Tensor { shape, data });
     }

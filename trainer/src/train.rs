@@ -179,9 +179,9 @@ impl Trainer {
                 data.test.len()
             )));
         }
-        tch::manual_seed(config.seed as i64);
         let vs = VarStore::new(device);
         let mut net = RirNet::new(&vs.root(), spec);
+        crate::model::he_init(&vs, config.seed);
         net.precision = config.precision;
         if config.channels_last {
             to_channels_last(&vs);

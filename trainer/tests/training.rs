@@ -133,6 +133,8 @@ fn a_resumed_run_continues_where_it_stopped() {
     // One libtorch thread on this test's thread: parallel reductions then
     // sum in a fixed order even while other tests compete for the cores, so
     // any difference below comes from the resume, not from scheduling.
+    // (Initialization does not use libtorch's global generator, which other
+    // tests draw from concurrently: see `model::he_init`.)
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let data = common::fashion(&dir.path().join("data"), 96, 16);
