@@ -56,6 +56,8 @@ pub struct Slot {
     pub batcher: Option<Batcher>,
     /// Why it is not ready.
     pub error: Option<String>,
+    /// The engine serving it (`onnxruntime`, `tract`), for ModelConfig.
+    pub engine: String,
     /// Its statistics.
     pub stats: Arc<ModelStats>,
 }
@@ -164,6 +166,10 @@ impl Models {
                 batcher: None,
                 error: err,
                 stats: stats.clone(),
+                engine: match engines.backend {
+                    BackendKind::Ort => "onnxruntime".into(),
+                    BackendKind::Tract => "tract".into(),
+                },
             };
             if let Some(d) = &desc {
                 let started = std::time::Instant::now();

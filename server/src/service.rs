@@ -46,6 +46,22 @@ fn lookup<'a>(models: &'a Models, name: &str, version: &str) -> Result<&'a Slot,
         .map_err(|Lookup::NotFound(m)| Status::not_found(m))
 }
 
+/// A slot whose model file could be read (ready or not), with its description.
+fn loadable<'a>(
+    models: &'a Models,
+    name: &str,
+    version: &str,
+) -> Result<(&'a Slot, &'a crate::repository::ModelDescriptor), Status> {
+    let slot = lookup(models, name, version)?;
+    let desc = slot.desc.as_ref().ok_or_else(|| {
+        Status::unavailable(format!(
+            "model `{name}` is not loadable: {}",
+            slot.error.as_deref().unwrap_or("unknown error")
+        ))
+    })?;
+    Ok((slot, desc))
+}
+
 fn ready_slot<'a>(models: &'a Models, name: &str, version: &str) -> Result<&'a Slot, Status> {
     let slot = lookup(models, name, version)?;
     if !slot.ready() {
@@ -184,14 +200,7 @@ impl GrpcInferenceService for Service {
         req: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = req.into_inner();
-        let slot = lookup(&self.state.models, &r.name, &r.version)?;
-        let d = slot.desc.as_ref().ok_or_else(|| {
-            Status::unavailable(format!(
-                "model `{}` is not loadable: {}",
-                r.name,
-                slot.error.clone().unwrap_or_default()
-            ))
-        })?;
+        let (_, d) = loadable(&self.state.models, &r.name, &r.version)?;
         let versions = self.state.models.by_name[&r.name]
             .iter()
             .map(|s| s.version.to_string())
@@ -224,18 +233,14 @@ impl GrpcInferenceService for Service {
         req: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = req.into_inner();
-        let slot = lookup(&self.state.models, &r.name, &r.version)?;
-        let d = slot
-            .desc
-            .as_ref()
-            .ok_or_else(|| Status::unavailable(format!("model `{}` is not loadable", r.name)))?;
+        let (slot, d) = loadable(&self.state.models, &r.name, &r.version)?;
         let max_batch = slot.batcher.as_ref().map_or(0, |b| b.config.max_batch);
         let [c, h, w] = d.chw;
         Ok(Response::new(pb::ModelConfigResponse {
             config: Some(pb::ModelConfig {
                 name: d.name.clone(),
                 platform: "onnxruntime_onnx".into(),
-                backend: "onnxruntime".into(),
+                backend: slot.engine.clone(),
                 max_batch_size: max_batch as i32,
                 input: vec![pb::ModelInput {
                     name: d.input.clone(),

@@ -174,16 +174,7 @@ async fn health_metadata_and_config() {
 async fn infer_raw_and_typed_match_onnx_runtime() {
     let s = start(None, Options::default()).await;
     let mut c = s.kserve().await;
-    let path = s
-        .state
-        .models
-        .get("gray", "")
-        .unwrap()
-        .desc
-        .as_ref()
-        .unwrap()
-        .path
-        .clone();
+    let path = s.model_path("gray");
     let data = pixels(3, 784, 7);
     let want = reference(&path, &data, &[3, 1, 28, 28]);
     for raw in [true, false] {
@@ -319,16 +310,7 @@ async fn classify_decodes_converts_and_resizes_images() {
         .iter()
         .map(|&p| p as f32 / 255.0)
         .collect();
-    let path = s
-        .state
-        .models
-        .get("gray", "")
-        .unwrap()
-        .desc
-        .as_ref()
-        .unwrap()
-        .path
-        .clone();
+    let path = s.model_path("gray");
     let want = reference(&path, &pix, &[1, 1, 28, 28]);
     let probs = &output(&want, "probabilities").unwrap().data;
     let best = r.results[0].labels[0].index as usize;
@@ -526,16 +508,7 @@ async fn concurrent_clients_with_batching_get_unbatched_results() {
     let mut o = Options::default();
     o.batching.max_delay = Duration::from_millis(20);
     let s = start(None, o).await;
-    let path = s
-        .state
-        .models
-        .get("gray", "")
-        .unwrap()
-        .desc
-        .as_ref()
-        .unwrap()
-        .path
-        .clone();
+    let path = s.model_path("gray");
     let mut tasks = vec![];
     for i in 0..24u32 {
         let mut c = s.kserve().await;
@@ -671,16 +644,7 @@ async fn tract_backend_serves_the_same_numbers() {
     };
     let s = start(None, o).await;
     let mut c = s.kserve().await;
-    let path = s
-        .state
-        .models
-        .get("gray", "")
-        .unwrap()
-        .desc
-        .as_ref()
-        .unwrap()
-        .path
-        .clone();
+    let path = s.model_path("gray");
     let data = pixels(2, 784, 5);
     let r = c
         .model_infer(fp32_request("gray", 2, &data, true))
@@ -700,16 +664,7 @@ async fn tract_backend_serves_the_same_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_triton_python_client_works_unchanged() {
     let s = start(None, Options::default()).await;
-    let path = s
-        .state
-        .models
-        .get("gray", "")
-        .unwrap()
-        .desc
-        .as_ref()
-        .unwrap()
-        .path
-        .clone();
+    let path = s.model_path("gray");
     let addr = s.url.trim_start_matches("http://").to_string();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let pythonpath = std::env::var("RIR_PYTHONPATH")

@@ -156,6 +156,12 @@ impl Running {
             .max_encoding_message_size(64 << 20)
     }
 
+    /// The ONNX file the server serves as the latest version of `name`.
+    pub fn model_path(&self, name: &str) -> std::path::PathBuf {
+        let slot = self.state.models.get(name, "").expect("model served");
+        slot.desc.as_ref().expect("model loadable").path.clone()
+    }
+
     /// A connected classification client.
     pub async fn classifier(&self) -> ImageClassifierClient<Channel> {
         ImageClassifierClient::connect(self.url.clone())
