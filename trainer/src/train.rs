@@ -417,9 +417,7 @@ impl Trainer {
                     lr
                 ));
                 bar.inc(1);
-                let stop_now = self.stop.load(Ordering::SeqCst)
-                    || self.stop_at_step.is_some_and(|s| self.state.step >= s);
-                if stop_now && b + 1 < steps {
+                if self.should_stop() && b + 1 < steps {
                     bar.abandon();
                     let path = self.save(LAST)?;
                     self.log_line(&serde_json::json!({"event": "interrupted", "epoch": epoch, "next_batch": b + 1, "step": self.state.step}))?;
@@ -467,14 +465,17 @@ impl Trainer {
                 m.train_img_per_s,
                 m.seconds
             );
-            let stop_now = self.stop.load(Ordering::SeqCst)
-                || self.stop_at_step.is_some_and(|s| self.state.step >= s);
-            if stop_now && self.state.epoch < self.config.epochs {
+            if self.should_stop() && self.state.epoch < self.config.epochs {
                 self.log_line(&serde_json::json!({"event": "interrupted", "epoch": self.state.epoch, "next_batch": 0, "step": self.state.step}))?;
                 return Ok(Outcome::Interrupted);
             }
         }
         Ok(Outcome::Finished)
+    }
+
+    /// Whether a signal (or the step limit) asks the run to stop.
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.stop_at_step.is_some_and(|s| self.state.step >= s)
     }
 
     fn progress_bar(&self, epoch: usize, steps: usize) -> ProgressBar {
