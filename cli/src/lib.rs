@@ -4,6 +4,9 @@
 
 use std::process::ExitCode;
 
+#[cfg(feature = "plot")]
+pub mod font;
+
 /// Runs a binary's body: sets up logging with `default_filter` (used when
 /// `RUST_LOG` is unset), then runs `body` and turns an error into
 /// `error: <cause chain>` on stderr and exit status 1.

@@ -9,28 +9,6 @@ use rir_spec::meta::EpochMetrics;
 
 use crate::error::TrainError;
 
-/// Places where a sans-serif TrueType font usually lives.
-const FONT_PATHS: [&str; 3] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-];
-
-fn register_font() -> bool {
-    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DONE.get_or_init(|| {
-        for p in FONT_PATHS {
-            if let Ok(bytes) = std::fs::read(p) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-}
-
 /// Which curve to draw: label, the value it plots, whether it is drawn solid.
 type Pick = (&'static str, fn(&EpochMetrics) -> f64, bool);
 
@@ -48,7 +26,7 @@ pub fn curves(
     title: &str,
     runs: &[(&str, &[EpochMetrics])],
 ) -> Result<(), TrainError> {
-    if !register_font() {
+    if !rir_cli::font::register_sans_serif() {
         return Err(TrainError::Plot(
             path.to_path_buf(),
             "no TrueType font found (install fonts-dejavu-core)".into(),

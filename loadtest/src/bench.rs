@@ -1,0 +1,556 @@
+//! The benchmarks, as commands that print tables (figures drift on shared
+//! machines, so each compares things measured side by side in one run):
+//! - [`ceiling`]: requests per second the tool sustains against a server
+//!   that does no work (the [`crate::stub`]);
+//! - [`compare`]: its figures next to NVIDIA's perf_analyzer on the same
+//!   rir-serve, model and load;
+//! - [`server`]: rir-serve against the same model run in-process on ONNX
+//!   Runtime: latency added, throughput with batching off and on, memory
+//!   growth under sustained load.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions};
+use rir_proto::inference::ServerReadyRequest;
+use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+
+use crate::connect::{ConnectOptions, connect};
+use crate::report::{Report, table};
+use crate::run::{Load, RunOptions, Stability, Stop, run};
+use crate::stub::{Script, StubServer};
+use crate::workload::{Api, InputData, Workload, WorkloadOptions};
+
+/// Common settings of the benchmarks.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Seconds of warm-up before each measurement.
+    pub warmup: Duration,
+    /// Length of each measurement.
+    pub duration: Duration,
+    /// Closed-loop concurrencies to measure.
+    pub concurrency: Vec<usize>,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+fn workload_options(model: &str) -> WorkloadOptions {
+    WorkloadOptions {
+        api: Api::Infer,
+        model: model.into(),
+        version: String::new(),
+        batch: 1,
+        input: InputData::Random,
+        seed: 0,
+        top_k: 0,
+        timeout: None,
+    }
+}
+
+async fn prepare(url: &str, model: &str) -> Result<Arc<Workload>> {
+    let chans = connect(&ConnectOptions {
+        url: url.into(),
+        ..Default::default()
+    })
+    .await?;
+    Ok(Arc::new(
+        Workload::prepare(chans, &workload_options(model)).await?,
+    ))
+}
+
+async fn closed(w: &Arc<Workload>, concurrency: usize, o: &BenchOptions) -> Result<Report> {
+    let r = run(
+        w.clone(),
+        Load::Closed { concurrency },
+        &RunOptions {
+            warmup: o.warmup,
+            stop: Stop::Duration(o.duration),
+            stability: None,
+            max_in_flight: 1,
+            seed: 0,
+            progress: o.progress,
+        },
+    )
+    .await?;
+    Ok(r.report)
+}
+
+/// The tool's ceiling: closed loop at each concurrency against the stub
+/// answering at once, in this process.
+pub async fn ceiling(o: &BenchOptions) -> Result<String> {
+    let stub = StubServer::start(Script::instant("trivial")).await?;
+    let w = prepare(&stub.url, "trivial").await?;
+    let mut reports = Vec::new();
+    for &c in &o.concurrency {
+        reports.push(closed(&w, c, o).await?);
+    }
+    stub.shutdown().await;
+    let mut out = format!(
+        "rir-loadtest ceiling: ModelInfer batch 1 (16 bytes) against a server that does no work, \
+         both in this process on {} cores\n\n",
+        cores()
+    );
+    out.push_str(&table(&reports));
+    Ok(out)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A rir-serve child process on free loopback ports.
+pub struct Spawned {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Spawned {
+    /// Process id, for its memory figures.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `rir-serve` beside this executable (as cargo builds them), unless given.
+pub fn serve_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let me = std::env::current_exe().context("locating this executable")?;
+    let p = me.with_file_name("rir-serve");
+    if !p.exists() {
+        bail!(
+            "{} not found: build it (cargo build --bin rir-serve) or pass --serve-bin",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Starts `bin` on `models` with `args` and waits until it is ready.
+pub async fn spawn_server(bin: &Path, models: &Path, args: &[String]) -> Result<Spawned> {
+    let (grpc, metrics) = (free_port()?, free_port()?);
+    let child = Command::new(bin)
+        .arg("--models")
+        .arg(models)
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let s = Spawned {
+        child,
+        url: format!("http://127.0.0.1:{grpc}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(mut c) = GrpcInferenceServiceClient::connect(s.url.clone()).await
+            && c.server_ready(ServerReadyRequest {})
+                .await
+                .is_ok_and(|r| r.get_ref().ready)
+        {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not become ready within 60 s", bin.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resident memory of a process, MiB (Linux).
+pub fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS missing from /proc/<pid>/status")?;
+    Ok(kb / 1024.0)
+}
+
+/// `<models>/<name>/<highest numeric version>/model.onnx`.
+pub fn latest_model(models: &Path, name: &str) -> Result<PathBuf> {
+    let dir = models.join(name);
+    let best = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .with_context(|| format!("{} has no numeric version folders", dir.display()))?;
+    Ok(dir.join(best.to_string()).join("model.onnx"))
+}
+
+/// Settings of the server benchmark.
+#[derive(Debug, Clone)]
+pub struct ServerBenchOptions {
+    /// Model repository and model.
+    pub models: PathBuf,
+    /// Model name.
+    pub model: String,
+    /// The rir-serve binary.
+    pub serve_bin: PathBuf,
+    /// ONNX Runtime intra-op threads, in-process and in the server (0: its default).
+    pub threads: usize,
+    /// Largest batch when batching is on.
+    pub max_batch: usize,
+    /// Sustained load at the highest concurrency for the memory figure.
+    pub soak: Duration,
+    /// Shared settings.
+    pub common: BenchOptions,
+}
+
+/// p50 latency (ms) at batch 1 and images/s at batch `big`, in-process.
+fn in_process(path: &Path, threads: usize, big: usize, duration: Duration) -> Result<(f64, f64)> {
+    let info = ModelInfo::read(path)?;
+    let dims: Vec<usize> = info
+        .inputs
+        .first()
+        .context("model has no input")?
+        .dims
+        .iter()
+        .skip(1)
+        .map(|d| d.unwrap_or(1))
+        .collect();
+    let item: usize = dims.iter().product();
+    let mut rng = fastrand::Rng::with_seed(0);
+    let data: Vec<f32> = (0..item * big).map(|_| rng.f32()).collect();
+    let mut engine = OrtEngine::load(
+        path,
+        &OrtOptions {
+            threads,
+            ..Default::default()
+        },
+    )?;
+    let shape = |n: usize| [vec![n], dims.clone()].concat();
+    for _ in 0..20 {
+        engine.run(&data[..item], &shape(1))?;
+    }
+    let mut lat = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < duration || lat.len() < 100 {
+        let t = Instant::now();
+        engine.run(&data[..item], &shape(1))?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    let p50 = lat[lat.len() / 2];
+    for _ in 0..3 {
+        engine.run(&data, &shape(big))?;
+    }
+    let (t0, mut n) = (Instant::now(), 0usize);
+    while t0.elapsed() < duration || n < 10 {
+        engine.run(&data, &shape(big))?;
+        n += 1;
+    }
+    Ok((p50, (n * big) as f64 / t0.elapsed().as_secs_f64()))
+}
+
+/// rir-serve next to in-process ONNX Runtime on the same model.
+pub async fn server(o: &ServerBenchOptions) -> Result<String> {
+    let path = latest_model(&o.models, &o.model)?;
+    let d = o.common.duration;
+    let (p50_local, ips_local) = {
+        let (path, threads, big) = (path.clone(), o.threads, o.max_batch);
+        tokio::task::spawn_blocking(move || in_process(&path, threads, big, d)).await??
+    };
+    let threads = o.threads.to_string();
+    let mut rows: Vec<(String, Report)> = Vec::new();
+    let mut rss = (0.0, 0.0);
+    let mut soak_report = None;
+    for (batching, max_batch) in [("off", 1), ("on", o.max_batch)] {
+        let args: Vec<String> = [
+            "--max-batch",
+            &max_batch.to_string(),
+            "--threads",
+            &threads,
+            "--instances",
+            "1",
+            "--device",
+            "cpu",
+        ]
+        .map(String::from)
+        .to_vec();
+        let srv = spawn_server(&o.serve_bin, &o.models, &args).await?;
+        let w = prepare(&srv.url, &o.model).await?;
+        for &c in &o.common.concurrency {
+            rows.push((
+                format!("batching {batching}"),
+                closed(&w, c, &o.common).await?,
+            ));
+        }
+        if max_batch > 1 && !o.soak.is_zero() {
+            let c = o.common.concurrency.iter().copied().max().unwrap_or(64);
+            let warm = rss_mib(srv.pid())?;
+            let soak = BenchOptions {
+                warmup: Duration::ZERO,
+                duration: o.soak,
+                ..o.common.clone()
+            };
+            soak_report = Some(closed(&w, c, &soak).await?);
+            rss = (warm, rss_mib(srv.pid())?);
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "rir-serve vs in-process ONNX Runtime: {} ({}), {} cores, ORT threads {}, {} s per point\n",
+        o.model,
+        path.display(),
+        cores(),
+        if o.threads == 0 {
+            "default".into()
+        } else {
+            o.threads.to_string()
+        },
+        d.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>10} {:>12} {:>10} {:>10}",
+        "", "p50 ms", "images/s", "p99 ms", "errors"
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>10.3} {:>12} {:>10} {:>10}",
+        "in-process, batch 1", p50_local, "", "", ""
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>10} {:>12.1} {:>10} {:>10}",
+        format!("in-process, batch {}", o.max_batch),
+        "",
+        ips_local,
+        "",
+        ""
+    );
+    for (label, r) in &rows {
+        let _ = writeln!(
+            out,
+            "{:<28} {:>10.3} {:>12.1} {:>10.3} {:>10}",
+            format!("server, {}, {label}", r.load),
+            r.latency_ms.p50,
+            r.inferences_per_s,
+            r.latency_ms.p99,
+            r.failed()
+        );
+    }
+    let find = |batching: &str, c: usize| {
+        rows.iter()
+            .find(|(l, r)| l.ends_with(batching) && r.concurrency == Some(c))
+            .map(|(_, r)| r)
+    };
+    out.push('\n');
+    if let Some(r) = find("off", 1) {
+        let _ = writeln!(
+            out,
+            "latency added at concurrency 1 (p50, batching off): {:.0} us (goal <= 100 us)",
+            (r.latency_ms.p50 - p50_local) * 1e3
+        );
+    }
+    if let Some(r) = find("on", 1) {
+        let _ = writeln!(
+            out,
+            "latency added at concurrency 1 (p50, batching on):  {:.0} us",
+            (r.latency_ms.p50 - p50_local) * 1e3
+        );
+    }
+    let top = o.common.concurrency.iter().copied().max().unwrap_or(64);
+    if let Some(r) = find("on", top) {
+        let _ = writeln!(
+            out,
+            "throughput at concurrency {top} with batching / in-process batch {}: {:.2}x (goal >= 0.8x)",
+            o.max_batch,
+            r.inferences_per_s / ips_local
+        );
+    }
+    if let Some(r) = soak_report {
+        let _ = writeln!(
+            out,
+            "RSS after warm-up {:.1} MiB, after {:.0} s at concurrency {top}: {:.1} MiB ({:+.1} %, goal < 10 %); {:.1} images/s, p99 {:.3} ms, {} errors during it",
+            rss.0,
+            o.soak.as_secs_f64(),
+            rss.1,
+            100.0 * (rss.1 / rss.0 - 1.0),
+            r.inferences_per_s,
+            r.latency_ms.p99,
+            r.failed()
+        );
+    }
+    Ok(out)
+}
+
+/// Figures of perf_analyzer for one concurrency, from its CSV (µs to ms).
+#[derive(Debug, Clone, Copy)]
+pub struct PerfAnalyzer {
+    /// Inferences per second.
+    pub ips: f64,
+    /// p50, p90, p95, p99 and average latency, ms.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Mean.
+    pub avg: f64,
+}
+
+/// Parses the first data row of perf_analyzer's `-f` CSV.
+pub fn parse_perf_csv(text: &str) -> Result<PerfAnalyzer> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().context("empty CSV")?.split(',').collect();
+    let row: Vec<&str> = lines
+        .next()
+        .context("CSV without a data row")?
+        .split(',')
+        .collect();
+    let col = |name: &str| -> Result<f64> {
+        let i = header
+            .iter()
+            .position(|h| h.trim() == name)
+            .with_context(|| format!("column `{name}` missing"))?;
+        row.get(i)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .with_context(|| format!("column `{name}` is not a number"))
+    };
+    Ok(PerfAnalyzer {
+        ips: col("Inferences/Second")?,
+        p50: col("p50 latency")? / 1e3,
+        p90: col("p90 latency")? / 1e3,
+        p95: col("p95 latency")? / 1e3,
+        p99: col("p99 latency")? / 1e3,
+        avg: col("Avg latency")? / 1e3,
+    })
+}
+
+/// Settings of the comparison with perf_analyzer.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Model repository and model served.
+    pub models: PathBuf,
+    /// Model name.
+    pub model: String,
+    /// The rir-serve binary.
+    pub serve_bin: PathBuf,
+    /// The perf_analyzer command (a binary or a wrapper script).
+    pub perf_analyzer: PathBuf,
+    /// Measurement window; both tools measure windows of this length until
+    /// three agree within 10 % (perf_analyzer's method), at most 10.
+    pub window: Duration,
+    /// Concurrencies.
+    pub concurrency: Vec<usize>,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+/// rir-loadtest and perf_analyzer in turn on one rir-serve, same model,
+/// batch 1, same closed-loop concurrency and the same stability rule.
+pub async fn compare(o: &CompareOptions) -> Result<String> {
+    let srv = spawn_server(&o.serve_bin, &o.models, &["--device".into(), "cpu".into()]).await?;
+    let w = prepare(&srv.url, &o.model).await?;
+    let host = srv.url.trim_start_matches("http://").to_string();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "rir-loadtest vs perf_analyzer on one rir-serve ({}), batch 1, windows of {} ms until 3 agree within 10 %\n",
+        o.model,
+        o.window.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:<14} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "concurrency", "tool", "infer/s", "avg ms", "p50", "p90", "p95", "p99"
+    );
+    for &c in &o.concurrency {
+        let ours = run(
+            w.clone(),
+            Load::Closed { concurrency: c },
+            &RunOptions {
+                warmup: Duration::from_secs(1),
+                stop: Stop::Duration(o.window),
+                stability: Some(Stability {
+                    window: o.window,
+                    tolerance: 0.1,
+                    max_windows: 10,
+                }),
+                max_in_flight: 1,
+                seed: 0,
+                progress: o.progress,
+            },
+        )
+        .await?
+        .report;
+        let csv = tempfile_path("perf-analyzer", "csv");
+        let status = Command::new(&o.perf_analyzer)
+            .args(["-m", &o.model, "-u", &host, "-i", "grpc"])
+            .args(["--concurrency-range", &c.to_string()])
+            .args(["--measurement-interval", &o.window.as_millis().to_string()])
+            .args(["--input-data", "zero", "-f"])
+            .arg(&csv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .with_context(|| format!("running {}", o.perf_analyzer.display()))?;
+        if !status.success() {
+            bail!("{} failed ({status})", o.perf_analyzer.display());
+        }
+        let text =
+            std::fs::read_to_string(&csv).with_context(|| format!("reading {}", csv.display()))?;
+        let _ = std::fs::remove_file(&csv);
+        let pa = parse_perf_csv(&text)?;
+        let l = &ours.latency_ms;
+        let _ = writeln!(
+            out,
+            "{:<12} {:<14} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}{}",
+            c,
+            "rir-loadtest",
+            ours.inferences_per_s,
+            l.avg,
+            l.p50,
+            l.p90,
+            l.p95,
+            l.p99,
+            if ours.stable == Some(false) {
+                "  (not stable)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            out,
+            "{:<12} {:<14} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "", "perf_analyzer", pa.ips, pa.avg, pa.p50, pa.p90, pa.p95, pa.p99
+        );
+    }
+    Ok(out)
+}
+
+fn tempfile_path(stem: &str, ext: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("rir-{stem}-{}.{ext}", std::process::id()))
+}

@@ -1,0 +1,85 @@
+//! What can go wrong before or while load is applied, worded for the user.
+
+use std::path::PathBuf;
+
+/// Errors of a load test. Each one stops the run with one clear message
+/// instead of a flood of failed requests.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// No connection could be made.
+    #[error("cannot reach the server at {url}: {reason}")]
+    Unreachable {
+        /// The address tried.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The request cannot be built for this server or model (wrong model,
+    /// shape, input files, options).
+    #[error("{0}")]
+    Setup(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The probe request sent before the run failed.
+    #[error("the server rejected the first request with {code}: {message}")]
+    Rejected {
+        /// gRPC status code name.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// Every request failed during the first part of the run.
+    #[error("stopped: the first {count} requests all failed; the last with {code}: {message}")]
+    AllFailing {
+        /// How many failed.
+        count: u64,
+        /// gRPC status code name of the last failure.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// A plot could not be drawn.
+    #[error("plot {0}: {1}")]
+    Plot(PathBuf, String),
+}
+
+impl LoadError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        LoadError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The name gRPC gives a status code (`NOT_FOUND`, `UNAVAILABLE`, ...), as
+/// users see it in other tools.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,34 @@
+//! rir-loadtest: load tests of KServe v2 / Triton gRPC inference servers
+//! (rir-serve, Triton, MLServer) and of rir's `Classify` call.
+//!
+//! Closed loop at a fixed concurrency (or a sweep of them), or open loop at a
+//! fixed rate with constant or Poisson arrivals; in open loop latency counts
+//! from the *intended* send time, so a server that stalls shows the stall
+//! instead of hiding it (no coordinated omission). Latencies go into HDR
+//! histograms; reports are a table, JSON, CSV and a sweep plot.
+//!
+//! # Layout
+//! - [`connect`]: channels, TLS and the bearer token.
+//! - [`workload`]: what is sent: checking the model, building requests from
+//!   random tensors, raw tensor files or images, and the probe request.
+//! - [`recorder`]: latencies and errors of one measurement window.
+//! - [`run`]: the closed- and open-loop drivers, warm-up, duration or count,
+//!   stability windows.
+//! - [`report`]: the figures of a run, as a table, JSON and CSV.
+//! - [`plot`]: latency against throughput for a sweep.
+//! - [`stub`]: a KServe server with scripted latency and errors: the test
+//!   target, and the "trivial model" of the tool's own ceiling benchmark.
+//! - [`bench`]: the benchmarks (the tool's ceiling, its figures next to
+//!   perf_analyzer's, and rir-serve against in-process ONNX Runtime).
+
+pub mod bench;
+pub mod connect;
+pub mod error;
+pub mod plot;
+pub mod recorder;
+pub mod report;
+pub mod run;
+pub mod stub;
+pub mod workload;
+
+pub use error::LoadError;

@@ -1,0 +1,397 @@
+//! `rir-loadtest`: measure a KServe v2 / Triton gRPC server's latency and
+//! throughput, or run the benchmarks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use rir_loadtest::bench::{self, BenchOptions, CompareOptions, ServerBenchOptions};
+use rir_loadtest::connect::{ConnectOptions, connect};
+use rir_loadtest::report::{Report, csv, table};
+use rir_loadtest::run::{Arrivals, Load, RunOptions, Stability, Stop, run};
+use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "rir-loadtest",
+    version,
+    about = "Load-test a KServe v2 / Triton gRPC inference server (rir-serve, Triton, MLServer) or rir's Classify call.",
+    long_about = "Load-test a KServe v2 / Triton gRPC inference server (rir-serve, Triton, MLServer) \
+        or rir's Classify call, and report throughput and latency (avg, stddev, p50, p90, p95, p99, \
+        p99.9, max from HDR histograms) and errors by gRPC status, as a table, JSON and CSV.\n\n\
+        Closed loop: --concurrency N keeps N requests in flight; a list (1,2,4) or a range (1..64, \
+        doubling) runs a sweep and can draw latency against throughput (--plot).\n\
+        Open loop: --rate R sends R requests per second whatever the server does (constant or \
+        Poisson arrivals); latency counts from each request's intended send time, so a server \
+        that stalls shows it in the high percentiles (no coordinated omission).\n\n\
+        Examples:\n  rir-loadtest -m rir-fashion-mnist -c 1..64 --plot sweep.png\n  \
+        rir-loadtest -m rir-fashion-mnist --rate 500 --arrivals poisson -d 30\n  \
+        rir-loadtest --api classify --input-data images/ -b 8 -c 4",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Option<Command>,
+    #[command(flatten)]
+    test: TestArgs,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Server address: host:port, http://host:port or https://host:port.
+    #[arg(short = 'u', long, default_value = "127.0.0.1:8001")]
+    url: String,
+    /// Model (for Classify, empty means the server's default model).
+    #[arg(short = 'm', long, default_value = "rir-fashion-mnist")]
+    model: String,
+    /// Model version (default: the server's latest).
+    #[arg(long, default_value = "")]
+    model_version: String,
+    /// RPC to drive.
+    #[arg(long, value_enum, default_value_t = Api::Infer)]
+    api: Api,
+    /// Items (images) per request.
+    #[arg(short = 'b', long, default_value_t = 1)]
+    batch: usize,
+    /// `random` (tensors of the model's input shape), or a directory of raw
+    /// tensor files (.bin/.raw, one item or one batch each) or of PNG/JPEG images (for --api classify).
+    #[arg(long, default_value = "random")]
+    input_data: String,
+    /// Closed loop: requests in flight. A list (1,4,16) or a doubling range (1..64) runs a sweep.
+    #[arg(short = 'c', long, default_value = "1", conflicts_with = "rate")]
+    concurrency: String,
+    /// Open loop: requests per second.
+    #[arg(short = 'r', long)]
+    rate: Option<f64>,
+    /// Open loop: spacing of the requests.
+    #[arg(long, value_enum, default_value_t = Arrivals::Constant, requires = "rate")]
+    arrivals: Arrivals,
+    /// Open loop: most requests in flight (sends beyond it wait; their latency still counts from the intended time).
+    #[arg(long, default_value_t = 10_000)]
+    max_in_flight: usize,
+    /// Seconds of load before measuring (not recorded).
+    #[arg(short = 'w', long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds to measure.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    duration: f64,
+    /// Measure this many requests instead of a duration.
+    #[arg(short = 'n', long, conflicts_with = "duration")]
+    requests: Option<u64>,
+    /// Stability mode: measure in windows until the last three agree within this percentage
+    /// (throughput and average latency), like perf_analyzer.
+    #[arg(long)]
+    stability: Option<f64>,
+    /// Stability mode: seconds per window.
+    #[arg(long, default_value_t = 5.0)]
+    window: f64,
+    /// Stability mode: most windows before reporting as unstable.
+    #[arg(long, default_value_t = 10)]
+    max_windows: usize,
+    /// HTTP/2 connections to spread requests over.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Per-request deadline in seconds, sent to the server (0: none).
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Use TLS (implied by https:// or --ca-cert).
+    #[arg(long)]
+    tls: bool,
+    /// PEM CA certificate of the server (default: the system's roots).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Name to check in the server's certificate (default: the URL's host).
+    #[arg(long)]
+    tls_domain: Option<String>,
+    /// Bearer token for servers that require one.
+    #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Classify: labels per image.
+    #[arg(long, default_value_t = 1)]
+    top_k: u32,
+    /// Seed of random tensors and Poisson arrivals.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the reports as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the reports as CSV.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Sweep: draw latency against throughput (.png or .svg).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmarks: the tool's ceiling, a comparison with perf_analyzer, rir-serve against in-process ONNX Runtime.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Clone)]
+struct BenchCommon {
+    /// Seconds of warm-up per point.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds measured per point.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Concurrencies (list or doubling range).
+    #[arg(short = 'c', long, default_value = "1,8,64")]
+    concurrency: String,
+    /// No progress bars.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Model repository the spawned rir-serve serves.
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    /// Model to load-test.
+    #[arg(short = 'm', long, default_value = "rir-fashion-mnist")]
+    model: String,
+    /// rir-serve binary (default: beside this one).
+    #[arg(long)]
+    serve_bin: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Requests/s the tool sustains against a server that does no work (in this process).
+    Ceiling(BenchCommon),
+    /// rir-loadtest and perf_analyzer in turn on the same rir-serve, model and load.
+    Compare {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// perf_analyzer (binary or wrapper; scripts/perf-analyzer.sh installs one from PyPI).
+        #[arg(long, default_value = "scripts/perf-analyzer.sh")]
+        perf_analyzer: PathBuf,
+        /// Milliseconds per measurement window (both tools).
+        #[arg(long, default_value_t = 5000)]
+        window_ms: u64,
+        /// Concurrencies.
+        #[arg(short = 'c', long, default_value = "1,8")]
+        concurrency: String,
+        /// No progress bars.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// rir-serve against in-process ONNX Runtime: latency added, throughput with batching off/on, RSS under load.
+    Server {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        common: BenchCommon,
+        /// ONNX Runtime intra-op threads in-process and in the server (0: its default).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Largest batch with batching on (and the in-process batch).
+        #[arg(long, default_value_t = 64)]
+        max_batch: usize,
+        /// Seconds of sustained load at the highest concurrency for the memory figure (0: skip).
+        #[arg(long, default_value_t = 300.0)]
+        soak: f64,
+    },
+}
+
+/// `1,2,4` or `1..64` (powers of two from the first to the last).
+fn parse_concurrency(s: &str) -> Result<Vec<usize>> {
+    let list: Vec<usize> = if let Some((a, b)) = s.split_once("..") {
+        let (a, b): (usize, usize) = (
+            a.trim()
+                .parse()
+                .with_context(|| format!("bad range start in {s:?}"))?,
+            b.trim()
+                .parse()
+                .with_context(|| format!("bad range end in {s:?}"))?,
+        );
+        if a == 0 || b < a {
+            bail!("the range {s:?} must go up from at least 1");
+        }
+        std::iter::successors(Some(a), |x| Some(x * 2))
+            .take_while(|x| *x <= b)
+            .collect()
+    } else {
+        s.split(',')
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("bad concurrency {v:?} in {s:?}"))
+            })
+            .collect::<Result<_>>()?
+    };
+    if list.is_empty() || list.contains(&0) {
+        bail!("concurrency values must be at least 1: {s:?}");
+    }
+    Ok(list)
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("{what} must be a non-negative number of seconds, not {v}"))
+}
+
+fn main() -> ExitCode {
+    rir_cli::main("info", || {
+        let cli = Cli::parse();
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(async move {
+                match cli.bench {
+                    Some(Command::Bench(b)) => run_bench(b).await,
+                    None => load_test(cli.test).await,
+                }
+            })
+    })
+}
+
+fn bench_options(c: &BenchCommon) -> Result<BenchOptions> {
+    Ok(BenchOptions {
+        warmup: secs(c.warmup, "--warmup")?,
+        duration: secs(c.duration, "--duration")?,
+        concurrency: parse_concurrency(&c.concurrency)?,
+        progress: !c.quiet,
+    })
+}
+
+async fn run_bench(b: BenchCommand) -> Result<ExitCode> {
+    let text = match b {
+        BenchCommand::Ceiling(c) => bench::ceiling(&bench_options(&c)?).await?,
+        BenchCommand::Compare {
+            serve,
+            perf_analyzer,
+            window_ms,
+            concurrency,
+            quiet,
+        } => {
+            bench::compare(&CompareOptions {
+                serve_bin: bench::serve_binary(serve.serve_bin.as_deref())?,
+                models: serve.models,
+                model: serve.model,
+                perf_analyzer,
+                window: Duration::from_millis(window_ms),
+                concurrency: parse_concurrency(&concurrency)?,
+                progress: !quiet,
+            })
+            .await?
+        }
+        BenchCommand::Server {
+            serve,
+            common,
+            threads,
+            max_batch,
+            soak,
+        } => {
+            bench::server(&ServerBenchOptions {
+                serve_bin: bench::serve_binary(serve.serve_bin.as_deref())?,
+                models: serve.models,
+                model: serve.model,
+                threads,
+                max_batch,
+                soak: secs(soak, "--soak")?,
+                common: bench_options(&common)?,
+            })
+            .await?
+        }
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load_test(a: TestArgs) -> Result<ExitCode> {
+    let loads: Vec<Load> = match a.rate {
+        Some(rate) => vec![Load::Open {
+            rate,
+            arrivals: a.arrivals,
+        }],
+        None => parse_concurrency(&a.concurrency)?
+            .into_iter()
+            .map(|concurrency| Load::Closed { concurrency })
+            .collect(),
+    };
+    let stop = match a.requests {
+        Some(0) => bail!("--requests must be at least 1"),
+        Some(n) => Stop::Requests(n),
+        None => Stop::Duration(secs(a.duration, "--duration")?),
+    };
+    let stability = match a.stability {
+        Some(p) if !(p > 0.0 && p.is_finite()) => {
+            bail!("--stability is a positive percentage, not {p}")
+        }
+        Some(p) => Some(Stability {
+            window: secs(a.window, "--window")?,
+            tolerance: p / 100.0,
+            max_windows: a.max_windows.max(3),
+        }),
+        None => None,
+    };
+    let input = if a.input_data == "random" {
+        InputData::Random
+    } else {
+        InputData::Dir(PathBuf::from(&a.input_data))
+    };
+    let chans = connect(&ConnectOptions {
+        url: a.url.clone(),
+        tls: a.tls,
+        ca_cert: a.ca_cert.clone(),
+        tls_domain: a.tls_domain.clone(),
+        token: a.token.clone(),
+        connections: a.connections,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await?;
+    let timeout = secs(a.timeout, "--timeout")?;
+    let workload = Workload::prepare(
+        chans,
+        &WorkloadOptions {
+            api: a.api,
+            model: a.model.clone(),
+            version: a.model_version.clone(),
+            batch: a.batch,
+            input,
+            seed: a.seed,
+            top_k: a.top_k,
+            timeout: (!timeout.is_zero()).then_some(timeout),
+        },
+    )
+    .await?;
+    tracing::info!("{}", workload.description);
+    let workload = Arc::new(workload);
+    let options = RunOptions {
+        warmup: secs(a.warmup, "--warmup")?,
+        stop,
+        stability,
+        max_in_flight: a.max_in_flight,
+        seed: a.seed,
+        progress: !a.quiet,
+    };
+    let mut reports: Vec<Report> = Vec::new();
+    for load in loads {
+        reports.push(run(workload.clone(), load, &options).await?.report);
+    }
+    println!("{}\n", workload.description);
+    print!("{}", table(&reports));
+    if let Some(p) = &a.json {
+        let text = serde_json::to_string_pretty(&reports)?;
+        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.csv {
+        std::fs::write(p, csv(&reports)).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.plot {
+        rir_loadtest::plot::sweep(p, &workload.description, &reports)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,113 @@
+//! The sweep's picture: latency (p50 and p99) against throughput, one point
+//! per load level, the shape users look for to find a server's knee.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::LoadError;
+use crate::report::Report;
+
+/// Draws `reports` to `path`: SVG when it ends in `.svg`, else PNG.
+pub fn sweep(path: &Path, title: &str, reports: &[Report]) -> Result<(), LoadError> {
+    if !rir_cli::font::register_sans_serif() {
+        return Err(LoadError::Plot(
+            path.to_path_buf(),
+            "no TrueType font found (install fonts-dejavu-core)".into(),
+        ));
+    }
+    let size = (900, 560);
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let r = if svg {
+        draw(
+            SVGBackend::new(path, size).into_drawing_area(),
+            title,
+            reports,
+        )
+    } else {
+        draw(
+            BitMapBackend::new(path, size).into_drawing_area(),
+            title,
+            reports,
+        )
+    };
+    r.map_err(|e| LoadError::Plot(path.to_path_buf(), e))
+}
+
+/// A plotted percentile: its name, how to read it from a report, its color.
+type Curve = (&'static str, fn(&Report) -> f64, RGBColor);
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    reports: &[Report],
+) -> Result<(), String> {
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let x_max = reports
+        .iter()
+        .map(|r| r.inferences_per_s)
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let y_max = reports
+        .iter()
+        .map(|r| r.latency_ms.p99)
+        .fold(0.1f64, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("throughput, inferences/s")
+        .y_desc("latency, ms")
+        .draw()
+        .map_err(e)?;
+    let series: [Curve; 2] = [
+        ("p50", |r| r.latency_ms.p50, BLUE),
+        ("p99", |r| r.latency_ms.p99, RED),
+    ];
+    for (name, pick, color) in series {
+        let pts: Vec<(f64, f64)> = reports
+            .iter()
+            .map(|r| (r.inferences_per_s, pick(r)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .map_err(e)?;
+    }
+    chart
+        .draw_series(reports.iter().map(|r| {
+            Text::new(
+                r.concurrency
+                    .map(|c| format!("c={c}"))
+                    .unwrap_or_else(|| r.load.clone()),
+                (r.inferences_per_s, r.latency_ms.p99),
+                ("sans-serif", 13),
+            )
+        }))
+        .map_err(e)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}

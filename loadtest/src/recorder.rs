@@ -1,0 +1,83 @@
+//! Latencies and errors of one measurement window. Only successful requests
+//! go into the latency histogram (as perf_analyzer and ghz do); failures are
+//! counted by gRPC status with the first message of each.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::error::code_name;
+
+/// Highest latency the histogram holds, microseconds (one hour); longer
+/// ones are clamped to it.
+const MAX_MICROS: u64 = 3_600_000_000;
+
+/// One window's record.
+#[derive(Clone)]
+pub struct Recorder {
+    /// Latency of each successful request, microseconds, 3 significant digits.
+    pub latency: Histogram<u64>,
+    /// Failed requests by status code name.
+    pub errors: BTreeMap<String, u64>,
+    /// The first message seen for each failing status.
+    pub messages: BTreeMap<String, String>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+impl Recorder {
+    /// An empty record.
+    pub fn new() -> Self {
+        Recorder {
+            latency: Histogram::new_with_bounds(1, MAX_MICROS, 3)
+                .expect("static histogram bounds are valid"),
+            errors: BTreeMap::new(),
+            messages: BTreeMap::new(),
+        }
+    }
+
+    /// Records one request's outcome.
+    pub fn record(&mut self, latency: Duration, result: &Result<(), tonic::Status>) {
+        match result {
+            Ok(()) => {
+                let us = (latency.as_micros() as u64).clamp(1, MAX_MICROS);
+                self.latency.saturating_record(us);
+            }
+            Err(s) => {
+                let code = code_name(s.code()).to_string();
+                *self.errors.entry(code.clone()).or_default() += 1;
+                self.messages
+                    .entry(code)
+                    .or_insert_with(|| s.message().to_string());
+            }
+        }
+    }
+
+    /// Successful requests.
+    pub fn ok(&self) -> u64 {
+        self.latency.len()
+    }
+
+    /// Failed requests.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Adds another window's record to this one.
+    pub fn merge(&mut self, other: &Recorder) {
+        self.latency
+            .add(&other.latency)
+            .expect("histograms share their bounds");
+        for (k, v) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+        for (k, m) in &other.messages {
+            self.messages.entry(k.clone()).or_insert_with(|| m.clone());
+        }
+    }
+}

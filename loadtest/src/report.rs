@@ -1,0 +1,257 @@
+//! The figures of a run and their three renderings: a table for the
+//! terminal, JSON and CSV for scripts and spreadsheets.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::recorder::Recorder;
+use crate::run::Load;
+
+/// Latency summary of the successful requests, milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Latency {
+    /// Fastest.
+    pub min: f64,
+    /// Mean.
+    pub avg: f64,
+    /// Standard deviation.
+    pub stddev: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Slowest.
+    pub max: f64,
+}
+
+/// What one run (one load level) measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `concurrency N` or `rate R/s constant|poisson`.
+    pub load: String,
+    /// Closed loop: outstanding requests.
+    pub concurrency: Option<usize>,
+    /// Open loop: offered requests per second.
+    pub rate: Option<f64>,
+    /// Items per request.
+    pub batch: usize,
+    /// Length of the measurement, seconds.
+    pub seconds: f64,
+    /// Requests measured (successful and failed).
+    pub requests: u64,
+    /// Successful requests.
+    pub ok: u64,
+    /// Failed requests by gRPC status.
+    pub errors: BTreeMap<String, u64>,
+    /// First message of each failing status.
+    pub error_messages: BTreeMap<String, String>,
+    /// Successful requests per second.
+    pub requests_per_s: f64,
+    /// Successful items (images) per second: requests/s x batch.
+    pub inferences_per_s: f64,
+    /// Latency of the successful requests.
+    pub latency_ms: Latency,
+    /// Open loop: requests sent more than 1 ms after their intended time
+    /// (the client could not keep up or the in-flight limit was reached).
+    pub late_sends: u64,
+    /// Stability mode: whether the last three windows agreed.
+    pub stable: Option<bool>,
+    /// Measurement windows (1 without stability mode).
+    pub windows: usize,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl Report {
+    /// Summarizes `record`, measured over `seconds` under `load`.
+    pub fn new(
+        load: &Load,
+        batch: usize,
+        seconds: f64,
+        record: &Recorder,
+        late_sends: u64,
+        stable: Option<bool>,
+        windows: usize,
+    ) -> Self {
+        let h = &record.latency;
+        let q = |p: f64| ms(h.value_at_quantile(p));
+        let ok = record.ok();
+        let rps = if seconds > 0.0 {
+            ok as f64 / seconds
+        } else {
+            0.0
+        };
+        Report {
+            load: load.label(),
+            concurrency: match load {
+                Load::Closed { concurrency } => Some(*concurrency),
+                Load::Open { .. } => None,
+            },
+            rate: match load {
+                Load::Open { rate, .. } => Some(*rate),
+                Load::Closed { .. } => None,
+            },
+            batch,
+            seconds,
+            requests: ok + record.failed(),
+            ok,
+            errors: record.errors.clone(),
+            error_messages: record.messages.clone(),
+            requests_per_s: rps,
+            inferences_per_s: rps * batch as f64,
+            latency_ms: Latency {
+                min: if ok > 0 { ms(h.min()) } else { 0.0 },
+                avg: h.mean() / 1000.0,
+                stddev: h.stdev() / 1000.0,
+                p50: q(0.50),
+                p90: q(0.90),
+                p95: q(0.95),
+                p99: q(0.99),
+                p999: q(0.999),
+                max: if ok > 0 { ms(h.max()) } else { 0.0 },
+            },
+            late_sends,
+            stable,
+            windows,
+        }
+    }
+
+    /// Failed requests.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn errors_cell(&self) -> String {
+        if self.errors.is_empty() {
+            "0".into()
+        } else {
+            self.errors
+                .iter()
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    }
+}
+
+const COLUMNS: [&str; 13] = [
+    "load", "req/s", "infer/s", "avg ms", "stddev", "p50", "p90", "p95", "p99", "p99.9", "max",
+    "requests", "errors",
+];
+
+fn cells(r: &Report) -> [String; 13] {
+    let l = &r.latency_ms;
+    let f = |v: f64| format!("{v:.3}");
+    [
+        r.load.clone(),
+        format!("{:.1}", r.requests_per_s),
+        format!("{:.1}", r.inferences_per_s),
+        f(l.avg),
+        f(l.stddev),
+        f(l.p50),
+        f(l.p90),
+        f(l.p95),
+        f(l.p99),
+        f(l.p999),
+        f(l.max),
+        r.requests.to_string(),
+        r.errors_cell(),
+    ]
+}
+
+/// An aligned table, one row per report (latency in milliseconds), with
+/// the error messages under it.
+pub fn table(reports: &[Report]) -> String {
+    let rows: Vec<[String; 13]> = reports.iter().map(cells).collect();
+    let widths: Vec<usize> = (0..COLUMNS.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([COLUMNS[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[&str]| {
+        for (i, c) in cells.iter().enumerate() {
+            if i == 0 {
+                let _ = write!(out, "{c:<w$}", w = widths[i]);
+            } else {
+                let _ = write!(out, "  {c:>w$}", w = widths[i]);
+            }
+        }
+        out.push('\n');
+    };
+    line(&mut out, &COLUMNS);
+    for r in &rows {
+        line(&mut out, &r.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    for r in reports {
+        for (code, msg) in &r.error_messages {
+            let _ = writeln!(out, "{}: {code}: {msg}", r.load);
+        }
+        if r.late_sends > 0 {
+            let _ = writeln!(
+                out,
+                "{}: {} requests left more than 1 ms after their intended time (client or in-flight limit saturated); their latency counts from the intended time",
+                r.load, r.late_sends
+            );
+        }
+        if r.stable == Some(false) {
+            let _ = writeln!(out, "{}: not stable after {} windows", r.load, r.windows);
+        }
+    }
+    out
+}
+
+/// CSV with a header row; latency in milliseconds, errors as `CODE:n` pairs.
+pub fn csv(reports: &[Report]) -> String {
+    let mut out = String::from(
+        "load,concurrency,rate,batch,seconds,requests,ok,failed,requests_per_s,inferences_per_s,\
+         min_ms,avg_ms,stddev_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,late_sends,errors\n",
+    );
+    for r in reports {
+        let l = &r.latency_ms;
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{:.3},{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{}",
+            r.load,
+            r.concurrency.map(|c| c.to_string()).unwrap_or_default(),
+            r.rate.map(|c| c.to_string()).unwrap_or_default(),
+            r.batch,
+            r.seconds,
+            r.requests,
+            r.ok,
+            r.failed(),
+            r.requests_per_s,
+            r.inferences_per_s,
+            l.min,
+            l.avg,
+            l.stddev,
+            l.p50,
+            l.p90,
+            l.p95,
+            l.p99,
+            l.p999,
+            l.max,
+            r.late_sends,
+            r.errors
+                .iter()
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    out
+}

@@ -1,0 +1,480 @@
+//! What a load test sends: the API, the model, and a small set of prepared
+//! requests that the run cycles through. Building them checks the model on
+//! the server first, so that a wrong name or shape is one clear error and
+//! not thousands of failed requests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rir_proto::classify::ClassifyRequest;
+use rir_proto::classify::image_classifier_client::ImageClassifierClient;
+use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use rir_proto::inference::model_infer_request::InferInputTensor;
+use rir_proto::inference::model_metadata_response::TensorMetadata;
+use rir_proto::inference::{ModelInferRequest, ModelMetadataRequest, ServerLiveRequest};
+
+use crate::LoadError;
+use crate::connect::Chan;
+use crate::error::code_name;
+
+/// Which RPC to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// `inference.GRPCInferenceService/ModelInfer` (KServe v2 / Triton): tensors.
+    Infer,
+    /// `rir.v1.ImageClassifier/Classify`: encoded images.
+    Classify,
+}
+
+/// Where request data comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputData {
+    /// Random tensors of the model's input shape (FP32 in [0, 1)).
+    Random,
+    /// A directory of raw tensor files (`.bin`/`.raw`: one item or one whole
+    /// batch of the input, little-endian) or of PNG/JPEG images.
+    Dir(PathBuf),
+}
+
+/// What to send and to which model.
+#[derive(Debug, Clone)]
+pub struct WorkloadOptions {
+    /// RPC.
+    pub api: Api,
+    /// Model name (Classify: empty means the server's default model).
+    pub model: String,
+    /// Model version (empty: the server's choice, normally the latest).
+    pub version: String,
+    /// Items per request.
+    pub batch: usize,
+    /// Request data.
+    pub input: InputData,
+    /// Seed of random tensors.
+    pub seed: u64,
+    /// Classify: labels per image.
+    pub top_k: u32,
+    /// Per-request deadline sent to the server (`grpc-timeout`).
+    pub timeout: Option<Duration>,
+}
+
+/// Distinct random requests prepared for random input data; the run cycles
+/// through them so that caches do not see one tensor over and over.
+const RANDOM_VARIANTS: usize = 8;
+
+enum Requests {
+    Infer(
+        Vec<GrpcInferenceServiceClient<Chan>>,
+        Arc<[ModelInferRequest]>,
+    ),
+    Classify(Vec<ImageClassifierClient<Chan>>, Arc<[ClassifyRequest]>),
+}
+
+/// A checked, ready workload: the prepared requests and clients to send them.
+pub struct Workload {
+    requests: Requests,
+    timeout: Option<Duration>,
+    /// Items per request.
+    pub batch: usize,
+    /// One line saying what is sent, for logs and reports.
+    pub description: String,
+}
+
+impl Workload {
+    /// Checks the server and model, builds the requests and sends one probe
+    /// request, whose failure is returned as [`LoadError::Rejected`].
+    pub async fn prepare(chans: Vec<Chan>, o: &WorkloadOptions) -> Result<Workload, LoadError> {
+        if o.batch == 0 {
+            return Err(LoadError::Setup("--batch must be at least 1".into()));
+        }
+        let first = chans
+            .first()
+            .cloned()
+            .ok_or_else(|| LoadError::Setup("no connection".into()))?;
+        let w = match o.api {
+            Api::Infer => {
+                let mut client = GrpcInferenceServiceClient::new(first);
+                check_live(&mut client).await?;
+                let meta = client
+                    .model_metadata(ModelMetadataRequest {
+                        name: o.model.clone(),
+                        version: o.version.clone(),
+                    })
+                    .await
+                    .map_err(|s| model_error(o, &s))?
+                    .into_inner();
+                let reqs = infer_requests(o, &meta.inputs)?;
+                let description = format!(
+                    "ModelInfer {}{} batch {} ({})",
+                    o.model,
+                    version_suffix(&o.version),
+                    o.batch,
+                    meta.inputs
+                        .iter()
+                        .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let clients = chans
+                    .into_iter()
+                    .map(|c| {
+                        GrpcInferenceServiceClient::new(c)
+                            .max_decoding_message_size(usize::MAX)
+                            .max_encoding_message_size(usize::MAX)
+                    })
+                    .collect();
+                Workload {
+                    requests: Requests::Infer(clients, reqs.into()),
+                    timeout: o.timeout,
+                    batch: o.batch,
+                    description,
+                }
+            }
+            Api::Classify => {
+                let reqs = classify_requests(o)?;
+                let description = format!(
+                    "Classify {}{} batch {} ({} images)",
+                    if o.model.is_empty() {
+                        "(server default)"
+                    } else {
+                        &o.model
+                    },
+                    version_suffix(&o.version),
+                    o.batch,
+                    reqs.len() * o.batch
+                );
+                let clients = chans
+                    .into_iter()
+                    .map(|c| {
+                        ImageClassifierClient::new(c)
+                            .max_decoding_message_size(usize::MAX)
+                            .max_encoding_message_size(usize::MAX)
+                    })
+                    .collect();
+                Workload {
+                    requests: Requests::Classify(clients, reqs.into()),
+                    timeout: o.timeout,
+                    batch: o.batch,
+                    description,
+                }
+            }
+        };
+        if let Err(s) = w.send(0).await {
+            if s.code() == tonic::Code::Unavailable {
+                return Err(LoadError::Unreachable {
+                    url: "the server".into(),
+                    reason: s.message().to_string(),
+                });
+            }
+            return Err(LoadError::Rejected {
+                code: code_name(s.code()).into(),
+                message: s.message().into(),
+            });
+        }
+        Ok(w)
+    }
+
+    /// Sends the `i`-th request (cycling through the prepared ones and the
+    /// connections) and waits for its answer.
+    pub async fn send(&self, i: u64) -> Result<(), tonic::Status> {
+        match &self.requests {
+            Requests::Infer(clients, reqs) => {
+                let mut c = clients[(i % clients.len() as u64) as usize].clone();
+                let req = self.request(reqs[(i % reqs.len() as u64) as usize].clone());
+                c.model_infer(req).await.map(drop)
+            }
+            Requests::Classify(clients, reqs) => {
+                let mut c = clients[(i % clients.len() as u64) as usize].clone();
+                let req = self.request(reqs[(i % reqs.len() as u64) as usize].clone());
+                c.classify(req).await.map(drop)
+            }
+        }
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = self.timeout {
+            r.set_timeout(t);
+        }
+        r
+    }
+}
+
+fn version_suffix(v: &str) -> String {
+    if v.is_empty() {
+        String::new()
+    } else {
+        format!(" v{v}")
+    }
+}
+
+async fn check_live(client: &mut GrpcInferenceServiceClient<Chan>) -> Result<(), LoadError> {
+    match client.server_live(ServerLiveRequest {}).await {
+        Ok(r) if r.get_ref().live => Ok(()),
+        Ok(_) => Err(LoadError::Setup("the server says it is not live".into())),
+        Err(s) if s.code() == tonic::Code::Unauthenticated => Err(LoadError::Setup(format!(
+            "the server wants a bearer token (--token or RIR_AUTH_TOKEN): {}",
+            s.message()
+        ))),
+        Err(s) if s.code() == tonic::Code::Unimplemented => Err(LoadError::Setup(
+            "the server does not speak the KServe v2 protocol (ServerLive is unimplemented)".into(),
+        )),
+        Err(s) => Err(LoadError::Unreachable {
+            url: "the server".into(),
+            reason: format!(
+                "ServerLive failed with {}: {}",
+                code_name(s.code()),
+                s.message()
+            ),
+        }),
+    }
+}
+
+fn model_error(o: &WorkloadOptions, s: &tonic::Status) -> LoadError {
+    let what = format!("model `{}`{}", o.model, version_suffix(&o.version));
+    match s.code() {
+        tonic::Code::NotFound => {
+            LoadError::Setup(format!("{what} is not on the server: {}", s.message()))
+        }
+        tonic::Code::Unavailable => LoadError::Setup(format!(
+            "{what} is not available on the server: {}",
+            s.message()
+        )),
+        c => LoadError::Setup(format!(
+            "asking the server about {what} failed with {}: {}",
+            code_name(c),
+            s.message()
+        )),
+    }
+}
+
+/// Bytes per element of a KServe datatype; `None` for BYTES and unknown ones.
+pub fn element_size(datatype: &str) -> Option<usize> {
+    Some(match datatype {
+        "BOOL" | "UINT8" | "INT8" => 1,
+        "UINT16" | "INT16" | "FP16" | "BF16" => 2,
+        "UINT32" | "INT32" | "FP32" => 4,
+        "UINT64" | "INT64" | "FP64" => 8,
+        _ => return None,
+    })
+}
+
+/// The shape of one request's tensor: a leading -1 (the batch dimension)
+/// becomes `batch`; any other variable dimension cannot be filled.
+fn request_shape(t: &TensorMetadata, batch: usize) -> Result<Vec<i64>, LoadError> {
+    let mut shape = t.shape.clone();
+    match shape.first() {
+        Some(-1) => shape[0] = batch as i64,
+        _ if batch > 1 => {
+            return Err(LoadError::Setup(format!(
+                "input `{}` has the fixed shape {:?} with no batch dimension, so --batch {batch} cannot fit",
+                t.name, t.shape
+            )));
+        }
+        _ => {}
+    }
+    if let Some(d) = shape.iter().skip(1).find(|d| **d < 0) {
+        return Err(LoadError::Setup(format!(
+            "input `{}` has a variable dimension ({d}) besides the batch: {:?}; rir-loadtest needs a fixed item shape",
+            t.name, t.shape
+        )));
+    }
+    Ok(shape)
+}
+
+fn random_tensor(
+    datatype: &str,
+    elements: usize,
+    rng: &mut fastrand::Rng,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(elements * element_size(datatype).unwrap_or(1));
+    for _ in 0..elements {
+        match datatype {
+            "FP32" => out.extend_from_slice(&rng.f32().to_le_bytes()),
+            "FP64" => out.extend_from_slice(&rng.f64().to_le_bytes()),
+            "UINT8" => out.push(rng.u8(..)),
+            "INT8" => out.push(rng.u8(0..100)),
+            "BOOL" => out.push(rng.u8(0..2)),
+            "INT32" => out.extend_from_slice(&rng.i32(0..10).to_le_bytes()),
+            "INT64" => out.extend_from_slice(&rng.i64(0..10).to_le_bytes()),
+            other => {
+                return Err(format!(
+                    "random data for {other} inputs is not supported; give raw tensor files with --input-data DIR"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn infer_requests(
+    o: &WorkloadOptions,
+    inputs: &[TensorMetadata],
+) -> Result<Vec<ModelInferRequest>, LoadError> {
+    if inputs.is_empty() {
+        return Err(LoadError::Setup(format!(
+            "model `{}` declares no inputs",
+            o.model
+        )));
+    }
+    let shapes = inputs
+        .iter()
+        .map(|t| request_shape(t, o.batch))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tensor = |t: &TensorMetadata, shape: &[i64]| InferInputTensor {
+        name: t.name.clone(),
+        datatype: t.datatype.clone(),
+        shape: shape.to_vec(),
+        ..Default::default()
+    };
+    let request = |raw: Vec<Vec<u8>>| ModelInferRequest {
+        model_name: o.model.clone(),
+        model_version: o.version.clone(),
+        inputs: inputs
+            .iter()
+            .zip(&shapes)
+            .map(|(t, s)| tensor(t, s))
+            .collect(),
+        raw_input_contents: raw,
+        ..Default::default()
+    };
+    match &o.input {
+        InputData::Random => {
+            let mut rng = fastrand::Rng::with_seed(o.seed);
+            (0..RANDOM_VARIANTS)
+                .map(|_| {
+                    let raw = inputs
+                        .iter()
+                        .zip(&shapes)
+                        .map(|(t, s)| {
+                            random_tensor(&t.datatype, s.iter().product::<i64>() as usize, &mut rng)
+                                .map_err(LoadError::Setup)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(request(raw))
+                })
+                .collect()
+        }
+        InputData::Dir(dir) => {
+            let files = list_files(dir)?;
+            if files.iter().any(|f| is_image(f)) {
+                return Err(LoadError::Setup(format!(
+                    "{} holds images; ModelInfer takes tensors: use --api classify for images, or give raw tensor files",
+                    dir.display()
+                )));
+            }
+            let [t] = inputs else {
+                return Err(LoadError::Setup(format!(
+                    "model `{}` has {} inputs; raw tensor files work for single-input models (use random data)",
+                    o.model,
+                    inputs.len()
+                )));
+            };
+            let elem = element_size(&t.datatype).ok_or_else(|| {
+                LoadError::Setup(format!(
+                    "input `{}` is {}, which raw files cannot fill",
+                    t.name, t.datatype
+                ))
+            })?;
+            let batch_bytes = shapes[0].iter().product::<i64>() as usize * elem;
+            let item_bytes = batch_bytes / o.batch;
+            let data = files
+                .iter()
+                .map(|f| std::fs::read(f).map_err(|e| LoadError::io(f, e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some((f, d)) = files
+                .iter()
+                .zip(&data)
+                .find(|(_, d)| d.len() != item_bytes && d.len() != batch_bytes)
+            {
+                return Err(LoadError::Setup(format!(
+                    "{} has {} bytes; input `{}` ({} {:?}) needs {item_bytes} bytes per item{}",
+                    f.display(),
+                    d.len(),
+                    t.name,
+                    t.datatype,
+                    t.shape,
+                    if o.batch > 1 {
+                        format!(" or {batch_bytes} for a batch of {}", o.batch)
+                    } else {
+                        String::new()
+                    }
+                )));
+            }
+            // Whole-batch files are requests as they are; single items are
+            // taken `batch` at a time, cycling, as many requests as files.
+            let items: Vec<&Vec<u8>> = data.iter().filter(|d| d.len() == item_bytes).collect();
+            let mut out: Vec<ModelInferRequest> = data
+                .iter()
+                .filter(|d| d.len() == batch_bytes && o.batch > 1)
+                .map(|d| request(vec![d.clone()]))
+                .collect();
+            for k in 0..items.len() {
+                let raw = (0..o.batch)
+                    .flat_map(|j| items[(k * o.batch + j) % items.len()].iter().copied())
+                    .collect();
+                out.push(request(vec![raw]));
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn classify_requests(o: &WorkloadOptions) -> Result<Vec<ClassifyRequest>, LoadError> {
+    let InputData::Dir(dir) = &o.input else {
+        return Err(LoadError::Setup(
+            "--api classify sends encoded images: give --input-data DIR with PNG or JPEG files"
+                .into(),
+        ));
+    };
+    let files: Vec<PathBuf> = list_files(dir)?
+        .into_iter()
+        .filter(|f| is_image(f))
+        .collect();
+    if files.is_empty() {
+        return Err(LoadError::Setup(format!(
+            "{} has no .png, .jpg or .jpeg files",
+            dir.display()
+        )));
+    }
+    let images = files
+        .iter()
+        .map(|f| std::fs::read(f).map_err(|e| LoadError::io(f, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((0..images.len())
+        .map(|k| ClassifyRequest {
+            model_name: o.model.clone(),
+            model_version: o.version.clone(),
+            images: (0..o.batch)
+                .map(|j| images[(k * o.batch + j) % images.len()].clone())
+                .collect(),
+            top_k: o.top_k,
+        })
+        .collect())
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+/// Regular files of `dir`, sorted by name (hidden files skipped).
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| LoadError::io(dir, e))?;
+    let mut files = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| LoadError::io(dir, e))?;
+        let p = e.path();
+        let hidden = e.file_name().to_string_lossy().starts_with('.');
+        if p.is_file() && !hidden {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(LoadError::Setup(format!("{} has no files", dir.display())));
+    }
+    Ok(files)
+}

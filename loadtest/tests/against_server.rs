@@ -1,0 +1,301 @@
+//! The load tester against a real rir-serve (in this process, over loopback)
+//! and as a command-line tool: every input source, TLS and token, and the
+//! clear errors of bad use.
+
+#[path = "../../server/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Options, png, start};
+use rir_loadtest::LoadError;
+use rir_loadtest::connect::{ConnectOptions, connect};
+use rir_loadtest::run::{Load, RunOptions, Stop, run};
+use rir_loadtest::stub::{Script, StubServer};
+use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
+
+fn options(api: Api, model: &str, batch: usize, input: InputData) -> WorkloadOptions {
+    WorkloadOptions {
+        api,
+        model: model.into(),
+        version: String::new(),
+        batch,
+        input,
+        seed: 0,
+        top_k: 3,
+        timeout: Some(Duration::from_secs(10)),
+    }
+}
+
+async fn prepare(c: &ConnectOptions, o: &WorkloadOptions) -> Result<Workload, LoadError> {
+    Workload::prepare(connect(c).await?, o).await
+}
+
+fn plain(url: &str) -> ConnectOptions {
+    ConnectOptions {
+        url: url.into(),
+        connections: 2,
+        ..Default::default()
+    }
+}
+
+async fn count(w: Workload, n: u64) -> rir_loadtest::report::Report {
+    let o = RunOptions {
+        warmup: Duration::ZERO,
+        stop: Stop::Requests(n),
+        stability: None,
+        max_in_flight: 100,
+        seed: 0,
+        progress: false,
+    };
+    run(Arc::new(w), Load::Closed { concurrency: 3 }, &o)
+        .await
+        .unwrap()
+        .report
+}
+
+fn write_files(dir: &Path, files: &[(&str, Vec<u8>)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drives_rir_serve_with_random_tensors_raw_files_and_images() {
+    let s = start(None, Options::default()).await;
+    let c = plain(&s.url);
+    let tmp = tempfile::tempdir().unwrap();
+
+    let w = prepare(&c, &options(Api::Infer, "gray", 2, InputData::Random))
+        .await
+        .unwrap();
+    assert!(
+        w.description.contains("image FP32 [-1, 1, 28, 28]"),
+        "{}",
+        w.description
+    );
+    let r = count(w, 40).await;
+    assert_eq!((r.ok, r.failed()), (40, 0));
+
+    // Raw files: single items (cycled into batches of 2) and one whole batch.
+    let item: Vec<u8> = (0..784)
+        .flat_map(|i| (i as f32 / 784.0).to_le_bytes())
+        .collect();
+    let batch2: Vec<u8> = [item.clone(), item.clone()].concat();
+    let raw = tmp.path().join("raw");
+    write_files(
+        &raw,
+        &[("a.bin", item.clone()), ("b.bin", item), ("c.raw", batch2)],
+    );
+    let w = prepare(
+        &c,
+        &options(Api::Infer, "gray", 2, InputData::Dir(raw.clone())),
+    )
+    .await
+    .unwrap();
+    let r = count(w, 20).await;
+    assert_eq!((r.ok, r.failed()), (20, 0));
+
+    // Images through Classify, converted and resized by the server.
+    let imgs = tmp.path().join("imgs");
+    write_files(
+        &imgs,
+        &[("a.png", png(28, 28, false)), ("b.png", png(40, 30, true))],
+    );
+    let w = prepare(
+        &c,
+        &options(Api::Classify, "rgb", 4, InputData::Dir(imgs.clone())),
+    )
+    .await
+    .unwrap();
+    let r = count(w, 20).await;
+    assert_eq!((r.ok, r.failed(), r.batch), (20, 0, 4));
+
+    // Bad use: each a single clear error before any load.
+    let e = prepare(
+        &c,
+        &options(Api::Infer, "gray", 1, InputData::Dir(imgs.clone())),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("holds images"), "{e}");
+    let short = tmp.path().join("short");
+    write_files(&short, &[("x.bin", vec![0; 100])]);
+    let e = prepare(&c, &options(Api::Infer, "gray", 1, InputData::Dir(short)))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("needs 3136 bytes per item"), "{e}");
+    let e = prepare(&c, &options(Api::Infer, "nope", 1, InputData::Random))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("model `nope` is not on the server"),
+        "{e}"
+    );
+    // More than the server's max batch (16): the probe is refused with the reason.
+    match prepare(&c, &options(Api::Infer, "gray", 17, InputData::Random)).await {
+        Err(LoadError::Rejected { code, message }) => {
+            assert_eq!(code, "INVALID_ARGUMENT");
+            assert!(message.contains("16"), "{message}");
+        }
+        other => panic!("expected a rejection, got {:?}", other.err()),
+    }
+    let e = prepare(&c, &options(Api::Classify, "gray", 1, InputData::Dir(raw)))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("no .png"), "{e}");
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_bearer_token() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mut o = Options::default();
+    o.transport.tls = Some((cert_path.clone(), key_path));
+    o.transport.auth_token = Some("s3cret".into());
+    let s = start(None, o).await;
+    let mut c = ConnectOptions {
+        url: s.url.trim_start_matches("http://").into(),
+        tls: true,
+        ca_cert: Some(cert_path),
+        tls_domain: Some("localhost".into()),
+        token: None,
+        ..Default::default()
+    };
+    let gray = options(Api::Infer, "gray", 1, InputData::Random);
+    let e = prepare(&c, &gray).await.err().unwrap();
+    assert!(e.to_string().contains("bearer token"), "{e}");
+    c.token = Some("s3cret".into());
+    let r = count(prepare(&c, &gray).await.unwrap(), 10).await;
+    assert_eq!(r.ok, 10);
+    s.shutdown().await.unwrap();
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rir-loadtest"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_sweep_writes_table_json_csv_and_plot() {
+    let stub = StubServer::start(Script {
+        delay: Some(Arc::new(|_| Duration::from_micros(500))),
+        ..Script::instant("stub")
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    let (url, json, csv, png, svg) = (
+        stub.url.clone(),
+        p("r.json"),
+        p("r.csv"),
+        p("r.png"),
+        p("r.svg"),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let base = [
+            "-u", &url, "-m", "stub", "-c", "1..4", "-w", "0.2", "-n", "100", "-q",
+        ];
+        let a = cli(&[&base[..], &["--json", &json, "--csv", &csv, "--plot", &png]].concat());
+        let b = cli(&[&base[..], &["--plot", &svg]].concat());
+        (a, b)
+    })
+    .await
+    .unwrap();
+    for o in [&out.0, &out.1] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.0.stdout);
+    for row in ["concurrency 1", "concurrency 2", "concurrency 4", "p99.9"] {
+        assert!(stdout.contains(row), "{stdout}");
+    }
+    let reports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("r.json")).unwrap()).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 3);
+    assert_eq!(reports[2]["concurrency"], 4);
+    assert_eq!(reports[2]["requests"], 100);
+    assert!(reports[0]["latency_ms"]["p50"].as_f64().unwrap() >= 0.45);
+    let csv = std::fs::read_to_string(p("r.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4);
+    let width = lines[0].split(',').count();
+    assert!(lines.iter().all(|l| l.split(',').count() == width), "{csv}");
+    assert!(std::fs::read(p("r.png")).unwrap().starts_with(b"\x89PNG"));
+    assert!(
+        std::fs::read_to_string(p("r.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
+    stub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_bad_use_is_one_clear_error_and_exit_1() {
+    let stub = StubServer::start(Script::instant("stub")).await.unwrap();
+    let url = stub.url.clone();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cases = tokio::task::spawn_blocking(move || {
+        [
+            (
+                cli(&["-u", &free.to_string(), "-q"]),
+                "cannot reach the server",
+            ),
+            (
+                cli(&["-u", &url, "-m", "nope", "-q"]),
+                "model `nope` is not on the server",
+            ),
+            (
+                cli(&["-u", &url, "-m", "stub", "-c", "0", "-q"]),
+                "at least 1",
+            ),
+            (
+                cli(&[
+                    "-u",
+                    &url,
+                    "-m",
+                    "stub",
+                    "--input-data",
+                    "/nonexistent",
+                    "-q",
+                ]),
+                "/nonexistent",
+            ),
+            (
+                cli(&["-u", &url, "-m", "stub", "-b", "0", "-q"]),
+                "--batch must be at least 1",
+            ),
+        ]
+    })
+    .await
+    .unwrap();
+    for (out, expected) in cases {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.contains("error")).count(),
+            1,
+            "{err}"
+        );
+    }
+    stub.shutdown().await;
+}

@@ -1,0 +1,254 @@
+//! The load tester against a server whose behaviour the test scripts (the
+//! stub, over real loopback gRPC): the figures it reports must be the ones
+//! injected.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rir_loadtest::LoadError;
+use rir_loadtest::connect::{ConnectOptions, connect};
+use rir_loadtest::run::{Arrivals, Load, Outcome, RunOptions, Stability, Stop, run};
+use rir_loadtest::stub::{Script, StubServer};
+use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
+
+async fn workload(url: &str, batch: usize) -> Arc<Workload> {
+    let chans = connect(&ConnectOptions {
+        url: url.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let o = WorkloadOptions {
+        api: Api::Infer,
+        model: "stub".into(),
+        version: String::new(),
+        batch,
+        input: InputData::Random,
+        seed: 1,
+        top_k: 0,
+        timeout: None,
+    };
+    Arc::new(Workload::prepare(chans, &o).await.unwrap())
+}
+
+fn requests(n: u64) -> RunOptions {
+    RunOptions {
+        warmup: Duration::ZERO,
+        stop: Stop::Requests(n),
+        stability: None,
+        max_in_flight: 10_000,
+        seed: 7,
+        progress: false,
+    }
+}
+
+async fn measure(script: Script, load: Load, o: RunOptions) -> (Result<Outcome, LoadError>, u64) {
+    let stub = StubServer::start(script).await.unwrap();
+    let w = workload(&stub.url, 1).await;
+    let r = run(w, load, &o).await;
+    let received = stub.received.load(Ordering::SeqCst);
+    stub.shutdown().await;
+    (r, received)
+}
+
+/// `measured` lies in [`injected` - 0.05 ms, `injected` + `slack` ms]: the
+/// tool may add loopback and scheduling time, never remove any.
+fn near(what: &str, measured: f64, injected: f64, slack: f64) {
+    assert!(
+        measured >= injected - 0.05 && measured <= injected + slack,
+        "{what}: measured {measured:.3} ms, injected {injected:.3} ms (allowed +{slack} ms)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percentiles_match_injected_latencies() {
+    // 9 in 10 requests take 2 ms, every tenth 20 ms: p50 2 ms; p95, p99, max 20 ms.
+    let script = Script {
+        delay: Some(Arc::new(|n| {
+            Duration::from_millis(if n % 10 == 9 { 20 } else { 2 })
+        })),
+        ..Script::instant("stub")
+    };
+    let (r, _) = measure(script, Load::Closed { concurrency: 1 }, requests(300)).await;
+    let r = r.unwrap().report;
+    assert_eq!((r.requests, r.ok), (300, 300));
+    let l = r.latency_ms;
+    near("min", l.min, 2.0, 2.0);
+    near("p50", l.p50, 2.0, 2.0);
+    near("p95", l.p95, 20.0, 3.0);
+    near("p99", l.p99, 20.0, 3.0);
+    near("max", l.max, 20.0, 5.0);
+    near("avg", l.avg, 0.9 * 2.0 + 0.1 * 20.0, 2.0);
+    // Closed loop at concurrency 1: throughput is 1 / mean latency.
+    let expected = 1000.0 / l.avg;
+    assert!(
+        (r.requests_per_s / expected - 1.0).abs() < 0.15,
+        "{} req/s vs {expected}",
+        r.requests_per_s
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_rate_and_latency_match() {
+    // A server answering in 3 ms, driven at 200/s: latency 3 ms, throughput 200/s.
+    let script = Script {
+        delay: Some(Arc::new(|_| Duration::from_millis(3))),
+        ..Script::instant("stub")
+    };
+    let load = Load::Open {
+        rate: 200.0,
+        arrivals: Arrivals::Poisson,
+    };
+    let (r, _) = measure(script, load, requests(400)).await;
+    let r = r.unwrap().report;
+    assert_eq!(r.ok, 400);
+    near("p50", r.latency_ms.p50, 3.0, 2.0);
+    assert!(
+        (r.requests_per_s / 200.0 - 1.0).abs() < 0.2,
+        "{} req/s",
+        r.requests_per_s
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_sees_a_stall_that_closed_loop_hides() {
+    // The server stalls 500 ms when its 200th request arrives, about 1 s
+    // into a 3 s run at 200 requests/s. Every request scheduled during the
+    // stall waits for its end: about 100 of 600, with latencies spread from
+    // 500 ms down to nothing. Measured from the intended send time they fill
+    // the top 1/6 of the distribution.
+    let stall = Script {
+        stall: Some((200, Duration::from_millis(500))),
+        ..Script::instant("stub")
+    };
+    let open = Load::Open {
+        rate: 200.0,
+        arrivals: Arrivals::Constant,
+    };
+    let (r, _) = measure(stall.clone(), open, requests(600)).await;
+    let l = r.unwrap().report.latency_ms;
+    assert!(l.max >= 450.0, "max {}", l.max);
+    assert!(l.p99 >= 400.0, "p99 {}", l.p99);
+    assert!(l.p90 >= 100.0, "p90 {}", l.p90);
+    assert!(l.p50 < 50.0, "p50 {}", l.p50);
+
+    // With one request allowed in flight the generator itself is held up by
+    // the stall; the requests it sends late still count from their intended
+    // time, so the figures are the same.
+    let (r, _) = measure(
+        stall.clone(),
+        open,
+        RunOptions {
+            max_in_flight: 1,
+            ..requests(600)
+        },
+    )
+    .await;
+    let r = r.unwrap().report;
+    let l = r.latency_ms;
+    assert!(l.p99 >= 400.0, "p99 {}", l.p99);
+    assert!(l.p90 >= 100.0, "p90 {}", l.p90);
+    assert!(r.late_sends >= 50, "late sends {}", r.late_sends);
+
+    // A closed loop waits with the server: the stall is one slow sample.
+    let (r, _) = measure(stall, Load::Closed { concurrency: 1 }, requests(600)).await;
+    let l = r.unwrap().report.latency_ms;
+    assert!(l.max >= 450.0, "max {}", l.max);
+    assert!(l.p99 < 100.0, "closed-loop p99 {}", l.p99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_counted_by_status() {
+    // Request 0 is the probe; of requests 1..=100, n % 5 == 1 fail with
+    // UNAVAILABLE and n % 5 == 3 with RESOURCE_EXHAUSTED: 20 each.
+    let script = Script {
+        error: Some(Arc::new(|n| match n % 5 {
+            1 => Some(tonic::Code::Unavailable),
+            3 => Some(tonic::Code::ResourceExhausted),
+            _ => None,
+        })),
+        ..Script::instant("stub")
+    };
+    let (r, received) = measure(script, Load::Closed { concurrency: 1 }, requests(100)).await;
+    let r = r.unwrap().report;
+    assert_eq!(received, 101);
+    assert_eq!(r.requests, 100);
+    assert_eq!(r.ok, 60);
+    assert_eq!(r.errors.get("UNAVAILABLE"), Some(&20));
+    assert_eq!(r.errors.get("RESOURCE_EXHAUSTED"), Some(&20));
+    assert_eq!(r.errors.len(), 2);
+    assert!(r.error_messages["UNAVAILABLE"].contains("scripted failure"));
+    // Only successes carry latency.
+    assert!(r.latency_ms.p50 > 0.0);
+    let table = rir_loadtest::report::table(std::slice::from_ref(&r));
+    assert!(
+        table.contains("RESOURCE_EXHAUSTED:20 UNAVAILABLE:20"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_where_everything_fails_stops_early_with_the_reason() {
+    let script = Script {
+        error: Some(Arc::new(|n| {
+            (n > 0).then_some(tonic::Code::ResourceExhausted)
+        })),
+        ..Script::instant("stub")
+    };
+    let (r, received) = measure(script, Load::Closed { concurrency: 4 }, requests(100_000)).await;
+    match r {
+        Err(LoadError::AllFailing { code, message, .. }) => {
+            assert_eq!(code, "RESOURCE_EXHAUSTED");
+            assert!(message.contains("scripted failure"), "{message}");
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a run of failures was reported as a result"),
+    }
+    assert!(received < 5_000, "kept sending: {received} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_counts_are_exact_in_both_loops() {
+    for load in [
+        Load::Closed { concurrency: 8 },
+        Load::Open {
+            rate: 2000.0,
+            arrivals: Arrivals::Constant,
+        },
+    ] {
+        let mut o = requests(250);
+        o.warmup = Duration::from_millis(200);
+        let stub = StubServer::start(Script::instant("stub")).await.unwrap();
+        let w = workload(&stub.url, 3).await;
+        let r = run(w, load, &o).await.unwrap().report;
+        assert_eq!((r.requests, r.ok, r.batch), (250, 250, 3), "{}", r.load);
+        assert!((r.inferences_per_s / r.requests_per_s - 3.0).abs() < 1e-9);
+        // Warm-up requests were sent but not counted.
+        assert!(stub.received.load(Ordering::SeqCst) > 251, "{}", r.load);
+        stub.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stability_mode_stops_when_windows_agree() {
+    let script = Script {
+        delay: Some(Arc::new(|_| Duration::from_millis(2))),
+        ..Script::instant("stub")
+    };
+    let o = RunOptions {
+        stability: Some(Stability {
+            window: Duration::from_millis(300),
+            tolerance: 0.25,
+            max_windows: 12,
+        }),
+        ..requests(1)
+    };
+    let (r, _) = measure(script, Load::Closed { concurrency: 2 }, o).await;
+    let r = r.unwrap().report;
+    assert_eq!(r.stable, Some(true), "{r:?}");
+    assert!((3..=12).contains(&r.windows));
+    // The report covers the last three windows.
+    assert!((r.seconds - 0.9).abs() < 0.2, "{} s", r.seconds);
+    near("p50", r.latency_ms.p50, 2.0, 2.0);
+}
