@@ -1,23 +1,53 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up, build, train a small RiR
-# briefly on real Fashion-MNIST images, evaluate the checkpoint, export it to
-# ONNX folded and verify the export in two runtimes.
+# The main job on the embedded default: set up, build, serve the RiR model
+# in models/ (trained on Fashion-MNIST with this project's trainer, exported
+# folded with its exporter), classify real test images shipped as PNG files,
+# check the served accuracy on the whole test split against the trainer's,
+# run a 10-second load test, and stop the server.
+# Ports: RIR_GRPC_PORT (default 8001) and RIR_METRICS_PORT (default 8002).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$RIR_ROOT"
 
+GRPC_PORT="${RIR_GRPC_PORT:-8001}"
+METRICS_PORT="${RIR_METRICS_PORT:-8002}"
+URL="127.0.0.1:$GRPC_PORT"
+MODEL_FILE="models/rir-fashion-mnist/1/model.onnx"
+
 echo "== build"
 cargo build --workspace --bins --quiet
 
-OUT="runs/quickstart"
-rm -rf "$OUT"
-echo "== train: tiny RiR, 2 epochs on 20k Fashion-MNIST training images (about 1 minute on 2 cores)"
-./target/debug/rir-train train --dataset fashion-mnist --preset tiny --variant rir \
-  --epochs 2 --train-limit 20000 --schedule one-cycle --crop-pad 2 --out "$OUT"
+echo "== start rir-serve on models/ (gRPC $URL, metrics http://127.0.0.1:$METRICS_PORT/metrics)"
+LOG="$(mktemp -t rir-serve.XXXXXX.log)"
+./target/debug/rir-serve --grpc-addr "$URL" --metrics-addr "127.0.0.1:$METRICS_PORT" >"$LOG" 2>&1 &
+SERVER=$!
+stop_server() {
+  if kill -0 "$SERVER" 2>/dev/null; then
+    kill -TERM "$SERVER"
+    wait "$SERVER" || true
+    echo "== server stopped (log: $LOG)"
+  fi
+}
+trap stop_server EXIT
+# rir-serve listens once every model is loaded and warmed up.
+for _ in $(seq 1 300); do
+  if ! kill -0 "$SERVER" 2>/dev/null; then
+    cat "$LOG"
+    echo "rir-serve exited before it was ready" >&2
+    exit 1
+  fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$GRPC_PORT") 2>/dev/null; then
+    break
+  fi
+  sleep 0.2
+done
+grep -h "ready in" "$LOG" | sed 's/\x1b\[[0-9;]*m//g' || true
 
-echo "== evaluate the best checkpoint on the full test split"
-./target/debug/rir-train eval "$OUT/best.safetensors"
-echo "== export: fold every unit into one convolution, write ONNX, verify it in ONNX Runtime and tract"
-./target/debug/rir-export "$OUT/best.safetensors" -o "$OUT/model.onnx" --verify --images 10000
+echo "== classify 8 real Fashion-MNIST test images (samples/fashion-mnist/<index>-<true label>.png)"
+./target/debug/rir-classify -u "$URL" samples/fashion-mnist/*.png
 
-echo "== outputs: $OUT/{best,last}.safetensors, metrics.jsonl, curves.png, model.onnx"
+echo "== accuracy through the server on the full test split, against the trainer's own evaluation"
+./target/debug/rir-classify -u "$URL" --eval fashion-mnist --model-file "$MODEL_FILE"
+
+echo "== load test: 10 seconds of ModelInfer (5 s at concurrency 1, 5 s at concurrency 8)"
+./target/debug/rir-loadtest -u "$URL" -m rir-fashion-mnist -c 1,8 -w 1 -d 5

@@ -18,9 +18,11 @@
 //! - [`plot`]: latency against throughput for a sweep.
 //! - [`stub`]: a KServe server with scripted latency and errors: the test
 //!   target, and the "trivial model" of the tool's own ceiling benchmark.
+//! - [`accuracy`]: a test split through ModelInfer, for the served accuracy.
 //! - [`bench`]: the benchmarks (the tool's ceiling, its figures next to
 //!   perf_analyzer's, and rir-serve against in-process ONNX Runtime).
 
+pub mod accuracy;
 pub mod bench;
 pub mod connect;
 pub mod error;

@@ -367,7 +367,6 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
         },
     )
     .await?;
-    tracing::info!("{}", workload.description);
     let workload = Arc::new(workload);
     let options = RunOptions {
         warmup: secs(a.warmup, "--warmup")?,

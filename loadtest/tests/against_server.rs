@@ -299,3 +299,40 @@ async fn command_line_bad_use_is_one_clear_error_and_exit_1() {
     }
     stub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_default_model_scores_what_the_trainer_measured() {
+    // The shipped model, served from models/, on the full Fashion-MNIST test
+    // split (Debian's dataset-fashion-mnist, installed by scripts/setup.sh).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let s = start(Some(&root), Options::default()).await;
+    let file = s.model_path("rir-fashion-mnist");
+    let trained = rir_infer::ModelInfo::read(&file)
+        .unwrap()
+        .metadata_json("rir.metrics")
+        .and_then(|m| m["last"]["test_acc"].as_f64())
+        .expect("the default model records the trainer's accuracy");
+    let data = rir_data::load(
+        rir_data::Source::FashionMnist,
+        &rir_data::Source::FashionMnist.default_dir(),
+    )
+    .expect("Fashion-MNIST (apt install dataset-fashion-mnist; scripts/setup.sh does)");
+    let chan = connect(&plain(&s.url)).await.unwrap().remove(0);
+    let acc = rir_loadtest::accuracy::evaluate(
+        chan,
+        "rir-fashion-mnist",
+        &data.test,
+        [1, 28, 28],
+        64,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(acc.total, 10_000);
+    assert_eq!(
+        acc.correct,
+        (trained * 10_000.0).round() as usize,
+        "trainer recorded {trained}"
+    );
+    s.shutdown().await.unwrap();
+}

@@ -1,0 +1,149 @@
+//! A data set's test split through a server's ModelInfer: the accuracy a
+//! served model actually delivers, to set against the trainer's own
+//! evaluation of the checkpoint it was exported from.
+
+use rir_data::dataset::Split;
+use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use rir_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+use rir_proto::inference::{ModelConfigRequest, ModelInferRequest, ModelMetadataRequest};
+
+use crate::LoadError;
+use crate::connect::Chan;
+use crate::error::code_name;
+
+/// Correct top-1 predictions out of the images sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accuracy {
+    /// Predictions equal to the label.
+    pub correct: usize,
+    /// Images classified.
+    pub total: usize,
+}
+
+impl Accuracy {
+    /// Fraction correct.
+    pub fn fraction(&self) -> f64 {
+        self.correct as f64 / self.total.max(1) as f64
+    }
+}
+
+fn status(what: &str, s: tonic::Status) -> LoadError {
+    LoadError::Setup(format!(
+        "{what} failed with {}: {}",
+        code_name(s.code()),
+        s.message()
+    ))
+}
+
+/// Sends every image of `split` (u8 CHW, `shape` = [C, H, W]) to `model` as
+/// FP32 in [0, 1], `batch` per request, and counts top-1 hits of the
+/// `logits` output (or the first output). `batch` is capped at the
+/// server's max batch size when its ModelConfig gives one.
+pub async fn evaluate(
+    chan: Chan,
+    model: &str,
+    split: &Split,
+    shape: [usize; 3],
+    batch: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Accuracy, LoadError> {
+    let mut client = GrpcInferenceServiceClient::new(chan)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let meta = client
+        .model_metadata(ModelMetadataRequest {
+            name: model.into(),
+            version: String::new(),
+        })
+        .await
+        .map_err(|s| status(&format!("ModelMetadata of `{model}`"), s))?
+        .into_inner();
+    let input = meta
+        .inputs
+        .first()
+        .ok_or_else(|| LoadError::Setup(format!("model `{model}` declares no input")))?;
+    let expected: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    if input.shape.get(1..) != Some(&expected[..]) {
+        return Err(LoadError::Setup(format!(
+            "model `{model}` takes {:?}, the data set's images are {:?}",
+            input.shape, shape
+        )));
+    }
+    let output = meta
+        .outputs
+        .iter()
+        .find(|o| o.name == "logits")
+        .or(meta.outputs.first())
+        .ok_or_else(|| LoadError::Setup(format!("model `{model}` declares no output")))?
+        .name
+        .clone();
+    // Stay within the server's batch limit when it states one.
+    let limit = client
+        .model_config(ModelConfigRequest {
+            name: model.into(),
+            version: String::new(),
+        })
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().config)
+        .map_or(0, |c| c.max_batch_size.max(0) as usize);
+    let batch = if limit > 0 { batch.min(limit) } else { batch }.max(1);
+    let item: usize = shape.iter().product();
+    let mut acc = Accuracy {
+        correct: 0,
+        total: 0,
+    };
+    for start in (0..split.len()).step_by(batch) {
+        let n = batch.min(split.len() - start);
+        let raw: Vec<u8> = split.images[start * item..(start + n) * item]
+            .iter()
+            .flat_map(|&p| (p as f32 / 255.0).to_le_bytes())
+            .collect();
+        let req = ModelInferRequest {
+            model_name: model.into(),
+            inputs: vec![InferInputTensor {
+                name: input.name.clone(),
+                datatype: "FP32".into(),
+                shape: [&[n as i64][..], &expected].concat(),
+                ..Default::default()
+            }],
+            outputs: vec![InferRequestedOutputTensor {
+                name: output.clone(),
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw],
+            ..Default::default()
+        };
+        let resp = client
+            .model_infer(req)
+            .await
+            .map_err(|s| status("ModelInfer", s))?
+            .into_inner();
+        let bytes = resp
+            .raw_output_contents
+            .first()
+            .ok_or_else(|| LoadError::Setup("the server answered without raw output".into()))?;
+        let scores: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if n == 0 || scores.len() % n != 0 {
+            return Err(LoadError::Setup(format!(
+                "{} scores for {n} images",
+                scores.len()
+            )));
+        }
+        let classes = scores.len() / n;
+        for (i, row) in scores.chunks_exact(classes).enumerate() {
+            let best = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(k, _)| k);
+            acc.correct += usize::from(best == split.labels[start + i] as usize);
+        }
+        acc.total += n;
+        progress(acc.total);
+    }
+    Ok(acc)
+}

@@ -1,0 +1,193 @@
+//! `rir-classify`: classify image files through a running server's
+//! `Classify` call, or measure a served model's accuracy on a data set's
+//! test split through ModelInfer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use rir_data::Source;
+use rir_loadtest::accuracy::evaluate;
+use rir_loadtest::connect::{ConnectOptions, connect};
+use rir_proto::classify::ClassifyRequest;
+use rir_proto::classify::image_classifier_client::ImageClassifierClient;
+
+#[derive(Parser)]
+#[command(
+    name = "rir-classify",
+    version,
+    about = "Classify images with a running rir-serve, or measure a served model's accuracy on a test split.",
+    long_about = "Classify images with a running rir-serve (rir.v1.ImageClassifier/Classify: PNG or JPEG files \
+        are sent as they are; the server decodes, converts and resizes them), or with --eval send a data \
+        set's whole test split through ModelInfer and print the served model's accuracy.\n\n\
+        Examples:\n  rir-classify samples/fashion-mnist/*.png\n  rir-classify --eval fashion-mnist"
+)]
+struct Cli {
+    /// Image files (PNG or JPEG).
+    #[arg(required_unless_present = "eval")]
+    images: Vec<PathBuf>,
+    /// Server address: host:port, http://host:port or https://host:port.
+    #[arg(short = 'u', long, default_value = "127.0.0.1:8001")]
+    url: String,
+    /// Model (default for images: the server's default model; for --eval: rir-fashion-mnist).
+    #[arg(short = 'm', long)]
+    model: Option<String>,
+    /// Labels per image.
+    #[arg(short = 'k', long, default_value_t = 3)]
+    top_k: u32,
+    /// Measure accuracy on this data set's test split (fashion-mnist, cifar10, cifar100, cifar100-coarse).
+    #[arg(long, conflicts_with = "images")]
+    eval: Option<Source>,
+    /// Folder of the data set's files (default: where `rir-train` looks).
+    #[arg(long, requires = "eval")]
+    data_dir: Option<PathBuf>,
+    /// With --eval: the served ONNX file, whose metadata holds the trainer's
+    /// evaluation of the exported checkpoint; the two figures are compared
+    /// and a difference is an error.
+    #[arg(long, requires = "eval")]
+    model_file: Option<PathBuf>,
+    /// Images per ModelInfer request with --eval.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// PEM CA certificate of the server (turns on TLS).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Bearer token for servers that require one.
+    #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+fn main() -> ExitCode {
+    rir_cli::main("info", || {
+        let cli = Cli::parse();
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(run(cli))
+    })
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let chans = connect(&ConnectOptions {
+        url: cli.url.clone(),
+        ca_cert: cli.ca_cert.clone(),
+        token: cli.token.clone(),
+        ..Default::default()
+    })
+    .await?;
+    let chan = chans.into_iter().next().context("no connection")?;
+    if let Some(source) = cli.eval {
+        let dir = cli.data_dir.clone().unwrap_or_else(|| source.default_dir());
+        let data = rir_data::load(source, &dir)
+            .with_context(|| format!("loading {} from {}", source.name(), dir.display()))?;
+        let i = data.info.input;
+        let model = cli.model.as_deref().unwrap_or("rir-fashion-mnist");
+        let bar = ProgressBar::new(data.test.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{} test split", source.name()));
+        let t = Instant::now();
+        let acc = evaluate(
+            chan,
+            model,
+            &data.test,
+            [i.channels, i.height, i.width],
+            cli.batch.max(1),
+            |n| bar.set_position(n as u64),
+        )
+        .await?;
+        bar.finish_and_clear();
+        println!(
+            "{model} on the {} test split through the server: {:.2} % top-1 ({} of {} images, {:.1} s)",
+            source.name(),
+            100.0 * acc.fraction(),
+            acc.correct,
+            acc.total,
+            t.elapsed().as_secs_f64()
+        );
+        if let Some(f) = &cli.model_file {
+            let trained = rir_infer::ModelInfo::read(f)?
+                .metadata_json("rir.metrics")
+                .and_then(|m| m["last"]["test_acc"].as_f64())
+                .with_context(|| {
+                    format!("{} records no trainer accuracy (rir.metrics)", f.display())
+                })?;
+            let served = acc.fraction();
+            println!(
+                "trainer's evaluation of the exported checkpoint ({}): {:.2} %",
+                f.display(),
+                100.0 * trained
+            );
+            // The trainer records a fraction of the test split; one image is 1/total.
+            if (served - trained).abs() > 0.5 / acc.total.max(1) as f64 {
+                bail!(
+                    "the served model scores {:.2} %, the trainer recorded {:.2} %",
+                    100.0 * served,
+                    100.0 * trained
+                );
+            }
+            println!("served accuracy = trainer's accuracy");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut images = Vec::with_capacity(cli.images.len());
+    for p in &cli.images {
+        images.push(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+    }
+    let mut client = ImageClassifierClient::new(chan)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let t = Instant::now();
+    let resp = client
+        .classify(ClassifyRequest {
+            model_name: cli.model.clone().unwrap_or_default(),
+            model_version: String::new(),
+            images,
+            top_k: cli.top_k,
+        })
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "Classify failed with {}: {}",
+                rir_loadtest::error::code_name(s.code()),
+                s.message()
+            )
+        })?
+        .into_inner();
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if resp.results.len() != cli.images.len() {
+        bail!(
+            "the server answered {} results for {} images",
+            resp.results.len(),
+            cli.images.len()
+        );
+    }
+    let width = cli
+        .images
+        .iter()
+        .map(|p| p.display().to_string().len())
+        .max()
+        .unwrap_or(0);
+    for (p, r) in cli.images.iter().zip(&resp.results) {
+        let labels: Vec<String> = r
+            .labels
+            .iter()
+            .map(|l| format!("{} {:.1} %", l.name, 100.0 * l.probability))
+            .collect();
+        println!("{:<width$}  {}", p.display().to_string(), labels.join(", "));
+    }
+    println!(
+        "{} images classified by {} v{} in {ms:.1} ms (one request)",
+        cli.images.len(),
+        resp.model_name,
+        resp.model_version
+    );
+    Ok(ExitCode::SUCCESS)
+}
