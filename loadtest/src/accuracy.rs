@@ -127,7 +127,7 @@ pub async fn evaluate(
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        if n == 0 || scores.len() % n != 0 {
+        if n == 0 || !scores.len().is_multiple_of(n) {
             return Err(LoadError::Setup(format!(
                 "{} scores for {n} images",
                 scores.len()
