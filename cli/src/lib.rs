@@ -32,3 +32,15 @@ pub fn main(default_filter: &str, body: impl FnOnce() -> anyhow::Result<ExitCode
         }
     }
 }
+
+/// Runs `fut` to completion on a multi-threaded tokio runtime: the async
+/// binaries' (server, load tester, client) way into async code.
+#[cfg(feature = "async")]
+pub fn block_on<F: std::future::Future>(fut: F) -> anyhow::Result<F::Output> {
+    use anyhow::Context;
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(fut))
+}

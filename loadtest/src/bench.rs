@@ -205,15 +205,22 @@ pub fn latest_model(models: &Path, name: &str) -> Result<PathBuf> {
     Ok(dir.join(best.to_string()).join("model.onnx"))
 }
 
-/// Settings of the server benchmark.
+/// The rir-serve a benchmark starts, and the model it loads.
 #[derive(Debug, Clone)]
-pub struct ServerBenchOptions {
-    /// Model repository and model.
+pub struct Served {
+    /// Model repository.
     pub models: PathBuf,
     /// Model name.
     pub model: String,
     /// The rir-serve binary.
     pub serve_bin: PathBuf,
+}
+
+/// Settings of the server benchmark.
+#[derive(Debug, Clone)]
+pub struct ServerBenchOptions {
+    /// Server and model.
+    pub served: Served,
     /// ONNX Runtime intra-op threads, in-process and in the server (0: its default).
     pub threads: usize,
     /// Largest batch when batching is on.
@@ -272,7 +279,12 @@ fn in_process(path: &Path, threads: usize, big: usize, duration: Duration) -> Re
 
 /// rir-serve next to in-process ONNX Runtime on the same model.
 pub async fn server(o: &ServerBenchOptions) -> Result<String> {
-    let path = latest_model(&o.models, &o.model)?;
+    let Served {
+        models,
+        model,
+        serve_bin,
+    } = &o.served;
+    let path = latest_model(models, model)?;
     let d = o.common.duration;
     let (p50_local, ips_local) = {
         let (path, threads, big) = (path.clone(), o.threads, o.max_batch);
@@ -295,8 +307,8 @@ pub async fn server(o: &ServerBenchOptions) -> Result<String> {
         ]
         .map(String::from)
         .to_vec();
-        let srv = spawn_server(&o.serve_bin, &o.models, &args).await?;
-        let w = prepare(&srv.url, &o.model).await?;
+        let srv = spawn_server(serve_bin, models, &args).await?;
+        let w = prepare(&srv.url, model).await?;
         for &c in &o.common.concurrency {
             rows.push((
                 format!("batching {batching}"),
@@ -319,7 +331,7 @@ pub async fn server(o: &ServerBenchOptions) -> Result<String> {
     let _ = writeln!(
         out,
         "rir-serve vs in-process ONNX Runtime: {} ({}), {} cores, ORT threads {}, {} s per point\n",
-        o.model,
+        model,
         path.display(),
         cores(),
         if o.threads == 0 {
@@ -452,12 +464,8 @@ pub fn parse_perf_csv(text: &str) -> Result<PerfAnalyzer> {
 /// Settings of the comparison with perf_analyzer.
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
-    /// Model repository and model served.
-    pub models: PathBuf,
-    /// Model name.
-    pub model: String,
-    /// The rir-serve binary.
-    pub serve_bin: PathBuf,
+    /// Server and model.
+    pub served: Served,
     /// The perf_analyzer command (a binary or a wrapper script).
     pub perf_analyzer: PathBuf,
     /// Measurement window; both tools measure windows of this length until
@@ -472,14 +480,19 @@ pub struct CompareOptions {
 /// rir-loadtest and perf_analyzer in turn on one rir-serve, same model,
 /// batch 1, same closed-loop concurrency and the same stability rule.
 pub async fn compare(o: &CompareOptions) -> Result<String> {
-    let srv = spawn_server(&o.serve_bin, &o.models, &["--device".into(), "cpu".into()]).await?;
-    let w = prepare(&srv.url, &o.model).await?;
+    let Served {
+        models,
+        model,
+        serve_bin,
+    } = &o.served;
+    let srv = spawn_server(serve_bin, models, &["--device".into(), "cpu".into()]).await?;
+    let w = prepare(&srv.url, model).await?;
     let host = srv.url.trim_start_matches("http://").to_string();
     let mut out = String::new();
     let _ = writeln!(
         out,
         "rir-loadtest vs perf_analyzer on one rir-serve ({}), batch 1, windows of {} ms until 3 agree within 10 %\n",
-        o.model,
+        model,
         o.window.as_millis()
     );
     let _ = writeln!(
@@ -508,7 +521,7 @@ pub async fn compare(o: &CompareOptions) -> Result<String> {
         .report;
         let csv = tempfile_path("perf-analyzer", "csv");
         let status = Command::new(&o.perf_analyzer)
-            .args(["-m", &o.model, "-u", &host, "-i", "grpc"])
+            .args(["-m", model, "-u", &host, "-i", "grpc"])
             .args(["--concurrency-range", &c.to_string()])
             .args(["--measurement-interval", &o.window.as_millis().to_string()])
             .args(["--input-data", "zero", "-f"])

@@ -165,6 +165,16 @@ struct ServeArgs {
     serve_bin: Option<PathBuf>,
 }
 
+impl ServeArgs {
+    fn served(self) -> Result<bench::Served> {
+        Ok(bench::Served {
+            serve_bin: bench::serve_binary(self.serve_bin.as_deref())?,
+            models: self.models,
+            model: self.model,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Requests/s the tool sustains against a server that does no work (in this process).
@@ -244,16 +254,12 @@ fn secs(v: f64, what: &str) -> Result<Duration> {
 fn main() -> ExitCode {
     rir_cli::main("info", || {
         let cli = Cli::parse();
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(async move {
-                match cli.bench {
-                    Some(Command::Bench(b)) => run_bench(b).await,
-                    None => load_test(cli.test).await,
-                }
-            })
+        rir_cli::block_on(async move {
+            match cli.bench {
+                Some(Command::Bench(b)) => run_bench(b).await,
+                None => load_test(cli.test).await,
+            }
+        })?
     })
 }
 
@@ -277,9 +283,7 @@ async fn run_bench(b: BenchCommand) -> Result<ExitCode> {
             quiet,
         } => {
             bench::compare(&CompareOptions {
-                serve_bin: bench::serve_binary(serve.serve_bin.as_deref())?,
-                models: serve.models,
-                model: serve.model,
+                served: serve.served()?,
                 perf_analyzer,
                 window: Duration::from_millis(window_ms),
                 concurrency: parse_concurrency(&concurrency)?,
@@ -295,9 +299,7 @@ async fn run_bench(b: BenchCommand) -> Result<ExitCode> {
             soak,
         } => {
             bench::server(&ServerBenchOptions {
-                serve_bin: bench::serve_binary(serve.serve_bin.as_deref())?,
-                models: serve.models,
-                model: serve.model,
+                served: serve.served()?,
                 threads,
                 max_batch,
                 soak: secs(soak, "--soak")?,

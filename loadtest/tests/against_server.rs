@@ -156,11 +156,8 @@ async fn drives_rir_serve_with_random_tensors_raw_files_and_images() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_bearer_token() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert_path, key_path, _) = common::self_signed(dir.path());
     let mut o = Options::default();
     o.transport.tls = Some((cert_path.clone(), key_path));
     o.transport.auth_token = Some("s3cret".into());

@@ -62,6 +62,13 @@ fn loadable<'a>(
     Ok((slot, desc))
 }
 
+/// INVALID_ARGUMENT with `message`, counted in the model's statistics as a
+/// failure that never reached the engine.
+fn invalid(slot: &Slot, message: String) -> Status {
+    slot.stats.record_failure("InvalidArgument", Duration::ZERO);
+    Status::invalid_argument(message)
+}
+
 fn ready_slot<'a>(models: &'a Models, name: &str, version: &str) -> Result<&'a Slot, Status> {
     let slot = lookup(models, name, version)?;
     if !slot.ready() {
@@ -337,10 +344,7 @@ impl GrpcInferenceService for Service {
             (Some(d), Some(b)) => (d, b.config.max_batch),
             _ => return Err(Status::unavailable("model not ready")),
         };
-        let bad = |m: String| {
-            slot.stats.record_failure("InvalidArgument", Duration::ZERO);
-            Status::invalid_argument(m)
-        };
+        let bad = |m: String| invalid(slot, m);
         if r.inputs.is_empty() {
             return Err(bad(format!(
                 "the request has no inputs; the model takes `{}`",
@@ -476,10 +480,7 @@ impl ImageClassifier for Service {
             (Some(d), Some(b)) => (d, b.config.max_batch),
             _ => return Err(Status::unavailable("model not ready")),
         };
-        let bad = |m: String| {
-            slot.stats.record_failure("InvalidArgument", Duration::ZERO);
-            Status::invalid_argument(m)
-        };
+        let bad = |m: String| invalid(slot, m);
         if r.images.is_empty() {
             return Err(bad("the request has no images".into()));
         }

@@ -323,100 +323,107 @@ async fn bad_inputs_get_clear_statuses() {
     let s = start(None, Options::default()).await;
     let mut c = s.kserve().await;
     let data = pixels(1, 784, 1);
-    let check = |r: Result<tonic::Response<pb::ModelInferResponse>, tonic::Status>,
-                 code: Code,
-                 needle: &str| {
-        let e = r.expect_err("accepted a bad request");
+    // Each case: one mutation of a good request, the status and a phrase of
+    // the reason.
+    let good = fp32_request("gray", 1, &data, true);
+    let with = |f: &dyn Fn(&mut pb::ModelInferRequest)| {
+        let mut r = good.clone();
+        f(&mut r);
+        r
+    };
+    let mut nan = data.clone();
+    nan[5] = f32::NAN;
+    let cases = [
+        (
+            with(&|r| r.model_name = "nope".into()),
+            Code::NotFound,
+            "unknown model",
+        ),
+        (
+            with(&|r| r.model_version = "9".into()),
+            Code::NotFound,
+            "no version 9",
+        ),
+        (
+            with(&|r| r.model_name = "broken".into()),
+            Code::Unavailable,
+            "not ready",
+        ),
+        (
+            with(&|r| r.inputs[0].datatype = "INT64".into()),
+            Code::InvalidArgument,
+            "datatype INT64",
+        ),
+        (
+            with(&|r| r.inputs[0].shape = vec![1, 1, 28, 27]),
+            Code::InvalidArgument,
+            "expected [batch, 1, 28, 28]",
+        ),
+        (
+            with(&|r| r.raw_input_contents[0].truncate(3135)),
+            Code::InvalidArgument,
+            "3135 bytes",
+        ),
+        (
+            fp32_request("gray", 17, &pixels(17, 784, 1), true),
+            Code::InvalidArgument,
+            "max batch size 16",
+        ),
+        (
+            pb::ModelInferRequest {
+                model_name: "gray".into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "no inputs",
+        ),
+        (
+            with(&|r| {
+                r.inputs[0].shape = vec![0, 1, 28, 28];
+                r.raw_input_contents = vec![vec![]];
+            }),
+            Code::InvalidArgument,
+            "batch size 0",
+        ),
+        (
+            with(&|r| r.inputs[0].name = "pixels".into()),
+            Code::InvalidArgument,
+            "unknown input `pixels`",
+        ),
+        (
+            {
+                let mut r = fp32_request("gray", 1, &data, false);
+                r.raw_input_contents = vec![vec![0; 3136]];
+                r
+            },
+            Code::InvalidArgument,
+            "both raw_input_contents and typed",
+        ),
+        (
+            with(&|r| {
+                r.outputs = vec![InferRequestedOutputTensor {
+                    name: "features".into(),
+                    ..Default::default()
+                }]
+            }),
+            Code::InvalidArgument,
+            "unknown output `features`",
+        ),
+        (
+            fp32_request("gray", 1, &nan, true),
+            Code::InvalidArgument,
+            "NaN",
+        ),
+    ];
+    for (request, code, needle) in cases {
+        let e = c.model_infer(request).await.expect_err(needle);
         assert_eq!(e.code(), code, "{}", e.message());
         assert!(
             e.message().contains(needle),
             "`{}` does not mention `{needle}`",
             e.message()
         );
-    };
-    check(
-        c.model_infer(fp32_request("nope", 1, &data, true)).await,
-        Code::NotFound,
-        "unknown model",
-    );
-    let mut r = fp32_request("gray", 1, &data, true);
-    r.model_version = "9".into();
-    check(c.model_infer(r).await, Code::NotFound, "no version 9");
-    check(
-        c.model_infer(fp32_request("broken", 1, &data, true)).await,
-        Code::Unavailable,
-        "not ready",
-    );
-    let mut r = fp32_request("gray", 1, &data, true);
-    r.inputs[0].datatype = "INT64".into();
-    check(
-        c.model_infer(r).await,
-        Code::InvalidArgument,
-        "datatype INT64",
-    );
-    let mut r = fp32_request("gray", 1, &data, true);
-    r.inputs[0].shape = vec![1, 1, 28, 27];
-    check(
-        c.model_infer(r).await,
-        Code::InvalidArgument,
-        "expected [batch, 1, 28, 28]",
-    );
-    let mut r = fp32_request("gray", 1, &data, true);
-    r.raw_input_contents[0].pop();
-    check(c.model_infer(r).await, Code::InvalidArgument, "3135 bytes");
-    let big = pixels(17, 784, 1);
-    check(
-        c.model_infer(fp32_request("gray", 17, &big, true)).await,
-        Code::InvalidArgument,
-        "max batch size 16",
-    );
-    check(
-        c.model_infer(pb::ModelInferRequest {
-            model_name: "gray".into(),
-            ..Default::default()
-        })
-        .await,
-        Code::InvalidArgument,
-        "no inputs",
-    );
-    let mut r = fp32_request("gray", 0, &[], true);
-    r.inputs[0].shape = vec![0, 1, 28, 28];
-    check(
-        c.model_infer(r).await,
-        Code::InvalidArgument,
-        "batch size 0",
-    );
-    let mut r = fp32_request("gray", 1, &data, true);
-    r.inputs[0].name = "pixels".into();
-    check(
-        c.model_infer(r).await,
-        Code::InvalidArgument,
-        "unknown input `pixels`",
-    );
-    let mut r = fp32_request("gray", 1, &data, false);
-    r.raw_input_contents = vec![vec![0; 3136]];
-    check(
-        c.model_infer(r).await,
-        Code::InvalidArgument,
-        "both raw_input_contents and typed",
-    );
-    let mut r = fp32_request("gray", 1, &data, true);
-    r.outputs = vec![InferRequestedOutputTensor {
-        name: "features".into(),
-        ..Default::default()
-    }];
-    check(
-        c.model_infer(r).await,
-        Code::InvalidArgument,
-        "unknown output `features`",
-    );
-    let mut nan = data.clone();
-    nan[5] = f32::NAN;
-    check(
-        c.model_infer(fp32_request("gray", 1, &nan, true)).await,
-        Code::InvalidArgument,
-        "NaN",
-    );
+    }
     // Oversized: over the 4 MiB limit of the test server.
     let huge = vec![0u8; 5 << 20];
     let mut r = fp32_request("gray", 1, &data, true);
@@ -691,16 +698,13 @@ async fn the_official_triton_python_client_works_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_and_plaintext_is_refused() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert_path, key_path, pem) = common::self_signed(dir.path());
     let mut o = Options::default();
     o.transport.tls = Some((cert_path, key_path));
     let s = start(None, o).await;
     let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(cert.cert.pem()))
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
         .domain_name("localhost");
     let url = s.url.replace("http://", "https://");
     let channel = tonic::transport::Channel::from_shared(url)

@@ -63,11 +63,7 @@ struct Cli {
 fn main() -> ExitCode {
     rir_cli::main("info", || {
         let cli = Cli::parse();
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(run(cli))
+        rir_cli::block_on(run(cli))?
     })
 }
 

@@ -192,3 +192,13 @@ pub fn png(w: u32, h: u32, rgb: bool) -> Vec<u8> {
     }
     out.into_inner()
 }
+
+/// A self-signed certificate for `localhost` written to `dir`: the
+/// certificate and key paths, and the certificate's PEM for clients.
+pub fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (cert_path, key_path, cert.cert.pem())
+}
