@@ -10,6 +10,7 @@
 #   MODELS (models), NAME (rir-cifar10), RIR_GRPC_PORT (8001).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 cd "$RIR_ROOT"
 
 DATA_DIR="${DATA_DIR:-data/cifar-10-batches-bin}"
@@ -39,15 +40,8 @@ mkdir -p "$MODELS/$NAME/1"
   --verify --data-dir "$DATA_DIR"
 
 echo "== serve $MODELS and measure $NAME's accuracy through the server"
-./target/debug/rir-serve --models "$MODELS" --grpc-addr "127.0.0.1:$PORT" \
-  --metrics-addr "127.0.0.1:0" >"$RUN/serve.log" 2>&1 &
-SERVER=$!
-trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-  kill -0 "$SERVER" 2>/dev/null || { cat "$RUN/serve.log"; exit 1; }
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-  sleep 0.2
-done
+start_server "$PORT" "$RUN/serve.log" --models "$MODELS" --grpc-addr "127.0.0.1:$PORT" \
+  --metrics-addr "127.0.0.1:0"
 ./target/debug/rir-classify -u "127.0.0.1:$PORT" -m "$NAME" --eval cifar10 --data-dir "$DATA_DIR" \
   --model-file "$MODELS/$NAME/1/model.onnx"
 echo "== done: rir-serve --models $MODELS serves $NAME next to the other models"

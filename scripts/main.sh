@@ -7,6 +7,7 @@
 # Ports: RIR_GRPC_PORT (default 8001) and RIR_METRICS_PORT (default 8002).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 cd "$RIR_ROOT"
 
 GRPC_PORT="${RIR_GRPC_PORT:-8001}"
@@ -19,28 +20,7 @@ cargo build --workspace --bins --quiet
 
 echo "== start rir-serve on models/ (gRPC $URL, metrics http://127.0.0.1:$METRICS_PORT/metrics)"
 LOG="$(mktemp -t rir-serve.XXXXXX.log)"
-./target/debug/rir-serve --grpc-addr "$URL" --metrics-addr "127.0.0.1:$METRICS_PORT" >"$LOG" 2>&1 &
-SERVER=$!
-stop_server() {
-  if kill -0 "$SERVER" 2>/dev/null; then
-    kill -TERM "$SERVER"
-    wait "$SERVER" || true
-    echo "== server stopped (log: $LOG)"
-  fi
-}
-trap stop_server EXIT
-# rir-serve listens once every model is loaded and warmed up.
-for _ in $(seq 1 300); do
-  if ! kill -0 "$SERVER" 2>/dev/null; then
-    cat "$LOG"
-    echo "rir-serve exited before it was ready" >&2
-    exit 1
-  fi
-  if (exec 3<>"/dev/tcp/127.0.0.1/$GRPC_PORT") 2>/dev/null; then
-    break
-  fi
-  sleep 0.2
-done
+start_server "$GRPC_PORT" "$LOG" --grpc-addr "$URL" --metrics-addr "127.0.0.1:$METRICS_PORT"
 grep -h "ready in" "$LOG" | sed 's/\x1b\[[0-9;]*m//g' || true
 
 echo "== classify 8 real Fashion-MNIST test images (samples/fashion-mnist/<index>-<true label>.png)"
