@@ -24,6 +24,7 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
+pub mod summary;
 pub mod train;
 
 pub use error::TrainError;

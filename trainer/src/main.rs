@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use rir_checkpoint::Checkpoint;
 use rir_data::cifar::Flavour;
 use rir_data::{Source, load};
+use rir_spec::meta::EpochMetrics;
 use rir_spec::preset::{self, PRESETS};
 use rir_spec::{BlockMask, InputSpec, Projection, Variant};
 use rir_trainer::bench::Form;
@@ -16,7 +17,7 @@ use rir_trainer::device::{self, DeviceChoice};
 use rir_trainer::model::Precision;
 use rir_trainer::schedule::Schedule;
 use rir_trainer::train::{BEST, LAST, METRICS};
-use rir_trainer::{Outcome, TrainConfig, Trainer, ckpt, plot};
+use rir_trainer::{Outcome, TrainConfig, Trainer, ckpt, plot, summary};
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +70,18 @@ enum Command {
     Info,
     /// Measure training throughput: one-conv vs four-conv vs PyTorch eager.
     Bench(BenchArgs),
+    /// Compare finished runs: a Markdown table per variant (mean and range over seeds) and their curves.
+    Report {
+        /// Run folders (each with last.safetensors).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Draw every run's loss and accuracy curves into this PNG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Title of the plot.
+        #[arg(long, default_value = "test and training curves")]
+        title: String,
+    },
     /// One measurement of `bench`, in its own process (internal).
     #[command(hide = true)]
     BenchChild {
@@ -234,6 +247,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Presets { dataset } => presets(dataset),
         Command::Info => info(),
         Command::Bench(a) => bench(a),
+        Command::Report { runs, plot, title } => report(&runs, plot.as_deref(), &title),
         Command::BenchChild {
             preset: name,
             dataset,
@@ -501,6 +515,28 @@ fn shape_of(source: Source) -> (InputSpec, usize) {
 fn bench_spec(name: &str, source: Source, variant: Variant) -> Result<rir_spec::ModelSpec> {
     let (input, classes) = shape_of(source);
     Ok(preset::build(name, variant, input, classes)?)
+}
+
+fn report(folders: &[PathBuf], plot: Option<&std::path::Path>, title: &str) -> Result<ExitCode> {
+    let runs = folders
+        .iter()
+        .map(|f| summary::read_run(f).with_context(|| format!("reading run {}", f.display())))
+        .collect::<Result<Vec<_>>>()?;
+    print!("{}\n{}", summary::table(&runs), summary::runs_list(&runs));
+    if let Some(path) = plot {
+        let labels: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{} s{}", r.variant, r.seed))
+            .collect();
+        let series: Vec<(&str, &[EpochMetrics])> = labels
+            .iter()
+            .zip(&runs)
+            .map(|(l, r)| (l.as_str(), r.history.as_slice()))
+            .collect();
+        plot::curves(path, title, &series)?;
+        println!("curves: {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {

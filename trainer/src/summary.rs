@@ -1,0 +1,150 @@
+//! Several finished runs side by side: the table and the curves RESULTS.md
+//! shows, read back from the runs' own checkpoints (their metadata carries
+//! the spec, the recipe and every epoch's figures), so that the published
+//! numbers come from the runs and not from hand copying.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use rir_checkpoint::Checkpoint;
+use rir_spec::meta::EpochMetrics;
+
+use crate::error::TrainError;
+use crate::train::LAST;
+
+/// One run's figures.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Run folder.
+    pub folder: PathBuf,
+    /// Variant name (`rir`, `resnet`, ...).
+    pub variant: String,
+    /// The network in words.
+    pub describe: String,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Learned parameters.
+    pub params: usize,
+    /// Multiply-adds per image.
+    pub macs: usize,
+    /// Every epoch.
+    pub history: Vec<EpochMetrics>,
+}
+
+impl RunSummary {
+    /// Best test accuracy over the epochs.
+    pub fn best(&self) -> f64 {
+        self.history.iter().map(|m| m.test_acc).fold(0.0, f64::max)
+    }
+
+    /// Test accuracy after the last epoch.
+    pub fn last(&self) -> f64 {
+        self.history.last().map_or(0.0, |m| m.test_acc)
+    }
+
+    /// Wall time of all epochs, evaluation included, seconds.
+    pub fn seconds(&self) -> f64 {
+        self.history.iter().map(|m| m.seconds).sum()
+    }
+
+    /// Median training images per second over the epochs (robust to an
+    /// epoch slowed by other work on the machine).
+    pub fn img_per_s(&self) -> f64 {
+        median(self.history.iter().map(|m| m.train_img_per_s).collect())
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Reads `<folder>/last.safetensors`.
+pub fn read_run(folder: &Path) -> Result<RunSummary, TrainError> {
+    let ck = Checkpoint::read(&folder.join(LAST))?;
+    let meta = ck.meta;
+    let cost = meta.spec.cost();
+    Ok(RunSummary {
+        folder: folder.to_path_buf(),
+        variant: meta.spec.variant.name().to_string(),
+        describe: meta.spec.describe(),
+        seed: meta.training.config["seed"].as_u64().unwrap_or(0),
+        params: cost.params,
+        macs: cost.macs,
+        history: meta.training.history,
+    })
+}
+
+/// A Markdown table with one row per variant (runs of a variant are its
+/// seeds): accuracy as mean and range over seeds, then size, epochs, time
+/// and throughput.
+pub fn table(runs: &[RunSummary]) -> String {
+    let mut groups: BTreeMap<&str, Vec<&RunSummary>> = BTreeMap::new();
+    for r in runs {
+        groups.entry(&r.variant).or_default().push(r);
+    }
+    let mut out = String::from(
+        "| model | params | MACs/image | seeds | epochs | best test acc, mean (min–max) | final-epoch acc, mean | wall time per run | train img/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    // RiR first, as the paper's subject, then the baselines.
+    let order = ["rir", "resnet-init", "resnet", "cnn"];
+    let mut names: Vec<&str> = groups.keys().copied().collect();
+    names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
+    for name in names {
+        let g = &groups[name];
+        let best: Vec<f64> = g.iter().map(|r| 100.0 * r.best()).collect();
+        let last: Vec<f64> = g.iter().map(|r| 100.0 * r.last()).collect();
+        let secs: Vec<f64> = g.iter().map(|r| r.seconds()).collect();
+        let ips: Vec<f64> = g.iter().map(|r| r.img_per_s()).collect();
+        let epochs: Vec<String> = {
+            let mut e: Vec<usize> = g.iter().map(|r| r.history.len()).collect();
+            e.dedup();
+            e.iter().map(usize::to_string).collect()
+        };
+        let lo = best.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = best.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let _ = writeln!(
+            out,
+            "| {name} | {:.3} M | {:.1} M | {} | {} | {:.2} % ({lo:.2}–{hi:.2}) | {:.2} % | {:.1} min | {:.0} |",
+            g[0].params as f64 / 1e6,
+            g[0].macs as f64 / 1e6,
+            g.len(),
+            epochs.join("/"),
+            mean(&best),
+            mean(&last),
+            mean(&secs) / 60.0,
+            median(ips),
+        );
+    }
+    out
+}
+
+/// Per-run lines: folder, seed, best and final accuracy.
+pub fn runs_list(runs: &[RunSummary]) -> String {
+    let mut out = String::new();
+    for r in runs {
+        let _ = writeln!(
+            out,
+            "{}: {} seed {}: best {:.2} %, final {:.2} %, {:.1} min, {:.0} img/s",
+            r.folder.display(),
+            r.describe,
+            r.seed,
+            100.0 * r.best(),
+            100.0 * r.last(),
+            r.seconds() / 60.0,
+            r.img_per_s()
+        );
+    }
+    out
+}
