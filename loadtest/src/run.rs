@@ -381,8 +381,9 @@ async fn control(
             ok as f64 / secs
         ));
         match o.stop {
-            Stop::Requests(_) if o.stability.is_none() => {
-                bar.set_position(sh.issued.load(Ordering::Relaxed));
+            Stop::Requests(n) if o.stability.is_none() => {
+                // Workers that find the count reached still bump it once.
+                bar.set_position(sh.issued.load(Ordering::Relaxed).min(n));
             }
             _ => bar.set_position(started.elapsed().as_millis() as u64),
         }
