@@ -343,17 +343,17 @@ pub async fn server(o: &ServerBenchOptions) -> Result<String> {
     );
     let _ = writeln!(
         out,
-        "{:<28} {:>10} {:>12} {:>10} {:>10}",
+        "{:<40} {:>10} {:>12} {:>10} {:>10}",
         "", "p50 ms", "images/s", "p99 ms", "errors"
     );
     let _ = writeln!(
         out,
-        "{:<28} {:>10.3} {:>12} {:>10} {:>10}",
+        "{:<40} {:>10.3} {:>12} {:>10} {:>10}",
         "in-process, batch 1", p50_local, "", "", ""
     );
     let _ = writeln!(
         out,
-        "{:<28} {:>10} {:>12.1} {:>10} {:>10}",
+        "{:<40} {:>10} {:>12.1} {:>10} {:>10}",
         format!("in-process, batch {}", o.max_batch),
         "",
         ips_local,
@@ -363,7 +363,7 @@ pub async fn server(o: &ServerBenchOptions) -> Result<String> {
     for (label, r) in &rows {
         let _ = writeln!(
             out,
-            "{:<28} {:>10.3} {:>12.1} {:>10.3} {:>10}",
+            "{:<40} {:>10.3} {:>12.1} {:>10.3} {:>10}",
             format!("server, {}, {label}", r.load),
             r.latency_ms.p50,
             r.inferences_per_s,
@@ -421,7 +421,7 @@ pub async fn server(o: &ServerBenchOptions) -> Result<String> {
 pub struct PerfAnalyzer {
     /// Inferences per second.
     pub ips: f64,
-    /// p50, p90, p95, p99 and average latency, ms.
+    /// Median latency, ms.
     pub p50: f64,
     /// 90th percentile.
     pub p90: f64,
@@ -457,7 +457,21 @@ pub fn parse_perf_csv(text: &str) -> Result<PerfAnalyzer> {
         p90: col("p90 latency")? / 1e3,
         p95: col("p95 latency")? / 1e3,
         p99: col("p99 latency")? / 1e3,
-        avg: col("Avg latency")? / 1e3,
+        // perf_analyzer's CSV has no average column; its average latency is
+        // the sum of these components (as its own summary prints it).
+        avg: [
+            "Client Send",
+            "Network+Server Send/Recv",
+            "Server Queue",
+            "Server Compute Input",
+            "Server Compute Infer",
+            "Server Compute Output",
+            "Client Recv",
+        ]
+        .iter()
+        .map(|c| col(c))
+        .sum::<Result<f64>>()?
+            / 1e3,
     })
 }
 
@@ -566,4 +580,23 @@ pub async fn compare(o: &CompareOptions) -> Result<String> {
 
 fn tempfile_path(stem: &str, ext: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rir-{stem}-{}.{ext}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_perf_analyzer_csv() {
+        // The header and row perf_analyzer 2.41 writes with -f.
+        let csv = "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,\
+                   Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,\
+                   p50 latency,p90 latency,p95 latency,p99 latency\n\
+                   1,1342.29,0,331,109,1,300,0,0,381,647,3140,8369\n";
+        let p = parse_perf_csv(csv).unwrap();
+        assert_eq!(p.ips, 1342.29);
+        assert_eq!((p.p50, p.p99), (0.381, 8.369));
+        assert!((p.avg - 0.741).abs() < 1e-12);
+        assert!(parse_perf_csv("Concurrency\n1\n").is_err());
+    }
 }

@@ -142,7 +142,7 @@ struct BenchCommon {
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
     /// Seconds measured per point.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(short = 'd', long, default_value_t = 10.0)]
     duration: f64,
     /// Concurrencies (list or doubling range).
     #[arg(short = 'c', long, default_value = "1,8,64")]
@@ -252,7 +252,7 @@ fn secs(v: f64, what: &str) -> Result<Duration> {
 }
 
 fn main() -> ExitCode {
-    rir_cli::main("info", || {
+    rir_cli::main("info,ort=warn", || {
         let cli = Cli::parse();
         rir_cli::block_on(async move {
             match cli.bench {

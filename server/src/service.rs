@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::batcher::{Job, JobError, JobOutput, SubmitError};
 use crate::models::{Lookup, Models, Slot};
+use crate::stats::RequestTimes;
 use crate::tensors::{self, Batch};
 
 /// Server name reported by ServerMetadata.
@@ -98,7 +99,9 @@ pub fn deadline_of<T>(req: &Request<T>) -> Option<Instant> {
     Some(Instant::now() + d)
 }
 
-/// Queues `batch` on `slot` and waits for its outputs, recording statistics.
+/// Queues `batch` on `slot` and waits for its outputs, recording failures
+/// in the statistics (the caller records a success once it has encoded the
+/// response).
 async fn infer(slot: &Slot, batch: Batch, deadline: Option<Instant>) -> Result<JobOutput, Status> {
     let started = Instant::now();
     let fail = |status: Status| {
@@ -133,11 +136,7 @@ async fn infer(slot: &Slot, batch: Batch, deadline: Option<Instant>) -> Result<J
     }
     slot.stats.set_pending(batcher.pending());
     match rx.await {
-        Ok(Ok(out)) => {
-            slot.stats
-                .record_success(n, out.queue, out.compute, started.elapsed());
-            Ok(out)
-        }
+        Ok(Ok(out)) => Ok(out),
         Ok(Err(JobError::DeadlineExceeded)) => Err(fail(Status::deadline_exceeded(
             "the deadline passed while the request was queued; it was not run",
         ))),
@@ -146,6 +145,28 @@ async fn infer(slot: &Slot, batch: Batch, deadline: Option<Instant>) -> Result<J
         }
         Err(_) => Err(fail(Status::unavailable("the model's worker stopped"))),
     }
+}
+
+/// Counts a success of `n` images whose handling began at `decoding`,
+/// spent `input` decoding and has encoded its response since `encoding`.
+fn record_success(
+    slot: &Slot,
+    n: usize,
+    decoding: Instant,
+    input: Duration,
+    out: &JobOutput,
+    encoding: Instant,
+) {
+    slot.stats.record_success(
+        n,
+        &RequestTimes {
+            total: decoding.elapsed(),
+            input,
+            queue: out.queue,
+            infer: out.compute,
+            output: encoding.elapsed(),
+        },
+    );
 }
 
 fn int_param(p: &HashMap<String, InferParameter>, key: &str) -> Result<Option<usize>, Status> {
@@ -313,9 +334,9 @@ impl GrpcInferenceService for Service {
                         success: dur(s.success),
                         fail: dur(s.fail),
                         queue: dur(s.queue),
-                        compute_input: dur(Default::default()),
+                        compute_input: dur(s.compute_input),
                         compute_infer: dur(s.compute_infer),
-                        compute_output: dur(Default::default()),
+                        compute_output: dur(s.compute_output),
                     }),
                     batch_stats: s
                         .batches
@@ -373,6 +394,7 @@ impl GrpcInferenceService for Service {
                 input.name, desc.input
             )));
         }
+        let decoding = Instant::now();
         let batch = tensors::decode_input(
             input,
             r.raw_input_contents.first().map(Vec::as_slice),
@@ -380,6 +402,7 @@ impl GrpcInferenceService for Service {
             max_batch,
         )
         .map_err(bad)?;
+        let input_time = decoding.elapsed();
         // Requested outputs (all when none is named) and their classification counts.
         let mut wanted: Vec<(usize, Option<usize>)> = vec![];
         for o in &r.outputs {
@@ -405,6 +428,7 @@ impl GrpcInferenceService for Service {
         }
         let n = batch.n;
         let out = infer(slot, batch, deadline).await?;
+        let encoding = Instant::now();
         let mut outputs = vec![];
         let mut raw_out = vec![];
         for (k, classes) in wanted {
@@ -449,6 +473,7 @@ impl GrpcInferenceService for Service {
                 raw_out.push(bytes);
             }
         }
+        record_success(slot, n, decoding, input_time, &out, encoding);
         Ok(Response::new(pb::ModelInferResponse {
             model_name: desc.name.clone(),
             model_version: slot.version.to_string(),
@@ -490,6 +515,7 @@ impl ImageClassifier for Service {
                 r.images.len()
             )));
         }
+        let decoding = Instant::now();
         let mut data = Vec::with_capacity(r.images.len() * desc.chw.iter().product::<usize>());
         for (i, bytes) in r.images.iter().enumerate() {
             data.extend(
@@ -498,7 +524,9 @@ impl ImageClassifier for Service {
             );
         }
         let n = r.images.len();
+        let input_time = decoding.elapsed();
         let out = infer(slot, Batch { data, n }, deadline).await?;
+        let encoding = Instant::now();
         // Probabilities: the `probabilities` output when the model has one,
         // else a softmax of its first output.
         let (k, probs) = match desc.outputs.iter().position(|o| o == "probabilities") {
@@ -526,6 +554,7 @@ impl ImageClassifier for Service {
                     .collect(),
             })
             .collect();
+        record_success(slot, n, decoding, input_time, &out, encoding);
         Ok(Response::new(classify::ClassifyResponse {
             model_name: desc.name.clone(),
             model_version: slot.version.to_string(),

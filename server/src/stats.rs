@@ -125,8 +125,12 @@ pub struct Snapshot {
     pub fail: Duration2,
     /// Queue time of requests that ran.
     pub queue: Duration2,
+    /// Time spent turning requests into engine input (decoding tensors or images).
+    pub compute_input: Duration2,
     /// Engine time of requests that ran.
     pub compute_infer: Duration2,
+    /// Time spent turning engine output into responses.
+    pub compute_output: Duration2,
     /// Images inferred.
     pub inference_count: u64,
     /// Engine executions.
@@ -135,6 +139,21 @@ pub struct Snapshot {
     pub last_inference_ms: u64,
     /// Executions and engine time per batch size.
     pub batches: BTreeMap<usize, Duration2>,
+}
+
+/// Where a successful request's time went, as Triton reports it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestTimes {
+    /// From the handler's start to the response.
+    pub total: Duration,
+    /// Decoding the request into engine input.
+    pub input: Duration,
+    /// Waiting in the batcher's queue.
+    pub queue: Duration,
+    /// In the engine.
+    pub infer: Duration,
+    /// Encoding the response.
+    pub output: Duration,
 }
 
 /// One model's statistics, shared by the service and the batcher.
@@ -175,18 +194,24 @@ impl ModelStats {
             .observe(images as f64);
     }
 
-    /// A request of `n` images succeeded after `total`, `queue` of it queued.
-    pub fn record_success(&self, n: usize, queue: Duration, compute: Duration, total: Duration) {
+    /// A request of `n` images succeeded; `t` says where its time went. The
+    /// phases are counted together, under one lock, because Triton clients
+    /// (perf_analyzer) require equal counts of compute input, infer and
+    /// output in every snapshot.
+    pub fn record_success(&self, n: usize, t: &RequestTimes) {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         self.with(|s| {
-            s.success.add(total);
-            s.queue.add(queue);
-            s.compute_infer.add(compute);
+            s.success.add(t.total);
+            s.queue.add(t.queue);
+            s.compute_input.add(t.input);
+            s.compute_infer.add(t.infer);
+            s.compute_output.add(t.output);
             s.inference_count += n as u64;
             s.last_inference_ms = now_ms;
         });
+        let queue = t.queue;
         let m = &self.metrics;
         m.inferences
             .with_label_values(&[&self.model])

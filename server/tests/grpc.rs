@@ -489,6 +489,17 @@ async fn statistics_count_what_ran() {
     let inf = m.inference_stats.as_ref().unwrap();
     assert_eq!(inf.success.as_ref().unwrap().count, 2);
     assert_eq!(inf.fail.as_ref().unwrap().count, 1);
+    // perf_analyzer refuses statistics whose compute counts differ.
+    for phase in [
+        &inf.queue,
+        &inf.compute_input,
+        &inf.compute_infer,
+        &inf.compute_output,
+    ] {
+        let d = phase.as_ref().unwrap();
+        assert_eq!(d.count, 2);
+        assert!(d.ns > 0 || std::ptr::eq(phase, &inf.queue));
+    }
     assert!(m.last_inference > 0);
     let all = c
         .model_statistics(pb::ModelStatisticsRequest::default())

@@ -61,7 +61,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    rir_cli::main("info", || {
+    rir_cli::main("info,ort=warn", || {
         let cli = Cli::parse();
         rir_cli::block_on(run(cli))?
     })
