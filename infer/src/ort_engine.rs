@@ -29,7 +29,7 @@ pub enum DeviceKind {
 }
 
 /// How to create ONNX Runtime sessions.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OrtOptions {
     /// Path of `libonnxruntime.so`, if not found the usual way.
     pub library: Option<PathBuf>,
@@ -37,6 +37,22 @@ pub struct OrtOptions {
     pub threads: usize,
     /// Compute on CUDA instead of the CPU.
     pub cuda: bool,
+    /// Let idle intra-op threads spin-wait for the next run (ONNX Runtime's
+    /// default). Fastest when the session has the cores to itself; in a
+    /// server it takes CPU from the threads that receive and answer
+    /// requests.
+    pub spin: bool,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        OrtOptions {
+            library: None,
+            threads: 0,
+            cuda: false,
+            spin: true,
+        }
+    }
 }
 
 /// The library path the search settles on.
@@ -113,6 +129,11 @@ impl OrtEngine {
         if options.threads > 0 {
             builder = builder
                 .with_intra_threads(options.threads)
+                .map_err(|e| err(e.to_string()))?;
+        }
+        if !options.spin {
+            builder = builder
+                .with_intra_op_spinning(false)
                 .map_err(|e| err(e.to_string()))?;
         }
         let device = if options.cuda {

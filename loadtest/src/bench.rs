@@ -227,55 +227,131 @@ pub struct ServerBenchOptions {
     pub max_batch: usize,
     /// Sustained load at the highest concurrency for the memory figure.
     pub soak: Duration,
+    /// More rir-serve arguments (for example `--ort-spin false`).
+    pub server_args: Vec<String>,
     /// Shared settings.
     pub common: BenchOptions,
 }
 
-/// p50 latency (ms) at batch 1 and images/s at batch `big`, in-process.
-fn in_process(path: &Path, threads: usize, big: usize, duration: Duration) -> Result<(f64, f64)> {
-    let info = ModelInfo::read(path)?;
-    let dims: Vec<usize> = info
-        .inputs
-        .first()
-        .context("model has no input")?
-        .dims
-        .iter()
-        .skip(1)
-        .map(|d| d.unwrap_or(1))
-        .collect();
-    let item: usize = dims.iter().product();
-    let mut rng = fastrand::Rng::with_seed(0);
-    let data: Vec<f32> = (0..item * big).map(|_| rng.f32()).collect();
-    let mut engine = OrtEngine::load(
-        path,
-        &OrtOptions {
-            threads,
-            ..Default::default()
-        },
-    )?;
-    let shape = |n: usize| [vec![n], dims.clone()].concat();
-    for _ in 0..20 {
-        engine.run(&data[..item], &shape(1))?;
-    }
-    let mut lat = Vec::new();
-    let t0 = Instant::now();
-    while t0.elapsed() < duration || lat.len() < 100 {
-        let t = Instant::now();
-        engine.run(&data[..item], &shape(1))?;
-        lat.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    lat.sort_by(f64::total_cmp);
-    let p50 = lat[lat.len() / 2];
-    for _ in 0..3 {
-        engine.run(&data, &shape(big))?;
-    }
-    let (t0, mut n) = (Instant::now(), 0usize);
-    while t0.elapsed() < duration || n < 10 {
-        engine.run(&data, &shape(big))?;
-        n += 1;
-    }
-    Ok((p50, (n * big) as f64 / t0.elapsed().as_secs_f64()))
+/// The model run in this process: the reference the server is measured
+/// against.
+struct Local {
+    engine: OrtEngine,
+    /// Random input for the largest batch.
+    data: Vec<f32>,
+    /// Item dimensions (C, H, W).
+    dims: Vec<usize>,
 }
+
+impl Local {
+    fn load(path: &Path, threads: usize, big: usize) -> Result<Local> {
+        let info = ModelInfo::read(path)?;
+        let dims: Vec<usize> = info
+            .inputs
+            .first()
+            .context("model has no input")?
+            .dims
+            .iter()
+            .skip(1)
+            .map(|d| d.unwrap_or(1))
+            .collect();
+        let item: usize = dims.iter().product();
+        let mut rng = fastrand::Rng::with_seed(0);
+        let data: Vec<f32> = (0..item * big).map(|_| rng.f32()).collect();
+        let engine = OrtEngine::load(
+            path,
+            &OrtOptions {
+                threads,
+                ..Default::default()
+            },
+        )?;
+        let mut local = Local { engine, data, dims };
+        for _ in 0..20 {
+            local.run(1)?;
+        }
+        for _ in 0..3 {
+            local.run(big)?;
+        }
+        Ok(local)
+    }
+
+    fn run(&mut self, n: usize) -> Result<()> {
+        let item: usize = self.dims.iter().product();
+        let shape = [vec![n], self.dims.clone()].concat();
+        self.engine.run(&self.data[..n * item], &shape)?;
+        Ok(())
+    }
+
+    /// Median latency of batch-1 runs for `duration`, ms.
+    fn p50(&mut self, duration: Duration) -> Result<f64> {
+        let mut lat = Vec::new();
+        let t0 = Instant::now();
+        while t0.elapsed() < duration || lat.len() < 100 {
+            let t = Instant::now();
+            self.run(1)?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(lat))
+    }
+
+    /// Images per second at batch `n` for `duration`.
+    fn throughput(&mut self, n: usize, duration: Duration) -> Result<f64> {
+        let (t0, mut runs) = (Instant::now(), 0usize);
+        while t0.elapsed() < duration || runs < 10 {
+            self.run(n)?;
+            runs += 1;
+        }
+        Ok((runs * n) as f64 / t0.elapsed().as_secs_f64())
+    }
+}
+
+/// Runs `f` on `local` off the async threads and hands `local` back.
+async fn blocking<T: Send + 'static>(
+    mut local: Local,
+    f: impl FnOnce(&mut Local) -> Result<T> + Send + 'static,
+) -> Result<(Local, T)> {
+    tokio::task::spawn_blocking(move || {
+        let r = f(&mut local)?;
+        Ok((local, r))
+    })
+    .await?
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// In-process and server figures of the alternating rounds.
+#[derive(Default)]
+struct Rounds {
+    local: Vec<f64>,
+    server: Vec<f64>,
+}
+
+impl Rounds {
+    fn push(&mut self, local: f64, server: f64) {
+        self.local.push(local);
+        self.server.push(server);
+    }
+
+    /// Medians of the in-process figures, the server figures, and the
+    /// per-round differences (server minus in-process) and ratios.
+    fn medians(&self) -> (f64, f64, f64, f64) {
+        let pairs = || self.local.iter().zip(&self.server);
+        (
+            median(self.local.clone()),
+            median(self.server.clone()),
+            median(pairs().map(|(l, s)| s - l).collect()),
+            median(pairs().map(|(l, s)| s / l).collect()),
+        )
+    }
+}
+
+/// Alternating rounds per comparison: the machine's speed drifts by more
+/// than the differences measured, so each server figure is set against an
+/// in-process figure taken just before it.
+const ROUNDS: usize = 5;
 
 /// rir-serve next to in-process ONNX Runtime on the same model.
 pub async fn server(o: &ServerBenchOptions) -> Result<String> {
@@ -286,15 +362,24 @@ pub async fn server(o: &ServerBenchOptions) -> Result<String> {
     } = &o.served;
     let path = latest_model(models, model)?;
     let d = o.common.duration;
-    let (p50_local, ips_local) = {
-        let (path, threads, big) = (path.clone(), o.threads, o.max_batch);
-        tokio::task::spawn_blocking(move || in_process(&path, threads, big, d)).await??
+    let slice = (d / ROUNDS as u32).max(Duration::from_millis(500));
+    let big = o.max_batch;
+    let top = o.common.concurrency.iter().copied().max().unwrap_or(64);
+    let mut local = {
+        let (path, threads) = (path.clone(), o.threads);
+        tokio::task::spawn_blocking(move || Local::load(&path, threads, big)).await??
     };
     let threads = o.threads.to_string();
     let mut rows: Vec<(String, Report)> = Vec::new();
+    let (mut latency, mut throughput) = (Rounds::default(), Rounds::default());
     let mut rss = (0.0, 0.0);
     let mut soak_report = None;
-    for (batching, max_batch) in [("off", 1), ("on", o.max_batch)] {
+    let round = BenchOptions {
+        warmup: Duration::from_millis(300),
+        duration: slice,
+        ..o.common.clone()
+    };
+    for (batching, max_batch) in [("off", 1), ("on", big)] {
         let args: Vec<String> = [
             "--max-batch",
             &max_batch.to_string(),
@@ -306,7 +391,9 @@ pub async fn server(o: &ServerBenchOptions) -> Result<String> {
             "cpu",
         ]
         .map(String::from)
-        .to_vec();
+        .into_iter()
+        .chain(o.server_args.iter().cloned())
+        .collect();
         let srv = spawn_server(serve_bin, models, &args).await?;
         let w = prepare(&srv.url, model).await?;
         for &c in &o.common.concurrency {
@@ -315,22 +402,34 @@ pub async fn server(o: &ServerBenchOptions) -> Result<String> {
                 closed(&w, c, &o.common).await?,
             ));
         }
+        for _ in 0..ROUNDS {
+            if max_batch == 1 {
+                let (l, p50) = blocking(local, move |l| l.p50(slice)).await?;
+                local = l;
+                latency.push(p50, closed(&w, 1, &round).await?.latency_ms.p50);
+            } else {
+                let (l, ips) = blocking(local, move |l| l.throughput(big, slice)).await?;
+                local = l;
+                throughput.push(ips, closed(&w, top, &round).await?.inferences_per_s);
+            }
+        }
         if max_batch > 1 && !o.soak.is_zero() {
-            let c = o.common.concurrency.iter().copied().max().unwrap_or(64);
             let warm = rss_mib(srv.pid())?;
             let soak = BenchOptions {
                 warmup: Duration::ZERO,
                 duration: o.soak,
                 ..o.common.clone()
             };
-            soak_report = Some(closed(&w, c, &soak).await?);
+            soak_report = Some(closed(&w, top, &soak).await?);
             rss = (warm, rss_mib(srv.pid())?);
         }
     }
+    let (lat_local, lat_server, added, _) = latency.medians();
+    let (ips_local, ips_server, _, ratio) = throughput.medians();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "rir-serve vs in-process ONNX Runtime: {} ({}), {} cores, ORT threads {}, {} s per point\n",
+        "rir-serve vs in-process ONNX Runtime: {} ({}), {} cores, ORT threads {}, {} s per point{}\n",
         model,
         path.display(),
         cores(),
@@ -339,26 +438,17 @@ pub async fn server(o: &ServerBenchOptions) -> Result<String> {
         } else {
             o.threads.to_string()
         },
-        d.as_secs_f64()
+        d.as_secs_f64(),
+        if o.server_args.is_empty() {
+            String::new()
+        } else {
+            format!(", rir-serve {}", o.server_args.join(" "))
+        }
     );
     let _ = writeln!(
         out,
         "{:<40} {:>10} {:>12} {:>10} {:>10}",
         "", "p50 ms", "images/s", "p99 ms", "errors"
-    );
-    let _ = writeln!(
-        out,
-        "{:<40} {:>10.3} {:>12} {:>10} {:>10}",
-        "in-process, batch 1", p50_local, "", "", ""
-    );
-    let _ = writeln!(
-        out,
-        "{:<40} {:>10} {:>12.1} {:>10} {:>10}",
-        format!("in-process, batch {}", o.max_batch),
-        "",
-        ips_local,
-        "",
-        ""
     );
     for (label, r) in &rows {
         let _ = writeln!(
@@ -371,35 +461,16 @@ pub async fn server(o: &ServerBenchOptions) -> Result<String> {
             r.failed()
         );
     }
-    let find = |batching: &str, c: usize| {
-        rows.iter()
-            .find(|(l, r)| l.ends_with(batching) && r.concurrency == Some(c))
-            .map(|(_, r)| r)
-    };
-    out.push('\n');
-    if let Some(r) = find("off", 1) {
-        let _ = writeln!(
-            out,
-            "latency added at concurrency 1 (p50, batching off): {:.0} us (goal <= 100 us)",
-            (r.latency_ms.p50 - p50_local) * 1e3
-        );
-    }
-    if let Some(r) = find("on", 1) {
-        let _ = writeln!(
-            out,
-            "latency added at concurrency 1 (p50, batching on):  {:.0} us",
-            (r.latency_ms.p50 - p50_local) * 1e3
-        );
-    }
-    let top = o.common.concurrency.iter().copied().max().unwrap_or(64);
-    if let Some(r) = find("on", top) {
-        let _ = writeln!(
-            out,
-            "throughput at concurrency {top} with batching / in-process batch {}: {:.2}x (goal >= 0.8x)",
-            o.max_batch,
-            r.inferences_per_s / ips_local
-        );
-    }
+    let _ = writeln!(
+        out,
+        "\n{ROUNDS} alternating rounds of {:.1} s (in-process, then server), medians:\n\
+         batch-1 p50: in-process {lat_local:.3} ms, server at concurrency 1 with batching off {lat_server:.3} ms\n\
+         latency added (median of the per-round differences): {:.0} us (goal <= 100 us)\n\
+         throughput: in-process batch {big} {ips_local:.1} images/s, server at concurrency {top} with batching {ips_server:.1} images/s\n\
+         ratio (median of the per-round ratios): {ratio:.2}x (goal >= 0.8x)",
+        slice.as_secs_f64(),
+        added * 1e3
+    );
     if let Some(r) = soak_report {
         let _ = writeln!(
             out,

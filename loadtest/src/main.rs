@@ -211,6 +211,9 @@ enum BenchCommand {
         /// Seconds of sustained load at the highest concurrency for the memory figure (0: skip).
         #[arg(long, default_value_t = 300.0)]
         soak: f64,
+        /// More rir-serve arguments, space-separated (e.g. "--ort-spin false --instances 2").
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        server_args: String,
     },
 }
 
@@ -297,12 +300,14 @@ async fn run_bench(b: BenchCommand) -> Result<ExitCode> {
             threads,
             max_batch,
             soak,
+            server_args,
         } => {
             bench::server(&ServerBenchOptions {
                 served: serve.served()?,
                 threads,
                 max_batch,
                 soak: secs(soak, "--soak")?,
+                server_args: server_args.split_whitespace().map(String::from).collect(),
                 common: bench_options(&common)?,
             })
             .await?

@@ -44,6 +44,9 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Path of libonnxruntime.so, if not found the usual way.
     pub ort_library: Option<PathBuf>,
+    /// Let ONNX Runtime's idle intra-op threads spin-wait (see
+    /// [`OrtOptions::spin`]).
+    pub ort_spin: bool,
 }
 
 /// One model version and its state.
@@ -90,6 +93,7 @@ fn make_engine(d: &ModelDescriptor, o: &EngineOptions) -> Result<Box<dyn Engine>
                 library: o.ort_library.clone(),
                 threads: o.threads,
                 cuda: false,
+                spin: o.ort_spin,
             };
             match o.device {
                 DeviceChoice::Cpu => {

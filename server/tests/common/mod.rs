@@ -118,6 +118,7 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
         instances: 1,
         threads: 1,
         ort_library: None,
+        ort_spin: false,
     };
     let models = Models::load(&root, &engines, o.batching, metrics.clone()).unwrap();
     let state = Arc::new(AppState {
