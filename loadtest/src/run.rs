@@ -153,7 +153,12 @@ impl Shared {
             Ok(()) => self.ok.fetch_add(1, Ordering::Relaxed),
             Err(s) => {
                 *lock(&self.last_error) = Some(s.clone());
-                self.failed.fetch_add(1, Ordering::Relaxed)
+                let failed = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                // Stop sending at once; the controller reports why.
+                if failed >= FAIL_FAST_AFTER && self.ok.load(Ordering::Relaxed) == 0 {
+                    self.stop.store(true, Ordering::Release);
+                }
+                failed
             }
         };
         let mut w = lock(&self.windows);

@@ -205,7 +205,8 @@ async fn a_run_where_everything_fails_stops_early_with_the_reason() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a run of failures was reported as a result"),
     }
-    assert!(received < 5_000, "kept sending: {received} requests");
+    // It stops at the 50th failure, give or take the requests in flight.
+    assert!(received < 200, "kept sending: {received} requests");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
