@@ -161,12 +161,6 @@ impl Workload {
             }
         };
         if let Err(s) = w.send(0).await {
-            if s.code() == tonic::Code::Unavailable {
-                return Err(LoadError::Unreachable {
-                    url: "the server".into(),
-                    reason: s.message().to_string(),
-                });
-            }
             return Err(LoadError::Rejected {
                 code: code_name(s.code()).into(),
                 message: s.message().into(),
@@ -220,14 +214,11 @@ async fn check_live(client: &mut GrpcInferenceServiceClient<Chan>) -> Result<(),
         Err(s) if s.code() == tonic::Code::Unimplemented => Err(LoadError::Setup(
             "the server does not speak the KServe v2 protocol (ServerLive is unimplemented)".into(),
         )),
-        Err(s) => Err(LoadError::Unreachable {
-            url: "the server".into(),
-            reason: format!(
-                "ServerLive failed with {}: {}",
-                code_name(s.code()),
-                s.message()
-            ),
-        }),
+        Err(s) => Err(LoadError::Setup(format!(
+            "the server did not answer ServerLive: {}: {}",
+            code_name(s.code()),
+            s.message()
+        ))),
     }
 }
 
