@@ -12,7 +12,8 @@ if [[ ! -x "$DIR/bin/perf_analyzer" ]]; then
   if ! ldconfig -p | grep -q 'libb64\.so\.0d'; then
     SUDO=""
     [[ "$(id -u)" == 0 ]] || SUDO="sudo"
-    $SUDO apt-get install -y -q libb64-0d >&2
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libb64-0d >&2
   fi
   tmp="$(mktemp -d)"
   python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" \
