@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="$ROOT/.deps/perf-analyzer"
 if [[ ! -x "$DIR/bin/perf_analyzer" ]]; then
   echo "[perf-analyzer] installing into $DIR (tritonclient 2.41.0 wheel, nvidia-cuda-runtime-cu12, libb64)" >&2
-  if ! ldconfig -p | grep -q 'libb64\.so\.0d'; then
+  if [[ "$(ldconfig -p 2>/dev/null)" != *libb64.so.0d* ]]; then
     SUDO=""
     [[ "$(id -u)" == 0 ]] || SUDO="sudo"
     $SUDO apt-get update -qq >&2

@@ -28,7 +28,7 @@ apt_packages=()
 [ -d /usr/share/datasets/fashion-mnist ] || apt_packages+=(dataset-fashion-mnist)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_packages+=(fonts-dejavu-core)
 # libb64 for NVIDIA's perf_analyzer (scripts/perf-analyzer.sh, a test and a benchmark).
-ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d' || apt_packages+=(libb64-0d)
+[[ "$(ldconfig -p 2>/dev/null)" == *libb64.so.0d* ]] || apt_packages+=(libb64-0d)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   log "apt-get install ${apt_packages[*]}"
   as_root apt-get update -qq
