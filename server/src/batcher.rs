@@ -1,15 +1,17 @@
 //! Dynamic batching, one batcher per model.
 //!
 //! Requests enter a bounded queue (full: the caller answers
-//! RESOURCE_EXHAUSTED). A scheduler task owns the queue: whenever an engine
-//! instance is free it takes what is queued, up to the maximum batch size,
-//! waiting at most the maximum queue delay for more (default 0: batch only
-//! what is already there), drops requests whose deadline has passed, and
-//! hands the batch to that instance. Each instance is an engine on its own
-//! OS thread, so inference never blocks the async runtime, and no engine is
-//! ever shared: ONNX Runtime's `run` takes `&mut self`.
+//! RESOURCE_EXHAUSTED). Each engine instance runs on its own OS thread, so
+//! inference never blocks the async runtime, and no engine is ever shared:
+//! ONNX Runtime's `run` takes `&mut self`. A free instance takes the queue
+//! (one at a time), waits for a request, takes what is queued behind it up
+//! to the maximum batch size, waiting at most the maximum queue delay for
+//! more (default 0: batch only what is already there), lets the queue go,
+//! answers requests whose deadline has passed without running them, and
+//! runs the rest. Taking work straight from the queue, with no scheduler
+//! task between, saves a cross-thread hand-off on every request.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rir_infer::Engine;
@@ -87,8 +89,16 @@ struct Batch {
     images: usize,
 }
 
+/// The queue and the request that did not fit the last batch; the engine
+/// thread holding the lock is the one forming the next batch.
+struct Queue {
+    rx: mpsc::Receiver<Job>,
+    carry: Option<Job>,
+}
+
 impl Batcher {
-    /// Starts the scheduler task and one worker thread per engine.
+    /// Starts one engine thread per engine; they take batches straight from
+    /// the queue in turn.
     pub fn start(
         desc: &ModelDescriptor,
         engines: Vec<Box<dyn Engine>>,
@@ -96,21 +106,16 @@ impl Batcher {
         stats: Arc<ModelStats>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let (free_tx, free_rx) = mpsc::unbounded_channel::<usize>();
-        let mut workers = vec![];
+        let queue = Arc::new(Mutex::new(Queue { rx, carry: None }));
+        let runtime = tokio::runtime::Handle::current();
         for (id, engine) in engines.into_iter().enumerate() {
-            let (wtx, wrx) = std::sync::mpsc::channel::<Batch>();
-            let free = free_tx.clone();
-            let desc = desc.clone();
-            let stats = stats.clone();
+            let (queue, desc, stats, runtime) =
+                (queue.clone(), desc.clone(), stats.clone(), runtime.clone());
             std::thread::Builder::new()
                 .name(format!("{}-{id}", desc.name))
-                .spawn(move || worker(id, engine, wrx, free, desc, stats))
+                .spawn(move || worker(engine, &queue, config, &runtime, &desc, &stats))
                 .expect("spawning an inference thread");
-            workers.push(wtx);
-            let _ = free_tx.send(id);
         }
-        tokio::spawn(schedule(rx, free_rx, workers, config, stats));
         Batcher { tx, config }
     }
 
@@ -128,59 +133,79 @@ impl Batcher {
     }
 }
 
-async fn schedule(
-    mut rx: mpsc::Receiver<Job>,
-    mut free: mpsc::UnboundedReceiver<usize>,
-    workers: Vec<std::sync::mpsc::Sender<Batch>>,
+/// Waits for the next request and takes what is queued behind it, up to the
+/// maximum batch, waiting at most the maximum delay for more. `None` when
+/// the queue is closed and empty.
+fn next_batch(
+    q: &mut Queue,
     config: BatchConfig,
-    stats: Arc<ModelStats>,
-) {
-    let mut carry: Option<Job> = None;
+    runtime: &tokio::runtime::Handle,
+) -> Option<Batch> {
+    let first = match q.carry.take() {
+        Some(j) => j,
+        None => q.rx.blocking_recv()?,
+    };
+    let mut batch = Batch {
+        images: first.n,
+        jobs: vec![first],
+    };
+    let close_at = Instant::now() + config.max_delay;
     loop {
-        let Some(worker) = free.recv().await else {
-            return;
-        };
-        let first = match carry.take() {
-            Some(j) => j,
-            None => match rx.recv().await {
-                Some(j) => j,
-                None => return,
-            },
-        };
-        let mut batch = Batch {
-            images: first.n,
-            jobs: vec![first],
-        };
-        let close_at = Instant::now() + config.max_delay;
-        loop {
-            while batch.images < config.max_batch {
-                match rx.try_recv() {
-                    Ok(j) if batch.images + j.n <= config.max_batch => {
-                        batch.images += j.n;
-                        batch.jobs.push(j);
-                    }
-                    Ok(j) => {
-                        carry = Some(j);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            if carry.is_some() || batch.images >= config.max_batch || Instant::now() >= close_at {
-                break;
-            }
-            match tokio::time::timeout_at(close_at.into(), rx.recv()).await {
-                Ok(Some(j)) if batch.images + j.n <= config.max_batch => {
+        while batch.images < config.max_batch {
+            match q.rx.try_recv() {
+                Ok(j) if batch.images + j.n <= config.max_batch => {
                     batch.images += j.n;
                     batch.jobs.push(j);
                 }
-                Ok(Some(j)) => {
-                    carry = Some(j);
+                Ok(j) => {
+                    q.carry = Some(j);
                     break;
                 }
-                _ => break,
+                Err(_) => break,
             }
         }
+        if q.carry.is_some() || batch.images >= config.max_batch || Instant::now() >= close_at {
+            return Some(batch);
+        }
+        // The timer must be created inside the runtime's context.
+        let next =
+            runtime.block_on(async { tokio::time::timeout_at(close_at.into(), q.rx.recv()).await });
+        match next {
+            Ok(Some(j)) if batch.images + j.n <= config.max_batch => {
+                batch.images += j.n;
+                batch.jobs.push(j);
+            }
+            Ok(Some(j)) => {
+                q.carry = Some(j);
+                return Some(batch);
+            }
+            _ => return Some(batch),
+        }
+    }
+}
+
+fn worker(
+    mut engine: Box<dyn Engine>,
+    queue: &Mutex<Queue>,
+    config: BatchConfig,
+    runtime: &tokio::runtime::Handle,
+    desc: &ModelDescriptor,
+    stats: &ModelStats,
+) {
+    let [c, h, w] = desc.chw;
+    let per = c * h * w;
+    let mut input = Vec::new();
+    loop {
+        let batch = {
+            let mut q = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match next_batch(&mut q, config, runtime) {
+                Some(b) => b,
+                None => return,
+            }
+        };
+        // Requests whose deadline passed in the queue are answered, not run.
         let now = Instant::now();
         let (expired, live): (Vec<Job>, Vec<Job>) = batch
             .jobs
@@ -190,33 +215,10 @@ async fn schedule(
             stats.record_expired(now - j.enqueued);
             let _ = j.reply.send(Err(JobError::DeadlineExceeded));
         }
-        if live.is_empty() {
-            // Nothing to run: the instance is still free.
-            let _ = workers[worker].send(Batch {
-                jobs: vec![],
-                images: 0,
-            });
-            continue;
-        }
-        let images = live.iter().map(|j| j.n).sum();
-        if workers[worker].send(Batch { jobs: live, images }).is_err() {
-            return;
-        }
-    }
-}
-
-fn worker(
-    id: usize,
-    mut engine: Box<dyn Engine>,
-    rx: std::sync::mpsc::Receiver<Batch>,
-    free: mpsc::UnboundedSender<usize>,
-    desc: ModelDescriptor,
-    stats: Arc<ModelStats>,
-) {
-    let [c, h, w] = desc.chw;
-    let per = c * h * w;
-    let mut input = Vec::new();
-    for batch in rx {
+        let batch = Batch {
+            images: live.iter().map(|j| j.n).sum(),
+            jobs: live,
+        };
         if !batch.jobs.is_empty() {
             let started = Instant::now();
             input.clear();
@@ -259,9 +261,6 @@ fn worker(
                     }
                 }
             }
-        }
-        if free.send(id).is_err() {
-            return;
         }
     }
 }
