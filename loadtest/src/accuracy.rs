@@ -95,10 +95,11 @@ pub async fn evaluate(
     };
     for start in (0..split.len()).step_by(batch) {
         let n = batch.min(split.len() - start);
-        let raw: Vec<u8> = split.images[start * item..(start + n) * item]
+        let pixels: Vec<f32> = split.images[start * item..(start + n) * item]
             .iter()
-            .flat_map(|&p| (p as f32 / 255.0).to_le_bytes())
+            .map(|&p| p as f32 / 255.0)
             .collect();
+        let raw = rir_proto::raw::f32_bytes(&pixels);
         let req = ModelInferRequest {
             model_name: model.into(),
             inputs: vec![InferInputTensor {
@@ -123,10 +124,7 @@ pub async fn evaluate(
             .raw_output_contents
             .first()
             .ok_or_else(|| LoadError::Setup("the server answered without raw output".into()))?;
-        let scores: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let scores = rir_proto::raw::f32s(bytes);
         if n == 0 || !scores.len().is_multiple_of(n) {
             return Err(LoadError::Setup(format!(
                 "{} scores for {n} images",

@@ -17,3 +17,22 @@ pub mod classify {
 
 /// Encoded `FileDescriptorSet` of both files, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("rir_descriptor");
+
+/// The byte layout of KServe v2 `raw_input_contents` / `raw_output_contents`
+/// for FP32 tensors (little-endian, row-major), shared by the server and
+/// its clients.
+pub mod raw {
+    /// FP32 values as raw contents.
+    pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    /// Raw contents as FP32 values; a trailing partial value is ignored
+    /// (callers check the length against the shape first).
+    pub fn f32s(bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+}

@@ -447,7 +447,7 @@ impl GrpcInferenceService for Service {
                             ..Default::default()
                         }),
                     },
-                    tensors::f32_bytes(values),
+                    rir_proto::raw::f32_bytes(values),
                 ),
                 Some(top) => {
                     let top = top.min(width);

@@ -86,10 +86,7 @@ pub fn decode_input(
                         count * 4
                     ));
                 }
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect()
+                rir_proto::raw::f32s(bytes)
             }
             None => {
                 let v = t
@@ -198,11 +195,6 @@ pub fn decode_image(bytes: &[u8], [c, h, w]: [usize; 3]) -> Result<Vec<f32>, Str
         }
     };
     Ok(nhwc_to_nchw(&pixels, 1, [c, h, w]))
-}
-
-/// Float32 values as little-endian bytes (raw output contents).
-pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// BYTES elements in Triton's raw layout: each a 4-byte little-endian length, then the bytes.

@@ -41,19 +41,12 @@ fn fp32_request(model: &str, n: usize, data: &[f32], raw: bool) -> pb::ModelInfe
             ..Default::default()
         }],
         raw_input_contents: if raw {
-            vec![data.iter().flat_map(|v| v.to_le_bytes()).collect()]
+            vec![rir_proto::raw::f32_bytes(data)]
         } else {
             vec![]
         },
         ..Default::default()
     }
-}
-
-fn raw_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
 }
 
 /// What ONNX Runtime in this process says for the same model and input.
@@ -191,7 +184,7 @@ async fn infer_raw_and_typed_match_onnx_runtime() {
             assert_eq!(o.shape, vec![3, 10]);
             assert_eq!(o.datatype, "FP32");
             let got = if raw {
-                raw_f32(&r.raw_output_contents[k])
+                rir_proto::raw::f32s(&r.raw_output_contents[k])
             } else {
                 o.contents.clone().unwrap().fp32_contents
             };
@@ -538,7 +531,7 @@ async fn concurrent_clients_with_batching_get_unbatched_results() {
                 .await
                 .unwrap()
                 .into_inner();
-            (data, n, raw_f32(&r.raw_output_contents[0]))
+            (data, n, rir_proto::raw::f32s(&r.raw_output_contents[0]))
         }));
     }
     for t in tasks {
@@ -672,7 +665,7 @@ async fn tract_backend_serves_the_same_numbers() {
     let want = reference(&path, &data, &[2, 1, 28, 28]);
     assert!(
         max_abs_diff(
-            &raw_f32(&r.raw_output_contents[0]),
+            &rir_proto::raw::f32s(&r.raw_output_contents[0]),
             &output(&want, "logits").unwrap().data
         ) < 1e-4
     );
