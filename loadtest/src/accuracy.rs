@@ -3,12 +3,11 @@
 //! evaluation of the checkpoint it was exported from.
 
 use rir_data::dataset::Split;
-use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use rir_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use rir_proto::inference::{ModelConfigRequest, ModelInferRequest, ModelMetadataRequest};
 
 use crate::LoadError;
-use crate::connect::Chan;
+use crate::connect::{Chan, kserve_client};
 use crate::error::code_name;
 
 /// Correct top-1 predictions out of the images sent.
@@ -47,9 +46,7 @@ pub async fn evaluate(
     batch: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<Accuracy, LoadError> {
-    let mut client = GrpcInferenceServiceClient::new(chan)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+    let mut client = kserve_client(chan);
     let meta = client
         .model_metadata(ModelMetadataRequest {
             name: model.into(),

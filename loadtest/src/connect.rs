@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rir_proto::classify::image_classifier_client::ImageClassifierClient;
+use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -138,4 +140,19 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// A KServe client on `chan` with no message-size limit of its own (the
+/// server's limit is the one that counts).
+pub fn kserve_client(chan: Chan) -> GrpcInferenceServiceClient<Chan> {
+    GrpcInferenceServiceClient::new(chan)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// A `Classify` client on `chan` with no message-size limit of its own.
+pub fn classify_client(chan: Chan) -> ImageClassifierClient<Chan> {
+    ImageClassifierClient::new(chan)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
 }

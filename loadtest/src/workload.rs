@@ -15,7 +15,7 @@ use rir_proto::inference::model_metadata_response::TensorMetadata;
 use rir_proto::inference::{ModelInferRequest, ModelMetadataRequest, ServerLiveRequest};
 
 use crate::LoadError;
-use crate::connect::Chan;
+use crate::connect::{Chan, classify_client, kserve_client};
 use crate::error::code_name;
 
 /// Which RPC to drive.
@@ -92,7 +92,7 @@ impl Workload {
             .first()
             .cloned()
             .ok_or_else(|| LoadError::Setup("no connection".into()))?;
-        let w = match o.api {
+        let (requests, description) = match o.api {
             Api::Infer => {
                 let mut client = GrpcInferenceServiceClient::new(first);
                 check_live(&mut client).await?;
@@ -116,20 +116,8 @@ impl Workload {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                let clients = chans
-                    .into_iter()
-                    .map(|c| {
-                        GrpcInferenceServiceClient::new(c)
-                            .max_decoding_message_size(usize::MAX)
-                            .max_encoding_message_size(usize::MAX)
-                    })
-                    .collect();
-                Workload {
-                    requests: Requests::Infer(clients, reqs.into()),
-                    timeout: o.timeout,
-                    batch: o.batch,
-                    description,
-                }
+                let clients = chans.into_iter().map(kserve_client).collect();
+                (Requests::Infer(clients, reqs.into()), description)
             }
             Api::Classify => {
                 let reqs = classify_requests(o)?;
@@ -144,21 +132,15 @@ impl Workload {
                     o.batch,
                     reqs.len() * o.batch
                 );
-                let clients = chans
-                    .into_iter()
-                    .map(|c| {
-                        ImageClassifierClient::new(c)
-                            .max_decoding_message_size(usize::MAX)
-                            .max_encoding_message_size(usize::MAX)
-                    })
-                    .collect();
-                Workload {
-                    requests: Requests::Classify(clients, reqs.into()),
-                    timeout: o.timeout,
-                    batch: o.batch,
-                    description,
-                }
+                let clients = chans.into_iter().map(classify_client).collect();
+                (Requests::Classify(clients, reqs.into()), description)
             }
+        };
+        let w = Workload {
+            requests,
+            timeout: o.timeout,
+            batch: o.batch,
+            description,
         };
         if let Err(s) = w.send(0).await {
             return Err(LoadError::Rejected {

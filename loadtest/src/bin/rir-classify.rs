@@ -11,9 +11,8 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use rir_data::Source;
 use rir_loadtest::accuracy::evaluate;
-use rir_loadtest::connect::{ConnectOptions, connect};
+use rir_loadtest::connect::{ConnectOptions, classify_client, connect};
 use rir_proto::classify::ClassifyRequest;
-use rir_proto::classify::image_classifier_client::ImageClassifierClient;
 
 #[derive(Parser)]
 #[command(
@@ -137,9 +136,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     for p in &cli.images {
         images.push(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
     }
-    let mut client = ImageClassifierClient::new(chan)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+    let mut client = classify_client(chan);
     let t = Instant::now();
     let resp = client
         .classify(ClassifyRequest {
