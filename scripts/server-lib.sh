@@ -1,13 +1,14 @@
 # Sourced by scripts that run rir-serve in the background (main.sh,
 # cifar10.sh): start it, wait until it listens, stop it on exit.
 
-# start_server PORT LOG ARGS...: runs ./target/debug/rir-serve ARGS with its
+# start_server PORT LOG ARGS...: runs rir-serve ($RIR_SERVE_BIN, default
+# ./target/debug/rir-serve) with ARGS, its
 # log in LOG, waits until PORT accepts connections (rir-serve listens once
 # every model is loaded and warmed up) and stops it when the script exits.
 start_server() {
   local port="$1" log="$2"
   shift 2
-  ./target/debug/rir-serve "$@" >"$log" 2>&1 &
+  "${RIR_SERVE_BIN:-./target/debug/rir-serve}" "$@" >"$log" 2>&1 &
   SERVER_PID=$!
   SERVER_LOG="$log"
   trap stop_server EXIT

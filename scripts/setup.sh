@@ -4,7 +4,14 @@
 #   - Debian: dataset-fashion-mnist (the real images), fonts-dejavu-core
 #     (plot labels);
 #   - PyPI: libtorch 2.11.0 (CPU part of the torch wheel plus the two CUDA
-#     runtime wheels libtorch_cpu.so links against) into .deps/, ignored by git.
+#     runtime wheels libtorch_cpu.so links against) and the onnxruntime
+#     1.31.1 wheel's libonnxruntime.so into .deps/, ignored by git.
+# On a machine with an NVIDIA GPU (nvidia-smi lists one, or /dev/nvidia0
+# exists) it installs the CUDA builds instead: torch 2.11.0 with its CUDA 13
+# wheels (libtorch_cuda, cuDNN 9, cuBLAS, ...) and onnxruntime-gpu 1.31.1
+# (its CUDA execution provider). RIR_DEVICE=cpu keeps the CPU install on a
+# GPU machine; RIR_DEVICE=cuda forces the GPU install.
+# RIR_SETUP_PLAN=1 prints what would be installed, and installs nothing.
 # Source it: it exports LIBTORCH for the tch build.
 # Sourced by the other scripts: remember the caller's shell options and give
 # them back at the end, so that `set -e` here does not leak into a sourcing shell.
@@ -15,9 +22,48 @@ set -euo pipefail
 
 RIR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="$RIR_ROOT/.deps"
-TORCH_DIR="$DEPS/torch-2.11.0"
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+# Whether to install the CUDA builds.
+rir_gpu_present() {
+  case "${RIR_DEVICE:-auto}" in
+    cpu) return 1 ;;
+    cuda) return 0 ;;
+  esac
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+    return 0
+  fi
+  [ -e /dev/nvidia0 ]
+}
+
+if rir_gpu_present; then
+  RIR_SETUP_DEVICE=cuda
+  TORCH_DIR="$DEPS/torch-2.11.0-cuda"
+  # The whole wheel with its dependencies: libtorch_cuda and the CUDA 13
+  # libraries (cuDNN, cuBLAS, cuFFT, cuRAND, runtime, NVRTC, ...) that both
+  # libtorch and ONNX Runtime's CUDA provider load.
+  TORCH_PIP=(torch==2.11.0)
+  ORT_WHEEL=onnxruntime-gpu==1.31.1
+  ORT_DIR="$DEPS/onnxruntime-gpu"
+  ORT_LIBS="libonnxruntime.so libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so"
+else
+  RIR_SETUP_DEVICE=cpu
+  TORCH_DIR="$DEPS/torch-2.11.0"
+  TORCH_PIP=(--no-deps torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85)
+  ORT_WHEEL=onnxruntime==1.31.1
+  ORT_DIR="$DEPS/onnxruntime"
+  ORT_LIBS="libonnxruntime.so"
+fi
+
+if [ "${RIR_SETUP_PLAN:-0}" = 1 ]; then
+  echo "device: $RIR_SETUP_DEVICE"
+  echo "libtorch: pip install ${TORCH_PIP[*]} into $TORCH_DIR"
+  echo "onnxruntime: $ORT_WHEEL ($ORT_LIBS) into $ORT_DIR"
+  eval "$_rir_saved_opts"
+  unset _rir_saved_opts _rir_saved_flags
+  return 0 2>/dev/null || exit 0
+fi
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -36,30 +82,31 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
 fi
 
 if [ ! -f "$TORCH_DIR/torch/lib/libtorch_cpu.so" ]; then
-  log "pip: libtorch 2.11.0 into $TORCH_DIR (about 1.2 GB)"
+  log "pip: libtorch 2.11.0 ($RIR_SETUP_DEVICE) into $TORCH_DIR (CPU: about 1.2 GB; CUDA: about 4.6 GB)"
   rm -rf "$TORCH_DIR.partial"
-  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --target "$TORCH_DIR.partial" \
-    torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$TORCH_DIR.partial" \
+    "${TORCH_PIP[@]}"
   rm -rf "$TORCH_DIR"
   mv "$TORCH_DIR.partial" "$TORCH_DIR"
 fi
 
-ORT_DIR="$DEPS/onnxruntime"
 if [ ! -f "$ORT_DIR/libonnxruntime.so" ]; then
-  log "pip: onnxruntime 1.31.1 wheel, unpacking libonnxruntime.so into $ORT_DIR"
+  log "pip: $ORT_WHEEL wheel, unpacking $ORT_LIBS into $ORT_DIR"
   tmp="$(mktemp -d)"
-  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" onnxruntime==1.31.1
-  mkdir -p "$ORT_DIR"
-  python3 - "$tmp" "$ORT_DIR" <<'PY'
+  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" "$ORT_WHEEL"
+  mkdir -p "$ORT_DIR.partial"
+  python3 - "$tmp" "$ORT_DIR.partial" $ORT_LIBS <<'PY'
 import glob, os, shutil, sys, zipfile
-wheel = glob.glob(os.path.join(sys.argv[1], "onnxruntime-*.whl"))[0]
+wheel = glob.glob(os.path.join(sys.argv[1], "onnxruntime*.whl"))[0]
 with zipfile.ZipFile(wheel) as z:
-    names = [n for n in z.namelist() if "/capi/libonnxruntime.so" in n]
-    lib = max(names, key=len)  # libonnxruntime.so.1.31.1
-    with z.open(lib) as src, open(os.path.join(sys.argv[2], "libonnxruntime.so"), "wb") as dst:
-        shutil.copyfileobj(src, dst)
+    for want in sys.argv[3:]:
+        names = [n for n in z.namelist() if f"/capi/{want}" in n]
+        lib = max(names, key=len)  # libonnxruntime.so.1.31.1 for libonnxruntime.so
+        with z.open(lib) as src, open(os.path.join(sys.argv[2], want), "wb") as dst:
+            shutil.copyfileobj(src, dst)
 PY
-  rm -rf "$tmp"
+  rm -rf "$tmp" "$ORT_DIR"
+  mv "$ORT_DIR.partial" "$ORT_DIR"
 fi
 
 # Python packages the tests drive as independent references, in their own
@@ -74,6 +121,19 @@ fi
 
 export LIBTORCH="$TORCH_DIR/torch"
 export RIR_ORT_DYLIB="$ORT_DIR/libonnxruntime.so"
+export RIR_SETUP_DEVICE
+if [ "$RIR_SETUP_DEVICE" = cuda ]; then
+  # ONNX Runtime's CUDA provider finds cuDNN and cuBLAS by name; the full
+  # torch install beside libtorch also serves `rir-train bench`'s PyTorch
+  # reference (python3 with this folder on PYTHONPATH).
+  _rir_nv="$(find "$TORCH_DIR/nvidia" -maxdepth 2 -type d -name lib | paste -sd: -)"
+  case ":${LD_LIBRARY_PATH:-}:" in
+    *":$ORT_DIR:"*) ;;
+    *) export LD_LIBRARY_PATH="$ORT_DIR:$_rir_nv${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;;
+  esac
+  export RIR_TORCH_PYTHONPATH="$TORCH_DIR"
+  unset _rir_nv
+fi
 export RIR_PYTHONPATH="$PY_DIR"
 export RIR_ROOT
 eval "$_rir_saved_opts"

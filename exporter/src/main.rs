@@ -67,6 +67,9 @@ struct CheckArgs {
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the one scripts/setup.sh installed).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
+    /// Where ONNX Runtime runs the check: auto uses CUDA when it can be had.
+    #[arg(long, value_enum, default_value_t = rir_infer::Device::Auto)]
+    device: rir_infer::Device,
 }
 
 #[derive(Subcommand)]
@@ -188,6 +191,7 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
         data_dir: c.data_dir.clone(),
         ort: OrtOptions {
             library: c.ort_lib.clone(),
+            device: c.device,
             ..OrtOptions::default()
         },
         ..VerifyOptions::default()

@@ -167,6 +167,7 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
             ExportError::Metadata(format!("no `{LOGITS}` output of shape [batch, classes]"))
         })?;
     let mut ort = OrtEngine::load(model, &opts.ort)?;
+    tracing::info!("verifying on {} against tract", ort.name());
     let mut tract = TractEngine::load(model)?;
     let per = chw.iter().product::<usize>();
     let mut rng = Rng::new(0x5eed);

@@ -203,6 +203,7 @@ fn verify_fails_when_the_export_loses_the_trainers_accuracy() {
         train_loss: 0.1,
         train_acc: 0.99,
         test_loss: 0.1,
+        test_acc_bf16: None,
         test_acc: 0.99,
         train_img_per_s: 1.0,
         seconds: 1.0,

@@ -12,21 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::IoBinding;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::TensorRef;
+use ort::value::{Tensor, TensorRef};
 
+use crate::device::{ConvSearch, CudaOptions, Device};
 use crate::engine::{Engine, Output};
 use crate::error::InferError;
-
-/// Where ONNX Runtime computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceKind {
-    /// The CPU execution provider.
-    Cpu,
-    /// The CUDA execution provider; loading fails when it cannot be had.
-    Cuda,
-}
 
 /// How to create ONNX Runtime sessions.
 #[derive(Debug, Clone)]
@@ -35,8 +29,10 @@ pub struct OrtOptions {
     pub library: Option<PathBuf>,
     /// Intra-op threads per session (0: ONNX Runtime's default).
     pub threads: usize,
-    /// Compute on CUDA instead of the CPU.
-    pub cuda: bool,
+    /// The CPU or CUDA execution provider.
+    pub device: Device,
+    /// The CUDA execution provider's settings (unused on the CPU).
+    pub cuda: CudaOptions,
     /// Let idle intra-op threads spin-wait for the next run (ONNX Runtime's
     /// default). Fastest when the session has the cores to itself; in a
     /// server it takes CPU from the threads that receive and answer
@@ -45,11 +41,14 @@ pub struct OrtOptions {
 }
 
 impl Default for OrtOptions {
+    /// The CPU, so that tests and references are deterministic wherever
+    /// they run; binaries pass the user's `--device`.
     fn default() -> Self {
         OrtOptions {
             library: None,
             threads: 0,
-            cuda: false,
+            device: Device::Cpu,
+            cuda: CudaOptions::default(),
             spin: true,
         }
     }
@@ -107,7 +106,20 @@ pub fn environment(library: Option<&Path>) -> Result<&'static Environment, Infer
 pub struct OrtEngine {
     session: Session,
     input: String,
-    device: DeviceKind,
+    cuda: bool,
+    /// Use IOBinding with page-locked buffers (CUDA only).
+    io_binding: bool,
+    /// The buffers bound for the last batch size run through IOBinding.
+    bound: Option<Bound>,
+}
+
+/// Page-locked input and output buffers bound to a session for one batch
+/// size. Their addresses never change, which CUDA graph replay requires.
+struct Bound {
+    batch: usize,
+    binding: IoBinding,
+    input: Tensor<f32>,
+    outputs: Vec<String>,
 }
 
 fn model_err(path: &Path) -> impl Fn(String) -> InferError + '_ {
@@ -118,9 +130,35 @@ fn model_err(path: &Path) -> impl Fn(String) -> InferError + '_ {
 }
 
 impl OrtEngine {
-    /// Loads `path` with `options`.
+    /// Loads `path` with `options`. With [`Device::Auto`] a session on the
+    /// CUDA provider is tried first; when it cannot be made the reason is
+    /// logged and the session runs on the CPU.
     pub fn load(path: &Path, options: &OrtOptions) -> Result<Self, InferError> {
         let env = environment(options.library.as_deref())?;
+        if options.device == Device::Cpu {
+            return Self::build(env, path, options, false);
+        }
+        match Self::build(env, path, options, true) {
+            Ok(engine) => Ok(engine),
+            Err(InferError::Device { detail, .. }) => {
+                match options.device.resolve(Err(detail.clone())) {
+                    Ok(_) => Self::build(env, path, options, false),
+                    Err(_) => Err(InferError::Device {
+                        device: "cuda",
+                        detail,
+                    }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn build(
+        env: &Environment,
+        path: &Path,
+        options: &OrtOptions,
+        cuda: bool,
+    ) -> Result<Self, InferError> {
         let err = model_err(path);
         let mut builder = Session::builder(env)
             .map_err(|e| err(e.to_string()))?
@@ -136,15 +174,19 @@ impl OrtEngine {
                 .with_intra_op_spinning(false)
                 .map_err(|e| err(e.to_string()))?;
         }
-        let device = if options.cuda {
-            builder = with_cuda(builder)?;
-            DeviceKind::Cuda
-        } else {
-            DeviceKind::Cpu
-        };
-        let session = builder
-            .commit_from_file(path)
-            .map_err(|e| err(e.to_string()))?;
+        if cuda {
+            builder = with_cuda(builder, &options.cuda)?;
+        }
+        let session = builder.commit_from_file(path).map_err(|e| {
+            if cuda {
+                InferError::Device {
+                    device: "cuda",
+                    detail: format!("creating a session for {}: {e}", path.display()),
+                }
+            } else {
+                err(e.to_string())
+            }
+        })?;
         let input = session
             .inputs()
             .first()
@@ -153,45 +195,146 @@ impl OrtEngine {
         Ok(OrtEngine {
             session,
             input,
-            device,
+            cuda,
+            io_binding: cuda && (options.cuda.io_binding || options.cuda.cuda_graph),
+            bound: None,
         })
+    }
+
+    /// Whether this session runs on the CUDA execution provider.
+    pub fn on_cuda(&self) -> bool {
+        self.cuda
     }
 }
 
-#[cfg(feature = "cuda")]
+impl OrtEngine {
+    /// Binds page-locked buffers for `shape` (batch first); the outputs'
+    /// other dimensions come from the graph and must be fixed.
+    fn bind(&mut self, shape: &[usize]) -> Result<Bound, String> {
+        let e = |e: ort::Error| e.to_string();
+        let pinned = |kind| {
+            MemoryInfo::new(
+                AllocationDevice::CUDA_PINNED,
+                0,
+                AllocatorType::Device,
+                kind,
+            )
+            .and_then(|info| Allocator::new(&self.session, info))
+            .map_err(e)
+        };
+        let input_alloc = pinned(MemoryType::CPUInput)?;
+        let output_alloc = pinned(MemoryType::CPUOutput)?;
+        let mut binding = self.session.create_binding().map_err(e)?;
+        let input = Tensor::<f32>::new(&input_alloc, shape.to_vec()).map_err(e)?;
+        binding.bind_input(self.input.as_str(), &input).map_err(e)?;
+        let mut outputs = vec![];
+        for o in self.session.outputs() {
+            let dims: Vec<usize> = o
+                .dtype()
+                .tensor_shape()
+                .ok_or_else(|| format!("output {} is not a tensor", o.name()))?
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| match (i, usize::try_from(d)) {
+                    (0, _) => Ok(shape[0]),
+                    (_, Ok(d)) => Ok(d),
+                    _ => Err(format!("output {} has a dynamic dimension {i}", o.name())),
+                })
+                .collect::<Result<_, _>>()?;
+            let t = Tensor::<f32>::new(&output_alloc, dims).map_err(e)?;
+            binding.bind_output(o.name(), t).map_err(e)?;
+            outputs.push(o.name().to_string());
+        }
+        Ok(Bound {
+            batch: shape[0],
+            binding,
+            input,
+            outputs,
+        })
+    }
+
+    /// One run through IOBinding: copy into the bound input, run, copy the
+    /// bound outputs out.
+    fn run_bound(&mut self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>, String> {
+        if self.bound.as_ref().is_none_or(|b| b.batch != shape[0]) {
+            self.bound = None;
+            self.bound = Some(self.bind(shape)?);
+        }
+        let Some(bound) = self.bound.as_mut() else {
+            return Err("no binding".into());
+        };
+        let (_, dst) = bound.input.extract_tensor_mut();
+        if dst.len() != input.len() {
+            return Err(format!(
+                "input has {} values, the bound buffer {}",
+                input.len(),
+                dst.len()
+            ));
+        }
+        dst.copy_from_slice(input);
+        let results = self
+            .session
+            .run_binding(&bound.binding)
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(bound.outputs.len());
+        for name in &bound.outputs {
+            let value = results
+                .get(name)
+                .ok_or_else(|| format!("output {name} missing"))?;
+            let (shape, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| format!("output {name}: {e}"))?;
+            out.push(Output {
+                name: name.clone(),
+                shape: shape.iter().map(|&d| d as usize).collect(),
+                data: data.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+}
+
 fn with_cuda(
     builder: ort::session::builder::SessionBuilder,
+    o: &CudaOptions,
 ) -> Result<ort::session::builder::SessionBuilder, InferError> {
     use ort::ep::ExecutionProvider;
+    use ort::ep::cuda::ConvAlgorithmSearch;
     let fail = |detail: String| InferError::Device {
         device: "cuda",
         detail,
     };
     if !ort::ep::CUDA::is_available().map_err(|e| fail(e.to_string()))? {
         return Err(fail(
-            "this ONNX Runtime build has no CUDA execution provider".into(),
+            "this ONNX Runtime library has no CUDA execution provider (on a GPU host, \
+             scripts/setup.sh installs onnxruntime-gpu; or point ORT_DYLIB_PATH at its \
+             libonnxruntime.so)"
+                .into(),
         ));
     }
+    let mut ep = ort::ep::CUDA::default()
+        .with_conv_algorithm_search(match o.conv_search {
+            ConvSearch::Exhaustive => ConvAlgorithmSearch::Exhaustive,
+            ConvSearch::Heuristic => ConvAlgorithmSearch::Heuristic,
+            ConvSearch::Default => ConvAlgorithmSearch::Default,
+        })
+        .with_tf32(o.tf32)
+        .with_prefer_nhwc(o.prefer_nhwc)
+        .with_cuda_graph(o.cuda_graph);
+    if let Some(limit) = o.memory_limit {
+        ep = ep.with_memory_limit(limit);
+    }
     builder
-        .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+        .with_execution_providers([ep.build().error_on_failure()])
         .map_err(|e| fail(e.to_string()))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn with_cuda(
-    _builder: ort::session::builder::SessionBuilder,
-) -> Result<ort::session::builder::SessionBuilder, InferError> {
-    Err(InferError::Device {
-        device: "cuda",
-        detail: "built without the `cuda` feature".into(),
-    })
 }
 
 impl Engine for OrtEngine {
     fn name(&self) -> String {
-        match self.device {
-            DeviceKind::Cpu => "onnxruntime-cpu".into(),
-            DeviceKind::Cuda => "onnxruntime-cuda".into(),
+        if self.cuda {
+            "onnxruntime-cuda".into()
+        } else {
+            "onnxruntime-cpu".into()
         }
     }
 
@@ -200,6 +343,9 @@ impl Engine for OrtEngine {
             engine: "onnxruntime",
             detail,
         };
+        if self.io_binding {
+            return self.run_bound(input, shape).map_err(fail);
+        }
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let tensor = TensorRef::from_array_view((dims, input)).map_err(|e| fail(e.to_string()))?;
         let outputs = self

@@ -1,5 +1,7 @@
-//! tract, the pure-Rust engine. The batch dimension stays symbolic, so one
-//! optimized plan serves every batch size.
+//! tract, the pure-Rust engine. Either the batch dimension stays symbolic,
+//! so one plan serves every batch size, or it is fixed before optimization,
+//! so the plan is specialised (and faster) for that one size; a server
+//! with batch buckets keeps one fixed plan per bucket.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use tract_onnx::prelude::*;
 
 use crate::engine::{Engine, Output};
 use crate::error::InferError;
+use crate::model_info::ModelInfo;
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -18,13 +21,39 @@ pub struct TractEngine {
 }
 
 impl TractEngine {
-    /// Loads and optimizes `path`.
+    /// Loads and optimizes `path` for any batch size.
     pub fn load(path: &Path) -> Result<Self, InferError> {
+        Self::load_batch(path, None)
+    }
+
+    /// Loads `path` and optimizes it for batch size `batch` alone (`None`:
+    /// any batch size).
+    pub fn load_batch(path: &Path, batch: Option<usize>) -> Result<Self, InferError> {
         let err = |e: TractError| InferError::Model {
             path: path.to_path_buf(),
             detail: format!("{e:#}"),
         };
-        let model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+        let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+        if let Some(n) = batch {
+            let info = ModelInfo::read(path)?;
+            let dims: Vec<usize> = info
+                .inputs
+                .first()
+                .map(|i| i.dims.iter().skip(1).map(|d| d.unwrap_or(0)).collect())
+                .unwrap_or_default();
+            if dims.is_empty() || dims.contains(&0) {
+                return Err(InferError::Model {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "the input's dimensions after the batch are not fixed: {dims:?}"
+                    ),
+                });
+            }
+            let shape: Vec<usize> = std::iter::once(n).chain(dims).collect();
+            model
+                .set_input_fact(0, f32::fact(&shape).into())
+                .map_err(err)?;
+        }
         let typed = model.into_optimized().map_err(err)?;
         let outputs = typed
             .output_outlets()

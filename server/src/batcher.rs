@@ -10,25 +10,40 @@
 //! answers requests whose deadline has passed without running them, and
 //! runs the rest. Taking work straight from the queue, with no scheduler
 //! task between, saves a cross-thread hand-off on every request.
+//!
+//! The engine only ever sees the batch sizes in [`BatchConfig::buckets`]:
+//! a batch of 5 with buckets 1, 2, 4, 8, ... runs as 8, the three extra
+//! rows zeros, and their outputs are dropped. A new batch size costs ONNX
+//! Runtime's CUDA provider hundreds of milliseconds, so a fixed set that
+//! is warmed before the server reports ready keeps it off the request path.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rir_infer::Engine;
+use rir_infer::{Buckets, Engine};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::repository::ModelDescriptor;
 use crate::stats::ModelStats;
 
 /// How a model's requests are batched.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BatchConfig {
-    /// Most images in one engine call.
-    pub max_batch: usize,
+    /// The batch sizes the engine runs at; a batch is padded up to the
+    /// smallest that holds it. The largest is the most images in one
+    /// engine call (and in one request).
+    pub buckets: Buckets,
     /// How long the first request of a batch may wait for company.
     pub max_delay: Duration,
     /// Requests that may wait in the queue before new ones are refused.
     pub queue_capacity: usize,
+}
+
+impl BatchConfig {
+    /// Most images in one engine call: the largest bucket.
+    pub fn max_batch(&self) -> usize {
+        self.buckets.max()
+    }
 }
 
 /// One request: `n` images, already NCHW float32.
@@ -109,11 +124,16 @@ impl Batcher {
         let queue = Arc::new(Mutex::new(Queue { rx, carry: None }));
         let runtime = tokio::runtime::Handle::current();
         for (id, engine) in engines.into_iter().enumerate() {
-            let (queue, desc, stats, runtime) =
-                (queue.clone(), desc.clone(), stats.clone(), runtime.clone());
+            let (queue, desc, stats, runtime, config) = (
+                queue.clone(),
+                desc.clone(),
+                stats.clone(),
+                runtime.clone(),
+                config.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("{}-{id}", desc.name))
-                .spawn(move || worker(engine, &queue, config, &runtime, &desc, &stats))
+                .spawn(move || worker(engine, &queue, &config, &runtime, &desc, &stats))
                 .expect("spawning an inference thread");
         }
         Batcher { tx, config }
@@ -138,7 +158,7 @@ impl Batcher {
 /// the queue is closed and empty.
 fn next_batch(
     q: &mut Queue,
-    config: BatchConfig,
+    config: &BatchConfig,
     runtime: &tokio::runtime::Handle,
 ) -> Option<Batch> {
     let first = match q.carry.take() {
@@ -151,9 +171,9 @@ fn next_batch(
     };
     let close_at = Instant::now() + config.max_delay;
     loop {
-        while batch.images < config.max_batch {
+        while batch.images < config.max_batch() {
             match q.rx.try_recv() {
-                Ok(j) if batch.images + j.n <= config.max_batch => {
+                Ok(j) if batch.images + j.n <= config.max_batch() => {
                     batch.images += j.n;
                     batch.jobs.push(j);
                 }
@@ -164,14 +184,14 @@ fn next_batch(
                 Err(_) => break,
             }
         }
-        if q.carry.is_some() || batch.images >= config.max_batch || Instant::now() >= close_at {
+        if q.carry.is_some() || batch.images >= config.max_batch() || Instant::now() >= close_at {
             return Some(batch);
         }
         // The timer must be created inside the runtime's context.
         let next =
             runtime.block_on(async { tokio::time::timeout_at(close_at.into(), q.rx.recv()).await });
         match next {
-            Ok(Some(j)) if batch.images + j.n <= config.max_batch => {
+            Ok(Some(j)) if batch.images + j.n <= config.max_batch() => {
                 batch.images += j.n;
                 batch.jobs.push(j);
             }
@@ -187,7 +207,7 @@ fn next_batch(
 fn worker(
     mut engine: Box<dyn Engine>,
     queue: &Mutex<Queue>,
-    config: BatchConfig,
+    config: &BatchConfig,
     runtime: &tokio::runtime::Handle,
     desc: &ModelDescriptor,
     stats: &ModelStats,
@@ -221,16 +241,19 @@ fn worker(
         };
         if !batch.jobs.is_empty() {
             let started = Instant::now();
+            // A batch never exceeds max_batch(), the largest bucket.
+            let rows = config.buckets.fit(batch.images).unwrap_or(batch.images);
             input.clear();
-            input.reserve(batch.images * per);
+            input.reserve(rows * per);
             for j in &batch.jobs {
                 input.extend_from_slice(&j.images);
             }
-            let result = engine.run(&input, &[batch.images, c, h, w]);
+            input.resize(rows * per, 0.0);
+            let result = engine.run(&input, &[rows, c, h, w]);
             let compute = started.elapsed();
             match result {
                 Ok(outs) => {
-                    stats.record_execution(batch.images, compute);
+                    stats.record_execution(batch.images, rows - batch.images, compute);
                     let by_name: Vec<Option<&rir_infer::Output>> = desc
                         .outputs
                         .iter()

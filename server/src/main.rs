@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use rir_infer::{Backend, Buckets, ConvSearch, CudaOptions, Device, EngineOptions, OrtOptions};
 use rir_server::batcher::BatchConfig;
-use rir_server::models::{BackendKind, DeviceChoice, EngineOptions, Models};
+use rir_server::models::{Models, ServingEngines};
 use rir_server::server::{TransportConfig, local, serve, serve_metrics};
 use rir_server::service::AppState;
 use rir_server::stats::Metrics;
@@ -38,11 +39,11 @@ struct Cli {
     #[arg(long, default_value = "0.0.0.0:8002")]
     metrics_addr: String,
     /// Inference engine.
-    #[arg(long, value_enum, default_value_t = BackendKind::Ort)]
-    backend: BackendKind,
-    /// ONNX Runtime device: auto uses CUDA when it can be had (else CPU, with a warning).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    device: DeviceChoice,
+    #[arg(long, value_enum, default_value_t = Backend::Ort)]
+    backend: Backend,
+    /// ONNX Runtime device: auto uses CUDA when it can be had (else the CPU, saying why).
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
     /// Engine instances per model (each on its own thread).
     #[arg(long, default_value_t = 1)]
     instances: usize,
@@ -58,6 +59,36 @@ struct Cli {
     /// Most images per engine call (and per request).
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
+    /// Batch sizes the engine runs at (Triton's preferred_batch_size): a
+    /// formed batch is padded with zeros up to the smallest that holds it,
+    /// and every one is warmed up before the server is ready. `pow2`:
+    /// 1, 2, 4, ... and --max-batch; `all`: every size (no padding); or a
+    /// list such as `1,8,32` (--max-batch is added).
+    #[arg(long, default_value = "pow2")]
+    batch_buckets: String,
+    /// One ONNX Runtime session per batch bucket instead of one for all
+    /// (always on with --cuda-graph; tract always has one plan per bucket).
+    #[arg(long)]
+    session_per_bucket: bool,
+    /// cuDNN convolution algorithm search in the CUDA provider.
+    #[arg(long, value_enum, default_value_t = ConvSearch::Exhaustive)]
+    cudnn_conv_search: ConvSearch,
+    /// TF32 tensor-core math for fp32 work in the CUDA provider.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    cuda_tf32: bool,
+    /// Let the CUDA provider run convolutions in NHWC.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    cuda_nhwc: bool,
+    /// Upper bound of the CUDA provider's memory arena, MiB (0: none).
+    #[arg(long, default_value_t = 0)]
+    cuda_mem_limit_mb: usize,
+    /// Bind inputs and outputs to reused page-locked host buffers (IOBinding).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    io_binding: bool,
+    /// Capture each bucket's run as a CUDA graph and replay it (implies
+    /// --io-binding and one session per bucket).
+    #[arg(long)]
+    cuda_graph: bool,
     /// Longest a request waits for others to batch with, microseconds (0: batch what is queued).
     #[arg(long, default_value_t = 0)]
     max_queue_delay_us: u64,
@@ -94,6 +125,24 @@ fn main() -> ExitCode {
     })
 }
 
+/// `--batch-buckets`: `pow2`, `all` or a comma-separated list.
+fn parse_buckets(text: &str, max_batch: usize) -> Result<Buckets> {
+    match text {
+        "pow2" => Ok(Buckets::powers_of_two(max_batch)),
+        "all" => Ok(Buckets::every(max_batch)),
+        list => {
+            let sizes = list
+                .split(',')
+                .map(|s| s.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| {
+                    format!("--batch-buckets {list:?}: expected pow2, all or numbers like 1,8,32")
+                })?;
+            Buckets::new(sizes, max_batch).map_err(|e| anyhow::anyhow!("--batch-buckets: {e}"))
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -113,21 +162,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if cli.max_batch == 0 || cli.queue_capacity == 0 {
         bail!("--max-batch and --queue-capacity must be positive");
     }
+    let buckets = parse_buckets(&cli.batch_buckets, cli.max_batch)?;
     let metrics = Arc::new(Metrics::new().context("metrics")?);
-    let engines = EngineOptions {
-        backend: cli.backend,
-        device: cli.device,
+    let engines = ServingEngines {
+        options: EngineOptions {
+            backend: cli.backend,
+            ort: OrtOptions {
+                library: cli.ort_lib.clone(),
+                threads: cli.threads,
+                device: cli.device,
+                spin: cli.ort_spin,
+                cuda: CudaOptions {
+                    conv_search: cli.cudnn_conv_search,
+                    tf32: cli.cuda_tf32,
+                    prefer_nhwc: cli.cuda_nhwc,
+                    memory_limit: (cli.cuda_mem_limit_mb > 0).then(|| cli.cuda_mem_limit_mb << 20),
+                    io_binding: cli.io_binding,
+                    cuda_graph: cli.cuda_graph,
+                },
+            },
+            per_bucket: cli.session_per_bucket,
+        },
         instances: cli.instances,
-        threads: cli.threads,
-        ort_library: cli.ort_lib.clone(),
-        ort_spin: cli.ort_spin,
     };
     let batching = BatchConfig {
-        max_batch: cli.max_batch,
+        buckets,
         max_delay: Duration::from_micros(cli.max_queue_delay_us),
         queue_capacity: cli.queue_capacity,
     };
-    let models = Models::load(&cli.models, &engines, batching, metrics.clone())
+    let models = Models::load(&cli.models, &engines, &batching, metrics.clone())
         .map_err(anyhow::Error::msg)?;
     if models.by_name.is_empty() {
         bail!(

@@ -2,51 +2,22 @@
 //! its batcher and its statistics, or the reason it is not ready.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use rir_infer::{Engine, OrtEngine, OrtOptions, TractEngine};
+use rir_infer::{Backend, Engine, EngineOptions, load_bucketed, warm_up};
 
 use crate::batcher::{BatchConfig, Batcher};
 use crate::repository::{Found, ModelDescriptor, scan};
 use crate::stats::{Metrics, ModelStats};
 
-/// Which engine serves the models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendKind {
-    /// ONNX Runtime.
-    Ort,
-    /// tract (pure Rust).
-    Tract,
-}
-
-/// Where ONNX Runtime computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DeviceChoice {
-    /// The CUDA execution provider when it can be had, else the CPU.
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// CUDA, or fail.
-    Cuda,
-}
-
-/// How engines are made.
+/// How a model's engines are made.
 #[derive(Debug, Clone)]
-pub struct EngineOptions {
-    /// ONNX Runtime or tract.
-    pub backend: BackendKind,
-    /// ONNX Runtime's device.
-    pub device: DeviceChoice,
+pub struct ServingEngines {
+    /// Backend, device and their settings.
+    pub options: EngineOptions,
     /// Engine instances (and threads) per model.
     pub instances: usize,
-    /// Intra-op threads per ONNX Runtime instance (0: its default).
-    pub threads: usize,
-    /// Path of libonnxruntime.so, if not found the usual way.
-    pub ort_library: Option<PathBuf>,
-    /// Let ONNX Runtime's idle intra-op threads spin-wait (see
-    /// [`OrtOptions::spin`]).
-    pub ort_spin: bool,
 }
 
 /// One model version and its state.
@@ -85,72 +56,13 @@ pub enum Lookup {
     NotFound(String),
 }
 
-fn make_engine(d: &ModelDescriptor, o: &EngineOptions) -> Result<Box<dyn Engine>, String> {
-    Ok(match o.backend {
-        BackendKind::Tract => Box::new(TractEngine::load(&d.path).map_err(|e| e.to_string())?),
-        BackendKind::Ort => {
-            let base = OrtOptions {
-                library: o.ort_library.clone(),
-                threads: o.threads,
-                cuda: false,
-                spin: o.ort_spin,
-            };
-            match o.device {
-                DeviceChoice::Cpu => {
-                    Box::new(OrtEngine::load(&d.path, &base).map_err(|e| e.to_string())?)
-                }
-                DeviceChoice::Cuda => Box::new(
-                    OrtEngine::load(&d.path, &OrtOptions { cuda: true, ..base })
-                        .map_err(|e| format!("--device cuda: {e}"))?,
-                ),
-                DeviceChoice::Auto => match OrtEngine::load(
-                    &d.path,
-                    &OrtOptions {
-                        cuda: true,
-                        ..base.clone()
-                    },
-                ) {
-                    Ok(e) => Box::new(e),
-                    Err(why) => {
-                        tracing::warn!(model = %d.name, "CUDA unavailable, serving on the CPU: {why}");
-                        Box::new(OrtEngine::load(&d.path, &base).map_err(|e| e.to_string())?)
-                    }
-                },
-            }
-        }
-    })
-}
-
-/// Runs every batch size the batcher can form (powers of two and the
-/// maximum) once, so that first requests do not pay for allocation and
-/// kernel selection.
-fn warm_up(engine: &mut dyn Engine, d: &ModelDescriptor, max_batch: usize) -> Result<(), String> {
-    let per = d.chw.iter().product::<usize>();
-    let mut sizes: Vec<usize> = std::iter::successors(Some(1usize), |n| Some(n * 2))
-        .take_while(|&n| n < max_batch)
-        .collect();
-    sizes.push(max_batch);
-    for n in sizes {
-        let x = vec![0.5f32; n * per];
-        let outs = engine
-            .run(&x, &[n, d.chw[0], d.chw[1], d.chw[2]])
-            .map_err(|e| format!("warm-up at batch {n}: {e}"))?;
-        if outs.iter().flat_map(|o| &o.data).any(|v| !v.is_finite()) {
-            return Err(format!(
-                "warm-up at batch {n} produced NaN or infinite outputs"
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl Models {
     /// Loads and warms up every model under `root`. A model that fails is
     /// kept, not ready, with its reason; the others serve.
     pub fn load(
         root: &Path,
-        engines: &EngineOptions,
-        batching: BatchConfig,
+        engines: &ServingEngines,
+        batching: &BatchConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let mut by_name: BTreeMap<String, Vec<Slot>> = BTreeMap::new();
@@ -170,17 +82,18 @@ impl Models {
                 batcher: None,
                 error: err,
                 stats: stats.clone(),
-                engine: match engines.backend {
-                    BackendKind::Ort => "onnxruntime".into(),
-                    BackendKind::Tract => "tract".into(),
+                engine: match engines.options.backend {
+                    Backend::Ort => "onnxruntime".into(),
+                    Backend::Tract => "tract".into(),
                 },
             };
             if let Some(d) = &desc {
                 let started = std::time::Instant::now();
                 let built: Result<Vec<Box<dyn Engine>>, String> = (0..engines.instances.max(1))
                     .map(|_| {
-                        let mut e = make_engine(d, engines)?;
-                        warm_up(e.as_mut(), d, batching.max_batch)?;
+                        let mut e = load_bucketed(&d.path, &engines.options, &batching.buckets)
+                            .map_err(|e| e.to_string())?;
+                        warm_up(e.as_mut(), d.chw, &batching.buckets)?;
                         Ok(e)
                     })
                     .collect();
@@ -188,9 +101,10 @@ impl Models {
                     Ok(list) => {
                         tracing::info!(
                             model = %name, version, engine = %list[0].name(), instances = list.len(),
+                            buckets = ?batching.buckets.sizes(),
                             "ready in {:.2}s", started.elapsed().as_secs_f64()
                         );
-                        slot.batcher = Some(Batcher::start(d, list, batching, stats));
+                        slot.batcher = Some(Batcher::start(d, list, batching.clone(), stats));
                     }
                     Err(e) => slot.error = Some(e),
                 }

@@ -262,7 +262,7 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = req.into_inner();
         let (slot, d) = loadable(&self.state.models, &r.name, &r.version)?;
-        let max_batch = slot.batcher.as_ref().map_or(0, |b| b.config.max_batch);
+        let max_batch = slot.batcher.as_ref().map_or(0, |b| b.config.max_batch());
         let [c, h, w] = d.chw;
         Ok(Response::new(pb::ModelConfigResponse {
             config: Some(pb::ModelConfig {
@@ -362,7 +362,7 @@ impl GrpcInferenceService for Service {
         let r = req.into_inner();
         let slot = ready_slot(&self.state.models, &r.model_name, &r.model_version)?;
         let (desc, max_batch) = match (&slot.desc, &slot.batcher) {
-            (Some(d), Some(b)) => (d, b.config.max_batch),
+            (Some(d), Some(b)) => (d, b.config.max_batch()),
             _ => return Err(Status::unavailable("model not ready")),
         };
         let bad = |m: String| invalid(slot, m);
@@ -502,7 +502,7 @@ impl ImageClassifier for Service {
         };
         let slot = ready_slot(&self.state.models, &name, &r.model_version)?;
         let (desc, max_batch) = match (&slot.desc, &slot.batcher) {
-            (Some(d), Some(b)) => (d, b.config.max_batch),
+            (Some(d), Some(b)) => (d, b.config.max_batch()),
             _ => return Err(Status::unavailable("model not ready")),
         };
         let bad = |m: String| invalid(slot, m);

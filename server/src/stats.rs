@@ -24,6 +24,8 @@ pub struct Metrics {
     pub compute_seconds: HistogramVec,
     /// Images per executed batch.
     pub batch_size: HistogramVec,
+    /// Zero images added to fill batches up to their bucket.
+    pub padded: IntCounterVec,
     /// Requests waiting in the queue.
     pub pending: IntGaugeVec,
 }
@@ -66,6 +68,13 @@ impl Metrics {
             HistogramOpts::new("rir_batch_size", "images per executed batch").buckets(sizes),
             &["model"],
         )?;
+        let padded = IntCounterVec::new(
+            Opts::new(
+                "rir_padded_images_total",
+                "zero images added to fill batches up to their bucket size",
+            ),
+            &["model"],
+        )?;
         let pending = IntGaugeVec::new(
             Opts::new("rir_pending_requests", "requests waiting in the queue"),
             &["model"],
@@ -77,6 +86,7 @@ impl Metrics {
         registry.register(Box::new(compute_seconds.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(pending.clone()))?;
+        registry.register(Box::new(padded.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -85,6 +95,7 @@ impl Metrics {
             queue_seconds,
             compute_seconds,
             batch_size,
+            padded,
             pending,
         })
     }
@@ -137,8 +148,13 @@ pub struct Snapshot {
     pub execution_count: u64,
     /// Last inference, milliseconds since the Unix epoch.
     pub last_inference_ms: u64,
-    /// Executions and engine time per batch size.
+    /// Executions and engine time per batch size (real images, padding
+    /// excluded).
     pub batches: BTreeMap<usize, Duration2>,
+    /// Zero images added to fill batches up to their bucket. Triton's
+    /// ModelStatistics has no field for it: it is in this snapshot and in
+    /// the Prometheus metric `rir_padded_images_total`.
+    pub padded_count: u64,
 }
 
 /// Where a successful request's time went, as Triton reports it.
@@ -179,12 +195,18 @@ impl ModelStats {
     }
 
     /// A batch of `images` ran in `compute`.
-    pub fn record_execution(&self, images: usize, compute: Duration) {
+    /// An engine call ran `images` real images padded with `padded` zero
+    /// images up to its bucket.
+    pub fn record_execution(&self, images: usize, padded: usize, compute: Duration) {
         self.with(|s| {
             s.execution_count += 1;
+            s.padded_count += padded as u64;
             s.batches.entry(images).or_default().add(compute);
         });
         let m = &self.metrics;
+        m.padded
+            .with_label_values(&[&self.model])
+            .inc_by(padded as u64);
         m.executions.with_label_values(&[&self.model]).inc();
         m.compute_seconds
             .with_label_values(&[&self.model])

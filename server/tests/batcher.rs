@@ -21,7 +21,7 @@ fn setup(max_batch: usize, delay: Duration) -> (Batcher, Arc<ModelStats>, tempfi
     let engine: Box<dyn Engine> = Box::new(OrtEngine::load(&path, &OrtOptions::default()).unwrap());
     let stats = Arc::new(ModelStats::new("m", Arc::new(Metrics::new().unwrap())));
     let config = BatchConfig {
-        max_batch,
+        buckets: rir_infer::Buckets::every(max_batch),
         max_delay: delay,
         queue_capacity: 64,
     };
@@ -90,5 +90,111 @@ async fn queued_requests_batch_up_to_the_limit_and_no_further() {
         s.execution_count < 5,
         "nothing was batched: {:?}",
         s.batches
+    );
+}
+
+/// A real engine that records the batch size of every call it gets.
+struct Recording {
+    inner: Box<dyn Engine>,
+    calls: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl Engine for Recording {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn run(
+        &mut self,
+        input: &[f32],
+        shape: &[usize],
+    ) -> Result<Vec<rir_infer::Output>, rir_infer::InferError> {
+        self.calls.lock().unwrap().push(shape[0]);
+        self.inner.run(input, shape)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_padded_to_buckets_and_padding_never_reaches_a_response() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
+    let path = dir.path().join("m/1/model.onnx");
+    let desc = describe("m", 1, &path).unwrap();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let engine: Box<dyn Engine> = Box::new(Recording {
+        inner: Box::new(OrtEngine::load(&path, &OrtOptions::default()).unwrap()),
+        calls: calls.clone(),
+    });
+    let stats = Arc::new(ModelStats::new("m", Arc::new(Metrics::new().unwrap())));
+    let buckets = rir_infer::Buckets::new(vec![1, 4], 8).unwrap();
+    let config = BatchConfig {
+        buckets: buckets.clone(),
+        max_delay: Duration::from_millis(100),
+        queue_capacity: 64,
+    };
+    let batcher = Batcher::start(&desc, vec![engine], config, stats.clone());
+    // The reference: the same images, each request run alone at its own
+    // (unpadded) size, in a separate session.
+    let mut reference = OrtEngine::load(&path, &OrtOptions::default()).unwrap();
+    let mut rng = 1u64;
+    let mut requests = vec![];
+    // 3 + 2 = 5 images arrive within the delay: one batch of 5 padded to 8;
+    // then 2 alone: padded to 4; then 1: bucket 1, no padding.
+    for group in [vec![3, 2], vec![2], vec![1]] {
+        let mut rxs = vec![];
+        for n in group {
+            let images: Vec<f32> = (0..n * 784)
+                .map(|_| {
+                    rng = rng
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect();
+            let (tx, rx) = oneshot::channel();
+            batcher
+                .try_submit(Job {
+                    images: images.clone(),
+                    n,
+                    deadline: None,
+                    enqueued: Instant::now(),
+                    reply: tx,
+                })
+                .unwrap();
+            rxs.push((n, images, rx));
+        }
+        for r in rxs {
+            let (n, images, rx) = r;
+            requests.push((n, images, rx.await.unwrap().unwrap()));
+        }
+    }
+    let seen = calls.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|n| buckets.sizes().contains(n)),
+        "the engine ran at a size that is not a bucket: {seen:?}"
+    );
+    assert_eq!(seen, vec![8, 4, 1], "batches of 5, 2 and 1 images");
+    for (n, images, out) in &requests {
+        let want = reference.run(images, &[*n, 1, 28, 28]).unwrap();
+        for (k, name) in desc.outputs.iter().enumerate() {
+            let want = &rir_infer::engine::output(&want, name).unwrap().data;
+            assert_eq!(
+                out.outputs[k].len(),
+                want.len(),
+                "padded rows in output {name}"
+            );
+            let diff = rir_infer::engine::max_abs_diff(&out.outputs[k], want);
+            assert!(
+                diff <= 1e-5,
+                "output {name} differs from the unpadded run by {diff}"
+            );
+        }
+    }
+    let s = stats.snapshot();
+    assert_eq!(s.padded_count, 3 + 2, "8 - 5 and 4 - 2 zero images");
+    assert_eq!(
+        s.batches.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2, 5],
+        "batch statistics count real images, not padding"
     );
 }

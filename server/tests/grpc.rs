@@ -564,7 +564,7 @@ async fn a_full_queue_is_refused() {
     );
     let mut o = Options::default();
     o.batching.queue_capacity = 2;
-    o.batching.max_batch = 1;
+    o.batching.buckets = rir_infer::Buckets::every(1);
     let s = start(Some(dir.path()), o).await;
     let mut tasks = vec![];
     for i in 0..40u32 {
@@ -650,7 +650,7 @@ async fn bearer_token_is_required_when_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tract_backend_serves_the_same_numbers() {
     let o = Options {
-        backend: rir_server::models::BackendKind::Tract,
+        backend: rir_infer::Backend::Tract,
         ..Options::default()
     };
     let s = start(None, o).await;

@@ -49,8 +49,13 @@ pub struct EpochMetrics {
     pub train_acc: f64,
     /// Mean test cross-entropy.
     pub test_loss: f64,
-    /// Test top-1 accuracy.
+    /// Test top-1 accuracy, evaluated in float32: the figure the exported
+    /// (float32) model reproduces, whatever precision trained it.
     pub test_acc: f64,
+    /// Test top-1 accuracy with the bf16 convolutions the run trained with
+    /// (only for `--bf16` runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_acc_bf16: Option<f64>,
     /// Training images per second during the epoch.
     pub train_img_per_s: f64,
     /// Wall time of the epoch, evaluation included.

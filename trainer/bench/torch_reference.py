@@ -3,7 +3,14 @@
 Builds the same network as rir-train's one-convolution model from the layer
 plan that `rir-train bench` passes as JSON (so the two cannot drift apart),
 trains it on a fixed random batch, and prints one JSON line with images per
-second and peak RSS. Run by `rir-train bench`; not meant to be called alone.
+second, peak RSS and the device it ran on. Run by `rir-train bench`.
+
+With "mode": "infer" it measures eager inference instead, the in-process
+reference for the server on a GPU (scripts/gpu-check.sh): batch-1 latency
+(p50, p99) and throughput at "batch", each call including the host-to-device
+copy of the input and the device-to-host copy of the logits:
+
+    python3 torch_reference.py '{"plan": <rir-train plan>, "mode": "infer", "batch": 64, "device": "cuda"}'
 """
 
 import json
@@ -87,12 +94,69 @@ class Net(nn.Module):
         return self.head_bn(self.head(x)).mean(dim=(2, 3))
 
 
+def pick_device(name):
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: this torch sees no CUDA device")
+    return torch.device("cuda")
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def infer(args, net, dev):
+    """Eager eval-mode inference with host copies, as a server would run it."""
+    c, h, w = args["plan"]["input"]
+    net.eval()
+    mixed = args.get("mixed", False)
+    if mixed:
+        net = net.to(memory_format=torch.channels_last)
+    batch = args["batch"]
+
+    def run(x):
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=mixed):
+            return net(x.to(dev, non_blocking=False)).float().cpu()
+
+    one = torch.randn(1, c, h, w)
+    big = torch.randn(batch, c, h, w)
+    for _ in range(50):
+        run(one)
+    for _ in range(10):
+        run(big)
+    lat = []
+    t_end = time.perf_counter() + args.get("seconds", 3.0)
+    while time.perf_counter() < t_end or len(lat) < 100:
+        t = time.perf_counter()
+        run(one)
+        lat.append((time.perf_counter() - t) * 1e3)
+    lat.sort()
+    runs, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < args.get("seconds", 3.0) or runs < 10:
+        run(big)
+        runs += 1
+    secs = time.perf_counter() - t0
+    print(json.dumps({
+        "device": dev.type, "batch1_p50_ms": lat[len(lat) // 2],
+        "batch1_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "img_per_s": batch * runs / secs, "batch": batch,
+    }))
+
+
 def main():
     args = json.loads(sys.argv[1])
     plan = args["plan"]
-    torch.set_num_threads(args["threads"])
+    torch.set_num_threads(args.get("threads", torch.get_num_threads()))
     torch.manual_seed(0)
-    net = Net(plan)
+    dev = pick_device(args.get("device", "cpu"))
+    net = Net(plan).to(dev)
+    if args.get("mode") == "infer":
+        return infer(args, net, dev)
+    mixed = args.get("mixed", False)
+    if mixed:
+        net = net.to(memory_format=torch.channels_last)
     decay = [p for p in net.parameters() if p.dim() == 4]
     rest = [p for p in net.parameters() if p.dim() != 4]
     opt = torch.optim.SGD(
@@ -100,12 +164,16 @@ def main():
         lr=0.01, momentum=0.9,
     )
     c, h, w = plan["input"]
-    x = torch.randn(args["batch"], c, h, w)
-    y = torch.randint(0, plan["classes"], (args["batch"],))
+    x = torch.randn(args["batch"], c, h, w, device=dev)
+    if mixed:
+        x = x.to(memory_format=torch.channels_last)
+    y = torch.randint(0, plan["classes"], (args["batch"],), device=dev)
     net.train()
 
     def step():
-        loss = F.cross_entropy(net(x), y)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=mixed):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=False)
         loss.backward()
         opt.step()
@@ -119,7 +187,8 @@ def main():
     loss.item()
     secs = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"img_per_s": args["batch"] * args["steps"] / secs, "peak_rss_mb": rss_mb}))
+    print(json.dumps({"img_per_s": args["batch"] * args["steps"] / secs, "peak_rss_mb": rss_mb,
+                      "device": dev.type}))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 /// Times `steps` training steps of `form` after `warmup` untimed ones.
+/// `mixed`: bf16 convolutions and channels-last tensors, as `rir-train
+/// train --bf16 --channels-last` runs them.
 pub fn measure(
     spec: &ModelSpec,
     form: Form,
@@ -56,10 +58,15 @@ pub fn measure(
     warmup: usize,
     steps: usize,
     device: Device,
+    mixed: bool,
 ) -> Measurement {
     tch::manual_seed(0);
     let vs = VarStore::new(device);
-    let net = RirNet::new(&vs.root(), spec);
+    let mut net = RirNet::new(&vs.root(), spec);
+    if mixed {
+        net.precision = crate::model::Precision::Bf16;
+        crate::train::to_channels_last(&vs);
+    }
     let i = spec.input;
     let x = Tensor::randn(
         [
@@ -70,6 +77,11 @@ pub fn measure(
         ],
         (Kind::Float, device),
     );
+    let x = if mixed {
+        crate::train::channels_last(&x)
+    } else {
+        x
+    };
     let y = Tensor::randint(
         spec.num_classes as i64,
         [batch as i64],

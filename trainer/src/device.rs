@@ -5,21 +5,8 @@
 
 use std::ffi::CString;
 
+use rir_infer::Device as DeviceChoice;
 use tch::Device;
-
-/// What the user asked for.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeviceChoice {
-    /// CUDA when libtorch can use it, else the CPU.
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// The first CUDA device; an error when there is none.
-    Cuda,
-}
 
 /// Loads `libtorch_cuda.so` globally so that libtorch registers CUDA.
 /// Returns why it could not (a CPU-only libtorch, no driver, ...).
@@ -50,24 +37,28 @@ pub fn register_cuda() -> Result<(), String> {
     Err(last)
 }
 
-/// Resolves the device; `Cuda` fails when CUDA cannot be had.
+/// Resolves the device; `Cuda` fails when CUDA cannot be had. The rule is
+/// the one every binary follows ([`DeviceChoice::resolve`]).
 pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
-    if choice == DeviceChoice::Cpu {
-        return Ok(Device::Cpu);
-    }
-    let registered = register_cuda();
-    if tch::Cuda::is_available() {
-        return Ok(Device::Cuda(0));
-    }
-    let why = match registered {
-        Ok(()) => "libtorch_cuda.so loaded but no CUDA device is visible".to_string(),
-        Err(e) => format!("libtorch_cuda.so could not be loaded ({e})"),
-    };
-    match choice {
-        DeviceChoice::Cuda => anyhow::bail!("--device cuda: {why}"),
-        _ => {
-            tracing::info!("using the CPU: {why}");
-            Ok(Device::Cpu)
+    let cuda = if choice == DeviceChoice::Cpu {
+        Err("not asked for".to_string())
+    } else {
+        let registered = register_cuda();
+        if tch::Cuda::is_available() {
+            Ok(())
+        } else {
+            Err(match registered {
+                Ok(()) => "libtorch_cuda.so loaded but no CUDA device is visible".to_string(),
+                Err(e) => format!("libtorch_cuda.so could not be loaded ({e})"),
+            })
         }
-    }
+    };
+    let use_cuda = choice.resolve(cuda).map_err(anyhow::Error::msg)?;
+    let device = if use_cuda {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    };
+    tracing::info!("training on {device:?}");
+    Ok(device)
 }

@@ -9,11 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use rir_checkpoint::Checkpoint;
 use rir_data::cifar::Flavour;
 use rir_data::{Source, load};
+use rir_infer::Device as DeviceChoice;
 use rir_spec::meta::EpochMetrics;
 use rir_spec::preset::{self, PRESETS};
 use rir_spec::{BlockMask, InputSpec, Projection, Variant};
 use rir_trainer::bench::Form;
-use rir_trainer::device::{self, DeviceChoice};
+use rir_trainer::device;
 use rir_trainer::model::Precision;
 use rir_trainer::schedule::Schedule;
 use rir_trainer::train::{BEST, LAST, METRICS};
@@ -99,8 +100,22 @@ enum Command {
         warmup: usize,
         #[arg(long)]
         steps: usize,
+        #[arg(long)]
+        mixed: bool,
         #[command(flatten)]
         runtime: Runtime,
+    },
+    /// Print a preset's layer plan as JSON (what the PyTorch references build).
+    Plan {
+        /// Preset.
+        #[arg(long, default_value = "paper")]
+        preset: String,
+        /// Data set whose image shape and class count to use.
+        #[arg(long, default_value = "cifar10")]
+        dataset: Source,
+        /// Variant.
+        #[arg(long, default_value = "rir")]
+        variant: Variant,
     },
 }
 
@@ -124,12 +139,19 @@ struct BenchArgs {
     /// Timed steps.
     #[arg(long, default_value_t = 40)]
     steps: usize,
-    /// Python with torch 2.11 for the eager reference [default: .deps/torch-venv/bin/python].
+    /// Python with torch 2.11 for the eager reference [default: python3 with
+    /// the torch that scripts/setup.sh installed on PYTHONPATH; on a GPU
+    /// machine that is a whole torch, on a CPU machine libtorch alone, and
+    /// the reference is skipped unless this names a torch 2.11 Python].
     #[arg(long, env = "RIR_TORCH_PYTHON")]
     python: Option<PathBuf>,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also measure bf16 convolutions with channels-last tensors, ours
+    /// against PyTorch's bf16 autocast with channels-last.
+    #[arg(long)]
+    bf16: bool,
     #[command(flatten)]
     runtime: Runtime,
 }
@@ -256,12 +278,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             batch,
             warmup,
             steps,
+            mixed,
             runtime,
         } => {
             let device = setup_runtime(&runtime)?;
             let spec = bench_spec(&name, dataset, variant)?;
-            let m = rir_trainer::bench::measure(&spec, form, batch, warmup, steps, device);
+            let m = rir_trainer::bench::measure(&spec, form, batch, warmup, steps, device, mixed);
             println!("{}", serde_json::to_string(&m)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan {
+            preset,
+            dataset,
+            variant,
+        } => {
+            let spec = bench_spec(&preset, dataset, variant)?;
+            println!("{}", rir_trainer::bench::layer_plan(&spec));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -461,9 +493,11 @@ fn eval(path: &Path, data_dir: Option<PathBuf>, runtime: &Runtime) -> Result<Exi
         test_limit: None,
         ..config
     };
-    let trainer = Trainer::new(&ck.meta.spec, data, config, device, Path::new("."))?;
+    let mut trainer = Trainer::new(&ck.meta.spec, data, config, device, Path::new("."))?;
     ckpt::restore(&ck, &trainer.vs, None)?;
-    let e = trainer.evaluate(&trainer.data.test);
+    let test = std::mem::take(&mut trainer.data.test);
+    let e = trainer.evaluate(&test);
+    trainer.data.test = test;
     println!(
         "{}: test accuracy {:.2}% ({} images), loss {:.4}",
         path.display(),
@@ -546,10 +580,12 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         .runtime
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
-    let python = a
-        .python
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".deps/torch-venv/bin/python"));
+    let python = a.python.clone().unwrap_or_else(|| PathBuf::from("python3"));
+    // The set-up's torch: libtorch's lib/ is <root>/torch/lib.
+    let setup_torch = Path::new(env!("RIR_LIBTORCH_LIB"))
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
     let parse = |out: std::process::Output, what: &str| -> Result<Measurement> {
         if !out.status.success() {
@@ -562,11 +598,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         let line = text.lines().last().unwrap_or_default();
         serde_json::from_str(line).with_context(|| format!("{what} printed {line:?}"))
     };
-    let device_flag = match a.runtime.device {
-        DeviceChoice::Cpu => "cpu",
-        DeviceChoice::Cuda => "cuda",
-        DeviceChoice::Auto => "auto",
-    };
+    let device_flag = a.runtime.device.as_str();
     println!(
         "training throughput, {} {}, batch {}, {} timed steps after {} warm-up, {} threads",
         a.dataset.name(),
@@ -583,11 +615,43 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     let mut rows = vec![];
     for name in &a.presets {
         let spec = bench_spec(name, a.dataset, a.variant)?;
-        let mut results: Vec<(&str, Option<Measurement>, String)> = vec![];
-        for (label, form) in [
-            ("rir one-conv (ours)", "one-conv"),
-            ("rir four-conv (tch)", "four-conv"),
-        ] {
+        let mut results: Vec<(String, Option<Measurement>, String)> = vec![];
+        let mut configs = vec![
+            ("rir one-conv (ours)", "one-conv", false),
+            ("rir four-conv (tch)", "four-conv", false),
+            ("rir one-conv (PyTorch)", "", false),
+        ];
+        if a.bf16 {
+            configs.push(("bf16+CL one-conv (ours)", "one-conv", true));
+            configs.push(("bf16+CL (PyTorch)", "", true));
+        }
+        for (label, form, mixed) in configs {
+            if form.is_empty() {
+                let args = serde_json::json!({
+                    "plan": layer_plan(&spec), "threads": threads, "batch": a.batch,
+                    "warmup": a.warmup, "steps": a.steps, "device": device_flag, "mixed": mixed,
+                });
+                let mut cmd = std::process::Command::new(&python);
+                if let (None, Some(root)) = (&a.python, &setup_torch) {
+                    cmd.env("PYTHONPATH", root);
+                }
+                let (m, why) = match cmd.arg(&script).arg(args.to_string()).output() {
+                    Ok(out) => {
+                        let used = reference_device(&out.stdout);
+                        match parse(out, "PyTorch reference") {
+                            Ok(m) => (Some(m), used),
+                            Err(e) => (None, format!("{e:#}")),
+                        }
+                    }
+                    Err(e) => (None, format!("{}: {e}", python.display())),
+                };
+                let label = match (&m, why.is_empty()) {
+                    (Some(_), false) => format!("{label} {why}"),
+                    _ => label.to_string(),
+                };
+                results.push((label, m, if m.is_some() { String::new() } else { why }));
+                continue;
+            }
             let out = std::process::Command::new(&exe)
                 .args([
                     "bench-child",
@@ -612,34 +676,27 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
                     &threads.to_string(),
                 ])
                 .args(["--device", device_flag])
+                .args(mixed.then_some("--mixed"))
                 .output()?;
-            results.push((label, Some(parse(out, label)?), String::new()));
+            results.push((label.to_string(), Some(parse(out, label)?), String::new()));
         }
-        let args = serde_json::json!({
-            "plan": layer_plan(&spec), "threads": threads, "batch": a.batch,
-            "warmup": a.warmup, "steps": a.steps,
-        });
-        let reference = match std::process::Command::new(&python)
-            .arg(&script)
-            .arg(args.to_string())
-            .output()
-        {
-            Ok(out) => match parse(out, "PyTorch reference") {
-                Ok(m) => (Some(m), String::new()),
-                Err(e) => (None, format!("{e:#}")),
-            },
-            Err(e) => (None, format!("{}: {e}", python.display())),
-        };
-        results.push(("rir one-conv (PyTorch)", reference.0, reference.1));
-        let torch = results[2].1.map(|m| m.img_per_s);
         let four = results[1].1.map(|m| m.img_per_s);
-        for (label, m, why) in &results {
+        // Each row's ratio is against the PyTorch row of its precision.
+        let reference_of = |i: usize| {
+            if i < 3 {
+                results[2].1
+            } else {
+                results.get(4).and_then(|r| r.1)
+            }
+        };
+        for (i, (label, m, why)) in results.iter().enumerate() {
             match m {
                 Some(m) => {
                     let ratio = if label.contains("PyTorch") {
                         "1.00 (ref)".to_string()
                     } else {
-                        torch.map_or("-".into(), |t| format!("{:.2}", m.img_per_s / t))
+                        reference_of(i)
+                            .map_or("-".into(), |t| format!("{:.2}", m.img_per_s / t.img_per_s))
                     };
                     println!(
                         "{:<7} {:<22} {:>10.0} {:>12} {:>14.0}",
@@ -659,12 +716,28 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         rows.push(serde_json::json!({
             "preset": name,
             "one_conv": results[0].1, "four_conv": results[1].1, "pytorch": results[2].1,
+            "bf16_one_conv": results.get(3).and_then(|r| r.1),
+            "bf16_pytorch": results.get(4).and_then(|r| r.1),
         }));
     }
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The device the PyTorch reference reports having used, as `[cuda]`.
+fn reference_device(stdout: &[u8]) -> String {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| {
+            v.get("device")
+                .and_then(|d| d.as_str())
+                .map(|d| format!("[{d}]"))
+        })
+        .unwrap_or_default()
 }
 
 fn presets(source: Source) -> Result<ExitCode> {

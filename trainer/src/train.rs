@@ -276,8 +276,21 @@ impl Trainer {
         }
     }
 
-    /// Evaluates on a split without augmentation, in eval mode.
-    pub fn evaluate(&self, split: &Split) -> Evaluation {
+    /// Evaluates on a split without augmentation, in eval mode, in float32
+    /// (the precision of the exported model), whatever the run trains in.
+    pub fn evaluate(&mut self, split: &Split) -> Evaluation {
+        self.evaluate_in(split, Precision::Fp32)
+    }
+
+    /// Evaluates with the convolutions in `precision`.
+    pub fn evaluate_in(&mut self, split: &Split, precision: Precision) -> Evaluation {
+        let trained_in = std::mem::replace(&mut self.net.precision, precision);
+        let e = self.evaluate_now(split);
+        self.net.precision = trained_in;
+        e
+    }
+
+    fn evaluate_now(&self, split: &Split) -> Evaluation {
         let (mut loss, mut correct) = (0.0, 0usize);
         let (mut buf, mut labels) = (Vec::new(), Vec::new());
         let mut rng = Rng::new(0);
@@ -431,7 +444,11 @@ impl Trainer {
                 }
             }
             let train_secs = started.elapsed().as_secs_f64();
-            let eval = self.evaluate(&self.data.test);
+            let test = std::mem::take(&mut self.data.test);
+            let eval = self.evaluate(&test);
+            let bf16 = (self.config.precision == Precision::Bf16)
+                .then(|| self.evaluate_in(&test, Precision::Bf16).accuracy);
+            self.data.test = test;
             bar.finish_and_clear();
             let m = EpochMetrics {
                 epoch: epoch + 1,
@@ -440,6 +457,7 @@ impl Trainer {
                 train_acc: correct as f64 / seen.max(1) as f64,
                 test_loss: eval.loss,
                 test_acc: eval.accuracy,
+                test_acc_bf16: bf16,
                 train_img_per_s: seen as f64 / train_secs.max(1e-9),
                 seconds: started.elapsed().as_secs_f64(),
             };
@@ -513,7 +531,7 @@ pub fn channels_last(x: &Tensor) -> Tensor {
 }
 
 /// Re-lays every 4-D variable of `vs` in channels-last order.
-fn to_channels_last(vs: &VarStore) {
+pub fn to_channels_last(vs: &VarStore) {
     tch::no_grad(|| {
         for (_, mut v) in vs.variables() {
             if v.dim() == 4 {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use rir_exporter::synthetic::random_checkpoint;
 use rir_exporter::{Form, export_file};
+use rir_infer::{Backend, Buckets, EngineOptions, OrtOptions};
 use rir_proto::classify::image_classifier_client::ImageClassifierClient;
 use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use rir_server::batcher::BatchConfig;
-use rir_server::models::{BackendKind, DeviceChoice, EngineOptions, Models};
+use rir_server::models::{Models, ServingEngines};
 use rir_server::server::{TransportConfig, serve};
 use rir_server::service::AppState;
 use rir_server::stats::Metrics;
@@ -76,7 +77,7 @@ pub struct Options {
     /// Batching limits.
     pub batching: BatchConfig,
     /// Engine.
-    pub backend: BackendKind,
+    pub backend: Backend,
     /// Transport.
     pub transport: TransportConfig,
 }
@@ -85,11 +86,11 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             batching: BatchConfig {
-                max_batch: 16,
+                buckets: Buckets::powers_of_two(16),
                 max_delay: Duration::ZERO,
                 queue_capacity: 256,
             },
-            backend: BackendKind::Ort,
+            backend: Backend::Ort,
             transport: TransportConfig {
                 max_message_bytes: 4 << 20,
                 tls: None,
@@ -112,15 +113,19 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.as_ref().unwrap().path().to_path_buf());
     let metrics = Arc::new(Metrics::new().unwrap());
-    let engines = EngineOptions {
-        backend: o.backend,
-        device: DeviceChoice::Cpu,
+    let engines = ServingEngines {
+        options: EngineOptions {
+            backend: o.backend,
+            ort: OrtOptions {
+                threads: 1,
+                spin: false,
+                ..OrtOptions::default()
+            },
+            per_bucket: false,
+        },
         instances: 1,
-        threads: 1,
-        ort_library: None,
-        ort_spin: false,
     };
-    let models = Models::load(&root, &engines, o.batching, metrics.clone()).unwrap();
+    let models = Models::load(&root, &engines, &o.batching, metrics.clone()).unwrap();
     let state = Arc::new(AppState {
         models,
         ready: AtomicBool::new(true),

@@ -1,0 +1,129 @@
+//! Where models compute, and the CUDA execution provider's settings.
+//!
+//! One [`Device`] type serves every binary (`rir-train`, `rir-export`,
+//! `rir-serve`, the benches), so `--device auto|cpu|cuda` means the same
+//! thing everywhere: `auto` takes CUDA when it can be had and says so, and
+//! falls back to the CPU with the reason in the log.
+
+use serde::{Deserialize, Serialize};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Device {
+    /// CUDA when it can be had, else the CPU (with the reason logged).
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// The first CUDA device; an error when there is none.
+    Cuda,
+}
+
+impl Device {
+    /// The name as given on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+
+    /// Resolves a choice given whether CUDA can be had (`Err` holds why
+    /// not): `Ok(true)` to use CUDA, `Ok(false)` for the CPU, `Err` when
+    /// CUDA was demanded and cannot be had. Both the trainer (libtorch) and
+    /// the engines (ONNX Runtime) decide through this one function.
+    pub fn resolve(self, cuda: Result<(), String>) -> Result<bool, String> {
+        match (self, cuda) {
+            (Device::Cpu, _) => Ok(false),
+            (_, Ok(())) => Ok(true),
+            (Device::Cuda, Err(why)) => Err(format!("--device cuda: {why}")),
+            (Device::Auto, Err(why)) => {
+                tracing::info!("using the CPU: {why}");
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How cuDNN picks convolution algorithms in ONNX Runtime's CUDA provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConvSearch {
+    /// Benchmark every algorithm on the first run of each shape (ONNX
+    /// Runtime's default; fastest kernels, slow first run per shape).
+    #[default]
+    Exhaustive,
+    /// cuDNN's heuristics: no benchmarking.
+    Heuristic,
+    /// Implicit precomputed GEMM, always.
+    Default,
+}
+
+/// Settings of ONNX Runtime's CUDA execution provider that matter for
+/// these models. The defaults are the measured best (README, "GPU").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// cuDNN convolution algorithm search.
+    pub conv_search: ConvSearch,
+    /// Allow TF32 tensor-core math for fp32 convolutions and GEMMs.
+    pub tf32: bool,
+    /// Let the provider run convolutions in NHWC.
+    pub prefer_nhwc: bool,
+    /// Upper bound of the provider's memory arena, bytes (None: no bound).
+    pub memory_limit: Option<usize>,
+    /// Bind the input and outputs to page-locked host buffers that are
+    /// reused from run to run (ONNX Runtime's IOBinding), instead of
+    /// handing it fresh pageable memory each run.
+    pub io_binding: bool,
+    /// Capture each run in a CUDA graph and replay it. Needs fixed shapes
+    /// and fixed buffers, so it implies `io_binding` and is only used with
+    /// one session per batch bucket.
+    pub cuda_graph: bool,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        CudaOptions {
+            conv_search: ConvSearch::Exhaustive,
+            tf32: false,
+            prefer_nhwc: false,
+            memory_limit: None,
+            io_binding: false,
+            cuda_graph: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_never_touches_cuda() {
+        assert_eq!(Device::Cpu.resolve(Ok(())), Ok(false));
+        assert_eq!(Device::Cpu.resolve(Err("none".into())), Ok(false));
+    }
+
+    #[test]
+    fn auto_takes_cuda_when_it_can_and_falls_back_otherwise() {
+        assert_eq!(Device::Auto.resolve(Ok(())), Ok(true));
+        assert_eq!(Device::Auto.resolve(Err("no driver".into())), Ok(false));
+    }
+
+    #[test]
+    fn cuda_fails_with_the_reason() {
+        assert_eq!(Device::Cuda.resolve(Ok(())), Ok(true));
+        let err = Device::Cuda.resolve(Err("no driver".into())).unwrap_err();
+        assert!(
+            err.contains("--device cuda") && err.contains("no driver"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# The whole GPU story in one command, on a bare GPU host (nothing is
+# downloaded): the trainer against eager PyTorch, a short real training run,
+# export and verification on CUDA, rir-serve on the CUDA provider with its
+# served accuracy, a load sweep with batching on and off and with each
+# CUDA lever, eager PyTorch inference in-process for comparison, and a
+# summary table. Budget: under 8 minutes on one H200.
+#
+#   scripts/gpu-check.sh --ort-dir DIR [--bin DIR] [--data DIR] [--out DIR]
+#
+#   --ort-dir  folder holding libonnxruntime.so* and its CUDA provider
+#              (libonnxruntime_providers_{shared,cuda}.so) from the
+#              onnxruntime-gpu 1.31.1 wheel's onnxruntime/capi/
+#   --bin      folder with rir-train, rir-export, rir-serve, rir-loadtest,
+#              rir-classify (default: target/release)
+#   --data     Fashion-MNIST folder (default: Debian's)
+#   --out      where logs, JSON and the summary go (default: runs/gpu-check)
+#
+# PYTHON selects the interpreter whose torch 2.11 (CUDA build) provides
+# libtorch, the CUDA 13 libraries (cuDNN, cuBLAS, ...) and the PyTorch
+# references (default: python3). QUICK=1 shortens every step (a smoke run).
+# A failing step is reported and the others still run: the exit status is
+# the number of failed steps (0: all passed).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BIN=target/release
+DATA=/usr/share/datasets/fashion-mnist
+OUT=runs/gpu-check
+ORT_DIR=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ort-dir) ORT_DIR="$2"; shift 2 ;;
+    --bin) BIN="$2"; shift 2 ;;
+    --data) DATA="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$ORT_DIR" ] || { echo "--ort-dir is required (see --help)" >&2; exit 2; }
+PY="${PYTHON:-python3}"
+QUICK="${QUICK:-0}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+BIN="$(cd "$BIN" && pwd)"
+ORT_LIB="$(ls "$ORT_DIR"/libonnxruntime.so* | head -1)"
+step() { printf '\n== %s  (%s)\n' "$*" "$(date +%T)"; }
+FAILED=0
+check() { # CMD...: runs it; a failure is counted and reported, not fatal
+  "$@"
+  local rc=$?
+  [ "$rc" = 0 ] || { FAILED=$((FAILED + 1)); echo "!! failed ($rc): $*" >&2; }
+}
+logged() { # FILE CMD...: as check, with the output also written to FILE
+  local file="$1"; shift
+  "$@" 2>&1 | tee "$file"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || { FAILED=$((FAILED + 1)); echo "!! failed ($rc): $*" >&2; }
+}
+
+# libtorch and the CUDA 13 libraries from the host's python torch.
+TORCH_LIB="$("$PY" -c 'import os, torch; assert torch.__version__.startswith("2.11"), torch.__version__; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+NV_LIBS="$(find "$(dirname "$(dirname "$TORCH_LIB")")/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | paste -sd: || true)"
+export LD_LIBRARY_PATH="$ORT_DIR:$TORCH_LIB${NV_LIBS:+:$NV_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export ORT_DYLIB_PATH="$ORT_LIB"
+export RIR_SERVE_BIN="$BIN/rir-serve"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+step "rir-train info"
+logged "$OUT/info.txt" "$BIN/rir-train" info
+
+STEPS=30; EPOCHS=4; SECS=3
+[ "$QUICK" = 1 ] && { STEPS=5; EPOCHS=1; SECS=1; }
+
+step "training throughput: ours against eager PyTorch, fp32 and bf16 + channels-last"
+logged "$OUT/train-bench.txt" "$BIN/rir-train" bench --device cuda --dataset cifar10 \
+  --presets small,paper --batch 256 --steps "$STEPS" --bf16 --python "$PY" --json "$OUT/train-bench.json"
+
+step "a short real training run: paper preset, Fashion-MNIST, bf16 + channels-last"
+RUN="$OUT/run"
+rm -rf "$RUN"
+logged "$OUT/train.log" "$BIN/rir-train" train --device cuda --dataset fashion-mnist --data-dir "$DATA" \
+  --preset paper --epochs "$EPOCHS" --batch-size 256 --schedule cosine --label-smoothing 0.1 --bf16 \
+  --channels-last --quiet --out "$RUN"
+
+step "export and verify on CUDA (ONNX Runtime CUDA vs tract, the whole test split)"
+REPO="$OUT/models"
+rm -rf "$REPO"
+mkdir -p "$REPO/rir-paper/1"
+check "$BIN/rir-export" "$RUN/best.safetensors" -o "$REPO/rir-paper/1/model.onnx"
+logged "$OUT/verify.txt" "$BIN/rir-export" verify "$REPO/rir-paper/1/model.onnx" --device cuda \
+  --data-dir "$DATA" --ort-lib "$ORT_LIB"
+
+source scripts/server-lib.sh
+PORT=8101
+serve() { # NAME ARGS...: start rir-serve on the CUDA provider with ARGS
+  local name="$1"; shift
+  start_server "$PORT" "$OUT/serve-$name.log" --models "$REPO" --device cuda \
+    --grpc-addr "127.0.0.1:$PORT" --metrics-addr 127.0.0.1:0 "$@"
+  grep -m1 -o 'engine=[a-z-]*' "$OUT/serve-$name.log" || true
+}
+sweep() { # NAME ARGS...: a closed-loop sweep against the running server
+  local name="$1"; shift
+  logged "$OUT/load-$name.txt" "$BIN/rir-loadtest" -u "127.0.0.1:$PORT" -m rir-paper -w 1 \
+    -d "$SECS" --connections 8 -q --json "$OUT/load-$name.json" "$@"
+}
+
+step "rir-serve --device cuda: served accuracy against the trainer's"
+check serve default
+logged "$OUT/served-accuracy.txt" "$BIN/rir-classify" -u "127.0.0.1:$PORT" -m rir-paper \
+  --eval fashion-mnist --data-dir "$DATA" --model-file "$REPO/rir-paper/1/model.onnx"
+
+step "load: default server (batching on, power-of-two buckets), concurrency 1..64"
+sweep default -c 1,8,64
+step "load: client batches of 64 (peak throughput)"
+sweep default-b64 -b 64 -c 2,4,8
+stop_server
+
+for cfg in "per-bucket:--session-per-bucket" "io-binding:--io-binding true" \
+           "cuda-graph:--cuda-graph" "tf32-nhwc:--cuda-tf32 true --cuda-nhwc true" \
+           "batching-off:--max-batch 1"; do
+  name="${cfg%%:*}"; args="${cfg#*:}"
+  step "load: $name ($args)"
+  # shellcheck disable=SC2086
+  if serve "$name" $args; then
+    sweep "$name" -c 1,8,64
+    [ "$name" = cuda-graph ] && sweep "$name-b64" -b 64 -c 2,4,8
+    stop_server
+  else
+    FAILED=$((FAILED + 1))
+    echo "!! $name did not start; its log:" >&2
+    tail -5 "$OUT/serve-$name.log" >&2
+  fi
+done
+
+step "eager PyTorch in-process (the reference): batch-1 latency, batch-64 throughput"
+PLAN="$("$BIN/rir-train" plan --preset paper --dataset fashion-mnist)"
+for mixed in false true; do
+  logged "$OUT/torch-infer-$mixed.json" "$PY" trainer/bench/torch_reference.py \
+    "{\"plan\": $PLAN, \"mode\": \"infer\", \"batch\": 64, \"device\": \"cuda\", \"mixed\": $mixed, \"seconds\": $SECS}"
+done
+
+step "summary"
+"$PY" - "$OUT" <<'PY' | tee "$OUT/summary.md"
+import glob, json, os, sys
+out = sys.argv[1]
+print("| server config | load | req/s | img/s | p50 ms | p99 ms | errors |")
+print("|---|---|---|---|---|---|---|")
+for path in sorted(glob.glob(os.path.join(out, "load-*.json"))):
+    name = os.path.basename(path)[5:-5]
+    data = json.load(open(path))
+    for r in data if isinstance(data, list) else data.get("reports", [data]):
+        l = r["latency_ms"]
+        errs = sum(r["errors"].values())
+        print(f"| {name} | {r['load']} x{r['batch']} | {r['requests_per_s']:.0f} | {r['inferences_per_s']:.0f} "
+              f"| {l['p50']:.3f} | {l['p99']:.3f} | {errs} |")
+for mixed in ("false", "true"):
+    p = os.path.join(out, f"torch-infer-{mixed}.json")
+    if os.path.exists(p):
+        t = json.loads(open(p).read().strip().splitlines()[-1])
+        print(f"| eager PyTorch in-process{' bf16' if mixed == 'true' else ''} | batch 1 / batch {t['batch']} "
+              f"| | {t['img_per_s']:.0f} (b{t['batch']}) | {t['batch1_p50_ms']:.3f} (b1) | {t['batch1_p99_ms']:.3f} (b1) | |")
+PY
+echo "failed steps: $FAILED"
+exit "$FAILED"
