@@ -4,7 +4,8 @@
 # export and verification on CUDA, rir-serve on the CUDA provider with its
 # served accuracy, a load sweep with batching on and off and with each
 # CUDA lever, eager PyTorch inference in-process for comparison, and a
-# summary table. Budget: under 8 minutes on one H200.
+# summary table. Budget: under 8 minutes on one H200 (measured: about 4.5
+# minutes of steps, see README "GPU").
 #
 #   scripts/gpu-check.sh --ort-dir DIR [--bin DIR] [--data DIR] [--out DIR]
 #
@@ -83,13 +84,16 @@ logged "$OUT/train.log" "$BIN/rir-train" train --device cuda --dataset fashion-m
   --preset paper --epochs "$EPOCHS" --batch-size 256 --schedule cosine --label-smoothing 0.1 --bf16 \
   --channels-last --quiet --out "$RUN"
 
-step "export and verify on CUDA (ONNX Runtime CUDA vs tract, the whole test split)"
+# tract runs the paper preset on one CPU core: 1,000 images keep the check
+# under a minute (the whole split took 6 minutes); the served accuracy below
+# is the whole split against the trainer's record.
+step "export and verify on CUDA (ONNX Runtime CUDA vs tract, 1,000 test images)"
 REPO="$OUT/models"
 rm -rf "$REPO"
 mkdir -p "$REPO/rir-paper/1"
 check "$BIN/rir-export" "$RUN/best.safetensors" -o "$REPO/rir-paper/1/model.onnx"
 logged "$OUT/verify.txt" "$BIN/rir-export" verify "$REPO/rir-paper/1/model.onnx" --device cuda \
-  --data-dir "$DATA" --ort-lib "$ORT_LIB"
+  --images 1000 --data-dir "$DATA" --ort-lib "$ORT_LIB"
 
 source scripts/server-lib.sh
 PORT=8101
@@ -110,21 +114,20 @@ check serve default
 logged "$OUT/served-accuracy.txt" "$BIN/rir-classify" -u "127.0.0.1:$PORT" -m rir-paper \
   --eval fashion-mnist --data-dir "$DATA" --model-file "$REPO/rir-paper/1/model.onnx"
 
-step "load: default server (batching on, power-of-two buckets), concurrency 1..64"
+step "load: default server (batching on, power-of-two buckets, a session per bucket, TF32, NHWC), concurrency 1..64"
 sweep default -c 1,8,64
 step "load: client batches of 64 (peak throughput)"
 sweep default-b64 -b 64 -c 2,4,8
 stop_server
 
-for cfg in "per-bucket:--session-per-bucket" "io-binding:--io-binding true" \
-           "cuda-graph:--cuda-graph" "tf32-nhwc:--cuda-tf32 true --cuda-nhwc true" \
+for cfg in "shared-session:--session-per-bucket false" \
+           "exact-fp32:--cuda-tf32 false --cuda-nhwc false" \
            "batching-off:--max-batch 1"; do
   name="${cfg%%:*}"; args="${cfg#*:}"
   step "load: $name ($args)"
   # shellcheck disable=SC2086
   if serve "$name" $args; then
     sweep "$name" -c 1,8,64
-    [ "$name" = cuda-graph ] && sweep "$name-b64" -b 64 -c 2,4,8
     stop_server
   else
     FAILED=$((FAILED + 1))

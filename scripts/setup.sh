@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what rir needs on a fresh Debian machine, idempotently, from the
 # package registries only (Debian apt, PyPI, crates.io):
-#   - Debian: dataset-fashion-mnist (the real images), fonts-dejavu-core
-#     (plot labels);
+#   - Debian: dataset-fashion-mnist (the real images), libb64 (for
+#     NVIDIA's perf_analyzer);
 #   - PyPI: libtorch 2.11.0 (CPU part of the torch wheel plus the two CUDA
 #     runtime wheels libtorch_cpu.so links against) and the onnxruntime
 #     1.31.1 wheel's libonnxruntime.so into .deps/, ignored by git.
@@ -72,7 +72,6 @@ as_root() {
 
 apt_packages=()
 [ -d /usr/share/datasets/fashion-mnist ] || apt_packages+=(dataset-fashion-mnist)
-[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_packages+=(fonts-dejavu-core)
 # libb64 for NVIDIA's perf_analyzer (scripts/perf-analyzer.sh, a test and a benchmark).
 [[ "$(ldconfig -p 2>/dev/null)" == *libb64.so.0d* ]] || apt_packages+=(libb64-0d)
 if [ "${#apt_packages[@]}" -gt 0 ]; then

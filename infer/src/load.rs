@@ -14,7 +14,6 @@
 
 use std::path::Path;
 
-use crate::device::Device;
 use crate::engine::{Engine, Output};
 use crate::error::InferError;
 use crate::ort_engine::{OrtEngine, OrtOptions};
@@ -36,9 +35,14 @@ pub struct EngineOptions {
     pub backend: Backend,
     /// ONNX Runtime's settings, the device among them.
     pub ort: OrtOptions,
-    /// One session per bucket instead of one session for every bucket.
-    /// tract always gets one plan per bucket.
-    pub per_bucket: bool,
+    /// One ONNX Runtime session per bucket (`Some(true)`), one for every
+    /// bucket (`Some(false)`), or (`None`) one per bucket exactly when the
+    /// session runs on CUDA: the CUDA provider re-plans every convolution
+    /// whenever a session's batch size changes (about 290 ms on an H200),
+    /// so a shared session collapses under dynamic batching there, while
+    /// on the CPU one session is cheaper. tract always gets one plan per
+    /// bucket.
+    pub per_bucket: Option<bool>,
 }
 
 impl Default for EngineOptions {
@@ -46,7 +50,7 @@ impl Default for EngineOptions {
         EngineOptions {
             backend: Backend::Ort,
             ort: OrtOptions::default(),
-            per_bucket: false,
+            per_bucket: None,
         }
     }
 }
@@ -152,46 +156,46 @@ pub fn load_engine(
 }
 
 /// An engine that serves every bucket: one shared engine, or one per
-/// bucket (always for tract; for ONNX Runtime with `per_bucket`, or when
-/// CUDA graphs need fixed shapes).
+/// bucket (see [`EngineOptions::per_bucket`]; tract always).
 pub fn load_bucketed(
     path: &Path,
     options: &EngineOptions,
     buckets: &Buckets,
 ) -> Result<Box<dyn Engine>, InferError> {
-    let per_bucket = match options.backend {
-        Backend::Tract => true,
+    let sizes = buckets.sizes();
+    let first: Box<dyn Engine> = match options.backend {
+        Backend::Tract => load_engine(path, options, sizes.first().copied())?,
         Backend::Ort => {
-            options.per_bucket || (options.ort.device != Device::Cpu && options.ort.cuda.cuda_graph)
+            let ort = OrtEngine::load(path, &options.ort)?;
+            let per_bucket = options.per_bucket.unwrap_or(ort.on_cuda());
+            if !per_bucket || sizes.len() < 2 {
+                return Ok(Box::new(ort));
+            }
+            Box::new(ort)
         }
     };
-    if !per_bucket {
-        return load_engine(path, options, None);
-    }
-    let mut engines = Vec::with_capacity(buckets.sizes().len());
-    for &b in buckets.sizes() {
+    let mut engines = Vec::with_capacity(sizes.len());
+    engines.push((sizes[0], first));
+    for &b in &sizes[1..] {
         engines.push((b, load_engine(path, options, Some(b))?));
     }
     Ok(Box::new(PerBucket::new(engines)))
 }
 
 /// Runs every bucket once on constant input, so that first requests pay
-/// for no allocation, kernel selection or graph capture, and checks that
-/// the outputs are finite. `chw` is one image's shape.
+/// for no allocation or kernel selection, and checks that the outputs are
+/// finite. `chw` is one image's shape.
 pub fn warm_up(engine: &mut dyn Engine, chw: [usize; 3], buckets: &Buckets) -> Result<(), String> {
     let per: usize = chw.iter().product();
     for &n in buckets.sizes() {
         let x = vec![0.5f32; n * per];
-        // Twice: CUDA graphs are captured on a run after the first.
-        for _ in 0..2 {
-            let outs = engine
-                .run(&x, &[n, chw[0], chw[1], chw[2]])
-                .map_err(|e| format!("warm-up at batch {n}: {e}"))?;
-            if outs.iter().flat_map(|o| &o.data).any(|v| !v.is_finite()) {
-                return Err(format!(
-                    "warm-up at batch {n} produced NaN or infinite outputs"
-                ));
-            }
+        let outs = engine
+            .run(&x, &[n, chw[0], chw[1], chw[2]])
+            .map_err(|e| format!("warm-up at batch {n}: {e}"))?;
+        if outs.iter().flat_map(|o| &o.data).any(|v| !v.is_finite()) {
+            return Err(format!(
+                "warm-up at batch {n} produced NaN or infinite outputs"
+            ));
         }
     }
     Ok(())

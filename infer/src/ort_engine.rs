@@ -12,11 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
-use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::IoBinding;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{Tensor, TensorRef};
+use ort::value::TensorRef;
 
 use crate::device::{ConvSearch, CudaOptions, Device};
 use crate::engine::{Engine, Output};
@@ -107,19 +105,6 @@ pub struct OrtEngine {
     session: Session,
     input: String,
     cuda: bool,
-    /// Use IOBinding with page-locked buffers (CUDA only).
-    io_binding: bool,
-    /// The buffers bound for the last batch size run through IOBinding.
-    bound: Option<Bound>,
-}
-
-/// Page-locked input and output buffers bound to a session for one batch
-/// size. Their addresses never change, which CUDA graph replay requires.
-struct Bound {
-    batch: usize,
-    binding: IoBinding,
-    input: Tensor<f32>,
-    outputs: Vec<String>,
 }
 
 fn model_err(path: &Path) -> impl Fn(String) -> InferError + '_ {
@@ -196,101 +181,12 @@ impl OrtEngine {
             session,
             input,
             cuda,
-            io_binding: cuda && (options.cuda.io_binding || options.cuda.cuda_graph),
-            bound: None,
         })
     }
 
     /// Whether this session runs on the CUDA execution provider.
     pub fn on_cuda(&self) -> bool {
         self.cuda
-    }
-}
-
-impl OrtEngine {
-    /// Binds page-locked buffers for `shape` (batch first); the outputs'
-    /// other dimensions come from the graph and must be fixed.
-    fn bind(&mut self, shape: &[usize]) -> Result<Bound, String> {
-        let e = |e: ort::Error| e.to_string();
-        let pinned = |kind| {
-            MemoryInfo::new(
-                AllocationDevice::CUDA_PINNED,
-                0,
-                AllocatorType::Device,
-                kind,
-            )
-            .and_then(|info| Allocator::new(&self.session, info))
-            .map_err(e)
-        };
-        let input_alloc = pinned(MemoryType::CPUInput)?;
-        let output_alloc = pinned(MemoryType::CPUOutput)?;
-        let mut binding = self.session.create_binding().map_err(e)?;
-        let input = Tensor::<f32>::new(&input_alloc, shape.to_vec()).map_err(e)?;
-        binding.bind_input(self.input.as_str(), &input).map_err(e)?;
-        let mut outputs = vec![];
-        for o in self.session.outputs() {
-            let dims: Vec<usize> = o
-                .dtype()
-                .tensor_shape()
-                .ok_or_else(|| format!("output {} is not a tensor", o.name()))?
-                .iter()
-                .enumerate()
-                .map(|(i, &d)| match (i, usize::try_from(d)) {
-                    (0, _) => Ok(shape[0]),
-                    (_, Ok(d)) => Ok(d),
-                    _ => Err(format!("output {} has a dynamic dimension {i}", o.name())),
-                })
-                .collect::<Result<_, _>>()?;
-            let t = Tensor::<f32>::new(&output_alloc, dims).map_err(e)?;
-            binding.bind_output(o.name(), t).map_err(e)?;
-            outputs.push(o.name().to_string());
-        }
-        Ok(Bound {
-            batch: shape[0],
-            binding,
-            input,
-            outputs,
-        })
-    }
-
-    /// One run through IOBinding: copy into the bound input, run, copy the
-    /// bound outputs out.
-    fn run_bound(&mut self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>, String> {
-        if self.bound.as_ref().is_none_or(|b| b.batch != shape[0]) {
-            self.bound = None;
-            self.bound = Some(self.bind(shape)?);
-        }
-        let Some(bound) = self.bound.as_mut() else {
-            return Err("no binding".into());
-        };
-        let (_, dst) = bound.input.extract_tensor_mut();
-        if dst.len() != input.len() {
-            return Err(format!(
-                "input has {} values, the bound buffer {}",
-                input.len(),
-                dst.len()
-            ));
-        }
-        dst.copy_from_slice(input);
-        let results = self
-            .session
-            .run_binding(&bound.binding)
-            .map_err(|e| e.to_string())?;
-        let mut out = Vec::with_capacity(bound.outputs.len());
-        for name in &bound.outputs {
-            let value = results
-                .get(name)
-                .ok_or_else(|| format!("output {name} missing"))?;
-            let (shape, data) = value
-                .try_extract_tensor::<f32>()
-                .map_err(|e| format!("output {name}: {e}"))?;
-            out.push(Output {
-                name: name.clone(),
-                shape: shape.iter().map(|&d| d as usize).collect(),
-                data: data.to_vec(),
-            });
-        }
-        Ok(out)
     }
 }
 
@@ -319,8 +215,7 @@ fn with_cuda(
             ConvSearch::Default => ConvAlgorithmSearch::Default,
         })
         .with_tf32(o.tf32)
-        .with_prefer_nhwc(o.prefer_nhwc)
-        .with_cuda_graph(o.cuda_graph);
+        .with_prefer_nhwc(o.prefer_nhwc);
     if let Some(limit) = o.memory_limit {
         ep = ep.with_memory_limit(limit);
     }
@@ -343,9 +238,6 @@ impl Engine for OrtEngine {
             engine: "onnxruntime",
             detail,
         };
-        if self.io_binding {
-            return self.run_bound(input, shape).map_err(fail);
-        }
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let tensor = TensorRef::from_array_view((dims, input)).map_err(|e| fail(e.to_string()))?;
         let outputs = self

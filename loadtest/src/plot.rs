@@ -14,7 +14,7 @@ pub fn sweep(path: &Path, title: &str, reports: &[Report]) -> Result<(), LoadErr
     if !rir_cli::font::register_sans_serif() {
         return Err(LoadError::Plot(
             path.to_path_buf(),
-            "no TrueType font found (install fonts-dejavu-core)".into(),
+            "plotters refused the embedded font".into(),
         ));
     }
     let size = (900, 560);

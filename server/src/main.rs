@@ -66,29 +66,26 @@ struct Cli {
     /// list such as `1,8,32` (--max-batch is added).
     #[arg(long, default_value = "pow2")]
     batch_buckets: String,
-    /// One ONNX Runtime session per batch bucket instead of one for all
-    /// (always on with --cuda-graph; tract always has one plan per bucket).
+    /// One ONNX Runtime session per batch bucket (true) or one for all
+    /// (false). Default: one per bucket on CUDA, where a session re-plans
+    /// its convolutions whenever the batch size changes; one on the CPU.
+    /// tract always has one plan per bucket.
     #[arg(long)]
-    session_per_bucket: bool,
+    session_per_bucket: Option<bool>,
     /// cuDNN convolution algorithm search in the CUDA provider.
     #[arg(long, value_enum, default_value_t = ConvSearch::Exhaustive)]
     cudnn_conv_search: ConvSearch,
-    /// TF32 tensor-core math for fp32 work in the CUDA provider.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    /// TF32 tensor-core math for fp32 convolutions in the CUDA provider
+    /// (PyTorch's cuDNN default too). `false`: exact fp32, slower.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     cuda_tf32: bool,
     /// Let the CUDA provider run convolutions in NHWC.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     cuda_nhwc: bool,
     /// Upper bound of the CUDA provider's memory arena, MiB (0: none).
     #[arg(long, default_value_t = 0)]
     cuda_mem_limit_mb: usize,
-    /// Bind inputs and outputs to reused page-locked host buffers (IOBinding).
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
-    io_binding: bool,
-    /// Capture each bucket's run as a CUDA graph and replay it (implies
-    /// --io-binding and one session per bucket).
-    #[arg(long)]
-    cuda_graph: bool,
+
     /// Longest a request waits for others to batch with, microseconds (0: batch what is queued).
     #[arg(long, default_value_t = 0)]
     max_queue_delay_us: u64,
@@ -176,9 +173,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     conv_search: cli.cudnn_conv_search,
                     tf32: cli.cuda_tf32,
                     prefer_nhwc: cli.cuda_nhwc,
-                    memory_limit: (cli.cuda_mem_limit_mb > 0).then(|| cli.cuda_mem_limit_mb << 20),
-                    io_binding: cli.io_binding,
-                    cuda_graph: cli.cuda_graph,
+                    memory_limit: (cli.cuda_mem_limit_mb > 0)
+                        .then_some(cli.cuda_mem_limit_mb << 20),
                 },
             },
             per_bucket: cli.session_per_bucket,

@@ -198,3 +198,28 @@ async fn batches_are_padded_to_buckets_and_padding_never_reaches_a_response() {
         "batch statistics count real images, not padding"
     );
 }
+
+#[test]
+fn device_auto_falls_back_to_the_cpu_and_cuda_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
+    let path = dir.path().join("m/1/model.onnx");
+    let with = |device| OrtOptions {
+        device,
+        ..OrtOptions::default()
+    };
+    let auto = OrtEngine::load(&path, &with(rir_infer::Device::Auto)).unwrap();
+    let cuda = OrtEngine::load(&path, &with(rir_infer::Device::Cuda));
+    if auto.on_cuda() {
+        // A machine with a GPU and the CUDA provider: both take it.
+        assert_eq!(auto.name(), "onnxruntime-cuda");
+        assert!(cuda.unwrap().on_cuda());
+        return;
+    }
+    assert_eq!(auto.name(), "onnxruntime-cpu");
+    let err = cuda.err().expect("--device cuda must fail without CUDA").to_string();
+    assert!(
+        err.contains("cuda") && err.contains("unavailable"),
+        "the error must say CUDA is unavailable and why: {err}"
+    );
+}

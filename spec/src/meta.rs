@@ -62,6 +62,17 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
+/// Whether an accuracy measured on the whole test split reproduces the one
+/// the trainer recorded for the same weights. Float rounding in another
+/// runtime (a different convolution algorithm, TF32 on a GPU) can flip a
+/// near-tie or two, so a difference of up to 0.1 % of the split (10 of
+/// 10,000 images) is accepted; a wrong export or preprocessing moves it by
+/// far more. `rir-export verify` and `rir-classify --eval` both judge by
+/// this rule.
+pub fn reproduces_recorded_accuracy(measured: f64, recorded: f64) -> bool {
+    (measured - recorded).abs() <= 0.001 + 1e-9
+}
+
 /// How far training got, enough to resume it exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingState {

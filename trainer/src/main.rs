@@ -640,7 +640,18 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
                         let used = reference_device(&out.stdout);
                         match parse(out, "PyTorch reference") {
                             Ok(m) => (Some(m), used),
-                            Err(e) => (None, format!("{e:#}")),
+                            // The last line of a Python traceback says what went wrong.
+                            Err(e) => {
+                                let text = format!("{e:#}");
+                                let last = text.lines().last().unwrap_or_default().to_string();
+                                let hint = if a.python.is_none() {
+                                    " (no torch 2.11 Python found: on a CPU machine the set-up \
+                                     installs libtorch alone; pass --python)"
+                                } else {
+                                    ""
+                                };
+                                (None, format!("{last}{hint}"))
+                            }
                         }
                     }
                     Err(e) => (None, format!("{}: {e}", python.display())),

@@ -16,8 +16,13 @@ use tch::{Device, Kind, Tensor};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
-    /// Everything in float32.
+    /// Everything in float32 (cuDNN may use TF32 tensor cores, as
+    /// PyTorch lets it by default).
     Fp32,
+    /// Everything in float32 with TF32 forbidden: the arithmetic of the
+    /// float32 ONNX export, which evaluations use so that the accuracy they
+    /// record is the one the export reproduces.
+    Fp32Exact,
     /// Convolutions in bfloat16 on float32 master weights; BatchNorm, the
     /// shortcut sums and the loss stay in float32.
     Bf16,
@@ -197,6 +202,20 @@ pub fn conv(x: &Tensor, w: &Tensor, stride: usize, pad: usize, precision: Precis
     let (s, p) = (stride as i64, pad as i64);
     match precision {
         Precision::Fp32 => x.conv2d(w, None::<Tensor>, [s, s], [p, p], [1, 1], 1),
+        Precision::Fp32Exact => x.internal_convolution(
+            w,
+            None::<Tensor>,
+            [s, s],
+            [p, p],
+            [1, 1],
+            false,
+            [0, 0],
+            1,
+            false,
+            false,
+            true,
+            false,
+        ),
         Precision::Bf16 => x
             .to_kind(Kind::BFloat16)
             .conv2d(

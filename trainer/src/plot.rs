@@ -1,6 +1,5 @@
 //! A PNG of the training curves (loss and accuracy per epoch), drawn with
-//! plotters. Text needs a TrueType font; the DejaVu fonts Debian installs
-//! are looked for at run time.
+//! plotters, with the font embedded in rir-cli.
 
 use std::path::Path;
 
@@ -29,7 +28,7 @@ pub fn curves(
     if !rir_cli::font::register_sans_serif() {
         return Err(TrainError::Plot(
             path.to_path_buf(),
-            "no TrueType font found (install fonts-dejavu-core)".into(),
+            "plotters refused the embedded font".into(),
         ));
     }
     let err = |e: String| TrainError::Plot(path.to_path_buf(), e);

@@ -276,10 +276,11 @@ impl Trainer {
         }
     }
 
-    /// Evaluates on a split without augmentation, in eval mode, in float32
-    /// (the precision of the exported model), whatever the run trains in.
+    /// Evaluates on a split without augmentation, in eval mode, in exact
+    /// float32 (the arithmetic of the exported model: no bf16, no TF32),
+    /// whatever the run trains in.
     pub fn evaluate(&mut self, split: &Split) -> Evaluation {
-        self.evaluate_in(split, Precision::Fp32)
+        self.evaluate_in(split, Precision::Fp32Exact)
     }
 
     /// Evaluates with the convolutions in `precision`.

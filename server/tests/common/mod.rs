@@ -121,7 +121,7 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
                 spin: false,
                 ..OrtOptions::default()
             },
-            per_bucket: false,
+            per_bucket: None,
         },
         instances: 1,
     };
