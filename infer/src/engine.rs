@@ -22,6 +22,14 @@ pub trait Engine: Send {
     fn name(&self) -> String;
     /// Runs the model on `input` of `shape` (NCHW) and returns every output.
     fn run(&mut self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>, InferError>;
+    /// Whether callers should run it only at a few fixed batch sizes,
+    /// padding batches up to them: true where a new batch size is expensive
+    /// (ONNX Runtime's CUDA provider re-plans its convolutions) or has no
+    /// plan (one engine per bucket). Where it is false, padding would only
+    /// add work, so batches run at their own size.
+    fn fixed_batch_sizes(&self) -> bool {
+        false
+    }
 }
 
 /// Finds an output by name.

@@ -127,6 +127,10 @@ impl Engine for PerBucket {
             .map_or_else(|| "empty".into(), |(_, e)| e.name())
     }
 
+    fn fixed_batch_sizes(&self) -> bool {
+        true
+    }
+
     fn run(&mut self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>, InferError> {
         let n = shape.first().copied().unwrap_or(0);
         let sizes: Vec<usize> = self.engines.iter().map(|(b, _)| *b).collect();

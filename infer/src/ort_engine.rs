@@ -233,6 +233,10 @@ impl Engine for OrtEngine {
         }
     }
 
+    fn fixed_batch_sizes(&self) -> bool {
+        self.cuda
+    }
+
     fn run(&mut self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>, InferError> {
         let fail = |detail: String| InferError::Run {
             engine: "onnxruntime",

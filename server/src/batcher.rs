@@ -11,11 +11,14 @@
 //! runs the rest. Taking work straight from the queue, with no scheduler
 //! task between, saves a cross-thread hand-off on every request.
 //!
-//! The engine only ever sees the batch sizes in [`BatchConfig::buckets`]:
-//! a batch of 5 with buckets 1, 2, 4, 8, ... runs as 8, the three extra
-//! rows zeros, and their outputs are dropped. A new batch size costs ONNX
-//! Runtime's CUDA provider hundreds of milliseconds, so a fixed set that
-//! is warmed before the server reports ready keeps it off the request path.
+//! An engine that wants fixed batch sizes ([`Engine::fixed_batch_sizes`]:
+//! ONNX Runtime on CUDA, one engine per bucket) only ever sees the sizes in
+//! [`BatchConfig::buckets`]: a batch of 5 with buckets 1, 2, 4, 8, ... runs
+//! as 8, the three extra rows zeros, and their outputs are dropped. A new
+//! batch size costs ONNX Runtime's CUDA provider hundreds of milliseconds,
+//! so a fixed set that is warmed before the server reports ready keeps it
+//! off the request path. Other engines (ONNX Runtime on the CPU) run each
+//! batch at its own size: there, padding would only add work.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -215,6 +218,7 @@ fn worker(
     let [c, h, w] = desc.chw;
     let per = c * h * w;
     let mut input = Vec::new();
+    let pad = engine.fixed_batch_sizes();
     loop {
         let batch = {
             let mut q = queue
@@ -242,7 +246,10 @@ fn worker(
         if !batch.jobs.is_empty() {
             let started = Instant::now();
             // A batch never exceeds max_batch(), the largest bucket.
-            let rows = config.buckets.fit(batch.images).unwrap_or(batch.images);
+            let rows = match pad {
+                true => config.buckets.fit(batch.images).unwrap_or(batch.images),
+                false => batch.images,
+            };
             input.clear();
             input.reserve(rows * per);
             for j in &batch.jobs {

@@ -93,15 +93,21 @@ async fn queued_requests_batch_up_to_the_limit_and_no_further() {
     );
 }
 
-/// A real engine that records the batch size of every call it gets.
+/// A real engine that records the batch size of every call it gets, and
+/// asks for fixed batch sizes (as ONNX Runtime on CUDA does) or not.
 struct Recording {
     inner: Box<dyn Engine>,
     calls: Arc<std::sync::Mutex<Vec<usize>>>,
+    fixed: bool,
 }
 
 impl Engine for Recording {
     fn name(&self) -> String {
         self.inner.name()
+    }
+
+    fn fixed_batch_sizes(&self) -> bool {
+        self.fixed
     }
 
     fn run(
@@ -114,8 +120,17 @@ impl Engine for Recording {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_are_padded_to_buckets_and_padding_never_reaches_a_response() {
+/// A batcher over a micro model whose one engine records its calls.
+struct Recorded {
+    batcher: Batcher,
+    calls: Arc<std::sync::Mutex<Vec<usize>>>,
+    stats: Arc<ModelStats>,
+    desc: rir_server::repository::ModelDescriptor,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn recorded(fixed: bool, buckets: rir_infer::Buckets) -> Recorded {
     let dir = tempfile::tempdir().unwrap();
     common::write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
     let path = dir.path().join("m/1/model.onnx");
@@ -124,15 +139,35 @@ async fn batches_are_padded_to_buckets_and_padding_never_reaches_a_response() {
     let engine: Box<dyn Engine> = Box::new(Recording {
         inner: Box::new(OrtEngine::load(&path, &OrtOptions::default()).unwrap()),
         calls: calls.clone(),
+        fixed,
     });
     let stats = Arc::new(ModelStats::new("m", Arc::new(Metrics::new().unwrap())));
-    let buckets = rir_infer::Buckets::new(vec![1, 4], 8).unwrap();
     let config = BatchConfig {
-        buckets: buckets.clone(),
+        buckets,
         max_delay: Duration::from_millis(100),
         queue_capacity: 64,
     };
-    let batcher = Batcher::start(&desc, vec![engine], config, stats.clone());
+    Recorded {
+        batcher: Batcher::start(&desc, vec![engine], config, stats.clone()),
+        calls,
+        stats,
+        desc,
+        path,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_padded_to_buckets_and_padding_never_reaches_a_response() {
+    let buckets = rir_infer::Buckets::new(vec![1, 4], 8).unwrap();
+    let Recorded {
+        batcher,
+        calls,
+        stats,
+        desc,
+        path,
+        _dir,
+    } = recorded(true, buckets.clone());
     // The reference: the same images, each request run alone at its own
     // (unpadded) size, in a separate session.
     let mut reference = OrtEngine::load(&path, &OrtOptions::default()).unwrap();
@@ -217,9 +252,33 @@ fn device_auto_falls_back_to_the_cpu_and_cuda_fails_with_the_reason() {
         return;
     }
     assert_eq!(auto.name(), "onnxruntime-cpu");
-    let err = cuda.err().expect("--device cuda must fail without CUDA").to_string();
+    let err = cuda
+        .err()
+        .expect("--device cuda must fail without CUDA")
+        .to_string();
     assert!(
         err.contains("cuda") && err.contains("unavailable"),
         "the error must say CUDA is unavailable and why: {err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_without_fixed_sizes_runs_batches_unpadded() {
+    let r = recorded(false, rir_infer::Buckets::powers_of_two(8));
+    let (batcher, calls, stats) = (r.batcher, r.calls, r.stats);
+    let mut rxs = vec![];
+    for n in [3, 2] {
+        let (j, rx) = job(n, None);
+        batcher.try_submit(j).unwrap();
+        rxs.push(rx);
+    }
+    for rx in rxs {
+        rx.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![5],
+        "one batch of 5, not padded to 8"
+    );
+    assert_eq!(stats.snapshot().padded_count, 0);
 }

@@ -194,3 +194,65 @@ fn model_and_data_mismatch_is_an_error() {
         .to_string();
     assert!(err.contains("mismatch"), "{err}");
 }
+
+#[test]
+fn a_bf16_run_records_the_fp32_accuracy_and_the_bf16_one_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion(&dir.path().join("data"), 256, 128);
+    let spec = common::micro(Variant::Rir);
+    let out = dir.path().join("run");
+    let mut cfg = config(1);
+    cfg.crop_pad = 0;
+    cfg.precision = rir_trainer::model::Precision::Bf16;
+    let mut t = Trainer::new(&spec, data, cfg, Device::Cpu, &out).unwrap();
+    assert_eq!(t.run().unwrap(), Outcome::Finished);
+    let m = t.state.history.last().unwrap().clone();
+    assert!(
+        m.test_acc_bf16.is_some(),
+        "a bf16 run records its bf16 accuracy"
+    );
+    // The recorded figure is an exact-fp32 evaluation of these weights,
+    // computed independently of the trainer's own evaluation: a forward pass
+    // of the network in fp32 over the test split, argmax against labels.
+    let test = std::mem::take(&mut t.data.test);
+    t.net.precision = rir_trainer::model::Precision::Fp32;
+    let (mut buf, mut labels) = (vec![], vec![]);
+    let idx: Vec<usize> = (0..test.len()).collect();
+    rir_data::augment::fill_batch(
+        &t.data.info,
+        &test,
+        &idx,
+        rir_data::augment::Augment::NONE,
+        &mut rir_data::rng::Rng::new(0),
+        &mut buf,
+        &mut labels,
+    );
+    let x = Tensor::from_slice(&buf).view([test.len() as i64, 1, 28, 28]);
+    let y = Tensor::from_slice(&labels);
+    let mut eval = |precision| {
+        t.net.precision = precision;
+        let logits = tch::no_grad(|| t.net.forward(&x, false));
+        let loss = logits
+            .cross_entropy_loss(&y, None::<Tensor>, Reduction::Mean, -100, 0.0)
+            .double_value(&[]);
+        let correct = logits
+            .argmax(-1, false)
+            .eq_tensor(&y)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        (correct as f64 / test.len() as f64, loss)
+    };
+    let (fp32_acc, fp32_loss) = eval(rir_trainer::model::Precision::Fp32);
+    let (_, bf16_loss) = eval(rir_trainer::model::Precision::Bf16);
+    // The two precisions must be told apart, or the check below proves nothing.
+    assert!(
+        (fp32_loss - bf16_loss).abs() > 1e-6,
+        "fp32 and bf16 losses coincide: {fp32_loss} {bf16_loss}"
+    );
+    assert_eq!(m.test_acc, fp32_acc, "test_acc must be the fp32 evaluation");
+    assert!(
+        (m.test_loss - fp32_loss).abs() < 1e-6,
+        "test_loss {} is not the fp32 evaluation's {fp32_loss} (bf16: {bf16_loss})",
+        m.test_loss
+    );
+}
