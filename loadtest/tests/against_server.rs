@@ -362,7 +362,9 @@ async fn nvidia_perf_analyzer_measures_rir_serve_unchanged() {
             // compatibility, not figures, on a machine shared with other tests.
             .args(["--measurement-interval", "500", "--percentile=50"])
             .args(["--stability-percentage", "50", "--max-trials", "30"])
-            .args(["--input-data", "zero", "-f"])
+            // No input options: perf_analyzer's default random data, as a
+            // new user runs it.
+            .arg("-f")
             .arg(&out_csv)
             .output()
             .unwrap()

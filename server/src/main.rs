@@ -95,6 +95,12 @@ struct Cli {
     /// Largest gRPC message, bytes (default 64 MiB: 256 CIFAR images in FP32 need 3 MiB).
     #[arg(long, default_value_t = 64 << 20)]
     max_message_bytes: usize,
+    /// Refuse FP32 inputs that hold NaN or infinite values with
+    /// INVALID_ARGUMENT. By default they run, as in Triton, and the outputs
+    /// say what the model makes of them (stock perf_analyzer sends random
+    /// bytes, which include such values).
+    #[arg(long)]
+    reject_nonfinite: bool,
     /// Model `Classify` uses when a request names none (default: the only or first model).
     #[arg(long)]
     default_model: Option<String>,
@@ -203,6 +209,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         models,
         ready: AtomicBool::new(false),
         default_model,
+        reject_nonfinite: cli.reject_nonfinite,
     });
     let grpc = tokio::net::TcpListener::bind(&cli.grpc_addr)
         .await

@@ -32,6 +32,9 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Model `Classify` uses when the request names none.
     pub default_model: Option<String>,
+    /// Refuse FP32 inputs holding NaN or infinite values (INVALID_ARGUMENT)
+    /// instead of running them, as Triton does, through the model.
+    pub reject_nonfinite: bool,
 }
 
 /// The gRPC service object (cheap to clone).
@@ -400,6 +403,7 @@ impl GrpcInferenceService for Service {
             r.raw_input_contents.first().map(Vec::as_slice),
             desc.chw,
             max_batch,
+            self.state.reject_nonfinite,
         )
         .map_err(bad)?;
         let input_time = decoding.elapsed();

@@ -24,12 +24,15 @@ fn dims_of(shape: &[i64]) -> Result<Vec<usize>, String> {
 
 /// Reads one input tensor: FP32 `[n, C, H, W]`, or UINT8 `[n, H, W, C]`
 /// (raw pixels, converted to [0, 1] and NCHW here), from `raw` when given
-/// or else from the typed contents.
+/// or else from the typed contents. NaN and infinite values pass, as in
+/// Triton (the outputs say what the model makes of them), unless
+/// `reject_nonfinite`.
 pub fn decode_input(
     t: &InferInputTensor,
     raw: Option<&[u8]>,
     chw: [usize; 3],
     max_batch: usize,
+    reject_nonfinite: bool,
 ) -> Result<Batch, String> {
     let [c, h, w] = chw;
     let dims = dims_of(&t.shape)?;
@@ -143,7 +146,7 @@ pub fn decode_input(
         };
         nhwc_to_nchw(&pixels, n, chw)
     };
-    if data.iter().any(|v: &f32| !v.is_finite()) {
+    if reject_nonfinite && data.iter().any(|v: &f32| !v.is_finite()) {
         return Err(format!(
             "input `{}` contains NaN or infinite values",
             t.name

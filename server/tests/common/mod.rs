@@ -80,6 +80,8 @@ pub struct Options {
     pub backend: Backend,
     /// Transport.
     pub transport: TransportConfig,
+    /// `--reject-nonfinite`.
+    pub reject_nonfinite: bool,
 }
 
 impl Default for Options {
@@ -96,6 +98,7 @@ impl Default for Options {
                 tls: None,
                 auth_token: None,
             },
+            reject_nonfinite: false,
         }
     }
 }
@@ -130,6 +133,7 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
         models,
         ready: AtomicBool::new(true),
         default_model: Some("gray".into()),
+        reject_nonfinite: o.reject_nonfinite,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
