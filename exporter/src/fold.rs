@@ -1,4 +1,5 @@
-//! Folding a trained RiR network into plain convolutions (RIR.md §4).
+//! Folding a trained RiR network into plain convolutions (README, `rir-export`,
+//! "Folding").
 //!
 //! For every generalized unit, in float64 and then rounded once to float32:
 //! 1. the block kernel `W` with the mask applied;

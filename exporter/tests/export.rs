@@ -124,7 +124,7 @@ fn folded_graph_has_one_conv_per_unit_and_no_batchnorm() {
 
 #[test]
 fn paper_preset_folds_to_eighteen_convolutions() {
-    // RIR.md §4: 1 stem + 16 units + 1 head, plus one 1x1 Conv per projected
+    // The fold (README, "Folding"): 1 stem + 16 units + 1 head, plus one 1x1 Conv per projected
     // outer shortcut (the two stride-2 blocks).
     let dir = tempfile::tempdir().unwrap();
     let spec = rir_spec::preset::build(

@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn paper_preset_matches_the_published_size() {
-        // RIR.md: about 9.5 M parameters and 1.28 G multiply-adds per 32x32 image.
+        // The paper (arXiv:1603.08029): about 9.5 M parameters and 1.28 G multiply-adds per 32x32 image.
         let spec = preset::build("paper", Variant::Rir, InputSpec::new(3, 32, 32), 10).unwrap();
         let c = spec.cost();
         assert!((9_400_000..9_600_000).contains(&c.params), "{}", c.params);
