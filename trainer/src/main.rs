@@ -493,11 +493,9 @@ fn eval(path: &Path, data_dir: Option<PathBuf>, runtime: &Runtime) -> Result<Exi
         test_limit: None,
         ..config
     };
-    let mut trainer = Trainer::new(&ck.meta.spec, data, config, device, Path::new("."))?;
+    let trainer = Trainer::new(&ck.meta.spec, data, config, device, Path::new("."))?;
     ckpt::restore(&ck, &trainer.vs, None)?;
-    let test = std::mem::take(&mut trainer.data.test);
-    let e = trainer.evaluate(&test);
-    trainer.data.test = test;
+    let e = trainer.evaluate(&trainer.data.test);
     println!(
         "{}: test accuracy {:.2}% ({} images), loss {:.4}",
         path.display(),

@@ -371,25 +371,39 @@ impl RirNet {
 
     /// Features after the stem.
     pub fn stem_forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = conv(x, &self.stem, 1, 1, self.precision);
+        self.stem_in(x, train, self.precision)
+    }
+
+    fn stem_in(&self, x: &Tensor, train: bool, precision: Precision) -> Tensor {
+        let y = conv(x, &self.stem, 1, 1, precision);
         self.stem_bn.forward(&y, train, &self.spec).relu()
     }
 
     /// Logits from head features.
     pub fn head_forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = conv(x, &self.head, 1, 0, self.precision);
+        self.head_in(x, train, self.precision)
+    }
+
+    fn head_in(&self, x: &Tensor, train: bool, precision: Precision) -> Tensor {
+        let y = conv(x, &self.head, 1, 0, precision);
         self.head_bn
             .forward(&y, train, &self.spec)
             .mean_dim(&[2i64, 3][..], false, Kind::Float)
     }
 
-    /// Logits of a normalized NCHW float batch.
+    /// Logits of a normalized NCHW float batch, in the network's precision.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut h = self.stem_forward(x, train);
+        self.forward_in(x, train, self.precision)
+    }
+
+    /// Logits with the convolutions in `precision` (evaluations run exact
+    /// fp32 whatever the network trains in).
+    pub fn forward_in(&self, x: &Tensor, train: bool, precision: Precision) -> Tensor {
+        let mut h = self.stem_in(x, train, precision);
         for b in &self.blocks {
-            h = b.forward(&h, train, &self.spec, self.precision);
+            h = b.forward(&h, train, &self.spec, precision);
         }
-        self.head_forward(&h, train)
+        self.head_in(&h, train, precision)
     }
 }
 

@@ -279,19 +279,12 @@ impl Trainer {
     /// Evaluates on a split without augmentation, in eval mode, in exact
     /// float32 (the arithmetic of the exported model: no bf16, no TF32),
     /// whatever the run trains in.
-    pub fn evaluate(&mut self, split: &Split) -> Evaluation {
+    pub fn evaluate(&self, split: &Split) -> Evaluation {
         self.evaluate_in(split, Precision::Fp32Exact)
     }
 
     /// Evaluates with the convolutions in `precision`.
-    pub fn evaluate_in(&mut self, split: &Split, precision: Precision) -> Evaluation {
-        let trained_in = std::mem::replace(&mut self.net.precision, precision);
-        let e = self.evaluate_now(split);
-        self.net.precision = trained_in;
-        e
-    }
-
-    fn evaluate_now(&self, split: &Split) -> Evaluation {
+    pub fn evaluate_in(&self, split: &Split, precision: Precision) -> Evaluation {
         let (mut loss, mut correct) = (0.0, 0usize);
         let (mut buf, mut labels) = (Vec::new(), Vec::new());
         let mut rng = Rng::new(0);
@@ -309,7 +302,7 @@ impl Trainer {
                 );
                 let x = self.input_tensor(&buf, chunk.len());
                 let y = Tensor::from_slice(&labels).to_device(self.vs.device());
-                let logits = self.net.forward(&x, false);
+                let logits = self.net.forward_in(&x, false, precision);
                 loss += logits
                     .cross_entropy_loss(&y, None::<Tensor>, Reduction::Sum, -100, 0.0)
                     .double_value(&[]);
@@ -445,11 +438,9 @@ impl Trainer {
                 }
             }
             let train_secs = started.elapsed().as_secs_f64();
-            let test = std::mem::take(&mut self.data.test);
-            let eval = self.evaluate(&test);
+            let eval = self.evaluate(&self.data.test);
             let bf16 = (self.config.precision == Precision::Bf16)
-                .then(|| self.evaluate_in(&test, Precision::Bf16).accuracy);
-            self.data.test = test;
+                .then(|| self.evaluate_in(&self.data.test, Precision::Bf16).accuracy);
             bar.finish_and_clear();
             let m = EpochMetrics {
                 epoch: epoch + 1,
