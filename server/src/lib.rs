@@ -11,12 +11,17 @@
 //! - [`models`]: engines, warm-up and readiness per model version.
 //! - [`batcher`]: the per-model queue and dynamic batching onto engine threads.
 //! - [`tensors`]: request tensors and images to float32 NCHW; outputs back.
-//! - [`service`]: the gRPC handlers.
+//! - [`core`]: the request path every front end calls: lookup, validation,
+//!   batching, statistics, responses in protocol-neutral types.
+//! - [`error`]: the one error type, mapped once to gRPC and once to HTTP.
+//! - [`service`]: the gRPC handlers (protocol conversion only).
 //! - [`stats`]: Triton statistics and Prometheus metrics.
 //! - [`server`]: transport, TLS, auth, health, reflection, metrics endpoint,
 //!   graceful shutdown.
 
 pub mod batcher;
+pub mod core;
+pub mod error;
 pub mod models;
 pub mod repository;
 pub mod server;

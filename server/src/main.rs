@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use rir_infer::{Backend, Buckets, ConvSearch, CudaOptions, Device, EngineOptions, OrtOptions};
 use rir_server::batcher::BatchConfig;
+use rir_server::core::Core;
 use rir_server::models::{Models, ServingEngines};
 use rir_server::server::{TransportConfig, local, serve, serve_metrics};
-use rir_server::service::AppState;
 use rir_server::stats::Metrics;
 
 #[derive(Parser)]
@@ -205,7 +205,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         .clone()
         .or_else(|| models.names().first().cloned());
     let ready = models.all_ready();
-    let state = Arc::new(AppState {
+    let state = Arc::new(Core {
         models,
         ready: AtomicBool::new(false),
         default_model,

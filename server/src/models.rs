@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rir_infer::{Backend, Engine, EngineOptions, load_bucketed, warm_up};
 
 use crate::batcher::{BatchConfig, Batcher};
+use crate::error::ServeError;
 use crate::repository::{Found, ModelDescriptor, scan};
 use crate::stats::{Metrics, ModelStats};
 
@@ -20,16 +21,31 @@ pub struct ServingEngines {
     pub instances: usize,
 }
 
-/// One model version and its state.
+/// Whether a model version can serve.
+pub enum SlotState {
+    /// Loaded, warmed and taking requests.
+    Ready {
+        /// What the model takes and returns.
+        desc: ModelDescriptor,
+        /// Its queue and engine threads.
+        batcher: Batcher,
+    },
+    /// Not serving, and why. The description is there when the file could
+    /// be read but its engines could not be made.
+    Unavailable {
+        /// What the model takes and returns, when the file could be read.
+        desc: Option<ModelDescriptor>,
+        /// Why it does not serve.
+        reason: String,
+    },
+}
+
+/// One model version: its state, engine name and statistics.
 pub struct Slot {
     /// Version number.
     pub version: u64,
-    /// What the model takes and returns, when it could be read.
-    pub desc: Option<ModelDescriptor>,
-    /// The batcher, when the model is ready.
-    pub batcher: Option<Batcher>,
-    /// Why it is not ready.
-    pub error: Option<String>,
+    /// Ready, or unavailable with its reason.
+    pub state: SlotState,
     /// The engine serving it (`onnxruntime`, `tract`), for ModelConfig.
     pub engine: String,
     /// Its statistics.
@@ -39,7 +55,57 @@ pub struct Slot {
 impl Slot {
     /// Whether requests can be served.
     pub fn ready(&self) -> bool {
-        self.batcher.is_some()
+        matches!(self.state, SlotState::Ready { .. })
+    }
+
+    /// What the model takes and returns, when its file could be read.
+    pub fn desc(&self) -> Option<&ModelDescriptor> {
+        match &self.state {
+            SlotState::Ready { desc, .. } => Some(desc),
+            SlotState::Unavailable { desc, .. } => desc.as_ref(),
+        }
+    }
+
+    /// Why the version does not serve (None when ready).
+    pub fn reason(&self) -> Option<&str> {
+        match &self.state {
+            SlotState::Ready { .. } => None,
+            SlotState::Unavailable { reason, .. } => Some(reason),
+        }
+    }
+}
+
+/// Makes and warms the engines of one model version and starts its batcher.
+fn start(
+    desc: ModelDescriptor,
+    name: &str,
+    engines: &ServingEngines,
+    batching: &BatchConfig,
+    stats: Arc<ModelStats>,
+) -> SlotState {
+    let started = std::time::Instant::now();
+    let built: Result<Vec<Box<dyn Engine>>, String> = (0..engines.instances.max(1))
+        .map(|_| {
+            let mut e = load_bucketed(&desc.path, &engines.options, &batching.buckets)
+                .map_err(|e| e.to_string())?;
+            warm_up(e.as_mut(), desc.chw, &batching.buckets)?;
+            Ok(e)
+        })
+        .collect();
+    match built {
+        Ok(list) => {
+            tracing::info!(
+                model = %name, version = desc.version, engine = %list[0].name(),
+                instances = list.len(), buckets = ?batching.buckets.sizes(),
+                "ready in {:.2}s", started.elapsed().as_secs_f64()
+            );
+            let batcher = Batcher::start(&desc, list, batching.clone(), stats);
+            SlotState::Ready { desc, batcher }
+        }
+        Err(reason) => SlotState::Unavailable {
+            desc: Some(desc),
+            reason,
+        },
     }
 }
 
@@ -47,13 +113,6 @@ impl Slot {
 pub struct Models {
     /// Models by name; versions ascending.
     pub by_name: BTreeMap<String, Vec<Slot>>,
-}
-
-/// Why a model lookup failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// No such model or version.
-    NotFound(String),
 }
 
 impl Models {
@@ -76,51 +135,34 @@ impl Models {
                 } => (name, version, None, Some(reason)),
             };
             let stats = Arc::new(ModelStats::new(&name, metrics.clone()));
-            let mut slot = Slot {
+            let state = match (desc, err) {
+                (Some(d), _) => start(d, &name, engines, batching, stats.clone()),
+                (None, reason) => SlotState::Unavailable {
+                    desc: None,
+                    reason: reason.unwrap_or_else(|| "unknown error".into()),
+                },
+            };
+            if let SlotState::Unavailable { reason, .. } = &state {
+                tracing::error!(model = %name, version, "not ready: {reason}");
+            }
+            let slot = Slot {
                 version,
-                desc: desc.clone(),
-                batcher: None,
-                error: err,
-                stats: stats.clone(),
+                state,
+                stats,
                 engine: match engines.options.backend {
                     Backend::Ort => "onnxruntime".into(),
                     Backend::Tract => "tract".into(),
                 },
             };
-            if let Some(d) = &desc {
-                let started = std::time::Instant::now();
-                let built: Result<Vec<Box<dyn Engine>>, String> = (0..engines.instances.max(1))
-                    .map(|_| {
-                        let mut e = load_bucketed(&d.path, &engines.options, &batching.buckets)
-                            .map_err(|e| e.to_string())?;
-                        warm_up(e.as_mut(), d.chw, &batching.buckets)?;
-                        Ok(e)
-                    })
-                    .collect();
-                match built {
-                    Ok(list) => {
-                        tracing::info!(
-                            model = %name, version, engine = %list[0].name(), instances = list.len(),
-                            buckets = ?batching.buckets.sizes(),
-                            "ready in {:.2}s", started.elapsed().as_secs_f64()
-                        );
-                        slot.batcher = Some(Batcher::start(d, list, batching.clone(), stats));
-                    }
-                    Err(e) => slot.error = Some(e),
-                }
-            }
-            if let Some(e) = &slot.error {
-                tracing::error!(model = %name, version, "not ready: {e}");
-            }
             by_name.entry(name).or_default().push(slot);
         }
         Ok(Models { by_name })
     }
 
     /// The slot of `name` at `version` (empty: the latest).
-    pub fn get(&self, name: &str, version: &str) -> Result<&Slot, Lookup> {
+    pub fn get(&self, name: &str, version: &str) -> Result<&Slot, ServeError> {
         let slots = self.by_name.get(name).ok_or_else(|| {
-            Lookup::NotFound(format!(
+            ServeError::NotFound(format!(
                 "unknown model `{name}`; served: {}",
                 self.names().join(", ")
             ))
@@ -128,17 +170,17 @@ impl Models {
         if version.is_empty() {
             return slots
                 .last()
-                .ok_or_else(|| Lookup::NotFound(format!("model `{name}` has no version")));
+                .ok_or_else(|| ServeError::NotFound(format!("model `{name}` has no version")));
         }
         let v: u64 = version.parse().map_err(|_| {
-            Lookup::NotFound(format!(
+            ServeError::NotFound(format!(
                 "model `{name}` has no version `{version}` (versions are numbers)"
             ))
         })?;
         slots
             .iter()
             .find(|s| s.version == v)
-            .ok_or_else(|| Lookup::NotFound(format!("model `{name}` has no version {v}")))
+            .ok_or_else(|| ServeError::NotFound(format!("model `{name}` has no version {v}")))
     }
 
     /// Names of all models.

@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
 
-use crate::service::{AppState, Service};
+use crate::core::Core;
+use crate::service::Service;
 use crate::stats::Metrics;
 
 /// Transport settings.
@@ -80,13 +81,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Serves `state` on `listener` until `shutdown` resolves, then marks the
 /// server not ready, stops accepting and lets in-flight calls finish.
 pub async fn serve(
-    state: Arc<AppState>,
+    state: Arc<Core>,
     transport: &TransportConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let service = Service {
-        state: state.clone(),
+        core: state.clone(),
     };
     let limit = transport.max_message_bytes;
     let auth = check_token(transport.auth_token.as_deref().map(Arc::from));

@@ -112,7 +112,7 @@ impl Metrics {
 }
 
 /// A count and a total duration, as Triton reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Duration2 {
     /// How many times.
     pub count: u64,

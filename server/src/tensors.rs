@@ -2,7 +2,7 @@
 //! model takes, and outputs back into response tensors. Every rejection says
 //! what was wrong, for an INVALID_ARGUMENT status.
 
-use rir_proto::inference::{InferTensorContents, model_infer_request::InferInputTensor};
+use std::borrow::Cow;
 
 /// A decoded request batch: `n` images of `C x H x W` floats.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,39 +22,54 @@ fn dims_of(shape: &[i64]) -> Result<Vec<usize>, String> {
         .collect()
 }
 
+/// One input tensor as a front end received it, before any check: the
+/// gRPC and the HTTP handlers both build one, and [`decode_input`] holds
+/// the rules.
+#[derive(Debug, Clone)]
+pub struct TensorInput<'a> {
+    /// Input name.
+    pub name: &'a str,
+    /// KServe datatype name (`FP32`, `UINT8`, ...).
+    pub datatype: &'a str,
+    /// Shape as sent, batch first.
+    pub shape: &'a [i64],
+    /// The values.
+    pub data: TensorData<'a>,
+}
+
+/// The values of an input tensor in the form its protocol carried them.
+#[derive(Debug, Clone)]
+pub enum TensorData<'a> {
+    /// Little-endian bytes (gRPC raw contents, HTTP binary data).
+    Raw(&'a [u8]),
+    /// Typed floats (gRPC `fp32_contents`, JSON numbers).
+    Fp32(Cow<'a, [f32]>),
+    /// Typed unsigned integers (gRPC `uint_contents`, JSON integers).
+    Uint(Cow<'a, [u32]>),
+}
+
 /// Reads one input tensor: FP32 `[n, C, H, W]`, or UINT8 `[n, H, W, C]`
-/// (raw pixels, converted to [0, 1] and NCHW here), from `raw` when given
-/// or else from the typed contents. NaN and infinite values pass, as in
-/// Triton (the outputs say what the model makes of them), unless
-/// `reject_nonfinite`.
+/// (raw pixels, converted to [0, 1] and NCHW here), from raw bytes or
+/// typed values. NaN and infinite values pass, as in Triton (the outputs
+/// say what the model makes of them), unless `reject_nonfinite`.
 pub fn decode_input(
-    t: &InferInputTensor,
-    raw: Option<&[u8]>,
+    t: &TensorInput<'_>,
     chw: [usize; 3],
     max_batch: usize,
     reject_nonfinite: bool,
 ) -> Result<Batch, String> {
     let [c, h, w] = chw;
-    let dims = dims_of(&t.shape)?;
-    let typed_empty = t
-        .contents
-        .as_ref()
-        .is_none_or(|x| *x == InferTensorContents::default());
-    if raw.is_some() && !typed_empty {
-        return Err(format!(
-            "input `{}` has both raw_input_contents and typed contents",
-            t.name
-        ));
-    }
-    let (n, expect_dims) = match (t.datatype.as_str(), dims.as_slice()) {
+    let dims = dims_of(t.shape)?;
+    let expected = || {
+        format!(
+            "input `{}` has shape {:?}; expected [batch, {c}, {h}, {w}] for FP32 or [batch, {h}, {w}, {c}] for UINT8",
+            t.name, t.shape
+        )
+    };
+    let (n, fits) = match (t.datatype, dims.as_slice()) {
         ("FP32", [n, c2, h2, w2]) => (*n, [*c2, *h2, *w2] == [c, h, w]),
         ("UINT8", [n, h2, w2, c2]) => (*n, [*h2, *w2, *c2] == [h, w, c]),
-        ("FP32", _) | ("UINT8", _) => {
-            return Err(format!(
-                "input `{}` has shape {:?}; expected [batch, {c}, {h}, {w}] for FP32 or [batch, {h}, {w}, {c}] for UINT8",
-                t.name, t.shape
-            ));
-        }
+        ("FP32", _) | ("UINT8", _) => return Err(expected()),
         (other, _) => {
             return Err(format!(
                 "input `{}` has datatype {other}; expected FP32 (NCHW) or UINT8 (NHWC)",
@@ -62,11 +77,8 @@ pub fn decode_input(
             ));
         }
     };
-    if !expect_dims {
-        return Err(format!(
-            "input `{}` has shape {:?}; expected [batch, {c}, {h}, {w}] for FP32 or [batch, {h}, {w}, {c}] for UINT8",
-            t.name, t.shape
-        ));
+    if !fits {
+        return Err(expected());
     }
     if n == 0 {
         return Err(format!("input `{}` has batch size 0", t.name));
@@ -77,74 +89,50 @@ pub fn decode_input(
         ));
     }
     let count = n * c * h * w;
-    let data = if t.datatype == "FP32" {
-        match raw {
-            Some(bytes) => {
-                if bytes.len() != count * 4 {
-                    return Err(format!(
-                        "input `{}`: raw contents are {} bytes, shape {:?} of FP32 needs {}",
-                        t.name,
-                        bytes.len(),
-                        t.shape,
-                        count * 4
-                    ));
-                }
-                rir_proto::raw::f32s(bytes)
+    let wrong_count = |what: &str, got: usize, need: usize| {
+        format!(
+            "input `{}`: {got} {what}, shape {:?} of {} needs {need}",
+            t.name, t.shape, t.datatype
+        )
+    };
+    let data = match (t.datatype, &t.data) {
+        ("FP32", TensorData::Raw(bytes)) => {
+            if bytes.len() != count * 4 {
+                return Err(wrong_count("bytes of raw contents", bytes.len(), count * 4));
             }
-            None => {
-                let v = t
-                    .contents
-                    .as_ref()
-                    .map(|x| x.fp32_contents.clone())
-                    .unwrap_or_default();
-                if v.len() != count {
-                    return Err(format!(
-                        "input `{}`: {} fp32_contents, shape {:?} needs {count}",
-                        t.name,
-                        v.len(),
-                        t.shape
-                    ));
-                }
-                v
-            }
+            rir_proto::raw::f32s(bytes)
         }
-    } else {
-        let pixels: Vec<u8> = match raw {
-            Some(bytes) => {
-                if bytes.len() != count {
-                    return Err(format!(
-                        "input `{}`: raw contents are {} bytes, shape {:?} of UINT8 needs {count}",
-                        t.name,
-                        bytes.len(),
-                        t.shape
-                    ));
-                }
-                bytes.to_vec()
+        ("FP32", TensorData::Fp32(v)) => {
+            if v.len() != count {
+                return Err(wrong_count("FP32 values", v.len(), count));
             }
-            None => {
-                let v = t
-                    .contents
-                    .as_ref()
-                    .map(|x| x.uint_contents.clone())
-                    .unwrap_or_default();
-                if v.len() != count {
-                    return Err(format!(
-                        "input `{}`: {} uint_contents, shape {:?} needs {count}",
-                        t.name,
-                        v.len(),
-                        t.shape
-                    ));
-                }
-                v.iter()
-                    .map(|&p| {
-                        u8::try_from(p).map_err(|_| {
-                            format!("input `{}`: UINT8 value {p} out of range", t.name)
-                        })
-                    })
-                    .collect::<Result<_, _>>()?
+            v.to_vec()
+        }
+        ("UINT8", TensorData::Raw(bytes)) => {
+            if bytes.len() != count {
+                return Err(wrong_count("bytes of raw contents", bytes.len(), count));
             }
-        };
-        nhwc_to_nchw(&pixels, n, chw)
+            nhwc_to_nchw(bytes, n, chw)
+        }
+        ("UINT8", TensorData::Uint(v)) => {
+            if v.len() != count {
+                return Err(wrong_count("UINT8 values", v.len(), count));
+            }
+            let pixels = v
+                .iter()
+                .map(|&p| {
+                    u8::try_from(p)
+                        .map_err(|_| format!("input `{}`: UINT8 value {p} out of range", t.name))
+                })
+                .collect::<Result<Vec<u8>, _>>()?;
+            nhwc_to_nchw(&pixels, n, chw)
+        }
+        (dt, _) => {
+            return Err(format!(
+                "input `{}`: its values are not of its datatype {dt}",
+                t.name
+            ));
+        }
     };
     if reject_nonfinite && data.iter().any(|v: &f32| !v.is_finite()) {
         return Err(format!(

@@ -13,9 +13,9 @@ use rir_infer::{Backend, Buckets, EngineOptions, OrtOptions};
 use rir_proto::classify::image_classifier_client::ImageClassifierClient;
 use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use rir_server::batcher::BatchConfig;
+use rir_server::core::Core;
 use rir_server::models::{Models, ServingEngines};
 use rir_server::server::{TransportConfig, serve};
-use rir_server::service::AppState;
 use rir_server::stats::Metrics;
 use rir_spec::{InputSpec, Variant, preset};
 use tokio::sync::oneshot;
@@ -64,7 +64,7 @@ pub struct Running {
     /// The server task; resolves when it has stopped.
     pub task: tokio::task::JoinHandle<Result<(), String>>,
     /// Shared state (readiness, models).
-    pub state: Arc<AppState>,
+    pub state: Arc<Core>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// Keeps the repository alive.
@@ -129,7 +129,7 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
         instances: 1,
     };
     let models = Models::load(&root, &engines, &o.batching, metrics.clone()).unwrap();
-    let state = Arc::new(AppState {
+    let state = Arc::new(Core {
         models,
         ready: AtomicBool::new(true),
         default_model: Some("gray".into()),
@@ -169,7 +169,7 @@ impl Running {
     /// The ONNX file the server serves as the latest version of `name`.
     pub fn model_path(&self, name: &str) -> std::path::PathBuf {
         let slot = self.state.models.get(name, "").expect("model served");
-        slot.desc.as_ref().expect("model loadable").path.clone()
+        slot.desc().expect("model loadable").path.clone()
     }
 
     /// A connected classification client.
