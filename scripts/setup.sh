@@ -109,13 +109,14 @@ PY
 fi
 
 # Python packages the tests drive as independent references, in their own
-# folder: `onnx` (the official checker), NVIDIA's `tritonclient[grpc]` (a
-# stock client of the server) and `onnxruntime` (ONNX Runtime's Python API).
+# folder: `onnx` (the official checker), NVIDIA's `tritonclient[grpc,http]`
+# (the stock clients of the server, both protocols) and `onnxruntime` (ONNX
+# Runtime's Python API).
 PY_DIR="$DEPS/py"
-if ! PYTHONPATH="$PY_DIR" python3 -c "import onnx, tritonclient.grpc, onnxruntime" 2>/dev/null; then
-  log "pip: onnx, tritonclient[grpc], onnxruntime into $PY_DIR"
-  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$PY_DIR" \
-    onnx==1.23.2 "tritonclient[grpc]==2.73.0" onnxruntime==1.31.1
+if ! PYTHONPATH="$PY_DIR" python3 -c "import onnx, tritonclient.grpc, tritonclient.http, onnxruntime" 2>/dev/null; then
+  log "pip: onnx, tritonclient[grpc,http], onnxruntime into $PY_DIR"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --upgrade --target "$PY_DIR" \
+    onnx==1.23.2 "tritonclient[grpc,http]==2.73.0" onnxruntime==1.31.1
 fi
 
 export LIBTORCH="$TORCH_DIR/torch"

@@ -338,48 +338,44 @@ async fn the_served_default_model_scores_what_the_trainer_measured() {
 async fn nvidia_perf_analyzer_measures_rir_serve_unchanged() {
     // perf_analyzer reads ModelMetadata, ModelConfig and ModelStatistics
     // (it aborts when the compute counts in the statistics differ) and
-    // drives ModelInfer. scripts/perf-analyzer.sh installs it from PyPI.
+    // drives ModelInfer, over gRPC and over HTTP (binary tensors, its
+    // default there). scripts/perf-analyzer.sh installs it from PyPI.
     let s = start(None, Options::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("pa.csv");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/perf-analyzer.sh");
-    let host = s.url.trim_start_matches("http://").to_string();
-    let out_csv = csv.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("bash")
-            .arg(script)
-            .args([
-                "-m",
-                "gray",
-                "-u",
-                &host,
-                "-i",
-                "grpc",
-                "--concurrency-range",
-                "2",
-            ])
-            // Stabilize on the median with a loose threshold: the test checks
-            // compatibility, not figures, on a machine shared with other tests.
-            .args(["--measurement-interval", "500", "--percentile=50"])
-            .args(["--stability-percentage", "50", "--max-trials", "30"])
-            // No input options: perf_analyzer's default random data, as a
-            // new user runs it.
-            .arg("-f")
-            .arg(&out_csv)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Server:"), "{stdout}");
-    let pa = rir_loadtest::bench::parse_perf_csv(&std::fs::read_to_string(&csv).unwrap()).unwrap();
-    assert!(pa.ips > 0.0 && pa.p50 > 0.0, "{pa:?}");
+    for (protocol, url) in [("grpc", &s.url), ("http", &s.http_url)] {
+        let csv = dir.path().join(format!("pa-{protocol}.csv"));
+        let host = url.trim_start_matches("http://").to_string();
+        let (out_csv, script) = (csv.clone(), script.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("bash")
+                .arg(script)
+                .args(["-m", "gray", "-u", &host, "-i", protocol])
+                .args(["--concurrency-range", "2"])
+                // Stabilize on the median with a loose threshold: the test checks
+                // compatibility, not figures, on a machine shared with other tests.
+                .args(["--measurement-interval", "500", "--percentile=50"])
+                .args(["--stability-percentage", "50", "--max-trials", "30"])
+                // No input options: perf_analyzer's default random data, as a
+                // new user runs it.
+                .arg("-f")
+                .arg(&out_csv)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "perf_analyzer -i {protocol}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("Server:"), "{stdout}");
+        let pa =
+            rir_loadtest::bench::parse_perf_csv(&std::fs::read_to_string(&csv).unwrap()).unwrap();
+        assert!(pa.ips > 0.0 && pa.p50 > 0.0, "-i {protocol}: {pa:?}");
+    }
     s.shutdown().await.unwrap();
 }

@@ -15,6 +15,7 @@
 //!   batching, statistics, responses in protocol-neutral types.
 //! - [`error`]: the one error type, mapped once to gRPC and once to HTTP.
 //! - [`service`]: the gRPC handlers (protocol conversion only).
+//! - [`http`]: the KServe v2 REST front end (protocol conversion only).
 //! - [`stats`]: Triton statistics and Prometheus metrics.
 //! - [`server`]: transport, TLS, auth, health, reflection, metrics endpoint,
 //!   graceful shutdown.
@@ -22,6 +23,7 @@
 pub mod batcher;
 pub mod core;
 pub mod error;
+pub mod http;
 pub mod models;
 pub mod repository;
 pub mod server;

@@ -1,4 +1,4 @@
-//! `rir-serve`: serve a model repository over gRPC.
+//! `rir-serve`: serve a model repository over gRPC and HTTP.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use clap::Parser;
 use rir_infer::{Backend, Buckets, ConvSearch, CudaOptions, Device, EngineOptions, OrtOptions};
 use rir_server::batcher::BatchConfig;
 use rir_server::core::Core;
+use rir_server::http::{HttpConfig, serve_http};
 use rir_server::models::{Models, ServingEngines};
 use rir_server::server::{TransportConfig, local, serve, serve_metrics};
 use rir_server::stats::Metrics;
@@ -19,12 +20,15 @@ use rir_server::stats::Metrics;
 #[command(
     name = "rir-serve",
     version,
-    about = "Serve exported RiR models over gRPC (KServe v2 / Triton protocol + image classification).",
+    about = "Serve exported RiR models over gRPC and HTTP (KServe v2 / Triton protocol + image classification).",
     long_about = "Serve every model in a repository (<root>/<name>/<version>/model.onnx; the highest \
         version is the default) over gRPC: KServe v2 / Triton `inference.GRPCInferenceService` \
         (ServerLive/Ready, ModelReady, Server/ModelMetadata, ModelInfer, ModelConfig, \
         ModelStatistics, the classification extension) and `rir.v1.ImageClassifier/Classify` \
-        (PNG/JPEG in, top-k labels out), plus grpc.health.v1 and server reflection. \
+        (PNG/JPEG in, top-k labels out), plus grpc.health.v1 and server reflection; \
+        and the same over HTTP on --http-addr: KServe v2 REST with JSON or binary tensors \
+        (/v2/health/{live,ready}, /v2, /v2/models/NAME[/versions/V]/{ready,config,stats,infer}) \
+        and POST /v2/models/NAME/classify with a PNG or JPEG body. \
         Prometheus metrics on --metrics-addr. SIGTERM/SIGINT: not ready, stop accepting, \
         finish calls in flight, exit 0."
 )]
@@ -35,6 +39,10 @@ struct Cli {
     /// gRPC listen address.
     #[arg(long, default_value = "0.0.0.0:8001")]
     grpc_addr: String,
+    /// HTTP/REST listen address (KServe v2 REST, Triton's HTTP API, and
+    /// `POST /v2/models/{name}/classify` for images); `off` serves none.
+    #[arg(long, default_value = "0.0.0.0:8000")]
+    http_addr: String,
     /// Prometheus metrics listen address (HTTP).
     #[arg(long, default_value = "0.0.0.0:8002")]
     metrics_addr: String,
@@ -92,7 +100,8 @@ struct Cli {
     /// Requests that may wait per model before new ones get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1024)]
     queue_capacity: usize,
-    /// Largest gRPC message, bytes (default 64 MiB: 256 CIFAR images in FP32 need 3 MiB).
+    /// Largest gRPC message and HTTP body (after decompression), bytes
+    /// (default 64 MiB: 256 CIFAR images in FP32 need 3 MiB).
     #[arg(long, default_value_t = 64 << 20)]
     max_message_bytes: usize,
     /// Refuse FP32 inputs that hold NaN or infinite values with
@@ -110,7 +119,8 @@ struct Cli {
     /// PEM private key for TLS (with --tls-cert).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Require `authorization: Bearer <token>` on every inference call.
+    /// Require `authorization: Bearer <token>` on every call but health
+    /// checks, over gRPC and HTTP.
     #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
     /// Seconds to let calls in flight finish after SIGTERM/SIGINT.
@@ -237,29 +247,67 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ""
         }
     );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // One shutdown signal, seen by both front ends.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
     let timeout = Duration::from_secs(cli.shutdown_timeout);
     tokio::spawn(async move {
         shutdown_signal().await;
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
     });
-    let stopped = Arc::new(tokio::sync::Notify::new());
-    let notify = stopped.clone();
-    let server = serve(state, &transport, grpc, async move {
-        let _ = stop_rx.await;
-        notify.notify_one();
-    });
+    let mut http_task = None;
+    if cli.http_addr != "off" {
+        if transport.tls.is_some() {
+            bail!(
+                "--tls-cert serves gRPC over TLS, but the HTTP front end has no TLS: \
+                 pass --http-addr off, or terminate TLS for HTTP in front of rir-serve"
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(&cli.http_addr)
+            .await
+            .with_context(|| format!("binding {}", cli.http_addr))?;
+        tracing::info!("HTTP on http://{}/v2", local(&listener));
+        let config = HttpConfig {
+            max_body_bytes: cli.max_message_bytes,
+            auth_token: cli.auth_token.as_deref().map(Arc::from),
+        };
+        http_task = Some(tokio::spawn(serve_http(
+            state.clone(),
+            config,
+            listener,
+            stopping(),
+        )));
+    }
+    let server = serve(state, &transport, grpc, stopping());
     tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => r.map_err(anyhow::Error::msg)?,
-        _ = stopped.notified() => {
-            match tokio::time::timeout(timeout, &mut server).await {
-                Ok(r) => r.map_err(anyhow::Error::msg)?,
-                Err(_) => {
-                    tracing::warn!("calls still in flight after {}s; exiting", timeout.as_secs());
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
+    let grpc_done = tokio::select! {
+        r = &mut server => { r.map_err(anyhow::Error::msg)?; true }
+        _ = stopping() => false,
+    };
+    let drained = async {
+        if !grpc_done {
+            server.await.map_err(anyhow::Error::msg)?;
+        }
+        if let Some(task) = http_task {
+            task.await
+                .context("HTTP task")?
+                .map_err(anyhow::Error::msg)?;
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(timeout, drained).await {
+        Ok(r) => r?,
+        Err(_) => {
+            tracing::warn!(
+                "calls still in flight after {}s; exiting",
+                timeout.as_secs()
+            );
+            return Ok(ExitCode::SUCCESS);
         }
     }
     tracing::info!("stopped");

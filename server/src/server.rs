@@ -58,12 +58,11 @@ fn check_token(
         let Some(token) = &expected else {
             return Ok(req);
         };
-        let ok = req
+        let given = req
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+            .and_then(|v| v.to_str().ok());
+        let ok = bearer_matches(given, token);
         if ok {
             Ok(req)
         } else {
@@ -72,6 +71,14 @@ fn check_token(
             ))
         }
     }
+}
+
+/// Whether an `authorization` value is `Bearer <token>`, compared in
+/// constant time. Both front ends check tokens with it.
+pub fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
+    authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -710,6 +710,7 @@ async fn the_official_triton_python_client_works_unchanged() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/triton_client.py");
     let out = tokio::process::Command::new("python3")
         .arg(script)
+        .arg("grpc")
         .arg(&addr)
         .arg("gray")
         .arg(&path)
@@ -719,7 +720,7 @@ async fn the_official_triton_python_client_works_unchanged() {
         .expect("python3");
     assert!(
         out.status.success(),
-        "tritonclient run failed (scripts/setup.sh installs tritonclient[grpc] and onnxruntime into .deps/py):\n{}\n{}",
+        "tritonclient run failed (scripts/setup.sh installs tritonclient[grpc,http] and onnxruntime into .deps/py):\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -14,11 +14,12 @@ use rir_proto::classify::image_classifier_client::ImageClassifierClient;
 use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use rir_server::batcher::BatchConfig;
 use rir_server::core::Core;
+use rir_server::http::{HttpConfig, serve_http};
 use rir_server::models::{Models, ServingEngines};
 use rir_server::server::{TransportConfig, serve};
 use rir_server::stats::Metrics;
 use rir_spec::{InputSpec, Variant, preset};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tonic::transport::Channel;
 
 /// Writes `<root>/<name>/<version>/model.onnx`: a random micro RiR on the given input.
@@ -57,12 +58,16 @@ pub fn repository(root: &Path) {
 
 /// A running server and what a test needs to talk to it and stop it.
 pub struct Running {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` of the gRPC front end.
     pub url: String,
-    /// Sends the shutdown signal.
-    pub stop: Option<oneshot::Sender<()>>,
-    /// The server task; resolves when it has stopped.
+    /// `http://127.0.0.1:PORT` of the HTTP front end.
+    pub http_url: String,
+    /// Sends the shutdown signal to both front ends.
+    pub stop: Option<watch::Sender<bool>>,
+    /// The gRPC server task; resolves when it has stopped.
     pub task: tokio::task::JoinHandle<Result<(), String>>,
+    /// The HTTP server task.
+    pub http_task: tokio::task::JoinHandle<Result<(), String>>,
     /// Shared state (readiness, models).
     pub state: Arc<Core>,
     /// The metrics registry.
@@ -137,19 +142,30 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_url = format!("http://{}", http_listener.local_addr().unwrap());
+    let (tx, rx) = watch::channel(false);
+    let stopping = move || {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
     let st = state.clone();
     let transport = o.transport.clone();
-    let task = tokio::spawn(async move {
-        serve(st, &transport, listener, async move {
-            let _ = rx.await;
-        })
-        .await
-    });
+    let grpc_stop = stopping();
+    let task = tokio::spawn(async move { serve(st, &transport, listener, grpc_stop).await });
+    let http = HttpConfig {
+        max_body_bytes: o.transport.max_message_bytes,
+        auth_token: o.transport.auth_token.as_deref().map(Arc::from),
+    };
+    let http_task = tokio::spawn(serve_http(state.clone(), http, http_listener, stopping()));
     Running {
         url,
+        http_url,
         stop: Some(tx),
         task,
+        http_task,
         state,
         metrics,
         _dir: dir,
@@ -182,8 +198,9 @@ impl Running {
     /// Stops the server and waits for it.
     pub async fn shutdown(mut self) -> Result<(), String> {
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
+        (&mut self.http_task).await.unwrap()?;
         (&mut self.task).await.unwrap()
     }
 }

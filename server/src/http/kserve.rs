@@ -1,0 +1,449 @@
+//! The KServe v2 REST inference body, both ways: JSON tensors, and Triton's
+//! binary tensor data extension (a JSON header of
+//! `Inference-Header-Content-Length` bytes, then each binary input's bytes
+//! in input order; outputs asked for as `binary_data` come back the same
+//! way). This module only reads and writes bodies; the checks of shapes and
+//! values are the core's.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::core::{InferResult, OutputData, RequestedOutput};
+use crate::tensors::{TensorData, TensorInput};
+
+/// An inference request body as JSON.
+#[derive(Debug, Deserialize)]
+pub struct RequestJson {
+    /// Echoed in the response.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Request parameters (`binary_data_output`).
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    /// Input tensors.
+    pub inputs: Vec<InputJson>,
+    /// Requested outputs (none: all).
+    #[serde(default)]
+    pub outputs: Vec<OutputRequestJson>,
+}
+
+/// One input tensor of a JSON request.
+#[derive(Debug, Deserialize)]
+pub struct InputJson {
+    /// Input name.
+    pub name: String,
+    /// Shape, batch first.
+    pub shape: Vec<i64>,
+    /// KServe datatype.
+    pub datatype: String,
+    /// `binary_data_size` when the values follow the JSON as bytes.
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    /// The values (flat or nested row-major), when not binary.
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+/// One requested output.
+#[derive(Debug, Deserialize)]
+pub struct OutputRequestJson {
+    /// Output name.
+    pub name: String,
+    /// `classification` (top k as strings) and `binary_data`.
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+}
+
+/// Where an input's values are: a range of the body, or parsed JSON values.
+#[derive(Debug)]
+enum Values {
+    Binary(Range<usize>),
+    Fp32(Vec<f32>),
+    Uint(Vec<u32>),
+}
+
+/// A request body read but not yet checked against a model.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The JSON part.
+    pub json: RequestJson,
+    values: Vec<Values>,
+}
+
+fn param_u64(p: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
+    match p.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("parameter `{key}` must be a non-negative integer, got {v}")),
+    }
+}
+
+fn param_bool(p: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
+    match p.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| format!("parameter `{key}` must be true or false, got {v}")),
+    }
+}
+
+/// Flattens nested JSON arrays of numbers, row-major, through `each`.
+fn flatten<T>(
+    v: &Value,
+    name: &str,
+    each: &impl Fn(&Value) -> Option<T>,
+    out: &mut Vec<T>,
+) -> Result<(), String> {
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                flatten(item, name, each, out)?;
+            }
+            Ok(())
+        }
+        other => {
+            out.push(
+                each(other)
+                    .ok_or_else(|| format!("input `{name}`: {other} is not a valid value"))?,
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Reads a request body. `header_length` is the value of
+/// `Inference-Header-Content-Length`: the JSON's length when binary data
+/// follows it, or None when the whole body is JSON.
+pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, String> {
+    let json_len = header_length.unwrap_or(body.len());
+    if json_len > body.len() {
+        return Err(format!(
+            "Inference-Header-Content-Length is {json_len} but the body has {} bytes",
+            body.len()
+        ));
+    }
+    let json: RequestJson = serde_json::from_slice(&body[..json_len])
+        .map_err(|e| format!("the request is not a KServe v2 inference request: {e}"))?;
+    let mut offset = json_len;
+    let mut values = Vec::with_capacity(json.inputs.len());
+    for input in &json.inputs {
+        let size = param_u64(&input.parameters, "binary_data_size")?;
+        let v = match (size, &input.data) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "input `{}` has both `data` and `binary_data_size`",
+                    input.name
+                ));
+            }
+            (Some(size), None) => {
+                let end = usize::try_from(size)
+                    .ok()
+                    .and_then(|s| offset.checked_add(s))
+                    .filter(|end| *end <= body.len())
+                    .ok_or_else(|| {
+                        format!(
+                            "input `{}` declares {size} bytes of binary data; the body has {} after the header and earlier inputs",
+                            input.name,
+                            body.len() - offset
+                        )
+                    })?;
+                let r = offset..end;
+                offset = end;
+                Values::Binary(r)
+            }
+            (None, None) => {
+                return Err(format!(
+                    "input `{}` has neither `data` nor `binary_data_size`",
+                    input.name
+                ));
+            }
+            (None, Some(data)) => {
+                let mut out = vec![];
+                if input.datatype == "UINT8" {
+                    let each = |v: &Value| v.as_u64().and_then(|x| u32::try_from(x).ok());
+                    flatten(data, &input.name, &each, &mut out)?;
+                    Values::Uint(out)
+                } else {
+                    let mut floats = vec![];
+                    let each = |v: &Value| v.as_f64().map(|x| x as f32);
+                    flatten(data, &input.name, &each, &mut floats)?;
+                    Values::Fp32(floats)
+                }
+            }
+        };
+        values.push(v);
+    }
+    if offset != body.len() {
+        return Err(format!(
+            "{} bytes after the last input's binary data",
+            body.len() - offset
+        ));
+    }
+    Ok(Decoded { json, values })
+}
+
+impl Decoded {
+    /// The inputs as the core takes them; binary values borrow `body`,
+    /// which must be the body [`decode`] read.
+    pub fn inputs<'a>(&'a self, body: &'a [u8]) -> Vec<TensorInput<'a>> {
+        self.json
+            .inputs
+            .iter()
+            .zip(&self.values)
+            .map(|(i, v)| TensorInput {
+                name: &i.name,
+                datatype: &i.datatype,
+                shape: &i.shape,
+                data: match v {
+                    Values::Binary(r) => TensorData::Raw(&body[r.clone()]),
+                    Values::Fp32(f) => TensorData::Fp32(Cow::Borrowed(f)),
+                    Values::Uint(u) => TensorData::Uint(Cow::Borrowed(u)),
+                },
+            })
+            .collect()
+    }
+
+    /// The requested outputs, with their classification counts.
+    pub fn outputs(&self) -> Result<Vec<RequestedOutput>, String> {
+        self.json
+            .outputs
+            .iter()
+            .map(|o| {
+                let classification = match param_u64(&o.parameters, "classification")? {
+                    Some(0) => return Err("parameter `classification` must be positive".into()),
+                    k => k.map(|k| k as usize),
+                };
+                Ok(RequestedOutput {
+                    name: o.name.clone(),
+                    classification,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether output `name` goes back as binary data: its own
+    /// `binary_data` parameter, else the request's `binary_data_output`.
+    fn binary(&self, name: &str) -> Result<bool, String> {
+        let own = match self.json.outputs.iter().find(|o| o.name == name) {
+            Some(o) => param_bool(&o.parameters, "binary_data")?,
+            None => None,
+        };
+        match own {
+            Some(b) => Ok(b),
+            None => Ok(param_bool(&self.json.parameters, "binary_data_output")?.unwrap_or(false)),
+        }
+    }
+
+    /// Checks the output parameters before the model runs.
+    pub fn check_output_parameters(&self) -> Result<(), String> {
+        param_bool(&self.json.parameters, "binary_data_output")?;
+        for o in &self.json.outputs {
+            self.binary(&o.name)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DataJson {
+    Fp32(Vec<f32>),
+    Strings(Vec<String>),
+}
+
+#[derive(Serialize)]
+struct OutputJson {
+    name: String,
+    datatype: &'static str,
+    shape: Vec<i64>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    parameters: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<DataJson>,
+}
+
+#[derive(Serialize)]
+struct ResponseJson {
+    model_name: String,
+    model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutputJson>,
+}
+
+/// A response body, and the JSON header's length when binary data follows it.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The body.
+    pub body: Vec<u8>,
+    /// Length of the JSON part when outputs follow as binary data.
+    pub header_length: Option<usize>,
+}
+
+/// Writes the response body for `result` to the request `decoded`.
+pub fn encode(decoded: &Decoded, result: InferResult) -> Result<Encoded, String> {
+    let mut binary = vec![];
+    let mut outputs = vec![];
+    for o in result.outputs {
+        let mut parameters = Map::new();
+        let data = if decoded.binary(&o.name)? {
+            let bytes = o.data.to_bytes();
+            parameters.insert("binary_data_size".into(), bytes.len().into());
+            binary.push(bytes);
+            None
+        } else {
+            Some(match &o.data {
+                OutputData::Fp32(v) => DataJson::Fp32(v.clone()),
+                OutputData::Bytes(items) => DataJson::Strings(
+                    items
+                        .iter()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .collect(),
+                ),
+            })
+        };
+        outputs.push(OutputJson {
+            name: o.name,
+            datatype: o.data.datatype(),
+            shape: o.shape,
+            parameters,
+            data,
+        });
+    }
+    let mut body = serde_json::to_vec(&ResponseJson {
+        model_name: result.model_name,
+        model_version: result.model_version,
+        id: decoded.json.id.clone(),
+        outputs,
+    })
+    .map_err(|e| format!("encoding the response: {e}"))?;
+    let header_length = (!binary.is_empty()).then_some(body.len());
+    for b in binary {
+        body.extend_from_slice(&b);
+    }
+    Ok(Encoded {
+        body,
+        header_length,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::OutputTensor;
+
+    fn result() -> InferResult {
+        InferResult {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            outputs: vec![
+                OutputTensor {
+                    name: "logits".into(),
+                    shape: vec![1, 2],
+                    data: OutputData::Fp32(vec![0.5, -1.0]),
+                },
+                OutputTensor {
+                    name: "top".into(),
+                    shape: vec![1, 1],
+                    data: OutputData::Bytes(vec![b"0.5:0:a".to_vec()]),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn json_values_nested_or_flat_read_the_same() {
+        let flat =
+            br#"{"inputs":[{"name":"x","shape":[1,2,2],"datatype":"FP32","data":[1,2,3.5,4]}]}"#;
+        let nested = br#"{"inputs":[{"name":"x","shape":[1,2,2],"datatype":"FP32","data":[[[1,2],[3.5,4]]]}]}"#;
+        for body in [&flat[..], &nested[..]] {
+            let d = decode(body, None).unwrap();
+            match &d.inputs(body)[0].data {
+                TensorData::Fp32(v) => assert_eq!(v.as_ref(), &[1.0, 2.0, 3.5, 4.0]),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn binary_inputs_are_cut_from_the_body_in_order() {
+        let header = br#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}},{"name":"b","shape":[2],"datatype":"UINT8","parameters":{"binary_data_size":2}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&1.5f32.to_le_bytes());
+        body.extend_from_slice(&[7, 9]);
+        let d = decode(&body, Some(header.len())).unwrap();
+        let inputs = d.inputs(&body);
+        assert!(matches!(inputs[0].data, TensorData::Raw(b) if b == 1.5f32.to_le_bytes()));
+        assert!(matches!(inputs[1].data, TensorData::Raw(b) if b == [7, 9]));
+        // One byte short, one byte over, a header longer than the body.
+        assert!(decode(&body[..body.len() - 1], Some(header.len())).is_err());
+        let mut over = body.clone();
+        over.push(0);
+        assert!(
+            decode(&over, Some(header.len()))
+                .unwrap_err()
+                .contains("1 bytes after")
+        );
+        assert!(decode(&body, Some(body.len() + 1)).is_err());
+        assert!(decode(&body, Some(usize::MAX)).is_err());
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        let cases: [(&[u8], &str); 5] = [
+            (br#"{"outputs":[]}"#, "missing field `inputs`"),
+            (b"{", "not a KServe v2 inference request"),
+            (
+                br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32"}]}"#,
+                "neither",
+            ),
+            (
+                br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#,
+                "not a valid value",
+            ),
+            (
+                br#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[-1]}]}"#,
+                "not a valid value",
+            ),
+        ];
+        for (body, needle) in cases {
+            let e = decode(body, None).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+        let huge = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":18446744073709551615}}]}"#;
+        assert!(decode(huge, Some(huge.len())).is_err());
+    }
+
+    #[test]
+    fn outputs_go_back_binary_when_asked_per_output_or_per_request() {
+        let body = br#"{"inputs":[],"outputs":[{"name":"logits","parameters":{"binary_data":true}},{"name":"top","parameters":{"classification":1}}]}"#;
+        let d = decode(body, None).unwrap();
+        let e = encode(&d, result()).unwrap();
+        let n = e.header_length.unwrap();
+        let json: Value = serde_json::from_slice(&e.body[..n]).unwrap();
+        assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert!(json["outputs"][0].get("data").is_none());
+        assert_eq!(json["outputs"][1]["data"][0], "0.5:0:a");
+        assert_eq!(&e.body[n..n + 4], &0.5f32.to_le_bytes());
+        assert_eq!(e.body.len(), n + 8);
+
+        let all = br#"{"inputs":[],"parameters":{"binary_data_output":true}}"#;
+        let e = encode(&decode(all, None).unwrap(), result()).unwrap();
+        let n = e.header_length.unwrap();
+        // 8 bytes of floats, then one string: 4-byte length and 7 bytes.
+        assert_eq!(e.body.len(), n + 8 + 4 + 7);
+
+        let none = br#"{"inputs":[],"id":"r1"}"#;
+        let e = encode(&decode(none, None).unwrap(), result()).unwrap();
+        assert!(e.header_length.is_none());
+        let json: Value = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(json["id"], "r1");
+        assert_eq!(json["outputs"][0]["data"][1], -1.0);
+    }
+}

@@ -1,0 +1,377 @@
+//! The HTTP front end: the KServe v2 REST protocol (Triton's HTTP API) on
+//! its own port, plus `POST /v2/models/{name}/classify` for encoded images.
+//! Handlers turn requests into the [`Core`]'s types and back; every error
+//! is `{"error": "..."}` with the status [`ServeError::http_status`] gives.
+
+pub mod kserve;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::core::Core;
+use crate::error::ServeError;
+
+/// Settings of the HTTP front end.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body, bytes (after decompression, too).
+    pub max_body_bytes: usize,
+    /// Bearer token every call but the health checks must carry, if auth is on.
+    pub auth_token: Option<Arc<str>>,
+}
+
+/// The header that gives the JSON part's length when binary tensor data
+/// follows it (Triton's binary tensor data extension).
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ServeError> for ApiError {
+    fn from(e: ServeError) -> Self {
+        ApiError(e.http_status(), e.to_string())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        ApiError(r.status(), r.body_text())
+    }
+}
+
+type Shared = State<Arc<Core>>;
+
+/// `{name}` or `{name}/versions/{version}` in a route.
+#[derive(Debug, Deserialize)]
+struct ModelPath {
+    name: String,
+    #[serde(default)]
+    version: String,
+}
+
+fn json(value: impl serde::Serialize) -> Response {
+    axum::Json(value).into_response()
+}
+
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Readiness answers 200 for true and a 4xx for false, as KServe v2 says
+/// (Triton answers 400 too); an unknown model is still a 404.
+fn not_ready(reason: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, reason)
+}
+
+async fn ready(State(core): Shared) -> Result<StatusCode, ApiError> {
+    if core.is_ready() {
+        Ok(StatusCode::OK)
+    } else {
+        Err(not_ready("the server is not ready".into()))
+    }
+}
+
+async fn server_metadata(State(core): Shared) -> Response {
+    json(core.server_metadata())
+}
+
+async fn model_metadata(
+    State(core): Shared,
+    Path(p): Path<ModelPath>,
+) -> Result<Response, ApiError> {
+    Ok(json(core.model_metadata(&p.name, &p.version)?))
+}
+
+async fn model_ready(
+    State(core): Shared,
+    Path(p): Path<ModelPath>,
+) -> Result<StatusCode, ApiError> {
+    if core.model_ready(&p.name, &p.version)? {
+        Ok(StatusCode::OK)
+    } else {
+        Err(not_ready(format!("model `{}` is not ready", p.name)))
+    }
+}
+
+async fn model_config(State(core): Shared, Path(p): Path<ModelPath>) -> Result<Response, ApiError> {
+    Ok(json(core.model_config(&p.name, &p.version)?))
+}
+
+async fn all_statistics(State(core): Shared) -> Result<Response, ApiError> {
+    Ok(json(json!({ "model_stats": core.statistics("", "")? })))
+}
+
+async fn model_statistics(
+    State(core): Shared,
+    Path(p): Path<ModelPath>,
+) -> Result<Response, ApiError> {
+    Ok(json(
+        json!({ "model_stats": core.statistics(&p.name, &p.version)? }),
+    ))
+}
+
+/// The body with any `Content-Encoding` (gzip, deflate) undone, at most
+/// `limit` bytes once inflated.
+fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, String> {
+    use std::io::Read;
+    let encoding = match headers.get(header::CONTENT_ENCODING) {
+        None => return Ok(body),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| "Content-Encoding is not text".to_string())?
+            .trim()
+            .to_ascii_lowercase(),
+    };
+    let reader: Box<dyn Read + '_> = match encoding.as_str() {
+        "identity" => return Ok(body),
+        "gzip" => Box::new(flate2::read::GzDecoder::new(&body[..])),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+        other => {
+            return Err(format!(
+                "Content-Encoding `{other}` is not supported; use gzip, deflate or none"
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("cannot {encoding}-decode the body: {e}"))?;
+    if out.len() > limit {
+        return Err(format!("the body inflates to more than {limit} bytes"));
+    }
+    Ok(out.into())
+}
+
+async fn infer(
+    State(core): Shared,
+    State(config): State<Arc<HttpConfig>>,
+    Path(p): Path<ModelPath>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bad = |m: String| ApiError::from(core.invalid_request(&p.name, &p.version, m));
+    let body = inflate(&headers, body?, config.max_body_bytes).map_err(bad)?;
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| bad(format!("{HEADER_LENGTH} must be a byte count, got {v:?}")))?,
+        ),
+    };
+    let decoded = kserve::decode(&body, header_length).map_err(bad)?;
+    let outputs = decoded.outputs().map_err(bad)?;
+    decoded.check_output_parameters().map_err(bad)?;
+    let result = core
+        .infer(crate::core::InferRequest {
+            model: &p.name,
+            version: &p.version,
+            inputs: decoded.inputs(&body),
+            outputs,
+            deadline: None,
+        })
+        .await?;
+    let encoded = kserve::encode(&decoded, result)
+        .map_err(|m| ApiError(StatusCode::INTERNAL_SERVER_ERROR, m))?;
+    let mut response = encoded.body.into_response();
+    let h = response.headers_mut();
+    match encoded.header_length {
+        Some(n) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(HEADER_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(response)
+}
+
+/// `?top_k=N` of a classify call.
+#[derive(Debug, Deserialize)]
+struct ClassifyQuery {
+    #[serde(default)]
+    top_k: usize,
+}
+
+async fn classify(
+    State(core): Shared,
+    Path(p): Path<ModelPath>,
+    query: Result<Query<ClassifyQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let query = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let body = body?;
+    let c = core
+        .classify(&p.name, &p.version, &[body], query.top_k, None)
+        .await?;
+    Ok(json(c))
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {} {}; see /v2, /v2/models/{{name}}[/versions/{{v}}]/{{ready,config,stats,infer,classify}}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn wrong_method(request: Request) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn require_token(
+    State(config): State<Arc<HttpConfig>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &config.auth_token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if crate::server::bearer_matches(given, token) {
+        next.run(request).await
+    } else {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (header `Authorization: Bearer <token>`)".into(),
+        )
+        .into_response()
+    }
+}
+
+/// Refuses a body whose declared length is over the limit before reading
+/// any of it (a body without a declared length is cut off at the limit as
+/// it is read).
+async fn refuse_oversized(
+    State(config): State<Arc<HttpConfig>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > config.max_body_bytes as u64 => ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is {n} bytes, over the length limit of {} (--max-message-bytes)",
+                config.max_body_bytes
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Both states the handlers draw from.
+#[derive(Clone)]
+struct AppState {
+    core: Arc<Core>,
+    config: Arc<HttpConfig>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Core> {
+    fn from_ref(s: &AppState) -> Self {
+        s.core.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for Arc<HttpConfig> {
+    fn from_ref(s: &AppState) -> Self {
+        s.config.clone()
+    }
+}
+
+/// Every route of the HTTP front end.
+pub fn router(core: Arc<Core>, config: HttpConfig) -> Router {
+    let state = AppState {
+        core,
+        config: Arc::new(config),
+    };
+    let mut models = Router::new();
+    for prefix in ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"] {
+        models = models
+            .route(prefix, get(model_metadata))
+            .route(&format!("{prefix}/ready"), get(model_ready))
+            .route(&format!("{prefix}/config"), get(model_config))
+            .route(&format!("{prefix}/stats"), get(model_statistics))
+            .route(&format!("{prefix}/infer"), post(infer))
+            .route(&format!("{prefix}/classify"), post(classify));
+    }
+    let guarded = models
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/stats", get(all_statistics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .merge(guarded)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_oversized,
+        ))
+        .with_state(state)
+}
+
+/// Serves the HTTP front end on `listener` until `shutdown` resolves, then
+/// lets requests in flight finish.
+pub async fn serve_http(
+    core: Arc<Core>,
+    config: HttpConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(core, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| format!("HTTP server: {e}"))
+}

@@ -1,0 +1,526 @@
+//! The HTTP front end (KServe v2 REST) over a real loopback socket: each
+//! route against its gRPC twin on the same server, NVIDIA's stock
+//! `tritonclient.http`, curl, and bad requests. Expected numbers come from
+//! the gRPC side and from ONNX Runtime in this process, not from the HTTP
+//! code under test.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{Options, png, start};
+use rir_infer::engine::{max_abs_diff, output};
+use rir_infer::{Engine, OrtEngine, OrtOptions};
+use rir_proto::classify::ClassifyRequest;
+use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
+use serde_json::{Value, json};
+
+/// One HTTP exchange: status, headers (lower-case names) and body.
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .expect("an error message")
+            .to_string()
+    }
+}
+
+/// Sends one request with a client that hands back 4xx and 5xx answers as they are.
+async fn call(method: &str, url: String, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    let method = method.to_string();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = http::Request::builder().method(method.as_str()).uri(&url);
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        let mut response = agent.run(request.body(body).unwrap()).expect(&url);
+        Reply {
+            status: response.status().as_u16(),
+            headers: response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body: response
+                .body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .unwrap(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn get(url: String) -> Reply {
+    call("GET", url, &[], vec![]).await
+}
+
+fn pixels(n: usize, seed: u32) -> Vec<f32> {
+    (0..n * 784)
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+fn as_f32(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_routes_answer_what_their_grpc_twins_answer() {
+    let s = start(None, Options::default()).await;
+    let mut c = s.kserve().await;
+    let base = s.http_url.clone();
+
+    assert_eq!(get(format!("{base}/v2/health/live")).await.status, 200);
+    assert_eq!(get(format!("{base}/v2/health/ready")).await.status, 200);
+    let server = get(format!("{base}/v2")).await.json();
+    let g = c
+        .server_metadata(pb::ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(server["name"], g.name);
+    assert_eq!(server["extensions"], json!(g.extensions));
+
+    // Readiness: 200 ready, 4xx not ready (KServe v2), 404 unknown.
+    assert_eq!(
+        get(format!("{base}/v2/models/gray/ready")).await.status,
+        200
+    );
+    assert_eq!(
+        get(format!("{base}/v2/models/gray/versions/1/ready"))
+            .await
+            .status,
+        200
+    );
+    let broken = get(format!("{base}/v2/models/broken/ready")).await;
+    assert_eq!(broken.status, 400, "{}", broken.error());
+    assert_eq!(
+        get(format!("{base}/v2/models/nope/ready")).await.status,
+        404
+    );
+
+    for (name, version) in [("gray", ""), ("gray", "1"), ("rgb", "")] {
+        let path = if version.is_empty() {
+            format!("{base}/v2/models/{name}")
+        } else {
+            format!("{base}/v2/models/{name}/versions/{version}")
+        };
+        let meta = get(path.clone()).await.json();
+        let g = c
+            .model_metadata(pb::ModelMetadataRequest {
+                name: name.into(),
+                version: version.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(meta["name"], g.name);
+        assert_eq!(meta["versions"], json!(g.versions));
+        assert_eq!(meta["platform"], g.platform);
+        assert_eq!(meta["inputs"][0]["shape"], json!(g.inputs[0].shape));
+        assert_eq!(meta["outputs"][1]["name"], g.outputs[1].name);
+        let config = get(format!("{path}/config")).await.json();
+        let g = c
+            .model_config(pb::ModelConfigRequest {
+                name: name.into(),
+                version: version.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .config
+            .unwrap();
+        assert_eq!(config["max_batch_size"], g.max_batch_size);
+        assert_eq!(config["input"][0]["dims"], json!(g.input[0].dims));
+        assert_eq!(config["input"][0]["data_type"], "TYPE_FP32");
+        assert_eq!(config["backend"], g.backend);
+    }
+
+    // Inference: JSON in and out, binary in and out, and gRPC's raw
+    // tensors, on the same three images, against ONNX Runtime in process.
+    let data = pixels(3, 5);
+    let path = s.model_path("gray");
+    let want = OrtEngine::load(&path, &OrtOptions::default())
+        .unwrap()
+        .run(&data, &[3, 1, 28, 28])
+        .unwrap();
+    let want_logits = &output(&want, "logits").unwrap().data;
+    let json_body = json!({
+        "id": "r-7",
+        "inputs": [{"name": "image", "shape": [3, 1, 28, 28], "datatype": "FP32", "data": data}],
+        "outputs": [{"name": "logits"}]
+    });
+    let r = call(
+        "POST",
+        format!("{base}/v2/models/gray/infer"),
+        &[("content-type", "application/json")],
+        serde_json::to_vec(&json_body).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    assert_eq!(j["id"], "r-7");
+    assert_eq!(j["model_version"], "2");
+    assert_eq!(j["outputs"][0]["shape"], json!([3, 10]));
+    assert!(max_abs_diff(&as_f32(&j["outputs"][0]["data"]), want_logits) < 1e-5);
+
+    let header = serde_json::to_vec(&json!({
+        "inputs": [{"name": "image", "shape": [3, 1, 28, 28], "datatype": "FP32",
+                    "parameters": {"binary_data_size": data.len() * 4}}],
+        "parameters": {"binary_data_output": true}
+    }))
+    .unwrap();
+    let mut body = header.clone();
+    body.extend_from_slice(&rir_proto::raw::f32_bytes(&data));
+    let r = call(
+        "POST",
+        format!("{base}/v2/models/gray/infer"),
+        &[("inference-header-content-length", &header.len().to_string())],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let n: usize = r.headers["inference-header-content-length"]
+        .parse()
+        .unwrap();
+    let j: Value = serde_json::from_slice(&r.body[..n]).unwrap();
+    assert_eq!(j["outputs"][0]["name"], "logits");
+    assert_eq!(j["outputs"][0]["parameters"]["binary_data_size"], 120);
+    let binary_logits = rir_proto::raw::f32s(&r.body[n..n + 120]);
+    assert!(max_abs_diff(&binary_logits, want_logits) < 1e-5);
+    assert_eq!(r.body.len(), n + 240, "logits then probabilities");
+
+    let g = c
+        .model_infer(pb::ModelInferRequest {
+            model_name: "gray".into(),
+            inputs: vec![InferInputTensor {
+                name: "image".into(),
+                datatype: "FP32".into(),
+                shape: vec![3, 1, 28, 28],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![rir_proto::raw::f32_bytes(&data)],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rir_proto::raw::f32s(&g.raw_output_contents[0]),
+        binary_logits
+    );
+
+    // Classification of a PNG body, against gRPC Classify of the same image.
+    let image = png(28, 28, false);
+    let r = call(
+        "POST",
+        format!("{base}/v2/models/gray/classify?top_k=3"),
+        &[("content-type", "image/png")],
+        image.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    let g = s
+        .classifier()
+        .await
+        .classify(ClassifyRequest {
+            model_name: "gray".into(),
+            images: vec![image],
+            top_k: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let labels = j["results"][0].as_array().unwrap();
+    assert_eq!(labels.len(), 3);
+    for (l, want) in labels.iter().zip(&g.results[0].labels) {
+        assert_eq!(l["index"], want.index);
+        assert_eq!(l["name"], want.name);
+        assert!((l["probability"].as_f64().unwrap() as f32 - want.probability).abs() < 1e-6);
+    }
+
+    // Statistics: the same counts both ways, per model and for all.
+    let rest = get(format!("{base}/v2/models/gray/stats")).await.json();
+    let g = c
+        .model_statistics(pb::ModelStatisticsRequest {
+            name: "gray".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (r0, g0) = (&rest["model_stats"][0], &g.model_stats[0]);
+    assert_eq!(r0["inference_count"], g0.inference_count);
+    assert_eq!(
+        r0["inference_count"],
+        3 + 3 + 3 + 1 + 1,
+        "JSON, binary, gRPC, two classifications"
+    );
+    assert_eq!(
+        r0["inference_stats"]["success"]["count"],
+        g0.inference_stats
+            .as_ref()
+            .unwrap()
+            .success
+            .as_ref()
+            .unwrap()
+            .count
+    );
+    let all = get(format!("{base}/v2/models/stats")).await.json();
+    assert_eq!(
+        all["model_stats"].as_array().unwrap().len(),
+        4,
+        "every version of every model"
+    );
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_4xx_with_a_message_and_the_server_stays_up() {
+    let s = start(None, Options::default()).await;
+    let base = s.http_url.clone();
+    let infer = format!("{base}/v2/models/gray/infer");
+    let good = serde_json::to_vec(&json!({
+        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": pixels(1, 1)}]
+    }))
+    .unwrap();
+    let mut gzip_garbage = vec![0x1f, 0x8b];
+    gzip_garbage.extend_from_slice(b"not really gzip");
+    let cases: Vec<(&str, String, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+        ("POST", infer.clone(), vec![], b"{\"inputs\": [".to_vec(), 400, "not a KServe v2 inference request"),
+        ("POST", infer.clone(), vec![], b"[]".to_vec(), 400, "not a KServe v2 inference request"),
+        ("POST", infer.clone(), vec![("inference-header-content-length", "ten")], good.clone(), 400, "must be a byte count"),
+        ("POST", infer.clone(), vec![("inference-header-content-length", "999999")], good.clone(), 400, "the body has"),
+        ("POST", infer.clone(), vec![("content-encoding", "br")], good.clone(), 400, "not supported"),
+        ("POST", infer.clone(), vec![("content-encoding", "gzip")], gzip_garbage, 400, "cannot gzip-decode"),
+        ("POST", infer.clone(), vec![], br#"{"inputs":[{"name":"image","shape":[1,1,28,27],"datatype":"FP32","data":[1]}]}"#.to_vec(), 400, "expected [batch, 1, 28, 28]"),
+        ("POST", infer.clone(), vec![], br#"{"inputs":[{"name":"image","shape":[1,1,28,28],"datatype":"FP32","data":[1]}]}"#.to_vec(), 400, "needs 784"),
+        ("POST", infer.clone(), vec![], br#"{"inputs":[],"outputs":[{"name":"logits","parameters":{"classification":"many"}}]}"#.to_vec(), 400, "classification"),
+        ("POST", format!("{base}/v2/models/nope/infer"), vec![], good.clone(), 404, "unknown model"),
+        ("POST", format!("{base}/v2/models/gray/versions/x/infer"), vec![], good.clone(), 404, "versions are numbers"),
+        ("POST", format!("{base}/v2/models/broken/infer"), vec![], good.clone(), 503, "not ready"),
+        ("GET", infer.clone(), vec![], vec![], 405, "not allowed"),
+        ("GET", format!("{base}/v3"), vec![], vec![], 404, "no route"),
+        ("POST", format!("{base}/v2/models/gray/classify"), vec![], b"GIF89a...".to_vec(), 400, "image 0"),
+        ("POST", format!("{base}/v2/models/gray/classify"), vec![], vec![], 400, "image 0"),
+        ("POST", format!("{base}/v2/models/gray/classify?top_k=many"), vec![], png(28, 28, false), 400, "top_k"),
+    ];
+    for (method, url, headers, body, status, needle) in cases {
+        let r = call(method, url.clone(), &headers, body).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{method} {url}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let e = r.error();
+        assert!(
+            e.contains(needle),
+            "{method} {url}: `{e}` does not mention `{needle}`"
+        );
+    }
+    // A body over the test server's 4 MiB limit is refused from its
+    // headers: the answer comes before the body is sent (a client that
+    // kept writing would see the connection close), so speak raw HTTP.
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v2/models/gray/infer HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n",
+        5 << 20
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut sock, head.as_bytes())
+        .await
+        .unwrap();
+    // Read until the JSON body has come (the server may keep the
+    // connection open), at most 10 s.
+    let mut answer = vec![];
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).ends_with('}') {
+            let n = tokio::io::AsyncReadExt::read(&mut sock, &mut buf)
+                .await
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("an answer to an oversized body");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("{\"error\":\"") && answer.contains("length limit"),
+        "{answer}"
+    );
+    // A gzip body that inflates past the limit is refused, not inflated.
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut z, &vec![b' '; 6 << 20]).unwrap();
+    let bomb = z.finish().unwrap();
+    let r = call("POST", infer.clone(), &[("content-encoding", "gzip")], bomb).await;
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("inflates to more than"), "{}", r.error());
+    // Still serving, and the refusals that named a served model were counted.
+    let r = call("POST", infer.clone(), &[], good).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let stats = get(format!("{base}/v2/models/gray/stats")).await.json();
+    assert!(
+        stats["model_stats"][0]["inference_stats"]["fail"]["count"]
+            .as_u64()
+            .unwrap()
+            >= 8
+    );
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_guards_everything_but_health() {
+    let mut o = Options::default();
+    o.transport.auth_token = Some("s3cret".into());
+    let s = start(None, o).await;
+    let base = s.http_url.clone();
+    assert_eq!(get(format!("{base}/v2/health/live")).await.status, 200);
+    assert_eq!(get(format!("{base}/v2/health/ready")).await.status, 200);
+    let r = get(format!("{base}/v2/models/gray")).await;
+    assert_eq!(r.status, 401);
+    assert!(r.error().contains("bearer token"));
+    let wrong = call(
+        "GET",
+        format!("{base}/v2"),
+        &[("authorization", "Bearer nope")],
+        vec![],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    let right = call(
+        "GET",
+        format!("{base}/v2"),
+        &[("authorization", "Bearer s3cret")],
+        vec![],
+    )
+    .await;
+    assert_eq!(right.status, 200);
+    s.shutdown().await.unwrap();
+}
+
+fn python_client(
+    protocol: &str,
+    addr: &str,
+    model: &str,
+    path: &std::path::Path,
+) -> std::process::Output {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let pythonpath = std::env::var("RIR_PYTHONPATH")
+        .unwrap_or_else(|_| root.join(".deps/py").display().to_string());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/triton_client.py");
+    std::process::Command::new("python3")
+        .arg(script)
+        .args([protocol, addr, model])
+        .arg(path)
+        .env("PYTHONPATH", pythonpath)
+        .output()
+        .expect("python3")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_triton_http_client_works_unchanged() {
+    let s = start(None, Options::default()).await;
+    let path = s.model_path("gray");
+    let addr = s.http_url.trim_start_matches("http://").to_string();
+    let out = tokio::task::spawn_blocking(move || python_client("http", &addr, "gray", &path))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tritonclient.http run failed (scripts/setup.sh installs tritonclient[grpc,http] and onnxruntime into .deps/py):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("statistics OK"));
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_classifies_an_image_and_runs_json_inference() {
+    let s = start(None, Options::default()).await;
+    let base = s.http_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("shirt.png");
+    std::fs::write(&image, png(28, 28, false)).unwrap();
+    let request = dir.path().join("request.json");
+    std::fs::write(
+        &request,
+        serde_json::to_vec(&json!({
+            "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": pixels(1, 3)}],
+            "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let curl = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--fail-with-body"])
+                .args(&args)
+                .output()
+                .expect("curl");
+            assert!(
+                out.status.success(),
+                "curl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        })
+    };
+    let classified = curl(vec![
+        "--data-binary".into(),
+        format!("@{}", image.display()),
+        "-H".into(),
+        "content-type: image/png".into(),
+        format!("{base}/v2/models/gray/classify?top_k=2"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(classified["results"][0].as_array().unwrap().len(), 2);
+    let inferred = curl(vec![
+        "--data-binary".into(),
+        format!("@{}", request.display()),
+        format!("{base}/v2/models/gray/infer"),
+    ])
+    .await
+    .unwrap();
+    let top = inferred["outputs"][0]["data"].as_array().unwrap();
+    assert_eq!(top.len(), 2);
+    assert!(top[0].as_str().unwrap().contains(":class "), "{inferred}");
+    s.shutdown().await.unwrap();
+}
