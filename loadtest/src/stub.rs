@@ -262,4 +262,25 @@ impl GrpcInferenceService for Stub {
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
         Err(Status::unimplemented("the stub keeps no statistics"))
     }
+
+    async fn repository_index(
+        &self,
+        _: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        Err(Status::unimplemented("the stub has no repository"))
+    }
+
+    async fn repository_model_load(
+        &self,
+        _: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        Err(Status::unimplemented("the stub has no repository"))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        _: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        Err(Status::unimplemented("the stub has no repository"))
+    }
 }

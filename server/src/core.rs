@@ -7,12 +7,14 @@
 //! KServe v2 / Triton REST JSON as they are.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::batcher::{Batcher, Job, JobError, JobOutput, SubmitError};
+use crate::control::Repository;
 use crate::error::ServeError;
 use crate::models::{Models, Slot, SlotState};
 use crate::repository::ModelDescriptor;
@@ -26,15 +28,23 @@ pub const SERVER_NAME: &str = "rir";
 pub const PLATFORM: &str = "onnxruntime_onnx";
 
 /// The protocol extensions both front ends implement.
-pub const EXTENSIONS: [&str; 3] = ["classification", "model_configuration", "statistics"];
+pub const EXTENSIONS: [&str; 4] = [
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+];
 
 /// What every front end shares: the models and the server's settings.
 pub struct Core {
-    /// The served models.
-    pub models: Models,
+    /// The served models: a snapshot that a reload replaces whole.
+    pub(crate) models: RwLock<Arc<Models>>,
+    /// Where models reload from, when they can.
+    pub(crate) repository: Option<Repository>,
     /// False before warm-up ends and once shutdown begins.
     pub ready: AtomicBool,
-    /// Model that classification uses when the request names none.
+    /// Model that classification uses when the request names none (None:
+    /// the first model served).
     pub default_model: Option<String>,
     /// Refuse FP32 inputs holding NaN or infinite values (INVALID_ARGUMENT)
     /// instead of running them, as Triton does, through the model.
@@ -287,14 +297,44 @@ fn invalid(slot: &Slot, message: String) -> ServeError {
 }
 
 impl Core {
+    /// A core serving `models`, reloading from `repository` when given.
+    /// It starts not ready: set [`Core::ready`] once the front ends listen.
+    pub fn new(
+        models: Models,
+        repository: Option<Repository>,
+        default_model: Option<String>,
+        reject_nonfinite: bool,
+    ) -> Self {
+        Core {
+            models: RwLock::new(Arc::new(models)),
+            repository,
+            ready: AtomicBool::new(false),
+            default_model,
+            reject_nonfinite,
+        }
+    }
+
+    /// The models served now. Hold it for the length of a request: a
+    /// reload swaps in a new snapshot and leaves this one to finish.
+    pub fn models(&self) -> Arc<Models> {
+        self.models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether the server takes requests (warm, not shutting down).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 
-    /// Whether a model version serves (and the server with it).
-    pub fn model_ready(&self, name: &str, version: &str) -> Result<bool, ServeError> {
-        Ok(self.models.get(name, version)?.ready() && self.is_ready())
+    /// Whether a model version serves (and the server with it). An
+    /// unknown model is simply not ready, as in Triton, so stock clients
+    /// get `false` and not an error.
+    pub fn model_ready(&self, name: &str, version: &str) -> bool {
+        self.models()
+            .get(name, version)
+            .is_ok_and(|s| s.ready() && self.is_ready())
     }
 
     /// ServerMetadata.
@@ -307,8 +347,12 @@ impl Core {
     }
 
     /// A slot whose model file could be read (ready or not), with its description.
-    fn loadable(&self, name: &str, version: &str) -> Result<(&Slot, &ModelDescriptor), ServeError> {
-        let slot = self.models.get(name, version)?;
+    fn loadable<'a>(
+        models: &'a Models,
+        name: &str,
+        version: &str,
+    ) -> Result<(&'a Slot, &'a ModelDescriptor), ServeError> {
+        let slot = models.get(name, version)?;
         let desc = slot.desc().ok_or_else(|| {
             ServeError::Unavailable(format!(
                 "model `{name}` is not loadable: {}",
@@ -320,9 +364,9 @@ impl Core {
 
     /// ModelMetadata.
     pub fn model_metadata(&self, name: &str, version: &str) -> Result<ModelMetadata, ServeError> {
-        let (_, d) = self.loadable(name, version)?;
-        let versions = self
-            .models
+        let models = self.models();
+        let (_, d) = Self::loadable(&models, name, version)?;
+        let versions = models
             .by_name
             .get(name)
             .map(|v| v.iter().map(|s| s.version.to_string()).collect())
@@ -352,7 +396,8 @@ impl Core {
 
     /// ModelConfig.
     pub fn model_config(&self, name: &str, version: &str) -> Result<ModelConfig, ServeError> {
-        let (slot, d) = self.loadable(name, version)?;
+        let models = self.models();
+        let (slot, d) = Self::loadable(&models, name, version)?;
         let max_batch_size = match &slot.state {
             SlotState::Ready { batcher, .. } => batcher.config.max_batch(),
             SlotState::Unavailable { .. } => 0,
@@ -389,16 +434,16 @@ impl Core {
         name: &str,
         version: &str,
     ) -> Result<Vec<ModelStatistics>, ServeError> {
-        let slots: Vec<(&String, &Slot)> = if name.is_empty() {
-            self.models
+        let models = self.models();
+        let slots: Vec<(&String, &Arc<Slot>)> = if name.is_empty() {
+            models
                 .by_name
                 .iter()
                 .flat_map(|(n, v)| v.iter().map(move |s| (n, s)))
                 .collect()
         } else {
-            let slot = self.models.get(name, version)?;
-            let (name, _) = self
-                .models
+            let slot = models.get(name, version)?;
+            let (name, _) = models
                 .by_name
                 .get_key_value(name)
                 .ok_or_else(|| ServeError::NotFound(name.to_string()))?;
@@ -440,7 +485,8 @@ impl Core {
     /// Runs one inference request: checks it against the model, queues it
     /// for batching, and shapes the outputs asked for.
     pub async fn infer(&self, r: InferRequest<'_>) -> Result<InferResult, ServeError> {
-        let slot = self.models.get(r.model, r.version)?;
+        let models = self.models();
+        let slot = models.get(r.model, r.version)?;
         let (desc, batcher) = serving(slot, r.model)?;
         let bad = |m: String| invalid(slot, m);
         let input = match r.inputs.as_slice() {
@@ -536,22 +582,26 @@ impl Core {
     /// JSON, inconsistent tensors), counted as a failure of the model it
     /// names when that model exists.
     pub fn invalid_request(&self, model: &str, version: &str, message: String) -> ServeError {
-        match self.models.get(model, version) {
+        match self.models().get(model, version) {
             Ok(slot) => invalid(slot, message),
             Err(_) => ServeError::InvalidArgument(message),
         }
     }
 
-    /// The model classification uses: `name`, or the default when empty.
-    pub fn classifier_name<'a>(&'a self, name: &'a str) -> Result<&'a str, ServeError> {
+    /// The model classification uses: `name`; when empty, the default
+    /// model, else the first model served.
+    pub fn classifier_name(&self, name: &str) -> Result<String, ServeError> {
         if !name.is_empty() {
-            return Ok(name);
+            return Ok(name.to_string());
         }
-        self.default_model.as_deref().ok_or_else(|| {
-            ServeError::InvalidArgument(
-                "no model name given and the server has no default model".into(),
-            )
-        })
+        self.default_model
+            .clone()
+            .or_else(|| self.models().by_name.keys().next().cloned())
+            .ok_or_else(|| {
+                ServeError::InvalidArgument(
+                    "no model name given and the server serves no model".into(),
+                )
+            })
     }
 
     /// Classifies PNG or JPEG images: decodes and resizes each to the
@@ -566,8 +616,9 @@ impl Core {
         deadline: Option<Instant>,
     ) -> Result<Classified, ServeError> {
         let name = self.classifier_name(name)?;
-        let slot = self.models.get(name, version)?;
-        let (desc, batcher) = serving(slot, name)?;
+        let models = self.models();
+        let slot = models.get(&name, version)?;
+        let (desc, batcher) = serving(slot, &name)?;
         let bad = |m: String| invalid(slot, m);
         let max_batch = batcher.config.max_batch();
         if images.is_empty() {

@@ -24,6 +24,10 @@ pub enum ServeError {
     /// The client's deadline passed before the request ran.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The call is not allowed in the server's state or configuration
+    /// (loading a model by request without explicit model control).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The engine failed.
     #[error("{0}")]
     Internal(String),
@@ -38,6 +42,7 @@ impl ServeError {
             ServeError::Unavailable(_) => "Unavailable",
             ServeError::QueueFull(_) => "ResourceExhausted",
             ServeError::DeadlineExceeded(_) => "DeadlineExceeded",
+            ServeError::FailedPrecondition(_) => "FailedPrecondition",
             ServeError::Internal(_) => "Internal",
         }
     }
@@ -51,6 +56,7 @@ impl ServeError {
             ServeError::Unavailable(_) => tonic::Status::unavailable(m),
             ServeError::QueueFull(_) => tonic::Status::resource_exhausted(m),
             ServeError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(m),
+            ServeError::FailedPrecondition(_) => tonic::Status::failed_precondition(m),
             ServeError::Internal(_) => tonic::Status::internal(m),
         }
     }
@@ -64,6 +70,7 @@ impl ServeError {
             ServeError::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
             ServeError::QueueFull(_) => http::StatusCode::TOO_MANY_REQUESTS,
             ServeError::DeadlineExceeded(_) => http::StatusCode::GATEWAY_TIMEOUT,
+            ServeError::FailedPrecondition(_) => http::StatusCode::CONFLICT,
             ServeError::Internal(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +94,7 @@ mod tests {
             ServeError::Unavailable("m".into()),
             ServeError::QueueFull("m".into()),
             ServeError::DeadlineExceeded("m".into()),
+            ServeError::FailedPrecondition("m".into()),
             ServeError::Internal("m".into()),
         ];
         for e in all {
@@ -98,6 +106,7 @@ mod tests {
                 tonic::Code::NotFound
                     | tonic::Code::InvalidArgument
                     | tonic::Code::ResourceExhausted
+                    | tonic::Code::FailedPrecondition
             );
             assert_eq!(e.http_status().is_client_error(), client_side, "{e:?}");
         }

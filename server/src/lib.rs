@@ -9,6 +9,8 @@
 //! - [`repository`]: finding `<root>/<name>/<version>/model.onnx` and reading
 //!   each model's inputs, outputs and class names from the file.
 //! - [`models`]: engines, warm-up and readiness per model version.
+//! - [`control`]: model control modes, the repository index, load, unload
+//!   and polling, swapping model snapshots without downtime.
 //! - [`batcher`]: the per-model queue and dynamic batching onto engine threads.
 //! - [`tensors`]: request tensors and images to float32 NCHW; outputs back.
 //! - [`core`]: the request path every front end calls: lookup, validation,
@@ -21,6 +23,7 @@
 //!   graceful shutdown.
 
 pub mod batcher;
+pub mod control;
 pub mod core;
 pub mod error;
 pub mod http;

@@ -3,16 +3,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use rir_infer::{Backend, Buckets, ConvSearch, CudaOptions, Device, EngineOptions, OrtOptions};
 use rir_server::batcher::BatchConfig;
+use rir_server::control::{ControlMode, Repository};
 use rir_server::core::Core;
 use rir_server::http::{HttpConfig, serve_http};
-use rir_server::models::{Models, ServingEngines};
+use rir_server::models::{Loader, ServingEngines};
 use rir_server::server::{TransportConfig, local, serve, serve_metrics};
 use rir_server::stats::Metrics;
 
@@ -36,6 +37,19 @@ struct Cli {
     /// Model repository.
     #[arg(long, default_value = "models")]
     models: PathBuf,
+    /// How the served models follow the repository: `none` loads all at
+    /// start and ignores changes; `poll` rescans every
+    /// --repository-poll-secs and loads, reloads (without downtime) and
+    /// unloads what changed; `explicit` loads the --load-model models and
+    /// then what RepositoryModelLoad/Unload calls ask for.
+    #[arg(long, value_enum, default_value_t = ControlMode::None)]
+    model_control_mode: ControlMode,
+    /// Seconds between repository scans in `poll` mode.
+    #[arg(long, default_value_t = 15)]
+    repository_poll_secs: u64,
+    /// A model to load at start in `explicit` mode (repeatable).
+    #[arg(long)]
+    load_model: Vec<String>,
     /// gRPC listen address.
     #[arg(long, default_value = "0.0.0.0:8001")]
     grpc_addr: String,
@@ -202,25 +216,55 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         max_delay: Duration::from_micros(cli.max_queue_delay_us),
         queue_capacity: cli.queue_capacity,
     };
-    let models = Models::load(&cli.models, &engines, &batching, metrics.clone())
-        .map_err(anyhow::Error::msg)?;
-    if models.by_name.is_empty() {
+    let loader = Loader {
+        root: cli.models.clone(),
+        engines,
+        batching,
+        metrics: metrics.clone(),
+    };
+    if !cli.load_model.is_empty() && cli.model_control_mode != ControlMode::Explicit {
+        bail!(
+            "--load-model needs --model-control-mode explicit (the other modes load every model)"
+        );
+    }
+    let startup = match cli.model_control_mode {
+        ControlMode::Explicit => Some(cli.load_model.as_slice()),
+        ControlMode::None | ControlMode::Poll => None,
+    };
+    let models = loader.load(startup).map_err(anyhow::Error::msg)?;
+    if models.by_name.is_empty() && cli.model_control_mode != ControlMode::Explicit {
         bail!(
             "no models in {} (expected <name>/<version>/model.onnx)",
             cli.models.display()
         );
     }
-    let default_model = cli
-        .default_model
-        .clone()
-        .or_else(|| models.names().first().cloned());
+    if let Some(missing) = cli
+        .load_model
+        .iter()
+        .find(|n| !models.by_name.contains_key(*n))
+    {
+        bail!(
+            "--load-model {missing}: no such model in {}",
+            cli.models.display()
+        );
+    }
     let ready = models.all_ready();
-    let state = Arc::new(Core {
+    let mode = cli.model_control_mode;
+    let state = Arc::new(Core::new(
         models,
-        ready: AtomicBool::new(false),
-        default_model,
-        reject_nonfinite: cli.reject_nonfinite,
-    });
+        Some(Repository::new(loader, mode)),
+        cli.default_model.clone(),
+        cli.reject_nonfinite,
+    ));
+    if mode == ControlMode::Poll {
+        let every = Duration::from_secs(cli.repository_poll_secs.max(1));
+        tracing::info!(
+            "polling {} every {}s",
+            cli.models.display(),
+            every.as_secs()
+        );
+        tokio::spawn(state.clone().poll_forever(every));
+    }
     let grpc = tokio::net::TcpListener::bind(&cli.grpc_addr)
         .await
         .with_context(|| format!("binding {}", cli.grpc_addr))?;

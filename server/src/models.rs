@@ -2,14 +2,14 @@
 //! its batcher and its statistics, or the reason it is not ready.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rir_infer::{Backend, Engine, EngineOptions, load_bucketed, warm_up};
 
 use crate::batcher::{BatchConfig, Batcher};
 use crate::error::ServeError;
-use crate::repository::{Found, ModelDescriptor, scan};
+use crate::repository::{Fingerprint, Found, ModelDescriptor, model_names, scan_model};
 use crate::stats::{Metrics, ModelStats};
 
 /// How a model's engines are made.
@@ -50,6 +50,8 @@ pub struct Slot {
     pub engine: String,
     /// Its statistics.
     pub stats: Arc<ModelStats>,
+    /// The file it was loaded from, as it was then.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 impl Slot {
@@ -109,10 +111,135 @@ fn start(
     }
 }
 
-/// Every model, by name, then by version.
+/// Makes the slots of models found on disk: engines, warm-up, batcher.
+/// Cheap to clone, so a reload can run it on a blocking thread.
+#[derive(Clone)]
+pub struct Loader {
+    /// The repository root.
+    pub root: PathBuf,
+    /// How engines are made.
+    pub engines: ServingEngines,
+    /// How requests are batched.
+    pub batching: BatchConfig,
+    /// Where statistics are exported.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A model's slots after a (re)load, and what went wrong on the way.
+pub struct Loaded {
+    /// Every version on disk, ascending.
+    pub slots: Vec<Arc<Slot>>,
+    /// Versions whose new file failed while the previous one kept serving.
+    pub kept: Vec<(u64, Kept)>,
+}
+
+impl Loader {
+    fn engine_name(&self) -> String {
+        match self.engines.options.backend {
+            Backend::Ort => "onnxruntime".into(),
+            Backend::Tract => "tract".into(),
+        }
+    }
+
+    /// Loads every version of `name` from disk. A version whose file is
+    /// unchanged since `old` keeps its slot (engines, queue, statistics);
+    /// a changed or new one is loaded and warmed; a version whose new file
+    /// fails keeps its old ready slot, and says so in [`Loaded::kept`].
+    pub fn load_model(&self, name: &str, old: &[Arc<Slot>]) -> Loaded {
+        let mut slots = vec![];
+        let mut kept = vec![];
+        for found in scan_model(&self.root, name) {
+            let previous = old.iter().find(|s| s.version == found.version);
+            if let Some(p) = previous
+                && found.fingerprint.is_some()
+                && p.fingerprint == found.fingerprint
+            {
+                slots.push(p.clone());
+                continue;
+            }
+            let (version, fingerprint) = (found.version, found.fingerprint);
+            let slot = self.load_version(found);
+            match (slot.reason(), previous) {
+                (Some(reason), Some(p)) if p.ready() => {
+                    tracing::error!(
+                        model = %name, version,
+                        "the new file failed, the previous one keeps serving: {reason}"
+                    );
+                    kept.push((
+                        version,
+                        Kept {
+                            reason: reason.to_string(),
+                            failed: fingerprint,
+                        },
+                    ));
+                    slots.push(p.clone());
+                }
+                _ => slots.push(Arc::new(slot)),
+            }
+        }
+        Loaded { slots, kept }
+    }
+
+    fn load_version(&self, found: Found) -> Slot {
+        let Found {
+            name,
+            version,
+            fingerprint,
+            model,
+        } = found;
+        let stats = Arc::new(ModelStats::new(&name, self.metrics.clone()));
+        let state = match model {
+            Ok(d) => start(d, &name, &self.engines, &self.batching, stats.clone()),
+            Err(reason) => SlotState::Unavailable { desc: None, reason },
+        };
+        if let SlotState::Unavailable { reason, .. } = &state {
+            tracing::error!(model = %name, version, "not ready: {reason}");
+        }
+        Slot {
+            version,
+            state,
+            stats,
+            engine: self.engine_name(),
+            fingerprint,
+        }
+    }
+
+    /// Loads the models named (all on disk when `names` is None).
+    pub fn load(&self, names: Option<&[String]>) -> Result<Models, String> {
+        let on_disk = model_names(&self.root)?;
+        let mut models = Models::default();
+        for name in on_disk
+            .iter()
+            .filter(|n| names.is_none_or(|list| list.contains(n)))
+        {
+            let loaded = self.load_model(name, &[]);
+            if !loaded.slots.is_empty() {
+                models.by_name.insert(name.clone(), loaded.slots);
+            }
+        }
+        Ok(models)
+    }
+}
+
+/// Every served model, by name, then by version. A snapshot: a reload
+/// builds a new one and swaps it in, and requests keep the one they began
+/// with until they finish.
+#[derive(Clone, Default)]
 pub struct Models {
     /// Models by name; versions ascending.
-    pub by_name: BTreeMap<String, Vec<Slot>>,
+    pub by_name: BTreeMap<String, Vec<Arc<Slot>>>,
+    /// Versions still served from a previous file because their new file
+    /// failed to load (shown by the repository index).
+    pub kept: BTreeMap<(String, u64), Kept>,
+}
+
+/// A version whose new file failed to load while its previous file serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// Why the new file failed.
+    pub reason: String,
+    /// The failed file's fingerprint: a poll retries only when it changes.
+    pub failed: Option<Fingerprint>,
 }
 
 impl Models {
@@ -124,43 +251,18 @@ impl Models {
         batching: &BatchConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
-        let mut by_name: BTreeMap<String, Vec<Slot>> = BTreeMap::new();
-        for found in scan(root)? {
-            let (name, version, desc, err) = match found {
-                Found::Ok(d) => (d.name.clone(), d.version, Some(d), None),
-                Found::Broken {
-                    name,
-                    version,
-                    reason,
-                } => (name, version, None, Some(reason)),
-            };
-            let stats = Arc::new(ModelStats::new(&name, metrics.clone()));
-            let state = match (desc, err) {
-                (Some(d), _) => start(d, &name, engines, batching, stats.clone()),
-                (None, reason) => SlotState::Unavailable {
-                    desc: None,
-                    reason: reason.unwrap_or_else(|| "unknown error".into()),
-                },
-            };
-            if let SlotState::Unavailable { reason, .. } = &state {
-                tracing::error!(model = %name, version, "not ready: {reason}");
-            }
-            let slot = Slot {
-                version,
-                state,
-                stats,
-                engine: match engines.options.backend {
-                    Backend::Ort => "onnxruntime".into(),
-                    Backend::Tract => "tract".into(),
-                },
-            };
-            by_name.entry(name).or_default().push(slot);
+        Loader {
+            root: root.to_path_buf(),
+            engines: engines.clone(),
+            batching: batching.clone(),
+            metrics,
         }
-        Ok(Models { by_name })
+        .load(None)
     }
 
-    /// The slot of `name` at `version` (empty: the latest).
-    pub fn get(&self, name: &str, version: &str) -> Result<&Slot, ServeError> {
+    /// The slot of `name` at `version` (empty: the latest ready version,
+    /// or the latest when none is ready).
+    pub fn get(&self, name: &str, version: &str) -> Result<&Arc<Slot>, ServeError> {
         let slots = self.by_name.get(name).ok_or_else(|| {
             ServeError::NotFound(format!(
                 "unknown model `{name}`; served: {}",
@@ -169,7 +271,10 @@ impl Models {
         })?;
         if version.is_empty() {
             return slots
-                .last()
+                .iter()
+                .rev()
+                .find(|s| s.ready())
+                .or_else(|| slots.last())
                 .ok_or_else(|| ServeError::NotFound(format!("model `{name}` has no version")));
         }
         let v: u64 = version.parse().map_err(|_| {
@@ -190,6 +295,6 @@ impl Models {
 
     /// Whether every model version is ready.
     pub fn all_ready(&self) -> bool {
-        self.by_name.values().flatten().all(Slot::ready)
+        self.by_name.values().flatten().all(|s| s.ready())
     }
 }

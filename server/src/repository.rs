@@ -1,7 +1,8 @@
 //! The model repository: `<root>/<name>/<version>/model.onnx`, numeric
-//! versions, read once at start-up. What each model expects and returns is
-//! read from the ONNX file itself (inputs, outputs, class names in its
-//! metadata), never configured by hand.
+//! versions. What each model expects and returns is read from the ONNX file
+//! itself (inputs, outputs, class names in its metadata), never configured
+//! by hand. Each version carries a [`Fingerprint`] of its file, so a rescan
+//! can tell what changed without reading the models again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,20 +30,38 @@ pub struct ModelDescriptor {
     pub class_names: Vec<String>,
 }
 
+/// What identifies a version's file on disk between scans: its size and
+/// modification time (a file replaced or rewritten changes one of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Bytes.
+    pub len: u64,
+    /// Last modification.
+    pub modified: std::time::SystemTime,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `path`, or None when it cannot be read.
+    pub fn of(path: &Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Fingerprint {
+            len: m.len(),
+            modified: m.modified().ok()?,
+        })
+    }
+}
+
 /// A model version found on disk, loadable or not.
 #[derive(Debug, Clone)]
-pub enum Found {
-    /// Parsed and shaped as the server can serve it.
-    Ok(ModelDescriptor),
-    /// Present but unusable, with the reason.
-    Broken {
-        /// Model name.
-        name: String,
-        /// Version number.
-        version: u64,
-        /// Why it cannot be served.
-        reason: String,
-    },
+pub struct Found {
+    /// Model name (the folder name).
+    pub name: String,
+    /// Version number (the sub-folder name).
+    pub version: u64,
+    /// The file's fingerprint when it exists.
+    pub fingerprint: Option<Fingerprint>,
+    /// What the model takes and returns, or why it cannot be served.
+    pub model: Result<ModelDescriptor, String>,
 }
 
 /// Describes one ONNX file, or says why it cannot be served.
@@ -95,44 +114,53 @@ pub fn describe(name: &str, version: u64, path: &Path) -> Result<ModelDescriptor
     })
 }
 
-/// Scans `root` for `<name>/<version>/model.onnx`. Folders that are not
-/// numeric versions are ignored; a version folder without a usable model is
-/// reported as broken. The result is sorted by name, then version.
-pub fn scan(root: &Path) -> Result<Vec<Found>, String> {
+/// The model names under `root`: its sub-folders, sorted.
+pub fn model_names(root: &Path) -> Result<Vec<String>, String> {
     let entries =
         std::fs::read_dir(root).map_err(|e| format!("model repository {}: {e}", root.display()))?;
-    let mut found = BTreeMap::new();
-    for model in entries.flatten() {
-        if !model.path().is_dir() {
-            continue;
-        }
-        let name = model.file_name().to_string_lossy().into_owned();
-        let Ok(versions) = std::fs::read_dir(model.path()) else {
-            continue;
-        };
-        for v in versions.flatten() {
-            let Ok(version) = v.file_name().to_string_lossy().parse::<u64>() else {
-                continue;
-            };
-            let path = v.path().join("model.onnx");
-            let entry = if path.is_file() {
-                match describe(&name, version, &path) {
-                    Ok(d) => Found::Ok(d),
-                    Err(reason) => Found::Broken {
-                        name: name.clone(),
-                        version,
-                        reason,
-                    },
-                }
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The fingerprint of each version of `name` (None where the version has
+/// no model file), without reading the models: what a poll compares.
+pub fn fingerprints(root: &Path, name: &str) -> BTreeMap<u64, Option<Fingerprint>> {
+    let Ok(versions) = std::fs::read_dir(root.join(name)) else {
+        return BTreeMap::new();
+    };
+    versions
+        .flatten()
+        .filter_map(|v| {
+            let version = v.file_name().to_string_lossy().parse::<u64>().ok()?;
+            Some((version, Fingerprint::of(&v.path().join("model.onnx"))))
+        })
+        .collect()
+}
+
+/// Reads every version of model `name` under `root`, sorted by version.
+/// Folders that are not numeric versions are ignored; a version folder
+/// without a usable model is reported with the reason.
+pub fn scan_model(root: &Path, name: &str) -> Vec<Found> {
+    fingerprints(root, name)
+        .into_iter()
+        .map(|(version, fingerprint)| {
+            let path = root.join(name).join(version.to_string()).join("model.onnx");
+            let model = if fingerprint.is_some() {
+                describe(name, version, &path)
             } else {
-                Found::Broken {
-                    name: name.clone(),
-                    version,
-                    reason: format!("{} not found", path.display()),
-                }
+                Err(format!("{} not found", path.display()))
             };
-            found.insert((name.clone(), version), entry);
-        }
-    }
-    Ok(found.into_values().collect())
+            Found {
+                name: name.to_string(),
+                version,
+                fingerprint,
+                model,
+            }
+        })
+        .collect()
 }

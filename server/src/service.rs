@@ -113,7 +113,7 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = req.into_inner();
         Ok(Response::new(pb::ModelReadyResponse {
-            ready: self.core.model_ready(&r.name, &r.version)?,
+            ready: self.core.model_ready(&r.name, &r.version),
         }))
     }
 
@@ -229,6 +229,48 @@ impl GrpcInferenceService for Service {
             })
             .collect();
         Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let r = req.into_inner();
+        let models = self
+            .core
+            .repository_index(r.ready)
+            .into_iter()
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.into(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let r = req.into_inner();
+        if let Some(key) = r.parameters.keys().next() {
+            return Err(Status::invalid_argument(format!(
+                "load parameter `{key}` is not supported; the model loads from the repository as it is"
+            )));
+        }
+        self.core.load_model(&r.model_name).await?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let r = req.into_inner();
+        self.core.unload_model(&r.model_name).await?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 
     async fn model_infer(

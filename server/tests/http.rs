@@ -107,7 +107,7 @@ async fn rest_routes_answer_what_their_grpc_twins_answer() {
     assert_eq!(server["name"], g.name);
     assert_eq!(server["extensions"], json!(g.extensions));
 
-    // Readiness: 200 ready, 4xx not ready (KServe v2), 404 unknown.
+    // Readiness: 200 ready, 4xx not ready or unknown (KServe v2, Triton).
     assert_eq!(
         get(format!("{base}/v2/models/gray/ready")).await.status,
         200
@@ -122,7 +122,7 @@ async fn rest_routes_answer_what_their_grpc_twins_answer() {
     assert_eq!(broken.status, 400, "{}", broken.error());
     assert_eq!(
         get(format!("{base}/v2/models/nope/ready")).await.status,
-        404
+        400
     );
 
     for (name, version) in [("gray", ""), ("gray", "1"), ("rgb", "")] {
@@ -314,7 +314,16 @@ async fn bad_requests_get_a_4xx_with_a_message_and_the_server_stays_up() {
     .unwrap();
     let mut gzip_garbage = vec![0x1f, 0x8b];
     gzip_garbage.extend_from_slice(b"not really gzip");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    // method, url, headers, body, status, a phrase of the error.
+    type Case<'a> = (
+        &'a str,
+        String,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         ("POST", infer.clone(), vec![], b"{\"inputs\": [".to_vec(), 400, "not a KServe v2 inference request"),
         ("POST", infer.clone(), vec![], b"[]".to_vec(), 400, "not a KServe v2 inference request"),
         ("POST", infer.clone(), vec![("inference-header-content-length", "ten")], good.clone(), 400, "must be a byte count"),

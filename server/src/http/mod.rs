@@ -76,7 +76,7 @@ async fn live() -> StatusCode {
 }
 
 /// Readiness answers 200 for true and a 4xx for false, as KServe v2 says
-/// (Triton answers 400 too); an unknown model is still a 404.
+/// (Triton answers 400 too, also for an unknown model).
 fn not_ready(reason: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, reason)
 }
@@ -104,7 +104,7 @@ async fn model_ready(
     State(core): Shared,
     Path(p): Path<ModelPath>,
 ) -> Result<StatusCode, ApiError> {
-    if core.model_ready(&p.name, &p.version)? {
+    if core.model_ready(&p.name, &p.version) {
         Ok(StatusCode::OK)
     } else {
         Err(not_ready(format!("model `{}` is not ready", p.name)))
@@ -126,6 +126,65 @@ async fn model_statistics(
     Ok(json(
         json!({ "model_stats": core.statistics(&p.name, &p.version)? }),
     ))
+}
+
+/// The body of `POST /v2/repository/index`.
+#[derive(Debug, Default, Deserialize)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+/// A JSON body that may be empty (then the default).
+fn optional_json<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+}
+
+async fn repository_index(
+    State(core): Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let r: IndexRequest = optional_json(&body?)?;
+    Ok(json(core.repository_index(r.ready)))
+}
+
+/// The body of a load or unload call: only `parameters`, none supported.
+#[derive(Debug, Default, Deserialize)]
+struct ControlRequest {
+    #[serde(default)]
+    parameters: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn repository_load(
+    State(core): Shared,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let r: ControlRequest = optional_json(&body?)?;
+    if let Some(key) = r.parameters.keys().next() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "load parameter `{key}` is not supported; the model loads from the repository as it is"
+            ),
+        ));
+    }
+    core.load_model(&name).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn repository_unload(
+    State(core): Shared,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let _: ControlRequest = optional_json(&body?)?;
+    core.unload_model(&name).await?;
+    Ok(StatusCode::OK)
 }
 
 /// The body with any `Content-Encoding` (gzip, deflate) undone, at most
@@ -343,6 +402,12 @@ pub fn router(core: Arc<Core>, config: HttpConfig) -> Router {
     let guarded = models
         .route("/v2", get(server_metadata))
         .route("/v2/models/stats", get(all_statistics))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{name}/load", post(repository_load))
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(repository_unload),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v2/health/live", get(live))

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use rir_exporter::synthetic::random_checkpoint;
@@ -13,9 +12,10 @@ use rir_infer::{Backend, Buckets, EngineOptions, OrtOptions};
 use rir_proto::classify::image_classifier_client::ImageClassifierClient;
 use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use rir_server::batcher::BatchConfig;
+use rir_server::control::{ControlMode, Repository};
 use rir_server::core::Core;
 use rir_server::http::{HttpConfig, serve_http};
-use rir_server::models::{Models, ServingEngines};
+use rir_server::models::{Loader, ServingEngines};
 use rir_server::server::{TransportConfig, serve};
 use rir_server::stats::Metrics;
 use rir_spec::{InputSpec, Variant, preset};
@@ -87,6 +87,10 @@ pub struct Options {
     pub transport: TransportConfig,
     /// `--reject-nonfinite`.
     pub reject_nonfinite: bool,
+    /// `--model-control-mode`.
+    pub control: ControlMode,
+    /// `--load-model` (explicit mode).
+    pub load_models: Vec<String>,
 }
 
 impl Default for Options {
@@ -104,6 +108,8 @@ impl Default for Options {
                 auth_token: None,
             },
             reject_nonfinite: false,
+            control: ControlMode::None,
+            load_models: vec![],
         }
     }
 }
@@ -133,13 +139,24 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
         },
         instances: 1,
     };
-    let models = Models::load(&root, &engines, &o.batching, metrics.clone()).unwrap();
-    let state = Arc::new(Core {
+    let loader = Loader {
+        root: root.clone(),
+        engines,
+        batching: o.batching.clone(),
+        metrics: metrics.clone(),
+    };
+    let startup = match o.control {
+        ControlMode::Explicit => Some(&o.load_models[..]),
+        ControlMode::None | ControlMode::Poll => None,
+    };
+    let models = loader.load(startup).unwrap();
+    let state = Arc::new(Core::new(
         models,
-        ready: AtomicBool::new(true),
-        default_model: Some("gray".into()),
-        reject_nonfinite: o.reject_nonfinite,
-    });
+        Some(Repository::new(loader, o.control)),
+        Some("gray".into()),
+        o.reject_nonfinite,
+    ));
+    state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -184,7 +201,8 @@ impl Running {
 
     /// The ONNX file the server serves as the latest version of `name`.
     pub fn model_path(&self, name: &str) -> std::path::PathBuf {
-        let slot = self.state.models.get(name, "").expect("model served");
+        let models = self.state.models();
+        let slot = models.get(name, "").expect("model served");
         slot.desc().expect("model loadable").path.clone()
     }
 

@@ -1,0 +1,324 @@
+//! Model repository control over real sockets: the index, explicit load
+//! and unload over gRPC and REST, polling, a failed reload that leaves the
+//! old file serving, and a reload under load that loses no request.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Options, repository, start, write_model};
+use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
+use rir_server::control::ControlMode;
+use rir_spec::InputSpec;
+use tonic::Code;
+
+fn request(model: &str) -> pb::ModelInferRequest {
+    let data: Vec<f32> = (0..784).map(|i| (i % 17) as f32 / 17.0).collect();
+    pb::ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![InferInputTensor {
+            name: "image".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 1, 28, 28],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![rir_proto::raw::f32_bytes(&data)],
+        ..Default::default()
+    }
+}
+
+fn index_of(r: &pb::RepositoryIndexResponse) -> Vec<(String, String, String)> {
+    r.models
+        .iter()
+        .map(|m| (m.name.clone(), m.version.clone(), m.state.clone()))
+        .collect()
+}
+
+fn entry(name: &str, version: &str, state: &str) -> (String, String, String) {
+    (name.into(), version.into(), state.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_mode_loads_unloads_and_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    repository(dir.path());
+    let o = Options {
+        control: ControlMode::Explicit,
+        load_models: vec!["gray".into()],
+        ..Options::default()
+    };
+    let s = start(Some(dir.path()), o).await;
+    let mut c = s.kserve().await;
+    let index = |ready| pb::RepositoryIndexRequest {
+        repository_name: String::new(),
+        ready,
+    };
+    let r = c.repository_index(index(false)).await.unwrap().into_inner();
+    assert_eq!(
+        index_of(&r),
+        vec![
+            entry("broken", "", "UNAVAILABLE"),
+            entry("gray", "1", "READY"),
+            entry("gray", "2", "READY"),
+            entry("rgb", "", "UNAVAILABLE"),
+        ]
+    );
+    assert_eq!(r.models[0].reason, "unloaded");
+    assert_eq!(
+        c.model_infer(request("rgb")).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // Load over gRPC, unload over REST.
+    c.repository_model_load(pb::RepositoryModelLoadRequest {
+        model_name: "rgb".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ready = c.repository_index(index(true)).await.unwrap().into_inner();
+    assert!(index_of(&ready).contains(&entry("rgb", "1", "READY")));
+    let http = ureq_post(format!("{}/v2/repository/models/gray/unload", s.http_url)).await;
+    assert_eq!(http.0, 200, "{}", http.1);
+    let e = c.model_infer(request("gray")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+    let (status, body) = ureq_post(format!("{}/v2/repository/index", s.http_url)).await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "gray" && m["reason"] == "unloaded"),
+        "{json}"
+    );
+
+    // A model that cannot load: an error with the reason, and the index says it.
+    let e = c
+        .repository_model_load(pb::RepositoryModelLoadRequest {
+            model_name: "broken".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    assert!(e.message().contains("version 1"), "{}", e.message());
+    let r = c.repository_index(index(false)).await.unwrap().into_inner();
+    let broken = r.models.iter().find(|m| m.name == "broken").unwrap();
+    assert_eq!(
+        (broken.version.as_str(), broken.state.as_str()),
+        ("1", "UNAVAILABLE")
+    );
+    assert!(!broken.reason.is_empty());
+    let e = c
+        .repository_model_load(pb::RepositoryModelLoadRequest {
+            model_name: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    s.shutdown().await.unwrap();
+}
+
+/// POSTs an empty body; the status and the body text.
+async fn ureq_post(url: String) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent.post(&url).send_empty().unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_and_unload_are_refused_without_explicit_control() {
+    let s = start(None, Options::default()).await;
+    let mut c = s.kserve().await;
+    let e = c
+        .repository_model_unload(pb::RepositoryModelUnloadRequest {
+            model_name: "gray".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("explicit"), "{}", e.message());
+    let (status, body) = ureq_post(format!("{}/v2/repository/models/gray/load", s.http_url)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("explicit"), "{body}");
+    assert!(c.model_infer(request("gray")).await.is_ok());
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_that_fails_leaves_the_old_one_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    repository(dir.path());
+    let o = Options {
+        control: ControlMode::Poll,
+        ..Options::default()
+    };
+    let s = start(Some(dir.path()), o).await;
+    let mut c = s.kserve().await;
+    let before = c.model_infer(request("gray")).await.unwrap().into_inner();
+    assert_eq!(before.model_version, "2");
+    std::fs::write(
+        dir.path().join("gray/2/model.onnx"),
+        b"truncated by a bad copy",
+    )
+    .unwrap();
+    s.state.poll_once().await;
+    let after = c.model_infer(request("gray")).await.unwrap().into_inner();
+    assert_eq!(after.model_version, "2");
+    assert_eq!(after.raw_output_contents, before.raw_output_contents);
+    let r = c
+        .repository_index(pb::RepositoryIndexRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let v2 = r
+        .models
+        .iter()
+        .find(|m| m.name == "gray" && m.version == "2")
+        .unwrap();
+    assert_eq!(v2.state, "READY");
+    assert!(v2.reason.contains("the new one failed"), "{}", v2.reason);
+
+    // Polling again does not retry the same bad file; a good one replaces it.
+    s.state.poll_once().await;
+    write_model(dir.path(), "gray", 2, InputSpec::new(1, 28, 28), 99);
+    s.state.poll_once().await;
+    let fixed = c.model_infer(request("gray")).await.unwrap().into_inner();
+    assert_ne!(
+        fixed.raw_output_contents, before.raw_output_contents,
+        "new weights serve"
+    );
+    let r = c
+        .repository_index(pb::RepositoryIndexRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        r.models
+            .iter()
+            .all(|m| !m.reason.contains("the new one failed"))
+    );
+
+    // A new version, a new model, a removed model.
+    write_model(dir.path(), "gray", 3, InputSpec::new(1, 28, 28), 7);
+    write_model(dir.path(), "gray2", 1, InputSpec::new(1, 28, 28), 8);
+    std::fs::remove_dir_all(dir.path().join("rgb")).unwrap();
+    s.state.poll_once().await;
+    let r = c.model_infer(request("gray")).await.unwrap().into_inner();
+    assert_eq!(r.model_version, "3");
+    assert!(c.model_infer(request("gray2")).await.is_ok());
+    assert_eq!(
+        c.model_infer(request("rgb")).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_under_load_loses_no_request() {
+    // Sixteen clients call without pause while version 2 of `gray` is
+    // replaced and reloaded. Every call must succeed, and the answers
+    // switch from the old weights to the new. The latency figures are
+    // printed for the README, not asserted (wall-clock on a shared machine).
+    let dir = tempfile::tempdir().unwrap();
+    repository(dir.path());
+    let o = Options {
+        control: ControlMode::Explicit,
+        load_models: vec!["gray".into()],
+        ..Options::default()
+    };
+    let s = start(Some(dir.path()), o).await;
+    let old = s
+        .kserve()
+        .await
+        .model_infer(request("gray"))
+        .await
+        .unwrap()
+        .into_inner()
+        .raw_output_contents;
+    let phase = Arc::new(AtomicU64::new(0)); // 0 steady, 1 reloading, 2 after
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = vec![];
+    for _ in 0..16 {
+        let (mut c, phase, stop, old) =
+            (s.kserve().await, phase.clone(), stop.clone(), old.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = (vec![vec![]; 3], 0usize, 0usize, 0usize);
+            while !stop.load(Ordering::SeqCst) {
+                let p = phase.load(Ordering::SeqCst) as usize;
+                let t = Instant::now();
+                match c.model_infer(request("gray")).await {
+                    Ok(r) => {
+                        seen.0[p].push(t.elapsed());
+                        if r.into_inner().raw_output_contents == old {
+                            seen.2 += 1;
+                        } else {
+                            seen.3 += 1;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("lost: {e:?}");
+                        seen.1 += 1;
+                    }
+                }
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    write_model(dir.path(), "gray", 2, InputSpec::new(1, 28, 28), 1234);
+    phase.store(1, Ordering::SeqCst);
+    let t = Instant::now();
+    s.state.load_model("gray").await.unwrap();
+    let reload = t.elapsed();
+    phase.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut lat = vec![vec![]; 3];
+    let (mut lost, mut old_answers, mut new_answers) = (0, 0, 0);
+    for c in clients {
+        let (l, e, o, n) = c.await.unwrap();
+        for (k, v) in l.into_iter().enumerate() {
+            lat[k].extend(v);
+        }
+        lost += e;
+        old_answers += o;
+        new_answers += n;
+    }
+    assert_eq!(lost, 0, "requests lost during the reload");
+    assert!(
+        old_answers > 0 && new_answers > 0,
+        "{old_answers} old, {new_answers} new"
+    );
+    let p99 = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[(v.len() * 99 / 100).min(v.len() - 1)]
+    };
+    let (steady, during) = (p99(&mut lat[0]), p99(&mut lat[1]));
+    println!(
+        "reload under load, concurrency 16: reload took {:.0} ms; {} calls steady, {} during, {} after, 0 lost; p99 steady {:.2} ms, during the reload {:.2} ms ({:.2}x)",
+        reload.as_secs_f64() * 1e3,
+        lat[0].len(),
+        lat[1].len(),
+        lat[2].len(),
+        steady.as_secs_f64() * 1e3,
+        during.as_secs_f64() * 1e3,
+        during.as_secs_f64() / steady.as_secs_f64()
+    );
+    s.shutdown().await.unwrap();
+}
