@@ -10,6 +10,8 @@
 //!   and real test images, and compares.
 //! - [`synthetic`]: random checkpoints of any size, for tests and benchmarks.
 //! - [`bench`]: folded vs literal latency and throughput in ONNX Runtime.
+//! - [`triton`]: the `config.pbtxt` written beside an export in a model
+//!   repository, so the repository also serves in Triton.
 //! - [`error`]: the crate's error type.
 //!
 //! The crate reads checkpoints in pure Rust; it does not link libtorch.
@@ -20,6 +22,7 @@ pub mod export;
 pub mod fold;
 pub mod graph;
 pub mod synthetic;
+pub mod triton;
 pub mod verify;
 
 pub use error::ExportError;

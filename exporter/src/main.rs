@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rir_exporter::export::keys;
+use rir_exporter::triton::{ConfigWritten, write_config};
 use rir_exporter::verify::{VerifyOptions, verify};
 use rir_exporter::{Form, export_file};
 use rir_infer::{ModelInfo, OrtOptions};
@@ -42,6 +43,12 @@ struct ExportArgs {
     /// Write the literal graph (four convolutions, adds and BatchNorm per unit).
     #[arg(long)]
     no_fold: bool,
+    /// Do not write `config.pbtxt`. By default, when the output is
+    /// `<repository>/<name>/<version>/model.onnx` and the model has no
+    /// configuration yet, a Triton one is written beside the versions
+    /// (`<repository>/<name>/config.pbtxt`); an existing one is kept.
+    #[arg(long)]
+    no_triton_config: bool,
     /// Verify the written model right away (as `rir-export verify`).
     #[arg(long)]
     verify: bool,
@@ -80,6 +87,12 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         check: CheckArgs,
+    },
+    /// Write the Triton `config.pbtxt` of a model already in a repository
+    /// (`<repository>/<name>/<version>/model.onnx`), unless one is there.
+    TritonConfig {
+        /// ONNX model inside a repository.
+        model: PathBuf,
     },
     /// Print a model's inputs, outputs, operator counts and metadata.
     Inspect {
@@ -120,6 +133,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Verify { model, check }) => run_verify(&model, &check),
         Some(Command::Inspect { model }) => inspect(&model),
+        Some(Command::TritonConfig { model }) => {
+            report_config(&model, true)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Bench {
             presets,
             shape,
@@ -176,12 +193,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 graph.map_or(0, |g| g.node.len()),
                 std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0)
             );
+            if !a.no_triton_config {
+                report_config(&output, false)?;
+            }
             if a.verify {
                 return run_verify(&output, &a.check);
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Writes `config.pbtxt` for `model` and says what happened; `required`:
+/// a model outside a repository layout is an error.
+fn report_config(model: &std::path::Path, required: bool) -> Result<()> {
+    match write_config(model).context("writing config.pbtxt")? {
+        ConfigWritten::Wrote(p) => println!("wrote {} (Triton model configuration)", p.display()),
+        ConfigWritten::Kept(p) => println!("kept the existing {}", p.display()),
+        ConfigWritten::NotARepository if required => bail!(
+            "{} is not at <repository>/<name>/<version>/model.onnx",
+            model.display()
+        ),
+        ConfigWritten::NotARepository => {}
+    }
+    Ok(())
 }
 
 fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {

@@ -15,6 +15,8 @@
 //!   environment, sessions.
 //! - [`tract_engine`]: tract with a symbolic batch dimension.
 //! - [`model_info`]: inputs, outputs and metadata read from the ONNX file itself.
+//! - [`triton_config`]: Triton's `config.pbtxt`, written by the exporter and
+//!   read by the server.
 //! - [`error`]: the crate's error type.
 
 pub mod device;
@@ -24,6 +26,7 @@ pub mod load;
 pub mod model_info;
 pub mod ort_engine;
 pub mod tract_engine;
+pub mod triton_config;
 
 pub use device::{ConvSearch, CudaOptions, Device};
 pub use engine::{Engine, Output};
@@ -32,3 +35,4 @@ pub use load::{Backend, Buckets, EngineOptions, PerBucket, load_bucketed, load_e
 pub use model_info::ModelInfo;
 pub use ort_engine::{OrtEngine, OrtOptions};
 pub use tract_engine::TractEngine;
+pub use triton_config::{TritonConfig, VersionPolicy};

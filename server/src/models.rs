@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rir_infer::{Backend, Engine, EngineOptions, load_bucketed, warm_up};
+use rir_infer::{Backend, Buckets, Engine, EngineOptions, TritonConfig, load_bucketed, warm_up};
 
 use crate::batcher::{BatchConfig, Batcher};
 use crate::error::ServeError;
-use crate::repository::{Fingerprint, Found, ModelDescriptor, model_names, scan_model};
+use crate::repository::{
+    CONFIG_FILE, Fingerprint, Found, ModelDescriptor, check_config, model_names, read_config,
+    scan_model,
+};
 use crate::stats::{Metrics, ModelStats};
 
 /// How a model's engines are made.
@@ -148,7 +151,26 @@ impl Loader {
     pub fn load_model(&self, name: &str, old: &[Arc<Slot>]) -> Loaded {
         let mut slots = vec![];
         let mut kept = vec![];
-        for found in scan_model(&self.root, name) {
+        // The model's config.pbtxt: batching, instances, versions. A bad one
+        // fails every version with its reason.
+        let config = read_config(&self.root, name);
+        let settings = match &config {
+            Ok(c) => self.settings(c.as_ref()),
+            Err(e) => Err(e.clone()),
+        };
+        let mut found = scan_model(&self.root, name);
+        if let Ok(Some(c)) = &config {
+            let available: Vec<u64> = found.iter().map(|f| f.version).collect();
+            let chosen = c.version_policy.select(&available);
+            found.retain(|f| chosen.contains(&f.version));
+        }
+        for mut found in found {
+            found.model = match (found.model, &settings, &config) {
+                (Err(e), _, _) => Err(e),
+                (Ok(_), Err(e), _) => Err(e.clone()),
+                (Ok(d), Ok(_), Ok(Some(c))) => check_config(c, &d).map(|()| d),
+                (Ok(d), Ok(_), _) => Ok(d),
+            };
             let previous = old.iter().find(|s| s.version == found.version);
             if let Some(p) = previous
                 && found.fingerprint.is_some()
@@ -158,7 +180,10 @@ impl Loader {
                 continue;
             }
             let (version, fingerprint) = (found.version, found.fingerprint);
-            let slot = self.load_version(found);
+            let slot = match &settings {
+                Ok((engines, batching)) => self.load_version(found, engines, batching),
+                Err(_) => self.load_version(found, &self.engines, &self.batching),
+            };
             match (slot.reason(), previous) {
                 (Some(reason), Some(p)) if p.ready() => {
                     tracing::error!(
@@ -180,7 +205,43 @@ impl Loader {
         Loaded { slots, kept }
     }
 
-    fn load_version(&self, found: Found) -> Slot {
+    /// The server's engine and batching settings with what `config` sets
+    /// for one model: `max_batch_size`, `dynamic_batching` (preferred
+    /// sizes become the buckets, and the queue delay) and the number of
+    /// instances.
+    fn settings(
+        &self,
+        config: Option<&TritonConfig>,
+    ) -> Result<(ServingEngines, BatchConfig), String> {
+        let (mut engines, mut batching) = (self.engines.clone(), self.batching.clone());
+        let Some(c) = config else {
+            return Ok((engines, batching));
+        };
+        if let Some(n) = c.instance_count {
+            engines.instances = n.max(1);
+        }
+        let max = c.max_batch_size.unwrap_or(batching.max_batch());
+        let preferred = c
+            .dynamic_batching
+            .as_ref()
+            .map(|d| d.preferred_batch_size.clone())
+            .filter(|p| !p.is_empty());
+        let sizes = preferred.unwrap_or_else(|| {
+            let server: Vec<usize> = batching.buckets.sizes().to_vec();
+            server.into_iter().filter(|&s| s < max).collect()
+        });
+        batching.buckets = Buckets::new(sizes, max).map_err(|e| format!("{CONFIG_FILE}: {e}"))?;
+        if let Some(us) = c
+            .dynamic_batching
+            .as_ref()
+            .and_then(|d| d.max_queue_delay_microseconds)
+        {
+            batching.max_delay = std::time::Duration::from_micros(us);
+        }
+        Ok((engines, batching))
+    }
+
+    fn load_version(&self, found: Found, engines: &ServingEngines, batching: &BatchConfig) -> Slot {
         let Found {
             name,
             version,
@@ -189,7 +250,7 @@ impl Loader {
         } = found;
         let stats = Arc::new(ModelStats::new(&name, self.metrics.clone()));
         let state = match model {
-            Ok(d) => start(d, &name, &self.engines, &self.batching, stats.clone()),
+            Ok(d) => start(d, &name, engines, batching, stats.clone()),
             Err(reason) => SlotState::Unavailable { desc: None, reason },
         };
         if let SlotState::Unavailable { reason, .. } = &state {

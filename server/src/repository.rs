@@ -1,13 +1,15 @@
 //! The model repository: `<root>/<name>/<version>/model.onnx`, numeric
 //! versions. What each model expects and returns is read from the ONNX file
 //! itself (inputs, outputs, class names in its metadata), never configured
-//! by hand. Each version carries a [`Fingerprint`] of its file, so a rescan
-//! can tell what changed without reading the models again.
+//! by hand. A Triton `config.pbtxt` beside the versions, when present, sets
+//! batching, instances and the version policy. Each version carries a
+//! [`Fingerprint`] of its files, so a rescan can tell what changed without
+//! reading the models again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rir_infer::ModelInfo;
+use rir_infer::{ModelInfo, TritonConfig};
 
 /// Everything the server needs to know about one model version.
 #[derive(Debug, Clone)]
@@ -30,26 +32,103 @@ pub struct ModelDescriptor {
     pub class_names: Vec<String>,
 }
 
-/// What identifies a version's file on disk between scans: its size and
-/// modification time (a file replaced or rewritten changes one of them).
+/// A file's size and modification time: a file replaced or rewritten
+/// changes one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint {
+pub struct FileStamp {
     /// Bytes.
     pub len: u64,
     /// Last modification.
     pub modified: std::time::SystemTime,
 }
 
-impl Fingerprint {
-    /// The fingerprint of `path`, or None when it cannot be read.
+impl FileStamp {
+    /// The stamp of `path`, or None when it cannot be read.
     pub fn of(path: &Path) -> Option<Self> {
         let m = std::fs::metadata(path).ok()?;
-        Some(Fingerprint {
+        Some(FileStamp {
             len: m.len(),
             modified: m.modified().ok()?,
         })
     }
 }
+
+/// What identifies a version on disk between scans: its model file, and
+/// the model's `config.pbtxt` when there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The version's `model.onnx`.
+    pub model: FileStamp,
+    /// The model's `config.pbtxt`.
+    pub config: Option<FileStamp>,
+}
+
+/// The model's Triton configuration, `<root>/<name>/config.pbtxt`, when
+/// there is one.
+pub fn read_config(root: &Path, name: &str) -> Result<Option<TritonConfig>, String> {
+    let path = root.join(name).join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let config = TritonConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(n) = config.name.as_deref()
+        && n != name
+    {
+        return Err(format!(
+            "{}: name `{n}` differs from the folder name `{name}`",
+            path.display()
+        ));
+    }
+    if let Some(p) = config.platform.as_deref()
+        && p != "onnxruntime_onnx"
+    {
+        return Err(format!(
+            "{}: platform `{p}`; rir-serve serves onnxruntime_onnx models",
+            path.display()
+        ));
+    }
+    if config.max_batch_size == Some(0) {
+        return Err(format!(
+            "{}: max_batch_size 0 (no batch dimension); RiR models take a batch",
+            path.display()
+        ));
+    }
+    Ok(Some(config))
+}
+
+/// Checks what a `config.pbtxt` says about tensors against the ONNX file.
+pub fn check_config(config: &TritonConfig, d: &ModelDescriptor) -> Result<(), String> {
+    for t in &config.input {
+        let [c, h, w] = d.chw;
+        if t.name != d.input || (!t.dims.is_empty() && t.dims != [c as i64, h as i64, w as i64]) {
+            return Err(format!(
+                "{CONFIG_FILE} input `{}` {:?} does not match the model's `{}` [{c}, {h}, {w}]",
+                t.name, t.dims, d.input
+            ));
+        }
+    }
+    for t in &config.output {
+        let Some(k) = d.outputs.iter().position(|o| *o == t.name) else {
+            return Err(format!(
+                "{CONFIG_FILE} output `{}` is not an output of the model ({})",
+                t.name,
+                d.outputs.join(", ")
+            ));
+        };
+        if !t.dims.is_empty() && t.dims != [d.output_widths[k] as i64] {
+            return Err(format!(
+                "{CONFIG_FILE} output `{}` {:?} does not match the model's [{}]",
+                t.name, t.dims, d.output_widths[k]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The name of a model's Triton configuration file.
+pub const CONFIG_FILE: &str = "config.pbtxt";
 
 /// A model version found on disk, loadable or not.
 #[derive(Debug, Clone)]
@@ -133,11 +212,13 @@ pub fn fingerprints(root: &Path, name: &str) -> BTreeMap<u64, Option<Fingerprint
     let Ok(versions) = std::fs::read_dir(root.join(name)) else {
         return BTreeMap::new();
     };
+    let config = FileStamp::of(&root.join(name).join(CONFIG_FILE));
     versions
         .flatten()
         .filter_map(|v| {
             let version = v.file_name().to_string_lossy().parse::<u64>().ok()?;
-            Some((version, Fingerprint::of(&v.path().join("model.onnx"))))
+            let model = FileStamp::of(&v.path().join("model.onnx"));
+            Some((version, model.map(|model| Fingerprint { model, config })))
         })
         .collect()
 }
