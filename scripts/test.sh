@@ -4,6 +4,15 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$RIR_ROOT"
 
+# Debian's chromium, for the headless browser test of the web page.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== apt: chromium (the web page's browser test)"
+  SUDO=""
+  [[ "$(id -u)" == 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

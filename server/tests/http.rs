@@ -533,3 +533,109 @@ async fn curl_classifies_an_image_and_runs_json_inference() {
     assert!(top[0].as_str().unwrap().contains(":class "), "{inferred}");
     s.shutdown().await.unwrap();
 }
+
+/// Standard base64, for a `data:` URL.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_classifies_an_image_in_a_real_browser() {
+    // Debian's chromium, headless, loads the page with ?image= (the page
+    // then fetches the image and sends it as a user's dropped file would
+    // be) and prints the DOM once the page is done. The labels it shows
+    // must be the gRPC Classify answer for the same image.
+    let s = start(None, Options::default()).await;
+    let image = png(28, 28, false);
+    let url = format!(
+        "{}/?model=gray&image={}",
+        s.http_url,
+        query_escape(&format!("data:image/png;base64,{}", base64(&image)))
+    );
+    let chromium = std::env::var("RIR_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let dom = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(&chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+            .arg("--virtual-time-budget=15000")
+            .arg(&url)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{chromium}: {e} (scripts/test.sh installs Debian's chromium)")
+            });
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(
+        dom.contains("data-classified=\"yes\""),
+        "the page did not classify:\n{dom}"
+    );
+    let shown: Vec<(String, f32)> = dom
+        .split("<li data-label=\"")
+        .skip(1)
+        .map(|rest| {
+            let (label, rest) = rest.split_once('"').unwrap();
+            let p = rest
+                .split_once("data-probability=\"")
+                .and_then(|(_, r)| r.split_once('"'))
+                .unwrap()
+                .0;
+            (label.to_string(), p.parse().unwrap())
+        })
+        .collect();
+    let want = s
+        .classifier()
+        .await
+        .classify(ClassifyRequest {
+            model_name: "gray".into(),
+            images: vec![image],
+            top_k: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.len(), 5, "{dom}");
+    for ((label, p), w) in shown.iter().zip(&want.results[0].labels) {
+        assert_eq!(label, &w.name);
+        assert!(
+            (p - w.probability).abs() < 1e-6,
+            "{label}: {p} vs {}",
+            w.probability
+        );
+    }
+    assert!(
+        dom.contains("class=\"READY\""),
+        "the model table lists ready models"
+    );
+    s.shutdown().await.unwrap();
+}

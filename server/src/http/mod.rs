@@ -2,6 +2,7 @@
 //! its own port, plus `POST /v2/models/{name}/classify` for encoded images.
 //! Handlers turn requests into the [`Core`]'s types and back; every error
 //! is `{"error": "..."}` with the status [`ServeError::http_status`] gives.
+//! A web page at `/` lists the models and classifies a dropped image.
 
 pub mod kserve;
 
@@ -69,6 +70,22 @@ struct ModelPath {
 
 fn json(value: impl serde::Serialize) -> Response {
     axum::Json(value).into_response()
+}
+
+/// The web page at `/`: the models and their state, and an image to
+/// classify, top 5 labels as bars. It calls the same REST routes as any
+/// client.
+const PAGE: &str = include_str!("page.html");
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE,
+    )
+        .into_response()
 }
 
 async fn live() -> StatusCode {
@@ -410,6 +427,7 @@ pub fn router(core: Arc<Core>, config: HttpConfig) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .route("/", get(page))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .merge(guarded)
