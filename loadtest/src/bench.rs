@@ -48,6 +48,7 @@ fn workload_options(model: &str) -> WorkloadOptions {
         seed: 0,
         top_k: 0,
         timeout: None,
+        shapes: vec![],
     }
 }
 

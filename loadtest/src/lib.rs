@@ -1,5 +1,6 @@
-//! rir-loadtest: load tests of KServe v2 / Triton gRPC inference servers
-//! (rir-serve, Triton, MLServer) and of rir's `Classify` call.
+//! rir-loadtest: load tests of KServe v2 / Triton inference servers over
+//! gRPC or HTTP/REST (rir-serve, Triton, MLServer) and of rir's `Classify`
+//! call.
 //!
 //! Closed loop at a fixed concurrency (or a sweep of them), or open loop at a
 //! fixed rate with constant or Poisson arrivals; in open loop latency counts
@@ -9,6 +10,7 @@
 //!
 //! # Layout
 //! - [`connect`]: channels, TLS and the bearer token.
+//! - [`http`]: the KServe v2 REST client (binary tensors, `{"error"}` answers).
 //! - [`workload`]: what is sent: checking the model, building requests from
 //!   random tensors, raw tensor files or images, and the probe request.
 //! - [`recorder`]: latencies and errors of one measurement window.
@@ -26,6 +28,7 @@ pub mod accuracy;
 pub mod bench;
 pub mod connect;
 pub mod error;
+pub mod http;
 pub mod plot;
 pub mod recorder;
 pub mod report;

@@ -10,9 +10,19 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rir_loadtest::bench::{self, BenchOptions, CompareOptions, ServerBenchOptions};
 use rir_loadtest::connect::{ConnectOptions, connect};
+use rir_loadtest::http::HttpClient;
 use rir_loadtest::report::{Report, csv, table};
 use rir_loadtest::run::{Arrivals, Load, RunOptions, Stability, Stop, run};
-use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
+use rir_loadtest::workload::{Api, InputData, InputShape, Workload, WorkloadOptions};
+
+/// How rir-loadtest reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Protocol {
+    /// KServe v2 gRPC (and rir's Classify).
+    Grpc,
+    /// KServe v2 REST (and POST .../classify).
+    Http,
+}
 
 #[derive(Parser)]
 #[command(
@@ -41,9 +51,19 @@ struct Cli {
 
 #[derive(Args)]
 struct TestArgs {
-    /// Server address: host:port, http://host:port or https://host:port.
-    #[arg(short = 'u', long, default_value = "127.0.0.1:8001")]
-    url: String,
+    /// Server address: host:port, http://host:port or https://host:port
+    /// (default 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP).
+    #[arg(short = 'u', long)]
+    url: Option<String>,
+    /// Protocol: KServe v2 over gRPC, or over HTTP/REST (binary tensor
+    /// data, as tritonclient.http and perf_analyzer -i http send it).
+    #[arg(short = 'i', long, value_enum, default_value_t = Protocol::Grpc)]
+    protocol: Protocol,
+    /// An input's item shape, NAME:DIMS[:DATATYPE] (batch excluded; e.g.
+    /// image:1,28,28), for servers whose metadata lists no inputs or leaves
+    /// dimensions open (repeatable; datatype default FP32).
+    #[arg(long)]
+    shape: Vec<InputShape>,
     /// Model (for Classify, empty means the server's default model).
     #[arg(short = 'm', long, default_value = "rir-fashion-mnist")]
     model: String,
@@ -349,31 +369,38 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
     } else {
         InputData::Dir(PathBuf::from(&a.input_data))
     };
-    let chans = connect(&ConnectOptions {
-        url: a.url.clone(),
-        tls: a.tls,
-        ca_cert: a.ca_cert.clone(),
-        tls_domain: a.tls_domain.clone(),
-        token: a.token.clone(),
-        connections: a.connections,
-        connect_timeout: Duration::from_secs(5),
-    })
-    .await?;
     let timeout = secs(a.timeout, "--timeout")?;
-    let workload = Workload::prepare(
-        chans,
-        &WorkloadOptions {
-            api: a.api,
-            model: a.model.clone(),
-            version: a.model_version.clone(),
-            batch: a.batch,
-            input,
-            seed: a.seed,
-            top_k: a.top_k,
-            timeout: (!timeout.is_zero()).then_some(timeout),
-        },
-    )
-    .await?;
+    let options = WorkloadOptions {
+        api: a.api,
+        model: a.model.clone(),
+        version: a.model_version.clone(),
+        batch: a.batch,
+        input,
+        seed: a.seed,
+        top_k: a.top_k,
+        timeout: (!timeout.is_zero()).then_some(timeout),
+        shapes: a.shape.clone(),
+    };
+    let workload = match a.protocol {
+        Protocol::Grpc => {
+            let chans = connect(&ConnectOptions {
+                url: a.url.clone().unwrap_or_else(|| "127.0.0.1:8001".into()),
+                tls: a.tls,
+                ca_cert: a.ca_cert.clone(),
+                tls_domain: a.tls_domain.clone(),
+                token: a.token.clone(),
+                connections: a.connections,
+                connect_timeout: Duration::from_secs(5),
+            })
+            .await?;
+            Workload::prepare(chans, &options).await?
+        }
+        Protocol::Http => {
+            let url = a.url.clone().unwrap_or_else(|| "127.0.0.1:8000".into());
+            let client = HttpClient::new(&url, a.token.clone(), Duration::from_secs(5))?;
+            Workload::prepare_http(client, &options).await?
+        }
+    };
     let workload = Arc::new(workload);
     let options = RunOptions {
         warmup: secs(a.warmup, "--warmup")?,

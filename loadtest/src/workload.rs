@@ -17,6 +17,7 @@ use rir_proto::inference::{ModelInferRequest, ModelMetadataRequest, ServerLiveRe
 use crate::LoadError;
 use crate::connect::{Chan, classify_client, kserve_client};
 use crate::error::code_name;
+use crate::http::{self, HttpClient, Post};
 
 /// Which RPC to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -55,8 +56,74 @@ pub struct WorkloadOptions {
     pub seed: u64,
     /// Classify: labels per image.
     pub top_k: u32,
-    /// Per-request deadline sent to the server (`grpc-timeout`).
+    /// Per-request deadline sent to the server (`grpc-timeout`; over HTTP,
+    /// the client stops waiting).
     pub timeout: Option<Duration>,
+    /// Input shapes given by hand, for servers whose metadata lists no
+    /// inputs or leaves dimensions open.
+    pub shapes: Vec<InputShape>,
+}
+
+/// `--shape NAME:DIMS[:DATATYPE]`: one item's dimensions (without the
+/// batch) of input NAME, and its datatype when the server does not say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputShape {
+    /// Input name.
+    pub name: String,
+    /// Dimensions of one item.
+    pub dims: Vec<i64>,
+    /// Datatype (default FP32 when the metadata does not give one).
+    pub datatype: Option<String>,
+}
+
+impl std::str::FromStr for InputShape {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("--shape {s:?}: expected NAME:DIMS[:DATATYPE], e.g. image:1,28,28 or x:4:FP32")
+        };
+        let mut parts = s.split(':');
+        let name = parts.next().filter(|n| !n.is_empty()).ok_or_else(bad)?;
+        let dims = parts
+            .next()
+            .ok_or_else(bad)?
+            .split(',')
+            .map(|d| d.trim().parse::<i64>().ok().filter(|d| *d > 0))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(bad)?;
+        let datatype = parts.next().map(|d| d.to_ascii_uppercase());
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(InputShape {
+            name: name.into(),
+            dims,
+            datatype,
+        })
+    }
+}
+
+/// The model's inputs with the `--shape` overrides: a named input gets
+/// `[-1, dims...]`; one the metadata does not list is added.
+fn with_shapes(mut inputs: Vec<TensorMetadata>, shapes: &[InputShape]) -> Vec<TensorMetadata> {
+    for s in shapes {
+        let shape: Vec<i64> = std::iter::once(-1).chain(s.dims.iter().copied()).collect();
+        match inputs.iter_mut().find(|t| t.name == s.name) {
+            Some(t) => {
+                t.shape = shape;
+                if let Some(d) = &s.datatype {
+                    t.datatype = d.clone();
+                }
+            }
+            None => inputs.push(TensorMetadata {
+                name: s.name.clone(),
+                datatype: s.datatype.clone().unwrap_or_else(|| "FP32".into()),
+                shape,
+            }),
+        }
+    }
+    inputs
 }
 
 /// Distinct random requests prepared for random input data; the run cycles
@@ -69,6 +136,8 @@ enum Requests {
         Arc<[ModelInferRequest]>,
     ),
     Classify(Vec<ImageClassifierClient<Chan>>, Arc<[ClassifyRequest]>),
+    /// KServe v2 REST: prepared POSTs (binary tensors, or images to classify).
+    Http(Box<HttpClient>, Arc<[Post]>),
 }
 
 /// A checked, ready workload: the prepared requests and clients to send them.
@@ -104,13 +173,14 @@ impl Workload {
                     .await
                     .map_err(|s| model_error(o, &s))?
                     .into_inner();
-                let reqs = infer_requests(o, &meta.inputs)?;
+                let inputs = with_shapes(meta.inputs, &o.shapes);
+                let reqs = infer_requests(o, &inputs)?;
                 let description = format!(
                     "ModelInfer {}{} batch {} ({})",
                     o.model,
                     version_suffix(&o.version),
                     o.batch,
-                    meta.inputs
+                    inputs
                         .iter()
                         .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))
                         .collect::<Vec<_>>()
@@ -136,12 +206,103 @@ impl Workload {
                 (Requests::Classify(clients, reqs.into()), description)
             }
         };
-        let w = Workload {
+        Workload {
             requests,
             timeout: o.timeout,
             batch: o.batch,
             description,
+        }
+        .probe()
+        .await
+    }
+
+    /// The same over KServe v2 REST: health and metadata over HTTP, then
+    /// binary-tensor inference bodies (or images for classify).
+    pub async fn prepare_http(
+        client: HttpClient,
+        o: &WorkloadOptions,
+    ) -> Result<Workload, LoadError> {
+        if o.batch == 0 {
+            return Err(LoadError::Setup("--batch must be at least 1".into()));
+        }
+        let setup = |what: &str, s: tonic::Status| {
+            LoadError::Setup(format!("{what} at {}: {}", client.base(), s.message()))
         };
+        client
+            .get_json("/v2")
+            .await
+            .map_err(|s| setup("the server did not answer GET /v2", s))?;
+        let (posts, description) = match o.api {
+            Api::Infer => {
+                let meta = client
+                    .get_json(&http::model_path(&o.model, &o.version))
+                    .await
+                    .map_err(|s| model_error(o, &s))?;
+                let inputs = http::inputs_of(&meta).map_err(LoadError::Setup)?;
+                let inputs = with_shapes(inputs, &o.shapes);
+                let posts: Vec<Post> = infer_requests(o, &inputs)?
+                    .iter()
+                    .map(http::infer_post)
+                    .collect();
+                let description = format!(
+                    "REST infer {}{} batch {} ({}; binary tensors)",
+                    o.model,
+                    version_suffix(&o.version),
+                    o.batch,
+                    inputs
+                        .iter()
+                        .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                (posts, description)
+            }
+            Api::Classify => {
+                if o.batch != 1 {
+                    return Err(LoadError::Setup(
+                        "REST classify takes one image per request: use -b 1 (or -i grpc)".into(),
+                    ));
+                }
+                if o.model.is_empty() {
+                    return Err(LoadError::Setup(
+                        "REST classify needs a model name (-m)".into(),
+                    ));
+                }
+                let path = format!(
+                    "{}/classify?top_k={}",
+                    http::model_path(&o.model, &o.version),
+                    o.top_k
+                );
+                let posts: Vec<Post> = classify_requests(o)?
+                    .into_iter()
+                    .map(|r| Post {
+                        path: path.clone(),
+                        header_length: None,
+                        body: r.images.into_iter().next().unwrap_or_default().into(),
+                    })
+                    .collect();
+                let description = format!(
+                    "REST classify {}{} ({} images)",
+                    o.model,
+                    version_suffix(&o.version),
+                    posts.len()
+                );
+                (posts, description)
+            }
+        };
+        Workload {
+            requests: Requests::Http(Box::new(client), posts.into()),
+            timeout: o.timeout,
+            batch: o.batch,
+            description,
+        }
+        .probe()
+        .await
+    }
+
+    /// Sends one request; its failure is [`LoadError::Rejected`].
+    async fn probe(self) -> Result<Workload, LoadError> {
+        let w = self;
         if let Err(s) = w.send(0).await {
             return Err(LoadError::Rejected {
                 code: code_name(s.code()).into(),
@@ -164,6 +325,19 @@ impl Workload {
                 let mut c = clients[(i % clients.len() as u64) as usize].clone();
                 let req = self.request(reqs[(i % reqs.len() as u64) as usize].clone());
                 c.classify(req).await.map(drop)
+            }
+            Requests::Http(client, posts) => {
+                let post = &posts[(i % posts.len() as u64) as usize];
+                match self.timeout {
+                    None => client.post(post).await,
+                    Some(t) => tokio::time::timeout(t, client.post(post))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(tonic::Status::deadline_exceeded(
+                                "no answer within --timeout",
+                            ))
+                        }),
+                }
             }
         }
     }
@@ -287,7 +461,7 @@ fn infer_requests(
 ) -> Result<Vec<ModelInferRequest>, LoadError> {
     if inputs.is_empty() {
         return Err(LoadError::Setup(format!(
-            "model `{}` declares no inputs",
+            "model `{}` declares no inputs; give them with --shape NAME:DIMS[:DATATYPE]",
             o.model
         )));
     }

@@ -26,6 +26,7 @@ fn options(api: Api, model: &str, batch: usize, input: InputData) -> WorkloadOpt
         seed: 0,
         top_k: 3,
         timeout: Some(Duration::from_secs(10)),
+        shapes: vec![],
     }
 }
 
@@ -377,5 +378,91 @@ async fn nvidia_perf_analyzer_measures_rir_serve_unchanged() {
             rir_loadtest::bench::parse_perf_csv(&std::fs::read_to_string(&csv).unwrap()).unwrap();
         assert!(pa.ips > 0.0 && pa.p50 > 0.0, "-i {protocol}: {pa:?}");
     }
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drives_rir_serve_over_rest_with_binary_tensors_images_and_given_shapes() {
+    use rir_loadtest::http::HttpClient;
+    let s = start(None, Options::default()).await;
+    let http = || HttpClient::new(&s.http_url, None, Duration::from_secs(5)).unwrap();
+
+    let w = Workload::prepare_http(http(), &options(Api::Infer, "gray", 2, InputData::Random))
+        .await
+        .unwrap();
+    assert!(
+        w.description.starts_with("REST infer gray batch 2"),
+        "{}",
+        w.description
+    );
+    let r = count(w, 40).await;
+    assert_eq!((r.ok, r.failed()), (40, 0));
+    // The server counted them: 40 requests of 2 plus the probe.
+    let stats = s.state.statistics("gray", "").unwrap();
+    assert_eq!(stats[0].inference_count, 82);
+
+    // Images through POST .../classify.
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    write_files(
+        &imgs,
+        &[("a.png", png(28, 28, false)), ("b.png", png(40, 30, true))],
+    );
+    let w = Workload::prepare_http(
+        http(),
+        &options(Api::Classify, "gray", 1, InputData::Dir(imgs)),
+    )
+    .await
+    .unwrap();
+    let r = count(w, 10).await;
+    assert_eq!((r.ok, r.failed()), (10, 0));
+
+    // --shape replaces what the metadata says: a wrong one is refused by
+    // the server at the probe, with its reason; an input the metadata does
+    // not list is added (and refused here, since the model does not take it).
+    let mut o = options(Api::Infer, "gray", 1, InputData::Random);
+    o.shapes = vec!["image:1,28,27".parse().unwrap()];
+    match Workload::prepare_http(http(), &o).await {
+        Err(LoadError::Rejected { code, message }) => {
+            assert_eq!(code, "INVALID_ARGUMENT");
+            assert!(
+                message.contains("HTTP 400") && message.contains("[batch, 1, 28, 28]"),
+                "{message}"
+            );
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    o.shapes = vec!["extra:4:FP32".parse().unwrap()];
+    let Err(LoadError::Rejected { message, .. }) = Workload::prepare_http(http(), &o).await else {
+        panic!("two inputs for a one-input model");
+    };
+    assert!(message.contains("takes one input"), "{message}");
+    // Same shapes over gRPC, same refusal.
+    o.shapes = vec!["image:1,28,27".parse().unwrap()];
+    assert!(matches!(
+        prepare(&plain(&s.url), &o).await,
+        Err(LoadError::Rejected { .. })
+    ));
+    // Bad --shape text, an unknown model over REST.
+    assert!(
+        "image"
+            .parse::<rir_loadtest::workload::InputShape>()
+            .is_err()
+    );
+    assert!(
+        "image:1,x"
+            .parse::<rir_loadtest::workload::InputShape>()
+            .is_err()
+    );
+    assert!(
+        "image:0,28"
+            .parse::<rir_loadtest::workload::InputShape>()
+            .is_err()
+    );
+    let e = Workload::prepare_http(http(), &options(Api::Infer, "nope", 1, InputData::Random))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not on the server"), "{e}");
     s.shutdown().await.unwrap();
 }

@@ -28,6 +28,7 @@ async fn workload(url: &str, batch: usize) -> Arc<Workload> {
         seed: 1,
         top_k: 0,
         timeout: None,
+        shapes: vec![],
     };
     Arc::new(Workload::prepare(chans, &o).await.unwrap())
 }
