@@ -49,6 +49,7 @@ fn workload_options(model: &str) -> WorkloadOptions {
         top_k: 0,
         timeout: None,
         shapes: vec![],
+        json_tensors: false,
     }
 }
 

@@ -205,9 +205,52 @@ pub fn model_path(model: &str, version: &str) -> String {
     }
 }
 
-/// A prepared gRPC inference request as a REST body with binary tensor
-/// data: the same tensors, outputs asked for as binary data.
-pub fn infer_post(r: &ModelInferRequest) -> Post {
+/// Raw little-endian tensor bytes as JSON numbers.
+fn json_values(datatype: &str, raw: &[u8]) -> Result<Vec<Value>, String> {
+    fn each<const N: usize>(raw: &[u8], f: impl Fn([u8; N]) -> Value) -> Vec<Value> {
+        raw.chunks_exact(N)
+            .map(|c| f(c.try_into().unwrap_or([0; N])))
+            .collect()
+    }
+    Ok(match datatype {
+        "FP32" => each::<4>(raw, |b| json!(f32::from_le_bytes(b))),
+        "FP64" => each::<8>(raw, |b| json!(f64::from_le_bytes(b))),
+        "INT32" => each::<4>(raw, |b| json!(i32::from_le_bytes(b))),
+        "INT64" => each::<8>(raw, |b| json!(i64::from_le_bytes(b))),
+        "UINT8" | "INT8" | "BOOL" => raw.iter().map(|b| json!(b)).collect(),
+        other => {
+            return Err(format!(
+                "JSON tensors of {other} are not supported; use binary data"
+            ));
+        }
+    })
+}
+
+/// A prepared gRPC inference request as a REST body: the same tensors as
+/// JSON values (`json`), or as Triton's binary tensor data with outputs
+/// asked for as binary data.
+pub fn infer_post(r: &ModelInferRequest, json_tensors: bool) -> Result<Post, String> {
+    let path = format!("{}/infer", model_path(&r.model_name, &r.model_version));
+    if json_tensors {
+        let inputs = r
+            .inputs
+            .iter()
+            .zip(&r.raw_input_contents)
+            .map(|(t, raw)| {
+                Ok(json!({
+                    "name": t.name,
+                    "shape": t.shape,
+                    "datatype": t.datatype,
+                    "data": json_values(&t.datatype, raw)?,
+                }))
+            })
+            .collect::<Result<Vec<Value>, String>>()?;
+        return Ok(Post {
+            path,
+            header_length: None,
+            body: json!({ "inputs": inputs }).to_string().into_bytes().into(),
+        });
+    }
     let inputs: Vec<Value> = r
         .inputs
         .iter()
@@ -226,9 +269,9 @@ pub fn infer_post(r: &ModelInferRequest) -> Post {
     for raw in &r.raw_input_contents {
         body.extend_from_slice(raw);
     }
-    Post {
-        path: format!("{}/infer", model_path(&r.model_name, &r.model_version)),
+    Ok(Post {
+        path,
         header_length: Some(header.len()),
         body: body.into(),
-    }
+    })
 }

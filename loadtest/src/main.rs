@@ -64,6 +64,10 @@ struct TestArgs {
     /// dimensions open (repeatable; datatype default FP32).
     #[arg(long)]
     shape: Vec<InputShape>,
+    /// With -i http: send tensors as JSON values instead of binary data
+    /// (for servers without Triton's binary tensor extension, e.g. MLServer).
+    #[arg(long)]
+    json_tensors: bool,
     /// Model (for Classify, empty means the server's default model).
     #[arg(short = 'm', long, default_value = "rir-fashion-mnist")]
     model: String,
@@ -380,6 +384,7 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
         top_k: a.top_k,
         timeout: (!timeout.is_zero()).then_some(timeout),
         shapes: a.shape.clone(),
+        json_tensors: a.json_tensors,
     };
     let workload = match a.protocol {
         Protocol::Grpc => {

@@ -62,6 +62,8 @@ pub struct WorkloadOptions {
     /// Input shapes given by hand, for servers whose metadata lists no
     /// inputs or leaves dimensions open.
     pub shapes: Vec<InputShape>,
+    /// Over HTTP: tensors as JSON values instead of binary data.
+    pub json_tensors: bool,
 }
 
 /// `--shape NAME:DIMS[:DATATYPE]`: one item's dimensions (without the
@@ -242,10 +244,11 @@ impl Workload {
                 let inputs = with_shapes(inputs, &o.shapes);
                 let posts: Vec<Post> = infer_requests(o, &inputs)?
                     .iter()
-                    .map(http::infer_post)
-                    .collect();
+                    .map(|r| http::infer_post(r, o.json_tensors))
+                    .collect::<Result<_, _>>()
+                    .map_err(LoadError::Setup)?;
                 let description = format!(
-                    "REST infer {}{} batch {} ({}; binary tensors)",
+                    "REST infer {}{} batch {} ({}; {} tensors)",
                     o.model,
                     version_suffix(&o.version),
                     o.batch,
@@ -253,7 +256,8 @@ impl Workload {
                         .iter()
                         .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    if o.json_tensors { "JSON" } else { "binary" }
                 );
                 (posts, description)
             }

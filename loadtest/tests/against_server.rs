@@ -27,6 +27,7 @@ fn options(api: Api, model: &str, batch: usize, input: InputData) -> WorkloadOpt
         top_k: 3,
         timeout: Some(Duration::from_secs(10)),
         shapes: vec![],
+        json_tensors: false,
     }
 }
 
@@ -400,6 +401,17 @@ async fn drives_rir_serve_over_rest_with_binary_tensors_images_and_given_shapes(
     // The server counted them: 40 requests of 2 plus the probe.
     let stats = s.state.statistics("gray", "").unwrap();
     assert_eq!(stats[0].inference_count, 82);
+    // JSON tensors instead of binary data.
+    let mut json = options(Api::Infer, "gray", 2, InputData::Random);
+    json.json_tensors = true;
+    let w = Workload::prepare_http(http(), &json).await.unwrap();
+    assert!(
+        w.description.ends_with("JSON tensors)"),
+        "{}",
+        w.description
+    );
+    let r = count(w, 10).await;
+    assert_eq!((r.ok, r.failed()), (10, 0));
 
     // Images through POST .../classify.
     let tmp = tempfile::tempdir().unwrap();

@@ -29,6 +29,7 @@ async fn workload(url: &str, batch: usize) -> Arc<Workload> {
         top_k: 0,
         timeout: None,
         shapes: vec![],
+        json_tensors: false,
     };
     Arc::new(Workload::prepare(chans, &o).await.unwrap())
 }
