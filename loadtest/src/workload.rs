@@ -182,11 +182,7 @@ impl Workload {
                     o.model,
                     version_suffix(&o.version),
                     o.batch,
-                    inputs
-                        .iter()
-                        .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    describe_inputs(&inputs)
                 );
                 let clients = chans.into_iter().map(kserve_client).collect();
                 (Requests::Infer(clients, reqs.into()), description)
@@ -252,11 +248,7 @@ impl Workload {
                     o.model,
                     version_suffix(&o.version),
                     o.batch,
-                    inputs
-                        .iter()
-                        .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    describe_inputs(&inputs),
                     if o.json_tensors { "JSON" } else { "binary" }
                 );
                 (posts, description)
@@ -353,6 +345,15 @@ impl Workload {
         }
         r
     }
+}
+
+/// `name DATATYPE [shape]` of each input, for the workload's description.
+fn describe_inputs(inputs: &[TensorMetadata]) -> String {
+    inputs
+        .iter()
+        .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn version_suffix(v: &str) -> String {

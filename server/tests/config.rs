@@ -30,9 +30,6 @@ fn request(model: &str, version: &str, n: usize) -> pb::ModelInferRequest {
 /// The file as Triton's schema reads it, as JSON (protobuf's own text
 /// format parser and JSON printer, in Python).
 fn triton_reads(path: &std::path::Path) -> serde_json::Value {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let pythonpath = std::env::var("RIR_PYTHONPATH")
-        .unwrap_or_else(|_| root.join(".deps/py").display().to_string());
     let out = std::process::Command::new("python3")
         .args([
             "-c",
@@ -43,7 +40,7 @@ fn triton_reads(path: &std::path::Path) -> serde_json::Value {
              print(json_format.MessageToJson(c, preserving_proto_field_name=True))",
         ])
         .arg(path)
-        .env("PYTHONPATH", pythonpath)
+        .env("PYTHONPATH", common::python_path())
         .output()
         .expect("python3");
     assert!(

@@ -702,27 +702,7 @@ async fn the_official_triton_python_client_works_unchanged() {
     let s = start(None, Options::default()).await;
     let path = s.model_path("gray");
     let addr = s.url.trim_start_matches("http://").to_string();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let pythonpath = std::env::var("RIR_PYTHONPATH")
-        .unwrap_or_else(|_| root.join(".deps/py").display().to_string());
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/triton_client.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(script)
-        .arg("grpc")
-        .arg(&addr)
-        .arg("gray")
-        .arg(&path)
-        .env("PYTHONPATH", pythonpath)
-        .output()
-        .await
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "tritonclient run failed (scripts/setup.sh installs tritonclient[grpc,http] and onnxruntime into .deps/py):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("statistics OK"));
+    common::run_triton_client("grpc", &addr, "gray", &path).await;
     s.shutdown().await.unwrap();
 }
 

@@ -442,40 +442,12 @@ async fn a_bearer_token_guards_everything_but_health() {
     s.shutdown().await.unwrap();
 }
 
-fn python_client(
-    protocol: &str,
-    addr: &str,
-    model: &str,
-    path: &std::path::Path,
-) -> std::process::Output {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let pythonpath = std::env::var("RIR_PYTHONPATH")
-        .unwrap_or_else(|_| root.join(".deps/py").display().to_string());
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/triton_client.py");
-    std::process::Command::new("python3")
-        .arg(script)
-        .args([protocol, addr, model])
-        .arg(path)
-        .env("PYTHONPATH", pythonpath)
-        .output()
-        .expect("python3")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_triton_http_client_works_unchanged() {
     let s = start(None, Options::default()).await;
     let path = s.model_path("gray");
     let addr = s.http_url.trim_start_matches("http://").to_string();
-    let out = tokio::task::spawn_blocking(move || python_client("http", &addr, "gray", &path))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tritonclient.http run failed (scripts/setup.sh installs tritonclient[grpc,http] and onnxruntime into .deps/py):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("statistics OK"));
+    common::run_triton_client("http", &addr, "gray", &path).await;
     s.shutdown().await.unwrap();
 }
 

@@ -40,8 +40,8 @@ fn entry(name: &str, version: &str, state: &str) -> (String, String, String) {
     (name.into(), version.into(), state.into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn explicit_mode_loads_unloads_and_indexes() {
+/// The standard repository served in explicit mode with only `gray` loaded.
+async fn explicit_gray() -> (tempfile::TempDir, common::Running) {
     let dir = tempfile::tempdir().unwrap();
     repository(dir.path());
     let o = Options {
@@ -50,6 +50,12 @@ async fn explicit_mode_loads_unloads_and_indexes() {
         ..Options::default()
     };
     let s = start(Some(dir.path()), o).await;
+    (dir, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_mode_loads_unloads_and_indexes() {
+    let (_dir, s) = explicit_gray().await;
     let mut c = s.kserve().await;
     let index = |ready| pb::RepositoryIndexRequest {
         repository_name: String::new(),
@@ -235,14 +241,7 @@ async fn a_reload_under_load_loses_no_request() {
     // replaced and reloaded. Every call must succeed, and the answers
     // switch from the old weights to the new. The latency figures are
     // printed for the README, not asserted (wall-clock on a shared machine).
-    let dir = tempfile::tempdir().unwrap();
-    repository(dir.path());
-    let o = Options {
-        control: ControlMode::Explicit,
-        load_models: vec!["gray".into()],
-        ..Options::default()
-    };
-    let s = start(Some(dir.path()), o).await;
+    let (dir, s) = explicit_gray().await;
     let old = s
         .kserve()
         .await

@@ -247,3 +247,31 @@ pub fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Strin
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     (cert_path, key_path, cert.cert.pem())
 }
+
+/// PYTHONPATH of the Python packages scripts/setup.sh installs for the
+/// tests (`RIR_PYTHONPATH` overrides).
+pub fn python_path() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var("RIR_PYTHONPATH").unwrap_or_else(|_| root.join(".deps/py").display().to_string())
+}
+
+/// Runs `server/tests/triton_client.py` (NVIDIA's stock Python client over
+/// `protocol`, grpc or http) against `addr` and asserts that it passed.
+pub async fn run_triton_client(protocol: &str, addr: &str, model: &str, path: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/tests/triton_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([protocol, addr, model])
+        .arg(path)
+        .env("PYTHONPATH", python_path())
+        .output()
+        .await
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "tritonclient.{protocol} run failed (scripts/setup.sh installs tritonclient[grpc,http] and onnxruntime into .deps/py):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("statistics OK"));
+}
