@@ -41,7 +41,7 @@ mkdir -p "$MODELS/$NAME/1"
 
 echo "== serve $MODELS and measure $NAME's accuracy through the server"
 start_server "$PORT" "$RUN/serve.log" --models "$MODELS" --grpc-addr "127.0.0.1:$PORT" \
-  --metrics-addr "127.0.0.1:0"
+  --metrics-addr "127.0.0.1:0" --http-addr off
 ./target/debug/rir-classify -u "127.0.0.1:$PORT" -m "$NAME" --eval cifar10 --data-dir "$DATA_DIR" \
   --model-file "$MODELS/$NAME/1/model.onnx"
 echo "== done: rir-serve --models $MODELS serves $NAME next to the other models"

@@ -100,7 +100,7 @@ PORT=8101
 serve() { # NAME ARGS...: start rir-serve on the CUDA provider with ARGS
   local name="$1"; shift
   start_server "$PORT" "$OUT/serve-$name.log" --models "$REPO" --device cuda \
-    --grpc-addr "127.0.0.1:$PORT" --metrics-addr 127.0.0.1:0 "$@"
+    --grpc-addr "127.0.0.1:$PORT" --metrics-addr 127.0.0.1:0 --http-addr off "$@"
   grep -m1 -o 'engine=[a-z-]*' "$OUT/serve-$name.log" || true
 }
 sweep() { # NAME ARGS...: a closed-loop sweep against the running server

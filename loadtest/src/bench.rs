@@ -158,6 +158,7 @@ pub async fn spawn_server(bin: &Path, models: &Path, args: &[String]) -> Result<
         .arg(models)
         .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+        .args(["--http-addr", "off"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
