@@ -19,7 +19,7 @@ use crate::error::ServeError;
 use crate::models::{Models, Slot, SlotState};
 use crate::repository::ModelDescriptor;
 use crate::stats::{Duration2, RequestTimes};
-use crate::tensors::{self, Batch, TensorInput};
+use crate::tensors::{self, Batch, ImageLimits, TensorInput};
 
 /// Server name reported by ServerMetadata.
 pub const SERVER_NAME: &str = "rir";
@@ -49,6 +49,36 @@ pub struct Core {
     /// Refuse FP32 inputs holding NaN or infinite values (INVALID_ARGUMENT)
     /// instead of running them, as Triton does, through the model.
     pub reject_nonfinite: bool,
+    /// Bounds on encoded images.
+    pub image_limits: ImageLimits,
+    /// Images being decoded at once, at most: decoding runs on blocking
+    /// threads, never on the async workers, and takes a permit each.
+    decoders: tokio::sync::Semaphore,
+}
+
+/// The server's settings that shape how requests are handled.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Model that classification uses when the request names none (None:
+    /// the first model served).
+    pub default_model: Option<String>,
+    /// Refuse FP32 inputs holding NaN or infinite values.
+    pub reject_nonfinite: bool,
+    /// Bounds on encoded images.
+    pub image_limits: ImageLimits,
+    /// Most images decoded at once (0: one per CPU).
+    pub max_decodes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_model: None,
+            reject_nonfinite: false,
+            image_limits: ImageLimits::default(),
+            max_decodes: 0,
+        }
+    }
 }
 
 /// ServerMetadata.
@@ -299,18 +329,19 @@ fn invalid(slot: &Slot, message: String) -> ServeError {
 impl Core {
     /// A core serving `models`, reloading from `repository` when given.
     /// It starts not ready: set [`Core::ready`] once the front ends listen.
-    pub fn new(
-        models: Models,
-        repository: Option<Repository>,
-        default_model: Option<String>,
-        reject_nonfinite: bool,
-    ) -> Self {
+    pub fn new(models: Models, repository: Option<Repository>, settings: Settings) -> Self {
+        let decodes = match settings.max_decodes {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
         Core {
             models: RwLock::new(Arc::new(models)),
             repository,
             ready: AtomicBool::new(false),
-            default_model,
-            reject_nonfinite,
+            default_model: settings.default_model,
+            reject_nonfinite: settings.reject_nonfinite,
+            image_limits: settings.image_limits,
+            decoders: tokio::sync::Semaphore::new(decodes),
         }
     }
 
@@ -634,7 +665,8 @@ impl Core {
         let mut data = Vec::with_capacity(images.len() * desc.chw.iter().product::<usize>());
         for (i, bytes) in images.iter().enumerate() {
             data.extend(
-                tensors::decode_image(bytes.as_ref(), desc.chw)
+                self.decode(bytes.as_ref(), desc.chw)
+                    .await
                     .map_err(|e| bad(format!("image {i}: {e}")))?,
             );
         }
@@ -675,6 +707,22 @@ impl Core {
             model_version: slot.version.to_string(),
             results,
         })
+    }
+}
+
+impl Core {
+    /// Decodes one image on a blocking thread, at most
+    /// `Settings::max_decodes` at once.
+    async fn decode(&self, bytes: &[u8], chw: [usize; 3]) -> Result<Vec<f32>, String> {
+        let _permit = self
+            .decoders
+            .acquire()
+            .await
+            .map_err(|_| "the server is shutting down".to_string())?;
+        let (bytes, limits) = (bytes.to_vec(), self.image_limits);
+        tokio::task::spawn_blocking(move || tensors::decode_image(&bytes, chw, &limits))
+            .await
+            .map_err(|e| format!("the decoder failed: {e}"))?
     }
 }
 

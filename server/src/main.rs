@@ -11,11 +11,12 @@ use clap::Parser;
 use rir_infer::{Backend, Buckets, ConvSearch, CudaOptions, Device, EngineOptions, OrtOptions};
 use rir_server::batcher::BatchConfig;
 use rir_server::control::{ControlMode, Repository};
-use rir_server::core::Core;
+use rir_server::core::{Core, Settings};
 use rir_server::http::{HttpConfig, serve_http};
 use rir_server::models::{Loader, ServingEngines};
 use rir_server::server::{TransportConfig, local, serve, serve_metrics};
 use rir_server::stats::Metrics;
+use rir_server::tensors::ImageLimits;
 
 #[derive(Parser)]
 #[command(
@@ -124,6 +125,18 @@ struct Cli {
     /// bytes, which include such values).
     #[arg(long)]
     reject_nonfinite: bool,
+    /// Largest image (width x height, read from its header before any
+    /// decoding) that Classify accepts; larger ones are INVALID_ARGUMENT.
+    /// Default 4096 x 4096: a decompression bomb of 20000 x 20000 costs a
+    /// header read instead of 400 MB and seconds of CPU.
+    #[arg(long, default_value_t = 4096 * 4096)]
+    max_image_pixels: u64,
+    /// Largest encoded image, bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_image_bytes: usize,
+    /// Images decoded at once, at most, on blocking threads (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    max_decodes: usize,
     /// Model `Classify` uses when a request names none (default: the only or first model).
     #[arg(long)]
     default_model: Option<String>,
@@ -253,8 +266,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let state = Arc::new(Core::new(
         models,
         Some(Repository::new(loader, mode)),
-        cli.default_model.clone(),
-        cli.reject_nonfinite,
+        Settings {
+            default_model: cli.default_model.clone(),
+            reject_nonfinite: cli.reject_nonfinite,
+            image_limits: ImageLimits {
+                max_pixels: cli.max_image_pixels,
+                max_bytes: cli.max_image_bytes,
+            },
+            max_decodes: cli.max_decodes,
+        },
     ));
     if mode == ControlMode::Poll {
         let every = Duration::from_secs(cli.repository_poll_secs.max(1));

@@ -159,17 +159,70 @@ pub fn nhwc_to_nchw(pixels: &[u8], n: usize, [c, h, w]: [usize; 3]) -> Vec<f32> 
     out
 }
 
+/// Bounds on one encoded image, checked before any pixel is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Most pixels (width x height) an image may declare.
+    pub max_pixels: u64,
+    /// Most bytes of one encoded image.
+    pub max_bytes: usize,
+}
+
+impl Default for ImageLimits {
+    /// 16.8 megapixels (4096 x 4096) and 16 MiB: any photo a camera or
+    /// phone takes, far below PIL's bomb limit of about 89 megapixels.
+    fn default() -> Self {
+        ImageLimits {
+            max_pixels: 4096 * 4096,
+            max_bytes: 16 << 20,
+        }
+    }
+}
+
 /// Decodes PNG or JPEG bytes into CHW floats in [0, 1] of the model's
 /// channels (grayscale or RGB) and size (resized with a triangle filter when
-/// the image is another size).
-pub fn decode_image(bytes: &[u8], [c, h, w]: [usize; 3]) -> Result<Vec<f32>, String> {
+/// the image is another size). The size and the dimensions the header
+/// declares are checked against `limits` before decoding, and the decoder
+/// itself is held to them, so a small file that inflates to gigapixels (a
+/// decompression bomb) costs a header read.
+pub fn decode_image(
+    bytes: &[u8],
+    [c, h, w]: [usize; 3],
+    limits: &ImageLimits,
+) -> Result<Vec<f32>, String> {
+    if bytes.len() > limits.max_bytes {
+        return Err(format!(
+            "the image is {} bytes, over the limit of {} (--max-image-bytes)",
+            bytes.len(),
+            limits.max_bytes
+        ));
+    }
     let format = image::guess_format(bytes).map_err(|e| format!("not a PNG or JPEG image: {e}"))?;
     if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
         return Err(format!(
             "{format:?} images are not accepted; send PNG or JPEG"
         ));
     }
-    let img = image::load_from_memory_with_format(bytes, format)
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let (iw, ih) = reader()
+        .into_dimensions()
+        .map_err(|e| format!("cannot read the {format:?} header: {e}"))?;
+    let pixels = u64::from(iw) * u64::from(ih);
+    if pixels > limits.max_pixels {
+        return Err(format!(
+            "the image declares {iw} x {ih} = {pixels} pixels, over the limit of {} (--max-image-pixels)",
+            limits.max_pixels
+        ));
+    }
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(iw);
+    decoder_limits.max_image_height = Some(ih);
+    // RGBA at 16 bits per channel is the largest buffer a PNG decodes to.
+    decoder_limits.max_alloc = Some(pixels.saturating_mul(8).max(1 << 20));
+    let mut r = reader();
+    r.limits(decoder_limits);
+    let img = r
+        .decode()
         .map_err(|e| format!("cannot decode the {format:?} image: {e}"))?;
     let img = if (img.width() as usize, img.height() as usize) != (w, h) {
         img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)

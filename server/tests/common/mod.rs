@@ -13,11 +13,12 @@ use rir_proto::classify::image_classifier_client::ImageClassifierClient;
 use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use rir_server::batcher::BatchConfig;
 use rir_server::control::{ControlMode, Repository};
-use rir_server::core::Core;
+use rir_server::core::{Core, Settings};
 use rir_server::http::{HttpConfig, serve_http};
 use rir_server::models::{Loader, ServingEngines};
 use rir_server::server::{TransportConfig, serve};
 use rir_server::stats::Metrics;
+use rir_server::tensors::ImageLimits;
 use rir_spec::{InputSpec, Variant, preset};
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -91,6 +92,8 @@ pub struct Options {
     pub control: ControlMode,
     /// `--load-model` (explicit mode).
     pub load_models: Vec<String>,
+    /// `--max-image-pixels`, `--max-image-bytes`.
+    pub image_limits: ImageLimits,
 }
 
 impl Default for Options {
@@ -110,6 +113,7 @@ impl Default for Options {
             reject_nonfinite: false,
             control: ControlMode::None,
             load_models: vec![],
+            image_limits: ImageLimits::default(),
         }
     }
 }
@@ -153,8 +157,12 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
     let state = Arc::new(Core::new(
         models,
         Some(Repository::new(loader, o.control)),
-        Some("gray".into()),
-        o.reject_nonfinite,
+        Settings {
+            default_model: Some("gray".into()),
+            reject_nonfinite: o.reject_nonfinite,
+            image_limits: o.image_limits,
+            max_decodes: 2,
+        },
     ));
     state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
