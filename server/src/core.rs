@@ -57,7 +57,7 @@ pub struct Core {
 }
 
 /// The server's settings that shape how requests are handled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// Model that classification uses when the request names none (None:
     /// the first model served).
@@ -68,17 +68,6 @@ pub struct Settings {
     pub image_limits: ImageLimits,
     /// Most images decoded at once (0: one per CPU).
     pub max_decodes: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            default_model: None,
-            reject_nonfinite: false,
-            image_limits: ImageLimits::default(),
-            max_decodes: 0,
-        }
-    }
 }
 
 /// ServerMetadata.

@@ -53,6 +53,7 @@ fn peak_rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decompression_bombs_are_refused_from_their_header() {
     let bomb = png_bomb(20_000);
+    println!("the bomb: {} bytes", bomb.len());
     assert!(
         bomb.len() < 1 << 20,
         "the bomb is small: {} bytes",
