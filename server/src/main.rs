@@ -54,10 +54,12 @@ struct Cli {
     /// gRPC listen address.
     #[arg(long, default_value = "0.0.0.0:8001")]
     grpc_addr: String,
-    /// HTTP/REST listen address (KServe v2 REST, Triton's HTTP API, and
-    /// `POST /v2/models/{name}/classify` for images); `off` serves none.
-    #[arg(long, default_value = "0.0.0.0:8000")]
-    http_addr: String,
+    /// HTTP/REST listen address (KServe v2 REST, Triton's HTTP API, the web
+    /// page, and `POST /v2/models/{name}/classify` for images); `off`
+    /// serves none. Default 0.0.0.0:8000, or off when --tls-cert is given
+    /// (the HTTP side has no TLS of its own).
+    #[arg(long)]
+    http_addr: Option<String>,
     /// Prometheus metrics listen address (HTTP).
     #[arg(long, default_value = "0.0.0.0:8002")]
     metrics_addr: String,
@@ -202,6 +204,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if cli.max_batch == 0 || cli.queue_capacity == 0 {
         bail!("--max-batch and --queue-capacity must be positive");
     }
+    let http_addr = match (cli.http_addr.as_deref(), cli.tls_cert.is_some()) {
+        (Some("off"), _) => None,
+        (Some(addr), true) => bail!(
+            "--http-addr {addr} with --tls-cert: the HTTP front end has no TLS of its own; \
+             leave --http-addr out (HTTP stays off) or put a TLS proxy in front of it"
+        ),
+        (Some(addr), false) => Some(addr.to_string()),
+        (None, true) => {
+            tracing::info!("HTTP off: TLS is on and the HTTP front end has no TLS of its own");
+            None
+        }
+        (None, false) => Some("0.0.0.0:8000".to_string()),
+    };
     let buckets = parse_buckets(&cli.batch_buckets, cli.max_batch)?;
     let metrics = Arc::new(Metrics::new().context("metrics")?);
     let engines = ServingEngines {
@@ -325,16 +340,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         let _ = stop_tx.send(true);
     });
     let mut http_task = None;
-    if cli.http_addr != "off" {
-        if transport.tls.is_some() {
-            bail!(
-                "--tls-cert serves gRPC over TLS, but the HTTP front end has no TLS: \
-                 pass --http-addr off, or terminate TLS for HTTP in front of rir-serve"
-            );
-        }
-        let listener = tokio::net::TcpListener::bind(&cli.http_addr)
+    if let Some(http_addr) = http_addr {
+        let listener = tokio::net::TcpListener::bind(&http_addr)
             .await
-            .with_context(|| format!("binding {}", cli.http_addr))?;
+            .with_context(|| format!("binding {http_addr}"))?;
         tracing::info!("HTTP on http://{}/v2", local(&listener));
         let config = HttpConfig {
             max_body_bytes: cli.max_message_bytes,
