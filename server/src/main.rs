@@ -30,7 +30,9 @@ use rir_server::tensors::ImageLimits;
         (PNG/JPEG in, top-k labels out), plus grpc.health.v1 and server reflection; \
         and the same over HTTP on --http-addr: KServe v2 REST with JSON or binary tensors \
         (/v2/health/{live,ready}, /v2, /v2/models/NAME[/versions/V]/{ready,config,stats,infer}) \
-        and POST /v2/models/NAME/classify with a PNG or JPEG body. \
+        and POST /v2/models/NAME/classify with a PNG or JPEG body, and a web page at /. \
+        Models reload without downtime (--model-control-mode poll|explicit; RepositoryIndex, \
+        RepositoryModelLoad/Unload); a Triton config.pbtxt beside the versions is honoured. \
         Prometheus metrics on --metrics-addr. SIGTERM/SIGINT: not ready, stop accepting, \
         finish calls in flight, exit 0."
 )]
