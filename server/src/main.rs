@@ -154,6 +154,10 @@ struct Cli {
     /// checks, over gRPC and HTTP.
     #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
+    /// Put the metrics endpoint behind --auth-token too (Prometheus then
+    /// scrapes with `authorization: {credentials: TOKEN}`).
+    #[arg(long, requires = "auth_token")]
+    metrics_auth: bool,
     /// Seconds to let calls in flight finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
@@ -309,7 +313,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         .await
         .with_context(|| format!("binding {}", cli.metrics_addr))?;
     tracing::info!("metrics on http://{}/metrics", local(&metrics_listener));
-    tokio::spawn(serve_metrics(metrics, metrics_listener));
+    let metrics_token = cli
+        .metrics_auth
+        .then(|| cli.auth_token.as_deref().map(Arc::from))
+        .flatten();
+    tokio::spawn(serve_metrics(metrics, metrics_listener, metrics_token));
     let transport = TransportConfig {
         max_message_bytes: cli.max_message_bytes,
         tls: cli.tls_cert.clone().zip(cli.tls_key.clone()),

@@ -157,20 +157,51 @@ pub async fn serve(
         .map_err(|e| format!("gRPC server: {e}"))
 }
 
+/// The `authorization` header of a raw HTTP/1 request head, if any.
+fn authorization_of(head: &[u8]) -> Option<&str> {
+    std::str::from_utf8(head)
+        .ok()?
+        .split("\r\n")
+        .skip(1)
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("authorization")
+                .then(|| value.trim())
+        })
+}
+
 /// Serves the Prometheus text format on `listener` (any path), until the
-/// task is dropped.
-pub async fn serve_metrics(metrics: Arc<Metrics>, listener: TcpListener) {
+/// task is dropped. With `token`, a scrape must carry `Authorization:
+/// Bearer <token>` (Prometheus's `authorization` or `bearer_token` scrape
+/// settings) or gets 401.
+pub async fn serve_metrics(metrics: Arc<Metrics>, listener: TcpListener, token: Option<Arc<str>>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
-        let metrics = metrics.clone();
+        let (metrics, token) = (metrics.clone(), token.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
-            let body = metrics.render();
+            let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            let allowed = token
+                .as_deref()
+                .is_none_or(|t| bearer_matches(authorization_of(&buf[..n]), t));
+            let (status, body) = if allowed {
+                ("200 OK", metrics.render())
+            } else {
+                (
+                    "401 Unauthorized",
+                    "missing or wrong bearer token (header `Authorization: Bearer <token>`)\n"
+                        .to_string(),
+                )
+            };
             let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
             );
             let _ = sock.write_all(head.as_bytes()).await;

@@ -196,27 +196,67 @@ async fn infer_raw_and_typed_match_onnx_runtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uint8_nhwc_input_equals_its_fp32_form() {
-    let s = start(None, Options::default()).await;
+    // Three RGB images of 16 rows by 24 columns (H != W, n > 1), NHWC bytes.
+    // The expected NCHW floats are transposed here, by the test's own loop,
+    // and run by ONNX Runtime in process: nothing of the server's decides
+    // what is right.
+    let dir = tempfile::tempdir().unwrap();
+    common::write_model(
+        dir.path(),
+        "wide",
+        1,
+        rir_spec::InputSpec::new(3, 16, 24),
+        5,
+    );
+    let s = start(Some(dir.path()), Options::default()).await;
     let mut c = s.kserve().await;
-    // 2 RGB images, NHWC bytes.
-    let bytes: Vec<u8> = (0..2 * 32 * 32 * 3).map(|i| (i * 7 % 256) as u8).collect();
-    let nchw = rir_server::tensors::nhwc_to_nchw(&bytes, 2, [3, 32, 32]);
+    let (n, h, w) = (3usize, 16usize, 24usize);
+    let bytes: Vec<u8> = (0..n * h * w * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let mut nchw = Vec::with_capacity(bytes.len());
+    for image in bytes.chunks_exact(h * w * 3) {
+        for channel in 0..3 {
+            for pixel in image.chunks_exact(3) {
+                nchw.push(pixel[channel] as f32 / 255.0);
+            }
+        }
+    }
+    let want = reference(&s.model_path("wide"), &nchw, &[n, 3, h, w]);
     let u8_req = pb::ModelInferRequest {
-        model_name: "rgb".into(),
+        model_name: "wide".into(),
         inputs: vec![InferInputTensor {
             name: "image".into(),
             datatype: "UINT8".into(),
-            shape: vec![2, 32, 32, 3],
+            shape: vec![n as i64, h as i64, w as i64, 3],
             ..Default::default()
         }],
         raw_input_contents: vec![bytes],
         ..Default::default()
     };
-    let mut f32_req = fp32_request("rgb", 2, &nchw, true);
-    f32_req.inputs[0].shape = vec![2, 3, 32, 32];
     let a = c.model_infer(u8_req).await.unwrap().into_inner();
-    let b = c.model_infer(f32_req).await.unwrap().into_inner();
-    assert_eq!(a.raw_output_contents, b.raw_output_contents);
+    let logits = rir_proto::raw::f32s(&a.raw_output_contents[0]);
+    assert_eq!(logits.len(), n * 10);
+    let expect = &output(&want, "logits").unwrap().data;
+    assert!(
+        max_abs_diff(&logits, expect) < 1e-5,
+        "{logits:?} vs {expect:?}"
+    );
+    // A transposed layout (NCHW bytes read as NHWC) gives other logits: the
+    // check above can fail.
+    assert!(
+        max_abs_diff(
+            &logits,
+            &output(
+                &reference(
+                    &s.model_path("wide"),
+                    &nchw.iter().rev().copied().collect::<Vec<_>>(),
+                    &[n, 3, h, w]
+                ),
+                "logits"
+            )
+            .unwrap()
+            .data
+        ) > 1e-4
+    );
     s.shutdown().await.unwrap();
 }
 
@@ -765,6 +805,7 @@ async fn metrics_endpoint_serves_prometheus_text() {
     let task = tokio::spawn(rir_server::server::serve_metrics(
         s.metrics.clone(),
         listener,
+        None,
     ));
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -784,6 +825,32 @@ async fn metrics_endpoint_serves_prometheus_text() {
         "rir_pending_requests{model=\"gray\"}",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    task.abort();
+
+    // Behind the token: 401 without it or with another, 200 with it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(rir_server::server::serve_metrics(
+        s.metrics.clone(),
+        listener,
+        Some("s3cret".into()),
+    ));
+    for (header, status) in [
+        ("", "401"),
+        ("Authorization: Bearer nope\r\n", "401"),
+        ("authorization: Bearer s3cret\r\n", "200"),
+    ] {
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET /metrics HTTP/1.1\r\nhost: x\r\n{header}\r\n");
+        sock.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        sock.read_to_string(&mut text).await.unwrap();
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{header}: {text}"
+        );
+        assert_eq!(text.contains("rir_inference_count"), status == "200");
     }
     task.abort();
     s.shutdown().await.unwrap();
