@@ -51,6 +51,8 @@ pub struct Core {
     pub reject_nonfinite: bool,
     /// Bounds on encoded images.
     pub image_limits: ImageLimits,
+    /// The deadline of requests that carry none.
+    pub default_timeout: Option<std::time::Duration>,
     /// Images being decoded at once, at most: decoding runs on blocking
     /// threads, never on the async workers, and takes a permit each.
     decoders: tokio::sync::Semaphore,
@@ -68,6 +70,10 @@ pub struct Settings {
     pub image_limits: ImageLimits,
     /// Most images decoded at once (0: one per CPU).
     pub max_decodes: usize,
+    /// The deadline of a request that carries none (HTTP requests never
+    /// do): past it, a request still queued is answered DEADLINE_EXCEEDED
+    /// and not run. None: such requests wait as long as it takes.
+    pub default_timeout: Option<std::time::Duration>,
 }
 
 /// ServerMetadata.
@@ -330,6 +336,7 @@ impl Core {
             default_model: settings.default_model,
             reject_nonfinite: settings.reject_nonfinite,
             image_limits: settings.image_limits,
+            default_timeout: settings.default_timeout,
             decoders: tokio::sync::Semaphore::new(decodes),
         }
     }
@@ -560,7 +567,7 @@ impl Core {
             wanted = (0..desc.outputs.len()).map(|k| (k, None)).collect();
         }
         let n = batch.n;
-        let out = run(slot, batcher, batch, r.deadline).await?;
+        let out = run(slot, batcher, batch, self.deadline(r.deadline)).await?;
         let encoding = Instant::now();
         let outputs = wanted
             .into_iter()
@@ -661,7 +668,7 @@ impl Core {
         }
         let n = images.len();
         let input_time = decoding.elapsed();
-        let out = run(slot, batcher, Batch { data, n }, deadline).await?;
+        let out = run(slot, batcher, Batch { data, n }, self.deadline(deadline)).await?;
         let encoding = Instant::now();
         // Probabilities: the `probabilities` output when the model has one,
         // else a softmax of its first output.
@@ -700,6 +707,11 @@ impl Core {
 }
 
 impl Core {
+    /// The client's deadline, or the server's default for requests without one.
+    fn deadline(&self, given: Option<Instant>) -> Option<Instant> {
+        given.or_else(|| self.default_timeout.map(|d| Instant::now() + d))
+    }
+
     /// Decodes one image on a blocking thread, at most
     /// `Settings::max_decodes` at once.
     async fn decode(&self, bytes: &[u8], chw: [usize; 3]) -> Result<Vec<f32>, String> {

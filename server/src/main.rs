@@ -138,6 +138,11 @@ struct Cli {
     /// Largest encoded image, bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_image_bytes: usize,
+    /// Deadline, milliseconds, of requests that carry none (every HTTP
+    /// request; gRPC calls without `grpc-timeout`): one still queued past
+    /// it is answered DEADLINE_EXCEEDED (HTTP 504) and not run. 0: none.
+    #[arg(long, default_value_t = 30_000)]
+    default_timeout_ms: u64,
     /// Images decoded at once, at most, on blocking threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     max_decodes: usize,
@@ -295,6 +300,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 max_bytes: cli.max_image_bytes,
             },
             max_decodes: cli.max_decodes,
+            default_timeout: (cli.default_timeout_ms > 0)
+                .then(|| Duration::from_millis(cli.default_timeout_ms)),
         },
     ));
     if mode == ControlMode::Poll {

@@ -611,3 +611,52 @@ async fn the_web_page_classifies_an_image_in_a_real_browser() {
     );
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_deadline_get_the_servers_default() {
+    // A default of one microsecond passes before any request reaches an
+    // engine: gRPC calls without `grpc-timeout` and every HTTP request are
+    // answered DEADLINE_EXCEEDED / 504 and not run; a gRPC call with its own
+    // deadline runs.
+    let o = Options {
+        default_timeout: Some(std::time::Duration::from_micros(1)),
+        ..Options::default()
+    };
+    let s = start(None, o).await;
+    let body = serde_json::to_vec(&json!({
+        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": pixels(1, 1)}]
+    }))
+    .unwrap();
+    let r = call(
+        "POST",
+        format!("{}/v2/models/gray/infer", s.http_url),
+        &[],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.error().contains("deadline"), "{}", r.error());
+    let mut c = s.kserve().await;
+    let request = || pb::ModelInferRequest {
+        model_name: "gray".into(),
+        inputs: vec![InferInputTensor {
+            name: "image".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 1, 28, 28],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![rir_proto::raw::f32_bytes(&pixels(1, 1))],
+        ..Default::default()
+    };
+    let e = c.model_infer(request()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{}", e.message());
+    let mut own = tonic::Request::new(request());
+    own.set_timeout(std::time::Duration::from_secs(10));
+    assert!(c.model_infer(own).await.is_ok());
+    let stats = s.state.statistics("gray", "").unwrap();
+    assert_eq!(
+        stats[0].inference_count, 1,
+        "the expired requests never ran"
+    );
+    s.shutdown().await.unwrap();
+}

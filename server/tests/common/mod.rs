@@ -94,6 +94,8 @@ pub struct Options {
     pub load_models: Vec<String>,
     /// `--max-image-pixels`, `--max-image-bytes`.
     pub image_limits: ImageLimits,
+    /// `--default-timeout-ms`.
+    pub default_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -114,6 +116,7 @@ impl Default for Options {
             control: ControlMode::None,
             load_models: vec![],
             image_limits: ImageLimits::default(),
+            default_timeout: None,
         }
     }
 }
@@ -162,6 +165,7 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
             reject_nonfinite: o.reject_nonfinite,
             image_limits: o.image_limits,
             max_decodes: 2,
+            default_timeout: o.default_timeout,
         },
     ));
     state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
