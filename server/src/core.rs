@@ -18,6 +18,7 @@ use crate::control::Repository;
 use crate::error::ServeError;
 use crate::models::{Models, Slot, SlotState};
 use crate::repository::ModelDescriptor;
+pub use crate::stats::InferStatistics;
 use crate::stats::{Duration2, RequestTimes};
 use crate::tensors::{self, Batch, ImageLimits, TensorInput};
 
@@ -165,23 +166,6 @@ pub struct BatchStatistics {
     /// Engine executions at this size and their time.
     pub compute_infer: Duration2,
     /// Not measured per batch: zero.
-    pub compute_output: Duration2,
-}
-
-/// Cumulative request statistics (Triton's `InferStatistics`).
-#[derive(Debug, Clone, Serialize)]
-pub struct InferStatistics {
-    /// Successful requests.
-    pub success: Duration2,
-    /// Failed requests.
-    pub fail: Duration2,
-    /// Queue time.
-    pub queue: Duration2,
-    /// Request decoding.
-    pub compute_input: Duration2,
-    /// Engine time.
-    pub compute_infer: Duration2,
-    /// Response encoding.
     pub compute_output: Duration2,
 }
 
@@ -486,14 +470,7 @@ impl Core {
                     last_inference: s.last_inference_ms,
                     inference_count: s.inference_count,
                     execution_count: s.execution_count,
-                    inference_stats: InferStatistics {
-                        success: s.success,
-                        fail: s.fail,
-                        queue: s.queue,
-                        compute_input: s.compute_input,
-                        compute_infer: s.compute_infer,
-                        compute_output: s.compute_output,
-                    },
+                    inference_stats: s.requests,
                     batch_stats: s
                         .batches
                         .iter()

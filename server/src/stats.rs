@@ -127,9 +127,10 @@ impl Duration2 {
     }
 }
 
-/// Triton-style cumulative statistics of one model.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
+/// Cumulative request statistics, as Triton's `InferStatistics` has them
+/// (and as its REST JSON names them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InferStatistics {
     /// Successful requests and their total time.
     pub success: Duration2,
     /// Failed requests and their total time.
@@ -142,6 +143,13 @@ pub struct Snapshot {
     pub compute_infer: Duration2,
     /// Time spent turning engine output into responses.
     pub compute_output: Duration2,
+}
+
+/// Triton-style cumulative statistics of one model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Per-request counts and times.
+    pub requests: InferStatistics,
     /// Images inferred.
     pub inference_count: u64,
     /// Engine executions.
@@ -225,11 +233,12 @@ impl ModelStats {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         self.with(|s| {
-            s.success.add(t.total);
-            s.queue.add(t.queue);
-            s.compute_input.add(t.input);
-            s.compute_infer.add(t.infer);
-            s.compute_output.add(t.output);
+            let r = &mut s.requests;
+            r.success.add(t.total);
+            r.queue.add(t.queue);
+            r.compute_input.add(t.input);
+            r.compute_infer.add(t.infer);
+            r.compute_output.add(t.output);
             s.inference_count += n as u64;
             s.last_inference_ms = now_ms;
         });
@@ -248,7 +257,7 @@ impl ModelStats {
 
     /// A request failed with gRPC code `reason` after `total`.
     pub fn record_failure(&self, reason: &str, total: Duration) {
-        self.with(|s| s.fail.add(total));
+        self.with(|s| s.requests.fail.add(total));
         self.metrics
             .requests
             .with_label_values(&[&self.model, "error", reason])
