@@ -2,7 +2,7 @@
 //! its batcher and its statistics, or the reason it is not ready.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rir_infer::{Backend, Buckets, Engine, EngineOptions, TritonConfig, load_bucketed, warm_up};
@@ -304,23 +304,6 @@ pub struct Kept {
 }
 
 impl Models {
-    /// Loads and warms up every model under `root`. A model that fails is
-    /// kept, not ready, with its reason; the others serve.
-    pub fn load(
-        root: &Path,
-        engines: &ServingEngines,
-        batching: &BatchConfig,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
-        Loader {
-            root: root.to_path_buf(),
-            engines: engines.clone(),
-            batching: batching.clone(),
-            metrics,
-        }
-        .load(None)
-    }
-
     /// The slot of `name` at `version` (empty: the latest ready version,
     /// or the latest when none is ready).
     pub fn get(&self, name: &str, version: &str) -> Result<&Arc<Slot>, ServeError> {
