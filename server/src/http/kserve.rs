@@ -6,6 +6,7 @@
 //! values are the core's.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,12 @@ pub struct Decoded {
     /// The JSON part.
     pub json: RequestJson,
     values: Vec<Values>,
+    /// The requested outputs, with their classification counts.
+    outputs: Vec<RequestedOutput>,
+    /// Outputs whose own `binary_data` parameter says how they go back.
+    binary_named: HashMap<String, bool>,
+    /// The request's `binary_data_output`: how the other outputs go back.
+    binary_default: bool,
 }
 
 fn param_u64(p: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
@@ -185,7 +192,29 @@ pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, Stri
             body.len() - offset
         ));
     }
-    Ok(Decoded { json, values })
+    let mut outputs = Vec::with_capacity(json.outputs.len());
+    let mut binary_named = HashMap::new();
+    for o in &json.outputs {
+        let classification = match param_u64(&o.parameters, "classification")? {
+            Some(0) => return Err("parameter `classification` must be positive".into()),
+            k => k.map(|k| k as usize),
+        };
+        outputs.push(RequestedOutput {
+            name: o.name.clone(),
+            classification,
+        });
+        if let Some(b) = param_bool(&o.parameters, "binary_data")? {
+            binary_named.insert(o.name.clone(), b);
+        }
+    }
+    let binary_default = param_bool(&json.parameters, "binary_data_output")?.unwrap_or(false);
+    Ok(Decoded {
+        json,
+        values,
+        outputs,
+        binary_named,
+        binary_default,
+    })
 }
 
 impl Decoded {
@@ -209,44 +238,18 @@ impl Decoded {
             .collect()
     }
 
-    /// The requested outputs, with their classification counts.
-    pub fn outputs(&self) -> Result<Vec<RequestedOutput>, String> {
-        self.json
-            .outputs
-            .iter()
-            .map(|o| {
-                let classification = match param_u64(&o.parameters, "classification")? {
-                    Some(0) => return Err("parameter `classification` must be positive".into()),
-                    k => k.map(|k| k as usize),
-                };
-                Ok(RequestedOutput {
-                    name: o.name.clone(),
-                    classification,
-                })
-            })
-            .collect()
+    /// The requested outputs (none: all), with their classification counts.
+    pub fn outputs(&self) -> Vec<RequestedOutput> {
+        self.outputs.clone()
     }
 
     /// Whether output `name` goes back as binary data: its own
     /// `binary_data` parameter, else the request's `binary_data_output`.
-    fn binary(&self, name: &str) -> Result<bool, String> {
-        let own = match self.json.outputs.iter().find(|o| o.name == name) {
-            Some(o) => param_bool(&o.parameters, "binary_data")?,
-            None => None,
-        };
-        match own {
-            Some(b) => Ok(b),
-            None => Ok(param_bool(&self.json.parameters, "binary_data_output")?.unwrap_or(false)),
-        }
-    }
-
-    /// Checks the output parameters before the model runs.
-    pub fn check_output_parameters(&self) -> Result<(), String> {
-        param_bool(&self.json.parameters, "binary_data_output")?;
-        for o in &self.json.outputs {
-            self.binary(&o.name)?;
-        }
-        Ok(())
+    fn binary(&self, name: &str) -> bool {
+        self.binary_named
+            .get(name)
+            .copied()
+            .unwrap_or(self.binary_default)
     }
 }
 
@@ -292,7 +295,7 @@ pub fn encode(decoded: &Decoded, result: InferResult) -> Result<Encoded, String>
     let mut outputs = vec![];
     for o in result.outputs {
         let mut parameters = Map::new();
-        let data = if decoded.binary(&o.name)? {
+        let data = if decoded.binary(&o.name) {
             let bytes = o.data.to_bytes();
             parameters.insert("binary_data_size".into(), bytes.len().into());
             binary.push(bytes);

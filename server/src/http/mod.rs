@@ -256,14 +256,12 @@ async fn infer(
         ),
     };
     let decoded = kserve::decode(&body, header_length).map_err(bad)?;
-    let outputs = decoded.outputs().map_err(bad)?;
-    decoded.check_output_parameters().map_err(bad)?;
     let result = core
         .infer(crate::core::InferRequest {
             model: &p.name,
             version: &p.version,
             inputs: decoded.inputs(&body),
-            outputs,
+            outputs: decoded.outputs(),
             deadline: None,
         })
         .await?;
