@@ -14,7 +14,7 @@ use rir_server::control::{ControlMode, Repository};
 use rir_server::core::{Core, Settings};
 use rir_server::http::{HttpConfig, serve_http};
 use rir_server::models::{Loader, ServingEngines};
-use rir_server::server::{TransportConfig, local, serve, serve_metrics};
+use rir_server::server::{Stop, TransportConfig, local, serve, serve_metrics};
 use rir_server::stats::Metrics;
 use rir_server::tensors::ImageLimits;
 
@@ -344,13 +344,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     );
     // One shutdown signal, seen by both front ends.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopping = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let (stop_tx, stop) = Stop::new();
     let timeout = Duration::from_secs(cli.shutdown_timeout);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -370,14 +364,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             state.clone(),
             config,
             listener,
-            stopping(),
+            stop.wait(),
         )));
     }
-    let server = serve(state, &transport, grpc, stopping());
+    let server = serve(state, &transport, grpc, stop.wait());
     tokio::pin!(server);
     let grpc_done = tokio::select! {
         r = &mut server => { r.map_err(anyhow::Error::msg)?; true }
-        _ = stopping() => false,
+        _ = stop.wait() => false,
     };
     let drained = async {
         if !grpc_done {

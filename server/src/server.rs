@@ -211,6 +211,27 @@ pub async fn serve_metrics(metrics: Arc<Metrics>, listener: TcpListener, token: 
     }
 }
 
+/// One shutdown signal that every front end waits on: `send(true)` on the
+/// sender, and each [`Stop::wait`] future resolves.
+#[derive(Clone)]
+pub struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    /// A signal and the sender that raises it.
+    pub fn new() -> (tokio::sync::watch::Sender<bool>, Stop) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Stop(rx))
+    }
+
+    /// Resolves once the signal is raised (or its sender is gone).
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
 /// The address a listener is bound to, for logs.
 pub fn local(listener: &TcpListener) -> String {
     listener

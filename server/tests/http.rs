@@ -6,75 +6,12 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{Options, png, start};
+use common::{Options, call, get, png, start};
 use rir_infer::engine::{max_abs_diff, output};
 use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_proto::classify::ClassifyRequest;
 use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
 use serde_json::{Value, json};
-
-/// One HTTP exchange: status, headers (lower-case names) and body.
-struct Reply {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .expect("an error message")
-            .to_string()
-    }
-}
-
-/// Sends one request with a client that hands back 4xx and 5xx answers as they are.
-async fn call(method: &str, url: String, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
-    let method = method.to_string();
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut request = http::Request::builder().method(method.as_str()).uri(&url);
-        for (k, v) in &headers {
-            request = request.header(k, v);
-        }
-        let mut response = agent.run(request.body(body).unwrap()).expect(&url);
-        Reply {
-            status: response.status().as_u16(),
-            headers: response
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                .collect(),
-            body: response
-                .body_mut()
-                .with_config()
-                .limit(64 << 20)
-                .read_to_vec()
-                .unwrap(),
-        }
-    })
-    .await
-    .unwrap()
-}
-
-async fn get(url: String) -> Reply {
-    call("GET", url, &[], vec![]).await
-}
 
 fn pixels(n: usize, seed: u32) -> Vec<f32> {
     (0..n * 784)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Options, repository, start, write_model};
+use common::{Options, call, repository, start, write_model};
 use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
 use rir_server::control::ControlMode;
 use rir_spec::InputSpec;
@@ -86,13 +86,25 @@ async fn explicit_mode_loads_unloads_and_indexes() {
     .unwrap();
     let ready = c.repository_index(index(true)).await.unwrap().into_inner();
     assert!(index_of(&ready).contains(&entry("rgb", "1", "READY")));
-    let http = ureq_post(format!("{}/v2/repository/models/gray/unload", s.http_url)).await;
-    assert_eq!(http.0, 200, "{}", http.1);
+    let http = call(
+        "POST",
+        format!("{}/v2/repository/models/gray/unload", s.http_url),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(http.status, 200, "{}", String::from_utf8_lossy(&http.body));
     let e = c.model_infer(request("gray")).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{}", e.message());
-    let (status, body) = ureq_post(format!("{}/v2/repository/index", s.http_url)).await;
-    assert_eq!(status, 200);
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed = call(
+        "POST",
+        format!("{}/v2/repository/index", s.http_url),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(listed.status, 200);
+    let json = listed.json();
     assert!(
         json.as_array()
             .unwrap()
@@ -129,23 +141,6 @@ async fn explicit_mode_loads_unloads_and_indexes() {
     s.shutdown().await.unwrap();
 }
 
-/// POSTs an empty body; the status and the body text.
-async fn ureq_post(url: String) -> (u16, String) {
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut r = agent.post(&url).send_empty().unwrap();
-        (
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap_or_default(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_and_unload_are_refused_without_explicit_control() {
     let s = start(None, Options::default()).await;
@@ -159,9 +154,15 @@ async fn load_and_unload_are_refused_without_explicit_control() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("explicit"), "{}", e.message());
-    let (status, body) = ureq_post(format!("{}/v2/repository/models/gray/load", s.http_url)).await;
-    assert_eq!(status, 409, "{body}");
-    assert!(body.contains("explicit"), "{body}");
+    let r = call(
+        "POST",
+        format!("{}/v2/repository/models/gray/load", s.http_url),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.error().contains("explicit"), "{}", r.error());
     assert!(c.model_infer(request("gray")).await.is_ok());
     s.shutdown().await.unwrap();
 }

@@ -16,7 +16,7 @@ use rir_server::control::{ControlMode, Repository};
 use rir_server::core::{Core, Settings};
 use rir_server::http::{HttpConfig, serve_http};
 use rir_server::models::{Loader, ServingEngines};
-use rir_server::server::{TransportConfig, serve};
+use rir_server::server::{Stop, TransportConfig, serve};
 use rir_server::stats::Metrics;
 use rir_server::tensors::ImageLimits;
 use rir_spec::{InputSpec, Variant, preset};
@@ -173,22 +173,16 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_url = format!("http://{}", http_listener.local_addr().unwrap());
-    let (tx, rx) = watch::channel(false);
-    let stopping = move || {
-        let mut rx = rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let (tx, stop) = Stop::new();
     let st = state.clone();
     let transport = o.transport.clone();
-    let grpc_stop = stopping();
+    let grpc_stop = stop.wait();
     let task = tokio::spawn(async move { serve(st, &transport, listener, grpc_stop).await });
     let http = HttpConfig {
         max_body_bytes: o.transport.max_message_bytes,
         auth_token: o.transport.auth_token.as_deref().map(Arc::from),
     };
-    let http_task = tokio::spawn(serve_http(state.clone(), http, http_listener, stopping()));
+    let http_task = tokio::spawn(serve_http(state.clone(), http, http_listener, stop.wait()));
     Running {
         url,
         http_url,
@@ -286,4 +280,71 @@ pub async fn run_triton_client(protocol: &str, addr: &str, model: &str, path: &P
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("statistics OK"));
+}
+
+/// One HTTP exchange: status, headers (lower-case names) and body.
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lower-case names.
+    pub headers: std::collections::HashMap<String, String>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `error` of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .expect("an error message")
+            .to_string()
+    }
+}
+
+/// Sends one request with a client that hands back 4xx and 5xx answers as they are.
+pub async fn call(method: &str, url: String, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    let method = method.to_string();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = http::Request::builder().method(method.as_str()).uri(&url);
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        let mut response = agent.run(request.body(body).unwrap()).expect(&url);
+        Reply {
+            status: response.status().as_u16(),
+            headers: response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body: response
+                .body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .unwrap(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// A GET.
+pub async fn get(url: String) -> Reply {
+    call("GET", url, &[], vec![]).await
 }
