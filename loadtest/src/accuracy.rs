@@ -7,6 +7,7 @@ use rir_proto::inference::model_infer_request::{InferInputTensor, InferRequested
 use rir_proto::inference::{ModelConfigRequest, ModelInferRequest, ModelMetadataRequest};
 
 use crate::LoadError;
+use crate::balance::{Replicas, Tally};
 use crate::connect::{Chan, kserve_client};
 use crate::error::code_name;
 
@@ -37,22 +38,38 @@ fn status(what: &str, s: tonic::Status) -> LoadError {
 /// Sends every image of `split` (u8 CHW, `shape` = [C, H, W]) to `model` as
 /// FP32 in [0, 1], `batch` per request, and counts top-1 hits of the
 /// `logits` output (or the first output). `batch` is capped at the
-/// server's max batch size when its ModelConfig gives one.
+/// server's max batch size when its ModelConfig gives one. The requests go
+/// round-robin over `replicas` (retried on the next when one does not
+/// answer), counted in `tally`.
 pub async fn evaluate(
-    chan: Chan,
+    replicas: &Replicas<Chan>,
     model: &str,
     split: &Split,
     shape: [usize; 3],
     batch: usize,
+    tally: &mut Tally,
     mut progress: impl FnMut(usize),
 ) -> Result<Accuracy, LoadError> {
-    let mut client = kserve_client(chan);
-    let meta = client
-        .model_metadata(ModelMetadataRequest {
-            name: model.into(),
-            version: String::new(),
+    let replicas = Replicas::new(
+        replicas
+            .members()
+            .iter()
+            .map(|m| (m.address.clone(), kserve_client(m.client.clone())))
+            .collect(),
+    );
+    let meta = replicas
+        .call(0, |c| {
+            let mut c = c.clone();
+            async move {
+                c.model_metadata(ModelMetadataRequest {
+                    name: model.into(),
+                    version: String::new(),
+                })
+                .await
+            }
         })
         .await
+        .result
         .map_err(|s| status(&format!("ModelMetadata of `{model}`"), s))?
         .into_inner();
     let input = meta
@@ -75,12 +92,19 @@ pub async fn evaluate(
         .name
         .clone();
     // Stay within the server's batch limit when it states one.
-    let limit = client
-        .model_config(ModelConfigRequest {
-            name: model.into(),
-            version: String::new(),
+    let limit = replicas
+        .call(0, |c| {
+            let mut c = c.clone();
+            async move {
+                c.model_config(ModelConfigRequest {
+                    name: model.into(),
+                    version: String::new(),
+                })
+                .await
+            }
         })
         .await
+        .result
         .ok()
         .and_then(|r| r.into_inner().config)
         .map_or(0, |c| c.max_batch_size.max(0) as usize);
@@ -90,7 +114,7 @@ pub async fn evaluate(
         correct: 0,
         total: 0,
     };
-    for start in (0..split.len()).step_by(batch) {
+    for (call, start) in (0..split.len()).step_by(batch).enumerate() {
         let n = batch.min(split.len() - start);
         let pixels: Vec<f32> = split.images[start * item..(start + n) * item]
             .iter()
@@ -112,9 +136,15 @@ pub async fn evaluate(
             raw_input_contents: vec![raw],
             ..Default::default()
         };
-        let resp = client
-            .model_infer(req)
-            .await
+        let routed = replicas
+            .call(call as u64, |c| {
+                let (mut c, req) = (c.clone(), req.clone());
+                async move { c.model_infer(req).await }
+            })
+            .await;
+        tally.record(&routed);
+        let resp = routed
+            .result
             .map_err(|s| status("ModelInfer", s))?
             .into_inner();
         let bytes = resp

@@ -116,15 +116,25 @@ impl Spawned {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Kills the server at once (SIGKILL: no drain, connections cut), as a
+    /// crash or an OOM kill would, and reaps it.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(drop)
+    }
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child by its pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        // Only a child still running: a reaped one's pid may be reused.
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child, not yet reaped, by its pid.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let _ = self.child.wait();
         }
-        let _ = self.child.wait();
     }
 }
 

@@ -1,6 +1,7 @@
 //! Channels to the server under test: plain or TLS HTTP/2, optionally several
 //! (requests are spread over them), each call carrying the bearer token when
-//! one is given.
+//! one is given; and the server's replicas, when it has several: addresses
+//! given one by one, or a `dns:///name:port` that resolves to several.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::LoadError;
+use crate::balance::Replicas;
 
 /// How to reach the server.
 #[derive(Debug, Clone)]
@@ -74,6 +76,111 @@ pub fn normalize_url(o: &ConnectOptions) -> String {
     } else {
         format!("http://{}", o.url)
     }
+}
+
+/// The prefix of an address that stands for every address a name resolves
+/// to (gRPC's name syntax; `dns:` alone is accepted too).
+const DNS_PREFIXES: [&str; 2] = ["dns:///", "dns:"];
+
+/// One replica to connect to: its URL, and the name its certificate must
+/// carry when that is not the URL's host (an address resolved from a name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` or `scheme://host:port`.
+    pub url: String,
+    /// TLS name to verify, when it differs from the URL's host.
+    pub domain: Option<String>,
+}
+
+/// Expands the addresses a user gave into replicas: each plain address is
+/// one; `dns:///name:port` is every address `name` resolves to now (IPv4
+/// and IPv6, duplicates dropped), for instance the pods behind a Kubernetes
+/// headless Service. The name is resolved once, at start.
+pub async fn resolve(addresses: &[String]) -> Result<Vec<Target>, LoadError> {
+    let mut out: Vec<Target> = Vec::new();
+    for a in addresses.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+        let Some(name) = DNS_PREFIXES.iter().find_map(|p| a.strip_prefix(p)) else {
+            out.push(Target {
+                url: a.to_string(),
+                domain: None,
+            });
+            continue;
+        };
+        let host = name
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(['[', ']']))
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| {
+                LoadError::Setup(format!(
+                    "{a:?}: expected dns:///NAME:PORT, e.g. dns:///rir:8001"
+                ))
+            })?;
+        let resolved = tokio::net::lookup_host(name)
+            .await
+            .map_err(|e| LoadError::Unreachable {
+                url: a.to_string(),
+                reason: format!("resolving {name}: {e}"),
+            })?;
+        let mut found = 0;
+        for addr in resolved {
+            let url = addr.to_string();
+            if !out.iter().any(|t| t.url == url) {
+                out.push(Target {
+                    url,
+                    domain: Some(host.to_string()),
+                });
+                found += 1;
+            }
+        }
+        if found == 0 {
+            return Err(LoadError::Unreachable {
+                url: a.to_string(),
+                reason: format!("{name} resolves to no address"),
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(LoadError::Setup("no server address given".into()));
+    }
+    Ok(out)
+}
+
+/// Connects to every replica (`o.connections` each), with `o`'s TLS and
+/// token. An address given by hand that cannot be reached fails the whole
+/// set-up, naming it; one that a name resolved to is left out with a
+/// warning (`localhost` resolves to ::1 too, which a server bound to
+/// 127.0.0.1 does not answer), as long as one address of the name answers.
+pub async fn connect_replicas(
+    o: &ConnectOptions,
+    targets: &[Target],
+) -> Result<Replicas<Vec<Chan>>, LoadError> {
+    let mut members = Vec::with_capacity(targets.len());
+    let mut left_out = None;
+    for (k, t) in targets.iter().enumerate() {
+        let one = ConnectOptions {
+            url: t.url.clone(),
+            tls_domain: o.tls_domain.clone().or_else(|| t.domain.clone()),
+            ..o.clone()
+        };
+        match connect(&one).await {
+            Ok(chans) => members.push((t.url.clone(), chans)),
+            Err(LoadError::Unreachable { url, reason }) if t.domain.is_some() => {
+                tracing::warn!("leaving out {url} (resolved from {:?}): {reason}", t.domain);
+                left_out = Some(LoadError::Unreachable { url, reason });
+            }
+            Err(LoadError::Unreachable { url, reason }) if targets.len() > 1 => {
+                return Err(LoadError::Unreachable {
+                    url: format!("{url} (replica {} of {})", k + 1, targets.len()),
+                    reason,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if members.is_empty() {
+        return Err(left_out.unwrap_or_else(|| LoadError::Setup("no server address given".into())));
+    }
+    Ok(Replicas::new(members))
 }
 
 /// Opens `o.connections` connections now (so an unreachable server fails
@@ -155,4 +262,48 @@ pub fn classify_client(chan: Chan) -> ImageClassifierClient<Chan> {
     ImageClassifierClient::new(chan)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn plain_addresses_are_one_replica_each_in_order() {
+        let t = resolve(&strings(&["127.0.0.1:1", " http://127.0.0.1:2 ", ""]))
+            .await
+            .unwrap();
+        let urls: Vec<&str> = t.iter().map(|t| t.url.as_str()).collect();
+        assert_eq!(urls, ["127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert!(t.iter().all(|t| t.domain.is_none()));
+    }
+
+    #[tokio::test]
+    async fn a_dns_name_stands_for_every_address_it_resolves_to() {
+        for form in ["dns:///localhost:8001", "dns:localhost:8001"] {
+            let t = resolve(&strings(&[form])).await.unwrap();
+            assert!(!t.is_empty(), "{form}");
+            for target in &t {
+                let addr: std::net::SocketAddr = target.url.parse().unwrap();
+                assert!(addr.ip().is_loopback() && addr.port() == 8001, "{target:?}");
+                assert_eq!(target.domain.as_deref(), Some("localhost"));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_names_are_clear_errors() {
+        let e = resolve(&strings(&["dns:///no-port"])).await.unwrap_err();
+        assert!(e.to_string().contains("dns:///NAME:PORT"), "{e}");
+        let e = resolve(&strings(&["dns:///name.invalid:1"]))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("resolving name.invalid:1"), "{e}");
+        let e = resolve(&strings(&[""])).await.unwrap_err();
+        assert!(e.to_string().contains("no server address"), "{e}");
+    }
 }

@@ -9,7 +9,10 @@
 //! histograms; reports are a table, JSON, CSV and a sweep plot.
 //!
 //! # Layout
-//! - [`connect`]: channels, TLS and the bearer token.
+//! - [`connect`]: channels, TLS and the bearer token; a server's replicas
+//!   from several addresses or a name that resolves to several.
+//! - [`balance`]: round-robin over replicas, a retry elsewhere when one does
+//!   not answer, counts per replica.
 //! - [`http`]: the KServe v2 REST client (binary tensors, `{"error"}` answers).
 //! - [`workload`]: what is sent: checking the model, building requests from
 //!   random tensors, raw tensor files or images, and the probe request.
@@ -25,6 +28,7 @@
 //!   perf_analyzer's, and rir-serve against in-process ONNX Runtime).
 
 pub mod accuracy;
+pub mod balance;
 pub mod bench;
 pub mod connect;
 pub mod error;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use rir_loadtest::balance::Replicas;
 use rir_loadtest::bench::{self, BenchOptions, CompareOptions, ServerBenchOptions};
-use rir_loadtest::connect::{ConnectOptions, connect};
+use rir_loadtest::connect::{ConnectOptions, connect_replicas, resolve};
 use rir_loadtest::http::HttpClient;
 use rir_loadtest::report::{Report, csv, table};
 use rir_loadtest::run::{Arrivals, Load, RunOptions, Stability, Stop, run};
@@ -52,9 +53,14 @@ struct Cli {
 #[derive(Args)]
 struct TestArgs {
     /// Server address: host:port, http://host:port or https://host:port
-    /// (default 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP).
-    #[arg(short = 'u', long)]
-    url: Option<String>,
+    /// (default 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP). Several
+    /// (comma-separated or repeated) are replicas of one server: requests go
+    /// round-robin, one that a replica does not answer (connection lost,
+    /// UNAVAILABLE) is sent to the next, and the report counts per replica.
+    /// dns:///NAME:PORT stands for every address NAME resolves to (e.g. a
+    /// Kubernetes headless Service).
+    #[arg(short = 'u', long, value_delimiter = ',')]
+    url: Vec<String>,
     /// Protocol: KServe v2 over gRPC, or over HTTP/REST (binary tensor
     /// data, as tritonclient.http and perf_analyzer -i http send it).
     #[arg(short = 'i', long, value_enum, default_value_t = Protocol::Grpc)]
@@ -386,26 +392,51 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
         shapes: a.shape.clone(),
         json_tensors: a.json_tensors,
     };
+    let default_url = match a.protocol {
+        Protocol::Grpc => "127.0.0.1:8001",
+        Protocol::Http => "127.0.0.1:8000",
+    };
+    let urls = if a.url.is_empty() {
+        vec![default_url.to_string()]
+    } else {
+        a.url.clone()
+    };
+    let targets = resolve(&urls).await?;
     let workload = match a.protocol {
         Protocol::Grpc => {
-            let chans = connect(&ConnectOptions {
-                url: a.url.clone().unwrap_or_else(|| "127.0.0.1:8001".into()),
-                tls: a.tls,
-                ca_cert: a.ca_cert.clone(),
-                tls_domain: a.tls_domain.clone(),
-                token: a.token.clone(),
-                connections: a.connections,
-                connect_timeout: Duration::from_secs(5),
-            })
+            let replicas = connect_replicas(
+                &ConnectOptions {
+                    url: String::new(),
+                    tls: a.tls,
+                    ca_cert: a.ca_cert.clone(),
+                    tls_domain: a.tls_domain.clone(),
+                    token: a.token.clone(),
+                    connections: a.connections,
+                    connect_timeout: Duration::from_secs(5),
+                },
+                &targets,
+            )
             .await?;
-            Workload::prepare(chans, &options).await?
+            Workload::prepare_replicas(replicas, &options).await?
         }
         Protocol::Http => {
-            let url = a.url.clone().unwrap_or_else(|| "127.0.0.1:8000".into());
-            let client = HttpClient::new(&url, a.token.clone(), Duration::from_secs(5))?;
-            Workload::prepare_http(client, &options).await?
+            let members = targets
+                .iter()
+                .map(|t| {
+                    HttpClient::new(&t.url, a.token.clone(), Duration::from_secs(5))
+                        .map(|c| (t.url.clone(), c))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Workload::prepare_http_replicas(Replicas::new(members), &options).await?
         }
     };
+    if targets.len() > 1 {
+        tracing::info!(
+            "{} replicas: {}",
+            targets.len(),
+            workload.replicas().join(", ")
+        );
+    }
     let workload = Arc::new(workload);
     let options = RunOptions {
         warmup: secs(a.warmup, "--warmup")?,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::balance::{Routed, Tally};
 use crate::error::code_name;
 
 /// Highest latency the histogram holds, microseconds (one hour); longer
@@ -22,6 +23,9 @@ pub struct Recorder {
     pub errors: BTreeMap<String, u64>,
     /// The first message seen for each failing status.
     pub messages: BTreeMap<String, String>,
+    /// What each replica answered, and the requests sent again after one
+    /// did not answer.
+    pub replicas: Tally,
 }
 
 impl Default for Recorder {
@@ -38,12 +42,14 @@ impl Recorder {
                 .expect("static histogram bounds are valid"),
             errors: BTreeMap::new(),
             messages: BTreeMap::new(),
+            replicas: Tally::default(),
         }
     }
 
-    /// Records one request's outcome.
-    pub fn record(&mut self, latency: Duration, result: &Result<(), tonic::Status>) {
-        match result {
+    /// Records one request's outcome, and where it was answered.
+    pub fn record(&mut self, latency: Duration, routed: &Routed<()>) {
+        self.replicas.record(routed);
+        match &routed.result {
             Ok(()) => {
                 let us = (latency.as_micros() as u64).clamp(1, MAX_MICROS);
                 self.latency.saturating_record(us);
@@ -79,5 +85,6 @@ impl Recorder {
         for (k, m) in &other.messages {
             self.messages.entry(k.clone()).or_insert_with(|| m.clone());
         }
+        self.replicas.merge(&other.replicas);
     }
 }

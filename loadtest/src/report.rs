@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::balance::{ReplicaCount, replica_table};
 use crate::recorder::Recorder;
 use crate::run::Load;
 
@@ -66,6 +67,11 @@ pub struct Report {
     pub stable: Option<bool>,
     /// Measurement windows (1 without stability mode).
     pub windows: usize,
+    /// Requests that a replica did not answer and that were sent to another
+    /// (each counted once per replica that failed it).
+    pub retried: u64,
+    /// Per replica, when there are several (empty for one server).
+    pub replicas: Vec<ReplicaCount>,
 }
 
 fn ms(us: u64) -> f64 {
@@ -123,7 +129,18 @@ impl Report {
             late_sends,
             stable,
             windows,
+            retried: record.replicas.retries(),
+            replicas: vec![],
         }
+    }
+
+    /// Adds the per-replica counts of `record` when `addresses` names
+    /// several replicas.
+    pub fn with_replicas(mut self, record: &Recorder, addresses: &[String]) -> Self {
+        if addresses.len() > 1 {
+            self.replicas = record.replicas.by_replica(addresses);
+        }
+        self
     }
 
     /// Failed requests.
@@ -211,6 +228,21 @@ pub fn table(reports: &[Report]) -> String {
         if r.stable == Some(false) {
             let _ = writeln!(out, "{}: not stable after {} windows", r.load, r.windows);
         }
+        if r.retried > 0 {
+            let _ = writeln!(
+                out,
+                "{}: {} requests got no answer from a replica and were sent to another",
+                r.load, r.retried
+            );
+        }
+        if !r.replicas.is_empty() {
+            let _ = write!(
+                out,
+                "{}: per replica\n{}",
+                r.load,
+                replica_table(&r.replicas)
+            );
+        }
     }
     out
 }
@@ -219,13 +251,13 @@ pub fn table(reports: &[Report]) -> String {
 pub fn csv(reports: &[Report]) -> String {
     let mut out = String::from(
         "load,concurrency,rate,batch,seconds,requests,ok,failed,requests_per_s,inferences_per_s,\
-         min_ms,avg_ms,stddev_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,late_sends,errors\n",
+         min_ms,avg_ms,stddev_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,late_sends,retried,errors\n",
     );
     for r in reports {
         let l = &r.latency_ms;
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.3},{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{}",
+            "{},{},{},{},{:.3},{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{}",
             r.load,
             r.concurrency.map(|c| c.to_string()).unwrap_or_default(),
             r.rate.map(|c| c.to_string()).unwrap_or_default(),
@@ -246,6 +278,7 @@ pub fn csv(reports: &[Report]) -> String {
             l.p999,
             l.max,
             r.late_sends,
+            r.retried,
             r.errors
                 .iter()
                 .map(|(k, v)| format!("{k}:{v}"))

@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::LoadError;
+use crate::balance::Routed;
 use crate::error::code_name;
 use crate::recorder::Recorder;
 use crate::report::Report;
@@ -148,8 +149,8 @@ impl Shared {
         Some(phase)
     }
 
-    fn finish(&self, phase: usize, latency: Duration, result: Result<(), tonic::Status>) {
-        match &result {
+    fn finish(&self, phase: usize, latency: Duration, routed: Routed<()>) {
+        match &routed.result {
             Ok(()) => self.ok.fetch_add(1, Ordering::Relaxed),
             Err(s) => {
                 *lock(&self.last_error) = Some(s.clone());
@@ -163,7 +164,7 @@ impl Shared {
         };
         let mut w = lock(&self.windows);
         if let Some(r) = w.get_mut(phase) {
-            r.record(latency, &result);
+            r.record(latency, &routed);
         }
     }
 
@@ -251,7 +252,8 @@ pub async fn run(
         shared.late.load(Ordering::Relaxed),
         stable,
         windows,
-    );
+    )
+    .with_replicas(&record, &workload.replicas());
     Ok(Outcome { report, record })
 }
 

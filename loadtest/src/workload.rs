@@ -15,6 +15,7 @@ use rir_proto::inference::model_metadata_response::TensorMetadata;
 use rir_proto::inference::{ModelInferRequest, ModelMetadataRequest, ServerLiveRequest};
 
 use crate::LoadError;
+use crate::balance::{Replicas, Routed};
 use crate::connect::{Chan, classify_client, kserve_client};
 use crate::error::code_name;
 use crate::http::{self, HttpClient, Post};
@@ -132,14 +133,19 @@ fn with_shapes(mut inputs: Vec<TensorMetadata>, shapes: &[InputShape]) -> Vec<Te
 /// through them so that caches do not see one tensor over and over.
 const RANDOM_VARIANTS: usize = 8;
 
+/// The prepared requests, and the replicas to send them to (each with its
+/// clients, one per connection).
 enum Requests {
     Infer(
-        Vec<GrpcInferenceServiceClient<Chan>>,
+        Replicas<Vec<GrpcInferenceServiceClient<Chan>>>,
         Arc<[ModelInferRequest]>,
     ),
-    Classify(Vec<ImageClassifierClient<Chan>>, Arc<[ClassifyRequest]>),
+    Classify(
+        Replicas<Vec<ImageClassifierClient<Chan>>>,
+        Arc<[ClassifyRequest]>,
+    ),
     /// KServe v2 REST: prepared POSTs (binary tensors, or images to classify).
-    Http(Box<HttpClient>, Arc<[Post]>),
+    Http(Replicas<HttpClient>, Arc<[Post]>),
 }
 
 /// A checked, ready workload: the prepared requests and clients to send them.
@@ -154,19 +160,42 @@ pub struct Workload {
 
 impl Workload {
     /// Checks the server and model, builds the requests and sends one probe
-    /// request, whose failure is returned as [`LoadError::Rejected`].
+    /// request, whose failure is returned as [`LoadError::Rejected`]: over
+    /// one server's connections `chans`.
     pub async fn prepare(chans: Vec<Chan>, o: &WorkloadOptions) -> Result<Workload, LoadError> {
+        Self::prepare_replicas(Replicas::new(vec![(String::new(), chans)]), o).await
+    }
+
+    /// The same over several replicas of one server: each must be live;
+    /// the model is checked on the first.
+    pub async fn prepare_replicas(
+        replicas: Replicas<Vec<Chan>>,
+        o: &WorkloadOptions,
+    ) -> Result<Workload, LoadError> {
         if o.batch == 0 {
             return Err(LoadError::Setup("--batch must be at least 1".into()));
         }
-        let first = chans
-            .first()
-            .cloned()
-            .ok_or_else(|| LoadError::Setup("no connection".into()))?;
+        let mut first = None;
+        for r in replicas.members() {
+            let chan = r
+                .client
+                .first()
+                .cloned()
+                .ok_or_else(|| LoadError::Setup("no connection".into()))?;
+            let mut client = GrpcInferenceServiceClient::new(chan);
+            check_live(&mut client).await.map_err(|e| match e {
+                LoadError::Setup(m) if replicas.len() > 1 => {
+                    LoadError::Setup(format!("replica {}: {m}", r.address))
+                }
+                e => e,
+            })?;
+            first.get_or_insert(client);
+        }
         let (requests, description) = match o.api {
             Api::Infer => {
-                let mut client = GrpcInferenceServiceClient::new(first);
-                check_live(&mut client).await?;
+                let Some(mut client) = first else {
+                    return Err(LoadError::Setup("no connection".into()));
+                };
                 let meta = client
                     .model_metadata(ModelMetadataRequest {
                         name: o.model.clone(),
@@ -184,7 +213,7 @@ impl Workload {
                     o.batch,
                     describe_inputs(&inputs)
                 );
-                let clients = chans.into_iter().map(kserve_client).collect();
+                let clients = replicas.map(|chans| chans.into_iter().map(kserve_client).collect());
                 (Requests::Infer(clients, reqs.into()), description)
             }
             Api::Classify => {
@@ -200,7 +229,8 @@ impl Workload {
                     o.batch,
                     reqs.len() * o.batch
                 );
-                let clients = chans.into_iter().map(classify_client).collect();
+                let clients =
+                    replicas.map(|chans| chans.into_iter().map(classify_client).collect());
                 (Requests::Classify(clients, reqs.into()), description)
             }
         };
@@ -220,16 +250,29 @@ impl Workload {
         client: HttpClient,
         o: &WorkloadOptions,
     ) -> Result<Workload, LoadError> {
+        let address = client.base().to_string();
+        Self::prepare_http_replicas(Replicas::new(vec![(address, client)]), o).await
+    }
+
+    /// The same over several replicas: each must answer `GET /v2`; the
+    /// model is checked on the first.
+    pub async fn prepare_http_replicas(
+        replicas: Replicas<HttpClient>,
+        o: &WorkloadOptions,
+    ) -> Result<Workload, LoadError> {
         if o.batch == 0 {
             return Err(LoadError::Setup("--batch must be at least 1".into()));
         }
-        let setup = |what: &str, s: tonic::Status| {
-            LoadError::Setup(format!("{what} at {}: {}", client.base(), s.message()))
+        let setup = |what: &str, base: &str, s: tonic::Status| {
+            LoadError::Setup(format!("{what} at {base}: {}", s.message()))
         };
-        client
-            .get_json("/v2")
-            .await
-            .map_err(|s| setup("the server did not answer GET /v2", s))?;
+        for r in replicas.members() {
+            r.client
+                .get_json("/v2")
+                .await
+                .map_err(|s| setup("the server did not answer GET /v2", r.client.base(), s))?;
+        }
+        let client = &replicas.members()[0].client;
         let (posts, description) = match o.api {
             Api::Infer => {
                 let meta = client
@@ -287,7 +330,7 @@ impl Workload {
             }
         };
         Workload {
-            requests: Requests::Http(Box::new(client), posts.into()),
+            requests: Requests::Http(replicas, posts.into()),
             timeout: o.timeout,
             batch: o.batch,
             description,
@@ -299,7 +342,7 @@ impl Workload {
     /// Sends one request; its failure is [`LoadError::Rejected`].
     async fn probe(self) -> Result<Workload, LoadError> {
         let w = self;
-        if let Err(s) = w.send(0).await {
+        if let Err(s) = w.send(0).await.result {
             return Err(LoadError::Rejected {
                 code: code_name(s.code()).into(),
                 message: s.message().into(),
@@ -308,32 +351,58 @@ impl Workload {
         Ok(w)
     }
 
-    /// Sends the `i`-th request (cycling through the prepared ones and the
-    /// connections) and waits for its answer.
-    pub async fn send(&self, i: u64) -> Result<(), tonic::Status> {
+    /// The replicas' addresses, in order (one, unnamed, for a single server
+    /// reached over gRPC).
+    pub fn replicas(&self) -> Vec<String> {
         match &self.requests {
-            Requests::Infer(clients, reqs) => {
-                let mut c = clients[(i % clients.len() as u64) as usize].clone();
-                let req = self.request(reqs[(i % reqs.len() as u64) as usize].clone());
-                c.model_infer(req).await.map(drop)
+            Requests::Infer(r, _) => r.addresses(),
+            Requests::Classify(r, _) => r.addresses(),
+            Requests::Http(r, _) => r.addresses(),
+        }
+    }
+
+    /// Sends the `i`-th request (cycling through the prepared ones, the
+    /// replicas and each one's connections) and waits for its answer; a
+    /// replica that does not answer hands it to the next.
+    pub async fn send(&self, i: u64) -> Routed<()> {
+        let pick = |n: usize| (i % n as u64) as usize;
+        match &self.requests {
+            Requests::Infer(replicas, reqs) => {
+                let req = &reqs[pick(reqs.len())];
+                replicas
+                    .call(i, |clients| {
+                        let mut c = clients[pick(clients.len())].clone();
+                        let req = self.request(req.clone());
+                        async move { c.model_infer(req).await.map(drop) }
+                    })
+                    .await
             }
-            Requests::Classify(clients, reqs) => {
-                let mut c = clients[(i % clients.len() as u64) as usize].clone();
-                let req = self.request(reqs[(i % reqs.len() as u64) as usize].clone());
-                c.classify(req).await.map(drop)
+            Requests::Classify(replicas, reqs) => {
+                let req = &reqs[pick(reqs.len())];
+                replicas
+                    .call(i, |clients| {
+                        let mut c = clients[pick(clients.len())].clone();
+                        let req = self.request(req.clone());
+                        async move { c.classify(req).await.map(drop) }
+                    })
+                    .await
             }
-            Requests::Http(client, posts) => {
-                let post = &posts[(i % posts.len() as u64) as usize];
-                match self.timeout {
-                    None => client.post(post).await,
-                    Some(t) => tokio::time::timeout(t, client.post(post))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(tonic::Status::deadline_exceeded(
-                                "no answer within --timeout",
-                            ))
-                        }),
-                }
+            Requests::Http(replicas, posts) => {
+                let post = &posts[pick(posts.len())];
+                replicas
+                    .call(i, |client| async move {
+                        match self.timeout {
+                            None => client.post(post).await,
+                            Some(t) => tokio::time::timeout(t, client.post(post))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(tonic::Status::deadline_exceeded(
+                                        "no answer within --timeout",
+                                    ))
+                                }),
+                        }
+                    })
+                    .await
             }
         }
     }

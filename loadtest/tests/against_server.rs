@@ -316,13 +316,15 @@ async fn the_served_default_model_scores_what_the_trainer_measured() {
         &rir_data::Source::FashionMnist.default_dir(),
     )
     .expect("Fashion-MNIST (apt install dataset-fashion-mnist; scripts/setup.sh does)");
-    let chan = connect(&plain(&s.url)).await.unwrap().remove(0);
+    let chans = connect(&plain(&s.url)).await.unwrap();
+    let replicas = rir_loadtest::balance::Replicas::new(vec![(s.url.clone(), chans[0].clone())]);
     let acc = rir_loadtest::accuracy::evaluate(
-        chan,
+        &replicas,
         "rir-fashion-mnist",
         &data.test,
         [1, 28, 28],
         64,
+        &mut Default::default(),
         |_| {},
     )
     .await

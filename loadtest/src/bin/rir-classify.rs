@@ -11,7 +11,8 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use rir_data::Source;
 use rir_loadtest::accuracy::evaluate;
-use rir_loadtest::connect::{ConnectOptions, classify_client, connect};
+use rir_loadtest::balance::{Tally, replica_table};
+use rir_loadtest::connect::{ConnectOptions, classify_client, connect_replicas, resolve};
 use rir_proto::classify::ClassifyRequest;
 
 #[derive(Parser)]
@@ -29,8 +30,16 @@ struct Cli {
     #[arg(required_unless_present = "eval")]
     images: Vec<PathBuf>,
     /// Server address: host:port, http://host:port or https://host:port.
-    #[arg(short = 'u', long, default_value = "127.0.0.1:8001")]
-    url: String,
+    /// Several (comma-separated or repeated) are replicas: requests go
+    /// round-robin and one a replica does not answer is sent to the next.
+    /// dns:///NAME:PORT stands for every address NAME resolves to.
+    #[arg(
+        short = 'u',
+        long,
+        default_value = "127.0.0.1:8001",
+        value_delimiter = ','
+    )]
+    url: Vec<String>,
     /// Model (default for images: the server's default model; for --eval: rir-fashion-mnist).
     #[arg(short = 'm', long)]
     model: Option<String>,
@@ -67,14 +76,23 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let chans = connect(&ConnectOptions {
-        url: cli.url.clone(),
-        ca_cert: cli.ca_cert.clone(),
-        token: cli.token.clone(),
-        ..Default::default()
-    })
-    .await?;
-    let chan = chans.into_iter().next().context("no connection")?;
+    let targets = resolve(&cli.url).await?;
+    let replicas = connect_replicas(
+        &ConnectOptions {
+            ca_cert: cli.ca_cert.clone(),
+            token: cli.token.clone(),
+            ..Default::default()
+        },
+        &targets,
+    )
+    .await?
+    .map(|chans| {
+        chans
+            .into_iter()
+            .next()
+            .expect("connect opens at least one connection")
+    });
+    let mut tally = Tally::default();
     if let Some(source) = cli.eval {
         let dir = cli.data_dir.clone().unwrap_or_else(|| source.default_dir());
         let data = rir_data::load(source, &dir)
@@ -90,15 +108,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         bar.set_prefix(format!("{} test split", source.name()));
         let t = Instant::now();
         let acc = evaluate(
-            chan,
+            &replicas,
             model,
             &data.test,
             [i.channels, i.height, i.width],
             cli.batch.max(1),
+            &mut tally,
             |n| bar.set_position(n as u64),
         )
         .await?;
         bar.finish_and_clear();
+        print!(
+            "{}",
+            replica_table(&tally.by_replica(&replicas.addresses()))
+        );
         println!(
             "{model} on the {} test split through the server: {:.2} % top-1 ({} of {} images, {:.1} s)",
             source.name(),
@@ -139,16 +162,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     for p in &cli.images {
         images.push(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
     }
-    let mut client = classify_client(chan);
+    let request = ClassifyRequest {
+        model_name: cli.model.clone().unwrap_or_default(),
+        model_version: String::new(),
+        images,
+        top_k: cli.top_k,
+    };
     let t = Instant::now();
-    let resp = client
-        .classify(ClassifyRequest {
-            model_name: cli.model.clone().unwrap_or_default(),
-            model_version: String::new(),
-            images,
-            top_k: cli.top_k,
+    let routed = replicas
+        .call(0, |chan| {
+            let (mut client, request) = (classify_client(chan.clone()), request.clone());
+            async move { client.classify(request).await }
         })
-        .await
+        .await;
+    tally.record(&routed);
+    let resp = routed
+        .result
         .map_err(|s| {
             anyhow::anyhow!(
                 "Classify failed with {}: {}",
@@ -184,6 +213,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         cli.images.len(),
         resp.model_name,
         resp.model_version
+    );
+    print!(
+        "{}",
+        replica_table(&tally.by_replica(&replicas.addresses()))
     );
     Ok(ExitCode::SUCCESS)
 }
