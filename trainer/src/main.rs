@@ -73,7 +73,9 @@ enum Command {
     Bench(BenchArgs),
     /// Compare finished runs: a Markdown table per variant (mean and range over seeds) and their curves.
     Report {
-        /// Run folders (each with last.safetensors).
+        /// Run folders (each with last.safetensors), or folders holding runs
+        /// (searched below), e.g. runs copied back from several machines; the
+        /// same run found twice counts once (the copy with most epochs).
         #[arg(required = true)]
         runs: Vec<PathBuf>,
         /// Draw every run's loss and accuracy curves into this PNG.
@@ -549,11 +551,20 @@ fn bench_spec(name: &str, source: Source, variant: Variant) -> Result<rir_spec::
     Ok(preset::build(name, variant, input, classes)?)
 }
 
-fn report(folders: &[PathBuf], plot: Option<&std::path::Path>, title: &str) -> Result<ExitCode> {
-    let runs = folders
+fn report(paths: &[PathBuf], plot: Option<&std::path::Path>, title: &str) -> Result<ExitCode> {
+    let runs = summary::find_runs(paths)?
         .iter()
         .map(|f| summary::read_run(f).with_context(|| format!("reading run {}", f.display())))
         .collect::<Result<Vec<_>>>()?;
+    let (runs, dropped) = summary::merge(runs);
+    for (left, kept) in &dropped {
+        eprintln!(
+            "note: {} is the same run as {} (variant, network, seed); counted once, from {}",
+            left.display(),
+            kept.display(),
+            kept.display()
+        );
+    }
     print!("{}\n{}", summary::table(&runs), summary::runs_list(&runs));
     if let Some(path) = plot {
         let labels: Vec<String> = runs

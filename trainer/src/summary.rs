@@ -68,6 +68,72 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Deepest folder level searched below a path given to [`find_runs`].
+const MAX_DEPTH: usize = 4;
+
+/// The run folders at or below `paths`: a folder holding `last.safetensors`
+/// is a run; any other folder is searched (in name order, at most
+/// [`MAX_DEPTH`] levels down) for runs. Runs copied back from several
+/// machines, or a sweep Job's volume, can so be named by the folders that
+/// hold them. A path with no run at or below it is an error.
+pub fn find_runs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TrainError> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), TrainError> {
+        if dir.join(LAST).is_file() {
+            out.push(dir.to_path_buf());
+            return Ok(());
+        }
+        if depth == MAX_DEPTH {
+            return Ok(());
+        }
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| TrainError::Io(dir.to_path_buf(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        subs.sort();
+        for sub in subs {
+            walk(&sub, depth + 1, out)?;
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        let before = out.len();
+        walk(p, 0, &mut out)?;
+        if out.len() == before {
+            return Err(TrainError::Config(format!(
+                "no run (a folder with {LAST}) at or below {}",
+                p.display()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs gathered from several places can hold the same run twice (a copy,
+/// or a run resumed on another machine): the same variant, network and
+/// seed. Of each such group this keeps the run with the most epochs (the
+/// first found among equals) and returns the kept runs in their order with
+/// the `(left out, kept)` folder pairs.
+pub fn merge(runs: Vec<RunSummary>) -> (Vec<RunSummary>, Vec<(PathBuf, PathBuf)>) {
+    let mut kept: Vec<RunSummary> = Vec::new();
+    let mut dropped = Vec::new();
+    for r in runs {
+        let same = kept
+            .iter_mut()
+            .find(|k| k.variant == r.variant && k.describe == r.describe && k.seed == r.seed);
+        match same {
+            Some(k) if r.history.len() > k.history.len() => {
+                let old = std::mem::replace(k, r);
+                dropped.push((old.folder, k.folder.clone()));
+            }
+            Some(k) => dropped.push((r.folder, k.folder.clone())),
+            None => kept.push(r),
+        }
+    }
+    (kept, dropped)
+}
+
 /// Reads `<folder>/last.safetensors`.
 pub fn read_run(folder: &Path) -> Result<RunSummary, TrainError> {
     let ck = Checkpoint::read(&folder.join(LAST))?;
