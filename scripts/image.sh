@@ -17,8 +17,8 @@
 #                 SERVING, classify a sample image, stop it
 #   --tag NAME    image name (default rir-serve:cpu or rir-serve:cuda)
 #
-# The builder is docker, podman or buildah, the first one found
-# (RIR_BUILDER=buildah to choose). buildah runs with chroot isolation and,
+# The builder is docker, podman or buildah, the first one that answers
+# `info` (RIR_BUILDER=buildah to choose). buildah runs with chroot isolation and,
 # unless STORAGE_DRIVER says otherwise, vfs storage: both work without
 # privileges a sandbox may lack. The image's size is printed at the end.
 set -euo pipefail
@@ -54,16 +54,18 @@ tag="${tag:-rir-serve:$target}"
 log() { printf '\033[1m[image]\033[0m %s\n' "$*" >&2; }
 
 builder="${RIR_BUILDER:-}"
+# A docker client without a daemon (or a podman without its service) does
+# not count: `info` must answer.
 if [ -z "$builder" ]; then
   for b in docker podman buildah; do
-    if command -v "$b" >/dev/null 2>&1; then
+    if command -v "$b" >/dev/null 2>&1 && "$b" info >/dev/null 2>&1; then
       builder="$b"
       break
     fi
   done
 fi
 if [ -z "$builder" ]; then
-  echo "image.sh: no container builder found (docker, podman or buildah; Debian: apt-get install buildah)" >&2
+  echo "image.sh: no working container builder (docker or podman with its daemon, or buildah; Debian: apt-get install buildah)" >&2
   exit 1
 fi
 if [ "$builder" = buildah ]; then
