@@ -33,6 +33,31 @@ pub fn main(default_filter: &str, body: impl FnOnce() -> anyhow::Result<ExitCode
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit (as Go
+/// programs do at start), so that a server's own connection limit, not a
+/// default soft limit of 1024, decides how many clients it holds. Returns
+/// the limit now in force.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit write to and read from `lim`, a valid
+    // rlimit owned here.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// Runs `fut` to completion on a multi-threaded tokio runtime: the async
 /// binaries' (server, load tester, client) way into async code.
 #[cfg(feature = "async")]

@@ -19,10 +19,13 @@
 //! - [`service`]: the gRPC handlers (protocol conversion only).
 //! - [`http`]: the KServe v2 REST front end (protocol conversion only).
 //! - [`stats`]: Triton statistics and Prometheus metrics.
+//! - [`conn`]: admitting connections for both front ends: a limit, and
+//!   closing those that stay silent.
 //! - [`server`]: transport, TLS, auth, health, reflection, metrics endpoint,
 //!   graceful shutdown.
 
 pub mod batcher;
+pub mod conn;
 pub mod control;
 pub mod core;
 pub mod error;

@@ -10,11 +10,12 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use rir_infer::{Backend, Buckets, ConvSearch, CudaOptions, Device, EngineOptions, OrtOptions};
 use rir_server::batcher::BatchConfig;
+use rir_server::conn::{ConnLimits, Gate};
 use rir_server::control::{ControlMode, Repository};
 use rir_server::core::{Core, Settings};
 use rir_server::http::{HttpConfig, serve_http};
 use rir_server::models::{Loader, ServingEngines};
-use rir_server::server::{Stop, TransportConfig, local, serve, serve_metrics};
+use rir_server::server::{Http2Settings, Stop, TransportConfig, local, serve, serve_metrics};
 use rir_server::stats::Metrics;
 use rir_server::tensors::ImageLimits;
 
@@ -166,6 +167,29 @@ struct Cli {
     /// Seconds to let calls in flight finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
+    /// Connections open at once, per front end (gRPC, HTTP); more are
+    /// closed on arrival. rir-serve raises its open-files limit to the
+    /// system's hard limit at start, so this, not the OS, is what binds.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Close a connection that sends nothing within this many milliseconds
+    /// (idle or slowloris sockets that would hold a slot for good).
+    #[arg(long, default_value_t = 10_000)]
+    first_byte_timeout_ms: u64,
+    /// TCP keepalive after this many idle seconds (0: off).
+    #[arg(long, default_value_t = 60)]
+    tcp_keepalive_secs: u64,
+    /// gRPC calls open at once on one HTTP/2 connection; more are refused
+    /// (REFUSED_STREAM, which clients retry).
+    #[arg(long, default_value_t = 1024)]
+    http2_max_streams: u32,
+    /// HTTP/2 keepalive: ping an idle connection every this many seconds and
+    /// close it when the ping goes unanswered for 10 s.
+    #[arg(long, default_value_t = 30)]
+    http2_keepalive_secs: u64,
+    /// Largest gRPC request header list (HPACK-decoded), bytes.
+    #[arg(long, default_value_t = 16 << 10)]
+    max_header_bytes: u32,
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the one scripts/setup.sh installed).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
@@ -324,11 +348,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         .metrics_auth
         .then(|| cli.auth_token.as_deref().map(Arc::from))
         .flatten();
-    tokio::spawn(serve_metrics(metrics, metrics_listener, metrics_token));
+    tokio::spawn(serve_metrics(
+        metrics.clone(),
+        metrics_listener,
+        metrics_token,
+    ));
+    match rir_cli::raise_open_files_limit() {
+        Ok(n) => tracing::debug!("open files limit: {n}"),
+        Err(e) => tracing::warn!("could not raise the open files limit: {e}"),
+    }
+    let limits = ConnLimits {
+        max_connections: cli.max_connections.max(1),
+        first_byte_timeout: Duration::from_millis(cli.first_byte_timeout_ms.max(1)),
+        tcp_keepalive: (cli.tcp_keepalive_secs > 0)
+            .then(|| Duration::from_secs(cli.tcp_keepalive_secs)),
+    };
     let transport = TransportConfig {
         max_message_bytes: cli.max_message_bytes,
         tls: cli.tls_cert.clone().zip(cli.tls_key.clone()),
         auth_token: cli.auth_token.clone(),
+        gate: Some(Gate::new(limits, "grpc", &metrics)),
+        http2: Http2Settings {
+            max_concurrent_streams: cli.http2_max_streams.max(1),
+            max_header_list_bytes: cli.max_header_bytes,
+            keepalive_interval: Duration::from_secs(cli.http2_keepalive_secs.max(1)),
+            ..Http2Settings::default()
+        },
     };
     state.ready.store(true, Ordering::SeqCst);
     if !ready {
@@ -359,6 +404,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         let config = HttpConfig {
             max_body_bytes: cli.max_message_bytes,
             auth_token: cli.auth_token.as_deref().map(Arc::from),
+            gate: Some(Gate::new(limits, "http", &metrics)),
         };
         http_task = Some(tokio::spawn(serve_http(
             state.clone(),

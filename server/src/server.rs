@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
 
+use crate::conn::Gate;
 use crate::core::Core;
 use crate::service::Service;
 use crate::stats::Metrics;
@@ -29,6 +30,35 @@ pub struct TransportConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Bearer token every call must carry, if auth is on.
     pub auth_token: Option<String>,
+    /// Admission of connections (None: every connection is taken).
+    pub gate: Option<Gate>,
+    /// HTTP/2 settings.
+    pub http2: Http2Settings,
+}
+
+/// The HTTP/2 settings that bound what one connection may hold or cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Settings {
+    /// Streams (calls) open at once on one connection; more are refused
+    /// with REFUSED_STREAM, which clients retry.
+    pub max_concurrent_streams: u32,
+    /// Size of a request's headers (HPACK-decoded), bytes.
+    pub max_header_list_bytes: u32,
+    /// Ping an idle connection this often ...
+    pub keepalive_interval: Duration,
+    /// ... and close it when a ping goes unanswered this long.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 1024,
+            max_header_list_bytes: 16 << 10,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Rewrites tonic's OUT_OF_RANGE for an oversized message into
@@ -114,7 +144,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
-    let mut builder = tonic::transport::Server::builder();
+    let h2 = transport.http2;
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .http2_max_header_list_size(h2.max_header_list_bytes)
+        .http2_keepalive_interval(Some(h2.keepalive_interval))
+        .http2_keepalive_timeout(Some(h2.keepalive_timeout));
     if let Some((cert, key)) = &transport.tls {
         let cert =
             std::fs::read(cert).map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
@@ -126,7 +161,6 @@ pub async fn serve(
             )
             .map_err(|e| format!("TLS: {e}"))?;
     }
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let drain_state = state.clone();
     let on_shutdown = async move {
         shutdown.await;
@@ -139,7 +173,7 @@ pub async fn serve(
             .await;
         tracing::info!("shutting down: not ready, no new connections, finishing calls in flight");
     };
-    builder
+    let router = builder
         .layer(tower::util::MapResponseLayer::new(
             oversized_to_resource_exhausted,
         ))
@@ -151,10 +185,24 @@ pub async fn serve(
             classifier, auth,
         ))
         .add_service(health_service)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, on_shutdown)
-        .await
-        .map_err(|e| format!("gRPC server: {e}"))
+        .add_service(reflection);
+    let served = match &transport.gate {
+        Some(gate) => {
+            use tokio_stream::StreamExt;
+            let admitted = tokio_stream::wrappers::ReceiverStream::new(gate.admit(listener))
+                .map(Ok::<_, std::io::Error>);
+            router
+                .serve_with_incoming_shutdown(admitted, on_shutdown)
+                .await
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, on_shutdown)
+                .await
+        }
+    };
+    served.map_err(|e| format!("gRPC server: {e}"))
 }
 
 /// The `authorization` header of a raw HTTP/1 request head, if any.

@@ -28,6 +28,12 @@ pub struct Metrics {
     pub padded: IntCounterVec,
     /// Requests waiting in the queue.
     pub pending: IntGaugeVec,
+    /// Open connections by front end (`grpc`, `http`).
+    pub connections: IntGaugeVec,
+    /// Connections closed on arrival, by front end and reason (`limit`:
+    /// --max-connections reached; `silent`: nothing sent within
+    /// --first-byte-timeout-ms).
+    pub connections_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -79,6 +85,19 @@ impl Metrics {
             Opts::new("rir_pending_requests", "requests waiting in the queue"),
             &["model"],
         )?;
+        let connections = IntGaugeVec::new(
+            Opts::new("rir_open_connections", "open client connections"),
+            &["front"],
+        )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "rir_connections_refused_total",
+                "connections closed on arrival: over the limit, or silent",
+            ),
+            &["front", "reason"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(inferences.clone()))?;
         registry.register(Box::new(executions.clone()))?;
@@ -97,6 +116,8 @@ impl Metrics {
             batch_size,
             padded,
             pending,
+            connections,
+            connections_refused,
         })
     }
 

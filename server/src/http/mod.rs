@@ -30,6 +30,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Bearer token every call but the health checks must carry, if auth is on.
     pub auth_token: Option<Arc<str>>,
+    /// Admission of connections (None: every connection is taken).
+    pub gate: Option<crate::conn::Gate>,
 }
 
 /// The header that gives the JSON part's length when binary tensor data
@@ -448,11 +450,24 @@ pub async fn serve_http(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(core, config))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("HTTP server: {e}"))
+    let gate = config.gate.clone();
+    let app = router(core, config);
+    let served = match gate {
+        Some(gate) => {
+            let admitted = crate::conn::AdmittedListener::new(&gate, listener)
+                .map_err(|e| format!("HTTP listener: {e}"))?;
+            axum::serve(admitted, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
+    served.map_err(|e| format!("HTTP server: {e}"))
 }

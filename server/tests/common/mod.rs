@@ -96,6 +96,8 @@ pub struct Options {
     pub image_limits: ImageLimits,
     /// `--default-timeout-ms`.
     pub default_timeout: Option<Duration>,
+    /// The HTTP front end's admission gate (the gRPC one is in `transport`).
+    pub http_gate: Option<rir_server::conn::Gate>,
 }
 
 impl Default for Options {
@@ -111,12 +113,15 @@ impl Default for Options {
                 max_message_bytes: 4 << 20,
                 tls: None,
                 auth_token: None,
+                gate: None,
+                http2: Default::default(),
             },
             reject_nonfinite: false,
             control: ControlMode::None,
             load_models: vec![],
             image_limits: ImageLimits::default(),
             default_timeout: None,
+            http_gate: None,
         }
     }
 }
@@ -181,6 +186,7 @@ pub async fn start(root: Option<&Path>, o: Options) -> Running {
     let http = HttpConfig {
         max_body_bytes: o.transport.max_message_bytes,
         auth_token: o.transport.auth_token.as_deref().map(Arc::from),
+        gate: o.http_gate.clone(),
     };
     let http_task = tokio::spawn(serve_http(state.clone(), http, http_listener, stop.wait()));
     Running {
