@@ -123,6 +123,19 @@ impl Spawned {
         self.child.kill()?;
         self.child.wait().map(drop)
     }
+
+    /// Sends SIGTERM (a graceful stop, as Kubernetes does).
+    pub fn terminate(&self) {
+        // SAFETY: signalling our own child, not yet reaped, by its pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the server to exit.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
 }
 
 impl Drop for Spawned {
@@ -162,7 +175,17 @@ pub fn serve_binary(explicit: Option<&Path>) -> Result<PathBuf> {
 
 /// Starts `bin` on `models` with `args` and waits until it is ready.
 pub async fn spawn_server(bin: &Path, models: &Path, args: &[String]) -> Result<Spawned> {
-    let (grpc, metrics) = (free_port()?, free_port()?);
+    spawn_server_on(bin, models, free_port()?, args).await
+}
+
+/// The same on gRPC port `grpc` (to restart a server where it was).
+pub async fn spawn_server_on(
+    bin: &Path,
+    models: &Path,
+    grpc: u16,
+    args: &[String],
+) -> Result<Spawned> {
+    let metrics = free_port()?;
     let child = Command::new(bin)
         .arg("--models")
         .arg(models)
@@ -175,12 +198,18 @@ pub async fn spawn_server(bin: &Path, models: &Path, args: &[String]) -> Result<
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let s = Spawned {
+    let mut s = Spawned {
         child,
         url: format!("http://127.0.0.1:{grpc}"),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        if let Ok(Some(status)) = s.child.try_wait() {
+            bail!(
+                "{} exited ({status}) before it was ready; run it by hand to see why",
+                bin.display()
+            );
+        }
         if let Ok(mut c) = GrpcInferenceServiceClient::connect(s.url.clone()).await
             && c.server_ready(ServerReadyRequest {})
                 .await

@@ -1,0 +1,320 @@
+//! Real `rir-serve` processes on loopback, stopped the ways processes stop:
+//! SIGTERM (a rollout: health turns NOT_SERVING, calls in flight finish,
+//! exit 0), SIGKILL under open-loop load and a restart on the same port
+//! (every request counted once, the failures exactly those the dead server
+//! could not answer), and one of three replicas killed behind the load
+//! tester's client-side balancing (no request lost).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rir_loadtest::balance::Replicas;
+use rir_loadtest::bench::{spawn_server, spawn_server_on};
+use rir_loadtest::connect::{ConnectOptions, connect, connect_replicas, resolve};
+use rir_loadtest::run::{Arrivals, Load, RunOptions, Stop, run};
+use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
+use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use rir_proto::inference::model_infer_request::InferInputTensor;
+use rir_proto::inference::{ModelInferRequest, ModelStatisticsRequest};
+use rir_spec::InputSpec;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+fn serve_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rir-serve"))
+}
+
+fn args(extra: &[&str]) -> Vec<String> {
+    ["--threads", "1"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn infer_options() -> WorkloadOptions {
+    WorkloadOptions {
+        api: Api::Infer,
+        model: "gray".into(),
+        version: String::new(),
+        batch: 1,
+        input: InputData::Random,
+        seed: 0,
+        top_k: 1,
+        timeout: Some(Duration::from_secs(10)),
+        shapes: vec![],
+        json_tensors: false,
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_run_loses_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 1);
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(
+            spawn_server(serve_bin(), dir.path(), &args(&["--max-batch", "8"]))
+                .await
+                .unwrap(),
+        );
+    }
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let targets = resolve(&urls).await.unwrap();
+    let replicas = connect_replicas(&ConnectOptions::default(), &targets)
+        .await
+        .unwrap();
+    let workload = Workload::prepare_replicas(replicas, &infer_options())
+        .await
+        .unwrap();
+    let options = RunOptions {
+        warmup: Duration::ZERO,
+        stop: Stop::Duration(Duration::from_secs(3)),
+        stability: None,
+        max_in_flight: 100,
+        seed: 0,
+        progress: false,
+    };
+    let workload = Arc::new(workload);
+    let load =
+        tokio::spawn(async move { run(workload, Load::Closed { concurrency: 6 }, &options).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    servers[1].kill().unwrap();
+    let report = load.await.unwrap().unwrap().report;
+
+    println!(
+        "{} requests, {} ok, {} retried; per replica: {:?}",
+        report.requests, report.ok, report.retried, report.replicas
+    );
+    assert_eq!(
+        report.failed(),
+        0,
+        "lost requests: {:?}",
+        report.error_messages
+    );
+    assert_eq!(report.ok, report.requests);
+    let killed = &report.replicas[1];
+    assert!(killed.ok > 0, "the killed replica served before the kill");
+    assert!(
+        killed.retried_elsewhere >= 1,
+        "requests it did not answer were sent again: {:?}",
+        report.replicas
+    );
+    // Every retry came from the killed replica; the others answered all
+    // they were sent.
+    assert_eq!(report.retried, killed.retried_elsewhere);
+    for k in [0, 2] {
+        assert_eq!(report.replicas[k].retried_elsewhere, 0);
+        assert!(report.replicas[k].ok > killed.ok, "{:?}", report.replicas);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_health_off_finishes_calls_in_flight_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    // A model slow enough on the CPU that a burst of batches is still in
+    // flight when the signal arrives.
+    common::write_preset(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), "tiny", 1);
+    let mut server = spawn_server(
+        serve_bin(),
+        dir.path(),
+        &args(&["--max-batch", "64", "--shutdown-timeout", "20"]),
+    )
+    .await
+    .unwrap();
+    let chan = connect(&ConnectOptions {
+        url: server.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .remove(0);
+    // A health Watch opened before the signal: the one way to see the
+    // status change once the server accepts no new calls.
+    let mut health = HealthClient::new(chan.clone());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "inference.GRPCInferenceService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let mut c = GrpcInferenceServiceClient::new(chan.clone());
+            tokio::spawn(async move {
+                c.model_infer(ModelInferRequest {
+                    model_name: "gray".into(),
+                    inputs: vec![InferInputTensor {
+                        name: "image".into(),
+                        datatype: "FP32".into(),
+                        shape: vec![64, 1, 28, 28],
+                        ..Default::default()
+                    }],
+                    raw_input_contents: vec![vec![0u8; 64 * 784 * 4]],
+                    ..Default::default()
+                })
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let signalled = Instant::now();
+    server.terminate();
+
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("health changed within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
+    let mut done = 0;
+    for c in calls {
+        let r = c.await.unwrap();
+        assert!(r.is_ok(), "a call in flight failed during the drain: {r:?}");
+        done += 1;
+    }
+    // No new connections once draining.
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if tokio::net::TcpStream::connect(server.url.trim_start_matches("http://"))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "still accepting connections 5 s after SIGTERM"
+    );
+    let status = server.wait().unwrap();
+    println!(
+        "SIGTERM: {done} calls in flight finished, exit {status} {:.0} ms after the signal",
+        signalled.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_open_loop_load_counts_every_request_and_the_restart_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 1);
+    let mut first = spawn_server(serve_bin(), dir.path(), &args(&[]))
+        .await
+        .unwrap();
+    let url = first.url.clone();
+    let port = port_of(&url);
+    let chans = connect(&ConnectOptions {
+        url: url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let workload =
+        Workload::prepare_replicas(Replicas::new(vec![(url.clone(), chans)]), &infer_options())
+            .await
+            .unwrap();
+    let (rate, seconds) = (200.0, 4.0);
+    let options = RunOptions {
+        warmup: Duration::ZERO,
+        stop: Stop::Duration(Duration::from_secs_f64(seconds)),
+        stability: None,
+        max_in_flight: 1_000,
+        seed: 0,
+        progress: false,
+    };
+    let workload = Arc::new(workload);
+    let load = tokio::spawn(async move {
+        run(
+            workload,
+            Load::Open {
+                rate,
+                arrivals: Arrivals::Constant,
+            },
+            &options,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.kill().unwrap();
+    let down = Instant::now();
+    let second = spawn_server_on(serve_bin(), dir.path(), port, &args(&[]))
+        .await
+        .unwrap();
+    let ready_ms = down.elapsed().as_secs_f64() * 1e3;
+    let report = load.await.unwrap().unwrap().report;
+
+    // What the restarted server answered, by its own count.
+    let mut c = GrpcInferenceServiceClient::connect(second.url.clone())
+        .await
+        .unwrap();
+    let stats = c
+        .model_statistics(ModelStatisticsRequest {
+            name: "gray".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let answered_after: u64 = stats
+        .model_stats
+        .iter()
+        .filter_map(|m| m.inference_stats.as_ref())
+        .filter_map(|s| s.success.as_ref())
+        .map(|d| d.count)
+        .sum();
+    println!(
+        "kill -9 at 1 s of {seconds} s at {rate}/s: {} requests, {} ok, {} failed {:?}; \
+         restarted and ready in {ready_ms:.0} ms; it answered {answered_after}",
+        report.requests,
+        report.ok,
+        report.failed(),
+        report.errors
+    );
+    // Every scheduled request is counted once, answered or failed.
+    let scheduled = rate * seconds;
+    assert!(
+        (report.requests as f64 - scheduled).abs() <= 2.0,
+        "{} requests counted for {scheduled} scheduled",
+        report.requests
+    );
+    assert_eq!(report.ok + report.failed(), report.requests);
+    // The failures are the requests no server could answer: those in
+    // flight at the kill (their connection broke: tonic says UNKNOWN,
+    // "transport error") and those sent while nothing listened (UNAVAILABLE,
+    // connection refused); at least one, and no more than were scheduled
+    // while it was down plus those in flight.
+    assert!(report.failed() >= 1);
+    for (code, message) in &report.error_messages {
+        assert!(
+            (code == "UNAVAILABLE") || (code == "UNKNOWN" && message.contains("transport error")),
+            "{code}: {message}"
+        );
+    }
+    let down_window = rate * (ready_ms / 1e3) + 10.0;
+    assert!(
+        (report.failed() as f64) <= down_window,
+        "{} failed, at most {down_window:.0} could have",
+        report.failed()
+    );
+    // The restarted server answered the rest: what it counted is what the
+    // load tester saw succeed after the restart, so no answer was lost.
+    assert!(answered_after > 0, "the restarted server got no traffic");
+    assert!(answered_after <= report.ok);
+}
