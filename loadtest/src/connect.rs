@@ -21,13 +21,16 @@ use crate::balance::Replicas;
 pub struct ConnectOptions {
     /// `host:port`, `http://host:port` or `https://host:port`.
     pub url: String,
-    /// Use TLS (implied by `https://` or a CA certificate).
+    /// Use TLS (implied by `https://`, a CA certificate or a client
+    /// certificate).
     pub tls: bool,
     /// PEM CA certificate that signs the server's certificate (default: the
     /// system's roots).
     pub ca_cert: Option<PathBuf>,
     /// Name to verify in the server's certificate (default: the URL's host).
     pub tls_domain: Option<String>,
+    /// PEM certificate and key this client presents (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Sent as `authorization: Bearer <token>` on every call.
     pub token: Option<String>,
     /// HTTP/2 connections to open; requests go round-robin over them.
@@ -43,6 +46,7 @@ impl Default for ConnectOptions {
             tls: false,
             ca_cert: None,
             tls_domain: None,
+            client_cert: None,
             token: None,
             connections: 1,
             connect_timeout: Duration::from_secs(5),
@@ -68,7 +72,7 @@ pub type Chan = InterceptedService<Channel, Bearer>;
 
 /// The URL with its scheme: `https://` when TLS is asked for.
 pub fn normalize_url(o: &ConnectOptions) -> String {
-    let tls = o.tls || o.ca_cert.is_some();
+    let tls = o.tls || o.ca_cert.is_some() || o.client_cert.is_some();
     if o.url.contains("://") {
         o.url.clone()
     } else if tls {
@@ -216,6 +220,11 @@ pub async fn connect(o: &ConnectOptions) -> Result<Vec<Chan>, LoadError> {
         };
         if let Some(d) = &o.tls_domain {
             tls = tls.domain_name(d.clone());
+        }
+        if let Some((cert, key)) = &o.client_cert {
+            let cert = std::fs::read(cert).map_err(|e| LoadError::io(cert, e))?;
+            let key = std::fs::read(key).map_err(|e| LoadError::io(key, e))?;
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
         }
         endpoint = endpoint
             .tls_config(tls)

@@ -136,6 +136,12 @@ struct TestArgs {
     /// Name to check in the server's certificate (default: the URL's host).
     #[arg(long)]
     tls_domain: Option<String>,
+    /// PEM client certificate, for servers that require mutual TLS (with --client-key).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Bearer token for servers that require one.
     #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -410,6 +416,7 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
                     tls: a.tls,
                     ca_cert: a.ca_cert.clone(),
                     tls_domain: a.tls_domain.clone(),
+                    client_cert: a.client_cert.clone().zip(a.client_key.clone()),
                     token: a.token.clone(),
                     connections: a.connections,
                     connect_timeout: Duration::from_secs(5),

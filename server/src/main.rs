@@ -156,6 +156,11 @@ struct Cli {
     /// PEM private key for TLS (with --tls-cert).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Mutual TLS: a PEM CA bundle; every client must present a certificate
+    /// it signed, or its connection is refused in the handshake (with
+    /// --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Require `authorization: Bearer <token>` on every call but health
     /// checks, over gRPC and HTTP.
     #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
@@ -366,6 +371,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let transport = TransportConfig {
         max_message_bytes: cli.max_message_bytes,
         tls: cli.tls_cert.clone().zip(cli.tls_key.clone()),
+        tls_client_ca: cli.tls_client_ca.clone(),
         auth_token: cli.auth_token.clone(),
         gate: Some(Gate::new(limits, "grpc", &metrics)),
         http2: Http2Settings {
@@ -382,7 +388,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     tracing::info!(
         "gRPC on {}{}",
         local(&grpc),
-        if transport.tls.is_some() {
+        if transport.tls_client_ca.is_some() {
+            " (mutual TLS)"
+        } else if transport.tls.is_some() {
             " (TLS)"
         } else {
             ""

@@ -28,6 +28,9 @@ pub struct TransportConfig {
     pub max_message_bytes: usize,
     /// PEM certificate and key for TLS, if TLS is on.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// With TLS: a PEM CA bundle; clients must then present a certificate
+    /// it signed (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
     /// Bearer token every call must carry, if auth is on.
     pub auth_token: Option<String>,
     /// Admission of connections (None: every connection is taken).
@@ -154,12 +157,14 @@ pub async fn serve(
         let cert =
             std::fs::read(cert).map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
         let key = std::fs::read(key).map_err(|e| format!("TLS key {}: {e}", key.display()))?;
-        builder = builder
-            .tls_config(
-                tonic::transport::ServerTlsConfig::new()
-                    .identity(tonic::transport::Identity::from_pem(cert, key)),
-            )
-            .map_err(|e| format!("TLS: {e}"))?;
+        let mut tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        if let Some(ca) = &transport.tls_client_ca {
+            let pem =
+                std::fs::read(ca).map_err(|e| format!("TLS client CA {}: {e}", ca.display()))?;
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(pem));
+        }
+        builder = builder.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
     }
     let drain_state = state.clone();
     let on_shutdown = async move {

@@ -855,3 +855,93 @@ async fn metrics_endpoint_serves_prometheus_text() {
     task.abort();
     s.shutdown().await.unwrap();
 }
+
+/// A CA, and certificates it signs for `names`: (cert PEM, key PEM).
+struct Ca {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    pem: String,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "rir test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca { params, key, pem }
+    }
+
+    fn sign(&self, names: &[&str]) -> (String, String) {
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_serves_only_clients_with_a_certificate_the_ca_signed() {
+    use rir_loadtest::connect::{ConnectOptions, connect, kserve_client};
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca = Ca::new();
+    let (server_cert, server_key) = ca.sign(&["localhost"]);
+    let (client_cert, client_key) = ca.sign(&["client"]);
+    let stranger = Ca::new().sign(&["client"]);
+    let mut o = Options::default();
+    o.transport.tls = Some((write("s.pem", &server_cert), write("s.key", &server_key)));
+    o.transport.tls_client_ca = Some(write("ca.pem", &ca.pem));
+    let s = start(None, o).await;
+    let url = s
+        .url
+        .replace("http://", "https://")
+        .replace("127.0.0.1", "localhost");
+    let options = |client: Option<(std::path::PathBuf, std::path::PathBuf)>| ConnectOptions {
+        url: url.clone(),
+        ca_cert: Some(dir.path().join("ca.pem")),
+        client_cert: client,
+        ..Default::default()
+    };
+    // A client that presents a certificate the CA signed is served.
+    let good = options(Some((
+        write("c.pem", &client_cert),
+        write("c.key", &client_key),
+    )));
+    let mut c = kserve_client(connect(&good).await.unwrap().remove(0));
+    let r = c
+        .model_infer(fp32_request("gray", 1, &pixels(1, 784, 1), true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outputs.len(), 2);
+    // No certificate, or one another CA signed: refused in the handshake
+    // (the connection, or at the latest the first call, fails).
+    for (what, client) in [
+        ("no client certificate", None),
+        (
+            "a certificate from another CA",
+            Some((write("x.pem", &stranger.0), write("x.key", &stranger.1))),
+        ),
+    ] {
+        let refused = match connect(&options(client)).await {
+            Err(_) => true,
+            Ok(mut chans) => kserve_client(chans.remove(0))
+                .server_live(pb::ServerLiveRequest {})
+                .await
+                .is_err(),
+        };
+        assert!(refused, "{what} was served");
+    }
+    s.shutdown().await.unwrap();
+}

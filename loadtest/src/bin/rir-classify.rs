@@ -63,6 +63,12 @@ struct Cli {
     /// PEM CA certificate of the server (turns on TLS).
     #[arg(long)]
     ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for servers that require mutual TLS (with --client-key).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Bearer token for servers that require one.
     #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -80,6 +86,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let replicas = connect_replicas(
         &ConnectOptions {
             ca_cert: cli.ca_cert.clone(),
+            client_cert: cli.client_cert.clone().zip(cli.client_key.clone()),
             token: cli.token.clone(),
             ..Default::default()
         },

@@ -41,6 +41,12 @@ struct Cli {
     /// PEM CA certificate of the server (turns on TLS).
     #[arg(long)]
     ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for servers that require mutual TLS (with --client-key).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Bearer token, for servers that ask one on every call.
     #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -78,6 +84,7 @@ async fn check(cli: Cli) -> Result<ExitCode> {
     let chans = match connect(&ConnectOptions {
         url: cli.url.clone(),
         ca_cert: cli.ca_cert.clone(),
+        client_cert: cli.client_cert.clone().zip(cli.client_key.clone()),
         token: cli.token.clone(),
         connect_timeout: timeout,
         ..Default::default()

@@ -112,6 +112,7 @@ impl Default for Options {
             transport: TransportConfig {
                 max_message_bytes: 4 << 20,
                 tls: None,
+                tls_client_ca: None,
                 auth_token: None,
                 gate: None,
                 http2: Default::default(),
