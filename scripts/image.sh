@@ -16,6 +16,9 @@
 #                 metrics ports), wait for rir-health inside it to say
 #                 SERVING, classify a sample image, stop it
 #   --tag NAME    image name (default rir-serve:cpu or rir-serve:cuda)
+#   --ca FILE     a CA bundle pip must trust inside the build (a TLS-inspecting
+#                 proxy's), passed as the build secret `pip-ca`, never stored
+#                 in the image (default: the host's PIP_CERT, when set)
 #
 # The builder is docker, podman or buildah, the first one that answers
 # `info` (RIR_BUILDER=buildah to choose). buildah runs with chroot isolation and,
@@ -29,6 +32,7 @@ prebuilt=0
 local_base=0
 smoke=0
 tag=""
+ca="${PIP_CERT:-}"
 while [ "$#" -gt 0 ]; do
   case "$1" in
     cpu | cuda) target="$1" ;;
@@ -37,6 +41,10 @@ while [ "$#" -gt 0 ]; do
     --smoke) smoke=1 ;;
     --tag)
       tag="${2:?--tag needs a name}"
+      shift
+      ;;
+    --ca)
+      ca="${2:?--ca needs a file}"
       shift
       ;;
     -h | --help)
@@ -73,7 +81,28 @@ if [ "$builder" = buildah ]; then
 fi
 log "builder: $builder; image $tag (target $target)"
 
+# buildah has no `image inspect`.
+image_exists() {
+  case "$builder" in
+    buildah) buildah inspect --type image "$1" >/dev/null 2>&1 ;;
+    *) "$builder" image inspect "$1" >/dev/null 2>&1 ;;
+  esac
+}
+image_size() {
+  case "$builder" in
+    buildah) buildah images --noheading --format '{{.Size}}' "$1" 2>/dev/null | head -n 1 ;;
+    *) "$builder" image inspect --format '{{.Size}}' "$1" 2>/dev/null | awk '{printf "%d MB (%s bytes)", $1 / 1000000, $1}' ;;
+  esac
+}
+
 args=(-f deploy/Containerfile --target "$target" -t "$tag")
+if [ -n "$ca" ]; then
+  [ -f "$ca" ] || { echo "image.sh: --ca $ca: no such file" >&2; exit 2; }
+  args+=(--secret "id=pip-ca,src=$ca")
+fi
+# Docker's image format: OCI's has no HEALTHCHECK, and buildah and podman
+# would drop it.
+[ "$builder" = docker ] || args+=(--format docker)
 
 if [ "$prebuilt" = 1 ]; then
   log "cargo build --release of the serving binaries"
@@ -84,7 +113,7 @@ fi
 
 if [ "$local_base" = 1 ]; then
   base="localhost/rir-base:bookworm"
-  if ! "$builder" image inspect "$base" >/dev/null 2>&1; then
+  if ! image_exists "$base"; then
     command -v debootstrap >/dev/null || {
       echo "image.sh: --local-base needs debootstrap (apt-get install debootstrap)" >&2
       exit 1
@@ -113,12 +142,7 @@ case "$builder" in
   *) "$builder" build "${args[@]}" . ;;
 esac
 
-size="$("$builder" image inspect --format '{{.Size}}' "$tag" 2>/dev/null || echo '?')"
-if [[ "$size" =~ ^[0-9]+$ ]]; then
-  log "$tag: $((size / 1000000)) MB ($size bytes, uncompressed)"
-else
-  log "$tag: built"
-fi
+log "$tag: $(image_size "$tag" || true), uncompressed"
 
 if [ "$smoke" = 1 ]; then
   port=18001
@@ -150,7 +174,8 @@ if [ "$smoke" = 1 ]; then
   if [ "$builder" = buildah ]; then
     target/release/rir-classify -u "127.0.0.1:$port" samples/fashion-mnist/01-pullover.png 2>/dev/null ||
       log "(no host rir-classify; health was checked)"
-    pkill -TERM -f "rir-serve --models /models --grpc-addr 127.0.0.1:$port" || true
+    # Anchored: buildah's own command line holds the same words.
+    pkill -TERM -f "^rir-serve --models /models --grpc-addr 127.0.0.1:$port" || true
     wait || true
   else
     target/release/rir-classify -u "127.0.0.1:$port" samples/fashion-mnist/01-pullover.png 2>/dev/null ||
