@@ -220,3 +220,45 @@ fn verify_fails_when_the_export_loses_the_trainers_accuracy() {
     );
     assert!(err.contains("the trainer 99.00%"), "{err}");
 }
+
+#[test]
+fn a_full_disk_keeps_the_previous_model_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_random(dir.path(), &micro(Variant::Rir), 1);
+    let version = dir.path().join("models/m/1");
+    let model = version.join("model.onnx");
+    let run = |ck: &std::path::Path| {
+        let mut c = bin();
+        c.arg(ck).arg("-o").arg(&model).arg("--no-triton-config");
+        c
+    };
+    assert!(run(&first).status().unwrap().success());
+    let before = std::fs::read(&model).unwrap();
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let second = write_random(&other, &micro(Variant::Rir), 2);
+    // The new model does not fit in the 4 KiB left beside the old one.
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/with-full-disk.sh");
+    let cmd = run(&second);
+    let o = Command::new("bash")
+        .arg(script)
+        .arg(&version)
+        .arg("4")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(stderr.contains("model.onnx"), "names the file: {stderr}");
+    let after = dir.path().join("models/m/1.after");
+    assert_eq!(std::fs::read(after.join("model.onnx")).unwrap(), before);
+    let names: Vec<String> = std::fs::read_dir(&after)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["model.onnx"], "nothing else left behind");
+}

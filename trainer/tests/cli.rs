@@ -206,3 +206,64 @@ fn bad_input_is_a_clear_error_and_a_failure_status() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown preset `huge`"));
 }
+
+/// `scripts/with-full-disk.sh DIR FREE_KIB` before `cmd`: DIR on a tmpfs
+/// with FREE_KIB left, in a private mount namespace; DIR's files afterwards
+/// land in DIR.after.
+fn on_full_disk(dir: &Path, free_kib: u32, cmd: &mut Command) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/with-full-disk.sh");
+    Command::new("bash")
+        .arg(script)
+        .arg(dir)
+        .arg(free_kib.to_string())
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fixtures::write_fashion_mnist(&data, 64, 16, 28, false, 4).unwrap();
+    let out = dir.path().join("run");
+    let status = bin()
+        .args(train_args(&data, &out))
+        .args(["--epochs", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let before = std::fs::read(out.join("last.safetensors")).unwrap();
+    // Epoch 2 runs; its checkpoint does not fit in the 4 KiB left.
+    let o = on_full_disk(
+        &out,
+        4,
+        bin()
+            .args(train_args(&data, &out))
+            .args(["--resume", "--epochs", "2"]),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains("last.safetensors"),
+        "names the file: {stderr}"
+    );
+    let after = dir.path().join("run.after");
+    assert_eq!(
+        std::fs::read(after.join("last.safetensors")).unwrap(),
+        before,
+        "the previous checkpoint is intact"
+    );
+    let ck = Checkpoint::read(&after.join("last.safetensors")).unwrap();
+    assert_eq!(ck.meta.training.epoch, 1);
+    let leftovers: Vec<_> = std::fs::read_dir(&after)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
