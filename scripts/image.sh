@@ -174,8 +174,9 @@ if [ "$smoke" = 1 ]; then
   if [ "$builder" = buildah ]; then
     target/release/rir-classify -u "127.0.0.1:$port" samples/fashion-mnist/01-pullover.png 2>/dev/null ||
       log "(no host rir-classify; health was checked)"
-    # Anchored: buildah's own command line holds the same words.
-    pkill -TERM -f "^rir-serve --models /models --grpc-addr 127.0.0.1:$port" || true
+    # Anchored (buildah's own command line holds the same words); inside
+    # the container the server runs as /usr/local/bin/rir-serve.
+    pkill -TERM -f "^(/usr/local/bin/)?rir-serve --models /models --grpc-addr 127.0.0.1:$port" || true
     wait || true
   else
     target/release/rir-classify -u "127.0.0.1:$port" samples/fashion-mnist/01-pullover.png 2>/dev/null ||

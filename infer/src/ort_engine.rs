@@ -83,7 +83,7 @@ pub fn resolve_library(explicit: Option<&Path>) -> Result<PathBuf, InferError> {
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
 /// The process-wide ONNX Runtime environment (ONNX Runtime allows one),
-/// loading the library on first use.
+/// loading the library on first use, with ONNX Runtime's telemetry off.
 pub fn environment(library: Option<&Path>) -> Result<&'static Environment, InferError> {
     ENVIRONMENT
         .get_or_init(|| {
@@ -91,8 +91,12 @@ pub fn environment(library: Option<&Path>) -> Result<&'static Environment, Infer
             let builder =
                 ort::init_from(&path).map_err(|e| format!("loading {}: {e}", path.display()))?;
             tracing::debug!("ONNX Runtime loaded from {}", path.display());
+            // Microsoft's builds (the PyPI wheel among them) send usage
+            // telemetry by default: model names and metadata, error
+            // messages, run counts. A server must not phone home unasked.
             builder
                 .with_name("rir")
+                .with_telemetry(false)
                 .build()
                 .map_err(|e| format!("creating the ONNX Runtime environment: {e}"))
         })
