@@ -126,6 +126,9 @@ if [ "$RIR_SETUP_DEVICE" = cuda ]; then
   unset _rir_nv
 fi
 export RIR_PYTHONPATH="$PY_DIR"
+# ONNX Runtime's own telemetry stays off in everything run from here (the
+# binaries turn it off themselves; this covers tests and Python references).
+export ORT_DISABLE_TELEMETRY="${ORT_DISABLE_TELEMETRY:-1}"
 export RIR_ROOT
 eval "$_rir_saved_opts"
 case "$_rir_saved_flags" in *e*) set -e ;; *) set +e ;; esac

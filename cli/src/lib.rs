@@ -11,6 +11,7 @@ pub mod font;
 /// `RUST_LOG` is unset), then runs `body` and turns an error into
 /// `error: <cause chain>` on stderr and exit status 1.
 pub fn main(default_filter: &str, body: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCode {
+    no_onnx_runtime_telemetry();
     // Die quietly on a closed pipe (`rir-train presets | head`) like other tools.
     // SAFETY: resetting a signal disposition at start-up, before threads exist.
     unsafe {
@@ -30,6 +31,21 @@ pub fn main(default_filter: &str, body: impl FnOnce() -> anyhow::Result<ExitCode
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keeps ONNX Runtime from collecting telemetry. Microsoft's builds (the
+/// PyPI wheel among them) start a telemetry client when the library loads:
+/// it writes a device ID and an event database under
+/// `~/.cache/Microsoft/DeveloperTools/.onnxruntime/` and uploads model names,
+/// metadata and errors. Disabling events on the environment afterwards
+/// leaves those files being written (measured); `ORT_DISABLE_TELEMETRY=1`
+/// before the library loads stops it all. A value the user set is kept.
+fn no_onnx_runtime_telemetry() {
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        // SAFETY: called first thing in main, before any thread is started,
+        // so nothing reads the environment concurrently.
+        unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
     }
 }
 

@@ -318,3 +318,49 @@ async fn kill_9_under_open_loop_load_counts_every_request_and_the_restart_serves
     assert!(answered_after > 0, "the restarted server got no traffic");
     assert!(answered_after <= report.ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rir_serve_leaves_no_onnx_runtime_telemetry_behind() {
+    // Microsoft's ONNX Runtime builds write a device ID and an event
+    // database under ~/.cache/Microsoft when telemetry is on.
+    let home = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let mut child = std::process::Command::new(serve_bin())
+        .arg("--models")
+        .arg(&models)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "off"])
+        .args(["--metrics-addr", "127.0.0.1:0", "--device", "cpu"])
+        .env("HOME", home.path())
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("ORT_DISABLE_TELEMETRY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the models are loaded (the library is in use), then stop it.
+    // The reader keeps draining stderr: a closed pipe would kill the server.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("gRPC on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    // SAFETY: signalling our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(ready && status.success(), "{status}");
+    let cache = home.path().join(".cache/Microsoft");
+    assert!(
+        !cache.exists(),
+        "ONNX Runtime telemetry files: {:?}",
+        std::fs::read_dir(home.path().join(".cache")).map(|d| d.count())
+    );
+}
