@@ -304,10 +304,10 @@ proptest! {
             if path.exists() {
                 continue;
             }
-            if let Some(parent) = path.parent() {
-                if parent.is_file() || std::fs::create_dir_all(parent).is_err() {
-                    continue;
-                }
+            if let Some(parent) = path.parent()
+                && (parent.is_file() || std::fs::create_dir_all(parent).is_err())
+            {
+                continue;
             }
             let bytes: &[u8] = match content {
                 0 => b"",
