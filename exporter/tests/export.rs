@@ -42,8 +42,22 @@ fn configurations() -> Vec<(String, ModelSpec)> {
             }
         }
     }
+    // RiR: 2 projections x outer on/off x 2 masks; each other variant: 2
+    // projections at its own outer shortcut and the full mask. A spec change
+    // that made configurations invalid would otherwise shrink the tests
+    // silently.
+    assert_eq!(
+        out.len(),
+        CONFIGURATIONS,
+        "{:?}",
+        out.iter().map(|c| &c.0).collect::<Vec<_>>()
+    );
     out
 }
+
+/// How many configurations [`configurations`] yields: 2 x 2 x 2 for RiR,
+/// 2 for each other variant.
+const CONFIGURATIONS: usize = 2 * 2 * 2 + (Variant::ALL.len() - 1) * 2;
 
 #[test]
 fn folded_equals_unfolded_in_onnx_runtime_and_tract() {
