@@ -9,6 +9,8 @@
 //! which is flushed to disk and then renamed over the target, so a crash at
 //! any moment leaves either the old or the new checkpoint, never a torn one.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,8 @@
 //! - [`rng`]: the seeded generator that makes shuffling and augmentation
 //!   reproducible, independently of libtorch.
 
+#![forbid(unsafe_code)]
+
 pub mod augment;
 pub mod cifar;
 pub mod dataset;

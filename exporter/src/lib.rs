@@ -16,6 +16,8 @@
 //!
 //! The crate reads checkpoints in pure Rust; it does not link libtorch.
 
+#![forbid(unsafe_code)]
+
 pub mod bench;
 pub mod error;
 pub mod export;

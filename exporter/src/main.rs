@@ -1,5 +1,7 @@
 //! `rir-export`: fold a trained RiR checkpoint into ONNX and prove the export.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

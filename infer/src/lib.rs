@@ -19,6 +19,8 @@
 //!   read by the server.
 //! - [`error`]: the crate's error type.
 
+#![forbid(unsafe_code)]
+
 pub mod device;
 pub mod engine;
 pub mod error;

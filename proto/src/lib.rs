@@ -3,6 +3,8 @@
 //! call). The server implements them; clients (the load tester, the tests)
 //! call them.
 
+#![forbid(unsafe_code)]
+
 /// `inference.*`: KServe v2 / Open Inference Protocol with Triton extensions.
 #[allow(missing_docs, clippy::all)]
 pub mod inference {

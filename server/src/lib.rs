@@ -24,6 +24,8 @@
 //! - [`server`]: transport, TLS, auth, health, reflection, metrics endpoint,
 //!   graceful shutdown.
 
+#![forbid(unsafe_code)]
+
 pub mod batcher;
 pub mod conn;
 pub mod control;

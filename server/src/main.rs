@@ -1,5 +1,7 @@
 //! `rir-serve`: serve a model repository over gRPC and HTTP.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

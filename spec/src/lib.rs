@@ -21,6 +21,8 @@
 //! assert!((9_300_000..9_700_000).contains(&cost.params));
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod arch;
 pub mod cost;
 pub mod error;
