@@ -194,24 +194,32 @@ impl OrtEngine {
     }
 }
 
+/// Whether the loaded ONNX Runtime library has its CUDA execution provider
+/// (`Err` says why not). Call after [`environment`] has loaded the library.
+pub fn cuda_provider() -> Result<(), String> {
+    use ort::ep::ExecutionProvider;
+    match ort::ep::CUDA::is_available() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(
+            "this ONNX Runtime library has no CUDA execution provider (on a GPU \
+             host, scripts/setup.sh installs onnxruntime-gpu; or point ORT_DYLIB_PATH at its \
+             libonnxruntime.so)"
+                .into(),
+        ),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn with_cuda(
     builder: ort::session::builder::SessionBuilder,
     o: &CudaOptions,
 ) -> Result<ort::session::builder::SessionBuilder, InferError> {
-    use ort::ep::ExecutionProvider;
     use ort::ep::cuda::ConvAlgorithmSearch;
     let fail = |detail: String| InferError::Device {
         device: "cuda",
         detail,
     };
-    if !ort::ep::CUDA::is_available().map_err(|e| fail(e.to_string()))? {
-        return Err(fail(
-            "this ONNX Runtime library has no CUDA execution provider (on a GPU host, \
-             scripts/setup.sh installs onnxruntime-gpu; or point ORT_DYLIB_PATH at its \
-             libonnxruntime.so)"
-                .into(),
-        ));
-    }
+    cuda_provider().map_err(fail)?;
     let mut ep = ort::ep::CUDA::default()
         .with_conv_algorithm_search(match o.conv_search {
             ConvSearch::Exhaustive => ConvAlgorithmSearch::Exhaustive,

@@ -260,6 +260,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         (None, false) => Some("0.0.0.0:8000".to_string()),
     };
     let buckets = parse_buckets(&cli.batch_buckets, cli.max_batch)?;
+    // Asked for CUDA and the library has no CUDA provider: fail now, with
+    // the reason, rather than serve with every model unavailable.
+    if cli.device == Device::Cuda && cli.backend == Backend::Ort {
+        rir_infer::ort_engine::environment(cli.ort_lib.as_deref())?;
+        cli.device
+            .resolve(rir_infer::ort_engine::cuda_provider())
+            .map_err(anyhow::Error::msg)?;
+    }
     let metrics = Arc::new(Metrics::new().context("metrics")?);
     let engines = ServingEngines {
         options: EngineOptions {

@@ -364,3 +364,36 @@ async fn rir_serve_leaves_no_onnx_runtime_telemetry_behind() {
         std::fs::read_dir(home.path().join(".cache")).map(|d| d.count())
     );
 }
+
+#[test]
+fn device_cuda_without_a_cuda_provider_fails_at_start_with_the_reason() {
+    rir_infer::ort_engine::environment(None).unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let out = std::process::Command::new(serve_bin())
+        .arg("--models")
+        .arg(&models)
+        .args([
+            "--device",
+            "cuda",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "off",
+        ])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match rir_infer::ort_engine::cuda_provider() {
+        Err(why) => {
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(
+                stderr.contains("--device cuda:") && stderr.contains(&why),
+                "{stderr}"
+            );
+        }
+        // A machine whose library has the provider: the server starts.
+        Ok(()) => panic!("this test expects a CPU-only ONNX Runtime; got: {stderr}"),
+    }
+}

@@ -324,3 +324,20 @@ fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_says_why() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+#[test]
+fn device_cuda_where_libtorch_has_no_cuda_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fixtures::write_fashion_mnist(&data, 32, 8, 28, false, 5).unwrap();
+    let mut args = train_args(&data, &dir.path().join("run"));
+    let at = args.iter().position(|a| a == "cpu").unwrap();
+    args[at] = "cuda".into();
+    let o = bin().args(&args).args(["--epochs", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // A GPU host trains; anywhere else: status 1 and the reason, no panic.
+    if !o.status.success() {
+        assert_eq!(o.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("--device cuda:"), "{stderr}");
+    }
+}
