@@ -14,6 +14,15 @@ use rir_spec::InputSpec;
 use tokio::sync::oneshot;
 
 fn setup(max_batch: usize, delay: Duration) -> (Batcher, Arc<ModelStats>, tempfile::TempDir) {
+    setup_with(max_batch, delay, |e| e)
+}
+
+/// [`setup`] with the engine wrapped by `wrap` (fault injection).
+fn setup_with(
+    max_batch: usize,
+    delay: Duration,
+    wrap: impl FnOnce(Box<dyn Engine>) -> Box<dyn Engine>,
+) -> (Batcher, Arc<ModelStats>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     common::write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
     let path = dir.path().join("m/1/model.onnx");
@@ -26,7 +35,7 @@ fn setup(max_batch: usize, delay: Duration) -> (Batcher, Arc<ModelStats>, tempfi
         queue_capacity: 64,
     };
     (
-        Batcher::start(&desc, vec![engine], config, stats.clone()),
+        Batcher::start(&desc, vec![wrap(engine)], config, stats.clone()),
         stats,
         dir,
     )
@@ -281,4 +290,64 @@ async fn an_engine_without_fixed_sizes_runs_batches_unpadded() {
         "one batch of 5, not padded to 8"
     );
     assert_eq!(stats.snapshot().padded_count, 0);
+}
+
+/// Fails every batch that holds the value [`POISON`], with its own message;
+/// runs the others on the real engine.
+struct Faulty(Box<dyn Engine>);
+
+const POISON: f32 = 7.0;
+
+impl Engine for Faulty {
+    fn name(&self) -> String {
+        "faulty".into()
+    }
+
+    fn run(
+        &mut self,
+        input: &[f32],
+        shape: &[usize],
+    ) -> Result<Vec<rir_infer::Output>, rir_infer::InferError> {
+        if input.contains(&POISON) {
+            return Err(rir_infer::InferError::Run {
+                engine: "faulty",
+                detail: "injected fault: CUDA out of memory".into(),
+            });
+        }
+        self.0.run(input, shape)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_error_fails_only_its_batch_with_the_engines_message() {
+    // A queue delay of 200 ms makes two requests sent together one batch.
+    let (b, _stats, _dir) = setup_with(8, Duration::from_millis(200), |e| Box::new(Faulty(e)));
+    let (a, ra) = job(1, None);
+    b.try_submit(a).unwrap();
+    assert!(ra.await.unwrap().is_ok(), "a batch before the fault");
+
+    let (mut poisoned, rp) = job(1, None);
+    poisoned.images[100] = POISON;
+    let (beside, rb) = job(2, None);
+    b.try_submit(poisoned).unwrap();
+    b.try_submit(beside).unwrap();
+    for (what, rx) in [
+        ("the poisoned request", rp),
+        ("the one batched with it", rb),
+    ] {
+        match rx.await.unwrap() {
+            Err(JobError::Engine(m)) => {
+                assert!(
+                    m.contains("injected fault: CUDA out of memory"),
+                    "{what}: {m}"
+                )
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // The engine and its worker go on: the next batch runs.
+    let (c, rc) = job(3, None);
+    b.try_submit(c).unwrap();
+    let out = rc.await.unwrap().unwrap();
+    assert_eq!(out.batch_size, 3, "it ran alone");
 }
