@@ -3,7 +3,9 @@
 # The tritonclient 2.41.0 wheel is the last to ship the binary; it needs
 # libb64 (Debian) and the CUDA runtime library (PyPI nvidia-cuda-runtime-cu12,
 # loaded even on CPU-only machines). Installed once into .deps/perf-analyzer,
-# then this script runs perf_analyzer with the given arguments.
+# then this script runs perf_analyzer with the given arguments; with the
+# single argument --install it only installs (the test set-up does that,
+# so no test downloads anything).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="$ROOT/.deps/perf-analyzer"
@@ -37,5 +39,6 @@ for whl in glob.glob(os.path.join(tmp, "*.whl")):
 PY
   rm -rf "$tmp" "$DIR" && mv "$DIR.partial" "$DIR"
 fi
+[[ "${1:-}" == --install && "$#" == 1 ]] && exit 0
 export LD_LIBRARY_PATH="$DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 exec "$DIR/bin/perf_analyzer" "$@"

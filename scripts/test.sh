@@ -13,6 +13,9 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
+# NVIDIA's perf_analyzer (PyPI), for the test that drives rir-serve with it.
+bash scripts/perf-analyzer.sh --install
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -54,8 +54,19 @@ async fn measure(script: Script, load: Load, o: RunOptions) -> (Result<Outcome, 
     (r, received)
 }
 
-/// `measured` lies in [`injected` - 0.05 ms, `injected` + `slack` ms]: the
-/// tool may add loopback and scheduling time, never remove any.
+/// `measured` is at least `injected` - 0.05 ms: the tool may add loopback
+/// and scheduling time, never remove any.
+fn at_least(what: &str, measured: f64, injected: f64) {
+    assert!(
+        measured >= injected - 0.05,
+        "{what}: measured {measured:.3} ms, below the injected {injected:.3} ms"
+    );
+}
+
+/// `measured` lies in [`injected` - 0.05 ms, `injected` + `slack` ms]. Only
+/// for figures that several samples decide (min, median, p95, mean), never
+/// for one slow sample (p99 or max of a few hundred), which a scheduling
+/// hiccup on a busy machine can push anywhere.
 fn near(what: &str, measured: f64, injected: f64, slack: f64) {
     assert!(
         measured >= injected - 0.05 && measured <= injected + slack,
@@ -78,9 +89,11 @@ async fn percentiles_match_injected_latencies() {
     let l = r.latency_ms;
     near("min", l.min, 2.0, 2.0);
     near("p50", l.p50, 2.0, 2.0);
+    // 30 of the 300 take 20 ms: p95 is one of them, whatever a few
+    // outliers do.
     near("p95", l.p95, 20.0, 3.0);
-    near("p99", l.p99, 20.0, 3.0);
-    near("max", l.max, 20.0, 5.0);
+    at_least("p99", l.p99, 20.0);
+    at_least("max", l.max, 20.0);
     near("avg", l.avg, 0.9 * 2.0 + 0.1 * 20.0, 2.0);
     // Closed loop at concurrency 1: throughput is 1 / mean latency.
     let expected = 1000.0 / l.avg;
