@@ -397,3 +397,51 @@ fn device_cuda_without_a_cuda_provider_fails_at_start_with_the_reason() {
         Ok(()) => panic!("this test expects a CPU-only ONNX Runtime; got: {stderr}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engine_instances_answer_concurrent_calls_exactly_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 3);
+    let one = spawn_server(serve_bin(), dir.path(), &args(&[]))
+        .await
+        .unwrap();
+    let two = spawn_server(serve_bin(), dir.path(), &args(&["--instances", "2"]))
+        .await
+        .unwrap();
+    let request = |k: u8| ModelInferRequest {
+        model_name: "gray".into(),
+        inputs: vec![InferInputTensor {
+            name: "image".into(),
+            datatype: "UINT8".into(),
+            shape: vec![1, 28, 28, 1],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![(0..784).map(|i| (i as u8).wrapping_mul(k)).collect()],
+        ..Default::default()
+    };
+    let mut reference = GrpcInferenceServiceClient::connect(one.url.clone())
+        .await
+        .unwrap();
+    let client = GrpcInferenceServiceClient::connect(two.url.clone())
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..32u8)
+        .map(|k| {
+            let mut c = client.clone();
+            let r = request(k);
+            tokio::spawn(async move { c.model_infer(r).await.map(|r| r.into_inner()) })
+        })
+        .collect();
+    for (k, call) in calls.into_iter().enumerate() {
+        let got = call.await.unwrap().unwrap();
+        let want = reference
+            .model_infer(request(k as u8))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            got.raw_output_contents, want.raw_output_contents,
+            "call {k}"
+        );
+    }
+}
