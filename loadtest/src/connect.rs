@@ -54,6 +54,37 @@ impl Default for ConnectOptions {
     }
 }
 
+/// The options every client binary takes for a server that wants TLS,
+/// mutual TLS or a bearer token (`#[command(flatten)]` it).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientAuthArgs {
+    /// PEM CA certificate of the server (turns on TLS; without it,
+    /// https:// trusts the system's roots).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for servers that require mutual TLS (with --client-key).
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Bearer token, for servers that require one on every call.
+    #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientAuthArgs {
+    /// `o` with these credentials.
+    pub fn apply(&self, o: ConnectOptions) -> ConnectOptions {
+        ConnectOptions {
+            ca_cert: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone().zip(self.client_key.clone()),
+            token: self.token.clone(),
+            ..o
+        }
+    }
+}
+
 /// Adds the bearer token to each call.
 #[derive(Clone)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rir_loadtest::balance::Replicas;
 use rir_loadtest::bench::{self, BenchOptions, CompareOptions, ServerBenchOptions};
-use rir_loadtest::connect::{ConnectOptions, connect_replicas, resolve};
+use rir_loadtest::connect::{ClientAuthArgs, ConnectOptions, connect_replicas, resolve};
 use rir_loadtest::http::HttpClient;
 use rir_loadtest::report::{Report, csv, table};
 use rir_loadtest::run::{Arrivals, Load, RunOptions, Stability, Stop, run};
@@ -130,21 +130,11 @@ struct TestArgs {
     /// Use TLS (implied by https:// or --ca-cert).
     #[arg(long)]
     tls: bool,
-    /// PEM CA certificate of the server (default: the system's roots).
-    #[arg(long)]
-    ca_cert: Option<PathBuf>,
     /// Name to check in the server's certificate (default: the URL's host).
     #[arg(long)]
     tls_domain: Option<String>,
-    /// PEM client certificate, for servers that require mutual TLS (with --client-key).
-    #[arg(long, requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    /// PEM key of --client-cert.
-    #[arg(long, requires = "client_cert")]
-    client_key: Option<PathBuf>,
-    /// Bearer token for servers that require one.
-    #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    auth: ClientAuthArgs,
     /// Classify: labels per image.
     #[arg(long, default_value_t = 1)]
     top_k: u32,
@@ -411,16 +401,14 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
     let workload = match a.protocol {
         Protocol::Grpc => {
             let replicas = connect_replicas(
-                &ConnectOptions {
+                &a.auth.apply(ConnectOptions {
                     url: String::new(),
                     tls: a.tls,
-                    ca_cert: a.ca_cert.clone(),
                     tls_domain: a.tls_domain.clone(),
-                    client_cert: a.client_cert.clone().zip(a.client_key.clone()),
-                    token: a.token.clone(),
                     connections: a.connections,
                     connect_timeout: Duration::from_secs(5),
-                },
+                    ..Default::default()
+                }),
                 &targets,
             )
             .await?;
@@ -430,7 +418,7 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
             let members = targets
                 .iter()
                 .map(|t| {
-                    HttpClient::new(&t.url, a.token.clone(), Duration::from_secs(5))
+                    HttpClient::new(&t.url, a.auth.token.clone(), Duration::from_secs(5))
                         .map(|c| (t.url.clone(), c))
                 })
                 .collect::<Result<Vec<_>, _>>()?;

@@ -8,25 +8,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Options, start};
-use rir_proto::inference::model_infer_request::InferInputTensor;
-use rir_proto::inference::{ModelInferRequest, ServerLiveRequest};
+use rir_proto::inference::ServerLiveRequest;
 use rir_server::conn::{ConnLimits, Gate};
 use rir_server::stats::Metrics;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-fn request() -> ModelInferRequest {
-    ModelInferRequest {
-        model_name: "gray".into(),
-        inputs: vec![InferInputTensor {
-            name: "image".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 1, 28, 28],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![vec![0u8; 784 * 4]],
-        ..Default::default()
-    }
+fn request() -> rir_proto::inference::ModelInferRequest {
+    common::fp32_request("gray", 1, &[0.0; 784], true)
 }
 
 /// Whether the server closed `s` within `wait` (a read sees EOF or a reset).

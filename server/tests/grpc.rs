@@ -8,12 +8,13 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::fp32_request;
 use common::{Options, png, start};
 use rir_infer::engine::{max_abs_diff, output};
 use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_proto::classify::ClassifyRequest;
 use rir_proto::inference::{
-    self as pb, InferParameter, InferTensorContents,
+    self as pb, InferParameter,
     infer_parameter::ParameterChoice,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
@@ -23,30 +24,6 @@ fn pixels(n: usize, per: usize, seed: u32) -> Vec<f32> {
     (0..n * per)
         .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 1000.0)
         .collect()
-}
-
-fn fp32_request(model: &str, n: usize, data: &[f32], raw: bool) -> pb::ModelInferRequest {
-    let shape = vec![n as i64, 1, 28, 28];
-    pb::ModelInferRequest {
-        model_name: model.into(),
-        id: "req-1".into(),
-        inputs: vec![InferInputTensor {
-            name: "image".into(),
-            datatype: "FP32".into(),
-            shape,
-            contents: (!raw).then(|| InferTensorContents {
-                fp32_contents: data.to_vec(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        raw_input_contents: if raw {
-            vec![rir_proto::raw::f32_bytes(data)]
-        } else {
-            vec![]
-        },
-        ..Default::default()
-    }
 }
 
 /// What ONNX Runtime in this process says for the same model and input.

@@ -153,20 +153,8 @@ async fn sigterm_turns_health_off_finishes_calls_in_flight_and_exits_0() {
     let calls: Vec<_> = (0..16)
         .map(|_| {
             let mut c = GrpcInferenceServiceClient::new(chan.clone());
-            tokio::spawn(async move {
-                c.model_infer(ModelInferRequest {
-                    model_name: "gray".into(),
-                    inputs: vec![InferInputTensor {
-                        name: "image".into(),
-                        datatype: "FP32".into(),
-                        shape: vec![64, 1, 28, 28],
-                        ..Default::default()
-                    }],
-                    raw_input_contents: vec![vec![0u8; 64 * 784 * 4]],
-                    ..Default::default()
-                })
-                .await
-            })
+            let request = common::fp32_request("gray", 64, &vec![0.0; 64 * 784], true);
+            tokio::spawn(async move { c.model_infer(request).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(30)).await;

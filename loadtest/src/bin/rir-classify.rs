@@ -12,7 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rir_data::Source;
 use rir_loadtest::accuracy::evaluate;
 use rir_loadtest::balance::{Tally, replica_table};
-use rir_loadtest::connect::{ConnectOptions, classify_client, connect_replicas, resolve};
+use rir_loadtest::connect::{
+    ClientAuthArgs, ConnectOptions, classify_client, connect_replicas, resolve,
+};
 use rir_proto::classify::ClassifyRequest;
 
 #[derive(Parser)]
@@ -60,18 +62,8 @@ struct Cli {
     /// Images per ModelInfer request with --eval.
     #[arg(long, default_value_t = 100)]
     batch: usize,
-    /// PEM CA certificate of the server (turns on TLS).
-    #[arg(long)]
-    ca_cert: Option<PathBuf>,
-    /// PEM client certificate, for servers that require mutual TLS (with --client-key).
-    #[arg(long, requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    /// PEM key of --client-cert.
-    #[arg(long, requires = "client_cert")]
-    client_key: Option<PathBuf>,
-    /// Bearer token for servers that require one.
-    #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    auth: ClientAuthArgs,
 }
 
 fn main() -> ExitCode {
@@ -83,22 +75,14 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let targets = resolve(&cli.url).await?;
-    let replicas = connect_replicas(
-        &ConnectOptions {
-            ca_cert: cli.ca_cert.clone(),
-            client_cert: cli.client_cert.clone().zip(cli.client_key.clone()),
-            token: cli.token.clone(),
-            ..Default::default()
-        },
-        &targets,
-    )
-    .await?
-    .map(|chans| {
-        chans
-            .into_iter()
-            .next()
-            .expect("connect opens at least one connection")
-    });
+    let replicas = connect_replicas(&cli.auth.apply(ConnectOptions::default()), &targets)
+        .await?
+        .map(|chans| {
+            chans
+                .into_iter()
+                .next()
+                .expect("connect opens at least one connection")
+        });
     let mut tally = Tally::default();
     if let Some(source) = cli.eval {
         let dir = cli.data_dir.clone().unwrap_or_else(|| source.default_dir());

@@ -3,13 +3,12 @@
 //! status: the container image's HEALTHCHECK, and a probe for any host
 //! without Kubernetes' built-in gRPC probes.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::Parser;
-use rir_loadtest::connect::{ConnectOptions, connect, error_chain};
+use rir_loadtest::connect::{ClientAuthArgs, ConnectOptions, connect, error_chain};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -38,18 +37,8 @@ struct Cli {
     /// Seconds to wait for the connection and for the answer, each.
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
-    /// PEM CA certificate of the server (turns on TLS).
-    #[arg(long)]
-    ca_cert: Option<PathBuf>,
-    /// PEM client certificate, for servers that require mutual TLS (with --client-key).
-    #[arg(long, requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    /// PEM key of --client-cert.
-    #[arg(long, requires = "client_cert")]
-    client_key: Option<PathBuf>,
-    /// Bearer token, for servers that ask one on every call.
-    #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    auth: ClientAuthArgs,
 }
 
 /// grpc_health_probe's exit statuses.
@@ -81,14 +70,11 @@ async fn check(cli: Cli) -> Result<ExitCode> {
         .ok()
         .filter(|t| !t.is_zero())
         .ok_or_else(|| anyhow::anyhow!("--timeout must be a positive number of seconds"))?;
-    let chans = match connect(&ConnectOptions {
+    let chans = match connect(&cli.auth.apply(ConnectOptions {
         url: cli.url.clone(),
-        ca_cert: cli.ca_cert.clone(),
-        client_cert: cli.client_cert.clone().zip(cli.client_key.clone()),
-        token: cli.token.clone(),
         connect_timeout: timeout,
         ..Default::default()
-    })
+    }))
     .await
     {
         Ok(c) => c,

@@ -355,3 +355,36 @@ pub async fn call(method: &str, url: String, headers: &[(&str, &str)], body: Vec
 pub async fn get(url: String) -> Reply {
     call("GET", url, &[], vec![]).await
 }
+
+/// A ModelInferRequest for `n` gray 28x28 FP32 images of `model`: raw
+/// contents, or typed ones when `raw` is false.
+pub fn fp32_request(
+    model: &str,
+    n: usize,
+    data: &[f32],
+    raw: bool,
+) -> rir_proto::inference::ModelInferRequest {
+    let shape = vec![n as i64, 1, 28, 28];
+    rir_proto::inference::ModelInferRequest {
+        model_name: model.into(),
+        id: "req-1".into(),
+        inputs: vec![
+            rir_proto::inference::model_infer_request::InferInputTensor {
+                name: "image".into(),
+                datatype: "FP32".into(),
+                shape,
+                contents: (!raw).then(|| rir_proto::inference::InferTensorContents {
+                    fp32_contents: data.to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ],
+        raw_input_contents: if raw {
+            vec![rir_proto::raw::f32_bytes(data)]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    }
+}
