@@ -20,8 +20,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test --no-run (the test targets and the binaries, built once with the tests' features)"
+cargo test --workspace --no-run --quiet 2>&1
 echo "== deploy/: manifests against their schemas, the Containerfile, flags and ports against the binaries"
-cargo build --workspace --bins --quiet
 PYTHONPATH="$RIR_PYTHONPATH" python3 scripts/check-deploy.py \
   --serve-bin target/debug/rir-serve --health-bin target/debug/rir-health --train-bin target/debug/rir-train
 echo "== cargo test"
