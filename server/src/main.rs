@@ -227,18 +227,27 @@ fn parse_buckets(text: &str, max_batch: usize) -> Result<Buckets> {
     }
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// SIGTERM and SIGINT, registered when this is called rather than when the
+/// future is first polled: a signal that arrives between the "gRPC on" line
+/// and the first poll (an orchestrator stopping a pod that just got ready)
+/// must drain and exit 0, not kill the process by the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(term) => {}
+            _ = wait(int) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }
 
@@ -391,6 +400,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ..Http2Settings::default()
         },
     };
+    let signalled = shutdown_signal();
     state.ready.store(true, Ordering::SeqCst);
     if !ready {
         tracing::warn!("some models are not ready; the others are served");
@@ -410,7 +420,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let (stop_tx, stop) = Stop::new();
     let timeout = Duration::from_secs(cli.shutdown_timeout);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signalled.await;
         let _ = stop_tx.send(true);
     });
     let mut http_task = None;
