@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// The Prometheus metrics, labelled by model.
 pub struct Metrics {
@@ -34,6 +36,11 @@ pub struct Metrics {
     /// --max-connections reached; `silent`: nothing sent within
     /// --first-byte-timeout-ms).
     pub connections_refused: IntCounterVec,
+    /// Resident memory of this process, bytes (Prometheus' standard
+    /// process metric, read from /proc when scraped).
+    pub resident_memory: IntGauge,
+    /// Open file descriptors of this process (the same).
+    pub open_fds: IntGauge,
 }
 
 impl Metrics {
@@ -96,6 +103,13 @@ impl Metrics {
             ),
             &["front", "reason"],
         )?;
+        let resident_memory = IntGauge::new(
+            "process_resident_memory_bytes",
+            "resident memory size in bytes",
+        )?;
+        let open_fds = IntGauge::new("process_open_fds", "number of open file descriptors")?;
+        registry.register(Box::new(resident_memory.clone()))?;
+        registry.register(Box::new(open_fds.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -118,17 +132,39 @@ impl Metrics {
             pending,
             connections,
             connections_refused,
+            resident_memory,
+            open_fds,
         })
     }
 
     /// The text exposition format of every metric.
     pub fn render(&self) -> String {
+        self.read_process();
         let mut out = String::new();
         let encoder = prometheus::TextEncoder::new();
         if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
             out = format!("# encoding failed: {e}\n");
         }
         out
+    }
+}
+
+impl Metrics {
+    /// Updates the process gauges from /proc (Linux; elsewhere they stay 0).
+    fn read_process(&self) {
+        let rss_kib = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<i64>().ok())
+            });
+        if let Some(kib) = rss_kib {
+            self.resident_memory.set(kib * 1024);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
     }
 }
 

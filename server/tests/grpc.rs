@@ -803,6 +803,21 @@ async fn metrics_endpoint_serves_prometheus_text() {
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
+    // The process gauges: this test's own process, read independently.
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let ratio = gauge("process_resident_memory_bytes ") / (rss_kib * 1024.0);
+    assert!((0.8..1.25).contains(&ratio), "RSS gauge / VmRSS = {ratio}");
+    assert!(gauge("process_open_fds ") >= 4.0);
     task.abort();
 
     // Behind the token: 401 without it or with another, 200 with it.
