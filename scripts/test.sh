@@ -18,6 +18,9 @@ bash scripts/perf-analyzer.sh --install
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== dependencies: licences, sources and wildcards against deny.toml (the full cargo-deny: scripts/deny.sh)"
+python3 scripts/check-licences.py --self-test
+python3 scripts/check-licences.py | grep -v '^warning:'
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test --no-run (the test targets and the binaries, built once with the tests' features)"
