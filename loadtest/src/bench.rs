@@ -54,14 +54,17 @@ fn workload_options(model: &str) -> WorkloadOptions {
 }
 
 async fn prepare(url: &str, model: &str) -> Result<Arc<Workload>> {
+    Ok(Arc::new(prepare_workload(url, model).await?))
+}
+
+/// Random batch-1 ModelInfer requests of `model` at `url`, over one connection.
+pub(crate) async fn prepare_workload(url: &str, model: &str) -> Result<Workload> {
     let chans = connect(&ConnectOptions {
         url: url.into(),
         ..Default::default()
     })
     .await?;
-    Ok(Arc::new(
-        Workload::prepare(chans, &workload_options(model)).await?,
-    ))
+    Ok(Workload::prepare(chans, &workload_options(model)).await?)
 }
 
 async fn closed(w: &Arc<Workload>, concurrency: usize, o: &BenchOptions) -> Result<Report> {
@@ -72,6 +75,7 @@ async fn closed(w: &Arc<Workload>, concurrency: usize, o: &BenchOptions) -> Resu
             warmup: o.warmup,
             stop: Stop::Duration(o.duration),
             stability: None,
+            interval: None,
             max_in_flight: 1,
             seed: 0,
             progress: o.progress,
@@ -130,6 +134,11 @@ impl Spawned {
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
+    }
+
+    /// How the server ended, if it has (reaping it); `None` while it runs.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Waits for the server to exit.
@@ -639,6 +648,7 @@ pub async fn compare(o: &CompareOptions) -> Result<String> {
                     tolerance: 0.1,
                     max_windows: 10,
                 }),
+                interval: None,
                 max_in_flight: 1,
                 seed: 0,
                 progress: o.progress,

@@ -16,6 +16,8 @@
 //! - [`http`]: the KServe v2 REST client (binary tensors, `{"error"}` answers).
 //! - [`workload`]: what is sent: checking the model, building requests from
 //!   random tensors, raw tensor files or images, and the probe request.
+//! - [`hostile`]: the classes of bad request mixed into a run, each with
+//!   the status it is owed.
 //! - [`recorder`]: latencies and errors of one measurement window.
 //! - [`run`]: the closed- and open-loop drivers, warm-up, duration or count,
 //!   stability windows.
@@ -24,6 +26,8 @@
 //! - [`stub`]: a KServe server with scripted latency and errors: the test
 //!   target, and the "trivial model" of the tool's own ceiling benchmark.
 //! - [`accuracy`]: a test split through ModelInfer, for the served accuracy.
+//! - [`soak`]: a long open-loop run with bad requests mixed in, judged on
+//!   crashes, memory, tail latency over time and the bad requests' statuses.
 //! - [`bench`]: the benchmarks (the tool's ceiling, its figures next to
 //!   perf_analyzer's, and rir-serve against in-process ONNX Runtime).
 
@@ -32,11 +36,13 @@ pub mod balance;
 pub mod bench;
 pub mod connect;
 pub mod error;
+pub mod hostile;
 pub mod http;
 pub mod plot;
 pub mod recorder;
 pub mod report;
 pub mod run;
+pub mod soak;
 pub mod stub;
 pub mod workload;
 

@@ -14,6 +14,7 @@ use rir_loadtest::connect::{ClientAuthArgs, ConnectOptions, connect_replicas, re
 use rir_loadtest::http::HttpClient;
 use rir_loadtest::report::{Report, csv, table};
 use rir_loadtest::run::{Arrivals, Load, RunOptions, Stability, Stop, run};
+use rir_loadtest::soak::{Bounds, SoakOptions, soak};
 use rir_loadtest::workload::{Api, InputData, InputShape, Workload, WorkloadOptions};
 
 /// How rir-loadtest reaches the server.
@@ -121,6 +122,18 @@ struct TestArgs {
     /// Stability mode: most windows before reporting as unstable.
     #[arg(long, default_value_t = 10)]
     max_windows: usize,
+    /// Also report every this many seconds (one row per interval: a soak's
+    /// figures over time).
+    #[arg(long, conflicts_with = "stability")]
+    interval: Option<f64>,
+    /// Share of bad requests to mix in (0 to 1, e.g. 0.05): wrong shapes,
+    /// short data, BYTES, 2^62-item batches, negative dimensions, unknown
+    /// inputs, models and versions, `../` names, and through Classify
+    /// garbage, truncated and decompression-bomb images. Each class is
+    /// counted against the status a KServe v2 server owes it, apart from
+    /// the figures; rir-loadtest exits 1 when any got another. gRPC only.
+    #[arg(long, default_value_t = 0.0)]
+    bad_fraction: f64,
     /// HTTP/2 connections to spread requests over.
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -157,7 +170,7 @@ struct TestArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Benchmarks: the tool's ceiling, a comparison with perf_analyzer, rir-serve against in-process ONNX Runtime.
+    /// Benchmarks: the tool's ceiling, a comparison with perf_analyzer, rir-serve against in-process ONNX Runtime, the soak.
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -241,6 +254,59 @@ enum BenchCommand {
         #[arg(long, default_value = "", allow_hyphen_values = true)]
         server_args: String,
     },
+    /// A long open-loop run at a share of the measured capacity with bad
+    /// requests mixed in, judged on crashes, RSS growth, p99 from interval
+    /// to interval and the bad requests' statuses (exit 1 when a bound fails).
+    #[command(
+        long_about = "Starts rir-serve, measures its capacity in closed loop, then offers a share of it \
+        in open loop (Poisson arrivals) for --duration with --bad-fraction of the requests bad (every \
+        class of rir-loadtest --bad-fraction). Prints one row per interval (req/s, p50, p99 and its \
+        change from the interval before, the bad requests, the server's RSS) and a verdict: the \
+        server stayed up and no good request failed, RSS grew less than --max-rss-growth % from the \
+        end of the first interval to the end, p99 changed by at most --max-p99-change % between \
+        consecutive intervals, and every bad request got the status it is owed. Exits 1 when any \
+        bound fails.\n\nThe issue's soak: rir-loadtest bench soak (30 minutes, 80 %, 5 % bad)."
+    )]
+    Soak {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Seconds of the soak.
+        #[arg(short = 'd', long, default_value_t = 1800.0)]
+        duration: f64,
+        /// Seconds per interval.
+        #[arg(long, default_value_t = 60.0)]
+        interval: f64,
+        /// Seconds of load before the first interval (not measured).
+        #[arg(short = 'w', long, default_value_t = 10.0)]
+        warmup: f64,
+        /// Share of the measured capacity to offer.
+        #[arg(long, default_value_t = 0.8)]
+        load: f64,
+        /// Share of bad requests.
+        #[arg(long, default_value_t = 0.05)]
+        bad_fraction: f64,
+        /// Closed-loop concurrency of the capacity measurement.
+        #[arg(long, default_value_t = 8)]
+        capacity_concurrency: usize,
+        /// Seconds of the capacity measurement.
+        #[arg(long, default_value_t = 20.0)]
+        capacity_duration: f64,
+        /// Bound on RSS growth, %.
+        #[arg(long, default_value_t = 5.0)]
+        max_rss_growth: f64,
+        /// Bound on the change of p99 between consecutive intervals, %.
+        #[arg(long, default_value_t = 20.0)]
+        max_p99_change: f64,
+        /// More rir-serve arguments, space-separated.
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        server_args: String,
+        /// Write the figures and verdict as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// No progress bars.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
 }
 
 /// `1,2,4` or `1..64` (powers of two from the first to the last).
@@ -303,6 +369,55 @@ fn bench_options(c: &BenchCommon) -> Result<BenchOptions> {
 
 async fn run_bench(b: BenchCommand) -> Result<ExitCode> {
     let text = match b {
+        BenchCommand::Soak {
+            serve,
+            duration,
+            interval,
+            warmup,
+            load,
+            bad_fraction,
+            capacity_concurrency,
+            capacity_duration,
+            max_rss_growth,
+            max_p99_change,
+            server_args,
+            json,
+            quiet,
+        } => {
+            if !(load > 0.0 && load.is_finite()) {
+                bail!("--load is a positive share of the capacity, not {load}");
+            }
+            if interval <= 0.0 || duration < 2.0 * interval {
+                bail!("--duration must hold at least two --interval (positive) to compare");
+            }
+            let o = SoakOptions {
+                served: serve.served()?,
+                server_args: server_args.split_whitespace().map(String::from).collect(),
+                capacity_concurrency,
+                capacity_duration: secs(capacity_duration, "--capacity-duration")?,
+                load,
+                bad_fraction,
+                duration: secs(duration, "--duration")?,
+                interval: secs(interval, "--interval")?,
+                warmup: secs(warmup, "--warmup")?,
+                bounds: Bounds {
+                    rss_growth_pct: max_rss_growth,
+                    p99_change_pct: max_p99_change,
+                },
+                progress: !quiet,
+            };
+            let s = soak(&o).await?;
+            print!("{}", s.render(&o));
+            if let Some(p) = &json {
+                std::fs::write(p, serde_json::to_string_pretty(&s)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            return Ok(if s.verdict.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         BenchCommand::Ceiling(c) => bench::ceiling(&bench_options(&c)?).await?,
         BenchCommand::Compare {
             serve,
@@ -432,11 +547,22 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
             workload.replicas().join(", ")
         );
     }
+    let workload = if a.bad_fraction > 0.0 {
+        workload.with_bad_fraction(a.bad_fraction, a.seed).await?
+    } else {
+        workload
+    };
     let workload = Arc::new(workload);
+    let interval = match a.interval {
+        Some(v) if v <= 0.0 => bail!("--interval must be a positive number of seconds"),
+        Some(v) => Some(secs(v, "--interval")?),
+        None => None,
+    };
     let options = RunOptions {
         warmup: secs(a.warmup, "--warmup")?,
         stop,
         stability,
+        interval,
         max_in_flight: a.max_in_flight,
         seed: a.seed,
         progress: !a.quiet,
@@ -456,6 +582,13 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
     }
     if let Some(p) = &a.plot {
         rir_loadtest::plot::sweep(p, &workload.description, &reports)?;
+    }
+    let mismatched: u64 = reports.iter().map(Report::bad_mismatched).sum();
+    if mismatched > 0 {
+        eprintln!(
+            "error: {mismatched} bad requests were answered with another status than the one they are owed"
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,18 @@
 //! Latencies and errors of one measurement window. Only successful requests
 //! go into the latency histogram (as perf_analyzer and ghz do); failures are
-//! counted by gRPC status with the first message of each.
+//! counted by gRPC status with the first message of each. Bad requests
+//! mixed in on purpose are counted apart, by class, against the status each
+//! is owed: they are neither latencies nor failures of the server.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::balance::{Routed, Tally};
+use crate::balance::Tally;
 use crate::error::code_name;
+use crate::hostile::HostileCount;
+use crate::workload::Sent;
 
 /// Highest latency the histogram holds, microseconds (one hour); longer
 /// ones are clamped to it.
@@ -26,6 +30,8 @@ pub struct Recorder {
     /// What each replica answered, and the requests sent again after one
     /// did not answer.
     pub replicas: Tally,
+    /// The bad requests by class name.
+    pub hostile: BTreeMap<String, HostileCount>,
 }
 
 impl Default for Recorder {
@@ -43,11 +49,35 @@ impl Recorder {
             errors: BTreeMap::new(),
             messages: BTreeMap::new(),
             replicas: Tally::default(),
+            hostile: BTreeMap::new(),
         }
     }
 
     /// Records one request's outcome, and where it was answered.
-    pub fn record(&mut self, latency: Duration, routed: &Routed<()>) {
+    pub fn record(&mut self, latency: Duration, sent: &Sent) {
+        let routed = &sent.routed;
+        if let Some(h) = sent.hostile {
+            let c = self.hostile.entry(h.name().to_string()).or_default();
+            let expected = code_name(h.expected());
+            c.expected = expected.to_string();
+            c.sent += 1;
+            let got = match &routed.result {
+                Ok(()) => "OK",
+                Err(s) => code_name(s.code()),
+            };
+            if got == expected {
+                c.as_expected += 1;
+            } else {
+                *c.otherwise.entry(got.to_string()).or_default() += 1;
+                if c.message.is_none() {
+                    c.message = Some(match &routed.result {
+                        Ok(()) => "it succeeded".into(),
+                        Err(s) => s.message().to_string(),
+                    });
+                }
+            }
+            return;
+        }
         self.replicas.record(routed);
         match &routed.result {
             Ok(()) => {
@@ -74,6 +104,11 @@ impl Recorder {
         self.errors.values().sum()
     }
 
+    /// Bad requests answered with another status than the one they are owed.
+    pub fn hostile_mismatched(&self) -> u64 {
+        self.hostile.values().map(|c| c.sent - c.as_expected).sum()
+    }
+
     /// Adds another window's record to this one.
     pub fn merge(&mut self, other: &Recorder) {
         self.latency
@@ -86,5 +121,8 @@ impl Recorder {
             self.messages.entry(k.clone()).or_insert_with(|| m.clone());
         }
         self.replicas.merge(&other.replicas);
+        for (k, c) in &other.hostile {
+            self.hostile.entry(k.clone()).or_default().merge(c);
+        }
     }
 }

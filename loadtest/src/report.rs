@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::balance::{ReplicaCount, replica_table};
+use crate::hostile::HostileCount;
 use crate::recorder::Recorder;
 use crate::run::Load;
 
@@ -72,6 +73,15 @@ pub struct Report {
     pub retried: u64,
     /// Per replica, when there are several (empty for one server).
     pub replicas: Vec<ReplicaCount>,
+    /// Bad requests mixed in, by class (kept out of every figure above).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub bad_requests: BTreeMap<String, HostileCount>,
+    /// With `--interval`: the same figures for each interval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<Report>,
+    /// An interval's start, seconds from the start of the measurement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_s: Option<f64>,
 }
 
 fn ms(us: u64) -> f64 {
@@ -131,6 +141,9 @@ impl Report {
             windows,
             retried: record.replicas.retries(),
             replicas: vec![],
+            bad_requests: record.hostile.clone(),
+            intervals: vec![],
+            start_s: None,
         }
     }
 
@@ -146,6 +159,19 @@ impl Report {
     /// Failed requests.
     pub fn failed(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// Bad requests sent.
+    pub fn bad_sent(&self) -> u64 {
+        self.bad_requests.values().map(|c| c.sent).sum()
+    }
+
+    /// Bad requests answered with another status than the one they are owed.
+    pub fn bad_mismatched(&self) -> u64 {
+        self.bad_requests
+            .values()
+            .map(|c| c.sent - c.as_expected)
+            .sum()
     }
 
     fn errors_cell(&self) -> String {
@@ -189,7 +215,7 @@ fn cells(r: &Report) -> [String; 13] {
 /// An aligned table, one row per report (latency in milliseconds), with
 /// the error messages under it.
 pub fn table(reports: &[Report]) -> String {
-    let rows: Vec<[String; 13]> = reports.iter().map(cells).collect();
+    let rows: Vec<[String; 13]> = rows(reports).map(cells).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|i| {
             rows.iter()
@@ -243,21 +269,52 @@ pub fn table(reports: &[Report]) -> String {
                 replica_table(&r.replicas)
             );
         }
+        if !r.bad_requests.is_empty() {
+            let _ = writeln!(
+                out,
+                "{}: {} bad requests, {} answered with the status they are owed",
+                r.load,
+                r.bad_sent(),
+                r.bad_sent() - r.bad_mismatched()
+            );
+            for (class, c) in &r.bad_requests {
+                let _ = write!(
+                    out,
+                    "  {class:<16} {:>7} sent  {:>7} {}",
+                    c.sent, c.as_expected, c.expected
+                );
+                for (code, n) in &c.otherwise {
+                    let _ = write!(out, "  {n} {code} (owed {})", c.expected);
+                }
+                if let Some(m) = &c.message {
+                    let _ = write!(out, ": {m}");
+                }
+                out.push('\n');
+            }
+        }
     }
     out
+}
+
+/// Each report's intervals, then the report itself.
+fn rows(reports: &[Report]) -> impl Iterator<Item = &Report> {
+    reports
+        .iter()
+        .flat_map(|r| r.intervals.iter().chain(std::iter::once(r)))
 }
 
 /// CSV with a header row; latency in milliseconds, errors as `CODE:n` pairs.
 pub fn csv(reports: &[Report]) -> String {
     let mut out = String::from(
         "load,concurrency,rate,batch,seconds,requests,ok,failed,requests_per_s,inferences_per_s,\
-         min_ms,avg_ms,stddev_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,late_sends,retried,errors\n",
+         min_ms,avg_ms,stddev_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,late_sends,retried,errors,\
+         bad_sent,bad_mismatched\n",
     );
-    for r in reports {
+    for r in rows(reports) {
         let l = &r.latency_ms;
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.3},{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{}",
+            "{},{},{},{},{:.3},{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{}",
             r.load,
             r.concurrency.map(|c| c.to_string()).unwrap_or_default(),
             r.rate.map(|c| c.to_string()).unwrap_or_default(),
@@ -283,7 +340,9 @@ pub fn csv(reports: &[Report]) -> String {
                 .iter()
                 .map(|(k, v)| format!("{k}:{v}"))
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
+            r.bad_sent(),
+            r.bad_mismatched()
         );
     }
     out

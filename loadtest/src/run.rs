@@ -21,11 +21,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::LoadError;
-use crate::balance::Routed;
 use crate::error::code_name;
 use crate::recorder::Recorder;
 use crate::report::Report;
-use crate::workload::Workload;
+use crate::workload::{Sent, Workload};
 
 /// Arrival process of the open loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -60,7 +59,12 @@ impl Load {
         match self {
             Load::Closed { concurrency } => format!("concurrency {concurrency}"),
             Load::Open { rate, arrivals } => format!(
-                "rate {rate}/s {}",
+                "rate {}/s {}",
+                if rate.fract() == 0.0 {
+                    format!("{rate:.0}")
+                } else {
+                    format!("{rate:.2}")
+                },
                 match arrivals {
                     Arrivals::Constant => "constant",
                     Arrivals::Poisson => "poisson",
@@ -100,6 +104,9 @@ pub struct RunOptions {
     pub stop: Stop,
     /// Optional stability windows.
     pub stability: Option<Stability>,
+    /// Without stability windows: also report each interval of this length
+    /// (a soak's figures over time).
+    pub interval: Option<Duration>,
     /// Open loop: most requests in flight; when reached, sends wait (and
     /// their latency still counts from the intended time).
     pub max_in_flight: usize,
@@ -149,8 +156,9 @@ impl Shared {
         Some(phase)
     }
 
-    fn finish(&self, phase: usize, latency: Duration, routed: Routed<()>) {
-        match &routed.result {
+    fn finish(&self, phase: usize, latency: Duration, sent: Sent) {
+        match &sent.routed.result {
+            _ if sent.hostile.is_some() => 0,
             Ok(()) => self.ok.fetch_add(1, Ordering::Relaxed),
             Err(s) => {
                 *lock(&self.last_error) = Some(s.clone());
@@ -164,7 +172,7 @@ impl Shared {
         };
         let mut w = lock(&self.windows);
         if let Some(r) = w.get_mut(phase) {
-            r.record(latency, &routed);
+            r.record(latency, &sent);
         }
     }
 
@@ -188,10 +196,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The result of one run.
 pub struct Outcome {
-    /// The figures.
+    /// The figures (with one report per interval when asked for).
     pub report: Report,
     /// The measured record (histogram and errors).
     pub record: Recorder,
+}
+
+/// What the controller measured.
+struct Measured {
+    record: Recorder,
+    seconds: f64,
+    stable: Option<bool>,
+    windows: usize,
+    /// With `interval`: each interval's record, its start (seconds from the
+    /// start of the measurement) and its length.
+    intervals: Vec<(Recorder, f64, f64)>,
 }
 
 /// Applies `load` with `workload` under `o`, and reports what it measured.
@@ -243,18 +262,36 @@ pub async fn run(
     let bar = progress_bar(o, &load);
     let measured = control(&shared, o, done, &bar).await;
     bar.finish_and_clear();
-    let (record, seconds, stable, windows) = measured?;
-    let report = Report::new(
+    let m = measured?;
+    let replicas = workload.replicas();
+    let mut report = Report::new(
         &load,
         workload.batch,
-        seconds,
-        &record,
+        m.seconds,
+        &m.record,
         shared.late.load(Ordering::Relaxed),
-        stable,
-        windows,
+        m.stable,
+        m.windows,
     )
-    .with_replicas(&record, &workload.replicas());
-    Ok(Outcome { report, record })
+    .with_replicas(&m.record, &replicas);
+    report.intervals = m
+        .intervals
+        .iter()
+        .map(|(rec, start, secs)| {
+            let mut r = Report::new(&load, workload.batch, *secs, rec, 0, None, 1);
+            r.load = if *secs < 10.0 {
+                format!("{:.1}-{:.1} s", start, start + secs)
+            } else {
+                format!("{:.0}-{:.0} s", start, start + secs)
+            };
+            r.start_s = Some(*start);
+            r
+        })
+        .collect();
+    Ok(Outcome {
+        report,
+        record: m.record,
+    })
 }
 
 fn closed(w: Arc<Workload>, sh: Arc<Shared>, concurrency: usize) -> oneshot::Receiver<()> {
@@ -363,8 +400,6 @@ fn progress_bar(o: &RunOptions, load: &Load) -> ProgressBar {
     bar
 }
 
-type Measured = (Recorder, f64, Option<bool>, usize);
-
 async fn control(
     sh: &Shared,
     o: &RunOptions,
@@ -452,11 +487,29 @@ async fn control(
                 Stop::Duration(d) => Some(starts[0] + d),
                 Stop::Requests(_) => None,
             };
+            // With intervals, window k is the k-th interval.
+            let mut next_split = o.interval.map(|d| starts[0] + d);
             while end.is_none_or(|end| Instant::now() < end) && !finished {
                 let left = end.map_or(TICK, |end| end.saturating_duration_since(Instant::now()));
+                let left = next_split.map_or(left, |t| {
+                    left.min(t.saturating_duration_since(Instant::now()))
+                });
                 tokio::time::sleep(TICK.min(left)).await;
                 if let Some(e) = tick(&mut finished, &mut done) {
                     return Err(e);
+                }
+                if let (Some(t), Some(d)) = (next_split, o.interval)
+                    && Instant::now() >= t
+                    && end.is_none_or(|end| t < end)
+                {
+                    starts.push(Instant::now());
+                    let n = {
+                        let mut w = lock(&sh.windows);
+                        w.push(Recorder::new());
+                        w.len() - 1
+                    };
+                    sh.phase.store(n, Ordering::Release);
+                    next_split = Some(t + d);
                 }
             }
         }
@@ -479,9 +532,45 @@ async fn control(
                 rec.merge(w);
             }
             let secs = (starts[k] - starts[first - 1]).as_secs_f64();
-            Ok((rec, secs, stable, k))
+            Ok(Measured {
+                record: rec,
+                seconds: secs,
+                stable,
+                windows: k,
+                intervals: vec![],
+            })
         }
-        None => Ok((windows[1].clone(), (end - starts[0]).as_secs_f64(), None, 1)),
+        None => {
+            let mut record = Recorder::new();
+            for w in &windows[1..] {
+                record.merge(w);
+            }
+            // Interval k ran from starts[k - 1] to starts[k] (the last to
+            // the end, answers in flight included).
+            starts.push(end);
+            let intervals = if o.interval.is_some() {
+                windows[1..]
+                    .iter()
+                    .zip(starts.windows(2))
+                    .map(|(w, b)| {
+                        (
+                            w.clone(),
+                            (b[0] - starts[0]).as_secs_f64(),
+                            (b[1] - b[0]).as_secs_f64(),
+                        )
+                    })
+                    .collect()
+            } else {
+                vec![]
+            };
+            Ok(Measured {
+                record,
+                seconds: (end - starts[0]).as_secs_f64(),
+                stable: None,
+                windows: 1,
+                intervals,
+            })
+        }
     }
 }
 

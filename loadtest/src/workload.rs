@@ -18,6 +18,7 @@ use crate::LoadError;
 use crate::balance::{Replicas, Routed};
 use crate::connect::{Chan, classify_client, kserve_client};
 use crate::error::code_name;
+use crate::hostile::{Call, Hostile, Mix};
 use crate::http::{self, HttpClient, Post};
 
 /// Which RPC to drive.
@@ -133,25 +134,46 @@ fn with_shapes(mut inputs: Vec<TensorMetadata>, shapes: &[InputShape]) -> Vec<Te
 /// through them so that caches do not see one tensor over and over.
 const RANDOM_VARIANTS: usize = 8;
 
+/// Both gRPC services' clients over one connection.
+#[derive(Clone)]
+struct GrpcClients {
+    kserve: GrpcInferenceServiceClient<Chan>,
+    classify: ImageClassifierClient<Chan>,
+}
+
+impl GrpcClients {
+    fn new(chan: Chan) -> Self {
+        GrpcClients {
+            kserve: kserve_client(chan.clone()),
+            classify: classify_client(chan),
+        }
+    }
+}
+
 /// The prepared requests, and the replicas to send them to (each with its
 /// clients, one per connection).
 enum Requests {
-    Infer(
-        Replicas<Vec<GrpcInferenceServiceClient<Chan>>>,
-        Arc<[ModelInferRequest]>,
-    ),
-    Classify(
-        Replicas<Vec<ImageClassifierClient<Chan>>>,
-        Arc<[ClassifyRequest]>,
-    ),
+    /// ModelInfer or Classify calls.
+    Grpc(Replicas<Vec<GrpcClients>>, Arc<[Call]>),
     /// KServe v2 REST: prepared POSTs (binary tensors, or images to classify).
     Http(Replicas<HttpClient>, Arc<[Post]>),
+}
+
+/// One request's answer, and the class of bad request it was, if it was one.
+#[derive(Debug)]
+pub struct Sent {
+    /// The answer, and which replica gave it.
+    pub routed: Routed<()>,
+    /// `None` for a good request.
+    pub hostile: Option<Hostile>,
 }
 
 /// A checked, ready workload: the prepared requests and clients to send them.
 pub struct Workload {
     requests: Requests,
     timeout: Option<Duration>,
+    /// Bad requests mixed in (gRPC only).
+    hostile: Option<Mix>,
     /// Items per request.
     pub batch: usize,
     /// One line saying what is sent, for logs and reports.
@@ -191,7 +213,7 @@ impl Workload {
             })?;
             first.get_or_insert(client);
         }
-        let (requests, description) = match o.api {
+        let (calls, description) = match o.api {
             Api::Infer => {
                 let Some(mut client) = first else {
                     return Err(LoadError::Setup("no connection".into()));
@@ -213,8 +235,8 @@ impl Workload {
                     o.batch,
                     describe_inputs(&inputs)
                 );
-                let clients = replicas.map(|chans| chans.into_iter().map(kserve_client).collect());
-                (Requests::Infer(clients, reqs.into()), description)
+                let calls: Vec<Call> = reqs.into_iter().map(Call::Infer).collect();
+                (calls, description)
             }
             Api::Classify => {
                 let reqs = classify_requests(o)?;
@@ -229,14 +251,15 @@ impl Workload {
                     o.batch,
                     reqs.len() * o.batch
                 );
-                let clients =
-                    replicas.map(|chans| chans.into_iter().map(classify_client).collect());
-                (Requests::Classify(clients, reqs.into()), description)
+                let calls: Vec<Call> = reqs.into_iter().map(Call::Classify).collect();
+                (calls, description)
             }
         };
+        let clients = replicas.map(|chans| chans.into_iter().map(GrpcClients::new).collect());
         Workload {
-            requests,
+            requests: Requests::Grpc(clients, calls.into()),
             timeout: o.timeout,
+            hostile: None,
             batch: o.batch,
             description,
         }
@@ -332,6 +355,7 @@ impl Workload {
         Workload {
             requests: Requests::Http(replicas, posts.into()),
             timeout: o.timeout,
+            hostile: None,
             batch: o.batch,
             description,
         }
@@ -339,10 +363,63 @@ impl Workload {
         .await
     }
 
+    /// Mixes bad requests into the run: `fraction` (0 to 1) of them, drawn
+    /// by `seed`, spread over every class the workload can build (the image
+    /// classes only where the server has `Classify`). gRPC only.
+    pub async fn with_bad_fraction(mut self, fraction: f64, seed: u64) -> Result<Self, LoadError> {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(LoadError::Setup(format!(
+                "--bad-fraction is a share between 0 and 1, not {fraction}"
+            )));
+        }
+        let Requests::Grpc(replicas, calls) = &self.requests else {
+            return Err(LoadError::Setup(
+                "--bad-fraction works over gRPC (-i grpc)".into(),
+            ));
+        };
+        let good = calls.iter().find_map(|c| match c {
+            Call::Infer(r) => Some(r),
+            Call::Classify(_) => None,
+        });
+        let model = match &calls[0] {
+            Call::Infer(r) => r.model_name.clone(),
+            Call::Classify(r) => r.model_name.clone(),
+        };
+        let mut mix = Mix::new(fraction, seed, &Hostile::ALL, good, &model);
+        // Servers without rir's Classify get the tensor classes only.
+        if let Some(Call::Classify(r)) = Hostile::NoImages.call(None, &model) {
+            let mut c = replicas.members()[0].client[0].classify.clone();
+            if let Err(s) = c.classify(self.request(r)).await
+                && s.code() == tonic::Code::Unimplemented
+            {
+                let images: Vec<Hostile> =
+                    Hostile::ALL.into_iter().filter(|h| h.is_image()).collect();
+                tracing::info!("the server has no Classify: the bad images are left out");
+                mix = mix.without(&images);
+            }
+        }
+        if mix.classes().is_empty() {
+            return Err(LoadError::Setup(
+                "no class of bad request fits this workload".into(),
+            ));
+        }
+        tracing::info!(
+            "{:.1} % bad requests: {}",
+            fraction * 100.0,
+            mix.classes()
+                .iter()
+                .map(|h| h.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.hostile = Some(mix);
+        Ok(self)
+    }
+
     /// Sends one request; its failure is [`LoadError::Rejected`].
     async fn probe(self) -> Result<Workload, LoadError> {
         let w = self;
-        if let Err(s) = w.send(0).await.result {
+        if let Err(s) = w.send(0).await.routed.result {
             return Err(LoadError::Rejected {
                 code: code_name(s.code()).into(),
                 message: s.message().into(),
@@ -355,41 +432,47 @@ impl Workload {
     /// reached over gRPC).
     pub fn replicas(&self) -> Vec<String> {
         match &self.requests {
-            Requests::Infer(r, _) => r.addresses(),
-            Requests::Classify(r, _) => r.addresses(),
+            Requests::Grpc(r, _) => r.addresses(),
             Requests::Http(r, _) => r.addresses(),
         }
     }
 
     /// Sends the `i`-th request (cycling through the prepared ones, the
-    /// replicas and each one's connections) and waits for its answer; a
-    /// replica that does not answer hands it to the next.
-    pub async fn send(&self, i: u64) -> Routed<()> {
+    /// replicas and each one's connections; or the bad request the mix makes
+    /// it) and waits for its answer; a replica that does not answer hands it
+    /// to the next.
+    pub async fn send(&self, i: u64) -> Sent {
         let pick = |n: usize| (i % n as u64) as usize;
         match &self.requests {
-            Requests::Infer(replicas, reqs) => {
-                let req = &reqs[pick(reqs.len())];
-                replicas
+            Requests::Grpc(replicas, calls) => {
+                let (call, hostile) = match self.hostile.as_ref().and_then(|m| m.pick(i)) {
+                    Some((h, call)) => (call, Some(*h)),
+                    None => (&calls[pick(calls.len())], None),
+                };
+                let routed = replicas
                     .call(i, |clients| {
-                        let mut c = clients[pick(clients.len())].clone();
-                        let req = self.request(req.clone());
-                        async move { c.model_infer(req).await.map(drop) }
+                        let c = clients[pick(clients.len())].clone();
+                        let call = call.clone();
+                        async move {
+                            match call {
+                                Call::Infer(r) => c
+                                    .kserve
+                                    .clone()
+                                    .model_infer(self.request(r))
+                                    .await
+                                    .map(drop),
+                                Call::Classify(r) => {
+                                    c.classify.clone().classify(self.request(r)).await.map(drop)
+                                }
+                            }
+                        }
                     })
-                    .await
-            }
-            Requests::Classify(replicas, reqs) => {
-                let req = &reqs[pick(reqs.len())];
-                replicas
-                    .call(i, |clients| {
-                        let mut c = clients[pick(clients.len())].clone();
-                        let req = self.request(req.clone());
-                        async move { c.classify(req).await.map(drop) }
-                    })
-                    .await
+                    .await;
+                Sent { routed, hostile }
             }
             Requests::Http(replicas, posts) => {
                 let post = &posts[pick(posts.len())];
-                replicas
+                let routed = replicas
                     .call(i, |client| async move {
                         match self.timeout {
                             None => client.post(post).await,
@@ -402,7 +485,11 @@ impl Workload {
                                 }),
                         }
                     })
-                    .await
+                    .await;
+                Sent {
+                    routed,
+                    hostile: None,
+                }
             }
         }
     }

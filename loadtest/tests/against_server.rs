@@ -48,6 +48,7 @@ async fn count(w: Workload, n: u64) -> rir_loadtest::report::Report {
         warmup: Duration::ZERO,
         stop: Stop::Requests(n),
         stability: None,
+        interval: None,
         max_in_flight: 100,
         seed: 0,
         progress: false,
@@ -558,4 +559,94 @@ async fn rir_classify_over_two_replicas_and_its_accuracy_mismatch_error() {
     );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_class_of_bad_request_gets_its_status_and_the_good_ones_are_untouched() {
+    use rir_loadtest::hostile::Hostile;
+    let s = start(None, Options::default()).await;
+    let w = prepare(
+        &plain(&s.url),
+        &options(Api::Infer, "gray", 2, InputData::Random),
+    )
+    .await
+    .unwrap()
+    .with_bad_fraction(0.5, 1)
+    .await
+    .unwrap();
+    let r = count(w, 600).await;
+    // Every class went out, and each got the status it is owed.
+    let classes: Vec<&str> = r.bad_requests.keys().map(String::as_str).collect();
+    let mut all: Vec<&str> = Hostile::ALL.iter().map(|h| h.name()).collect();
+    all.sort();
+    assert_eq!(classes, all);
+    for (class, c) in &r.bad_requests {
+        assert!(c.sent > 5, "{class}: {c:?}");
+        assert_eq!(c.as_expected, c.sent, "{class}: {c:?}");
+    }
+    assert_eq!(r.bad_mismatched(), 0);
+    // Half of them bad, the rest answered and the only ones in the figures.
+    assert!((200..400).contains(&r.bad_sent()), "{}", r.bad_sent());
+    assert_eq!(r.ok + r.bad_sent(), 600);
+    assert_eq!(r.failed(), 0, "{:?}", r.error_messages);
+    assert!(r.latency_ms.p50 > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_bad_requests_a_server_accepts_exit_1_and_intervals_are_rows() {
+    // The stub answers everything, bad requests included, and has no
+    // Classify: the check must catch the first and leave the images out.
+    let stub = StubServer::start(Script::instant("stub")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("r.csv").to_string_lossy().into_owned();
+    let json = dir.path().join("r.json").to_string_lossy().into_owned();
+    let url = stub.url.clone();
+    let (bad, plain) = tokio::task::spawn_blocking(move || {
+        let base = ["-u", &url, "-m", "stub", "-w", "0", "-q", "-r", "400"];
+        let bad = cli(&[&base[..], &["-d", "0.5", "--bad-fraction", "0.2"]].concat());
+        let plain = cli(&[
+            &base[..],
+            &[
+                "-d",
+                "1.2",
+                "--interval",
+                "0.4",
+                "--csv",
+                &csv,
+                "--json",
+                &json,
+            ],
+        ]
+        .concat());
+        (bad, plain)
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("answered with another status"), "{stderr}");
+    assert!(stdout.contains("OK (owed INVALID_ARGUMENT)"), "{stdout}");
+    assert!(stdout.contains("OK (owed NOT_FOUND)"), "{stdout}");
+    assert!(!stdout.contains("image-bomb"), "{stdout}");
+
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&plain.stdout);
+    assert!(stdout.contains("0.0-0.4 s"), "{stdout}");
+    let csv = std::fs::read_to_string(dir.path().join("r.csv")).unwrap();
+    // Three intervals, then the whole run.
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    assert!(rows[3].starts_with("rate 400/s"), "{csv}");
+    let reports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let intervals = reports[0]["intervals"].as_array().unwrap();
+    assert_eq!(intervals.len(), 3);
+    let sum: u64 = intervals.iter().map(|i| i["ok"].as_u64().unwrap()).sum();
+    assert_eq!(sum, reports[0]["ok"].as_u64().unwrap());
+    stub.shutdown().await;
 }

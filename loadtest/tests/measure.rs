@@ -39,6 +39,7 @@ fn requests(n: u64) -> RunOptions {
         warmup: Duration::ZERO,
         stop: Stop::Requests(n),
         stability: None,
+        interval: None,
         max_in_flight: 10_000,
         seed: 7,
         progress: false,

@@ -1,0 +1,447 @@
+//! The soak: a long open-loop run at a share of the capacity measured just
+//! before, with bad requests mixed in, against a rir-serve this process
+//! starts (so that its memory can be read). It answers four questions, each
+//! with a bound: did the server stay up, did its memory stay flat, did the
+//! tail latency stay put from interval to interval, and was every bad
+//! request answered with the status it is owed.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::bench::{Served, prepare_workload, rss_mib, spawn_server};
+use crate::report::{Report, table};
+use crate::run::{Arrivals, Load, RunOptions, Stop, run};
+
+/// Settings of a soak.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    /// Server and model.
+    pub served: Served,
+    /// More rir-serve arguments.
+    pub server_args: Vec<String>,
+    /// Closed-loop concurrency the capacity is measured at.
+    pub capacity_concurrency: usize,
+    /// Length of the capacity measurement.
+    pub capacity_duration: Duration,
+    /// Share of the capacity offered in the soak (0.8 = 80 %).
+    pub load: f64,
+    /// Share of bad requests.
+    pub bad_fraction: f64,
+    /// Length of the soak.
+    pub duration: Duration,
+    /// Length of one interval (the unit of the p99 and memory figures).
+    pub interval: Duration,
+    /// Load before the soak's first interval (not measured).
+    pub warmup: Duration,
+    /// The bounds.
+    pub bounds: Bounds,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+/// What a soak must stay within.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Bounds {
+    /// Largest RSS growth from the end of the first interval to the end, %.
+    pub rss_growth_pct: f64,
+    /// Largest change of p99 from one interval to the next, %.
+    pub p99_change_pct: f64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            rss_growth_pct: 5.0,
+            p99_change_pct: 20.0,
+        }
+    }
+}
+
+/// The soak's verdict on each question.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Verdict {
+    /// How the server ended: `None` while still running (as it should).
+    pub server_exit: Option<String>,
+    /// Good requests that failed.
+    pub failed: u64,
+    /// RSS at the end of the first interval and at the end, MiB.
+    pub rss_mib: (f64, f64),
+    /// Their change, %.
+    pub rss_growth_pct: f64,
+    /// The largest change of p99 between consecutive intervals, %.
+    pub worst_p99_change_pct: f64,
+    /// The interval it changed into, numbered from 1 (0: none compared).
+    pub worst_p99_interval: usize,
+    /// Bad requests sent and those answered with another status.
+    pub bad: (u64, u64),
+    /// Whether every bound held.
+    pub passed: bool,
+    /// The bounds that did not hold, in words.
+    pub failures: Vec<String>,
+}
+
+/// Judges a soak: its intervals, RSS sampled at the end of each (MiB, as
+/// many as intervals), and how the server ended.
+pub fn judge(report: &Report, rss: &[f64], server_exit: Option<String>, b: Bounds) -> Verdict {
+    let first = rss.first().copied().unwrap_or(0.0);
+    let last = rss.last().copied().unwrap_or(0.0);
+    let growth = if first > 0.0 {
+        100.0 * (last / first - 1.0)
+    } else {
+        0.0
+    };
+    let (mut worst, mut at) = (0.0f64, 0);
+    for (k, pair) in report.intervals.windows(2).enumerate() {
+        let (a, b) = (pair[0].latency_ms.p99, pair[1].latency_ms.p99);
+        let change = if a > 0.0 {
+            100.0 * (b / a - 1.0).abs()
+        } else {
+            f64::INFINITY
+        };
+        if change > worst {
+            // Numbered from 1: the later interval of the pair.
+            (worst, at) = (change, k + 2);
+        }
+    }
+    let bad = (report.bad_sent(), report.bad_mismatched());
+    let mut failures = Vec::new();
+    if let Some(e) = &server_exit {
+        failures.push(format!("the server exited: {e}"));
+    }
+    if report.failed() > 0 {
+        failures.push(format!("{} good requests failed", report.failed()));
+    }
+    if growth >= b.rss_growth_pct {
+        failures.push(format!(
+            "RSS grew {growth:.1} % (bound {:.0} %)",
+            b.rss_growth_pct
+        ));
+    }
+    if worst > b.p99_change_pct {
+        failures.push(format!(
+            "p99 changed {worst:.1} % into interval {at} (bound {:.0} %)",
+            b.p99_change_pct
+        ));
+    }
+    if bad.1 > 0 {
+        failures.push(format!(
+            "{} of {} bad requests got another status than the one they are owed",
+            bad.1, bad.0
+        ));
+    }
+    if report.intervals.len() < 2 {
+        failures.push("fewer than two intervals: nothing to compare".into());
+    }
+    Verdict {
+        server_exit,
+        failed: report.failed(),
+        rss_mib: (first, last),
+        rss_growth_pct: growth,
+        worst_p99_change_pct: worst,
+        worst_p99_interval: at,
+        bad,
+        passed: failures.is_empty(),
+        failures,
+    }
+}
+
+/// A soak's figures: the capacity, the run with its intervals, memory and
+/// the verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Soak {
+    /// Requests/s measured in closed loop before the soak.
+    pub capacity_per_s: f64,
+    /// The rate offered.
+    pub rate_per_s: f64,
+    /// The soak (its intervals inside).
+    pub report: Report,
+    /// RSS at the end of each interval, MiB.
+    pub rss_mib: Vec<f64>,
+    /// RSS before any load, MiB.
+    pub rss_idle_mib: f64,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// Runs a soak.
+pub async fn soak(o: &SoakOptions) -> Result<Soak> {
+    let Served {
+        models,
+        model,
+        serve_bin,
+    } = &o.served;
+    let mut srv = spawn_server(serve_bin, models, &o.server_args).await?;
+    let pid = srv.pid();
+    let rss_idle_mib = rss_mib(pid)?;
+    let w = Arc::new(prepare_workload(&srv.url, model).await?);
+    let capacity = run(
+        w,
+        Load::Closed {
+            concurrency: o.capacity_concurrency.max(1),
+        },
+        &RunOptions {
+            warmup: Duration::from_secs(2),
+            stop: Stop::Duration(o.capacity_duration),
+            stability: None,
+            interval: None,
+            max_in_flight: 1,
+            seed: 0,
+            progress: o.progress,
+        },
+    )
+    .await?
+    .report
+    .requests_per_s;
+    let rate = (capacity * o.load).round().max(1.0);
+    tracing::info!(
+        "capacity {capacity:.0} requests/s at concurrency {}; soaking at {rate:.0}/s for {:.0} s",
+        o.capacity_concurrency,
+        o.duration.as_secs_f64()
+    );
+    let w = Arc::new(
+        prepare_workload(&srv.url, model)
+            .await?
+            .with_bad_fraction(o.bad_fraction, 1)
+            .await?,
+    );
+    // RSS at the end of each interval, read by a thread of its own.
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (samples, stop, interval, warmup) =
+            (samples.clone(), stop.clone(), o.interval, o.warmup);
+        std::thread::spawn(move || {
+            let start = Instant::now() + warmup;
+            let mut k = 1u32;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let due = start + interval * k;
+                if Instant::now() >= due {
+                    if let Ok(m) = rss_mib(pid) {
+                        samples.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+                    }
+                    k += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let outcome = run(
+        w,
+        Load::Open {
+            rate,
+            arrivals: Arrivals::Poisson,
+        },
+        &RunOptions {
+            warmup: o.warmup,
+            stop: Stop::Duration(o.duration),
+            stability: None,
+            interval: Some(o.interval),
+            max_in_flight: 10_000,
+            seed: 1,
+            progress: o.progress,
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let _ = sampler.join();
+    let report = outcome?.report;
+    let mut rss = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // One figure per interval: the last interval ends with the run.
+    rss.truncate(report.intervals.len().saturating_sub(1));
+    rss.push(rss_mib(pid).unwrap_or(0.0));
+    let server_exit = srv.try_exit().map(|s| s.to_string());
+    let verdict = judge(&report, &rss, server_exit, o.bounds);
+    Ok(Soak {
+        capacity_per_s: capacity,
+        rate_per_s: rate,
+        report,
+        rss_mib: rss,
+        rss_idle_mib,
+        verdict,
+    })
+}
+
+impl Soak {
+    /// The figures as a table, the bad requests by class, and the verdict.
+    pub fn render(&self, o: &SoakOptions) -> String {
+        let r = &self.report;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "soak: {} on rir-serve{}: capacity {:.0} requests/s (closed loop, concurrency {}), \
+             offered {:.0}/s ({:.0} %, Poisson) for {:.0} s with {:.1} % bad requests\n",
+            o.served.model,
+            if o.server_args.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", o.server_args.join(" "))
+            },
+            self.capacity_per_s,
+            o.capacity_concurrency,
+            self.rate_per_s,
+            o.load * 100.0,
+            o.duration.as_secs_f64(),
+            o.bad_fraction * 100.0
+        );
+        let _ = writeln!(
+            out,
+            "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>9}",
+            "interval",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "p99 chg",
+            "max ms",
+            "bad",
+            "bad owed",
+            "RSS MiB"
+        );
+        for (k, i) in r.intervals.iter().enumerate() {
+            let change = match k {
+                0 => "-".to_string(),
+                _ => {
+                    let a = r.intervals[k - 1].latency_ms.p99;
+                    format!("{:+.1} %", 100.0 * (i.latency_ms.p99 / a - 1.0))
+                }
+            };
+            let _ = writeln!(
+                out,
+                "{:<14} {:>9.1} {:>9.3} {:>9.3} {:>9} {:>9.3} {:>8} {:>10} {:>9.1}",
+                i.load,
+                i.requests_per_s,
+                i.latency_ms.p50,
+                i.latency_ms.p99,
+                change,
+                i.latency_ms.max,
+                i.bad_sent(),
+                i.bad_sent() - i.bad_mismatched(),
+                self.rss_mib.get(k).copied().unwrap_or(0.0)
+            );
+        }
+        out.push('\n');
+        out.push_str(&table(std::slice::from_ref(&Report {
+            intervals: vec![],
+            ..r.clone()
+        })));
+        let v = &self.verdict;
+        let _ = writeln!(
+            out,
+            "\nserver: {}; good requests failed: {}\n\
+             RSS: idle {:.1} MiB, end of interval 1 {:.1} MiB, end {:.1} MiB: {:+.2} % (bound {:.0} %)\n\
+             p99: largest change between consecutive intervals {:.1} % (into interval {}; bound {:.0} %)\n\
+             bad requests: {} sent, {} answered with another status than the one they are owed\n\
+             verdict: {}",
+            v.server_exit
+                .as_deref()
+                .map_or("still running".into(), |e| format!("exited ({e})")),
+            v.failed,
+            self.rss_idle_mib,
+            v.rss_mib.0,
+            v.rss_mib.1,
+            v.rss_growth_pct,
+            o.bounds.rss_growth_pct,
+            v.worst_p99_change_pct,
+            v.worst_p99_interval,
+            o.bounds.p99_change_pct,
+            v.bad.0,
+            v.bad.1,
+            if v.passed {
+                "PASS".to_string()
+            } else {
+                format!("FAIL: {}", v.failures.join("; "))
+            }
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hostile::HostileCount;
+    use crate::recorder::Recorder;
+
+    fn interval(p99_ms: u64) -> Report {
+        let mut rec = Recorder::new();
+        for _ in 0..99 {
+            rec.latency.record(p99_ms * 500).unwrap();
+        }
+        rec.latency.record(p99_ms * 1000).unwrap();
+        rec.latency.record(p99_ms * 1000).unwrap();
+        Report::new(
+            &Load::Open {
+                rate: 1.0,
+                arrivals: Arrivals::Constant,
+            },
+            1,
+            1.0,
+            &rec,
+            0,
+            None,
+            1,
+        )
+    }
+
+    fn run_of(p99s: &[u64]) -> Report {
+        let mut r = interval(1);
+        r.intervals = p99s.iter().map(|&p| interval(p)).collect();
+        r
+    }
+
+    #[test]
+    fn a_steady_soak_passes() {
+        let v = judge(
+            &run_of(&[10, 11, 10]),
+            &[100.0, 101.0, 102.0],
+            None,
+            Bounds::default(),
+        );
+        assert!(v.passed, "{v:?}");
+        assert!((v.rss_growth_pct - 2.0).abs() < 1e-9);
+        assert!((v.worst_p99_change_pct - 10.0).abs() < 1.0, "{v:?}");
+    }
+
+    #[test]
+    fn each_bound_fails_the_soak_on_its_own() {
+        let b = Bounds::default();
+        let steady = run_of(&[10, 10, 10]);
+        let v = judge(&steady, &[100.0, 100.0, 105.5], None, b);
+        assert!(
+            !v.passed && v.failures[0].contains("RSS grew 5.5 %"),
+            "{v:?}"
+        );
+        let v = judge(&run_of(&[10, 10, 13]), &[100.0; 3], None, b);
+        assert!(
+            !v.passed && v.failures[0].contains("into interval 3"),
+            "{v:?}"
+        );
+        // A drop counts as much as a rise.
+        let v = judge(&run_of(&[10, 7, 7]), &[100.0; 3], None, b);
+        assert!(!v.passed, "{v:?}");
+        let v = judge(&steady, &[100.0; 3], Some("signal: 9".into()), b);
+        assert!(!v.passed && v.failures[0].contains("exited"), "{v:?}");
+        let mut bad = steady.clone();
+        bad.bad_requests.insert(
+            "wrong-shape".into(),
+            HostileCount {
+                expected: "INVALID_ARGUMENT".into(),
+                sent: 10,
+                as_expected: 9,
+                ..Default::default()
+            },
+        );
+        let v = judge(&bad, &[100.0; 3], None, b);
+        assert!(!v.passed && v.failures[0].contains("1 of 10 bad"), "{v:?}");
+        let mut failing = steady;
+        failing.errors.insert("INTERNAL".into(), 3);
+        let v = judge(&failing, &[100.0; 3], None, b);
+        assert!(
+            !v.passed && v.failures[0].contains("3 good requests failed"),
+            "{v:?}"
+        );
+    }
+}
