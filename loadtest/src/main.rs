@@ -300,6 +300,13 @@ enum BenchCommand {
         /// More rir-serve arguments, space-separated.
         #[arg(long, default_value = "", allow_hyphen_values = true)]
         server_args: String,
+        /// Pin rir-serve to these CPUs (taskset list, e.g. 1 or 4-7), so that
+        /// the load generator does not take its cores.
+        #[arg(long)]
+        server_cpus: Option<String>,
+        /// Pin this process, the load generator, to these CPUs.
+        #[arg(long)]
+        client_cpus: Option<String>,
         /// Write the figures and verdict as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -381,6 +388,8 @@ async fn run_bench(b: BenchCommand) -> Result<ExitCode> {
             max_rss_growth,
             max_p99_change,
             server_args,
+            server_cpus,
+            client_cpus,
             json,
             quiet,
         } => {
@@ -393,6 +402,8 @@ async fn run_bench(b: BenchCommand) -> Result<ExitCode> {
             let o = SoakOptions {
                 served: serve.served()?,
                 server_args: server_args.split_whitespace().map(String::from).collect(),
+                server_cpus,
+                client_cpus,
                 capacity_concurrency,
                 capacity_duration: secs(capacity_duration, "--capacity-duration")?,
                 load,

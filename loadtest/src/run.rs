@@ -279,7 +279,8 @@ pub async fn run(
         .iter()
         .map(|(rec, start, secs)| {
             let mut r = Report::new(&load, workload.batch, *secs, rec, 0, None, 1);
-            r.load = if *secs < 10.0 {
+            // One precision for every row: the nominal interval's.
+            r.load = if o.interval.is_some_and(|d| d.as_secs_f64() < 10.0) {
                 format!("{:.1}-{:.1} s", start, start + secs)
             } else {
                 format!("{:.0}-{:.0} s", start, start + secs)

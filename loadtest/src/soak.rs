@@ -23,6 +23,10 @@ pub struct SoakOptions {
     pub served: Served,
     /// More rir-serve arguments.
     pub server_args: Vec<String>,
+    /// CPUs to pin the server to (a `taskset` list such as `1` or `2-7`).
+    pub server_cpus: Option<String>,
+    /// CPUs to pin this process, the load generator, to.
+    pub client_cpus: Option<String>,
     /// Closed-loop concurrency the capacity is measured at.
     pub capacity_concurrency: usize,
     /// Length of the capacity measurement.
@@ -163,6 +167,9 @@ pub struct Soak {
     pub rss_mib: Vec<f64>,
     /// RSS before any load, MiB.
     pub rss_idle_mib: f64,
+    /// Share of the machine's CPU time stolen by the hypervisor in each
+    /// interval, % (from /proc/stat): noise from outside, not the server.
+    pub steal_pct: Vec<f64>,
     /// The verdict.
     pub verdict: Verdict,
 }
@@ -176,6 +183,12 @@ pub async fn soak(o: &SoakOptions) -> Result<Soak> {
     } = &o.served;
     let mut srv = spawn_server(serve_bin, models, &o.server_args).await?;
     let pid = srv.pid();
+    if let Some(cpus) = &o.server_cpus {
+        pin(pid, cpus)?;
+    }
+    if let Some(cpus) = &o.client_cpus {
+        pin(std::process::id(), cpus)?;
+    }
     let rss_idle_mib = rss_mib(pid)?;
     let w = Arc::new(prepare_workload(&srv.url, model).await?);
     let capacity = run(
@@ -208,7 +221,7 @@ pub async fn soak(o: &SoakOptions) -> Result<Soak> {
             .with_bad_fraction(o.bad_fraction, 1)
             .await?,
     );
-    // RSS at the end of each interval, read by a thread of its own.
+    // RSS and CPU steal at the end of each interval, read by a thread of its own.
     let samples = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
@@ -217,11 +230,21 @@ pub async fn soak(o: &SoakOptions) -> Result<Soak> {
         std::thread::spawn(move || {
             let start = Instant::now() + warmup;
             let mut k = 1u32;
+            let mut cpu = (0u64, 0u64);
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                if k == 1 && Instant::now() < start {
+                    cpu = cpu_times().unwrap_or_default();
+                }
                 let due = start + interval * k;
                 if Instant::now() >= due {
+                    let now = cpu_times().unwrap_or_default();
+                    let steal = steal_pct(cpu, now);
+                    cpu = now;
                     if let Ok(m) = rss_mib(pid) {
-                        samples.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+                        samples
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((m, steal));
                     }
                     k += 1;
                 }
@@ -249,10 +272,16 @@ pub async fn soak(o: &SoakOptions) -> Result<Soak> {
     stop.store(true, std::sync::atomic::Ordering::Release);
     let _ = sampler.join();
     let report = outcome?.report;
-    let mut rss = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (mut rss, mut steal): (Vec<f64>, Vec<f64>) = samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .unzip();
     // One figure per interval: the last interval ends with the run.
     rss.truncate(report.intervals.len().saturating_sub(1));
     rss.push(rss_mib(pid).unwrap_or(0.0));
+    steal.truncate(rss.len());
     let server_exit = srv.try_exit().map(|s| s.to_string());
     let verdict = judge(&report, &rss, server_exit, o.bounds);
     Ok(Soak {
@@ -261,8 +290,51 @@ pub async fn soak(o: &SoakOptions) -> Result<Soak> {
         report,
         rss_mib: rss,
         rss_idle_mib,
+        steal_pct: steal,
         verdict,
     })
+}
+
+/// Pins every thread of process `pid` to `cpus` with util-linux's taskset.
+fn pin(pid: u32, cpus: &str) -> Result<()> {
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .map_err(|e| anyhow::anyhow!("running taskset (util-linux) to pin to CPUs {cpus}: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "taskset -a -p -c {cpus} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The machine's (total, steal) CPU time so far, in clock ticks (the
+/// first line of /proc/stat).
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already inside user and nice).
+    let total = v.iter().take(8).sum();
+    Some((total, *v.get(7)?))
+}
+
+/// Steal between two readings, % of all CPU time.
+fn steal_pct(a: (u64, u64), b: (u64, u64)) -> f64 {
+    let total = b.0.saturating_sub(a.0);
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * b.1.saturating_sub(a.1) as f64 / total as f64
+    }
 }
 
 impl Soak {
@@ -272,13 +344,21 @@ impl Soak {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "soak: {} on rir-serve{}: capacity {:.0} requests/s (closed loop, concurrency {}), \
+            "soak: {} on rir-serve{}{}: capacity {:.0} requests/s (closed loop, concurrency {}), \
              offered {:.0}/s ({:.0} %, Poisson) for {:.0} s with {:.1} % bad requests\n",
             o.served.model,
             if o.server_args.is_empty() {
                 String::new()
             } else {
                 format!(" {}", o.server_args.join(" "))
+            },
+            match (&o.server_cpus, &o.client_cpus) {
+                (None, None) => String::new(),
+                (s, c) => format!(
+                    " (server on CPUs {}, load generator on {})",
+                    s.as_deref().unwrap_or("any"),
+                    c.as_deref().unwrap_or("any")
+                ),
             },
             self.capacity_per_s,
             o.capacity_concurrency,
@@ -289,7 +369,7 @@ impl Soak {
         );
         let _ = writeln!(
             out,
-            "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>9}",
+            "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>9} {:>8}",
             "interval",
             "req/s",
             "p50 ms",
@@ -298,7 +378,8 @@ impl Soak {
             "max ms",
             "bad",
             "bad owed",
-            "RSS MiB"
+            "RSS MiB",
+            "steal %"
         );
         for (k, i) in r.intervals.iter().enumerate() {
             let change = match k {
@@ -310,7 +391,7 @@ impl Soak {
             };
             let _ = writeln!(
                 out,
-                "{:<14} {:>9.1} {:>9.3} {:>9.3} {:>9} {:>9.3} {:>8} {:>10} {:>9.1}",
+                "{:<14} {:>9.1} {:>9.3} {:>9.3} {:>9} {:>9.3} {:>8} {:>10} {:>9.1} {:>8.2}",
                 i.load,
                 i.requests_per_s,
                 i.latency_ms.p50,
@@ -319,7 +400,8 @@ impl Soak {
                 i.latency_ms.max,
                 i.bad_sent(),
                 i.bad_sent() - i.bad_mismatched(),
-                self.rss_mib.get(k).copied().unwrap_or(0.0)
+                self.rss_mib.get(k).copied().unwrap_or(0.0),
+                self.steal_pct.get(k).copied().unwrap_or(0.0)
             );
         }
         out.push('\n');
@@ -390,6 +472,14 @@ mod tests {
         let mut r = interval(1);
         r.intervals = p99s.iter().map(|&p| interval(p)).collect();
         r
+    }
+
+    #[test]
+    fn steal_is_a_share_of_the_time_between_readings() {
+        assert_eq!(steal_pct((1000, 10), (1200, 20)), 5.0);
+        assert_eq!(steal_pct((1000, 10), (1000, 10)), 0.0);
+        let (total, steal) = cpu_times().expect("/proc/stat on Linux");
+        assert!(total > 0 && steal <= total);
     }
 
     #[test]
