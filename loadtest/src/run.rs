@@ -176,6 +176,18 @@ impl Shared {
         }
     }
 
+    /// Opens the next measurement window: requests sent from now on count
+    /// there. Returns its phase number.
+    fn next_window(&self) -> usize {
+        let n = {
+            let mut w = lock(&self.windows);
+            w.push(Recorder::new());
+            w.len() - 1
+        };
+        self.phase.store(n, Ordering::Release);
+        n
+    }
+
     fn fail_fast(&self) -> Option<LoadError> {
         let failed = self.failed.load(Ordering::Relaxed);
         if failed < FAIL_FAST_AFTER || self.ok.load(Ordering::Relaxed) > 0 {
@@ -443,8 +455,7 @@ async fn control(
     }
     let mut starts = vec![Instant::now()];
     if sh.phase.load(Ordering::Acquire) == 0 {
-        lock(&sh.windows).push(Recorder::new());
-        sh.phase.store(1, Ordering::Release);
+        sh.next_window();
     }
 
     let mut stable = None;
@@ -458,12 +469,7 @@ async fn control(
                 }
             }
             starts.push(Instant::now());
-            let n = {
-                let mut w = lock(&sh.windows);
-                w.push(Recorder::new());
-                w.len() - 1
-            };
-            sh.phase.store(n, Ordering::Release);
+            let n = sh.next_window();
             let complete = n - 1;
             bar.set_prefix(format!("window {complete}"));
             if complete >= 3 {
@@ -504,12 +510,7 @@ async fn control(
                     && end.is_none_or(|end| t < end)
                 {
                     starts.push(Instant::now());
-                    let n = {
-                        let mut w = lock(&sh.windows);
-                        w.push(Recorder::new());
-                        w.len() - 1
-                    };
-                    sh.phase.store(n, Ordering::Release);
+                    sh.next_window();
                     next_split = Some(t + d);
                 }
             }
