@@ -74,6 +74,23 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// Resident memory of process `pid` (`"self"` for this one), KiB: the
+/// `VmRSS` line of `/proc/<pid>/status` (Linux). One reader for the
+/// server's metrics and the benchmarks' memory figures.
+pub fn resident_kib(pid: &str) -> std::io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("no VmRSS line in /proc/{pid}/status"),
+            )
+        })
+}
+
 /// Runs `fut` to completion on a multi-threaded tokio runtime: the async
 /// binaries' (server, load tester, client) way into async code.
 #[cfg(feature = "async")]

@@ -235,14 +235,7 @@ pub async fn spawn_server_on(
 
 /// Resident memory of a process, MiB (Linux).
 pub fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS missing from /proc/<pid>/status")?;
-    Ok(kb / 1024.0)
+    Ok(rir_cli::resident_kib(&pid.to_string())? as f64 / 1024.0)
 }
 
 /// `<models>/<name>/<highest numeric version>/model.onnx`.

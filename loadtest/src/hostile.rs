@@ -289,6 +289,19 @@ pub struct HostileCount {
 }
 
 impl HostileCount {
+    /// None yet, of a class owed `expected`.
+    pub fn owed(expected: Code) -> Self {
+        HostileCount {
+            expected: crate::error::code_name(expected).to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Answered with another status than the one owed.
+    pub fn mismatched(&self) -> u64 {
+        self.sent - self.as_expected
+    }
+
     /// Adds another record of the same class.
     pub fn merge(&mut self, o: &HostileCount) {
         if self.expected.is_empty() {

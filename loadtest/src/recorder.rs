@@ -57,15 +57,16 @@ impl Recorder {
     pub fn record(&mut self, latency: Duration, sent: &Sent) {
         let routed = &sent.routed;
         if let Some(h) = sent.hostile {
-            let c = self.hostile.entry(h.name().to_string()).or_default();
-            let expected = code_name(h.expected());
-            c.expected = expected.to_string();
+            let c = self
+                .hostile
+                .entry(h.name().to_string())
+                .or_insert_with(|| HostileCount::owed(h.expected()));
             c.sent += 1;
             let got = match &routed.result {
                 Ok(()) => "OK",
                 Err(s) => code_name(s.code()),
             };
-            if got == expected {
+            if got == c.expected {
                 c.as_expected += 1;
             } else {
                 *c.otherwise.entry(got.to_string()).or_default() += 1;
@@ -102,11 +103,6 @@ impl Recorder {
     /// Failed requests.
     pub fn failed(&self) -> u64 {
         self.errors.values().sum()
-    }
-
-    /// Bad requests answered with another status than the one they are owed.
-    pub fn hostile_mismatched(&self) -> u64 {
-        self.hostile.values().map(|c| c.sent - c.as_expected).sum()
     }
 
     /// Adds another window's record to this one.

@@ -170,7 +170,7 @@ impl Report {
     pub fn bad_mismatched(&self) -> u64 {
         self.bad_requests
             .values()
-            .map(|c| c.sent - c.as_expected)
+            .map(HostileCount::mismatched)
             .sum()
     }
 

@@ -88,6 +88,24 @@ pub struct Verdict {
     pub failures: Vec<String>,
 }
 
+/// The change of p99 into each interval from the one before, % (signed;
+/// infinite after an interval whose p99 was 0): one entry per interval
+/// after the first.
+fn p99_changes(report: &Report) -> Vec<f64> {
+    report
+        .intervals
+        .windows(2)
+        .map(|pair| {
+            let (a, b) = (pair[0].latency_ms.p99, pair[1].latency_ms.p99);
+            if a > 0.0 {
+                100.0 * (b / a - 1.0)
+            } else {
+                f64::INFINITY
+            }
+        })
+        .collect()
+}
+
 /// Judges a soak: its intervals, RSS sampled at the end of each (MiB, as
 /// many as intervals), and how the server ended.
 pub fn judge(report: &Report, rss: &[f64], server_exit: Option<String>, b: Bounds) -> Verdict {
@@ -99,16 +117,10 @@ pub fn judge(report: &Report, rss: &[f64], server_exit: Option<String>, b: Bound
         0.0
     };
     let (mut worst, mut at) = (0.0f64, 0);
-    for (k, pair) in report.intervals.windows(2).enumerate() {
-        let (a, b) = (pair[0].latency_ms.p99, pair[1].latency_ms.p99);
-        let change = if a > 0.0 {
-            100.0 * (b / a - 1.0).abs()
-        } else {
-            f64::INFINITY
-        };
-        if change > worst {
+    for (k, change) in p99_changes(report).into_iter().enumerate() {
+        if change.abs() > worst {
             // Numbered from 1: the later interval of the pair.
-            (worst, at) = (change, k + 2);
+            (worst, at) = (change.abs(), k + 2);
         }
     }
     let bad = (report.bad_sent(), report.bad_mismatched());
@@ -381,13 +393,11 @@ impl Soak {
             "RSS MiB",
             "steal %"
         );
+        let changes = p99_changes(r);
         for (k, i) in r.intervals.iter().enumerate() {
             let change = match k {
                 0 => "-".to_string(),
-                _ => {
-                    let a = r.intervals[k - 1].latency_ms.p99;
-                    format!("{:+.1} %", 100.0 * (i.latency_ms.p99 / a - 1.0))
-                }
+                _ => format!("{:+.1} %", changes[k - 1]),
             };
             let _ = writeln!(
                 out,

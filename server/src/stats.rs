@@ -152,15 +152,8 @@ impl Metrics {
 impl Metrics {
     /// Updates the process gauges from /proc (Linux; elsewhere they stay 0).
     fn read_process(&self) {
-        let rss_kib = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<i64>().ok())
-            });
-        if let Some(kib) = rss_kib {
-            self.resident_memory.set(kib * 1024);
+        if let Ok(kib) = rir_cli::resident_kib("self") {
+            self.resident_memory.set(kib.saturating_mul(1024) as i64);
         }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
             self.open_fds.set(fds.count() as i64);
