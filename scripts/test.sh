@@ -3,10 +3,12 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$RIR_ROOT"
+# Each step says how long the run has taken so far, so that a slow CI run shows where.
+step() { echo "== [$(( SECONDS / 60 )) min $(( SECONDS % 60 )) s] $*"; }
 
 # Debian's chromium, for the headless browser test of the web page.
 if ! command -v chromium >/dev/null 2>&1; then
-  echo "== apt: chromium (the web page's browser test)"
+  step "apt: chromium (the web page's browser test)"
   SUDO=""
   [[ "$(id -u)" == 0 ]] || SUDO="sudo"
   $SUDO apt-get update -qq
@@ -16,17 +18,18 @@ fi
 # NVIDIA's perf_analyzer (PyPI), for the test that drives rir-serve with it.
 bash scripts/perf-analyzer.sh --install
 
-echo "== cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== dependencies: licences, sources and wildcards against deny.toml (the full cargo-deny: scripts/deny.sh)"
+step "dependencies: licences, sources and wildcards against deny.toml (the full cargo-deny: scripts/deny.sh)"
 python3 scripts/check-licences.py --self-test
 python3 scripts/check-licences.py | grep -v '^warning:'
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== cargo test --no-run (the test targets and the binaries, built once with the tests' features)"
+step "cargo test --no-run (the test targets and the binaries, built once with the tests' features)"
 cargo test --workspace --no-run --quiet 2>&1
-echo "== deploy/: manifests against their schemas, the Containerfile, flags and ports against the binaries"
+step "deploy/: manifests against their schemas, the Containerfile, flags and ports against the binaries"
 PYTHONPATH="$RIR_PYTHONPATH" python3 scripts/check-deploy.py \
   --serve-bin target/debug/rir-serve --health-bin target/debug/rir-health --train-bin target/debug/rir-train
-echo "== cargo test"
+step "cargo test"
 cargo test --workspace 2>&1
+step "done"
