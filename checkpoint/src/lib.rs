@@ -11,6 +11,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod synthetic;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@ use rir_spec::{InputSpec, Variant, preset};
 
 use crate::error::ExportError;
 use crate::export::{Form, export_file};
-use crate::synthetic::random_checkpoint;
+use rir_checkpoint::synthetic::random_checkpoint;
 
 /// Settings of one benchmark run.
 #[derive(Debug, Clone)]

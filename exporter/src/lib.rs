@@ -8,7 +8,6 @@
 //!   atomic writing ([`export::export_file`]).
 //! - [`verify`]: runs an export in ONNX Runtime and tract, on random inputs
 //!   and real test images, and compares.
-//! - [`synthetic`]: random checkpoints of any size, for tests and benchmarks.
 //! - [`bench`]: folded vs literal latency and throughput in ONNX Runtime.
 //! - [`triton`]: the `config.pbtxt` written beside an export in a model
 //!   repository, so the repository also serves in Triton.
@@ -23,7 +22,6 @@ pub mod error;
 pub mod export;
 pub mod fold;
 pub mod graph;
-pub mod synthetic;
 pub mod triton;
 pub mod verify;
 

@@ -159,7 +159,7 @@ fn checkpoint() -> &'static [u8] {
             10,
         )
         .unwrap();
-        rir_exporter::synthetic::random_checkpoint(&spec, 1)
+        rir_checkpoint::synthetic::random_checkpoint(&spec, 1)
             .to_bytes()
             .unwrap()
     })

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub use rir_checkpoint::synthetic::random_checkpoint;
 use rir_data::rng::Rng;
-pub use rir_exporter::synthetic::random_checkpoint;
 use rir_spec::{InputSpec, ModelSpec, Variant, preset};
 
 /// The `micro` spec of a variant on 1x28x28 with 10 classes.

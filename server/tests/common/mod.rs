@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rir_exporter::synthetic::random_checkpoint;
+use rir_checkpoint::synthetic::random_checkpoint;
 use rir_exporter::{Form, export_file};
 use rir_infer::{Backend, Buckets, EngineOptions, OrtOptions};
 use rir_proto::classify::image_classifier_client::ImageClassifierClient;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use rir_checkpoint::synthetic::random_checkpoint;
 use rir_data::{Dataset, Source, fixtures, load};
 use rir_spec::{InputSpec, ModelSpec, Variant, preset};
 use rir_trainer::RirNet;
@@ -20,21 +21,11 @@ pub fn micro(v: Variant) -> ModelSpec {
 }
 
 /// Builds a network with random weights and random (non-trivial) BN
-/// statistics and affine parameters.
-pub fn random_net(spec: &ModelSpec, seed: i64) -> (VarStore, RirNet) {
-    tch::manual_seed(seed);
+/// statistics and affine parameters, the same for a seed on every run.
+pub fn random_net(spec: &ModelSpec, seed: u64) -> (VarStore, RirNet) {
     let vs = VarStore::new(Device::Cpu);
     let net = RirNet::new(&vs.root(), spec);
-    tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
-            let n = t.size();
-            if name.ends_with("running_mean") || name.ends_with("bn.bias") {
-                t.copy_(&(Tensor::randn(n.as_slice(), (Kind::Float, Device::Cpu)) * 0.3));
-            } else if name.ends_with("running_var") || name.ends_with("bn.weight") {
-                t.copy_(&(Tensor::rand(n.as_slice(), (Kind::Float, Device::Cpu)) + 0.5));
-            }
-        }
-    });
+    rir_trainer::ckpt::restore(&random_checkpoint(spec, seed), &vs, None).unwrap();
     (vs, net)
 }
 

@@ -1,10 +1,12 @@
 //! Checkpoints with random weights and random, non-trivial BatchNorm
-//! statistics, made in pure Rust: for the exporter's tests and for
-//! `rir-export bench`, which need networks of any size without training one.
+//! statistics, made in pure Rust: for `rir-export bench` and for the tests of
+//! the trainer, exporter and server, which need networks of any size without
+//! training one, drawn from their own generator (libtorch's global one is
+//! shared by every test thread of a process).
 
 use std::collections::BTreeMap;
 
-use rir_checkpoint::{Checkpoint, Tensor};
+use crate::{Checkpoint, Tensor};
 use rir_data::rng::Rng;
 use rir_spec::{CheckpointMeta, DatasetInfo, ModelSpec, TrainingState};
 
