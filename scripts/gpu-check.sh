@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole GPU story in one command, on a bare GPU host (nothing is
 # downloaded): the trainer against eager PyTorch, a short real training run,
-# export and verification on CUDA, rir-serve on the CUDA provider with its
-# served accuracy, a load sweep with batching on and off and with each
-# CUDA lever, eager PyTorch inference in-process for comparison, and a
+# export and verification on CUDA, a float16 export verified against its
+# float32 twin, rir-serve on the CUDA provider with its served accuracy, a
+# load sweep with batching on and off, with each CUDA lever and on the
+# float16 export, eager PyTorch inference in-process for comparison, and a
 # summary table. Budget: under 8 minutes on one H200 (measured: about 4.5
 # minutes of steps, see README "GPU").
 #
@@ -95,11 +96,22 @@ check "$BIN/rir-export" "$RUN/best.safetensors" -o "$REPO/rir-paper/1/model.onnx
 logged "$OUT/verify.txt" "$BIN/rir-export" verify "$REPO/rir-paper/1/model.onnx" --device cuda \
   --images 1000 --data-dir "$DATA" --ort-lib "$ORT_LIB"
 
+# float16 on the GPU's tensor cores, against its float32 twin on the whole
+# split; tract (float16 in software, seconds an image for this preset) sees 2
+# random inputs only.
+step "half precision: export fp16, verify on CUDA against its float32 twin (10,000 test images)"
+REPO16="$OUT/models-fp16"
+rm -rf "$REPO16"
+mkdir -p "$REPO16/rir-paper/1"
+check "$BIN/rir-export" "$RUN/best.safetensors" -o "$REPO16/rir-paper/1/model.onnx" --precision fp16
+logged "$OUT/verify-fp16.txt" "$BIN/rir-export" verify "$REPO16/rir-paper/1/model.onnx" --device cuda \
+  --random 2 --images 10000 --data-dir "$DATA" --ort-lib "$ORT_LIB"
+
 source scripts/server-lib.sh
 PORT=8101
-serve() { # NAME ARGS...: start rir-serve on the CUDA provider with ARGS
+serve() { # NAME ARGS...: start rir-serve on the CUDA provider with ARGS (models: $SERVE_REPO or $REPO)
   local name="$1"; shift
-  start_server "$PORT" "$OUT/serve-$name.log" --models "$REPO" --device cuda \
+  start_server "$PORT" "$OUT/serve-$name.log" --models "${SERVE_REPO:-$REPO}" --device cuda \
     --grpc-addr "127.0.0.1:$PORT" --metrics-addr 127.0.0.1:0 --http-addr off "$@"
   grep -m1 -o 'engine=[a-z-]*' "$OUT/serve-$name.log" || true
 }
@@ -120,21 +132,28 @@ step "load: client batches of 64 (peak throughput)"
 sweep default-b64 -b 64 -c 2,4,8
 stop_server
 
-for cfg in "shared-session:--session-per-bucket false" \
-           "exact-fp32:--cuda-tf32 false --cuda-nhwc false" \
-           "batching-off:--max-batch 1"; do
-  name="${cfg%%:*}"; args="${cfg#*:}"
-  step "load: $name ($args)"
-  # shellcheck disable=SC2086
-  if serve "$name" $args; then
+configuration() { # NAME ARGS...: serve with ARGS, sweep concurrency 1..64 (B64=1: and client batches of 64), stop
+  local name="$1"; shift
+  if serve "$name" "$@"; then
     sweep "$name" -c 1,8,64
+    [ "${B64:-0}" = 0 ] || sweep "$name-b64" -b 64 -c 2,4,8
     stop_server
   else
     FAILED=$((FAILED + 1))
     echo "!! $name did not start; its log:" >&2
     tail -5 "$OUT/serve-$name.log" >&2
   fi
+}
+for cfg in "shared-session:--session-per-bucket false" \
+           "exact-fp32:--cuda-tf32 false --cuda-nhwc false" \
+           "batching-off:--max-batch 1"; do
+  name="${cfg%%:*}"; args="${cfg#*:}"
+  step "load: $name ($args)"
+  # shellcheck disable=SC2086
+  configuration "$name" $args
 done
+step "load: the fp16 export on the default server (and client batches of 64)"
+SERVE_REPO="$REPO16" B64=1 configuration fp16
 
 step "eager PyTorch in-process (the reference): batch-1 latency, batch-64 throughput"
 PLAN="$("$BIN/rir-train" plan --preset paper --dataset fashion-mnist)"

@@ -14,6 +14,7 @@ use rir_spec::{InputSpec, Variant, preset};
 
 use crate::error::ExportError;
 use crate::export::{Form, export_file};
+use crate::precision::Precision;
 use rir_checkpoint::synthetic::random_checkpoint;
 
 /// Settings of one benchmark run.
@@ -84,7 +85,7 @@ pub fn run(
         let mut figures = vec![];
         for form in [Form::Folded, Form::Unfolded] {
             let path = dir.join(format!("{name}-{form:?}.onnx"));
-            let model = export_file(&ck, &path, form)?;
+            let model = export_file(&ck, &path, form, Precision::Fp32)?;
             let g = model.graph.unwrap_or_default();
             figures.push(FormFigures {
                 convs: g.node.iter().filter(|n| n.op_type == "Conv").count(),

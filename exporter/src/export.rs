@@ -16,6 +16,7 @@ use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use crate::error::ExportError;
 use crate::fold::{Bn, ConvBias, OuterShortcut, fold};
 use crate::graph::{GraphBuilder, float, int, value_info};
+use crate::precision::Precision;
 
 /// The default-domain opset written; ONNX Runtime 1.31 and tract both load it.
 pub const OPSET: i64 = 13;
@@ -57,10 +58,18 @@ pub mod keys {
     pub const EXPORTER_VERSION: &str = "rir.exporter_version";
     /// `folded` or `unfolded`.
     pub const FORM: &str = "rir.form";
+    /// `fp32` or `fp16`: the arithmetic of the body (input and outputs are
+    /// float32 either way). Absent in exports older than the option: fp32.
+    pub const PRECISION: &str = "rir.precision";
 }
 
 /// Builds the ONNX model of `ck`; `sha256` is the checkpoint file's digest.
-pub fn build_model(ck: &Checkpoint, form: Form, sha256: &str) -> Result<ModelProto, ExportError> {
+pub fn build_model(
+    ck: &Checkpoint,
+    form: Form,
+    precision: Precision,
+    sha256: &str,
+) -> Result<ModelProto, ExportError> {
     let spec = &ck.meta.spec;
     let ds = &ck.meta.dataset;
     let c = spec.input.channels;
@@ -71,18 +80,30 @@ pub fn build_model(ck: &Checkpoint, form: Form, sha256: &str) -> Result<ModelPro
             ds.std.len()
         )));
     }
-    let mut g = GraphBuilder::default();
+    let mut g = GraphBuilder::new(precision);
+    // Normalization in float32 whatever the body's precision.
     let mean = g.f32("mean", &[1, c, 1, 1], &ds.mean);
     let std = g.f32("std", &[1, c, 1, 1], &ds.std);
     let centred = g.node("Sub", &[INPUT, &mean], vec![], None);
-    let x = g.node("Div", &[&centred, &std], vec![], None);
-    let logits = match form {
-        Form::Folded => folded_body(&mut g, ck, &x)?,
-        Form::Unfolded => unfolded_body(&mut g, ck, &x)?,
+    let mut x = g.node("Div", &[&centred, &std], vec![], None);
+    if precision != Precision::Fp32 {
+        x = g.cast(&x, precision, None);
+    }
+    // The body's last node writes the logits, or a value cast to them.
+    let body_out = match precision {
+        Precision::Fp32 => LOGITS.to_string(),
+        half => format!("{LOGITS}_{}", half.as_str()),
     };
+    match form {
+        Form::Folded => folded_body(&mut g, ck, &x, &body_out)?,
+        Form::Unfolded => unfolded_body(&mut g, ck, &x, &body_out)?,
+    };
+    if precision != Precision::Fp32 {
+        g.cast(&body_out, Precision::Fp32, Some(LOGITS));
+    }
     g.node(
         "Softmax",
-        &[&logits],
+        &[LOGITS],
         vec![int("axis", 1)],
         Some(PROBABILITIES),
     );
@@ -135,6 +156,7 @@ pub fn build_model(ck: &Checkpoint, form: Form, sha256: &str) -> Result<ModelPro
             }
             .to_string()),
         ),
+        (keys::PRECISION, Ok(precision.as_str().to_string())),
     ];
     let mut metadata_props = Vec::new();
     for (key, value) in meta {
@@ -154,9 +176,10 @@ pub fn build_model(ck: &Checkpoint, form: Form, sha256: &str) -> Result<ModelPro
         producer_version: env!("CARGO_PKG_VERSION").into(),
         model_version: 1,
         doc_string: format!(
-            "{} trained on {}; input `image` float32 NCHW in [0, 1], normalized in the graph",
+            "{} trained on {}; input `image` float32 NCHW in [0, 1], normalized in the graph; {} arithmetic",
             spec.describe(),
-            ds.name
+            ds.name,
+            precision.as_str()
         ),
         graph: Some(graph),
         metadata_props,
@@ -183,7 +206,12 @@ fn outer_value(g: &mut GraphBuilder, block_in: &str, o: &OuterShortcut, hint: &s
 }
 
 /// Stem, one Conv (+ Add) + Relu per unit, head. Returns the logits' name.
-fn folded_body(g: &mut GraphBuilder, ck: &Checkpoint, x: &str) -> Result<String, ExportError> {
+fn folded_body(
+    g: &mut GraphBuilder,
+    ck: &Checkpoint,
+    x: &str,
+    out: &str,
+) -> Result<String, ExportError> {
     let net = fold(ck)?;
     let stem = g.conv(x, "stem", &net.stem);
     let mut h = g.node("Relu", &[&stem], vec![], None);
@@ -202,16 +230,16 @@ fn folded_body(g: &mut GraphBuilder, ck: &Checkpoint, x: &str) -> Result<String,
     // Average pooling commutes with the 1x1 head: pool first, it is cheaper.
     let pooled = g.node("GlobalAveragePool", &[&h], vec![], None);
     let head = g.conv(&pooled, "head", &net.head);
-    Ok(g.node("Flatten", &[&head], vec![int("axis", 1)], Some(LOGITS)))
+    Ok(g.node("Flatten", &[&head], vec![int("axis", 1)], Some(out)))
 }
 
 fn bn_node(g: &mut GraphBuilder, x: &str, bn: &Bn, hint: &str, eps: f64) -> String {
     let n = bn.gamma.len();
     let names = [
-        g.f32(&format!("{hint}.gamma"), &[n], &bn.gamma),
-        g.f32(&format!("{hint}.beta"), &[n], &bn.beta),
-        g.f32(&format!("{hint}.mean"), &[n], &bn.mean),
-        g.f32(&format!("{hint}.var"), &[n], &bn.var),
+        g.param(&format!("{hint}.gamma"), &[n], &bn.gamma),
+        g.param(&format!("{hint}.beta"), &[n], &bn.beta),
+        g.param(&format!("{hint}.mean"), &[n], &bn.mean),
+        g.param(&format!("{hint}.var"), &[n], &bn.var),
     ];
     g.node(
         "BatchNormalization",
@@ -263,7 +291,12 @@ fn add_all(g: &mut GraphBuilder, terms: Vec<String>) -> Option<String> {
 
 /// The literal network: per unit, the streams sliced apart, four
 /// convolutions (masked blocks left out), the shortcut, concat, BN, ReLU.
-fn unfolded_body(g: &mut GraphBuilder, ck: &Checkpoint, x: &str) -> Result<String, ExportError> {
+fn unfolded_body(
+    g: &mut GraphBuilder,
+    ck: &Checkpoint,
+    x: &str,
+    out: &str,
+) -> Result<String, ExportError> {
     let spec: &ModelSpec = &ck.meta.spec;
     let eps = spec.bn_eps;
     let stem = raw_conv(
@@ -398,7 +431,7 @@ fn unfolded_body(g: &mut GraphBuilder, ck: &Checkpoint, x: &str) -> Result<Strin
         eps,
     );
     let pooled = g.node("GlobalAveragePool", &[&y], vec![], None);
-    Ok(g.node("Flatten", &[&pooled], vec![int("axis", 1)], Some(LOGITS)))
+    Ok(g.node("Flatten", &[&pooled], vec![int("axis", 1)], Some(out)))
 }
 
 /// Hex sha256 of a file's bytes.
@@ -413,11 +446,12 @@ pub fn export_file(
     checkpoint: &Path,
     output: &Path,
     form: Form,
+    precision: Precision,
 ) -> Result<ModelProto, ExportError> {
     let bytes =
         std::fs::read(checkpoint).map_err(|e| ExportError::Io(checkpoint.to_path_buf(), e))?;
     let ck = Checkpoint::from_bytes(&bytes, checkpoint)?;
-    let model = build_model(&ck, form, &sha256_hex(&bytes))?;
+    let model = build_model(&ck, form, precision, &sha256_hex(&bytes))?;
     rir_checkpoint::write_atomic(output, &model.encode_to_vec())?;
     Ok(model)
 }

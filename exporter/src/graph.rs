@@ -8,6 +8,7 @@ use tract_onnx::pb::{
 };
 
 use crate::fold::ConvBias;
+use crate::precision::Precision;
 
 /// Collects nodes and initializers; every value gets a unique name.
 #[derive(Debug, Default)]
@@ -16,6 +17,9 @@ pub struct GraphBuilder {
     pub nodes: Vec<NodeProto>,
     /// Constant tensors.
     pub initializers: Vec<TensorProto>,
+    /// Precision of the parameters added by [`GraphBuilder::param`] (kernels,
+    /// biases, BatchNorm), and so of the values computed from them.
+    pub precision: Precision,
     counter: usize,
 }
 
@@ -50,6 +54,14 @@ pub fn float(name: &str, v: f32) -> AttributeProto {
 }
 
 impl GraphBuilder {
+    /// An empty graph whose body parameters are stored in `precision`.
+    pub fn new(precision: Precision) -> Self {
+        GraphBuilder {
+            precision,
+            ..GraphBuilder::default()
+        }
+    }
+
     fn fresh(&mut self, hint: &str) -> String {
         self.counter += 1;
         format!("{hint}_{}", self.counter)
@@ -57,15 +69,37 @@ impl GraphBuilder {
 
     /// Adds a float32 initializer and returns its name.
     pub fn f32(&mut self, hint: &str, dims: &[usize], data: &[f32]) -> String {
+        self.float_initializer(hint, dims, data, Precision::Fp32)
+    }
+
+    /// Adds a parameter of the network's body, in the builder's precision,
+    /// and returns its name.
+    pub fn param(&mut self, hint: &str, dims: &[usize], data: &[f32]) -> String {
+        self.float_initializer(hint, dims, data, self.precision)
+    }
+
+    fn float_initializer(
+        &mut self,
+        hint: &str,
+        dims: &[usize],
+        data: &[f32],
+        precision: Precision,
+    ) -> String {
         let name = self.fresh(hint);
         self.initializers.push(TensorProto {
             name: name.clone(),
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: DataType::Float as i32,
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            data_type: precision.data_type() as i32,
+            raw_data: precision.encode(data),
             ..Default::default()
         });
         name
+    }
+
+    /// Converts `x` to `to` (a `Cast` node) and returns the result's name, or
+    /// `output` when given.
+    pub fn cast(&mut self, x: &str, to: Precision, output: Option<&str>) -> String {
+        self.node("Cast", &[x], vec![int("to", to.data_type() as i64)], output)
     }
 
     /// Adds an int64 initializer and returns its name.
@@ -105,10 +139,10 @@ impl GraphBuilder {
 
     /// A convolution with its kernel (and bias, when non-empty) as initializers.
     pub fn conv(&mut self, x: &str, hint: &str, c: &ConvBias) -> String {
-        let w = self.f32(&format!("{hint}.weight"), &c.shape, &c.weight);
+        let w = self.param(&format!("{hint}.weight"), &c.shape, &c.weight);
         let mut inputs = vec![x.to_string(), w];
         if !c.bias.is_empty() {
-            inputs.push(self.f32(&format!("{hint}.bias"), &[c.shape[0]], &c.bias));
+            inputs.push(self.param(&format!("{hint}.bias"), &[c.shape[0]], &c.bias));
         }
         let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let (k, s, p) = (c.shape[2] as i64, c.stride as i64, c.pad as i64);

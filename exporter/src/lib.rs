@@ -6,6 +6,8 @@
 //! - [`graph`]: a small ONNX graph builder over tract-onnx's protobuf types.
 //! - [`export`]: the folded and the literal (`--no-fold`) graphs, metadata,
 //!   atomic writing ([`export::export_file`]).
+//! - [`precision`]: float32 or float16 bodies, and the float32 twin of a
+//!   half-precision export that `verify` measures it against.
 //! - [`verify`]: runs an export in ONNX Runtime and tract, on random inputs
 //!   and real test images, and compares.
 //! - [`bench`]: folded vs literal latency and throughput in ONNX Runtime.
@@ -22,8 +24,10 @@ pub mod error;
 pub mod export;
 pub mod fold;
 pub mod graph;
+pub mod precision;
 pub mod triton;
 pub mod verify;
 
 pub use error::ExportError;
 pub use export::{Form, build_model, export_file};
+pub use precision::Precision;

@@ -9,8 +9,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rir_exporter::export::keys;
 use rir_exporter::triton::{ConfigWritten, write_config};
-use rir_exporter::verify::{VerifyOptions, verify};
-use rir_exporter::{Form, export_file};
+use rir_exporter::verify::{Comparison, VerifyOptions, verify};
+use rir_exporter::{Form, Precision, export_file};
 use rir_infer::{ModelInfo, OrtOptions};
 
 #[derive(Parser)]
@@ -45,6 +45,12 @@ struct ExportArgs {
     /// Write the literal graph (four convolutions, adds and BatchNorm per unit).
     #[arg(long)]
     no_fold: bool,
+    /// Arithmetic of the network's body: fp32, or fp16 (float16 kernels and
+    /// activations, half the file; `image` and the outputs stay float32, so
+    /// clients and the server see no difference). `--verify` then also
+    /// measures the fp16 model against its float32 twin.
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
     /// Do not write `config.pbtxt`. By default, when the output is
     /// `<repository>/<name>/<version>/model.onnx` and the model has no
     /// configuration yet, a Triton one is written beside the versions
@@ -70,9 +76,12 @@ struct CheckArgs {
     /// Data folder for the real images (default: the data set's usual place).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Largest acceptable |ONNX Runtime - tract| on any logit.
-    #[arg(long, default_value_t = 1e-3)]
-    tolerance: f32,
+    /// Largest acceptable difference of any logit between ONNX Runtime and
+    /// its reference (tract; for an fp16 model also its float32 twin). For an
+    /// fp32 model the absolute |diff|, default 1e-3; for an fp16 model |diff|
+    /// divided by the largest |logit|, default 1e-2 (float16 keeps 11 bits).
+    #[arg(long)]
+    tolerance: Option<f32>,
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the one scripts/setup.sh installed).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
@@ -181,15 +190,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 Form::Folded
             };
-            let model = export_file(&checkpoint, &output, form)
+            let model = export_file(&checkpoint, &output, form, a.precision)
                 .with_context(|| format!("exporting {}", checkpoint.display()))?;
             let graph = model.graph.as_ref();
             let count =
                 |op: &str| graph.map_or(0, |g| g.node.iter().filter(|n| n.op_type == op).count());
             println!(
-                "wrote {} ({:?}): {} Conv, {} BatchNormalization, {} nodes, {} bytes",
+                "wrote {} ({:?}, {}): {} Conv, {} BatchNormalization, {} nodes, {} bytes",
                 output.display(),
                 form,
+                a.precision.as_str(),
                 count("Conv"),
                 count("BatchNormalization"),
                 graph.map_or(0, |g| g.node.len()),
@@ -234,33 +244,57 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
         ..VerifyOptions::default()
     };
     let r = verify(model, &opts).with_context(|| format!("verifying {}", model.display()))?;
+    let half = r.precision != Precision::Fp32;
+    // fp32 is judged on the absolute difference, fp16 on the relative one.
+    let (tolerance, measure, what) = if half {
+        (
+            c.tolerance.unwrap_or(1e-2),
+            (|c: &Comparison| c.max_rel) as fn(&Comparison) -> f32,
+            "max rel",
+        )
+    } else {
+        (
+            c.tolerance.unwrap_or(1e-3),
+            (|c: &Comparison| c.max_abs) as fn(&Comparison) -> f32,
+            "max |diff|",
+        )
+    };
     println!(
-        "{:<26} {:>8} {:>12} {:>12} {:>10}",
-        "ONNX Runtime vs tract", "inputs", "max |diff|", "max rel", "top-1 agree"
+        "{} model in ONNX Runtime ({}), compared with",
+        r.precision.as_str(),
+        r.engine
     );
-    let mut worst = r.random.max_abs;
-    let row = |name: &str, c: &rir_exporter::verify::Comparison| {
+    println!(
+        "{:<43} {:>8} {:>12} {:>12} {:>10}",
+        "", "inputs", "max |diff|", "max rel", "top-1 agree"
+    );
+    let mut worst = 0f32;
+    let mut row = |name: &str, c: &Comparison| {
         println!(
-            "{:<26} {:>8} {:>12.3e} {:>12.3e} {:>10.2}%",
+            "{:<43} {:>8} {:>12.3e} {:>12.3e} {:>10.2}%",
             name,
             c.n,
             c.max_abs,
             c.max_rel,
             100.0 * c.top1_agreement
         );
+        worst = worst.max(measure(c));
     };
-    row("random inputs", &r.random);
+    row("tract, random inputs", &r.random);
+    if let Some(t) = &r.random_twin {
+        row("float32 twin, random inputs", t);
+    }
     if let Some(real) = &r.real {
-        row("real test images", real);
-        worst = worst.max(real.max_abs);
+        row(&format!("{}, real test images", r.reference), real);
     }
     let mut failed = false;
     if let Some(a) = &r.accuracy {
         println!(
-            "test accuracy on {} images: ONNX Runtime {:.2}%, tract {:.2}%",
+            "test accuracy on {} images: ONNX Runtime {:.2}%, {} {:.2}%",
             a.n,
             100.0 * a.ort,
-            100.0 * a.tract
+            r.reference,
+            100.0 * a.reference
         );
         if let Some(rec) = a.recorded {
             println!(
@@ -282,23 +316,19 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
     if let Some(why) = &r.real_skipped {
         println!("real images skipped: {why}");
     }
-    if worst > c.tolerance {
-        eprintln!(
-            "FAILED: max |diff| {worst:.3e} exceeds the tolerance {:.1e}",
-            c.tolerance
-        );
+    if worst > tolerance {
+        eprintln!("FAILED: {what} {worst:.3e} exceeds the tolerance {tolerance:.1e}");
         failed = true;
     }
     if failed {
         return Ok(ExitCode::FAILURE);
     }
     println!(
-        "OK: the engines agree within {:.1e}{}",
-        c.tolerance,
+        "OK: {what} within {tolerance:.1e}{}",
         if r.accuracy
             .is_some_and(|a| a.full_split && a.recorded.is_some())
         {
-            " and reproduce the trainer's accuracy"
+            " and the trainer's accuracy reproduced"
         } else {
             ""
         }

@@ -262,3 +262,50 @@ fn a_full_disk_keeps_the_previous_model_and_says_why() {
         .collect();
     assert_eq!(names, ["model.onnx"], "nothing else left behind");
 }
+
+#[test]
+fn fp16_export_verifies_against_its_float32_twin_and_bf16_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    rir_data::fixtures::write_fashion_mnist(&data, 10, 50, 28, true, 3).unwrap();
+    let ck = write_random(dir.path(), &micro(Variant::Rir), 4);
+    let model = dir.path().join("half.onnx");
+    let export = |precision: &str, extra: &[&str]| {
+        bin()
+            .arg(&ck)
+            .arg("-o")
+            .arg(&model)
+            .args(["--precision", precision, "--verify", "--random", "4"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = export("fp16", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(Folded, fp16)"), "{stdout}");
+    assert!(stdout.contains("fp16 model in ONNX Runtime"), "{stdout}");
+    assert!(
+        stdout.contains("float32 twin, real test images") && stdout.contains("OK: max rel"),
+        "{stdout}"
+    );
+    // Half precision does move the logits: a bound no float16 model meets fails it.
+    let out = export("fp16", &["--tolerance", "1e-7"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FAILED: max rel"), "{err}");
+    // bfloat16 is refused by the argument parser, with the choices.
+    let out = export("bf16", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown precision `bf16` (fp32, fp16)"),
+        "{err}"
+    );
+}

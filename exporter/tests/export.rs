@@ -5,7 +5,7 @@ mod common;
 
 use common::{micro, pixels, python_with_onnx, write_random};
 use rir_exporter::export::{LOGITS, PROBABILITIES, keys};
-use rir_exporter::{Form, export_file};
+use rir_exporter::{Form, Precision, export_file};
 use rir_infer::engine::{max_abs_diff as max_diff, output};
 use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions, TractEngine};
 use rir_spec::{ModelSpec, Projection, Shortcut, Variant};
@@ -66,8 +66,8 @@ fn folded_equals_unfolded_in_onnx_runtime_and_tract() {
         let ck = write_random(dir.path(), &spec, 100 + k as u64);
         let folded = dir.path().join(format!("f{k}.onnx"));
         let unfolded = dir.path().join(format!("u{k}.onnx"));
-        export_file(&ck, &folded, Form::Folded).unwrap();
-        export_file(&ck, &unfolded, Form::Unfolded).unwrap();
+        export_file(&ck, &folded, Form::Folded, Precision::Fp32).unwrap();
+        export_file(&ck, &unfolded, Form::Unfolded, Precision::Fp32).unwrap();
         let x = pixels(5, &spec, k as u64);
         let opts = OrtOptions::default();
         let (lu, _) = run(
@@ -113,7 +113,7 @@ fn folded_graph_has_one_conv_per_unit_and_no_batchnorm() {
     for (k, (name, spec)) in configurations().into_iter().enumerate() {
         let ck = write_random(dir.path(), &spec, k as u64);
         let path = dir.path().join(format!("m{k}.onnx"));
-        export_file(&ck, &path, Form::Folded).unwrap();
+        export_file(&ck, &path, Form::Folded, Precision::Fp32).unwrap();
         let info = ModelInfo::read(&path).unwrap();
         let projections = spec
             .blocks()
@@ -125,7 +125,7 @@ fn folded_graph_has_one_conv_per_unit_and_no_batchnorm() {
         assert_eq!(info.count("Relu"), 1 + units, "{name}");
         assert_eq!(info.count("BatchNormalization"), 0, "{name}");
         let unfolded = dir.path().join(format!("u{k}.onnx"));
-        export_file(&ck, &unfolded, Form::Unfolded).unwrap();
+        export_file(&ck, &unfolded, Form::Unfolded, Precision::Fp32).unwrap();
         assert_eq!(
             ModelInfo::read(&unfolded)
                 .unwrap()
@@ -150,23 +150,28 @@ fn paper_preset_folds_to_eighteen_convolutions() {
     .unwrap();
     let ck = write_random(dir.path(), &spec, 1);
     let path = dir.path().join("paper.onnx");
-    export_file(&ck, &path, Form::Folded).unwrap();
+    export_file(&ck, &path, Form::Folded, Precision::Fp32).unwrap();
     assert_eq!(ModelInfo::read(&path).unwrap().count("Conv"), 18 + 2);
     let mut no_outer = spec.clone();
     no_outer.outer_shortcut = false;
     let ck = write_random(dir.path(), &no_outer, 2);
-    export_file(&ck, &path, Form::Folded).unwrap();
+    export_file(&ck, &path, Form::Folded, Precision::Fp32).unwrap();
     assert_eq!(ModelInfo::read(&path).unwrap().count("Conv"), 18);
 }
 
 #[test]
-fn the_official_onnx_checker_accepts_both_forms() {
+fn the_official_onnx_checker_accepts_both_forms_in_both_precisions() {
     let dir = tempfile::tempdir().unwrap();
     let spec = micro(Variant::Rir);
     let ck = write_random(dir.path(), &spec, 7);
-    for form in [Form::Folded, Form::Unfolded] {
-        let path = dir.path().join(format!("{form:?}.onnx"));
-        export_file(&ck, &path, form).unwrap();
+    for (form, precision) in [Form::Folded, Form::Unfolded]
+        .into_iter()
+        .flat_map(|f| [(f, Precision::Fp32), (f, Precision::Fp16)])
+    {
+        let path = dir
+            .path()
+            .join(format!("{form:?}-{}.onnx", precision.as_str()));
+        export_file(&ck, &path, form, precision).unwrap();
         let out = python_with_onnx()
             .args(["-c", "import onnx, sys; m = onnx.load(sys.argv[1]); onnx.checker.check_model(m, full_check=True); print('ok', m.opset_import[0].version)"])
             .arg(&path)
@@ -174,7 +179,7 @@ fn the_official_onnx_checker_accepts_both_forms() {
             .expect("python3");
         assert!(
             out.status.success(),
-            "onnx checker rejected {form:?} (is onnx installed? scripts/setup.sh puts it in .deps/py): {}",
+            "onnx checker rejected {form:?} {precision:?} (is onnx installed? scripts/setup.sh puts it in .deps/py): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok 13"));
@@ -187,7 +192,7 @@ fn metadata_describes_the_model() {
     let spec = micro(Variant::Rir);
     let ck = write_random(dir.path(), &spec, 3);
     let path = dir.path().join("m.onnx");
-    export_file(&ck, &path, Form::Folded).unwrap();
+    export_file(&ck, &path, Form::Folded, Precision::Fp32).unwrap();
     let info = ModelInfo::read(&path).unwrap();
     assert_eq!(info.inputs.len(), 1);
     assert_eq!(info.inputs[0].name, "image");
@@ -221,7 +226,7 @@ fn batch_dimension_is_symbolic() {
     let spec = micro(Variant::Rir);
     let ck = write_random(dir.path(), &spec, 4);
     let path = dir.path().join("m.onnx");
-    export_file(&ck, &path, Form::Folded).unwrap();
+    export_file(&ck, &path, Form::Folded, Precision::Fp32).unwrap();
     let mut ort = OrtEngine::load(&path, &OrtOptions::default()).unwrap();
     let mut tract = TractEngine::load(&path).unwrap();
     let x = pixels(7, &spec, 1);
@@ -230,4 +235,61 @@ fn batch_dimension_is_symbolic() {
     assert!(max_diff(&l7[..10], &l1) < 1e-5);
     let (t3, _) = run(&mut tract, &x[..3 * 784], 3, &spec);
     assert!(max_diff(&l7[..30], &t3) < 1e-4);
+}
+
+#[test]
+fn half_precision_export_rounds_inside_and_keeps_float32_at_its_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = micro(Variant::Rir);
+    let ck = write_random(dir.path(), &spec, 11);
+    let n = 8;
+    let x = pixels(n, &spec, 12);
+    for form in [Form::Folded, Form::Unfolded] {
+        let full = dir.path().join(format!("{form:?}-fp32.onnx"));
+        let half = dir.path().join(format!("{form:?}-fp16.onnx"));
+        export_file(&ck, &full, form, Precision::Fp32).unwrap();
+        export_file(&ck, &half, form, Precision::Fp16).unwrap();
+        let info = ModelInfo::read(&half).unwrap();
+        // Clients, the server and Triton's configuration see float32 tensors.
+        assert_eq!(info.inputs[0].dtype, "FLOAT");
+        assert!(info.outputs.iter().all(|o| o.dtype == "FLOAT"));
+        assert_eq!(info.count("Cast"), 2, "{form:?}");
+        assert_eq!(info.metadata[keys::PRECISION], "fp16");
+        assert_eq!(
+            ModelInfo::read(&full).unwrap().metadata[keys::PRECISION],
+            "fp32"
+        );
+        let (size_full, size_half) = (
+            std::fs::metadata(&full).unwrap().len() as f64,
+            std::fs::metadata(&half).unwrap().len() as f64,
+        );
+        assert!(
+            size_half < 0.6 * size_full,
+            "{size_half} vs {size_full} bytes"
+        );
+
+        let ort = OrtOptions::default();
+        let (want, _) = run(&mut OrtEngine::load(&full, &ort).unwrap(), &x, n, &spec);
+        let (got, probs) = run(&mut OrtEngine::load(&half, &ort).unwrap(), &x, n, &spec);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let rel = max_diff(&got, &want) / scale;
+        // float16 keeps 11 significant bits (4.9e-4 relative): the outputs
+        // must move (or the body was not half precision) but not far.
+        assert!(
+            rel > 1e-6 && rel < 1e-2,
+            "{form:?}: relative difference {rel}"
+        );
+        for row in probs.chunks_exact(spec.num_classes) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+        }
+        // tract computes float16 itself, and agrees.
+        let (t, _) = run(
+            &mut TractEngine::load(&half).unwrap(),
+            &x[..x.len() / n * 2],
+            2,
+            &spec,
+        );
+        let rel = max_diff(&t, &got[..t.len()]) / scale;
+        assert!(rel < 1e-2, "{form:?}: tract vs ONNX Runtime {rel}");
+    }
 }

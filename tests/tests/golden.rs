@@ -11,7 +11,7 @@ use rir_data::fixtures;
 use rir_data::rng::Rng;
 use rir_data::{Source, load};
 use rir_exporter::export::LOGITS;
-use rir_exporter::{Form, export_file};
+use rir_exporter::{Form, Precision, export_file};
 use rir_infer::engine::{max_abs_diff as max_diff, output};
 use rir_infer::{Engine, OrtEngine, OrtOptions, TractEngine};
 use rir_spec::{CheckpointMeta, InputSpec, ModelSpec, Projection, Variant, preset};
@@ -73,7 +73,7 @@ fn check(name: &str, t: &Trainer, dir: &Path) {
     );
     for form in [Form::Folded, Form::Unfolded] {
         let onnx = dir.join(format!("{name}-{form:?}.onnx"));
-        export_file(&ck_path, &onnx, form).unwrap();
+        export_file(&ck_path, &onnx, form, Precision::Fp32).unwrap();
         let ort = engine_logits(
             &mut OrtEngine::load(&onnx, &OrtOptions::default()).unwrap(),
             &pixels,

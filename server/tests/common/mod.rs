@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rir_checkpoint::synthetic::random_checkpoint;
-use rir_exporter::{Form, export_file};
+use rir_exporter::{Form, Precision, export_file};
 use rir_infer::{Backend, Buckets, EngineOptions, OrtOptions};
 use rir_proto::classify::image_classifier_client::ImageClassifierClient;
 use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -42,7 +42,7 @@ pub fn write_preset(
     std::fs::create_dir_all(&dir).unwrap();
     let ck = dir.join("ck.safetensors");
     random_checkpoint(&spec, seed).write_atomic(&ck).unwrap();
-    export_file(&ck, &dir.join("model.onnx"), Form::Folded).unwrap();
+    export_file(&ck, &dir.join("model.onnx"), Form::Folded, Precision::Fp32).unwrap();
     std::fs::remove_file(ck).unwrap();
 }
 
