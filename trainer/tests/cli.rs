@@ -341,3 +341,49 @@ fn device_cuda_where_libtorch_has_no_cuda_fails_clearly() {
         assert!(stderr.contains("--device cuda:"), "{stderr}");
     }
 }
+
+#[test]
+fn bench_measures_both_forms_in_child_processes_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = bin()
+        .args(["bench", "--presets", "micro", "--dataset", "fashion-mnist"])
+        .args([
+            "--steps", "2", "--warmup", "1", "--batch", "8", "--device", "cpu",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "rir one-conv (ours)",
+        "rir four-conv (tch)",
+        "one-conv speed-up over four-conv",
+    ] {
+        assert!(stdout.contains(row), "no `{row}`: {stdout}");
+    }
+    // The PyTorch reference is measured where a torch Python is at hand and
+    // otherwise skipped with the reason, never silently missing.
+    let reference = stdout
+        .lines()
+        .find(|l| l.contains("one-conv (PyTorch)"))
+        .unwrap_or_else(|| panic!("no PyTorch row: {stdout}"));
+    assert!(
+        reference.contains("1.00 (ref)") || reference.contains("skipped: "),
+        "{reference}"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(rows[0]["preset"], "micro");
+    for form in ["one_conv", "four_conv"] {
+        let m = &rows[0][form];
+        assert!(m["img_per_s"].as_f64().unwrap() > 0.0, "{rows}");
+        assert!(m["peak_rss_mb"].as_f64().unwrap() > 10.0, "{rows}");
+    }
+}
