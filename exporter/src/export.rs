@@ -97,7 +97,7 @@ pub fn build_model(
     match form {
         Form::Folded => folded_body(&mut g, ck, &x, &body_out)?,
         Form::Unfolded => unfolded_body(&mut g, ck, &x, &body_out)?,
-    };
+    }
     if precision != Precision::Fp32 {
         g.cast(&body_out, Precision::Fp32, Some(LOGITS));
     }
@@ -205,13 +205,13 @@ fn outer_value(g: &mut GraphBuilder, block_in: &str, o: &OuterShortcut, hint: &s
     }
 }
 
-/// Stem, one Conv (+ Add) + Relu per unit, head. Returns the logits' name.
+/// Stem, one Conv (+ Add) + Relu per unit, head; the logits are written to `out`.
 fn folded_body(
     g: &mut GraphBuilder,
     ck: &Checkpoint,
     x: &str,
     out: &str,
-) -> Result<String, ExportError> {
+) -> Result<(), ExportError> {
     let net = fold(ck)?;
     let stem = g.conv(x, "stem", &net.stem);
     let mut h = g.node("Relu", &[&stem], vec![], None);
@@ -230,7 +230,8 @@ fn folded_body(
     // Average pooling commutes with the 1x1 head: pool first, it is cheaper.
     let pooled = g.node("GlobalAveragePool", &[&h], vec![], None);
     let head = g.conv(&pooled, "head", &net.head);
-    Ok(g.node("Flatten", &[&head], vec![int("axis", 1)], Some(out)))
+    g.node("Flatten", &[&head], vec![int("axis", 1)], Some(out));
+    Ok(())
 }
 
 fn bn_node(g: &mut GraphBuilder, x: &str, bn: &Bn, hint: &str, eps: f64) -> String {
@@ -290,13 +291,14 @@ fn add_all(g: &mut GraphBuilder, terms: Vec<String>) -> Option<String> {
 }
 
 /// The literal network: per unit, the streams sliced apart, four
-/// convolutions (masked blocks left out), the shortcut, concat, BN, ReLU.
+/// convolutions (masked blocks left out), the shortcut, concat, BN, ReLU;
+/// the logits are written to `out`.
 fn unfolded_body(
     g: &mut GraphBuilder,
     ck: &Checkpoint,
     x: &str,
     out: &str,
-) -> Result<String, ExportError> {
+) -> Result<(), ExportError> {
     let spec: &ModelSpec = &ck.meta.spec;
     let eps = spec.bn_eps;
     let stem = raw_conv(
@@ -431,7 +433,8 @@ fn unfolded_body(
         eps,
     );
     let pooled = g.node("GlobalAveragePool", &[&y], vec![], None);
-    Ok(g.node("Flatten", &[&pooled], vec![int("axis", 1)], Some(out)))
+    g.node("Flatten", &[&pooled], vec![int("axis", 1)], Some(out));
+    Ok(())
 }
 
 /// Hex sha256 of a file's bytes.

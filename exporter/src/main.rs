@@ -246,19 +246,12 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
     let r = verify(model, &opts).with_context(|| format!("verifying {}", model.display()))?;
     let half = r.precision != Precision::Fp32;
     // fp32 is judged on the absolute difference, fp16 on the relative one.
-    let (tolerance, measure, what) = if half {
-        (
-            c.tolerance.unwrap_or(1e-2),
-            (|c: &Comparison| c.max_rel) as fn(&Comparison) -> f32,
-            "max rel",
-        )
+    let (tolerance, what) = if half {
+        (c.tolerance.unwrap_or(1e-2), "max rel")
     } else {
-        (
-            c.tolerance.unwrap_or(1e-3),
-            (|c: &Comparison| c.max_abs) as fn(&Comparison) -> f32,
-            "max |diff|",
-        )
+        (c.tolerance.unwrap_or(1e-3), "max |diff|")
     };
+    let measure = |c: &Comparison| if half { c.max_rel } else { c.max_abs };
     println!(
         "{} model in ONNX Runtime ({}), compared with",
         r.precision.as_str(),

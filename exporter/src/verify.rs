@@ -198,11 +198,9 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
         ort.name()
     );
     let mut tract = TractEngine::load(model)?;
-    // The twin's file lives as long as its engine is needed.
-    let twin_dir = tempfile::tempdir().map_err(|e| ExportError::Io(model.to_path_buf(), e))?;
     let mut twin = match precision {
         Precision::Fp32 => None,
-        Precision::Fp16 => Some(twin_engine(model, twin_dir.path(), &opts.ort)?),
+        Precision::Fp16 => Some(twin_engine(model, &opts.ort)?),
     };
     let per = chw.iter().product::<usize>();
     let mut rng = Rng::new(0x5eed);
@@ -282,13 +280,14 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
     Ok(report)
 }
 
-/// Loads the float32 twin of the float16 `model` in ONNX Runtime, writing it
-/// into `dir`.
-fn twin_engine(model: &Path, dir: &Path, ort: &OrtOptions) -> Result<OrtEngine, ExportError> {
+/// Loads the float32 twin of the float16 `model` in ONNX Runtime. The twin's
+/// file is only read while the session is built, so it goes with its folder.
+fn twin_engine(model: &Path, ort: &OrtOptions) -> Result<OrtEngine, ExportError> {
     let bytes = std::fs::read(model).map_err(|e| ExportError::Io(model.to_path_buf(), e))?;
     let proto = ModelProto::decode(bytes.as_slice())
         .map_err(|e| ExportError::Metadata(format!("{} is not ONNX: {e}", model.display())))?;
-    let path = dir.join("fp32-twin.onnx");
+    let dir = tempfile::tempdir().map_err(|e| ExportError::Io(model.to_path_buf(), e))?;
+    let path = dir.path().join("fp32-twin.onnx");
     std::fs::write(&path, widen(&proto)?.encode_to_vec())
         .map_err(|e| ExportError::Io(path.clone(), e))?;
     Ok(OrtEngine::load(&path, ort)?)
