@@ -53,6 +53,17 @@ impl Source {
             Source::Cifar(f) => PathBuf::from("data").join(f.folder()),
         }
     }
+
+    /// Image shape and class count, known without reading any file: what a
+    /// network for this data set is built for (benchmarks, layer plans).
+    pub fn shape(self) -> (InputSpec, usize) {
+        match self {
+            Source::FashionMnist => (InputSpec::new(1, 28, 28), FASHION_MNIST_CLASSES.len()),
+            Source::Cifar(Flavour::Ten) => (InputSpec::new(3, 32, 32), 10),
+            Source::Cifar(Flavour::HundredFine) => (InputSpec::new(3, 32, 32), 100),
+            Source::Cifar(Flavour::HundredCoarse) => (InputSpec::new(3, 32, 32), 20),
+        }
+    }
 }
 
 impl std::str::FromStr for Source {

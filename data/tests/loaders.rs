@@ -123,3 +123,25 @@ fn real_fashion_mnist_when_installed() {
     );
     assert!((ds.info.std[0] - 0.3530).abs() < 1e-3, "{:?}", ds.info.std);
 }
+
+#[test]
+fn shape_without_reading_matches_what_loading_finds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sources = vec![];
+    for flavour in [Flavour::Ten, Flavour::HundredFine] {
+        let dir = fixtures::write_cifar(tmp.path(), flavour, 2, 2, 3).unwrap();
+        sources.push((Source::Cifar(flavour), dir.clone()));
+        if flavour == Flavour::HundredFine {
+            sources.push((Source::Cifar(Flavour::HundredCoarse), dir));
+        }
+    }
+    let fmnist = tmp.path().join("fmnist");
+    fixtures::write_fashion_mnist(&fmnist, 4, 2, 28, false, 3).unwrap();
+    sources.push((Source::FashionMnist, fmnist));
+    for (source, dir) in sources {
+        let ds = load(source, &dir).unwrap();
+        let (input, classes) = source.shape();
+        assert_eq!(input, ds.info.input, "{}", source.name());
+        assert_eq!(classes, ds.info.class_names.len(), "{}", source.name());
+    }
+}

@@ -32,6 +32,15 @@ pub enum TrainError {
         step: usize,
         loss: f64,
     },
+    /// One of the benchmark's own measurements could not run.
+    #[error("bench: {0}")]
+    Bench(String),
+    /// The run folder already holds a run that was not asked to resume.
+    #[error("{0} already holds a run; pass --resume to continue it or --out for a new folder")]
+    RunExists(PathBuf),
+    /// Resuming was asked for where there is nothing to resume.
+    #[error("--resume: {0} does not exist")]
+    NothingToResume(PathBuf),
     /// Writing the plot failed.
     #[error("plot {0}: {1}")]
     Plot(PathBuf, String),

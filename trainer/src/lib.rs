@@ -6,10 +6,16 @@
 //! - [`four_conv`]: the same network written as four convolutions per unit,
 //!   the way public implementations write it; the reference for tests and
 //!   the baseline of the throughput benchmark.
-//! - [`bench`]: training-throughput measurement for `rir-train bench`.
+//! - [`bench`]: one training-throughput measurement (a `rir-train bench`
+//!   child process).
+//! - [`compare`]: the side-by-side table of `rir-train bench`: ours,
+//!   four-conv and eager PyTorch, in child processes.
 //! - [`optim`]: SGD with momentum and L2 on kernels only.
 //! - [`schedule`]: step, cosine and one-cycle learning rates.
 //! - [`train`]: the loop, evaluation, metrics, checkpoints, interruption.
+//! - [`session`]: a run as the CLI drives it: fresh or resumed, what is
+//!   printed at its start and end, evaluating a saved checkpoint.
+//! - [`summary`]: the table of `rir-train report` over finished runs.
 //! - [`ckpt`]: libtorch variables to and from `rir_checkpoint` files.
 //! - [`device`]: CPU or CUDA, including loading `libtorch_cuda.so`.
 //! - [`plot`]: the PNG of the training curves.
@@ -17,6 +23,7 @@
 
 pub mod bench;
 pub mod ckpt;
+pub mod compare;
 pub mod device;
 pub mod error;
 pub mod four_conv;
@@ -24,6 +31,7 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
+pub mod session;
 pub mod summary;
 pub mod train;
 

@@ -6,19 +6,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use rir_checkpoint::Checkpoint;
 use rir_data::cifar::Flavour;
 use rir_data::{Source, load};
 use rir_infer::Device as DeviceChoice;
 use rir_spec::meta::EpochMetrics;
 use rir_spec::preset::{self, PRESETS};
-use rir_spec::{BlockMask, InputSpec, Projection, Variant};
+use rir_spec::{BlockMask, Projection, Variant};
 use rir_trainer::bench::Form;
 use rir_trainer::device;
 use rir_trainer::model::Precision;
 use rir_trainer::schedule::Schedule;
-use rir_trainer::train::{BEST, LAST, METRICS};
-use rir_trainer::{Outcome, TrainConfig, Trainer, ckpt, plot, summary};
+use rir_trainer::session::{self, Start};
+use rir_trainer::{Outcome, TrainConfig, Trainer, compare, plot, summary};
 
 #[derive(Parser)]
 #[command(
@@ -284,7 +283,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime,
         } => {
             let device = setup_runtime(&runtime)?;
-            let spec = bench_spec(&name, dataset, variant)?;
+            let spec = compare::spec_for(&name, dataset, variant)?;
             let m = rir_trainer::bench::measure(&spec, form, batch, warmup, steps, device, mixed);
             println!("{}", serde_json::to_string(&m)?);
             Ok(ExitCode::SUCCESS)
@@ -294,7 +293,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dataset,
             variant,
         } => {
-            let spec = bench_spec(&preset, dataset, variant)?;
+            let spec = compare::spec_for(&preset, dataset, variant)?;
             println!("{}", rir_trainer::bench::layer_plan(&spec));
             Ok(ExitCode::SUCCESS)
         }
@@ -306,22 +305,6 @@ fn setup_runtime(r: &Runtime) -> Result<tch::Device> {
         tch::set_num_threads(n);
     }
     device::select(r.device)
-}
-
-fn load_data(source: Source, dir: Option<PathBuf>) -> Result<rir_data::Dataset> {
-    let dir = dir.unwrap_or_else(|| source.default_dir());
-    let started = std::time::Instant::now();
-    let ds = load(source, &dir)?;
-    tracing::info!(
-        "{}: {} train / {} test images of {} from {} in {:.1}s",
-        source.name(),
-        ds.train.len(),
-        ds.test.len(),
-        ds.info.input,
-        dir.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(ds)
 }
 
 /// Installs SIGINT/SIGTERM handling: the first signal asks the trainer to
@@ -343,33 +326,13 @@ fn install_stop(trainer: &Trainer) -> Result<()> {
 fn train(a: TrainArgs) -> Result<ExitCode> {
     preset::find(&a.preset)?;
     let device = setup_runtime(&a.runtime)?;
-    let data = load_data(a.dataset, a.data_dir.clone())?;
-    let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!(
-            "{}-{}-{}-s{}",
-            a.dataset.name(),
-            a.variant,
-            a.preset,
-            a.seed
-        ))
-    });
-    let mut trainer = if a.resume {
-        let last = out.join(LAST);
-        if !last.is_file() {
-            bail!("--resume: {} does not exist", last.display());
-        }
-        let mut t = Trainer::resume(&last, data, device, &out)?;
-        if let Some(e) = a.epochs {
-            t.config.epochs = e;
-        }
-        tracing::info!(
-            "resuming {} at epoch {} batch {} (step {})",
-            last.display(),
-            t.state.epoch + 1,
-            t.state.next_batch,
-            t.state.step
-        );
-        t
+    let data = session::load_data(a.dataset, a.data_dir.clone())?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| session::default_folder(a.dataset, a.variant, &a.preset, a.seed));
+    let start = if a.resume {
+        Start::Resume { epochs: a.epochs }
     } else {
         let mut spec = preset::build(
             &a.preset,
@@ -380,129 +343,62 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
         spec.outer_shortcut = a.outer_shortcut.unwrap_or(spec.outer_shortcut);
         spec.projection = a.projection;
         spec.mask = a.mask;
-        spec.validate()?;
-        if out.join(LAST).exists() {
-            bail!(
-                "{} already holds a run; pass --resume to continue it or --out for a new folder",
-                out.display()
-            );
+        Start::Fresh {
+            spec: Box::new(spec),
+            config: recipe(&a),
         }
-        let config = TrainConfig {
-            epochs: a.epochs.unwrap_or(82),
-            batch_size: a.batch_size,
-            lr: a.lr,
-            schedule: a.schedule,
-            warmup_epochs: a.warmup_epochs,
-            momentum: a.momentum,
-            nesterov: a.nesterov,
-            weight_decay: a.weight_decay,
-            label_smoothing: a.label_smoothing,
-            crop_pad: a.crop_pad,
-            flip: !a.no_flip,
-            seed: a.seed,
-            eval_batch_size: 500,
-            precision: if a.bf16 {
-                Precision::Bf16
-            } else {
-                Precision::Fp32
-            },
-            channels_last: a.channels_last,
-            train_limit: a.train_limit,
-            test_limit: a.test_limit,
-        };
-        Trainer::new(&spec, data, config, device, &out)?
     };
+    let mut trainer = session::open(start, data, device, &out)?;
     trainer.stop_at_step = a.stop_at_step;
     trainer.progress = !a.quiet;
-    let cost = trainer.net.spec.cost();
-    println!("model:      {}", trainer.net.spec.describe());
-    println!(
-        "size:       {:.3} M parameters, {:.1} M multiply-adds per image",
-        cost.params as f64 / 1e6,
-        cost.macs as f64 / 1e6
-    );
-    println!(
-        "device:     {:?}, {} libtorch threads",
-        device,
-        tch::get_num_threads()
-    );
-    println!(
-        "data:       {} ({} train, {} test), {} steps/epoch of {}",
-        trainer.data.info.name,
-        trainer.data.train.len(),
-        trainer.data.test.len(),
-        trainer.steps_per_epoch(),
-        trainer.config.batch_size
-    );
-    println!("run folder: {}", out.display());
+    println!("{}", trainer.describe());
     install_stop(&trainer)?;
     let started = std::time::Instant::now();
     let outcome = trainer.run()?;
-    let title = format!(
-        "{} on {}",
-        trainer.net.spec.describe(),
-        trainer.data.info.name
-    );
-    if let Err(e) = plot::curves(
-        &out.join("curves.png"),
-        &title,
-        &[(trainer.net.spec.variant.name(), &trainer.state.history)],
-    ) {
+    if let Err(e) = trainer.write_curves() {
         tracing::warn!("no plot: {e}");
     }
-    let best = trainer.state.best_test_acc().unwrap_or(0.0);
-    match outcome {
-        Outcome::Finished => {
-            println!(
-                "done: {} epochs in {:.1} min; best test accuracy {:.2}%; checkpoints {} and {}; metrics {}",
-                trainer.state.epoch,
-                started.elapsed().as_secs_f64() / 60.0,
-                100.0 * best,
-                out.join(BEST).display(),
-                out.join(LAST).display(),
-                out.join(METRICS).display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Outcome::Interrupted => {
-            println!(
-                "interrupted at epoch {} step {}; state saved to {}; continue with --resume --out {}",
-                trainer.state.epoch + 1,
-                trainer.state.step,
-                out.join(LAST).display(),
-                out.display()
-            );
-            Ok(ExitCode::from(130))
-        }
+    println!("{}", trainer.conclusion(outcome, started.elapsed()));
+    Ok(match outcome {
+        Outcome::Finished => ExitCode::SUCCESS,
+        Outcome::Interrupted => ExitCode::from(130),
+    })
+}
+
+/// The recipe the flags of a fresh run ask for.
+fn recipe(a: &TrainArgs) -> TrainConfig {
+    TrainConfig {
+        epochs: a.epochs.unwrap_or(82),
+        batch_size: a.batch_size,
+        lr: a.lr,
+        schedule: a.schedule,
+        warmup_epochs: a.warmup_epochs,
+        momentum: a.momentum,
+        nesterov: a.nesterov,
+        weight_decay: a.weight_decay,
+        label_smoothing: a.label_smoothing,
+        crop_pad: a.crop_pad,
+        flip: !a.no_flip,
+        seed: a.seed,
+        eval_batch_size: 500,
+        precision: if a.bf16 {
+            Precision::Bf16
+        } else {
+            Precision::Fp32
+        },
+        channels_last: a.channels_last,
+        train_limit: a.train_limit,
+        test_limit: a.test_limit,
     }
 }
 
 fn eval(path: &Path, data_dir: Option<PathBuf>, runtime: &Runtime) -> Result<ExitCode> {
     let device = setup_runtime(runtime)?;
-    let ck = Checkpoint::read(path)?;
-    let source: Source = ck
-        .meta
-        .dataset
-        .name
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
-    let mut data = load_data(source, data_dir)?;
-    data.info = ck.meta.dataset.clone();
-    let config: TrainConfig =
-        serde_json::from_value(ck.meta.training.config.clone()).unwrap_or_default();
-    let config = TrainConfig {
-        train_limit: Some(2),
-        test_limit: None,
-        ..config
-    };
-    let trainer = Trainer::new(&ck.meta.spec, data, config, device, Path::new("."))?;
-    ckpt::restore(&ck, &trainer.vs, None)?;
-    let e = trainer.evaluate(&trainer.data.test);
+    let (e, images) = session::evaluate_checkpoint(path, data_dir, device)?;
     println!(
-        "{}: test accuracy {:.2}% ({} images), loss {:.4}",
+        "{}: test accuracy {:.2}% ({images} images), loss {:.4}",
         path.display(),
         100.0 * e.accuracy,
-        trainer.data.test.len(),
         e.loss
     );
     Ok(ExitCode::SUCCESS)
@@ -534,21 +430,6 @@ fn fetch(source: Source, dir: &Path) -> Result<ExitCode> {
     load(source, &folder).context("the downloaded files do not load")?;
     println!("{} ready in {}", source.name(), folder.display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// Image shape and class count of a data set, without reading it.
-fn shape_of(source: Source) -> (InputSpec, usize) {
-    match source {
-        Source::FashionMnist => (InputSpec::new(1, 28, 28), 10),
-        Source::Cifar(Flavour::Ten) => (InputSpec::new(3, 32, 32), 10),
-        Source::Cifar(Flavour::HundredFine) => (InputSpec::new(3, 32, 32), 100),
-        Source::Cifar(Flavour::HundredCoarse) => (InputSpec::new(3, 32, 32), 20),
-    }
-}
-
-fn bench_spec(name: &str, source: Source, variant: Variant) -> Result<rir_spec::ModelSpec> {
-    let (input, classes) = shape_of(source);
-    Ok(preset::build(name, variant, input, classes)?)
 }
 
 fn report(paths: &[PathBuf], plot: Option<&std::path::Path>, title: &str) -> Result<ExitCode> {
@@ -583,185 +464,34 @@ fn report(paths: &[PathBuf], plot: Option<&std::path::Path>, title: &str) -> Res
 }
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
-    use rir_trainer::bench::{Measurement, layer_plan};
-    let exe = std::env::current_exe()?;
-    let threads = a
-        .runtime
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
-    let python = a.python.clone().unwrap_or_else(|| PathBuf::from("python3"));
-    // The set-up's torch: libtorch's lib/ is <root>/torch/lib.
-    let setup_torch = Path::new(env!("RIR_LIBTORCH_LIB"))
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
-    let parse = |out: std::process::Output, what: &str| -> Result<Measurement> {
-        if !out.status.success() {
-            bail!(
-                "{what} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().last().unwrap_or_default();
-        serde_json::from_str(line).with_context(|| format!("{what} printed {line:?}"))
+    let plan = compare::Plan {
+        presets: a.presets,
+        source: a.dataset,
+        variant: a.variant,
+        batch: a.batch,
+        warmup: a.warmup,
+        steps: a.steps,
+        threads: a
+            .runtime
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32)),
+        device: a.runtime.device,
+        bf16: a.bf16,
+        python: a.python,
+        exe: std::env::current_exe()?,
     };
-    let device_flag = a.runtime.device.as_str();
-    println!(
-        "training throughput, {} {}, batch {}, {} timed steps after {} warm-up, {} threads",
-        a.dataset.name(),
-        a.variant,
-        a.batch,
-        a.steps,
-        a.warmup,
-        threads
-    );
-    println!(
-        "{:<7} {:<22} {:>10} {:>12} {:>14}",
-        "preset", "implementation", "img/s", "ratio", "peak RSS MiB"
-    );
-    let mut rows = vec![];
-    for name in &a.presets {
-        let spec = bench_spec(name, a.dataset, a.variant)?;
-        let mut results: Vec<(String, Option<Measurement>, String)> = vec![];
-        let mut configs = vec![
-            ("rir one-conv (ours)", "one-conv", false),
-            ("rir four-conv (tch)", "four-conv", false),
-            ("rir one-conv (PyTorch)", "", false),
-        ];
-        if a.bf16 {
-            configs.push(("bf16+CL one-conv (ours)", "one-conv", true));
-            configs.push(("bf16+CL (PyTorch)", "", true));
-        }
-        for (label, form, mixed) in configs {
-            if form.is_empty() {
-                let args = serde_json::json!({
-                    "plan": layer_plan(&spec), "threads": threads, "batch": a.batch,
-                    "warmup": a.warmup, "steps": a.steps, "device": device_flag, "mixed": mixed,
-                });
-                let mut cmd = std::process::Command::new(&python);
-                if let (None, Some(root)) = (&a.python, &setup_torch) {
-                    cmd.env("PYTHONPATH", root);
-                }
-                let (m, why) = match cmd.arg(&script).arg(args.to_string()).output() {
-                    Ok(out) => {
-                        let used = reference_device(&out.stdout);
-                        match parse(out, "PyTorch reference") {
-                            Ok(m) => (Some(m), used),
-                            // The last line of a Python traceback says what went wrong.
-                            Err(e) => {
-                                let text = format!("{e:#}");
-                                let last = text.lines().last().unwrap_or_default().to_string();
-                                let hint = if a.python.is_none() {
-                                    " (no torch 2.11 Python found: on a CPU machine the set-up \
-                                     installs libtorch alone; pass --python)"
-                                } else {
-                                    ""
-                                };
-                                (None, format!("{last}{hint}"))
-                            }
-                        }
-                    }
-                    Err(e) => (None, format!("{}: {e}", python.display())),
-                };
-                let label = match (&m, why.is_empty()) {
-                    (Some(_), false) => format!("{label} {why}"),
-                    _ => label.to_string(),
-                };
-                results.push((label, m, if m.is_some() { String::new() } else { why }));
-                continue;
-            }
-            let out = std::process::Command::new(&exe)
-                .args([
-                    "bench-child",
-                    "--preset",
-                    name,
-                    "--dataset",
-                    a.dataset.name(),
-                    "--form",
-                    form,
-                ])
-                .args(["--variant", a.variant.name()])
-                .args([
-                    "--batch",
-                    &a.batch.to_string(),
-                    "--warmup",
-                    &a.warmup.to_string(),
-                ])
-                .args([
-                    "--steps",
-                    &a.steps.to_string(),
-                    "--threads",
-                    &threads.to_string(),
-                ])
-                .args(["--device", device_flag])
-                .args(mixed.then_some("--mixed"))
-                .output()?;
-            results.push((label.to_string(), Some(parse(out, label)?), String::new()));
-        }
-        let four = results[1].1.map(|m| m.img_per_s);
-        // Each row's ratio is against the PyTorch row of its precision.
-        let reference_of = |i: usize| {
-            if i < 3 {
-                results[2].1
-            } else {
-                results.get(4).and_then(|r| r.1)
-            }
-        };
-        for (i, (label, m, why)) in results.iter().enumerate() {
-            match m {
-                Some(m) => {
-                    let ratio = if label.contains("PyTorch") {
-                        "1.00 (ref)".to_string()
-                    } else {
-                        reference_of(i)
-                            .map_or("-".into(), |t| format!("{:.2}", m.img_per_s / t.img_per_s))
-                    };
-                    println!(
-                        "{:<7} {:<22} {:>10.0} {:>12} {:>14.0}",
-                        name, label, m.img_per_s, ratio, m.peak_rss_mb
-                    );
-                }
-                None => println!("{name:<7} {label:<22}   skipped: {why}"),
-            }
-        }
-        if let (Some(one), Some(four)) = (results[0].1, four) {
-            println!(
-                "{:<7} one-conv speed-up over four-conv: {:.2}x",
-                name,
-                one.img_per_s / four
-            );
-        }
-        rows.push(serde_json::json!({
-            "preset": name,
-            "one_conv": results[0].1, "four_conv": results[1].1, "pytorch": results[2].1,
-            "bf16_one_conv": results.get(3).and_then(|r| r.1),
-            "bf16_pytorch": results.get(4).and_then(|r| r.1),
-        }));
-    }
+    println!("{}", plan.header());
+    let results = plan.run(|rows| println!("{}", rows.table()))?;
     if let Some(path) = a.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
+        let rows: Vec<_> = results.iter().map(|r| r.to_json()).collect();
+        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The device the PyTorch reference reports having used, as `[cuda]`.
-fn reference_device(stdout: &[u8]) -> String {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .and_then(|v| {
-            v.get("device")
-                .and_then(|d| d.as_str())
-                .map(|d| format!("[{d}]"))
-        })
-        .unwrap_or_default()
-}
-
 fn presets(source: Source) -> Result<ExitCode> {
-    let (input, classes) = shape_of(source);
+    let (input, classes) = source.shape();
     println!(
         "{:<7} {:<12} {:>12} {:>14}  about",
         "preset", "variant", "params", "MACs/image"

@@ -1,0 +1,186 @@
+//! A run as `rir-train train` and `rir-train eval` drive it: which folder,
+//! a fresh run or the one saved there, what to tell the user at the start
+//! and at the end, and the evaluation of a saved checkpoint. The binary
+//! keeps only its arguments, the signal handler and the exit status.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rir_checkpoint::Checkpoint;
+use rir_data::{Dataset, Source};
+use rir_spec::{ModelSpec, Variant};
+use tch::Device;
+
+use crate::error::TrainError;
+use crate::train::{BEST, Evaluation, LAST, METRICS, Outcome, TrainConfig, Trainer};
+use crate::{ckpt, plot};
+
+/// How a run folder is used.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// A new run of this network with this recipe; the folder must not
+    /// hold a run already.
+    Fresh {
+        /// The network.
+        spec: Box<ModelSpec>,
+        /// The recipe.
+        config: TrainConfig,
+    },
+    /// Continue the run saved in the folder's last checkpoint, with its
+    /// recipe; `epochs` extends or shortens it.
+    Resume {
+        /// A new total number of epochs.
+        epochs: Option<usize>,
+    },
+}
+
+/// Where a run goes when no folder is named: `runs/<data>-<variant>-<preset>-s<seed>`.
+pub fn default_folder(source: Source, variant: Variant, preset: &str, seed: u64) -> PathBuf {
+    PathBuf::from("runs").join(format!("{}-{variant}-{preset}-s{seed}", source.name()))
+}
+
+/// Reads a data set from `dir` (default: where the set-up or `rir-train
+/// fetch` puts it), logging what was read and how long it took.
+pub fn load_data(source: Source, dir: Option<PathBuf>) -> Result<Dataset, TrainError> {
+    let dir = dir.unwrap_or_else(|| source.default_dir());
+    let started = std::time::Instant::now();
+    let ds = rir_data::load(source, &dir)?;
+    tracing::info!(
+        "{}: {} train / {} test images of {} from {} in {:.1}s",
+        source.name(),
+        ds.train.len(),
+        ds.test.len(),
+        ds.info.input,
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ds)
+}
+
+/// The trainer for `start` in `out`.
+pub fn open(
+    start: Start,
+    data: Dataset,
+    device: Device,
+    out: &Path,
+) -> Result<Trainer, TrainError> {
+    let last = out.join(LAST);
+    match start {
+        Start::Fresh { spec, config } => {
+            spec.validate()?;
+            if last.exists() {
+                return Err(TrainError::RunExists(out.to_path_buf()));
+            }
+            Trainer::new(&spec, data, config, device, out)
+        }
+        Start::Resume { epochs } => {
+            if !last.is_file() {
+                return Err(TrainError::NothingToResume(last));
+            }
+            let mut t = Trainer::resume(&last, data, device, out)?;
+            if let Some(e) = epochs {
+                t.config.epochs = e;
+            }
+            tracing::info!(
+                "resuming {} at epoch {} batch {} (step {})",
+                last.display(),
+                t.state.epoch + 1,
+                t.state.next_batch,
+                t.state.step
+            );
+            Ok(t)
+        }
+    }
+}
+
+impl Trainer {
+    /// What is about to be trained, where and on what: the lines printed
+    /// before the first step.
+    pub fn describe(&self) -> String {
+        let cost = self.net.spec.cost();
+        let device = self.vs.device();
+        [
+            format!("model:      {}", self.net.spec.describe()),
+            format!(
+                "size:       {:.3} M parameters, {:.1} M multiply-adds per image",
+                cost.params as f64 / 1e6,
+                cost.macs as f64 / 1e6
+            ),
+            format!(
+                "device:     {device:?}, {} libtorch threads",
+                tch::get_num_threads()
+            ),
+            format!(
+                "data:       {} ({} train, {} test), {} steps/epoch of {}",
+                self.data.info.name,
+                self.data.train.len(),
+                self.data.test.len(),
+                self.steps_per_epoch(),
+                self.config.batch_size
+            ),
+            format!("run folder: {}", self.out.display()),
+        ]
+        .join("\n")
+    }
+
+    /// Draws the run's curves to `<out>/curves.png`.
+    pub fn write_curves(&self) -> Result<PathBuf, TrainError> {
+        let path = self.out.join("curves.png");
+        let title = format!("{} on {}", self.net.spec.describe(), self.data.info.name);
+        let series = [(self.net.spec.variant.name(), self.state.history.as_slice())];
+        plot::curves(&path, &title, &series)?;
+        Ok(path)
+    }
+
+    /// What happened, once [`Trainer::run`] returned `outcome` after `took`:
+    /// where the checkpoints are, or how to continue.
+    pub fn conclusion(&self, outcome: Outcome, took: Duration) -> String {
+        let out = &self.out;
+        match outcome {
+            Outcome::Finished => format!(
+                "done: {} epochs in {:.1} min; best test accuracy {:.2}%; checkpoints {} and {}; metrics {}",
+                self.state.epoch,
+                took.as_secs_f64() / 60.0,
+                100.0 * self.state.best_test_acc().unwrap_or(0.0),
+                out.join(BEST).display(),
+                out.join(LAST).display(),
+                out.join(METRICS).display()
+            ),
+            Outcome::Interrupted => format!(
+                "interrupted at epoch {} step {}; state saved to {}; continue with --resume --out {}",
+                self.state.epoch + 1,
+                self.state.step,
+                out.join(LAST).display(),
+                out.display()
+            ),
+        }
+    }
+}
+
+/// Evaluates a checkpoint on its data set's test split, read from
+/// `data_dir` (default: the usual place), with the normalization it was
+/// trained with, in exact float32. Returns the figures and the number of
+/// test images.
+pub fn evaluate_checkpoint(
+    path: &Path,
+    data_dir: Option<PathBuf>,
+    device: Device,
+) -> Result<(Evaluation, usize), TrainError> {
+    let ck = Checkpoint::read(path)?;
+    let source: Source = ck.meta.dataset.name.parse().map_err(TrainError::Mismatch)?;
+    let mut data = load_data(source, data_dir)?;
+    data.info = ck.meta.dataset.clone();
+    let config: TrainConfig =
+        serde_json::from_value(ck.meta.training.config.clone()).unwrap_or_default();
+    let config = TrainConfig {
+        train_limit: Some(2),
+        test_limit: None,
+        ..config
+    };
+    let trainer = Trainer::new(&ck.meta.spec, data, config, device, Path::new("."))?;
+    ckpt::restore(&ck, &trainer.vs, None)?;
+    Ok((
+        trainer.evaluate(&trainer.data.test),
+        trainer.data.test.len(),
+    ))
+}
