@@ -11,6 +11,11 @@
 # wheels (libtorch_cuda, cuDNN 9, cuBLAS, ...) and onnxruntime-gpu 1.31.1
 # (its CUDA execution provider). RIR_DEVICE=cpu keeps the CPU install on a
 # GPU machine; RIR_DEVICE=cuda forces the GPU install.
+# RIR_TORCH_REFERENCE=1 on a CPU machine also installs the whole torch 2.11.0
+# wheel with its CUDA 13 dependencies into .deps/torch-2.11.0-python (about
+# 3.5 GB more): Python's `import torch` needs them even on a CPU, and
+# `rir-train bench` runs its eager PyTorch reference with it. (On a GPU
+# machine the torch installed for libtorch is already whole.)
 # RIR_SETUP_PLAN=1 prints what would be installed, and installs nothing.
 # Source it: it exports LIBTORCH for the tch build.
 # Sourced by the other scripts: remember the caller's shell options and give
@@ -56,9 +61,17 @@ else
   ORT_LIBS="libonnxruntime.so"
 fi
 
+# The Python torch for rir-train bench's reference, where libtorch is not one.
+TORCH_PY_DIR=""
+if [ "$RIR_SETUP_DEVICE" = cpu ] &&
+  { [ "${RIR_TORCH_REFERENCE:-0}" = 1 ] || [ -f "$DEPS/torch-2.11.0-python/torch/__init__.py" ]; }; then
+  TORCH_PY_DIR="$DEPS/torch-2.11.0-python"
+fi
+
 if [ "${RIR_SETUP_PLAN:-0}" = 1 ]; then
   echo "device: $RIR_SETUP_DEVICE"
   echo "libtorch: pip install ${TORCH_PIP[*]} into $TORCH_DIR"
+  [ -z "$TORCH_PY_DIR" ] || echo "torch reference: pip install torch==2.11.0 into $TORCH_PY_DIR"
   echo "onnxruntime: $ORT_WHEEL ($ORT_LIBS) into $ORT_DIR"
   eval "$_rir_saved_opts"
   unset _rir_saved_opts _rir_saved_flags
@@ -87,6 +100,15 @@ if [ ! -f "$TORCH_DIR/torch/lib/libtorch_cpu.so" ]; then
     "${TORCH_PIP[@]}"
   rm -rf "$TORCH_DIR"
   mv "$TORCH_DIR.partial" "$TORCH_DIR"
+fi
+
+if [ -n "$TORCH_PY_DIR" ] && [ ! -f "$TORCH_PY_DIR/torch/__init__.py" ]; then
+  log "pip: torch 2.11.0 with its CUDA 13 wheels into $TORCH_PY_DIR, for rir-train bench's PyTorch reference (about 3.5 GB)"
+  rm -rf "$TORCH_PY_DIR.partial"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$TORCH_PY_DIR.partial" \
+    torch==2.11.0
+  rm -rf "$TORCH_PY_DIR"
+  mv "$TORCH_PY_DIR.partial" "$TORCH_PY_DIR"
 fi
 
 if [ ! -f "$ORT_DIR/libonnxruntime.so" ]; then
@@ -124,6 +146,8 @@ if [ "$RIR_SETUP_DEVICE" = cuda ]; then
   esac
   export RIR_TORCH_PYTHONPATH="$TORCH_DIR"
   unset _rir_nv
+elif [ -n "$TORCH_PY_DIR" ]; then
+  export RIR_TORCH_PYTHONPATH="$TORCH_PY_DIR"
 fi
 export RIR_PYTHONPATH="$PY_DIR"
 # ONNX Runtime's own telemetry stays off in everything run from here (the

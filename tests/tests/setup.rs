@@ -80,3 +80,31 @@ fn no_gpu_keeps_the_cpu_install() {
     );
     assert!(!p.contains("onnxruntime-gpu"), "{p}");
 }
+
+#[test]
+fn rir_torch_reference_adds_a_whole_torch_for_python_on_a_cpu_machine() {
+    let with = |value: &str| {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/setup.sh"))
+            .env("RIR_SETUP_PLAN", "1")
+            .env("RIR_DEVICE", "cpu")
+            .env("RIR_TORCH_REFERENCE", value)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let p = with("1");
+    assert!(
+        p.contains("torch reference: pip install torch==2.11.0 into")
+            && p.contains(".deps/torch-2.11.0-python"),
+        "{p}"
+    );
+    // libtorch for the build stays the CPU part alone.
+    assert!(p.contains("--no-deps torch==2.11.0"), "{p}");
+    // Without the opt-in, only a reference installed before is kept.
+    let installed = root().join(".deps/torch-2.11.0-python/torch/__init__.py");
+    assert_eq!(with("0").contains("torch reference"), installed.exists());
+    // A GPU machine's libtorch is a whole torch already: no second one.
+    assert!(!plan(true, None).contains("torch reference"));
+}

@@ -143,7 +143,7 @@ impl Plan {
     pub fn header(&self) -> String {
         format!(
             "training throughput, {} {}, batch {}, {} timed steps after {} warm-up, {} threads\n\
-             {:<7} {:<22} {:>10} {:>12} {:>14}",
+             {:<7} {:<29} {:>10} {:>12} {:>14}",
             self.source.name(),
             self.variant,
             self.batch,
@@ -230,19 +230,25 @@ impl Plan {
 
 /// Why the reference may be missing, for a skipped row.
 const NO_TORCH_HINT: &str = "no torch 2.11 Python found: on a CPU machine the set-up installs \
-     libtorch alone; `RIR_TORCH_REFERENCE=1 source scripts/setup.sh` adds the whole torch, \
-     or pass --python";
+     libtorch alone; `RIR_TORCH_REFERENCE=1 source scripts/setup.sh` adds a whole torch for \
+     the reference, or pass --python";
 
-/// The torch folder the set-up installed (libtorch's lib/ is
-/// `<root>/torch/lib`): its root goes on the reference's PYTHONPATH.
+/// The folder whose root goes on the reference's PYTHONPATH: the one the
+/// set-up exported, else the whole torch it installs for the reference on a
+/// CPU machine (`.deps/torch-2.11.0-python`, beside libtorch's folder), else
+/// libtorch's own torch (whole on a GPU machine). libtorch's lib/ is
+/// `<root>/torch/lib`.
 fn setup_torch() -> Option<PathBuf> {
     if let Some(root) = std::env::var_os("RIR_TORCH_PYTHONPATH") {
         return Some(PathBuf::from(root));
     }
-    Path::new(env!("RIR_LIBTORCH_LIB"))
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
+    let libtorch_root = Path::new(env!("RIR_LIBTORCH_LIB")).parent()?.parent()?;
+    let whole = libtorch_root.parent()?.join("torch-2.11.0-python");
+    Some(if whole.join("torch/__init__.py").is_file() {
+        whole
+    } else {
+        libtorch_root.to_path_buf()
+    })
 }
 
 /// The measurement a child printed as its last line of output.
@@ -307,11 +313,11 @@ impl PresetRows {
                         (_, None) => "-".to_string(),
                     };
                     format!(
-                        "{name:<7} {:<22} {:>10.0} {ratio:>12} {:>14.0}",
+                        "{name:<7} {:<29} {:>10.0} {ratio:>12} {:>14.0}",
                         row.label, m.img_per_s, m.peak_rss_mb
                     )
                 }
-                Err(why) => format!("{name:<7} {:<22}   skipped: {why}", row.label),
+                Err(why) => format!("{name:<7} {:<29}   skipped: {why}", row.label),
             })
             .collect();
         if let Some(s) = self.speed_up() {
