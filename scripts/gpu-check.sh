@@ -21,6 +21,12 @@
 # PYTHON selects the interpreter whose torch 2.11 (CUDA build) provides
 # libtorch, the CUDA 13 libraries (cuDNN, cuBLAS, ...) and the PyTorch
 # references (default: python3). QUICK=1 shortens every step (a smoke run).
+# DEVICE=cpu runs the same steps on the CPU, to check the script itself
+# before a GPU's minutes are spent on it: with PRESET=micro (the network of
+# every step; default paper), BENCH_PRESETS=micro (the training bench's;
+# default small,paper) and TRAIN_LIMIT=2000 (training images; default all)
+# the whole script takes a few minutes on 2 cores. Its figures are not GPU
+# figures.
 # A failing step is reported and the others still run: the exit status is
 # the number of failed steps (0: all passed).
 set -uo pipefail
@@ -42,6 +48,12 @@ done
 [ -n "$ORT_DIR" ] || { echo "--ort-dir is required (see --help)" >&2; exit 2; }
 PY="${PYTHON:-python3}"
 QUICK="${QUICK:-0}"
+DEVICE="${DEVICE:-cuda}"
+PRESET="${PRESET:-paper}"
+BENCH_PRESETS="${BENCH_PRESETS:-small,paper}"
+MODEL="rir-$PRESET"
+LIMIT=()
+[ -z "${TRAIN_LIMIT:-}" ] || LIMIT=(--train-limit "$TRAIN_LIMIT")
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 BIN="$(cd "$BIN" && pwd)"
@@ -66,7 +78,11 @@ NV_LIBS="$(find "$(dirname "$(dirname "$TORCH_LIB")")/nvidia" -maxdepth 3 -type 
 export LD_LIBRARY_PATH="$ORT_DIR:$TORCH_LIB${NV_LIBS:+:$NV_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export ORT_DYLIB_PATH="$ORT_LIB"
 export RIR_SERVE_BIN="$BIN/rir-serve"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+else
+  echo "no nvidia-smi on PATH (device: $DEVICE)"
+fi
 
 step "rir-train info"
 logged "$OUT/info.txt" "$BIN/rir-train" info
@@ -75,56 +91,56 @@ STEPS=30; EPOCHS=4; SECS=3
 [ "$QUICK" = 1 ] && { STEPS=5; EPOCHS=1; SECS=1; }
 
 step "training throughput: ours against eager PyTorch, fp32 and bf16 + channels-last"
-logged "$OUT/train-bench.txt" "$BIN/rir-train" bench --device cuda --dataset cifar10 \
-  --presets small,paper --batch 256 --steps "$STEPS" --bf16 --python "$PY" --json "$OUT/train-bench.json"
+logged "$OUT/train-bench.txt" "$BIN/rir-train" bench --device "$DEVICE" --dataset cifar10 \
+  --presets "$BENCH_PRESETS" --batch 256 --steps "$STEPS" --bf16 --python "$PY" --json "$OUT/train-bench.json"
 
-step "a short real training run: paper preset, Fashion-MNIST, bf16 + channels-last"
+step "a short real training run: $PRESET preset, Fashion-MNIST, bf16 + channels-last"
 RUN="$OUT/run"
 rm -rf "$RUN"
-logged "$OUT/train.log" "$BIN/rir-train" train --device cuda --dataset fashion-mnist --data-dir "$DATA" \
-  --preset paper --epochs "$EPOCHS" --batch-size 256 --schedule cosine --label-smoothing 0.1 --bf16 \
+logged "$OUT/train.log" "$BIN/rir-train" train --device "$DEVICE" --dataset fashion-mnist --data-dir "$DATA" \
+  --preset "$PRESET" "${LIMIT[@]}" --epochs "$EPOCHS" --batch-size 256 --schedule cosine --label-smoothing 0.1 --bf16 \
   --channels-last --quiet --out "$RUN"
 
 # tract runs the paper preset on one CPU core: 1,000 images keep the check
 # under a minute (the whole split took 6 minutes); the served accuracy below
 # is the whole split against the trainer's record.
-step "export and verify on CUDA (ONNX Runtime CUDA vs tract, 1,000 test images)"
+step "export and verify on $DEVICE (ONNX Runtime vs tract, 1,000 test images)"
 REPO="$OUT/models"
 rm -rf "$REPO"
-mkdir -p "$REPO/rir-paper/1"
-check "$BIN/rir-export" "$RUN/best.safetensors" -o "$REPO/rir-paper/1/model.onnx"
-logged "$OUT/verify.txt" "$BIN/rir-export" verify "$REPO/rir-paper/1/model.onnx" --device cuda \
+mkdir -p "$REPO/$MODEL/1"
+check "$BIN/rir-export" "$RUN/best.safetensors" -o "$REPO/$MODEL/1/model.onnx"
+logged "$OUT/verify.txt" "$BIN/rir-export" verify "$REPO/$MODEL/1/model.onnx" --device "$DEVICE" \
   --images 1000 --data-dir "$DATA" --ort-lib "$ORT_LIB"
 
 # float16 on the GPU's tensor cores, against its float32 twin on the whole
 # split; tract (float16 in software, seconds an image for this preset) sees 2
 # random inputs only.
-step "half precision: export fp16, verify on CUDA against its float32 twin (10,000 test images)"
+step "half precision: export fp16, verify on $DEVICE against its float32 twin (10,000 test images)"
 REPO16="$OUT/models-fp16"
 rm -rf "$REPO16"
-mkdir -p "$REPO16/rir-paper/1"
-check "$BIN/rir-export" "$RUN/best.safetensors" -o "$REPO16/rir-paper/1/model.onnx" --precision fp16
-logged "$OUT/verify-fp16.txt" "$BIN/rir-export" verify "$REPO16/rir-paper/1/model.onnx" --device cuda \
+mkdir -p "$REPO16/$MODEL/1"
+check "$BIN/rir-export" "$RUN/best.safetensors" -o "$REPO16/$MODEL/1/model.onnx" --precision fp16
+logged "$OUT/verify-fp16.txt" "$BIN/rir-export" verify "$REPO16/$MODEL/1/model.onnx" --device "$DEVICE" \
   --random 2 --images 10000 --data-dir "$DATA" --ort-lib "$ORT_LIB"
 
 source scripts/server-lib.sh
 PORT=8101
 serve() { # NAME ARGS...: start rir-serve on the CUDA provider with ARGS (models: $SERVE_REPO or $REPO)
   local name="$1"; shift
-  start_server "$PORT" "$OUT/serve-$name.log" --models "${SERVE_REPO:-$REPO}" --device cuda \
+  start_server "$PORT" "$OUT/serve-$name.log" --models "${SERVE_REPO:-$REPO}" --device "$DEVICE" \
     --grpc-addr "127.0.0.1:$PORT" --metrics-addr 127.0.0.1:0 --http-addr off "$@"
   grep -m1 -o 'engine=[a-z-]*' "$OUT/serve-$name.log" || true
 }
 sweep() { # NAME ARGS...: a closed-loop sweep against the running server
   local name="$1"; shift
-  logged "$OUT/load-$name.txt" "$BIN/rir-loadtest" -u "127.0.0.1:$PORT" -m rir-paper -w 1 \
+  logged "$OUT/load-$name.txt" "$BIN/rir-loadtest" -u "127.0.0.1:$PORT" -m "$MODEL" -w 1 \
     -d "$SECS" --connections 8 -q --json "$OUT/load-$name.json" "$@"
 }
 
-step "rir-serve --device cuda: served accuracy against the trainer's"
+step "rir-serve --device $DEVICE: served accuracy against the trainer's"
 check serve default
-logged "$OUT/served-accuracy.txt" "$BIN/rir-classify" -u "127.0.0.1:$PORT" -m rir-paper \
-  --eval fashion-mnist --data-dir "$DATA" --model-file "$REPO/rir-paper/1/model.onnx"
+logged "$OUT/served-accuracy.txt" "$BIN/rir-classify" -u "127.0.0.1:$PORT" -m "$MODEL" \
+  --eval fashion-mnist --data-dir "$DATA" --model-file "$REPO/$MODEL/1/model.onnx"
 
 step "load: default server (batching on, power-of-two buckets, a session per bucket, TF32, NHWC), concurrency 1..64"
 sweep default -c 1,8,64
@@ -156,10 +172,10 @@ step "load: the fp16 export on the default server (and client batches of 64)"
 SERVE_REPO="$REPO16" B64=1 configuration fp16
 
 step "eager PyTorch in-process (the reference): batch-1 latency, batch-64 throughput"
-PLAN="$("$BIN/rir-train" plan --preset paper --dataset fashion-mnist)"
+PLAN="$("$BIN/rir-train" plan --preset "$PRESET" --dataset fashion-mnist)"
 for mixed in false true; do
   logged "$OUT/torch-infer-$mixed.json" "$PY" trainer/bench/torch_reference.py \
-    "{\"plan\": $PLAN, \"mode\": \"infer\", \"batch\": 64, \"device\": \"cuda\", \"mixed\": $mixed, \"seconds\": $SECS}"
+    "{\"plan\": $PLAN, \"mode\": \"infer\", \"batch\": 64, \"device\": \"$DEVICE\", \"mixed\": $mixed, \"seconds\": $SECS}"
 done
 
 step "summary"
