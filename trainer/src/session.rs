@@ -184,3 +184,65 @@ pub fn evaluate_checkpoint(
         trainer.data.test.len(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rir_data::fixtures;
+
+    fn data(dir: &Path) -> Dataset {
+        fixtures::write_fashion_mnist(dir, 8, 4, 28, false, 1).unwrap();
+        rir_data::load(Source::FashionMnist, dir).unwrap()
+    }
+
+    fn fresh() -> Start {
+        let spec = crate::compare::spec_for("micro", Source::FashionMnist, Variant::Rir).unwrap();
+        Start::Fresh {
+            spec: Box::new(spec),
+            config: TrainConfig {
+                epochs: 3,
+                batch_size: 4,
+                ..TrainConfig::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_folder_holds_one_run_and_only_a_saved_run_resumes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (images, out) = (tmp.path().join("data"), tmp.path().join("run"));
+        let resume = |epochs| Start::Resume { epochs };
+
+        let err = open(resume(None), data(&images), Device::Cpu, &out)
+            .err()
+            .unwrap();
+        assert!(matches!(err, TrainError::NothingToResume(_)), "{err}");
+        assert!(err.to_string().contains("last.safetensors"), "{err}");
+
+        let t = open(fresh(), data(&images), Device::Cpu, &out).unwrap();
+        assert!(
+            t.describe()
+                .contains(&format!("run folder: {}", out.display()))
+        );
+        t.save(LAST).unwrap();
+        let err = open(fresh(), data(&images), Device::Cpu, &out)
+            .err()
+            .unwrap();
+        assert!(matches!(err, TrainError::RunExists(_)), "{err}");
+        assert!(err.to_string().contains("--resume"), "{err}");
+
+        let t = open(resume(Some(7)), data(&images), Device::Cpu, &out).unwrap();
+        assert_eq!((t.config.epochs, t.config.batch_size), (7, 4));
+        let done = t.conclusion(Outcome::Interrupted, Duration::ZERO);
+        assert!(
+            done.contains(&format!("--resume --out {}", out.display())),
+            "{done}"
+        );
+    }
+
+    #[test]
+    fn runs_go_to_a_folder_named_after_what_they_train() {
+        let f = default_folder(Source::FashionMnist, Variant::Rir, "tiny", 3);
+        assert_eq!(f, Path::new("runs/fashion-mnist-rir-tiny-s3"));
+    }
+}
