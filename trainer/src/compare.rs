@@ -205,7 +205,8 @@ impl Plan {
                 let outcome = parse(&out, "PyTorch reference").map_err(|e| {
                     // The last line of a Python traceback says what went wrong.
                     let last = e.lines().last().unwrap_or_default().to_string();
-                    if self.python.is_none() {
+                    let no_torch = last.contains("ImportError") || last.contains("No module");
+                    if self.python.is_none() && no_torch {
                         format!("{last} ({NO_TORCH_HINT})")
                     } else {
                         last
@@ -254,10 +255,11 @@ fn setup_torch() -> Option<PathBuf> {
 /// The measurement a child printed as its last line of output.
 fn parse(out: &Output, what: &str) -> Result<Measurement, String> {
     if !out.status.success() {
-        return Err(format!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(match stderr.trim() {
+            "" => format!("{what} ended with {} and printed no error", out.status),
+            e => format!("{what} failed: {e}"),
+        });
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
@@ -406,6 +408,13 @@ mod tests {
         let row = plan.pytorch(&spec, "rir one-conv (PyTorch)", false);
         let why = row.outcome.unwrap_err();
         assert!(why.starts_with("/nonexistent/python3: "), "{why}");
+        // One that runs and fails silently is skipped with its exit status.
+        let plan_false = Plan {
+            python: Some(PathBuf::from("false")),
+            ..plan.clone()
+        };
+        let why = plan_false.pytorch(&spec, "x", false).outcome.unwrap_err();
+        assert!(why.contains("exit status: 1"), "{why}");
         // Our own rows are not optional: a child that cannot start fails the bench.
         let err = plan.run(|_| {}).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/rir-train"), "{err}");

@@ -381,6 +381,10 @@ fn bench_measures_both_forms_in_child_processes_and_writes_json() {
         reference.contains("1.00 (ref)") || reference.contains("skipped: "),
         "{reference}"
     );
+    // A reference skipped for want of torch says how to install one.
+    if reference.contains("skipped: ") {
+        assert!(reference.contains("RIR_TORCH_REFERENCE=1"), "{reference}");
+    }
     // Where the set-up installed the reference's whole torch
     // (RIR_TORCH_REFERENCE=1 on a CPU machine), the bench finds and runs it.
     let whole = Path::new(env!("CARGO_MANIFEST_DIR"))
