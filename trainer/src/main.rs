@@ -141,9 +141,10 @@ struct BenchArgs {
     #[arg(long, default_value_t = 40)]
     steps: usize,
     /// Python with torch 2.11 for the eager reference [default: python3 with
-    /// the torch that scripts/setup.sh installed on PYTHONPATH; on a GPU
-    /// machine that is a whole torch, on a CPU machine libtorch alone, and
-    /// the reference is skipped unless this names a torch 2.11 Python].
+    /// the whole torch that scripts/setup.sh installed on PYTHONPATH: on a
+    /// GPU machine the one libtorch comes from, on a CPU machine the one
+    /// `RIR_TORCH_REFERENCE=1` adds; without either the reference row is
+    /// skipped and says why].
     #[arg(long, env = "RIR_TORCH_PYTHON")]
     python: Option<PathBuf>,
     /// Also write the results as JSON here.
