@@ -159,10 +159,11 @@ impl Plan {
     }
 
     fn ours(&self, preset: &str, form: Form, mixed: bool) -> Result<Measurement, TrainError> {
-        let form = match form {
-            Form::OneConv => "one-conv",
-            Form::FourConv => "four-conv",
-        };
+        // The name `bench-child --form` parses.
+        let form = clap::ValueEnum::to_possible_value(&form)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        let form = form.as_str();
         let mut cmd = Command::new(&self.exe);
         cmd.args(["bench-child", "--preset", preset, "--form", form])
             .args([
@@ -199,27 +200,24 @@ impl Plan {
             cmd.env("PYTHONPATH", root);
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
-        let (outcome, device) = match cmd.arg(&script).arg(args.to_string()).output() {
-            Ok(out) => {
-                let device = reference_device(&out.stdout);
-                let outcome = parse(&out, "PyTorch reference").map_err(|e| {
-                    // The last line of a Python traceback says what went wrong.
-                    let last = e.lines().last().unwrap_or_default().to_string();
-                    let no_torch = last.contains("ImportError") || last.contains("No module");
-                    if self.python.is_none() && no_torch {
-                        format!("{last} ({NO_TORCH_HINT})")
-                    } else {
-                        last
-                    }
-                });
-                (outcome, device)
-            }
-            Err(e) => (Err(format!("{}: {e}", python.display())), None),
+        let outcome = match cmd.arg(&script).arg(args.to_string()).output() {
+            Ok(out) => parse::<ReferenceLine>(&out, "PyTorch reference").map_err(|e| {
+                // The last line of a Python traceback says what went wrong.
+                let last = e.lines().last().unwrap_or_default().to_string();
+                let no_torch = last.contains("ImportError") || last.contains("No module");
+                if self.python.is_none() && no_torch {
+                    format!("{last} ({NO_TORCH_HINT})")
+                } else {
+                    last
+                }
+            }),
+            Err(e) => Err(format!("{}: {e}", python.display())),
         };
-        let label = match (&outcome, device) {
-            (Ok(_), Some(d)) => format!("{label} [{d}]"),
+        let label = match outcome.as_ref().map(|r| r.device.as_deref()) {
+            Ok(Some(d)) => format!("{label} [{d}]"),
             _ => label.to_string(),
         };
+        let outcome = outcome.map(|r| r.measurement);
         Row {
             label,
             implementation: Implementation::PyTorch,
@@ -252,8 +250,16 @@ fn setup_torch() -> Option<PathBuf> {
     })
 }
 
-/// The measurement a child printed as its last line of output.
-fn parse(out: &Output, what: &str) -> Result<Measurement, String> {
+/// What the PyTorch reference prints: the measurement and the device it ran on.
+#[derive(serde::Deserialize)]
+struct ReferenceLine {
+    #[serde(flatten)]
+    measurement: Measurement,
+    device: Option<String>,
+}
+
+/// What a child printed as its last line of output, as JSON.
+fn parse<T: serde::de::DeserializeOwned>(out: &Output, what: &str) -> Result<T, String> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(match stderr.trim() {
@@ -264,13 +270,6 @@ fn parse(out: &Output, what: &str) -> Result<Measurement, String> {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).map_err(|e| format!("{what} printed {line:?}: {e}"))
-}
-
-/// The device the PyTorch reference reports having used.
-fn reference_device(stdout: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(stdout);
-    let v: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
-    v.get("device")?.as_str().map(str::to_string)
 }
 
 impl PresetRows {
