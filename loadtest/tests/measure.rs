@@ -1,6 +1,11 @@
 //! The load tester against a server whose behaviour the test scripts (the
 //! stub, over real loopback gRPC): the figures it reports must be the ones
 //! injected.
+//!
+//! The tests here run one at a time (`one_at_a_time`): each drives a stub
+//! server and a load generator on this machine's cores, and two of them side
+//! by side on a 2-core CI machine add milliseconds of scheduling delay to
+//! each other's figures.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,6 +16,13 @@ use rir_loadtest::connect::{ConnectOptions, connect};
 use rir_loadtest::run::{Arrivals, Load, Outcome, RunOptions, Stability, Stop, run};
 use rir_loadtest::stub::{Script, StubServer};
 use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
+
+/// Held by each test for its whole run, so no two of them share the cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
 
 async fn workload(url: &str, batch: usize) -> Arc<Workload> {
     let chans = connect(&ConnectOptions {
@@ -64,6 +76,11 @@ fn at_least(what: &str, measured: f64, injected: f64) {
     );
 }
 
+/// What scheduling on a busy 2-core machine may add to a figure that many
+/// samples decide. The mistakes these tests are for (a wrong unit, timing
+/// from the wrong instant, a queue counted or not) are off by far more.
+const SLACK_MS: f64 = 3.0;
+
 /// `measured` lies in [`injected` - 0.05 ms, `injected` + `slack` ms]. Only
 /// for figures that several samples decide (min, median, p95, mean), never
 /// for one slow sample (p99 or max of a few hundred), which a scheduling
@@ -77,6 +94,7 @@ fn near(what: &str, measured: f64, injected: f64, slack: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn percentiles_match_injected_latencies() {
+    let _serial = one_at_a_time().await;
     // 9 in 10 requests take 2 ms, every tenth 20 ms: p50 2 ms; p95, p99, max 20 ms.
     let script = Script {
         delay: Some(Arc::new(|n| {
@@ -88,14 +106,14 @@ async fn percentiles_match_injected_latencies() {
     let r = r.unwrap().report;
     assert_eq!((r.requests, r.ok), (300, 300));
     let l = r.latency_ms;
-    near("min", l.min, 2.0, 2.0);
-    near("p50", l.p50, 2.0, 2.0);
+    near("min", l.min, 2.0, SLACK_MS);
+    near("p50", l.p50, 2.0, SLACK_MS);
     // 30 of the 300 take 20 ms: p95 is one of them, whatever a few
     // outliers do.
-    near("p95", l.p95, 20.0, 3.0);
+    near("p95", l.p95, 20.0, SLACK_MS + 1.0);
     at_least("p99", l.p99, 20.0);
     at_least("max", l.max, 20.0);
-    near("avg", l.avg, 0.9 * 2.0 + 0.1 * 20.0, 2.0);
+    near("avg", l.avg, 0.9 * 2.0 + 0.1 * 20.0, SLACK_MS);
     // Closed loop at concurrency 1: throughput is 1 / mean latency.
     let expected = 1000.0 / l.avg;
     assert!(
@@ -107,6 +125,7 @@ async fn percentiles_match_injected_latencies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_rate_and_latency_match() {
+    let _serial = one_at_a_time().await;
     // A server answering in 3 ms, driven at 200/s: latency 3 ms, throughput 200/s.
     let script = Script {
         delay: Some(Arc::new(|_| Duration::from_millis(3))),
@@ -119,7 +138,7 @@ async fn open_loop_rate_and_latency_match() {
     let (r, _) = measure(script, load, requests(400)).await;
     let r = r.unwrap().report;
     assert_eq!(r.ok, 400);
-    near("p50", r.latency_ms.p50, 3.0, 2.0);
+    near("p50", r.latency_ms.p50, 3.0, SLACK_MS);
     assert!(
         (r.requests_per_s / 200.0 - 1.0).abs() < 0.2,
         "{} req/s",
@@ -129,6 +148,7 @@ async fn open_loop_rate_and_latency_match() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_sees_a_stall_that_closed_loop_hides() {
+    let _serial = one_at_a_time().await;
     // The server stalls 500 ms when its 200th request arrives, about 1 s
     // into a 3 s run at 200 requests/s. Every request scheduled during the
     // stall waits for its end: about 100 of 600, with latencies spread from
@@ -176,6 +196,7 @@ async fn open_loop_sees_a_stall_that_closed_loop_hides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_counted_by_status() {
+    let _serial = one_at_a_time().await;
     // Request 0 is the probe; of requests 1..=100, n % 5 == 1 fail with
     // UNAVAILABLE and n % 5 == 3 with RESOURCE_EXHAUSTED: 20 each.
     let script = Script {
@@ -206,6 +227,7 @@ async fn errors_are_counted_by_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_where_everything_fails_stops_early_with_the_reason() {
+    let _serial = one_at_a_time().await;
     let script = Script {
         error: Some(Arc::new(|n| {
             (n > 0).then_some(tonic::Code::ResourceExhausted)
@@ -227,6 +249,7 @@ async fn a_run_where_everything_fails_stops_early_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_counts_are_exact_in_both_loops() {
+    let _serial = one_at_a_time().await;
     for load in [
         Load::Closed { concurrency: 8 },
         Load::Open {
@@ -249,6 +272,7 @@ async fn request_counts_are_exact_in_both_loops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stability_mode_stops_when_windows_agree() {
+    let _serial = one_at_a_time().await;
     let script = Script {
         delay: Some(Arc::new(|_| Duration::from_millis(2))),
         ..Script::instant("stub")
@@ -267,5 +291,5 @@ async fn stability_mode_stops_when_windows_agree() {
     assert!((3..=12).contains(&r.windows));
     // The report covers the last three windows.
     assert!((r.seconds - 0.9).abs() < 0.2, "{} s", r.seconds);
-    near("p50", r.latency_ms.p50, 2.0, 2.0);
+    near("p50", r.latency_ms.p50, 2.0, SLACK_MS);
 }
