@@ -113,6 +113,8 @@ pub struct Spawned {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// Its Prometheus endpoint, `http://127.0.0.1:PORT/metrics`.
+    pub metrics_url: String,
 }
 
 impl Spawned {
@@ -210,6 +212,7 @@ pub async fn spawn_server_on(
     let mut s = Spawned {
         child,
         url: format!("http://127.0.0.1:{grpc}"),
+        metrics_url: format!("http://127.0.0.1:{metrics}/metrics"),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

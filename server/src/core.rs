@@ -726,7 +726,7 @@ async fn run(
         enqueued: started,
         reply: tx,
     };
-    match batcher.try_submit(job) {
+    match batcher.submit(job) {
         Ok(()) => {}
         Err(SubmitError::QueueFull) => {
             return Err(fail(ServeError::QueueFull(format!(

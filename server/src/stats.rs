@@ -28,6 +28,9 @@ pub struct Metrics {
     pub batch_size: HistogramVec,
     /// Zero images added to fill batches up to their bucket.
     pub padded: IntCounterVec,
+    /// Engine executions run on the requesting thread, not an engine
+    /// thread (the batcher's inline path).
+    pub inline_executions: IntCounterVec,
     /// Requests waiting in the queue.
     pub pending: IntGaugeVec,
     /// Open connections by front end (`grpc`, `http`).
@@ -88,6 +91,14 @@ impl Metrics {
             ),
             &["model"],
         )?;
+        let inline_executions = IntCounterVec::new(
+            Opts::new(
+                "rir_inline_executions_total",
+                "engine executions run on the thread that received the request, \
+                 with no hand-off to an engine thread",
+            ),
+            &["model"],
+        )?;
         let pending = IntGaugeVec::new(
             Opts::new("rir_pending_requests", "requests waiting in the queue"),
             &["model"],
@@ -120,6 +131,7 @@ impl Metrics {
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(pending.clone()))?;
         registry.register(Box::new(padded.clone()))?;
+        registry.register(Box::new(inline_executions.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -129,6 +141,7 @@ impl Metrics {
             compute_seconds,
             batch_size,
             padded,
+            inline_executions,
             pending,
             connections,
             connections_refused,
@@ -252,10 +265,10 @@ impl ModelStats {
         f(&mut g)
     }
 
-    /// A batch of `images` ran in `compute`.
     /// An engine call ran `images` real images padded with `padded` zero
-    /// images up to its bucket.
-    pub fn record_execution(&self, images: usize, padded: usize, compute: Duration) {
+    /// images up to its bucket, in `compute`; `inline` if on the requesting
+    /// thread.
+    pub fn record_execution(&self, images: usize, padded: usize, compute: Duration, inline: bool) {
         self.with(|s| {
             s.execution_count += 1;
             s.padded_count += padded as u64;
@@ -266,6 +279,9 @@ impl ModelStats {
             .with_label_values(&[&self.model])
             .inc_by(padded as u64);
         m.executions.with_label_values(&[&self.model]).inc();
+        if inline {
+            m.inline_executions.with_label_values(&[&self.model]).inc();
+        }
         m.compute_seconds
             .with_label_values(&[&self.model])
             .observe(compute.as_secs_f64());

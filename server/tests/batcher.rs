@@ -33,6 +33,7 @@ fn setup_with(
         buckets: rir_infer::Buckets::every(max_batch),
         max_delay: delay,
         queue_capacity: 64,
+        inline: false,
     };
     (
         Batcher::start(&desc, vec![wrap(engine)], config, stats.clone()),
@@ -155,6 +156,7 @@ fn recorded(fixed: bool, buckets: rir_infer::Buckets) -> Recorded {
         buckets,
         max_delay: Duration::from_millis(100),
         queue_capacity: 64,
+        inline: false,
     };
     Recorded {
         batcher: Batcher::start(&desc, vec![engine], config, stats.clone()),
@@ -350,4 +352,163 @@ async fn an_engine_error_fails_only_its_batch_with_the_engines_message() {
     b.try_submit(c).unwrap();
     let out = rc.await.unwrap().unwrap();
     assert_eq!(out.batch_size, 3, "it ran alone");
+}
+
+/// A real engine that records the name of the thread each call runs on,
+/// and takes at least `min_run` per call.
+struct OnThread {
+    inner: Box<dyn Engine>,
+    threads: Arc<std::sync::Mutex<Vec<String>>>,
+    min_run: Duration,
+}
+
+impl Engine for OnThread {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn run(
+        &mut self,
+        input: &[f32],
+        shape: &[usize],
+    ) -> Result<Vec<rir_infer::Output>, rir_infer::InferError> {
+        let name = std::thread::current().name().unwrap_or("?").to_string();
+        self.threads.lock().unwrap().push(name);
+        std::thread::sleep(self.min_run);
+        self.inner.run(input, shape)
+    }
+}
+
+/// A batcher over a micro model (engine thread "m-0") whose engine records
+/// the threads it runs on; the metrics, to read the inline counter.
+struct Threads {
+    batcher: Batcher,
+    threads: Arc<std::sync::Mutex<Vec<String>>>,
+    metrics: Arc<Metrics>,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn on_threads(max_delay: Duration, inline: bool, min_run: Duration) -> Threads {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
+    let path = dir.path().join("m/1/model.onnx");
+    let desc = describe("m", 1, &path).unwrap();
+    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let engine: Box<dyn Engine> = Box::new(OnThread {
+        inner: Box::new(OrtEngine::load(&path, &OrtOptions::default()).unwrap()),
+        threads: threads.clone(),
+        min_run,
+    });
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let stats = Arc::new(ModelStats::new("m", metrics.clone()));
+    let config = BatchConfig {
+        buckets: rir_infer::Buckets::powers_of_two(8),
+        max_delay,
+        queue_capacity: 64,
+        inline,
+    };
+    Threads {
+        batcher: Batcher::start(&desc, vec![engine], config, stats),
+        threads,
+        metrics,
+        path,
+        _dir: dir,
+    }
+}
+
+/// `n` images of seeded noise.
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = seed;
+    (0..n * 784)
+        .map(|_| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// Submits `images` (`n` of them) through `submit` and waits for the answer.
+async fn answer(b: &Batcher, images: Vec<f32>, n: usize) -> rir_server::batcher::JobOutput {
+    let (tx, rx) = oneshot::channel();
+    let job = Job {
+        images,
+        n,
+        deadline: None,
+        enqueued: Instant::now(),
+        reply: tx,
+    };
+    b.submit(job).unwrap();
+    rx.await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_model_runs_a_request_on_the_calling_thread_with_the_same_outputs() {
+    let t = on_threads(Duration::ZERO, true, Duration::ZERO);
+    let here = std::thread::current().name().unwrap().to_string();
+    let mut reference = OrtEngine::load(&t.path, &OrtOptions::default()).unwrap();
+    // The first request has no run time to go by: an engine thread runs it.
+    // The rest find the queue empty and the engine idle, and run here.
+    for (i, n) in [1, 1, 3, 2, 1].into_iter().enumerate() {
+        let images = noise(n, i as u64 + 1);
+        let want = reference.run(&images, &[n, 1, 28, 28]).unwrap();
+        let out = answer(&t.batcher, images, n).await;
+        assert_eq!(out.batch_size, n);
+        let want = &want.iter().find(|o| o.name == "logits").unwrap().data;
+        assert_eq!(out.outputs[0].len(), want.len());
+        for (a, b) in out.outputs[0].iter().zip(want) {
+            assert!((a - b).abs() <= 1e-5, "request {i}: {a} vs {b}");
+        }
+    }
+    let threads = t.threads.lock().unwrap().clone();
+    assert_eq!(threads[0], "m-0", "{threads:?}");
+    assert!(threads[1..].iter().all(|n| *n == here), "{threads:?}");
+    let inline = t.metrics.inline_executions.with_label_values(&["m"]).get();
+    assert_eq!(inline, 4);
+    assert!(
+        t.metrics
+            .render()
+            .contains("rir_inline_executions_total{model=\"m\"} 4")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_to_the_engine_thread_with_a_queue_delay_switched_off_or_for_a_slow_model() {
+    for (what, delay, inline, min_run) in [
+        (
+            "a queue delay",
+            Duration::from_millis(5),
+            true,
+            Duration::ZERO,
+        ),
+        ("--run-inline false", Duration::ZERO, false, Duration::ZERO),
+        (
+            "runs over 1 ms",
+            Duration::ZERO,
+            true,
+            Duration::from_millis(2),
+        ),
+    ] {
+        let t = on_threads(delay, inline, min_run);
+        for i in 0..4 {
+            answer(&t.batcher, noise(1, i), 1).await;
+        }
+        let threads = t.threads.lock().unwrap().clone();
+        assert!(threads.iter().all(|n| n == "m-0"), "{what}: {threads:?}");
+        let inline = t.metrics.inline_executions.with_label_values(&["m"]).get();
+        assert_eq!(inline, 0, "{what}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_runtime_with_one_thread_never_runs_inference_on_it() {
+    // Blocking the only thread would stop every other connection.
+    let t = on_threads(Duration::ZERO, true, Duration::ZERO);
+    for i in 0..4 {
+        answer(&t.batcher, noise(1, i), 1).await;
+    }
+    let threads = t.threads.lock().unwrap().clone();
+    assert!(threads.iter().all(|n| n == "m-0"), "{threads:?}");
 }

@@ -435,3 +435,58 @@ async fn two_engine_instances_answer_concurrent_calls_exactly_as_one() {
         );
     }
 }
+
+/// `name{model="gray"} VALUE` from a Prometheus text page.
+fn counter(page: &str, name: &str) -> u64 {
+    let key = format!("{name}{{model=\"gray\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_at_a_time_runs_inline_by_default_and_with_run_inline_false_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 3);
+    let on = spawn_server(serve_bin(), dir.path(), &args(&[]))
+        .await
+        .unwrap();
+    let off = spawn_server(serve_bin(), dir.path(), &args(&["--run-inline", "false"]))
+        .await
+        .unwrap();
+    let fp32 =
+        |k: usize| -> Vec<f32> { (0..784).map(|i| ((i * k) % 255) as f32 / 255.0).collect() };
+    // Per server: the six answers, engine executions, inline executions.
+    let mut seen = vec![];
+    for s in [&on, &off] {
+        let mut c = GrpcInferenceServiceClient::connect(s.url.clone())
+            .await
+            .unwrap();
+        let mut raw = vec![];
+        for k in 0..6 {
+            let r = common::fp32_request("gray", 1, &fp32(k), true);
+            raw.push(
+                c.model_infer(r)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .raw_output_contents,
+            );
+        }
+        let page = common::get(s.metrics_url.clone()).await.body;
+        let page = String::from_utf8_lossy(&page);
+        seen.push((
+            raw,
+            counter(&page, "rir_execution_count"),
+            counter(&page, "rir_inline_executions_total"),
+        ));
+    }
+    // The first request measures the model on an engine thread; the five
+    // after it find the engine idle and run on the thread that decoded them.
+    assert_eq!((seen[0].1, seen[0].2), (6, 5), "default");
+    assert_eq!((seen[1].1, seen[1].2), (6, 0), "--run-inline false");
+    assert_eq!(
+        seen[0].0, seen[1].0,
+        "the outputs do not depend on the path"
+    );
+}

@@ -107,6 +107,7 @@ impl Default for Options {
                 buckets: Buckets::powers_of_two(16),
                 max_delay: Duration::ZERO,
                 queue_capacity: 256,
+                inline: true,
             },
             backend: Backend::Ort,
             transport: TransportConfig {
