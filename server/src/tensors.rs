@@ -179,6 +179,33 @@ impl Default for ImageLimits {
     }
 }
 
+/// Encoded images up to this size whose header declares at most
+/// [`SMALL_IMAGE_PIXELS`] decode in tens of microseconds: less than waking
+/// a blocking-pool thread for them costs.
+pub const SMALL_IMAGE_BYTES: usize = 64 << 10;
+
+/// Most pixels (128 x 128) an image may declare to be decoded in place.
+pub const SMALL_IMAGE_PIXELS: u64 = 128 * 128;
+
+/// Whether `bytes` is a PNG or JPEG small enough to decode on the calling
+/// thread: at most [`SMALL_IMAGE_BYTES`], declaring at most
+/// [`SMALL_IMAGE_PIXELS`] (read from the header, nothing decoded). Anything
+/// else, including bytes that are no image, is not small: the full decode
+/// and its errors happen where large images go.
+pub fn is_small_image(bytes: &[u8]) -> bool {
+    if bytes.len() > SMALL_IMAGE_BYTES {
+        return false;
+    }
+    let Ok(format @ (image::ImageFormat::Png | image::ImageFormat::Jpeg)) =
+        image::guess_format(bytes)
+    else {
+        return false;
+    };
+    image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+        .into_dimensions()
+        .is_ok_and(|(w, h)| u64::from(w) * u64::from(h) <= SMALL_IMAGE_PIXELS)
+}
+
 /// Decodes PNG or JPEG bytes into CHW floats in [0, 1] of the model's
 /// channels (grayscale or RGB) and size (resized with a triangle filter when
 /// the image is another size). The size and the dimensions the header
@@ -287,6 +314,27 @@ mod tests {
         for (a, b) in out.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{out:?}");
         }
+    }
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 3 + y) as u8]))
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn only_small_images_decode_in_place() {
+        assert!(is_small_image(&png(28, 28)));
+        assert!(is_small_image(&png(128, 128)));
+        assert!(!is_small_image(&png(129, 128)));
+        // A tiny file whose header claims 10,000 columns (or cannot be read) is not small.
+        let mut bomb = png(4, 4);
+        bomb[16..20].copy_from_slice(&10_000u32.to_be_bytes());
+        assert!(!is_small_image(&bomb));
+        assert!(!is_small_image(b"not an image"));
+        assert!(!is_small_image(&[]));
     }
 
     #[test]

@@ -323,6 +323,28 @@ async fn classify_decodes_converts_and_resizes_images() {
     let probs = &output(&want, "probabilities").unwrap().data;
     let best = r.results[0].labels[0].index as usize;
     assert!((probs[best] - r.results[0].labels[0].probability).abs() < 1e-5);
+    // Small images decode in place, large ones on a blocking thread: a
+    // 300x200 RGB PNG gives what its decode gives in the engine.
+    let large = png(300, 200, true);
+    assert!(!rir_server::tensors::is_small_image(&large));
+    let pix = rir_server::tensors::decode_image(&large, [1, 28, 28], &Default::default()).unwrap();
+    let want = reference(&path, &pix, &[1, 1, 28, 28]);
+    let probs = &output(&want, "probabilities").unwrap().data;
+    let r = c
+        .classify(ClassifyRequest {
+            images: vec![large],
+            top_k: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for l in &r.results[0].labels {
+        assert!(
+            (probs[l.index as usize] - l.probability).abs() < 1e-5,
+            "{l:?}"
+        );
+    }
     s.shutdown().await.unwrap();
 }
 
