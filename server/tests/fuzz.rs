@@ -17,7 +17,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use rir_server::tensors::{ImageLimits, TensorData, TensorInput, decode_image, decode_input};
+use rir_server::tensors::{
+    ImageLimits, TensorData, TensorInput, decode_image, decode_input, is_small_image,
+};
 
 /// Counts the bytes live on each thread and their peak.
 struct Counting;
@@ -234,7 +236,13 @@ proptest! {
     ) {
         let limits = ImageLimits { max_pixels: 512 * 512, max_bytes: 1 << 20 };
         let chw = if rgb { [3, 32, 32] } else { [1, 28, 28] };
+        // Which path a request's image takes is decided on the same bytes.
+        let (small, head_peak) = peak_of(|| is_small_image(&bytes));
+        prop_assert!(head_peak <= MIB, "reading the header took {head_peak} bytes");
         let (r, peak) = peak_of(|| decode_image(&bytes, chw, &limits));
+        if small {
+            prop_assert!(bytes.len() <= 64 << 10);
+        }
         if let Ok(v) = &r {
             prop_assert_eq!(v.len(), chw.iter().product::<usize>());
             prop_assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
