@@ -103,12 +103,21 @@ async fn queued_requests_batch_up_to_the_limit_and_no_further() {
     );
 }
 
-/// A real engine that records the batch size of every call it gets, and
-/// asks for fixed batch sizes (as ONNX Runtime on CUDA does) or not.
+/// One engine call: its batch size and the thread it ran on.
+#[derive(Debug, Clone)]
+struct Call {
+    batch: usize,
+    thread: String,
+}
+
+/// A real engine that records every call it gets, asks for fixed batch
+/// sizes (as ONNX Runtime on CUDA does) or not, and takes at least
+/// `min_run` per call.
 struct Recording {
     inner: Box<dyn Engine>,
-    calls: Arc<std::sync::Mutex<Vec<usize>>>,
+    calls: Arc<std::sync::Mutex<Vec<Call>>>,
     fixed: bool,
+    min_run: Duration,
 }
 
 impl Engine for Recording {
@@ -125,22 +134,66 @@ impl Engine for Recording {
         input: &[f32],
         shape: &[usize],
     ) -> Result<Vec<rir_infer::Output>, rir_infer::InferError> {
-        self.calls.lock().unwrap().push(shape[0]);
+        let thread = std::thread::current().name().unwrap_or("?").to_string();
+        self.calls.lock().unwrap().push(Call {
+            batch: shape[0],
+            thread,
+        });
+        std::thread::sleep(self.min_run);
         self.inner.run(input, shape)
     }
 }
 
-/// A batcher over a micro model whose one engine records its calls.
+/// How [`recorded`] sets its batcher up.
+struct Setup {
+    fixed: bool,
+    buckets: rir_infer::Buckets,
+    max_delay: Duration,
+    inline: bool,
+    min_run: Duration,
+}
+
+impl Default for Setup {
+    /// Requests sent together within 100 ms batch; never inline.
+    fn default() -> Self {
+        Setup {
+            fixed: false,
+            buckets: rir_infer::Buckets::powers_of_two(8),
+            max_delay: Duration::from_millis(100),
+            inline: false,
+            min_run: Duration::ZERO,
+        }
+    }
+}
+
+/// A batcher over a micro model (engine thread "m-0") whose one engine
+/// records its calls.
 struct Recorded {
     batcher: Batcher,
-    calls: Arc<std::sync::Mutex<Vec<usize>>>,
+    calls: Arc<std::sync::Mutex<Vec<Call>>>,
     stats: Arc<ModelStats>,
+    metrics: Arc<Metrics>,
     desc: rir_server::repository::ModelDescriptor,
     path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
-fn recorded(fixed: bool, buckets: rir_infer::Buckets) -> Recorded {
+impl Recorded {
+    fn batches(&self) -> Vec<usize> {
+        self.calls.lock().unwrap().iter().map(|c| c.batch).collect()
+    }
+
+    fn threads(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.thread.clone())
+            .collect()
+    }
+}
+
+fn recorded(setup: Setup) -> Recorded {
     let dir = tempfile::tempdir().unwrap();
     common::write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
     let path = dir.path().join("m/1/model.onnx");
@@ -149,54 +202,60 @@ fn recorded(fixed: bool, buckets: rir_infer::Buckets) -> Recorded {
     let engine: Box<dyn Engine> = Box::new(Recording {
         inner: Box::new(OrtEngine::load(&path, &OrtOptions::default()).unwrap()),
         calls: calls.clone(),
-        fixed,
+        fixed: setup.fixed,
+        min_run: setup.min_run,
     });
-    let stats = Arc::new(ModelStats::new("m", Arc::new(Metrics::new().unwrap())));
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let stats = Arc::new(ModelStats::new("m", metrics.clone()));
     let config = BatchConfig {
-        buckets,
-        max_delay: Duration::from_millis(100),
+        buckets: setup.buckets,
+        max_delay: setup.max_delay,
         queue_capacity: 64,
-        inline: false,
+        inline: setup.inline,
     };
     Recorded {
         batcher: Batcher::start(&desc, vec![engine], config, stats.clone()),
         calls,
         stats,
+        metrics,
         desc,
         path,
         _dir: dir,
     }
 }
 
+/// `n` images of seeded noise.
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = seed;
+    (0..n * 784)
+        .map(|_| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_padded_to_buckets_and_padding_never_reaches_a_response() {
     let buckets = rir_infer::Buckets::new(vec![1, 4], 8).unwrap();
-    let Recorded {
-        batcher,
-        calls,
-        stats,
-        desc,
-        path,
-        _dir,
-    } = recorded(true, buckets.clone());
+    let r = recorded(Setup {
+        fixed: true,
+        buckets: buckets.clone(),
+        ..Setup::default()
+    });
+    let (batcher, stats, desc, path) = (&r.batcher, &r.stats, &r.desc, &r.path);
     // The reference: the same images, each request run alone at its own
     // (unpadded) size, in a separate session.
-    let mut reference = OrtEngine::load(&path, &OrtOptions::default()).unwrap();
-    let mut rng = 1u64;
+    let mut reference = OrtEngine::load(path, &OrtOptions::default()).unwrap();
     let mut requests = vec![];
     // 3 + 2 = 5 images arrive within the delay: one batch of 5 padded to 8;
     // then 2 alone: padded to 4; then 1: bucket 1, no padding.
     for group in [vec![3, 2], vec![2], vec![1]] {
         let mut rxs = vec![];
         for n in group {
-            let images: Vec<f32> = (0..n * 784)
-                .map(|_| {
-                    rng = rng
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .collect();
+            let images = noise(n, requests.len() as u64 + n as u64);
             let (tx, rx) = oneshot::channel();
             batcher
                 .try_submit(Job {
@@ -214,7 +273,7 @@ async fn batches_are_padded_to_buckets_and_padding_never_reaches_a_response() {
             requests.push((n, images, rx.await.unwrap().unwrap()));
         }
     }
-    let seen = calls.lock().unwrap().clone();
+    let seen = r.batches();
     assert!(
         seen.iter().all(|n| buckets.sizes().contains(n)),
         "the engine ran at a size that is not a bucket: {seen:?}"
@@ -275,23 +334,18 @@ fn device_auto_falls_back_to_the_cpu_and_cuda_fails_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_without_fixed_sizes_runs_batches_unpadded() {
-    let r = recorded(false, rir_infer::Buckets::powers_of_two(8));
-    let (batcher, calls, stats) = (r.batcher, r.calls, r.stats);
+    let r = recorded(Setup::default());
     let mut rxs = vec![];
     for n in [3, 2] {
         let (j, rx) = job(n, None);
-        batcher.try_submit(j).unwrap();
+        r.batcher.try_submit(j).unwrap();
         rxs.push(rx);
     }
     for rx in rxs {
         rx.await.unwrap().unwrap();
     }
-    assert_eq!(
-        *calls.lock().unwrap(),
-        vec![5],
-        "one batch of 5, not padded to 8"
-    );
-    assert_eq!(stats.snapshot().padded_count, 0);
+    assert_eq!(r.batches(), vec![5], "one batch of 5, not padded to 8");
+    assert_eq!(r.stats.snapshot().padded_count, 0);
 }
 
 /// Fails every batch that holds the value [`POISON`], with its own message;
@@ -354,82 +408,6 @@ async fn an_engine_error_fails_only_its_batch_with_the_engines_message() {
     assert_eq!(out.batch_size, 3, "it ran alone");
 }
 
-/// A real engine that records the name of the thread each call runs on,
-/// and takes at least `min_run` per call.
-struct OnThread {
-    inner: Box<dyn Engine>,
-    threads: Arc<std::sync::Mutex<Vec<String>>>,
-    min_run: Duration,
-}
-
-impl Engine for OnThread {
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-
-    fn run(
-        &mut self,
-        input: &[f32],
-        shape: &[usize],
-    ) -> Result<Vec<rir_infer::Output>, rir_infer::InferError> {
-        let name = std::thread::current().name().unwrap_or("?").to_string();
-        self.threads.lock().unwrap().push(name);
-        std::thread::sleep(self.min_run);
-        self.inner.run(input, shape)
-    }
-}
-
-/// A batcher over a micro model (engine thread "m-0") whose engine records
-/// the threads it runs on; the metrics, to read the inline counter.
-struct Threads {
-    batcher: Batcher,
-    threads: Arc<std::sync::Mutex<Vec<String>>>,
-    metrics: Arc<Metrics>,
-    path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn on_threads(max_delay: Duration, inline: bool, min_run: Duration) -> Threads {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
-    let path = dir.path().join("m/1/model.onnx");
-    let desc = describe("m", 1, &path).unwrap();
-    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let engine: Box<dyn Engine> = Box::new(OnThread {
-        inner: Box::new(OrtEngine::load(&path, &OrtOptions::default()).unwrap()),
-        threads: threads.clone(),
-        min_run,
-    });
-    let metrics = Arc::new(Metrics::new().unwrap());
-    let stats = Arc::new(ModelStats::new("m", metrics.clone()));
-    let config = BatchConfig {
-        buckets: rir_infer::Buckets::powers_of_two(8),
-        max_delay,
-        queue_capacity: 64,
-        inline,
-    };
-    Threads {
-        batcher: Batcher::start(&desc, vec![engine], config, stats),
-        threads,
-        metrics,
-        path,
-        _dir: dir,
-    }
-}
-
-/// `n` images of seeded noise.
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = seed;
-    (0..n * 784)
-        .map(|_| {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
 /// Submits `images` (`n` of them) through `submit` and waits for the answer.
 async fn answer(b: &Batcher, images: Vec<f32>, n: usize) -> rir_server::batcher::JobOutput {
     let (tx, rx) = oneshot::channel();
@@ -446,7 +424,11 @@ async fn answer(b: &Batcher, images: Vec<f32>, n: usize) -> rir_server::batcher:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_model_runs_a_request_on_the_calling_thread_with_the_same_outputs() {
-    let t = on_threads(Duration::ZERO, true, Duration::ZERO);
+    let t = recorded(Setup {
+        max_delay: Duration::ZERO,
+        inline: true,
+        ..Setup::default()
+    });
     let here = std::thread::current().name().unwrap().to_string();
     let mut reference = OrtEngine::load(&t.path, &OrtOptions::default()).unwrap();
     // The first request has no run time to go by: an engine thread runs it.
@@ -462,7 +444,7 @@ async fn an_idle_model_runs_a_request_on_the_calling_thread_with_the_same_output
             assert!((a - b).abs() <= 1e-5, "request {i}: {a} vs {b}");
         }
     }
-    let threads = t.threads.lock().unwrap().clone();
+    let threads = t.threads();
     assert_eq!(threads[0], "m-0", "{threads:?}");
     assert!(threads[1..].iter().all(|n| *n == here), "{threads:?}");
     let inline = t.metrics.inline_executions.with_label_values(&["m"]).get();
@@ -491,11 +473,16 @@ async fn requests_go_to_the_engine_thread_with_a_queue_delay_switched_off_or_for
             Duration::from_millis(2),
         ),
     ] {
-        let t = on_threads(delay, inline, min_run);
+        let t = recorded(Setup {
+            max_delay: delay,
+            inline,
+            min_run,
+            ..Setup::default()
+        });
         for i in 0..4 {
             answer(&t.batcher, noise(1, i), 1).await;
         }
-        let threads = t.threads.lock().unwrap().clone();
+        let threads = t.threads();
         assert!(threads.iter().all(|n| n == "m-0"), "{what}: {threads:?}");
         let inline = t.metrics.inline_executions.with_label_values(&["m"]).get();
         assert_eq!(inline, 0, "{what}");
@@ -505,10 +492,14 @@ async fn requests_go_to_the_engine_thread_with_a_queue_delay_switched_off_or_for
 #[tokio::test(flavor = "current_thread")]
 async fn a_runtime_with_one_thread_never_runs_inference_on_it() {
     // Blocking the only thread would stop every other connection.
-    let t = on_threads(Duration::ZERO, true, Duration::ZERO);
+    let t = recorded(Setup {
+        max_delay: Duration::ZERO,
+        inline: true,
+        ..Setup::default()
+    });
     for i in 0..4 {
         answer(&t.batcher, noise(1, i), 1).await;
     }
-    let threads = t.threads.lock().unwrap().clone();
+    let threads = t.threads();
     assert!(threads.iter().all(|n| n == "m-0"), "{threads:?}");
 }
