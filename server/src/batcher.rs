@@ -67,6 +67,25 @@ pub const INLINE_MAX_RUN: Duration = Duration::from_millis(1);
 /// the process is blocked by inference at a time.
 static INLINE_BUSY: AtomicBool = AtomicBool::new(false);
 
+/// The process's one inline run, held while it lasts; let go on drop, so
+/// a run that unwinds does not keep every later one off the inline path.
+struct InlineTurn;
+
+impl InlineTurn {
+    fn take() -> Option<InlineTurn> {
+        INLINE_BUSY
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(InlineTurn)
+    }
+}
+
+impl Drop for InlineTurn {
+    fn drop(&mut self) {
+        INLINE_BUSY.store(false, Ordering::Release);
+    }
+}
+
 impl BatchConfig {
     /// Most images in one engine call: the largest bucket.
     pub fn max_batch(&self) -> usize {
@@ -224,27 +243,18 @@ impl Batcher {
             && (1..INLINE_MAX_RUN.as_nanos() as u64)
                 .contains(&self.shared.last_run_ns.load(Ordering::Relaxed))
             && tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().num_workers() >= 2);
-        if !allowed
-            || INLINE_BUSY
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-        {
+        let Some(_busy) = allowed.then(InlineTurn::take).flatten() else {
             return Err(job);
-        }
-        let idle = self.instances.iter().find_map(|i| i.try_lock().ok());
-        let result = match idle {
-            Some(mut instance) => {
-                let batch = Batch {
-                    images: job.n,
-                    jobs: vec![job],
-                };
-                execute(&mut instance, batch, &self.config, &self.shared, true);
-                Ok(())
-            }
-            None => Err(job),
         };
-        INLINE_BUSY.store(false, Ordering::Release);
-        result
+        let Some(mut instance) = self.instances.iter().find_map(|i| i.try_lock().ok()) else {
+            return Err(job);
+        };
+        let batch = Batch {
+            images: job.n,
+            jobs: vec![job],
+        };
+        execute(&mut instance, batch, &self.config, &self.shared, true);
+        Ok(())
     }
 
     /// Queues a job for the engine threads without waiting for room.
