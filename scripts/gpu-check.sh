@@ -148,10 +148,10 @@ step "load: client batches of 64 (peak throughput)"
 sweep default-b64 -b 64 -c 2,4,8
 stop_server
 
-configuration() { # NAME ARGS...: serve with ARGS, sweep concurrency 1..64 (B64=1: and client batches of 64), stop
+configuration() { # NAME ARGS...: serve with ARGS, sweep concurrency $CONC (default 1..64; B64=1: and client batches of 64), stop
   local name="$1"; shift
   if serve "$name" "$@"; then
-    sweep "$name" -c 1,8,64
+    sweep "$name" -c "${CONC:-1,8,64}"
     [ "${B64:-0}" = 0 ] || sweep "$name-b64" -b 64 -c 2,4,8
     stop_server
   else
@@ -168,6 +168,8 @@ for cfg in "shared-session:--session-per-bucket false" \
   # shellcheck disable=SC2086
   configuration "$name" $args
 done
+step "load: inline-off (--run-inline false: every request handed to an engine thread), concurrency 1"
+CONC=1 configuration inline-off --run-inline false
 step "load: the fp16 export on the default server (and client batches of 64)"
 SERVE_REPO="$REPO16" B64=1 configuration fp16
 
