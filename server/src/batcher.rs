@@ -1,9 +1,11 @@
 //! Dynamic batching, one batcher per model.
 //!
 //! Requests enter a bounded queue (full: the caller answers
-//! RESOURCE_EXHAUSTED). Each engine instance runs on its own OS thread, so
-//! inference never blocks the async runtime, and no engine is ever shared:
-//! ONNX Runtime's `run` takes `&mut self`. A free instance takes the queue
+//! RESOURCE_EXHAUSTED). Each engine instance has its own OS thread, so
+//! batches never block the async runtime, and each sits behind a lock, so
+//! no two runs share one: ONNX Runtime's `run` takes `&mut self` (the one
+//! exception to the first rule, a lone request run inline, is below). A
+//! free instance takes the queue
 //! (one at a time), waits for a request, takes what is queued behind it up
 //! to the maximum batch size, waiting at most the maximum queue delay for
 //! more (default 0: batch only what is already there), lets the queue go,
