@@ -689,21 +689,22 @@ impl Core {
         given.or_else(|| self.default_timeout.map(|d| Instant::now() + d))
     }
 
-    /// Decodes one image: a small one here (it takes less time than waking
-    /// a blocking thread, the common case for CIFAR- and MNIST-sized
-    /// inputs), any other on a blocking thread, at most
-    /// `Settings::max_decodes` at once.
+    /// Decodes one image: its header is read and checked here; a small
+    /// image is decoded here too (it takes less time than waking a blocking
+    /// thread, the common case for CIFAR- and MNIST-sized inputs), any other
+    /// on a blocking thread, at most `Settings::max_decodes` at once.
     async fn decode(&self, bytes: &[u8], chw: [usize; 3]) -> Result<Vec<f32>, String> {
-        if tensors::is_small_image(bytes) {
-            return tensors::decode_image(bytes, chw, &self.image_limits);
+        let header = tensors::ImageHeader::read(bytes, &self.image_limits)?;
+        if header.is_small() {
+            return header.decode(bytes, chw);
         }
         let _permit = self
             .decoders
             .acquire()
             .await
             .map_err(|_| "the server is shutting down".to_string())?;
-        let (bytes, limits) = (bytes.to_vec(), self.image_limits);
-        tokio::task::spawn_blocking(move || tensors::decode_image(&bytes, chw, &limits))
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || header.decode(&bytes, chw))
             .await
             .map_err(|e| format!("the decoder failed: {e}"))?
     }

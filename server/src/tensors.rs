@@ -187,85 +187,111 @@ pub const SMALL_IMAGE_BYTES: usize = 64 << 10;
 /// Most pixels (128 x 128) an image may declare to be decoded in place.
 pub const SMALL_IMAGE_PIXELS: u64 = 128 * 128;
 
-/// Whether `bytes` is a PNG or JPEG small enough to decode on the calling
-/// thread: at most [`SMALL_IMAGE_BYTES`], declaring at most
-/// [`SMALL_IMAGE_PIXELS`] (read from the header, nothing decoded). Anything
-/// else, including bytes that are no image, is not small: the full decode
-/// and its errors happen where large images go.
-pub fn is_small_image(bytes: &[u8]) -> bool {
-    if bytes.len() > SMALL_IMAGE_BYTES {
-        return false;
-    }
-    let Ok(format @ (image::ImageFormat::Png | image::ImageFormat::Jpeg)) =
-        image::guess_format(bytes)
-    else {
-        return false;
-    };
-    image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
-        .into_dimensions()
-        .is_ok_and(|(w, h)| u64::from(w) * u64::from(h) <= SMALL_IMAGE_PIXELS)
+/// What an encoded image's header declares, read and checked against the
+/// limits before any pixel is decoded; it is read once per image and
+/// decides both where the image is decoded and what the decoder is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    format: image::ImageFormat,
+    width: u32,
+    height: u32,
+    bytes: usize,
 }
 
-/// Decodes PNG or JPEG bytes into CHW floats in [0, 1] of the model's
-/// channels (grayscale or RGB) and size (resized with a triangle filter when
-/// the image is another size). The size and the dimensions the header
-/// declares are checked against `limits` before decoding, and the decoder
-/// itself is held to them, so a small file that inflates to gigapixels (a
-/// decompression bomb) costs a header read.
-pub fn decode_image(
-    bytes: &[u8],
-    [c, h, w]: [usize; 3],
-    limits: &ImageLimits,
-) -> Result<Vec<f32>, String> {
-    if bytes.len() > limits.max_bytes {
-        return Err(format!(
-            "the image is {} bytes, over the limit of {} (--max-image-bytes)",
-            bytes.len(),
-            limits.max_bytes
-        ));
-    }
-    let format = image::guess_format(bytes).map_err(|e| format!("not a PNG or JPEG image: {e}"))?;
-    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
-        return Err(format!(
-            "{format:?} images are not accepted; send PNG or JPEG"
-        ));
-    }
-    let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
-    let (iw, ih) = reader()
-        .into_dimensions()
-        .map_err(|e| format!("cannot read the {format:?} header: {e}"))?;
-    let pixels = u64::from(iw) * u64::from(ih);
-    if pixels > limits.max_pixels {
-        return Err(format!(
-            "the image declares {iw} x {ih} = {pixels} pixels, over the limit of {} (--max-image-pixels)",
-            limits.max_pixels
-        ));
-    }
-    let mut decoder_limits = image::Limits::default();
-    decoder_limits.max_image_width = Some(iw);
-    decoder_limits.max_image_height = Some(ih);
-    // RGBA at 16 bits per channel is the largest buffer a PNG decodes to.
-    decoder_limits.max_alloc = Some(pixels.saturating_mul(8).max(1 << 20));
-    let mut r = reader();
-    r.limits(decoder_limits);
-    let img = r
-        .decode()
-        .map_err(|e| format!("cannot decode the {format:?} image: {e}"))?;
-    let img = if (img.width() as usize, img.height() as usize) != (w, h) {
-        img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
-    } else {
-        img
-    };
-    let pixels: Vec<u8> = match c {
-        1 => img.to_luma8().into_raw(),
-        3 => img.to_rgb8().into_raw(),
-        _ => {
+impl ImageHeader {
+    /// Reads the header of PNG or JPEG `bytes`: INVALID_ARGUMENT reasons
+    /// for too many bytes, another format, an unreadable header or too many
+    /// declared pixels.
+    pub fn read(bytes: &[u8], limits: &ImageLimits) -> Result<Self, String> {
+        if bytes.len() > limits.max_bytes {
             return Err(format!(
-                "the model takes {c} channels; images can only feed 1 or 3"
+                "the image is {} bytes, over the limit of {} (--max-image-bytes)",
+                bytes.len(),
+                limits.max_bytes
             ));
         }
-    };
-    Ok(nhwc_to_nchw(&pixels, 1, [c, h, w]))
+        let format =
+            image::guess_format(bytes).map_err(|e| format!("not a PNG or JPEG image: {e}"))?;
+        if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
+            return Err(format!(
+                "{format:?} images are not accepted; send PNG or JPEG"
+            ));
+        }
+        let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+            .into_dimensions()
+            .map_err(|e| format!("cannot read the {format:?} header: {e}"))?;
+        let header = ImageHeader {
+            format,
+            width,
+            height,
+            bytes: bytes.len(),
+        };
+        if header.pixels() > limits.max_pixels {
+            return Err(format!(
+                "the image declares {width} x {height} = {} pixels, over the limit of {} (--max-image-pixels)",
+                header.pixels(),
+                limits.max_pixels
+            ));
+        }
+        Ok(header)
+    }
+
+    /// Width x height as declared.
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+
+    /// Small enough to decode on the calling thread: at most
+    /// [`SMALL_IMAGE_BYTES`], declaring at most [`SMALL_IMAGE_PIXELS`].
+    pub fn is_small(&self) -> bool {
+        self.bytes <= SMALL_IMAGE_BYTES && self.pixels() <= SMALL_IMAGE_PIXELS
+    }
+
+    /// Decodes `bytes`, the image this header was read from, into CHW
+    /// floats in [0, 1] of the model's channels (grayscale or RGB) and size
+    /// (resized with a triangle filter when the image is another size). The
+    /// decoder is held to the declared dimensions, so a small file that
+    /// inflates to gigapixels (a decompression bomb) costs only the header
+    /// read.
+    pub fn decode(&self, bytes: &[u8], [c, h, w]: [usize; 3]) -> Result<Vec<f32>, String> {
+        let format = self.format;
+        let mut decoder_limits = image::Limits::default();
+        decoder_limits.max_image_width = Some(self.width);
+        decoder_limits.max_image_height = Some(self.height);
+        // RGBA at 16 bits per channel is the largest buffer a PNG decodes to.
+        decoder_limits.max_alloc = Some(self.pixels().saturating_mul(8).max(1 << 20));
+        let mut r = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+        r.limits(decoder_limits);
+        let img = r
+            .decode()
+            .map_err(|e| format!("cannot decode the {format:?} image: {e}"))?;
+        let img = if (img.width() as usize, img.height() as usize) != (w, h) {
+            img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
+        } else {
+            img
+        };
+        let pixels: Vec<u8> = match c {
+            1 => img.to_luma8().into_raw(),
+            3 => img.to_rgb8().into_raw(),
+            _ => {
+                return Err(format!(
+                    "the model takes {c} channels; images can only feed 1 or 3"
+                ));
+            }
+        };
+        Ok(nhwc_to_nchw(&pixels, 1, [c, h, w]))
+    }
+}
+
+/// Decodes PNG or JPEG bytes into CHW floats of the model's channels and
+/// size: [`ImageHeader::read`] against `limits`, then
+/// [`ImageHeader::decode`].
+pub fn decode_image(
+    bytes: &[u8],
+    chw: [usize; 3],
+    limits: &ImageLimits,
+) -> Result<Vec<f32>, String> {
+    ImageHeader::read(bytes, limits)?.decode(bytes, chw)
 }
 
 /// BYTES elements in Triton's raw layout: each a 4-byte little-endian length, then the bytes.
@@ -322,6 +348,11 @@ mod tests {
             .write_to(&mut out, image::ImageFormat::Png)
             .unwrap();
         out.into_inner()
+    }
+
+    /// Whether `bytes` would decode in place: a readable header that is small.
+    fn is_small_image(bytes: &[u8]) -> bool {
+        ImageHeader::read(bytes, &ImageLimits::default()).is_ok_and(|h| h.is_small())
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use rir_server::tensors::{
-    ImageLimits, TensorData, TensorInput, decode_image, decode_input, is_small_image,
+    ImageHeader, ImageLimits, TensorData, TensorInput, decode_image, decode_input,
 };
 
 /// Counts the bytes live on each thread and their peak.
@@ -237,7 +237,8 @@ proptest! {
         let limits = ImageLimits { max_pixels: 512 * 512, max_bytes: 1 << 20 };
         let chw = if rgb { [3, 32, 32] } else { [1, 28, 28] };
         // Which path a request's image takes is decided on the same bytes.
-        let (small, head_peak) = peak_of(|| is_small_image(&bytes));
+        let (small, head_peak) =
+            peak_of(|| ImageHeader::read(&bytes, &limits).is_ok_and(|h| h.is_small()));
         prop_assert!(head_peak <= MIB, "reading the header took {head_peak} bytes");
         let (r, peak) = peak_of(|| decode_image(&bytes, chw, &limits));
         if small {

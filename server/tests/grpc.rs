@@ -326,7 +326,8 @@ async fn classify_decodes_converts_and_resizes_images() {
     // Small images decode in place, large ones on a blocking thread: a
     // 300x200 RGB PNG gives what its decode gives in the engine.
     let large = png(300, 200, true);
-    assert!(!rir_server::tensors::is_small_image(&large));
+    let header = rir_server::tensors::ImageHeader::read(&large, &Default::default()).unwrap();
+    assert!(!header.is_small());
     let pix = rir_server::tensors::decode_image(&large, [1, 28, 28], &Default::default()).unwrap();
     let want = reference(&path, &pix, &[1, 1, 28, 28]);
     let probs = &output(&want, "probabilities").unwrap().data;
