@@ -150,6 +150,9 @@ pub struct Batcher {
     /// by a caller running inline while that thread waits for work.
     instances: Arc<[Mutex<Instance>]>,
     shared: Arc<Shared>,
+    /// What of the inline bounds is fixed at start: switched on, no queue
+    /// delay, and a runtime with more than one worker thread.
+    may_inline: bool,
 }
 
 /// An engine with the buffer its batches are assembled in.
@@ -218,11 +221,14 @@ impl Batcher {
                 .spawn(move || worker(&instances[id], &queue, &config, &runtime, &shared))
                 .expect("spawning an inference thread");
         }
+        let may_inline =
+            config.inline && config.max_delay.is_zero() && runtime.metrics().num_workers() >= 2;
         Batcher {
             tx,
             config,
             instances,
             shared,
+            may_inline,
         }
     }
 
@@ -239,12 +245,10 @@ impl Batcher {
     /// Runs `job` here, now, if nothing is queued, an instance is idle and
     /// the bounds allow; gives it back otherwise.
     fn try_inline(&self, job: Job) -> Result<(), Job> {
-        let allowed = self.config.inline
-            && self.config.max_delay.is_zero()
+        let allowed = self.may_inline
             && self.pending() == 0
             && (1..INLINE_MAX_RUN.as_nanos() as u64)
-                .contains(&self.shared.last_run_ns.load(Ordering::Relaxed))
-            && tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().num_workers() >= 2);
+                .contains(&self.shared.last_run_ns.load(Ordering::Relaxed));
         let Some(_busy) = allowed.then(InlineTurn::take).flatten() else {
             return Err(job);
         };
