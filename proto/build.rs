@@ -1,6 +1,7 @@
 //! Generates the message types and the tonic client and server code of
-//! `inference.proto` and `rir.proto`, with a vendored protoc (no system
-//! package needed), plus the descriptor set served by gRPC reflection.
+//! `inference.proto` (which imports `model_config.proto`) and `rir.proto`,
+//! with a vendored protoc (no system package needed), plus the descriptor
+//! set served by gRPC reflection and read by the `config.pbtxt` parser.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {
@@ -12,7 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("rir_descriptor.bin"))
         .compile_protos(&["inference.proto", "rir.proto"], &["."])?;
-    println!("cargo:rerun-if-changed=inference.proto");
-    println!("cargo:rerun-if-changed=rir.proto");
+    for file in ["inference.proto", "model_config.proto", "rir.proto"] {
+        println!("cargo:rerun-if-changed={file}");
+    }
     Ok(())
 }

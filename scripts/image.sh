@@ -107,7 +107,7 @@ fi
 if [ "$prebuilt" = 1 ]; then
   log "cargo build --release of the serving binaries"
   CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=true \
-    cargo build --release --locked -q -p rir-server -p rir-loadtest --bins
+    cargo build --release --locked -q -p rir-server -p rir-client -p rir-loadtest --bins
   args+=(--build-arg BINARIES=prebuilt)
 fi
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# NVIDIA's perf_analyzer, from PyPI, for `rir-loadtest bench compare`.
+# NVIDIA's perf_analyzer, from PyPI, for `rir-bench compare` (also `rir-loadtest bench compare`).
 # The tritonclient 2.41.0 wheel is the last to ship the binary; it needs
 # libb64 (Debian) and the CUDA runtime library (PyPI nvidia-cuda-runtime-cu12,
 # loaded even on CPU-only machines). Installed once into .deps/perf-analyzer,

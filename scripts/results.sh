@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# RESULTS.md's comparison: RiR, ResNet and CNN at the same width, depth and
+# docs/benchmarks.md's comparison: RiR, ResNet and CNN at the same width, depth and
 # parameter count, trained with one recipe on Fashion-MNIST on the CPU.
 # Usage: bash scripts/results.sh [-j N] [EPOCHS] [SEEDS...]   (default: 1 at a time, 10 epochs, seeds 0 1)
 #   -j N   train N runs at once (each with cores/N libtorch threads)

@@ -18,7 +18,7 @@
 # Settings (environment):
 #   SWEEP_SEEDS="0 1"  SWEEP_VARIANTS="rir resnet cnn"  SWEEP_EPOCHS=10
 #   SWEEP_PRESET=tiny  SWEEP_DATASET=fashion-mnist  SWEEP_OUT=runs/results
-#   SWEEP_ARGS="..."   more rir-train train arguments (default: RESULTS.md's recipe)
+#   SWEEP_ARGS="..."   more rir-train train arguments (default: the recipe of docs/benchmarks.md's comparison)
 #   SWEEP_THREADS=N    libtorch threads per run (default: the cores / N for `all -j N`)
 #   RIR_TRAIN=PATH     the rir-train binary (default: on PATH, else target/release or target/debug)
 set -euo pipefail
@@ -29,7 +29,7 @@ EPOCHS="${SWEEP_EPOCHS:-10}"
 PRESET="${SWEEP_PRESET:-tiny}"
 DATASET="${SWEEP_DATASET:-fashion-mnist}"
 OUT="${SWEEP_OUT:-runs/results}"
-# RESULTS.md's recipe.
+# The recipe of docs/benchmarks.md's comparison.
 ARGS=(${SWEEP_ARGS:---schedule cosine --warmup-epochs 1 --lr 0.1 --nesterov --weight-decay 5e-4 --label-smoothing 0.1 --crop-pad 2})
 COUNT=$((${#SEEDS[@]} * ${#VARIANTS[@]}))
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,7 +1,7 @@
 //! RiR checkpoints on disk.
 //!
 //! A checkpoint is one safetensors file: float32 tensors named as in
-//! `rir_spec` (model variables, plus optimizer state under
+//! `rir_arch` (model variables, plus optimizer state under
 //! [`OPTIMIZER_PREFIX`]) and the [`CheckpointMeta`] JSON in the header's
 //! metadata. The trainer writes it; the exporter reads it without libtorch.
 //!
@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rir_spec::meta::OPTIMIZER_PREFIX;
-use rir_spec::{CheckpointMeta, SpecError};
+use rir_arch::meta::OPTIMIZER_PREFIX;
+use rir_arch::{CheckpointMeta, SpecError};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 /// Why a checkpoint could not be read or written.
@@ -225,7 +225,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rir_spec::{DatasetInfo, InputSpec, TrainingState, Variant, preset};
+    use rir_arch::{DatasetInfo, InputSpec, TrainingState, Variant, preset};
 
     fn sample() -> Checkpoint {
         let input = InputSpec::new(1, 28, 28);
@@ -257,8 +257,8 @@ mod tests {
         Checkpoint { meta, tensors }
     }
 
-    fn serde_json_value() -> rir_spec::meta::JsonValue {
-        rir_spec::meta::JsonValue::Null
+    fn serde_json_value() -> rir_arch::meta::JsonValue {
+        rir_arch::meta::JsonValue::Null
     }
 
     #[test]

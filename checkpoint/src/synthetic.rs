@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use crate::{Checkpoint, Tensor};
+use rir_arch::{CheckpointMeta, DatasetInfo, ModelSpec, TrainingState};
 use rir_data::rng::Rng;
-use rir_spec::{CheckpointMeta, DatasetInfo, ModelSpec, TrainingState};
 
 /// A checkpoint of `spec` with He-scaled random kernels and random BN
 /// statistics (scale and variance in [0.5, 1.5), shift and mean ~ N(0, 0.3)).
@@ -46,7 +46,7 @@ pub fn random_checkpoint(spec: &ModelSpec, seed: u64) -> Checkpoint {
                 epoch: 0,
                 next_batch: 0,
                 step: 0,
-                config: rir_spec::meta::JsonValue::Null,
+                config: rir_arch::meta::JsonValue::Null,
                 history: vec![],
             },
         },

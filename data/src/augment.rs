@@ -1,7 +1,7 @@
 //! Turning u8 images into normalized f32 batches, with the standard CIFAR
 //! augmentation: zero-pad, random crop back to size, random horizontal flip.
 
-use rir_spec::DatasetInfo;
+use rir_arch::DatasetInfo;
 
 use crate::dataset::Split;
 use crate::rng::Rng;
@@ -90,7 +90,7 @@ pub fn fill_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rir_spec::InputSpec;
+    use rir_arch::InputSpec;
 
     fn info() -> DatasetInfo {
         DatasetInfo {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rir_spec::{DatasetInfo, InputSpec};
+use rir_arch::{DatasetInfo, InputSpec};
 
 use crate::cifar::{self, Flavour};
 use crate::error::DataError;
@@ -66,19 +66,20 @@ impl Source {
     }
 }
 
+/// A name that is not a data set this crate reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown data set `{0}` (known: fashion-mnist, cifar10, cifar100, cifar100-coarse)")]
+pub struct UnknownSource(pub String);
+
 impl std::str::FromStr for Source {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownSource;
+    fn from_str(s: &str) -> Result<Self, UnknownSource> {
         Ok(match s {
             "fashion-mnist" | "fashion_mnist" | "fmnist" => Source::FashionMnist,
             "cifar10" | "cifar-10" => Source::Cifar(Flavour::Ten),
             "cifar100" | "cifar-100" => Source::Cifar(Flavour::HundredFine),
             "cifar100-coarse" => Source::Cifar(Flavour::HundredCoarse),
-            _ => {
-                return Err(format!(
-                    "unknown data set `{s}` (known: fashion-mnist, cifar10, cifar100, cifar100-coarse)"
-                ));
-            }
+            _ => return Err(UnknownSource(s.to_string())),
         })
     }
 }

@@ -109,7 +109,8 @@ fn parse(bytes: &[u8], ndim: usize) -> Result<IdxArray, (bool, String)> {
     })
 }
 
-/// Encodes an array as IDX bytes (uncompressed); used by the test fixtures.
+/// Encodes an array as IDX bytes (uncompressed): the inverse of the reader,
+/// for files written in the official format.
 pub fn encode(dims: &[usize], data: &[u8]) -> Vec<u8> {
     let mut out = vec![0, 0, 0x08, dims.len() as u8];
     for &d in dims {

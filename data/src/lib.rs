@@ -7,7 +7,6 @@
 //! - [`idx`]: IDX files (Fashion-MNIST), gzip-compressed or raw.
 //! - [`fetch`]: downloads CIFAR from its official site and checks its md5.
 //! - [`augment`]: pad-and-crop, horizontal flip and normalization into f32.
-//! - [`fixtures`]: writes small files in the official formats, for tests.
 //! - [`rng`]: the seeded generator that makes shuffling and augmentation
 //!   reproducible, independently of libtorch.
 
@@ -18,7 +17,6 @@ pub mod cifar;
 pub mod dataset;
 pub mod error;
 pub mod fetch;
-pub mod fixtures;
 pub mod idx;
 pub mod rng;
 

@@ -1,7 +1,8 @@
 //! The loaders read files in the official formats and reject damaged ones.
 
 use rir_data::cifar::Flavour;
-use rir_data::{DataError, Source, fixtures, load};
+use rir_data::{DataError, Source, load};
+use rir_testkit::data as fixtures;
 
 #[test]
 fn cifar10_reads_all_batches_and_names() {

@@ -9,13 +9,14 @@
 use std::path::Path;
 use std::time::Instant;
 
+use rir_arch::{InputSpec, Variant, preset};
 use rir_infer::{Engine, OrtEngine, OrtOptions};
-use rir_spec::{InputSpec, Variant, preset};
 
 use crate::error::ExportError;
 use crate::export::{Form, export_file};
 use crate::precision::Precision;
 use rir_checkpoint::synthetic::random_checkpoint;
+use rir_process::median;
 
 /// Settings of one benchmark run.
 #[derive(Debug, Clone)]
@@ -60,11 +61,6 @@ pub struct BenchRow {
     pub folded: FormFigures,
     /// The literal export.
     pub unfolded: FormFigures,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Runs the benchmark, writing the models into `dir`.

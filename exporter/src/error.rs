@@ -17,7 +17,15 @@ pub enum ExportError {
     /// An engine failed to load or run the model.
     #[error(transparent)]
     Infer(#[from] rir_infer::InferError),
+    /// The model records a precision this exporter does not know.
+    #[error("metadata: {0}")]
+    Precision(#[from] UnknownPrecision),
     /// The data set for the accuracy check could not be read.
     #[error(transparent)]
     Data(#[from] rir_data::DataError),
 }
+
+/// A name that is not a precision of the exporter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown precision `{0}` (fp32, fp16)")]
+pub struct UnknownPrecision(pub String);

@@ -8,8 +8,9 @@
 use std::path::Path;
 
 use prost::Message;
+use rir_arch::{ModelSpec, Shortcut, UnitSpec};
 use rir_checkpoint::Checkpoint;
-use rir_spec::{ModelSpec, Shortcut, UnitSpec};
+use rir_contract::onnx::{INPUT, LOGITS, PROBABILITIES, RecordedMetrics, keys};
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 
@@ -22,13 +23,6 @@ use crate::precision::Precision;
 pub const OPSET: i64 = 13;
 /// ONNX IR version written (IR 8 covers opsets up to 15).
 pub const IR_VERSION: i64 = 8;
-/// Name of the graph input.
-pub const INPUT: &str = "image";
-/// Name of the logits output.
-pub const LOGITS: &str = "logits";
-/// Name of the probabilities output.
-pub const PROBABILITIES: &str = "probabilities";
-
 /// How to export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
@@ -36,31 +30,6 @@ pub enum Form {
     Folded,
     /// The literal network: four convolutions, adds and BN per unit.
     Unfolded,
-}
-
-/// Keys of the ONNX `metadata_props` the exporter writes.
-pub mod keys {
-    /// JSON array of class names in label order.
-    pub const CLASS_NAMES: &str = "rir.class_names";
-    /// Data-set name.
-    pub const DATASET: &str = "rir.dataset";
-    /// JSON description of the input (layout, range, shape).
-    pub const INPUT: &str = "rir.input";
-    /// JSON mean and std applied inside the graph.
-    pub const NORMALIZATION: &str = "rir.normalization";
-    /// JSON `ModelSpec`.
-    pub const SPEC: &str = "rir.spec";
-    /// JSON training figures (epochs, best and last test accuracy).
-    pub const METRICS: &str = "rir.metrics";
-    /// sha256 of the checkpoint file.
-    pub const CHECKPOINT_SHA256: &str = "rir.checkpoint_sha256";
-    /// Version of rir-export.
-    pub const EXPORTER_VERSION: &str = "rir.exporter_version";
-    /// `folded` or `unfolded`.
-    pub const FORM: &str = "rir.form";
-    /// `fp32` or `fp16`: the arithmetic of the body (input and outputs are
-    /// float32 either way). Absent in exports older than the option: fp32.
-    pub const PRECISION: &str = "rir.precision";
 }
 
 /// Builds the ONNX model of `ck`; `sha256` is the checkpoint file's digest.
@@ -72,6 +41,37 @@ pub fn build_model(
 ) -> Result<ModelProto, ExportError> {
     let spec = &ck.meta.spec;
     let ds = &ck.meta.dataset;
+    let graph = build_graph(ck, form, precision)?;
+    Ok(ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "rir-export".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        model_version: 1,
+        doc_string: format!(
+            "{} trained on {}; input `image` float32 NCHW in [0, 1], normalized in the graph; {} arithmetic",
+            spec.describe(),
+            ds.name,
+            precision.as_str()
+        ),
+        graph: Some(graph),
+        metadata_props: metadata(ck, form, precision, sha256)?,
+        ..Default::default()
+    })
+}
+
+/// The graph: normalization in float32, the body in `precision` (folded or
+/// literal), the logits and their softmax in float32.
+fn build_graph(
+    ck: &Checkpoint,
+    form: Form,
+    precision: Precision,
+) -> Result<tract_onnx::pb::GraphProto, ExportError> {
+    let spec = &ck.meta.spec;
+    let ds = &ck.meta.dataset;
     let c = spec.input.channels;
     if ds.mean.len() != c || ds.std.len() != c {
         return Err(ExportError::Metadata(format!(
@@ -81,7 +81,6 @@ pub fn build_model(
         )));
     }
     let mut g = GraphBuilder::new(precision);
-    // Normalization in float32 whatever the body's precision.
     let mean = g.f32("mean", &[1, c, 1, 1], &ds.mean);
     let std = g.f32("std", &[1, c, 1, 1], &ds.std);
     let centred = g.node("Sub", &[INPUT, &mean], vec![], None);
@@ -101,90 +100,66 @@ pub fn build_model(
     if precision != Precision::Fp32 {
         g.cast(&body_out, Precision::Fp32, Some(LOGITS));
     }
-    g.node(
-        "Softmax",
-        &[LOGITS],
-        vec![int("axis", 1)],
-        Some(PROBABILITIES),
-    );
-    let k = spec.num_classes;
-    let graph = g.finish(
+    let softmax = vec![int("axis", 1)];
+    g.node("Softmax", &[LOGITS], softmax, Some(PROBABILITIES));
+    let (k, h, w) = (spec.num_classes, spec.input.height, spec.input.width);
+    Ok(g.finish(
         &format!("rir_{}", spec.variant),
-        vec![value_info(
-            INPUT,
-            &[
-                None,
-                Some(c),
-                Some(spec.input.height),
-                Some(spec.input.width),
-            ],
-        )],
+        vec![value_info(INPUT, &[None, Some(c), Some(h), Some(w)])],
         vec![
             value_info(LOGITS, &[None, Some(k)]),
             value_info(PROBABILITIES, &[None, Some(k)]),
         ],
-    );
+    ))
+}
+
+/// The `metadata_props` that describe the model without running it.
+fn metadata(
+    ck: &Checkpoint,
+    form: Form,
+    precision: Precision,
+    sha256: &str,
+) -> Result<Vec<StringStringEntryProto>, ExportError> {
+    let spec = &ck.meta.spec;
+    let ds = &ck.meta.dataset;
     let t = &ck.meta.training;
-    let metrics = serde_json::json!({
-        "epochs": t.epoch,
-        "best_test_acc": t.best_test_acc(),
-        "last": t.history.last(),
-    });
+    let c = spec.input.channels;
+    let metrics = RecordedMetrics {
+        epochs: t.epoch,
+        best_test_acc: t.best_test_acc(),
+        last: t.history.last().and_then(|m| serde_json::to_value(m).ok()),
+    };
     let input = serde_json::json!({
         "name": INPUT, "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
         "channels": c, "height": spec.input.height, "width": spec.input.width,
         "color": if c == 1 { "grayscale" } else { "RGB" },
     });
     let norm = serde_json::json!({"mean": ds.mean, "std": ds.std, "in_graph": true});
+    let form = match form {
+        Form::Folded => "folded",
+        Form::Unfolded => "unfolded",
+    };
     let meta = [
         (keys::CLASS_NAMES, serde_json::to_string(&ds.class_names)),
         (keys::DATASET, Ok(ds.name.clone())),
         (keys::INPUT, Ok(input.to_string())),
         (keys::NORMALIZATION, Ok(norm.to_string())),
         (keys::SPEC, serde_json::to_string(spec)),
-        (keys::METRICS, Ok(metrics.to_string())),
+        (keys::METRICS, serde_json::to_string(&metrics)),
         (keys::CHECKPOINT_SHA256, Ok(sha256.to_string())),
-        (
-            keys::EXPORTER_VERSION,
-            Ok(env!("CARGO_PKG_VERSION").to_string()),
-        ),
-        (
-            keys::FORM,
-            Ok(match form {
-                Form::Folded => "folded",
-                Form::Unfolded => "unfolded",
-            }
-            .to_string()),
-        ),
+        (keys::EXPORTER_VERSION, Ok(env!("CARGO_PKG_VERSION").into())),
+        (keys::FORM, Ok(form.to_string())),
         (keys::PRECISION, Ok(precision.as_str().to_string())),
     ];
-    let mut metadata_props = Vec::new();
-    for (key, value) in meta {
-        let value = value.map_err(|e| ExportError::Metadata(format!("{key}: {e}")))?;
-        metadata_props.push(StringStringEntryProto {
-            key: key.into(),
-            value,
-        });
-    }
-    Ok(ModelProto {
-        ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
-        producer_name: "rir-export".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        model_version: 1,
-        doc_string: format!(
-            "{} trained on {}; input `image` float32 NCHW in [0, 1], normalized in the graph; {} arithmetic",
-            spec.describe(),
-            ds.name,
-            precision.as_str()
-        ),
-        graph: Some(graph),
-        metadata_props,
-        ..Default::default()
-    })
+    meta.into_iter()
+        .map(|(key, value)| {
+            let value = value.map_err(|e| ExportError::Metadata(format!("{key}: {e}")))?;
+            Ok(StringStringEntryProto {
+                key: key.into(),
+                value,
+            })
+        })
+        .collect()
 }
 
 fn outer_value(g: &mut GraphBuilder, block_in: &str, o: &OuterShortcut, hint: &str) -> String {
@@ -290,9 +265,10 @@ fn add_all(g: &mut GraphBuilder, terms: Vec<String>) -> Option<String> {
     Some(it.fold(first, |acc, t| g.node("Add", &[&acc, &t], vec![], None)))
 }
 
-/// The literal network: per unit, the streams sliced apart, four
-/// convolutions (masked blocks left out), the shortcut, concat, BN, ReLU;
-/// the logits are written to `out`.
+/// The literal network: per unit the streams sliced apart, four
+/// convolutions, the shortcut, `Concat`, `BatchNormalization` and `Relu`;
+/// the block shortcut added after the second unit's BatchNorm; the logits
+/// are written to `out`.
 fn unfolded_body(
     g: &mut GraphBuilder,
     ck: &Checkpoint,
@@ -309,104 +285,17 @@ fn unfolded_body(
         1,
     )?;
     let s = g.conv(x, "stem", &stem);
-    let s = bn_node(
-        g,
-        &s,
-        &Bn::read(ck, "stem.bn", spec.stem_channels())?,
-        "stem.bn",
-        eps,
-    );
+    let bn = Bn::read(ck, "stem.bn", spec.stem_channels())?;
+    let s = bn_node(g, &s, &bn, "stem.bn", eps);
     let mut h = g.node("Relu", &[&s], vec![], None);
     let folded = fold(ck)?; // only for the outer shortcuts, which are not folded anyway
     let mut k = 0;
     for block in spec.blocks() {
         let block_in = h.clone();
         for (j, u) in block.units.iter().enumerate() {
-            let w = &ck
-                .expect(
-                    &format!("{}.conv.weight", u.name),
-                    &[u.out_ch, u.in_ch, 3, 3],
-                )?
-                .data;
-            let (ir, or) = (u.in_res, u.out_res);
-            let r = (ir > 0).then(|| g.slice_channels(&h, 0, ir, 1));
-            let t = (u.in_ch > ir).then(|| g.slice_channels(&h, ir, u.in_ch, 1));
-            let live = [spec.mask.rr, spec.mask.tr, spec.mask.rt, spec.mask.tt];
-            let blocks = [
-                ((0, or), (0, ir), &r),
-                ((0, or), (ir, u.in_ch - ir), &t),
-                ((or, u.out_ch - or), (0, ir), &r),
-                ((or, u.out_ch - or), (ir, u.in_ch - ir), &t),
-            ];
-            let mut r_terms = vec![];
-            let mut t_terms = vec![];
-            for (b, (rows, cols, src)) in blocks.into_iter().enumerate() {
-                let Some(src) = src else { continue };
-                if !live[b] || rows.1 == 0 || cols.1 == 0 {
-                    continue;
-                }
-                let y = g.conv(
-                    src,
-                    &format!("{}.w{b}", u.name),
-                    &sub_kernel(w, u, rows, cols),
-                );
-                if b < 2 {
-                    r_terms.push(y)
-                } else {
-                    t_terms.push(y)
-                }
-            }
-            if let (Some(sc), Some(r)) = (u.shortcut, &r) {
-                let y = match sc {
-                    Shortcut::Identity => r.clone(),
-                    Shortcut::ZeroPad {
-                        in_res,
-                        out_res,
-                        stride,
-                    } => {
-                        let sub = g.slice_channels(r, 0, in_res, stride);
-                        g.pad_channels(&sub, out_res - in_res)
-                    }
-                    Shortcut::Conv {
-                        in_res,
-                        out_res,
-                        stride,
-                    } => {
-                        let p = raw_conv(
-                            ck,
-                            &format!("{}.proj.weight", u.name),
-                            [out_res, in_res, 1, 1],
-                            stride,
-                            0,
-                        )?;
-                        g.conv(r, &format!("{}.proj", u.name), &p)
-                    }
-                };
-                r_terms.push(y);
-            }
-            let parts: Vec<String> = [add_all(g, r_terms), add_all(g, t_terms)]
-                .into_iter()
-                .flatten()
-                .collect();
-            let sum = if parts.len() == 2 {
-                g.node(
-                    "Concat",
-                    &[&parts[0], &parts[1]],
-                    vec![int("axis", 1)],
-                    None,
-                )
-            } else {
-                parts.into_iter().next().ok_or_else(|| {
-                    ExportError::Metadata(format!("unit {} has no live weights", u.name))
-                })?
-            };
-            let mut y = bn_node(
-                g,
-                &sum,
-                &Bn::read(ck, &format!("{}.bn", u.name), u.out_ch)?,
-                &format!("{}.bn", u.name),
-                eps,
-            );
+            let sum = literal_unit(g, ck, u, &h)?;
+            let bn = Bn::read(ck, &format!("{}.bn", u.name), u.out_ch)?;
+            let mut y = bn_node(g, &sum, &bn, &format!("{}.bn", u.name), eps);
             if j == 1
                 && let Some(o) = &folded.units[k].outer
             {
@@ -425,16 +314,96 @@ fn unfolded_body(
         0,
     )?;
     let y = g.conv(&h, "head", &head);
-    let y = bn_node(
-        g,
-        &y,
-        &Bn::read(ck, "head.bn", spec.num_classes)?,
-        "head.bn",
-        eps,
-    );
+    let bn = Bn::read(ck, "head.bn", spec.num_classes)?;
+    let y = bn_node(g, &y, &bn, "head.bn", eps);
     let pooled = g.node("GlobalAveragePool", &[&y], vec![], None);
     g.node("Flatten", &[&pooled], vec![int("axis", 1)], Some(out));
     Ok(())
+}
+
+/// One unit before its BatchNorm: the live sub-kernels of each stream, the
+/// unit's shortcut on the residual rows, and the two streams concatenated.
+fn literal_unit(
+    g: &mut GraphBuilder,
+    ck: &Checkpoint,
+    u: &UnitSpec,
+    h: &str,
+) -> Result<String, ExportError> {
+    let mask = &ck.meta.spec.mask;
+    let w = &ck
+        .expect(
+            &format!("{}.conv.weight", u.name),
+            &[u.out_ch, u.in_ch, 3, 3],
+        )?
+        .data;
+    let (ir, or) = (u.in_res, u.out_res);
+    let r = (ir > 0).then(|| g.slice_channels(h, 0, ir, 1));
+    let t = (u.in_ch > ir).then(|| g.slice_channels(h, ir, u.in_ch, 1));
+    let live = [mask.rr, mask.tr, mask.rt, mask.tt];
+    let blocks = [
+        ((0, or), (0, ir), &r),
+        ((0, or), (ir, u.in_ch - ir), &t),
+        ((or, u.out_ch - or), (0, ir), &r),
+        ((or, u.out_ch - or), (ir, u.in_ch - ir), &t),
+    ];
+    let (mut r_terms, mut t_terms) = (vec![], vec![]);
+    for (b, (rows, cols, src)) in blocks.into_iter().enumerate() {
+        let Some(src) = src else { continue };
+        if !live[b] || rows.1 == 0 || cols.1 == 0 {
+            continue;
+        }
+        let name = format!("{}.w{b}", u.name);
+        let y = g.conv(src, &name, &sub_kernel(w, u, rows, cols));
+        match b < 2 {
+            true => r_terms.push(y),
+            false => t_terms.push(y),
+        }
+    }
+    if let (Some(sc), Some(r)) = (u.shortcut, &r) {
+        r_terms.push(unit_shortcut(g, ck, u, sc, r)?);
+    }
+    let parts: Vec<String> = [add_all(g, r_terms), add_all(g, t_terms)]
+        .into_iter()
+        .flatten()
+        .collect();
+    match parts.as_slice() {
+        [r, t] => Ok(g.node("Concat", &[r, t], vec![int("axis", 1)], None)),
+        [one] => Ok(one.clone()),
+        _ => Err(ExportError::Metadata(format!(
+            "unit {} has no live weights",
+            u.name
+        ))),
+    }
+}
+
+/// The unit's own shortcut of the residual stream `r`, as graph nodes.
+fn unit_shortcut(
+    g: &mut GraphBuilder,
+    ck: &Checkpoint,
+    u: &UnitSpec,
+    sc: Shortcut,
+    r: &str,
+) -> Result<String, ExportError> {
+    Ok(match sc {
+        Shortcut::Identity => r.to_string(),
+        Shortcut::ZeroPad {
+            in_res,
+            out_res,
+            stride,
+        } => {
+            let sub = g.slice_channels(r, 0, in_res, stride);
+            g.pad_channels(&sub, out_res - in_res)
+        }
+        Shortcut::Conv {
+            in_res,
+            out_res,
+            stride,
+        } => {
+            let name = format!("{}.proj.weight", u.name);
+            let p = raw_conv(ck, &name, [out_res, in_res, 1, 1], stride, 0)?;
+            g.conv(r, &format!("{}.proj", u.name), &p)
+        }
+    })
 }
 
 /// Hex sha256 of a file's bytes.

@@ -15,8 +15,8 @@
 //! block shortcut: it reads the block's input, two ReLUs back, so it stays a
 //! separate addition ([`OuterShortcut`]).
 
+use rir_arch::{ModelSpec, Shortcut, UnitSpec};
 use rir_checkpoint::Checkpoint;
-use rir_spec::{ModelSpec, Shortcut, UnitSpec};
 
 use crate::error::ExportError;
 

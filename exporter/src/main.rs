@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use rir_exporter::export::keys;
+use rir_contract::onnx::keys;
 use rir_exporter::triton::{ConfigWritten, write_config};
 use rir_exporter::verify::{Comparison, VerifyOptions, verify};
 use rir_exporter::{Form, Precision, export_file};
@@ -137,7 +137,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    rir_cli::main("info,ort=warn", || run(Cli::parse()))
+    rir_process::main("info,ort=warn", || run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -158,8 +158,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ort_lib,
         }) => {
             let input = match shape.as_str() {
-                "cifar" => rir_spec::InputSpec::new(3, 32, 32),
-                "fashion-mnist" => rir_spec::InputSpec::new(1, 28, 28),
+                "cifar" => rir_arch::InputSpec::new(3, 32, 32),
+                "fashion-mnist" => rir_arch::InputSpec::new(1, 28, 28),
                 other => bail!("unknown --shape {other} (cifar, fashion-mnist)"),
             };
             let opts = rir_exporter::bench::BenchOptions {
@@ -251,7 +251,35 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
     } else {
         (c.tolerance.unwrap_or(1e-3), "max |diff|")
     };
-    let measure = |c: &Comparison| if half { c.max_rel } else { c.max_abs };
+    let worst = print_comparisons(&r, half);
+    let mut failed = !accuracy_reproduced(&r);
+    if let Some(why) = &r.real_skipped {
+        println!("real images skipped: {why}");
+    }
+    if worst > tolerance {
+        eprintln!("FAILED: {what} {worst:.3e} exceeds the tolerance {tolerance:.1e}");
+        failed = true;
+    }
+    if failed {
+        return Ok(ExitCode::FAILURE);
+    }
+    let reproduced = r
+        .accuracy
+        .is_some_and(|a| a.full_split && a.recorded.is_some());
+    println!(
+        "OK: {what} within {tolerance:.1e}{}",
+        if reproduced {
+            " and the trainer's accuracy reproduced"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints each comparison of the report; the worst difference it is judged
+/// on (relative for half precision, absolute otherwise).
+fn print_comparisons(r: &rir_exporter::verify::Report, half: bool) -> f32 {
     println!(
         "{} model in ONNX Runtime ({}), compared with",
         r.precision.as_str(),
@@ -271,7 +299,7 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
             c.max_rel,
             100.0 * c.top1_agreement
         );
-        worst = worst.max(measure(c));
+        worst = worst.max(if half { c.max_rel } else { c.max_abs });
     };
     row("tract, random inputs", &r.random);
     if let Some(t) = &r.random_twin {
@@ -280,53 +308,40 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
     if let Some(real) = &r.real {
         row(&format!("{}, real test images", r.reference), real);
     }
-    let mut failed = false;
-    if let Some(a) = &r.accuracy {
-        println!(
-            "test accuracy on {} images: ONNX Runtime {:.2}%, {} {:.2}%",
-            a.n,
-            100.0 * a.ort,
-            r.reference,
-            100.0 * a.reference
-        );
-        if let Some(rec) = a.recorded {
-            println!(
-                "the trainer recorded {:.2}% on the full test split for these weights",
-                100.0 * rec
-            );
-            // On the same images the export must score what the trainer scored
-            // (up to a few near-ties flipped by float rounding).
-            if a.full_split && !rir_spec::meta::reproduces_recorded_accuracy(a.ort, rec) {
-                eprintln!(
-                    "FAILED: the export scores {:.2}%, the trainer {:.2}%",
-                    100.0 * a.ort,
-                    100.0 * rec
-                );
-                failed = true;
-            }
-        }
-    }
-    if let Some(why) = &r.real_skipped {
-        println!("real images skipped: {why}");
-    }
-    if worst > tolerance {
-        eprintln!("FAILED: {what} {worst:.3e} exceeds the tolerance {tolerance:.1e}");
-        failed = true;
-    }
-    if failed {
-        return Ok(ExitCode::FAILURE);
-    }
+    worst
+}
+
+/// Prints the accuracy figures; false when the export, on the whole test
+/// split, does not score what the trainer recorded for these weights.
+fn accuracy_reproduced(r: &rir_exporter::verify::Report) -> bool {
+    let Some(a) = &r.accuracy else {
+        return true;
+    };
     println!(
-        "OK: {what} within {tolerance:.1e}{}",
-        if r.accuracy
-            .is_some_and(|a| a.full_split && a.recorded.is_some())
-        {
-            " and the trainer's accuracy reproduced"
-        } else {
-            ""
-        }
+        "test accuracy on {} images: ONNX Runtime {:.2}%, {} {:.2}%",
+        a.n,
+        100.0 * a.ort,
+        r.reference,
+        100.0 * a.reference
     );
-    Ok(ExitCode::SUCCESS)
+    let Some(rec) = a.recorded else {
+        return true;
+    };
+    println!(
+        "the trainer recorded {:.2}% on the full test split for these weights",
+        100.0 * rec
+    );
+    // On the same images the export must score what the trainer scored (up
+    // to a few near-ties flipped by float rounding).
+    if a.full_split && !rir_arch::meta::reproduces_recorded_accuracy(a.ort, rec) {
+        eprintln!(
+            "FAILED: the export scores {:.2}%, the trainer {:.2}%",
+            100.0 * a.ort,
+            100.0 * rec
+        );
+        return false;
+    }
+    true
 }
 
 fn bench(opts: &rir_exporter::bench::BenchOptions) -> Result<ExitCode> {
@@ -363,10 +378,10 @@ fn inspect(model: &std::path::Path) -> Result<ExitCode> {
     let info = ModelInfo::read(model)?;
     println!("opset {}", info.opset);
     for i in &info.inputs {
-        println!("input  {} {} {:?}", i.name, i.dtype, i.dims);
+        println!("input  {} {} {:?}", i.name, i.type_name(), i.dims);
     }
     for o in &info.outputs {
-        println!("output {} {} {:?}", o.name, o.dtype, o.dims);
+        println!("output {} {} {:?}", o.name, o.type_name(), o.dims);
     }
     let mut ops: Vec<&String> = info.op_types.iter().collect();
     ops.sort();

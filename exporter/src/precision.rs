@@ -13,7 +13,7 @@
 
 use tract_onnx::pb::{ModelProto, TensorProto, tensor_proto::DataType};
 
-use crate::error::ExportError;
+use crate::error::{ExportError, UnknownPrecision};
 
 /// Precision of an export's body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,13 +56,13 @@ impl Precision {
 }
 
 impl std::str::FromStr for Precision {
-    type Err = String;
+    type Err = UnknownPrecision;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "fp32" => Ok(Precision::Fp32),
             "fp16" => Ok(Precision::Fp16),
-            other => Err(format!("unknown precision `{other}` (fp32, fp16)")),
+            other => Err(UnknownPrecision(other.to_string())),
         }
     }
 }

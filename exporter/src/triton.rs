@@ -4,54 +4,63 @@
 
 use std::path::{Path, PathBuf};
 
-use rir_infer::triton_config::{DynamicBatching, TensorConfig};
-use rir_infer::{Buckets, ModelInfo, TritonConfig, VersionPolicy};
+use rir_contract::repository::{DEFAULT_MAX_BATCH, PLATFORM, locate};
+use rir_infer::model_info::TensorInfo;
+use rir_infer::{Buckets, ModelInfo};
+use rir_proto::inference::{
+    DataType, ModelConfig, ModelDynamicBatching, ModelInput, ModelOutput,
+    model_config::SchedulingChoice,
+};
 
 use crate::ExportError;
 
-/// Largest batch written into the configuration: rir-serve's default.
-pub const MAX_BATCH: usize = 64;
-
-/// Where `config.pbtxt` belongs for a model written at `output`: beside the
-/// version folders, when `output` is `<...>/<name>/<number>/<file>.onnx`.
-/// The model name is the folder's.
-pub fn config_path(output: &Path) -> Option<(PathBuf, String)> {
-    let version_dir = output.parent()?;
-    version_dir.file_name()?.to_str()?.parse::<u64>().ok()?;
-    let model_dir = version_dir.parent()?;
-    let name = model_dir.file_name()?.to_str()?.to_string();
-    Some((model_dir.join("config.pbtxt"), name))
-}
-
 /// The configuration for the ONNX model at `model`, served as `name`:
 /// platform, batch size, tensors, dynamic batching at powers of two.
-pub fn config_for(model: &Path, name: &str) -> Result<TritonConfig, ExportError> {
+pub fn config_for(model: &Path, name: &str) -> Result<ModelConfig, ExportError> {
     let info = ModelInfo::read(model)?;
-    let dims = |t: &rir_infer::model_info::TensorInfo| -> Vec<i64> {
+    let item_dims = |t: &TensorInfo| -> Vec<i64> {
         t.dims
             .iter()
             .skip(1)
             .map(|d| d.map_or(-1, |d| d as i64))
             .collect()
     };
-    let tensor = |t: &rir_infer::model_info::TensorInfo| TensorConfig {
-        name: t.name.clone(),
-        data_type: "TYPE_FP32".into(),
-        dims: dims(t),
+    let data_type = |t: &TensorInfo| {
+        t.datatype()
+            .and_then(|d| DataType::from_str_name(d.config_name()))
+            .unwrap_or(DataType::TypeInvalid) as i32
     };
-    Ok(TritonConfig {
-        name: Some(name.to_string()),
-        platform: Some("onnxruntime_onnx".into()),
-        backend: None,
-        max_batch_size: Some(MAX_BATCH),
-        input: info.inputs.iter().map(tensor).collect(),
-        output: info.outputs.iter().map(tensor).collect(),
-        dynamic_batching: Some(DynamicBatching {
-            preferred_batch_size: Buckets::powers_of_two(MAX_BATCH).sizes().to_vec(),
+    let preferred = Buckets::powers_of_two(DEFAULT_MAX_BATCH).sizes().to_vec();
+    Ok(ModelConfig {
+        name: name.to_string(),
+        platform: PLATFORM.into(),
+        max_batch_size: Some(DEFAULT_MAX_BATCH as i32),
+        input: info
+            .inputs
+            .iter()
+            .map(|t| ModelInput {
+                name: t.name.clone(),
+                data_type: data_type(t),
+                dims: item_dims(t),
+                ..Default::default()
+            })
+            .collect(),
+        output: info
+            .outputs
+            .iter()
+            .map(|t| ModelOutput {
+                name: t.name.clone(),
+                data_type: data_type(t),
+                dims: item_dims(t),
+                ..Default::default()
+            })
+            .collect(),
+        scheduling_choice: Some(SchedulingChoice::DynamicBatching(ModelDynamicBatching {
+            preferred_batch_size: preferred.into_iter().map(|s| s as i32).collect(),
             max_queue_delay_microseconds: Some(0),
-        }),
-        instance_count: None,
-        version_policy: VersionPolicy::Latest(1),
+            ..Default::default()
+        })),
+        ..Default::default()
     })
 }
 
@@ -70,13 +79,13 @@ pub enum ConfigWritten {
 /// repository layout and no configuration is there yet (one a person wrote
 /// or tuned is never overwritten).
 pub fn write_config(output: &Path) -> Result<ConfigWritten, ExportError> {
-    let Some((path, name)) = config_path(output) else {
+    let Some(at) = locate(output) else {
         return Ok(ConfigWritten::NotARepository);
     };
-    if path.exists() {
-        return Ok(ConfigWritten::Kept(path));
+    if at.config.exists() {
+        return Ok(ConfigWritten::Kept(at.config));
     }
-    let text = config_for(output, &name)?.to_pbtxt();
-    rir_checkpoint::write_atomic(&path, text.as_bytes())?;
-    Ok(ConfigWritten::Wrote(path))
+    let text = rir_proto::config_text::format(&config_for(output, &at.name)?);
+    rir_checkpoint::write_atomic(&at.config, text.as_bytes())?;
+    Ok(ConfigWritten::Wrote(at.config))
 }

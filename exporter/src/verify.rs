@@ -19,8 +19,8 @@ use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions, TractEngine};
 use tract_onnx::pb::ModelProto;
 
 use crate::error::ExportError;
-use crate::export::{LOGITS, keys};
 use crate::precision::{Precision, widen};
+use rir_contract::onnx::{LOGITS, keys};
 
 /// What to check.
 #[derive(Debug, Clone)]
@@ -167,29 +167,10 @@ fn compare(
 /// Verifies `model` as [`VerifyOptions`] say.
 pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError> {
     let info = ModelInfo::read(model)?;
-    let input = info
-        .inputs
-        .first()
-        .ok_or_else(|| ExportError::Metadata("the model has no input".into()))?;
-    let dims: Vec<usize> = input.dims.iter().skip(1).map(|d| d.unwrap_or(0)).collect();
-    if dims.len() != 3 || dims.contains(&0) {
-        return Err(ExportError::Metadata(format!(
-            "input `{}` is not [batch, C, H, W]: {:?}",
-            input.name, input.dims
-        )));
-    }
-    let chw = [dims[0], dims[1], dims[2]];
-    let k = info
-        .outputs
-        .iter()
-        .find(|o| o.name == LOGITS)
-        .and_then(|o| o.dims.get(1).copied().flatten())
-        .ok_or_else(|| {
-            ExportError::Metadata(format!("no `{LOGITS}` output of shape [batch, classes]"))
-        })?;
+    let (chw, k) = shape_of(&info)?;
     let precision = match info.metadata.get(keys::PRECISION) {
         None => Precision::Fp32,
-        Some(p) => p.parse().map_err(ExportError::Metadata)?,
+        Some(p) => p.parse()?,
     };
     let mut ort = OrtEngine::load(model, &opts.ort)?;
     tracing::info!(
@@ -222,29 +203,10 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
         },
         ..Report::default()
     };
-    if opts.images == 0 {
-        report.real_skipped = Some("--images 0".into());
-        return Ok(report);
-    }
-    let dataset = info
-        .metadata
-        .get(keys::DATASET)
-        .cloned()
-        .unwrap_or_default();
-    let Ok(source) = dataset.parse::<Source>() else {
-        report.real_skipped = Some(format!(
-            "unknown data set `{dataset}` in the model's metadata"
-        ));
-        return Ok(report);
-    };
-    let dir = opts
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| source.default_dir());
-    let data = match load(source, &dir) {
-        Ok(d) => d,
-        Err(e) => {
-            report.real_skipped = Some(e.to_string());
+    let data = match test_split(&info, opts) {
+        Ok(data) => data,
+        Err(why) => {
+            report.real_skipped = Some(why.to_string());
             return Ok(report);
         }
     };
@@ -259,25 +221,81 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
     };
     let (real, a, b) = compare(&mut ort, reference, &pixels, chw, k, opts.batch)?;
     let labels = &data.test.labels[..n];
-    let acc = |l: &[f32]| {
-        argmax_rows(l, k)
-            .iter()
-            .zip(labels)
-            .filter(|(p, y)| **p == **y as usize)
-            .count() as f64
-            / n.max(1) as f64
-    };
     report.real = Some(real);
     report.accuracy = Some(Accuracy {
         n,
-        ort: acc(&a),
-        reference: acc(&b),
+        ort: accuracy(&a, labels, k),
+        reference: accuracy(&b, labels, k),
         full_split: n == data.test.len(),
-        recorded: info
-            .metadata_json(keys::METRICS)
-            .and_then(|m| m["last"]["test_acc"].as_f64()),
+        recorded: info.recorded_metrics().and_then(|m| m.test_accuracy()),
     });
     Ok(report)
+}
+
+/// One image's `[C, H, W]` and the number of classes, from the model's
+/// input and its logits output.
+fn shape_of(info: &ModelInfo) -> Result<([usize; 3], usize), ExportError> {
+    let input = info
+        .inputs
+        .first()
+        .ok_or_else(|| ExportError::Metadata("the model has no input".into()))?;
+    let dims: Vec<usize> = input.dims.iter().skip(1).map(|d| d.unwrap_or(0)).collect();
+    if dims.len() != 3 || dims.contains(&0) {
+        return Err(ExportError::Metadata(format!(
+            "input `{}` is not [batch, C, H, W]: {:?}",
+            input.name, input.dims
+        )));
+    }
+    let k = info
+        .outputs
+        .iter()
+        .find(|o| o.name == LOGITS)
+        .and_then(|o| o.dims.get(1).copied().flatten())
+        .ok_or_else(|| {
+            ExportError::Metadata(format!("no `{LOGITS}` output of shape [batch, classes]"))
+        })?;
+    Ok(([dims[0], dims[1], dims[2]], k))
+}
+
+/// Why the check on real images is skipped.
+#[derive(Debug, thiserror::Error)]
+enum Skip {
+    #[error("--images 0")]
+    NoImages,
+    #[error("unknown data set `{0}` in the model's metadata")]
+    UnknownDataset(String),
+    #[error(transparent)]
+    Unreadable(#[from] rir_data::DataError),
+}
+
+/// The data set the model records, to check on real images.
+fn test_split(info: &ModelInfo, opts: &VerifyOptions) -> Result<rir_data::Dataset, Skip> {
+    if opts.images == 0 {
+        return Err(Skip::NoImages);
+    }
+    let dataset = info
+        .metadata
+        .get(keys::DATASET)
+        .cloned()
+        .unwrap_or_default();
+    let source = dataset
+        .parse::<Source>()
+        .map_err(|_| Skip::UnknownDataset(dataset.clone()))?;
+    let dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| source.default_dir());
+    Ok(load(source, &dir)?)
+}
+
+/// The share of rows of `logits` (`k` wide) whose argmax is the label.
+fn accuracy(logits: &[f32], labels: &[u8], k: usize) -> f64 {
+    let right = argmax_rows(logits, k)
+        .iter()
+        .zip(labels)
+        .filter(|(p, y)| **p == **y as usize)
+        .count();
+    right as f64 / labels.len().max(1) as f64
 }
 
 /// Loads the float32 twin of the float16 `model` in ONNX Runtime. The twin's

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::{micro, random_checkpoint, write_random};
-use rir_spec::Variant;
+use rir_arch::Variant;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rir-export"));
@@ -70,7 +70,7 @@ fn export_verify_and_inspect() {
 fn verify_scores_real_images_when_the_data_set_is_at_hand() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    rir_data::fixtures::write_fashion_mnist(&data, 10, 50, 28, true, 3).unwrap();
+    rir_testkit::data::write_fashion_mnist(&data, 10, 50, 28, true, 3).unwrap();
     let ck = write_random(dir.path(), &micro(Variant::Resnet), 2);
     let out = export_and_verify(&ck, &dir.path().join("m.onnx"), &data);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -194,10 +194,10 @@ fn missing_arguments_explain_themselves() {
 fn verify_fails_when_the_export_loses_the_trainers_accuracy() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    rir_data::fixtures::write_fashion_mnist(&data, 10, 40, 28, true, 3).unwrap();
+    rir_testkit::data::write_fashion_mnist(&data, 10, 40, 28, true, 3).unwrap();
     let mut ck = random_checkpoint(&micro(Variant::Rir), 8);
     // Claim an accuracy that random weights cannot have.
-    ck.meta.training.history.push(rir_spec::meta::EpochMetrics {
+    ck.meta.training.history.push(rir_arch::meta::EpochMetrics {
         epoch: 1,
         lr: 0.1,
         train_loss: 0.1,
@@ -267,7 +267,7 @@ fn a_full_disk_keeps_the_previous_model_and_says_why() {
 fn fp16_export_verifies_against_its_float32_twin_and_bf16_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    rir_data::fixtures::write_fashion_mnist(&data, 10, 50, 28, true, 3).unwrap();
+    rir_testkit::data::write_fashion_mnist(&data, 10, 50, 28, true, 3).unwrap();
     let ck = write_random(dir.path(), &micro(Variant::Rir), 4);
     let model = dir.path().join("half.onnx");
     let export = |precision: &str, extra: &[&str]| {

@@ -4,11 +4,11 @@
 mod common;
 
 use common::{micro, pixels, python_with_onnx, write_random};
-use rir_exporter::export::{LOGITS, PROBABILITIES, keys};
+use rir_arch::{ModelSpec, Projection, Shortcut, Variant};
+use rir_contract::onnx::{LOGITS, PROBABILITIES, keys};
 use rir_exporter::{Form, Precision, export_file};
 use rir_infer::engine::{max_abs_diff as max_diff, output};
 use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions, TractEngine};
-use rir_spec::{ModelSpec, Projection, Shortcut, Variant};
 
 fn run(engine: &mut dyn Engine, x: &[f32], n: usize, spec: &ModelSpec) -> (Vec<f32>, Vec<f32>) {
     let i = spec.input;
@@ -141,10 +141,10 @@ fn paper_preset_folds_to_eighteen_convolutions() {
     // The fold (README, "Folding"): 1 stem + 16 units + 1 head, plus one 1x1 Conv per projected
     // outer shortcut (the two stride-2 blocks).
     let dir = tempfile::tempdir().unwrap();
-    let spec = rir_spec::preset::build(
+    let spec = rir_arch::preset::build(
         "paper",
         Variant::Rir,
-        rir_spec::InputSpec::new(3, 32, 32),
+        rir_arch::InputSpec::new(3, 32, 32),
         10,
     )
     .unwrap();
@@ -251,8 +251,8 @@ fn half_precision_export_rounds_inside_and_keeps_float32_at_its_edges() {
         export_file(&ck, &half, form, Precision::Fp16).unwrap();
         let info = ModelInfo::read(&half).unwrap();
         // Clients, the server and Triton's configuration see float32 tensors.
-        assert_eq!(info.inputs[0].dtype, "FLOAT");
-        assert!(info.outputs.iter().all(|o| o.dtype == "FLOAT"));
+        assert_eq!(info.inputs[0].type_name(), "FLOAT");
+        assert!(info.outputs.iter().all(|o| o.type_name() == "FLOAT"));
         assert_eq!(info.count("Cast"), 2, "{form:?}");
         assert_eq!(info.metadata[keys::PRECISION], "fp16");
         assert_eq!(

@@ -34,11 +34,11 @@ impl Device {
     /// not): `Ok(true)` to use CUDA, `Ok(false)` for the CPU, `Err` when
     /// CUDA was demanded and cannot be had. Both the trainer (libtorch) and
     /// the engines (ONNX Runtime) decide through this one function.
-    pub fn resolve(self, cuda: Result<(), String>) -> Result<bool, String> {
+    pub fn resolve(self, cuda: Result<(), NoCuda>) -> Result<bool, CudaRequired> {
         match (self, cuda) {
             (Device::Cpu, _) => Ok(false),
             (_, Ok(())) => Ok(true),
-            (Device::Cuda, Err(why)) => Err(format!("--device cuda: {why}")),
+            (Device::Cuda, Err(why)) => Err(CudaRequired(why)),
             (Device::Auto, Err(why)) => {
                 tracing::info!("using the CPU: {why}");
                 Ok(false)
@@ -46,6 +46,17 @@ impl Device {
         }
     }
 }
+
+/// Why CUDA cannot be had here, in words for the user (no driver, a
+/// library without the CUDA provider, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoCuda(pub String);
+
+/// `--device cuda` was given and CUDA cannot be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--device cuda: {0}")]
+pub struct CudaRequired(pub NoCuda);
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,22 +128,25 @@ mod tests {
     #[test]
     fn cpu_never_touches_cuda() {
         assert_eq!(Device::Cpu.resolve(Ok(())), Ok(false));
-        assert_eq!(Device::Cpu.resolve(Err("none".into())), Ok(false));
+        assert_eq!(Device::Cpu.resolve(Err(NoCuda("none".into()))), Ok(false));
     }
 
     #[test]
     fn auto_takes_cuda_when_it_can_and_falls_back_otherwise() {
         assert_eq!(Device::Auto.resolve(Ok(())), Ok(true));
-        assert_eq!(Device::Auto.resolve(Err("no driver".into())), Ok(false));
+        assert_eq!(
+            Device::Auto.resolve(Err(NoCuda("no driver".into()))),
+            Ok(false)
+        );
     }
 
     #[test]
     fn cuda_fails_with_the_reason() {
         assert_eq!(Device::Cuda.resolve(Ok(())), Ok(true));
-        let err = Device::Cuda.resolve(Err("no driver".into())).unwrap_err();
-        assert!(
-            err.contains("--device cuda") && err.contains("no driver"),
-            "{err}"
-        );
+        let err = Device::Cuda
+            .resolve(Err(NoCuda("no driver".into())))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "--device cuda: no driver");
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// Why a model could not be loaded or run.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InferError {
     /// The ONNX Runtime shared library could not be found or loaded.
     #[error("ONNX Runtime library: {0}")]
@@ -17,6 +17,16 @@ pub enum InferError {
         engine: &'static str,
         detail: String,
     },
+    /// A warm-up run failed.
+    #[error("warm-up at batch {batch}: {source}")]
+    WarmUp {
+        batch: usize,
+        #[source]
+        source: Box<InferError>,
+    },
+    /// A warm-up run produced NaN or infinite outputs.
+    #[error("warm-up at batch {batch} produced NaN or infinite outputs")]
+    NonFinite { batch: usize },
     /// The requested execution provider cannot be had.
     #[error("device {device} unavailable: {detail}")]
     Device {

@@ -15,8 +15,6 @@
 //!   environment, sessions.
 //! - [`tract_engine`]: tract with a symbolic batch dimension.
 //! - [`model_info`]: inputs, outputs and metadata read from the ONNX file itself.
-//! - [`triton_config`]: Triton's `config.pbtxt`, written by the exporter and
-//!   read by the server.
 //! - [`error`]: the crate's error type.
 
 #![forbid(unsafe_code)]
@@ -28,13 +26,13 @@ pub mod load;
 pub mod model_info;
 pub mod ort_engine;
 pub mod tract_engine;
-pub mod triton_config;
 
-pub use device::{ConvSearch, CudaOptions, Device};
+pub use device::{ConvSearch, CudaOptions, CudaRequired, Device, NoCuda};
 pub use engine::{Engine, Output};
 pub use error::InferError;
-pub use load::{Backend, Buckets, EngineOptions, PerBucket, load_bucketed, load_engine, warm_up};
+pub use load::{
+    Backend, BucketError, Buckets, EngineOptions, PerBucket, load_bucketed, load_engine, warm_up,
+};
 pub use model_info::ModelInfo;
 pub use ort_engine::{OrtEngine, OrtOptions};
 pub use tract_engine::TractEngine;
-pub use triton_config::{TritonConfig, VersionPolicy};

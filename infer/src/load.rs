@@ -55,6 +55,22 @@ impl Default for EngineOptions {
     }
 }
 
+/// Why a set of batch sizes cannot be buckets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BucketError {
+    /// A size of 0.
+    #[error("batch buckets must be positive")]
+    Zero,
+    /// A size above the largest batch.
+    #[error("batch bucket {bucket} is above the maximum batch {max}")]
+    AboveMax {
+        /// The size.
+        bucket: usize,
+        /// The largest batch.
+        max: usize,
+    },
+}
+
 /// The batch sizes an engine is run at: ascending, distinct, positive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Buckets(Vec<usize>);
@@ -76,14 +92,12 @@ impl Buckets {
 
     /// The given sizes, sorted; `max` is added when missing, and sizes
     /// above it are an error (a batch never grows past `max`).
-    pub fn new(mut sizes: Vec<usize>, max: usize) -> Result<Self, String> {
+    pub fn new(mut sizes: Vec<usize>, max: usize) -> Result<Self, BucketError> {
         if sizes.contains(&0) {
-            return Err("batch buckets must be positive".into());
+            return Err(BucketError::Zero);
         }
-        if let Some(&big) = sizes.iter().find(|&&s| s > max) {
-            return Err(format!(
-                "batch bucket {big} is above the maximum batch {max}"
-            ));
+        if let Some(&bucket) = sizes.iter().find(|&&s| s > max) {
+            return Err(BucketError::AboveMax { bucket, max });
         }
         sizes.push(max);
         sizes.sort_unstable();
@@ -189,17 +203,22 @@ pub fn load_bucketed(
 /// Runs every bucket once on constant input, so that first requests pay
 /// for no allocation or kernel selection, and checks that the outputs are
 /// finite. `chw` is one image's shape.
-pub fn warm_up(engine: &mut dyn Engine, chw: [usize; 3], buckets: &Buckets) -> Result<(), String> {
+pub fn warm_up(
+    engine: &mut dyn Engine,
+    chw: [usize; 3],
+    buckets: &Buckets,
+) -> Result<(), InferError> {
     let per: usize = chw.iter().product();
-    for &n in buckets.sizes() {
-        let x = vec![0.5f32; n * per];
+    for &batch in buckets.sizes() {
+        let x = vec![0.5f32; batch * per];
         let outs = engine
-            .run(&x, &[n, chw[0], chw[1], chw[2]])
-            .map_err(|e| format!("warm-up at batch {n}: {e}"))?;
+            .run(&x, &[batch, chw[0], chw[1], chw[2]])
+            .map_err(|e| InferError::WarmUp {
+                batch,
+                source: Box::new(e),
+            })?;
         if outs.iter().flat_map(|o| &o.data).any(|v| !v.is_finite()) {
-            return Err(format!(
-                "warm-up at batch {n} produced NaN or infinite outputs"
-            ));
+            return Err(InferError::NonFinite { batch });
         }
     }
     Ok(())
@@ -235,6 +254,9 @@ mod tests {
     #[test]
     fn bad_buckets_are_refused() {
         assert!(Buckets::new(vec![0, 4], 8).is_err());
-        assert!(Buckets::new(vec![16], 8).unwrap_err().contains("above"));
+        assert_eq!(
+            Buckets::new(vec![16], 8).unwrap_err(),
+            BucketError::AboveMax { bucket: 16, max: 8 }
+        );
     }
 }

@@ -7,6 +7,9 @@ use std::path::Path;
 use prost::Message;
 use tract_onnx::pb;
 
+use rir_contract::Datatype;
+use rir_contract::onnx::{self, RecordedMetrics};
+
 use crate::error::InferError;
 
 /// One graph input or output.
@@ -14,10 +17,25 @@ use crate::error::InferError;
 pub struct TensorInfo {
     /// Name in the graph.
     pub name: String,
-    /// ONNX element type name (`FLOAT`, ...).
-    pub dtype: String,
+    /// ONNX element type (`TensorProto.DataType`: 1 is FLOAT); 0 when the
+    /// value has no tensor type.
+    pub elem_type: i32,
     /// Dimensions; `None` where symbolic (the batch).
     pub dims: Vec<Option<usize>>,
+}
+
+impl TensorInfo {
+    /// The KServe datatype of the elements, when KServe has one for them.
+    pub fn datatype(&self) -> Option<Datatype> {
+        Datatype::from_onnx(self.elem_type)
+    }
+
+    /// The ONNX name of the element type (`FLOAT`), for messages.
+    pub fn type_name(&self) -> String {
+        pb::tensor_proto::DataType::try_from(self.elem_type)
+            .map(|d| d.as_str_name().to_string())
+            .unwrap_or_else(|_| format!("type {}", self.elem_type))
+    }
 }
 
 /// Inputs, outputs and `metadata_props` of a model.
@@ -35,12 +53,20 @@ pub struct ModelInfo {
     pub opset: i64,
 }
 
+/// Why bytes are not an ONNX model this crate can describe.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NotOnnx {
+    /// The protobuf does not decode as a `ModelProto`.
+    #[error("not an ONNX model: {0}")]
+    Decode(prost::DecodeError),
+    /// A `ModelProto` without a graph.
+    #[error("the model has no graph")]
+    NoGraph,
+}
+
 fn tensor_info(v: &pb::ValueInfoProto) -> TensorInfo {
-    let (dtype, dims) = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+    let (elem_type, dims) = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(pb::type_proto::Value::TensorType(t)) => {
-            let dtype = pb::tensor_proto::DataType::try_from(t.elem_type)
-                .map(|d| d.as_str_name().to_string())
-                .unwrap_or_else(|_| format!("type {}", t.elem_type));
             let dims = t
                 .shape
                 .as_ref()
@@ -58,13 +84,13 @@ fn tensor_info(v: &pb::ValueInfoProto) -> TensorInfo {
                         .collect()
                 })
                 .unwrap_or_default();
-            (dtype, dims)
+            (t.elem_type, dims)
         }
-        None => ("UNDEFINED".to_string(), vec![]),
+        None => (0, vec![]),
     };
     TensorInfo {
         name: v.name.clone(),
-        dtype,
+        elem_type,
         dims,
     }
 }
@@ -76,16 +102,16 @@ impl ModelInfo {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
-        Self::from_bytes(&bytes).map_err(|detail| InferError::Model {
+        Self::from_bytes(&bytes).map_err(|e| InferError::Model {
             path: path.to_path_buf(),
-            detail,
+            detail: e.to_string(),
         })
     }
 
     /// Parses serialized ONNX bytes.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let model = pb::ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model: {e}"))?;
-        let graph = model.graph.ok_or("the model has no graph")?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, NotOnnx> {
+        let model = pb::ModelProto::decode(bytes).map_err(NotOnnx::Decode)?;
+        let graph = model.graph.ok_or(NotOnnx::NoGraph)?;
         let init: std::collections::HashSet<&str> =
             graph.initializer.iter().map(|t| t.name.as_str()).collect();
         Ok(ModelInfo {
@@ -115,6 +141,11 @@ impl ModelInfo {
         self.metadata
             .get(key)
             .and_then(|v| serde_json::from_str(v).ok())
+    }
+
+    /// The training figures the exporter recorded ([`onnx::keys::METRICS`]), if any.
+    pub fn recorded_metrics(&self) -> Option<RecordedMetrics> {
+        RecordedMetrics::parse(self.metadata.get(onnx::keys::METRICS)?)
     }
 
     /// How many nodes have operator type `op`.

@@ -16,7 +16,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
-use crate::device::{ConvSearch, CudaOptions, Device};
+use crate::device::{ConvSearch, CudaOptions, Device, NoCuda};
 use crate::engine::{Engine, Output};
 use crate::error::InferError;
 
@@ -80,16 +80,16 @@ pub fn resolve_library(explicit: Option<&Path>) -> Result<PathBuf, InferError> {
     )))
 }
 
-static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<Result<Environment, InferError>> = OnceLock::new();
 
 /// The process-wide ONNX Runtime environment (ONNX Runtime allows one),
 /// loading the library on first use, with ONNX Runtime's telemetry off.
 pub fn environment(library: Option<&Path>) -> Result<&'static Environment, InferError> {
     ENVIRONMENT
         .get_or_init(|| {
-            let path = resolve_library(library).map_err(|e| e.to_string())?;
-            let builder =
-                ort::init_from(&path).map_err(|e| format!("loading {}: {e}", path.display()))?;
+            let path = resolve_library(library)?;
+            let builder = ort::init_from(&path)
+                .map_err(|e| InferError::Library(format!("loading {}: {e}", path.display())))?;
             tracing::debug!("ONNX Runtime loaded from {}", path.display());
             // Microsoft's builds (the PyPI wheel among them) send usage
             // telemetry by default: model names and metadata, error
@@ -98,10 +98,12 @@ pub fn environment(library: Option<&Path>) -> Result<&'static Environment, Infer
                 .with_name("rir")
                 .with_telemetry(false)
                 .build()
-                .map_err(|e| format!("creating the ONNX Runtime environment: {e}"))
+                .map_err(|e| {
+                    InferError::Library(format!("creating the ONNX Runtime environment: {e}"))
+                })
         })
         .as_ref()
-        .map_err(|e| InferError::Library(e.clone()))
+        .map_err(Clone::clone)
 }
 
 /// One ONNX Runtime session.
@@ -130,7 +132,7 @@ impl OrtEngine {
         match Self::build(env, path, options, true) {
             Ok(engine) => Ok(engine),
             Err(InferError::Device { detail, .. }) => {
-                match options.device.resolve(Err(detail.clone())) {
+                match options.device.resolve(Err(NoCuda(detail.clone()))) {
                     Ok(_) => Self::build(env, path, options, false),
                     Err(_) => Err(InferError::Device {
                         device: "cuda",
@@ -196,17 +198,17 @@ impl OrtEngine {
 
 /// Whether the loaded ONNX Runtime library has its CUDA execution provider
 /// (`Err` says why not). Call after [`environment`] has loaded the library.
-pub fn cuda_provider() -> Result<(), String> {
+pub fn cuda_provider() -> Result<(), NoCuda> {
     use ort::ep::ExecutionProvider;
     match ort::ep::CUDA::is_available() {
         Ok(true) => Ok(()),
-        Ok(false) => Err(
+        Ok(false) => Err(NoCuda(
             "this ONNX Runtime library has no CUDA execution provider (on a GPU \
              host, scripts/setup.sh installs onnxruntime-gpu; or point ORT_DYLIB_PATH at its \
              libonnxruntime.so)"
                 .into(),
-        ),
-        Err(e) => Err(e.to_string()),
+        )),
+        Err(e) => Err(NoCuda(e.to_string())),
     }
 }
 
@@ -219,7 +221,7 @@ fn with_cuda(
         device: "cuda",
         detail,
     };
-    cuda_provider().map_err(fail)?;
+    cuda_provider().map_err(|e| fail(e.0))?;
     let mut ep = ort::ep::CUDA::default()
         .with_conv_algorithm_search(match o.conv_search {
             ConvSearch::Exhaustive => ConvAlgorithmSearch::Exhaustive,

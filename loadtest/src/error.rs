@@ -2,18 +2,18 @@
 
 use std::path::PathBuf;
 
+use rir_client::ClientError;
+
 /// Errors of a load test. Each one stops the run with one clear message
 /// instead of a flood of failed requests.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// No connection could be made.
-    #[error("cannot reach the server at {url}: {reason}")]
-    Unreachable {
-        /// The address tried.
-        url: String,
-        /// Why it failed.
-        reason: String,
-    },
+    /// The server could not be reached, or a file the client needs read.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The server's REST metadata or a request as a REST body.
+    #[error(transparent)]
+    Rest(#[from] rir_client::http::RestError),
     /// The request cannot be built for this server or model (wrong model,
     /// shape, input files, options).
     #[error("{0}")]
@@ -56,30 +56,5 @@ impl LoadError {
             path: path.into(),
             source,
         }
-    }
-}
-
-/// The name gRPC gives a status code (`NOT_FOUND`, `UNAVAILABLE`, ...), as
-/// users see it in other tools.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }

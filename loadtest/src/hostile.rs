@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use rir_contract::Datatype;
+use rir_data::rng::Rng;
 use rir_proto::classify::ClassifyRequest;
 use rir_proto::inference::ModelInferRequest;
 use serde::Serialize;
@@ -152,7 +154,7 @@ impl Hostile {
                 let d = r.raw_input_contents.first_mut()?;
                 d.truncate(d.len().saturating_sub(elem));
             }
-            Hostile::WrongDatatype => t.datatype = "BYTES".into(),
+            Hostile::WrongDatatype => t.datatype = Datatype::Bytes.name().into(),
             Hostile::HugeShape => *t.shape.first_mut()? = 1 << 62,
             Hostile::NegativeDim => *t.shape.get_mut(1)? = -3,
             Hostile::UnknownInput => t.name = "no-such-input".into(),
@@ -221,11 +223,9 @@ pub struct Mix {
     calls: Vec<(Hostile, Call)>,
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+/// A stateless hash of `x`: the first output of SplitMix64 seeded with it.
+fn mix(x: u64) -> u64 {
+    Rng::new(x).next_u64()
 }
 
 impl Mix {
@@ -266,10 +266,9 @@ impl Mix {
         if i == 0 || self.calls.is_empty() {
             return None;
         }
-        let h = splitmix(i ^ self.seed.rotate_left(17));
+        let h = mix(i ^ self.seed.rotate_left(17));
         let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
-        (unit < self.fraction)
-            .then(|| &self.calls[(splitmix(h) % self.calls.len() as u64) as usize])
+        (unit < self.fraction).then(|| &self.calls[(mix(h) % self.calls.len() as u64) as usize])
     }
 }
 
@@ -292,7 +291,7 @@ impl HostileCount {
     /// None yet, of a class owed `expected`.
     pub fn owed(expected: Code) -> Self {
         HostileCount {
-            expected: crate::error::code_name(expected).to_string(),
+            expected: rir_client::error::code_name(expected).to_string(),
             ..Default::default()
         }
     }

@@ -1,20 +1,20 @@
-//! `rir-loadtest`: measure a KServe v2 / Triton gRPC server's latency and
-//! throughput, or run the benchmarks.
+//! `rir-loadtest`: measure a KServe v2 / Triton server's latency and
+//! throughput. The benchmarks live in `rir-bench`; `rir-loadtest bench`
+//! runs it, so scripts written for the one binary keep working.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use rir_loadtest::balance::Replicas;
-use rir_loadtest::bench::{self, BenchOptions, CompareOptions, ServerBenchOptions};
-use rir_loadtest::connect::{ClientAuthArgs, ConnectOptions, connect_replicas, resolve};
-use rir_loadtest::http::HttpClient;
+use rir_client::balance::Replicas;
+use rir_client::connect::{ClientAuthArgs, ConnectOptions, Target, connect_replicas, resolve};
+use rir_client::http::HttpClient;
+use rir_loadtest::load::{Arrivals, Load, RunOptions, Stability, Stop, concurrencies, seconds};
 use rir_loadtest::report::{Report, csv, table};
-use rir_loadtest::run::{Arrivals, Load, RunOptions, Stability, Stop, run};
-use rir_loadtest::soak::{Bounds, SoakOptions, soak};
+use rir_loadtest::run::run;
 use rir_loadtest::workload::{Api, InputData, InputShape, Workload, WorkloadOptions};
 
 /// How rir-loadtest reaches the server.
@@ -41,7 +41,9 @@ enum Protocol {
         that stalls shows it in the high percentiles (no coordinated omission).\n\n\
         Examples:\n  rir-loadtest -m rir-fashion-mnist -c 1..64 --plot sweep.png\n  \
         rir-loadtest -m rir-fashion-mnist --rate 500 --arrivals poisson -d 30\n  \
-        rir-loadtest --api classify --input-data images/ -b 8 -c 4",
+        rir-loadtest --api classify --input-data images/ -b 8 -c 4\n\n\
+        The benchmarks (the tool's ceiling, a comparison with perf_analyzer, rir-serve against \
+        in-process ONNX Runtime, the soak) are `rir-bench`; `rir-loadtest bench ARGS` runs it.",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -49,6 +51,18 @@ struct Cli {
     bench: Option<Command>,
     #[command(flatten)]
     test: TestArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The benchmarks: runs `rir-bench` (installed beside rir-loadtest) with
+    /// the arguments that follow (`rir-loadtest bench --help` shows its help).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// rir-bench's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -168,376 +182,121 @@ struct TestArgs {
     quiet: bool,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Benchmarks: the tool's ceiling, a comparison with perf_analyzer, rir-serve against in-process ONNX Runtime, the soak.
-    #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-#[derive(Args, Clone)]
-struct BenchCommon {
-    /// Seconds of warm-up per point.
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
-    /// Seconds measured per point.
-    #[arg(short = 'd', long, default_value_t = 10.0)]
-    duration: f64,
-    /// Concurrencies (list or doubling range).
-    #[arg(short = 'c', long, default_value = "1,8,64")]
-    concurrency: String,
-    /// No progress bars.
-    #[arg(short = 'q', long)]
-    quiet: bool,
-}
-
-#[derive(Args, Clone)]
-struct ServeArgs {
-    /// Model repository the spawned rir-serve serves.
-    #[arg(long, default_value = "models")]
-    models: PathBuf,
-    /// Model to load-test.
-    #[arg(short = 'm', long, default_value = "rir-fashion-mnist")]
-    model: String,
-    /// rir-serve binary (default: beside this one).
-    #[arg(long)]
-    serve_bin: Option<PathBuf>,
-}
-
-impl ServeArgs {
-    fn served(self) -> Result<bench::Served> {
-        Ok(bench::Served {
-            serve_bin: bench::serve_binary(self.serve_bin.as_deref())?,
-            models: self.models,
-            model: self.model,
-        })
-    }
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Requests/s the tool sustains against a server that does no work (in this process).
-    Ceiling(BenchCommon),
-    /// rir-loadtest and perf_analyzer in turn on the same rir-serve, model and load.
-    Compare {
-        #[command(flatten)]
-        serve: ServeArgs,
-        /// perf_analyzer (binary or wrapper; scripts/perf-analyzer.sh installs one from PyPI).
-        #[arg(long, default_value = "scripts/perf-analyzer.sh")]
-        perf_analyzer: PathBuf,
-        /// Milliseconds per measurement window (both tools).
-        #[arg(long, default_value_t = 5000)]
-        window_ms: u64,
-        /// Concurrencies.
-        #[arg(short = 'c', long, default_value = "1,8")]
-        concurrency: String,
-        /// No progress bars.
-        #[arg(short = 'q', long)]
-        quiet: bool,
-    },
-    /// rir-serve against in-process ONNX Runtime: latency added, throughput with batching off/on, RSS under load.
-    Server {
-        #[command(flatten)]
-        serve: ServeArgs,
-        #[command(flatten)]
-        common: BenchCommon,
-        /// ONNX Runtime intra-op threads in-process and in the server (0: its default).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Largest batch with batching on (and the in-process batch).
-        #[arg(long, default_value_t = 64)]
-        max_batch: usize,
-        /// Seconds of sustained load at the highest concurrency for the memory figure (0: skip).
-        #[arg(long, default_value_t = 300.0)]
-        soak: f64,
-        /// More rir-serve arguments, space-separated (e.g. "--ort-spin false --instances 2").
-        #[arg(long, default_value = "", allow_hyphen_values = true)]
-        server_args: String,
-    },
-    /// A long open-loop run at a share of the measured capacity with bad
-    /// requests mixed in, judged on crashes, RSS growth, p99 from interval
-    /// to interval and the bad requests' statuses (exit 1 when a bound fails).
-    #[command(
-        long_about = "Starts rir-serve, measures its capacity in closed loop, then offers a share of it \
-        in open loop (Poisson arrivals) for --duration with --bad-fraction of the requests bad (every \
-        class of rir-loadtest --bad-fraction). Prints one row per interval (req/s, p50, p99 and its \
-        change from the interval before, the bad requests, the server's RSS) and a verdict: the \
-        server stayed up and no good request failed, RSS grew less than --max-rss-growth % from the \
-        end of the first interval to the end, p99 changed by at most --max-p99-change % between \
-        consecutive intervals, and every bad request got the status it is owed. Exits 1 when any \
-        bound fails.\n\nThe issue's soak: rir-loadtest bench soak (30 minutes, 80 %, 5 % bad)."
-    )]
-    Soak {
-        #[command(flatten)]
-        serve: ServeArgs,
-        /// Seconds of the soak.
-        #[arg(short = 'd', long, default_value_t = 1800.0)]
-        duration: f64,
-        /// Seconds per interval.
-        #[arg(long, default_value_t = 60.0)]
-        interval: f64,
-        /// Seconds of load before the first interval (not measured).
-        #[arg(short = 'w', long, default_value_t = 10.0)]
-        warmup: f64,
-        /// Share of the measured capacity to offer.
-        #[arg(long, default_value_t = 0.8)]
-        load: f64,
-        /// Share of bad requests.
-        #[arg(long, default_value_t = 0.05)]
-        bad_fraction: f64,
-        /// Closed-loop concurrency of the capacity measurement.
-        #[arg(long, default_value_t = 8)]
-        capacity_concurrency: usize,
-        /// Seconds of the capacity measurement.
-        #[arg(long, default_value_t = 20.0)]
-        capacity_duration: f64,
-        /// Bound on RSS growth, %.
-        #[arg(long, default_value_t = 5.0)]
-        max_rss_growth: f64,
-        /// Bound on the change of p99 between consecutive intervals, %.
-        #[arg(long, default_value_t = 20.0)]
-        max_p99_change: f64,
-        /// More rir-serve arguments, space-separated.
-        #[arg(long, default_value = "", allow_hyphen_values = true)]
-        server_args: String,
-        /// Pin rir-serve to these CPUs (taskset list, e.g. 1 or 4-7), so that
-        /// the load generator does not take its cores.
-        #[arg(long)]
-        server_cpus: Option<String>,
-        /// Pin this process, the load generator, to these CPUs.
-        #[arg(long)]
-        client_cpus: Option<String>,
-        /// Write the figures and verdict as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// No progress bars.
-        #[arg(short = 'q', long)]
-        quiet: bool,
-    },
-}
-
-/// `1,2,4` or `1..64` (powers of two from the first to the last).
-fn parse_concurrency(s: &str) -> Result<Vec<usize>> {
-    let list: Vec<usize> = if let Some((a, b)) = s.split_once("..") {
-        let (a, b): (usize, usize) = (
-            a.trim()
-                .parse()
-                .with_context(|| format!("bad range start in {s:?}"))?,
-            b.trim()
-                .parse()
-                .with_context(|| format!("bad range end in {s:?}"))?,
-        );
-        if a == 0 || b < a {
-            bail!("the range {s:?} must go up from at least 1");
-        }
-        std::iter::successors(Some(a), |x| Some(x * 2))
-            .take_while(|x| *x <= b)
-            .collect()
-    } else {
-        s.split(',')
-            .map(|v| {
-                v.trim()
-                    .parse::<usize>()
-                    .with_context(|| format!("bad concurrency {v:?} in {s:?}"))
-            })
-            .collect::<Result<_>>()?
-    };
-    if list.is_empty() || list.contains(&0) {
-        bail!("concurrency values must be at least 1: {s:?}");
-    }
-    Ok(list)
-}
-
-fn secs(v: f64, what: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(v)
-        .map_err(|_| anyhow::anyhow!("{what} must be a non-negative number of seconds, not {v}"))
-}
-
 fn main() -> ExitCode {
-    rir_cli::main("info,ort=warn", || {
+    rir_process::main("info,ort=warn", || {
         let cli = Cli::parse();
-        rir_cli::block_on(async move {
-            match cli.bench {
-                Some(Command::Bench(b)) => run_bench(b).await,
-                None => load_test(cli.test).await,
-            }
-        })?
+        match cli.bench {
+            Some(Command::Bench { args }) => bench(&args),
+            None => rir_process::block_on(load_test(cli.test))?,
+        }
     })
 }
 
-fn bench_options(c: &BenchCommon) -> Result<BenchOptions> {
-    Ok(BenchOptions {
-        warmup: secs(c.warmup, "--warmup")?,
-        duration: secs(c.duration, "--duration")?,
-        concurrency: parse_concurrency(&c.concurrency)?,
-        progress: !c.quiet,
-    })
+/// Runs `rir-bench` beside this executable (else on PATH) with `args`, and
+/// exits as it does.
+fn bench(args: &[String]) -> Result<ExitCode> {
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|me| me.with_file_name("rir-bench"))
+        .filter(|p| p.exists());
+    let bin = beside.unwrap_or_else(|| PathBuf::from("rir-bench"));
+    let status = std::process::Command::new(&bin)
+        .args(args)
+        .status()
+        .with_context(|| {
+            format!(
+                "running {}: build it beside rir-loadtest (cargo build -p rir-bench)",
+                bin.display()
+            )
+        })?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
 }
 
-async fn run_bench(b: BenchCommand) -> Result<ExitCode> {
-    let text = match b {
-        BenchCommand::Soak {
-            serve,
-            duration,
-            interval,
-            warmup,
-            load,
-            bad_fraction,
-            capacity_concurrency,
-            capacity_duration,
-            max_rss_growth,
-            max_p99_change,
-            server_args,
-            server_cpus,
-            client_cpus,
-            json,
-            quiet,
-        } => {
-            if !(load > 0.0 && load.is_finite()) {
-                bail!("--load is a positive share of the capacity, not {load}");
-            }
-            if interval <= 0.0 || duration < 2.0 * interval {
-                bail!("--duration must hold at least two --interval (positive) to compare");
-            }
-            let o = SoakOptions {
-                served: serve.served()?,
-                server_args: server_args.split_whitespace().map(String::from).collect(),
-                server_cpus,
-                client_cpus,
-                capacity_concurrency,
-                capacity_duration: secs(capacity_duration, "--capacity-duration")?,
-                load,
-                bad_fraction,
-                duration: secs(duration, "--duration")?,
-                interval: secs(interval, "--interval")?,
-                warmup: secs(warmup, "--warmup")?,
-                bounds: Bounds {
-                    rss_growth_pct: max_rss_growth,
-                    p99_change_pct: max_p99_change,
-                },
-                progress: !quiet,
-            };
-            let s = soak(&o).await?;
-            print!("{}", s.render(&o));
-            if let Some(p) = &json {
-                std::fs::write(p, serde_json::to_string_pretty(&s)?)
-                    .with_context(|| format!("writing {}", p.display()))?;
-            }
-            return Ok(if s.verdict.passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
-        }
-        BenchCommand::Ceiling(c) => bench::ceiling(&bench_options(&c)?).await?,
-        BenchCommand::Compare {
-            serve,
-            perf_analyzer,
-            window_ms,
-            concurrency,
-            quiet,
-        } => {
-            bench::compare(&CompareOptions {
-                served: serve.served()?,
-                perf_analyzer,
-                window: Duration::from_millis(window_ms),
-                concurrency: parse_concurrency(&concurrency)?,
-                progress: !quiet,
-            })
-            .await?
-        }
-        BenchCommand::Server {
-            serve,
-            common,
-            threads,
-            max_batch,
-            soak,
-            server_args,
-        } => {
-            bench::server(&ServerBenchOptions {
-                served: serve.served()?,
-                threads,
-                max_batch,
-                soak: secs(soak, "--soak")?,
-                server_args: server_args.split_whitespace().map(String::from).collect(),
-                common: bench_options(&common)?,
-            })
-            .await?
-        }
-    };
-    print!("{text}");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn load_test(a: TestArgs) -> Result<ExitCode> {
-    let loads: Vec<Load> = match a.rate {
+/// The loads to run: one open-loop rate, or the closed-loop concurrencies.
+fn loads(a: &TestArgs) -> Result<Vec<Load>> {
+    Ok(match a.rate {
         Some(rate) => vec![Load::Open {
             rate,
             arrivals: a.arrivals,
         }],
-        None => parse_concurrency(&a.concurrency)?
+        None => concurrencies(&a.concurrency)?
             .into_iter()
             .map(|concurrency| Load::Closed { concurrency })
             .collect(),
-    };
+    })
+}
+
+/// How each run goes: warm-up, the stop, stability windows, intervals.
+fn run_options(a: &TestArgs) -> Result<RunOptions> {
     let stop = match a.requests {
         Some(0) => bail!("--requests must be at least 1"),
         Some(n) => Stop::Requests(n),
-        None => Stop::Duration(secs(a.duration, "--duration")?),
+        None => Stop::Duration(seconds(a.duration, "--duration")?),
     };
     let stability = match a.stability {
         Some(p) if !(p > 0.0 && p.is_finite()) => {
             bail!("--stability is a positive percentage, not {p}")
         }
         Some(p) => Some(Stability {
-            window: secs(a.window, "--window")?,
+            window: seconds(a.window, "--window")?,
             tolerance: p / 100.0,
             max_windows: a.max_windows.max(3),
         }),
         None => None,
     };
-    let input = if a.input_data == "random" {
-        InputData::Random
-    } else {
-        InputData::Dir(PathBuf::from(&a.input_data))
+    let interval = match a.interval {
+        Some(v) if v <= 0.0 => bail!("--interval must be a positive number of seconds"),
+        Some(v) => Some(seconds(v, "--interval")?),
+        None => None,
     };
-    let timeout = secs(a.timeout, "--timeout")?;
-    let options = WorkloadOptions {
+    Ok(RunOptions {
+        warmup: seconds(a.warmup, "--warmup")?,
+        stop,
+        stability,
+        interval,
+        max_in_flight: a.max_in_flight,
+        seed: a.seed,
+        progress: !a.quiet,
+    })
+}
+
+/// What every request sends.
+fn workload_options(a: &TestArgs) -> Result<WorkloadOptions> {
+    let timeout = seconds(a.timeout, "--timeout")?;
+    Ok(WorkloadOptions {
         api: a.api,
         model: a.model.clone(),
         version: a.model_version.clone(),
         batch: a.batch,
-        input,
+        input: match a.input_data.as_str() {
+            "random" => InputData::Random,
+            dir => InputData::Dir(PathBuf::from(dir)),
+        },
         seed: a.seed,
         top_k: a.top_k,
         timeout: (!timeout.is_zero()).then_some(timeout),
         shapes: a.shape.clone(),
         json_tensors: a.json_tensors,
-    };
-    let default_url = match a.protocol {
-        Protocol::Grpc => "127.0.0.1:8001",
-        Protocol::Http => "127.0.0.1:8000",
-    };
-    let urls = if a.url.is_empty() {
-        vec![default_url.to_string()]
-    } else {
-        a.url.clone()
-    };
-    let targets = resolve(&urls).await?;
+    })
+}
+
+/// The workload over every replica, by the protocol asked for, with the
+/// bad requests mixed in.
+async fn workload(a: &TestArgs, targets: &[Target]) -> Result<Workload> {
+    let options = workload_options(a)?;
     let workload = match a.protocol {
         Protocol::Grpc => {
-            let replicas = connect_replicas(
-                &a.auth.apply(ConnectOptions {
-                    url: String::new(),
-                    tls: a.tls,
-                    tls_domain: a.tls_domain.clone(),
-                    connections: a.connections,
-                    connect_timeout: Duration::from_secs(5),
-                    ..Default::default()
-                }),
-                &targets,
-            )
-            .await?;
+            let connect = a.auth.apply(ConnectOptions {
+                url: String::new(),
+                tls: a.tls,
+                tls_domain: a.tls_domain.clone(),
+                connections: a.connections,
+                connect_timeout: Duration::from_secs(5),
+                ..Default::default()
+            });
+            let replicas = connect_replicas(&connect, targets).await?;
             Workload::prepare_replicas(replicas, &options).await?
         }
         Protocol::Http => {
@@ -551,49 +310,53 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
             Workload::prepare_http_replicas(Replicas::new(members), &options).await?
         }
     };
-    if targets.len() > 1 {
-        tracing::info!(
-            "{} replicas: {}",
-            targets.len(),
-            workload.replicas().join(", ")
-        );
+    Ok(match a.bad_fraction {
+        f if f > 0.0 => workload.with_bad_fraction(f, a.seed).await?,
+        _ => workload,
+    })
+}
+
+/// Writes the reports where `--json`, `--csv` and `--plot` ask.
+fn write_outputs(a: &TestArgs, title: &str, reports: &[Report]) -> Result<()> {
+    let write = |p: &Path, text: String| {
+        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
+    };
+    if let Some(p) = &a.json {
+        write(p, serde_json::to_string_pretty(reports)?)?;
     }
-    let workload = if a.bad_fraction > 0.0 {
-        workload.with_bad_fraction(a.bad_fraction, a.seed).await?
-    } else {
-        workload
+    if let Some(p) = &a.csv {
+        write(p, csv(reports))?;
+    }
+    if let Some(p) = &a.plot {
+        rir_loadtest::plot::sweep(p, title, reports)?;
+    }
+    Ok(())
+}
+
+async fn load_test(a: TestArgs) -> Result<ExitCode> {
+    let loads = loads(&a)?;
+    let options = run_options(&a)?;
+    let default_url = match a.protocol {
+        Protocol::Grpc => "127.0.0.1:8001",
+        Protocol::Http => "127.0.0.1:8000",
     };
-    let workload = Arc::new(workload);
-    let interval = match a.interval {
-        Some(v) if v <= 0.0 => bail!("--interval must be a positive number of seconds"),
-        Some(v) => Some(secs(v, "--interval")?),
-        None => None,
+    let urls = match a.url.is_empty() {
+        true => vec![default_url.to_string()],
+        false => a.url.clone(),
     };
-    let options = RunOptions {
-        warmup: secs(a.warmup, "--warmup")?,
-        stop,
-        stability,
-        interval,
-        max_in_flight: a.max_in_flight,
-        seed: a.seed,
-        progress: !a.quiet,
-    };
+    let targets = resolve(&urls).await?;
+    let workload = Arc::new(workload(&a, &targets).await?);
+    if targets.len() > 1 {
+        let names = workload.replicas().join(", ");
+        tracing::info!("{} replicas: {names}", targets.len());
+    }
     let mut reports: Vec<Report> = Vec::new();
     for load in loads {
         reports.push(run(workload.clone(), load, &options).await?.report);
     }
     println!("{}\n", workload.description);
     print!("{}", table(&reports));
-    if let Some(p) = &a.json {
-        let text = serde_json::to_string_pretty(&reports)?;
-        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &a.csv {
-        std::fs::write(p, csv(&reports)).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &a.plot {
-        rir_loadtest::plot::sweep(p, &workload.description, &reports)?;
-    }
+    write_outputs(&a, &workload.description, &reports)?;
     let mismatched: u64 = reports.iter().map(Report::bad_mismatched).sum();
     if mismatched > 0 {
         eprintln!(

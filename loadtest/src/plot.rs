@@ -11,7 +11,7 @@ use crate::report::Report;
 
 /// Draws `reports` to `path`: SVG when it ends in `.svg`, else PNG.
 pub fn sweep(path: &Path, title: &str, reports: &[Report]) -> Result<(), LoadError> {
-    if !rir_cli::font::register_sans_serif() {
+    if !rir_process::font::register_sans_serif() {
         return Err(LoadError::Plot(
             path.to_path_buf(),
             "plotters refused the embedded font".into(),
@@ -21,20 +21,21 @@ pub fn sweep(path: &Path, title: &str, reports: &[Report]) -> Result<(), LoadErr
     let svg = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    let r = if svg {
+    if svg {
         draw(
             SVGBackend::new(path, size).into_drawing_area(),
             title,
             reports,
+            path,
         )
     } else {
         draw(
             BitMapBackend::new(path, size).into_drawing_area(),
             title,
             reports,
+            path,
         )
-    };
-    r.map_err(|e| LoadError::Plot(path.to_path_buf(), e))
+    }
 }
 
 /// A plotted percentile: its name, how to read it from a report, its color.
@@ -44,8 +45,10 @@ fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
     reports: &[Report],
-) -> Result<(), String> {
-    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+    path: &Path,
+) -> Result<(), LoadError> {
+    let e =
+        |x: DrawingAreaErrorKind<DB::ErrorType>| LoadError::Plot(path.to_path_buf(), x.to_string());
     root.fill(&WHITE).map_err(e)?;
     let x_max = reports
         .iter()

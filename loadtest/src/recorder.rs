@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::balance::Tally;
-use crate::error::code_name;
 use crate::hostile::HostileCount;
 use crate::workload::Sent;
+use rir_client::balance::Tally;
+use rir_client::error::code_name;
 
 /// Highest latency the histogram holds, microseconds (one hour); longer
 /// ones are clamped to it.

@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::balance::{ReplicaCount, replica_table};
 use crate::hostile::HostileCount;
+use crate::load::Load;
 use crate::recorder::Recorder;
-use crate::run::Load;
+use rir_client::balance::{ReplicaCount, replica_table};
 
 /// Latency summary of the successful requests, milliseconds.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -241,59 +241,71 @@ pub fn table(reports: &[Report]) -> String {
         line(&mut out, &r.iter().map(String::as_str).collect::<Vec<_>>());
     }
     for r in reports {
-        for (code, msg) in &r.error_messages {
-            let _ = writeln!(out, "{}: {code}: {msg}", r.load);
-        }
-        if r.late_sends > 0 {
-            let _ = writeln!(
-                out,
-                "{}: {} requests left more than 1 ms after their intended time (client or in-flight limit saturated); their latency counts from the intended time",
-                r.load, r.late_sends
-            );
-        }
-        if r.stable == Some(false) {
-            let _ = writeln!(out, "{}: not stable after {} windows", r.load, r.windows);
-        }
-        if r.retried > 0 {
-            let _ = writeln!(
-                out,
-                "{}: {} requests got no answer from a replica and were sent to another",
-                r.load, r.retried
-            );
-        }
-        if !r.replicas.is_empty() {
-            let _ = write!(
-                out,
-                "{}: per replica\n{}",
-                r.load,
-                replica_table(&r.replicas)
-            );
-        }
-        if !r.bad_requests.is_empty() {
-            let _ = writeln!(
-                out,
-                "{}: {} bad requests, {} answered with the status they are owed",
-                r.load,
-                r.bad_sent(),
-                r.bad_sent() - r.bad_mismatched()
-            );
-            for (class, c) in &r.bad_requests {
-                let _ = write!(
-                    out,
-                    "  {class:<16} {:>7} sent  {:>7} {}",
-                    c.sent, c.as_expected, c.expected
-                );
-                for (code, n) in &c.otherwise {
-                    let _ = write!(out, "  {n} {code} (owed {})", c.expected);
-                }
-                if let Some(m) = &c.message {
-                    let _ = write!(out, ": {m}");
-                }
-                out.push('\n');
-            }
-        }
+        notes(&mut out, r);
+        bad_requests(&mut out, r);
     }
     out
+}
+
+/// What a report's row cannot show: failures with their first message,
+/// late sends, an unstable measurement, retries and the replicas.
+fn notes(out: &mut String, r: &Report) {
+    for (code, msg) in &r.error_messages {
+        let _ = writeln!(out, "{}: {code}: {msg}", r.load);
+    }
+    if r.late_sends > 0 {
+        let _ = writeln!(
+            out,
+            "{}: {} requests left more than 1 ms after their intended time (client or in-flight limit saturated); their latency counts from the intended time",
+            r.load, r.late_sends
+        );
+    }
+    if r.stable == Some(false) {
+        let _ = writeln!(out, "{}: not stable after {} windows", r.load, r.windows);
+    }
+    if r.retried > 0 {
+        let _ = writeln!(
+            out,
+            "{}: {} requests got no answer from a replica and were sent to another",
+            r.load, r.retried
+        );
+    }
+    if !r.replicas.is_empty() {
+        let _ = write!(
+            out,
+            "{}: per replica\n{}",
+            r.load,
+            replica_table(&r.replicas)
+        );
+    }
+}
+
+/// The bad requests of a report, by class, against the status each is owed.
+fn bad_requests(out: &mut String, r: &Report) {
+    if r.bad_requests.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{}: {} bad requests, {} answered with the status they are owed",
+        r.load,
+        r.bad_sent(),
+        r.bad_sent() - r.bad_mismatched()
+    );
+    for (class, c) in &r.bad_requests {
+        let _ = write!(
+            out,
+            "  {class:<16} {:>7} sent  {:>7} {}",
+            c.sent, c.as_expected, c.expected
+        );
+        for (code, n) in &c.otherwise {
+            let _ = write!(out, "  {n} {code} (owed {})", c.expected);
+        }
+        if let Some(m) = &c.message {
+            let _ = write!(out, ": {m}");
+        }
+        out.push('\n');
+    }
 }
 
 /// Each report's intervals, then the report itself.

@@ -14,12 +14,14 @@ use rir_proto::inference::model_infer_request::InferInputTensor;
 use rir_proto::inference::model_metadata_response::TensorMetadata;
 use rir_proto::inference::{ModelInferRequest, ModelMetadataRequest, ServerLiveRequest};
 
+use rir_contract::Datatype;
+
 use crate::LoadError;
-use crate::balance::{Replicas, Routed};
-use crate::connect::{Chan, classify_client, kserve_client};
-use crate::error::code_name;
 use crate::hostile::{Call, Hostile, Mix};
-use crate::http::{self, HttpClient, Post};
+use rir_client::balance::{Replicas, Routed};
+use rir_client::connect::{Chan, classify_client, kserve_client};
+use rir_client::error::code_name;
+use rir_client::http::{self, HttpClient, Post};
 
 /// Which RPC to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -80,13 +82,16 @@ pub struct InputShape {
     pub datatype: Option<String>,
 }
 
-impl std::str::FromStr for InputShape {
-    type Err = String;
+/// A `--shape` that is not `NAME:DIMS[:DATATYPE]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--shape {0:?}: expected NAME:DIMS[:DATATYPE], e.g. image:1,28,28 or x:4:FP32")]
+pub struct BadShape(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("--shape {s:?}: expected NAME:DIMS[:DATATYPE], e.g. image:1,28,28 or x:4:FP32")
-        };
+impl std::str::FromStr for InputShape {
+    type Err = BadShape;
+
+    fn from_str(s: &str) -> Result<Self, BadShape> {
+        let bad = || BadShape(s.to_string());
         let mut parts = s.split(':');
         let name = parts.next().filter(|n| !n.is_empty()).ok_or_else(bad)?;
         let dims = parts
@@ -122,7 +127,10 @@ fn with_shapes(mut inputs: Vec<TensorMetadata>, shapes: &[InputShape]) -> Vec<Te
             }
             None => inputs.push(TensorMetadata {
                 name: s.name.clone(),
-                datatype: s.datatype.clone().unwrap_or_else(|| "FP32".into()),
+                datatype: s
+                    .datatype
+                    .clone()
+                    .unwrap_or_else(|| Datatype::Fp32.name().into()),
                 shape,
             }),
         }
@@ -297,60 +305,8 @@ impl Workload {
         }
         let client = &replicas.members()[0].client;
         let (posts, description) = match o.api {
-            Api::Infer => {
-                let meta = client
-                    .get_json(&http::model_path(&o.model, &o.version))
-                    .await
-                    .map_err(|s| model_error(o, &s))?;
-                let inputs = http::inputs_of(&meta).map_err(LoadError::Setup)?;
-                let inputs = with_shapes(inputs, &o.shapes);
-                let posts: Vec<Post> = infer_requests(o, &inputs)?
-                    .iter()
-                    .map(|r| http::infer_post(r, o.json_tensors))
-                    .collect::<Result<_, _>>()
-                    .map_err(LoadError::Setup)?;
-                let description = format!(
-                    "REST infer {}{} batch {} ({}; {} tensors)",
-                    o.model,
-                    version_suffix(&o.version),
-                    o.batch,
-                    describe_inputs(&inputs),
-                    if o.json_tensors { "JSON" } else { "binary" }
-                );
-                (posts, description)
-            }
-            Api::Classify => {
-                if o.batch != 1 {
-                    return Err(LoadError::Setup(
-                        "REST classify takes one image per request: use -b 1 (or -i grpc)".into(),
-                    ));
-                }
-                if o.model.is_empty() {
-                    return Err(LoadError::Setup(
-                        "REST classify needs a model name (-m)".into(),
-                    ));
-                }
-                let path = format!(
-                    "{}/classify?top_k={}",
-                    http::model_path(&o.model, &o.version),
-                    o.top_k
-                );
-                let posts: Vec<Post> = classify_requests(o)?
-                    .into_iter()
-                    .map(|r| Post {
-                        path: path.clone(),
-                        header_length: None,
-                        body: r.images.into_iter().next().unwrap_or_default().into(),
-                    })
-                    .collect();
-                let description = format!(
-                    "REST classify {}{} ({} images)",
-                    o.model,
-                    version_suffix(&o.version),
-                    posts.len()
-                );
-                (posts, description)
-            }
+            Api::Infer => rest_infer_posts(client, o).await?,
+            Api::Classify => rest_classify_posts(o)?,
         };
         Workload {
             requests: Requests::Http(replicas, posts.into()),
@@ -504,6 +460,66 @@ impl Workload {
 }
 
 /// `name DATATYPE [shape]` of each input, for the workload's description.
+/// The REST inference bodies of the workload, and its description: the
+/// model's inputs from its REST metadata, with the `--shape` overrides.
+async fn rest_infer_posts(
+    client: &HttpClient,
+    o: &WorkloadOptions,
+) -> Result<(Vec<Post>, String), LoadError> {
+    let meta = client
+        .get_json(&http::model_path(&o.model, &o.version))
+        .await
+        .map_err(|s| model_error(o, &s))?;
+    let inputs = with_shapes(http::inputs_of(&meta)?, &o.shapes);
+    let posts: Vec<Post> = infer_requests(o, &inputs)?
+        .iter()
+        .map(|r| http::infer_post(r, o.json_tensors))
+        .collect::<Result<_, _>>()?;
+    let description = format!(
+        "REST infer {}{} batch {} ({}; {} tensors)",
+        o.model,
+        version_suffix(&o.version),
+        o.batch,
+        describe_inputs(&inputs),
+        if o.json_tensors { "JSON" } else { "binary" }
+    );
+    Ok((posts, description))
+}
+
+/// The REST classification bodies (one image each) and their description.
+fn rest_classify_posts(o: &WorkloadOptions) -> Result<(Vec<Post>, String), LoadError> {
+    if o.batch != 1 {
+        return Err(LoadError::Setup(
+            "REST classify takes one image per request: use -b 1 (or -i grpc)".into(),
+        ));
+    }
+    if o.model.is_empty() {
+        return Err(LoadError::Setup(
+            "REST classify needs a model name (-m)".into(),
+        ));
+    }
+    let path = format!(
+        "{}/classify?top_k={}",
+        http::model_path(&o.model, &o.version),
+        o.top_k
+    );
+    let posts: Vec<Post> = classify_requests(o)?
+        .into_iter()
+        .map(|r| Post {
+            path: path.clone(),
+            header_length: None,
+            body: r.images.into_iter().next().unwrap_or_default().into(),
+        })
+        .collect();
+    let description = format!(
+        "REST classify {}{} ({} images)",
+        o.model,
+        version_suffix(&o.version),
+        posts.len()
+    );
+    Ok((posts, description))
+}
+
 fn describe_inputs(inputs: &[TensorMetadata]) -> String {
     inputs
         .iter()
@@ -558,14 +574,8 @@ fn model_error(o: &WorkloadOptions, s: &tonic::Status) -> LoadError {
 }
 
 /// Bytes per element of a KServe datatype; `None` for BYTES and unknown ones.
-pub fn element_size(datatype: &str) -> Option<usize> {
-    Some(match datatype {
-        "BOOL" | "UINT8" | "INT8" => 1,
-        "UINT16" | "INT16" | "FP16" | "BF16" => 2,
-        "UINT32" | "INT32" | "FP32" => 4,
-        "UINT64" | "INT64" | "FP64" => 8,
-        _ => return None,
-    })
+fn element_size(datatype: &str) -> Option<usize> {
+    Datatype::from_name(datatype).and_then(Datatype::size)
 }
 
 /// The shape of one request's tensor: a leading -1 (the batch dimension)
@@ -591,25 +601,27 @@ fn request_shape(t: &TensorMetadata, batch: usize) -> Result<Vec<i64>, LoadError
     Ok(shape)
 }
 
+/// `elements` random values of `datatype` as raw little-endian bytes.
 fn random_tensor(
     datatype: &str,
     elements: usize,
     rng: &mut fastrand::Rng,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, LoadError> {
     let mut out = Vec::with_capacity(elements * element_size(datatype).unwrap_or(1));
+    let d = Datatype::from_name(datatype);
     for _ in 0..elements {
-        match datatype {
-            "FP32" => out.extend_from_slice(&rng.f32().to_le_bytes()),
-            "FP64" => out.extend_from_slice(&rng.f64().to_le_bytes()),
-            "UINT8" => out.push(rng.u8(..)),
-            "INT8" => out.push(rng.u8(0..100)),
-            "BOOL" => out.push(rng.u8(0..2)),
-            "INT32" => out.extend_from_slice(&rng.i32(0..10).to_le_bytes()),
-            "INT64" => out.extend_from_slice(&rng.i64(0..10).to_le_bytes()),
-            other => {
-                return Err(format!(
-                    "random data for {other} inputs is not supported; give raw tensor files with --input-data DIR"
-                ));
+        match d {
+            Some(Datatype::Fp32) => out.extend_from_slice(&rng.f32().to_le_bytes()),
+            Some(Datatype::Fp64) => out.extend_from_slice(&rng.f64().to_le_bytes()),
+            Some(Datatype::Uint8) => out.push(rng.u8(..)),
+            Some(Datatype::Int8) => out.push(rng.u8(0..100)),
+            Some(Datatype::Bool) => out.push(rng.u8(0..2)),
+            Some(Datatype::Int32) => out.extend_from_slice(&rng.i32(0..10).to_le_bytes()),
+            Some(Datatype::Int64) => out.extend_from_slice(&rng.i64(0..10).to_le_bytes()),
+            _ => {
+                return Err(LoadError::Setup(format!(
+                    "random data for {datatype} inputs is not supported; give raw tensor files with --input-data DIR"
+                )));
             }
         }
     }
@@ -647,86 +659,100 @@ fn infer_requests(
         raw_input_contents: raw,
         ..Default::default()
     };
-    match &o.input {
-        InputData::Random => {
-            let mut rng = fastrand::Rng::with_seed(o.seed);
-            (0..RANDOM_VARIANTS)
-                .map(|_| {
-                    let raw = inputs
-                        .iter()
-                        .zip(&shapes)
-                        .map(|(t, s)| {
-                            random_tensor(&t.datatype, s.iter().product::<i64>() as usize, &mut rng)
-                                .map_err(LoadError::Setup)
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok(request(raw))
+    let contents = match &o.input {
+        InputData::Random => random_contents(inputs, &shapes, o.seed)?,
+        InputData::Dir(dir) => file_contents(o, dir, inputs, &shapes[0])?,
+    };
+    Ok(contents.into_iter().map(request).collect())
+}
+
+/// [`RANDOM_VARIANTS`] sets of random raw contents, one tensor per input.
+fn random_contents(
+    inputs: &[TensorMetadata],
+    shapes: &[Vec<i64>],
+    seed: u64,
+) -> Result<Vec<Vec<Vec<u8>>>, LoadError> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..RANDOM_VARIANTS)
+        .map(|_| {
+            inputs
+                .iter()
+                .zip(shapes)
+                .map(|(t, s)| {
+                    random_tensor(&t.datatype, s.iter().product::<i64>() as usize, &mut rng)
                 })
                 .collect()
-        }
-        InputData::Dir(dir) => {
-            let files = list_files(dir)?;
-            if files.iter().any(|f| is_image(f)) {
-                return Err(LoadError::Setup(format!(
-                    "{} holds images; ModelInfer takes tensors: use --api classify for images, or give raw tensor files",
-                    dir.display()
-                )));
-            }
-            let [t] = inputs else {
-                return Err(LoadError::Setup(format!(
-                    "model `{}` has {} inputs; raw tensor files work for single-input models (use random data)",
-                    o.model,
-                    inputs.len()
-                )));
-            };
-            let elem = element_size(&t.datatype).ok_or_else(|| {
-                LoadError::Setup(format!(
-                    "input `{}` is {}, which raw files cannot fill",
-                    t.name, t.datatype
-                ))
-            })?;
-            let batch_bytes = shapes[0].iter().product::<i64>() as usize * elem;
-            let item_bytes = batch_bytes / o.batch;
-            let data = files
-                .iter()
-                .map(|f| std::fs::read(f).map_err(|e| LoadError::io(f, e)))
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Some((f, d)) = files
-                .iter()
-                .zip(&data)
-                .find(|(_, d)| d.len() != item_bytes && d.len() != batch_bytes)
-            {
-                return Err(LoadError::Setup(format!(
-                    "{} has {} bytes; input `{}` ({} {:?}) needs {item_bytes} bytes per item{}",
-                    f.display(),
-                    d.len(),
-                    t.name,
-                    t.datatype,
-                    t.shape,
-                    if o.batch > 1 {
-                        format!(" or {batch_bytes} for a batch of {}", o.batch)
-                    } else {
-                        String::new()
-                    }
-                )));
-            }
-            // Whole-batch files are requests as they are; single items are
-            // taken `batch` at a time, cycling, as many requests as files.
-            let items: Vec<&Vec<u8>> = data.iter().filter(|d| d.len() == item_bytes).collect();
-            let mut out: Vec<ModelInferRequest> = data
-                .iter()
-                .filter(|d| d.len() == batch_bytes && o.batch > 1)
-                .map(|d| request(vec![d.clone()]))
-                .collect();
-            for k in 0..items.len() {
-                let raw = (0..o.batch)
-                    .flat_map(|j| items[(k * o.batch + j) % items.len()].iter().copied())
-                    .collect();
-                out.push(request(vec![raw]));
-            }
-            Ok(out)
-        }
+        })
+        .collect()
+}
+
+/// The raw contents of the single input from the files in `dir`: a file
+/// of a whole batch is one request as it is; single items are taken
+/// `batch` at a time, cycling, as many requests as files.
+fn file_contents(
+    o: &WorkloadOptions,
+    dir: &Path,
+    inputs: &[TensorMetadata],
+    shape: &[i64],
+) -> Result<Vec<Vec<Vec<u8>>>, LoadError> {
+    let files = list_files(dir)?;
+    if files.iter().any(|f| is_image(f)) {
+        return Err(LoadError::Setup(format!(
+            "{} holds images; ModelInfer takes tensors: use --api classify for images, or give raw tensor files",
+            dir.display()
+        )));
     }
+    let [t] = inputs else {
+        return Err(LoadError::Setup(format!(
+            "model `{}` has {} inputs; raw tensor files work for single-input models (use random data)",
+            o.model,
+            inputs.len()
+        )));
+    };
+    let elem = element_size(&t.datatype).ok_or_else(|| {
+        LoadError::Setup(format!(
+            "input `{}` is {}, which raw files cannot fill",
+            t.name, t.datatype
+        ))
+    })?;
+    let batch_bytes = shape.iter().product::<i64>() as usize * elem;
+    let item_bytes = batch_bytes / o.batch;
+    let data = files
+        .iter()
+        .map(|f| std::fs::read(f).map_err(|e| LoadError::io(f, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some((f, d)) = files
+        .iter()
+        .zip(&data)
+        .find(|(_, d)| d.len() != item_bytes && d.len() != batch_bytes)
+    {
+        return Err(LoadError::Setup(format!(
+            "{} has {} bytes; input `{}` ({} {:?}) needs {item_bytes} bytes per item{}",
+            f.display(),
+            d.len(),
+            t.name,
+            t.datatype,
+            t.shape,
+            if o.batch > 1 {
+                format!(" or {batch_bytes} for a batch of {}", o.batch)
+            } else {
+                String::new()
+            }
+        )));
+    }
+    let items: Vec<&Vec<u8>> = data.iter().filter(|d| d.len() == item_bytes).collect();
+    let mut out: Vec<Vec<Vec<u8>>> = data
+        .iter()
+        .filter(|d| d.len() == batch_bytes && o.batch > 1)
+        .map(|d| vec![d.clone()])
+        .collect();
+    for k in 0..items.len() {
+        let raw = (0..o.batch)
+            .flat_map(|j| items[(k * o.batch + j) % items.len()].iter().copied())
+            .collect();
+        out.push(vec![raw]);
+    }
+    Ok(out)
 }
 
 fn classify_requests(o: &WorkloadOptions) -> Result<Vec<ClassifyRequest>, LoadError> {

@@ -1,20 +1,19 @@
-//! The load tester against a real rir-serve (in this process, over loopback)
-//! and as a command-line tool: every input source, TLS and token, and the
-//! clear errors of bad use.
-
-#[path = "../../server/tests/common/mod.rs"]
-mod common;
+//! The load tester against a real rir-serve (started through the server's
+//! own entry, over loopback) and as a command-line tool: every input
+//! source, TLS and token, and the clear errors of bad use.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Options, png, start};
+use rir_bench::stub::{Script, StubServer};
+use rir_client::connect::{ConnectOptions, connect};
 use rir_loadtest::LoadError;
-use rir_loadtest::connect::{ConnectOptions, connect};
-use rir_loadtest::run::{Load, RunOptions, Stop, run};
-use rir_loadtest::stub::{Script, StubServer};
+use rir_loadtest::load::{Load, RunOptions, Stop};
+use rir_loadtest::run::run;
 use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
+use rir_testkit::images::png;
+use rir_testkit::server::TestServer;
 
 fn options(api: Api, model: &str, batch: usize, input: InputData) -> WorkloadOptions {
     WorkloadOptions {
@@ -68,7 +67,7 @@ fn write_files(dir: &Path, files: &[(&str, Vec<u8>)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drives_rir_serve_with_random_tensors_raw_files_and_images() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let c = plain(&s.url);
     let tmp = tempfile::tempdir().unwrap();
 
@@ -160,11 +159,20 @@ async fn drives_rir_serve_with_random_tensors_raw_files_and_images() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_bearer_token() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path, _) = common::self_signed(dir.path());
-    let mut o = Options::default();
-    o.transport.tls = Some((cert_path.clone(), key_path));
-    o.transport.auth_token = Some("s3cret".into());
-    let s = start(None, o).await;
+    let (cert_path, key_path, _) = rir_testkit::tls::self_signed(dir.path());
+    let (cert, key) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    let flags = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--auth-token",
+        "s3cret",
+    ];
+    let s = TestServer::start(None, &flags).await;
     let mut c = ConnectOptions {
         url: s.url.trim_start_matches("http://").into(),
         tls: true,
@@ -301,94 +309,9 @@ async fn command_line_bad_use_is_one_clear_error_and_exit_1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_served_default_model_scores_what_the_trainer_measured() {
-    // The shipped model, served from models/, on the full Fashion-MNIST test
-    // split (Debian's dataset-fashion-mnist, installed by scripts/setup.sh).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let s = start(Some(&root), Options::default()).await;
-    let file = s.model_path("rir-fashion-mnist");
-    let trained = rir_infer::ModelInfo::read(&file)
-        .unwrap()
-        .metadata_json("rir.metrics")
-        .and_then(|m| m["last"]["test_acc"].as_f64())
-        .expect("the default model records the trainer's accuracy");
-    let data = rir_data::load(
-        rir_data::Source::FashionMnist,
-        &rir_data::Source::FashionMnist.default_dir(),
-    )
-    .expect("Fashion-MNIST (apt install dataset-fashion-mnist; scripts/setup.sh does)");
-    let chans = connect(&plain(&s.url)).await.unwrap();
-    let replicas = rir_loadtest::balance::Replicas::new(vec![(s.url.clone(), chans[0].clone())]);
-    let acc = rir_loadtest::accuracy::evaluate(
-        &replicas,
-        "rir-fashion-mnist",
-        &data.test,
-        [1, 28, 28],
-        64,
-        &mut Default::default(),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    assert_eq!(acc.total, 10_000);
-    assert_eq!(
-        acc.correct,
-        (trained * 10_000.0).round() as usize,
-        "trainer recorded {trained}"
-    );
-    s.shutdown().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nvidia_perf_analyzer_measures_rir_serve_unchanged() {
-    // perf_analyzer reads ModelMetadata, ModelConfig and ModelStatistics
-    // (it aborts when the compute counts in the statistics differ) and
-    // drives ModelInfer, over gRPC and over HTTP (binary tensors, its
-    // default there). scripts/perf-analyzer.sh installs it from PyPI.
-    let s = start(None, Options::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/perf-analyzer.sh");
-    for (protocol, url) in [("grpc", &s.url), ("http", &s.http_url)] {
-        let csv = dir.path().join(format!("pa-{protocol}.csv"));
-        let host = url.trim_start_matches("http://").to_string();
-        let (out_csv, script) = (csv.clone(), script.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new("bash")
-                .arg(script)
-                .args(["-m", "gray", "-u", &host, "-i", protocol])
-                .args(["--concurrency-range", "2"])
-                // Stabilize on the median with a loose threshold: the test checks
-                // compatibility, not figures, on a machine shared with other tests.
-                .args(["--measurement-interval", "500", "--percentile=50"])
-                .args(["--stability-percentage", "50", "--max-trials", "30"])
-                // No input options: perf_analyzer's default random data, as a
-                // new user runs it.
-                .arg("-f")
-                .arg(&out_csv)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "perf_analyzer -i {protocol}:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("Server:"), "{stdout}");
-        let pa =
-            rir_loadtest::bench::parse_perf_csv(&std::fs::read_to_string(&csv).unwrap()).unwrap();
-        assert!(pa.ips > 0.0 && pa.p50 > 0.0, "-i {protocol}: {pa:?}");
-    }
-    s.shutdown().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drives_rir_serve_over_rest_with_binary_tensors_images_and_given_shapes() {
-    use rir_loadtest::http::HttpClient;
-    let s = start(None, Options::default()).await;
+    use rir_client::http::HttpClient;
+    let s = TestServer::start(None, &[]).await;
     let http = || HttpClient::new(&s.http_url, None, Duration::from_secs(5)).unwrap();
 
     let w = Workload::prepare_http(http(), &options(Api::Infer, "gray", 2, InputData::Random))
@@ -402,7 +325,7 @@ async fn drives_rir_serve_over_rest_with_binary_tensors_images_and_given_shapes(
     let r = count(w, 40).await;
     assert_eq!((r.ok, r.failed()), (40, 0));
     // The server counted them: 40 requests of 2 plus the probe.
-    let stats = s.state.statistics("gray", "").unwrap();
+    let stats = s.core().statistics("gray", "").unwrap();
     assert_eq!(stats[0].inference_count, 82);
     // JSON tensors instead of binary data.
     let mut json = options(Api::Infer, "gray", 2, InputData::Random);
@@ -482,89 +405,10 @@ async fn drives_rir_serve_over_rest_with_binary_tensors_images_and_given_shapes(
     s.shutdown().await.unwrap();
 }
 
-fn classify_cli(args: &[String]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_rir-classify"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rir_classify_over_two_replicas_and_its_accuracy_mismatch_error() {
-    // The shipped default model on two servers.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let (a, b) = (
-        start(Some(&root), Options::default()).await,
-        start(Some(&root), Options::default()).await,
-    );
-    let urls = format!("{},{}", a.url, b.url);
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/fashion-mnist");
-    let image = samples.join("01-pullover.png").display().to_string();
-    let out = {
-        let args = vec![
-            "-u".into(),
-            urls.clone(),
-            "-m".into(),
-            "rir-fashion-mnist".into(),
-            image,
-        ];
-        tokio::task::spawn_blocking(move || classify_cli(&args))
-            .await
-            .unwrap()
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("Pullover 91.1 %"), "{stdout}");
-    assert!(
-        stdout.contains("retried elsewhere"),
-        "the per-replica table: {stdout}"
-    );
-
-    // --eval on 64 generated images (not the test split the trainer
-    // measured): the served accuracy cannot reproduce the 94.52 % recorded
-    // in the model file, and that is an error, status 1.
-    let dir = tempfile::tempdir().unwrap();
-    rir_data::fixtures::write_fashion_mnist(dir.path(), 64, 64, 28, true, 7).unwrap();
-    let model_file = a.model_path("rir-fashion-mnist");
-    let args: Vec<String> = [
-        "-u",
-        &urls,
-        "--eval",
-        "fashion-mnist",
-        "--data-dir",
-        &dir.path().display().to_string(),
-        "--model-file",
-        &model_file.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let out = tokio::task::spawn_blocking(move || classify_cli(&args))
-        .await
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert!(stdout.contains("of 64 images"), "{stdout}");
-    assert!(
-        stderr.contains("the trainer recorded 94.52 %"),
-        "the mismatch, with both figures: {stderr}"
-    );
-    a.shutdown().await.unwrap();
-    b.shutdown().await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_class_of_bad_request_gets_its_status_and_the_good_ones_are_untouched() {
     use rir_loadtest::hostile::Hostile;
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let w = prepare(
         &plain(&s.url),
         &options(Api::Infer, "gray", 2, InputData::Random),

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use rir_bench::stub::{Script, StubServer};
+use rir_client::connect::{ConnectOptions, connect};
 use rir_loadtest::LoadError;
-use rir_loadtest::connect::{ConnectOptions, connect};
-use rir_loadtest::run::{Arrivals, Load, Outcome, RunOptions, Stability, Stop, run};
-use rir_loadtest::stub::{Script, StubServer};
+use rir_loadtest::load::{Arrivals, Load, RunOptions, Stability, Stop};
+use rir_loadtest::run::{Outcome, run};
 use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
 
 /// Held by each test for its whole run, so no two of them share the cores.

@@ -1,7 +1,9 @@
 //! Wire types of the rir server, generated from `inference.proto` (the
-//! KServe v2 / Triton protocol) and `rir.proto` (the image-classification
+//! KServe v2 / Triton protocol, which imports Triton's model configuration
+//! from `model_config.proto`) and `rir.proto` (the image-classification
 //! call). The server implements them; clients (the load tester, the tests)
-//! call them.
+//! call them. [`config_text`] reads and writes `config.pbtxt` through the
+//! same schema.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +18,8 @@ pub mod inference {
 pub mod classify {
     tonic::include_proto!("rir.v1");
 }
+
+pub mod config_text;
 
 /// Encoded `FileDescriptorSet` of both files, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("rir_descriptor");

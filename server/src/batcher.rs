@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use rir_infer::{Buckets, Engine};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::repository::ModelDescriptor;
+use crate::scan::ModelDescriptor;
 use crate::stats::ModelStats;
 
 /// How a model's requests are batched.

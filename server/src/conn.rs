@@ -47,11 +47,11 @@ impl Default for ConnLimits {
     }
 }
 
-/// One front end's gate: its slots and its counters.
+/// One front end's gate: its places and its counters.
 #[derive(Clone)]
 pub struct Gate {
     limits: ConnLimits,
-    slots: Arc<Semaphore>,
+    places: Arc<Semaphore>,
     open: IntGauge,
     refused: IntCounterVec,
     front: String,
@@ -65,18 +65,19 @@ impl std::fmt::Debug for Gate {
     }
 }
 
-/// A connection holding its slot until it is dropped (closed).
+/// A connection holding its place under the limit until it is dropped (closed).
 pub struct Admitted {
     io: TcpStream,
-    _slot: Slot,
+    _place: Place,
 }
 
-struct Slot {
+/// One of the `max_connections` places, and the gauge it counts in.
+struct Place {
     _permit: OwnedSemaphorePermit,
     open: IntGauge,
 }
 
-impl Drop for Slot {
+impl Drop for Place {
     fn drop(&mut self) {
         self.open.dec();
     }
@@ -88,7 +89,7 @@ impl Gate {
     pub fn new(limits: ConnLimits, front: &str, metrics: &crate::stats::Metrics) -> Self {
         Gate {
             limits,
-            slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            places: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             open: metrics.connections.with_label_values(&[front]),
             refused: metrics.connections_refused.clone(),
             front: front.to_string(),
@@ -117,7 +118,7 @@ impl Gate {
                         continue;
                     }
                 };
-                let Ok(permit) = gate.slots.clone().try_acquire_owned() else {
+                let Ok(permit) = gate.places.clone().try_acquire_owned() else {
                     gate.refused
                         .with_label_values(&[&gate.front, "limit"])
                         .inc();
@@ -128,7 +129,7 @@ impl Gate {
                     continue;
                 };
                 gate.open.inc();
-                let slot = Slot {
+                let place = Place {
                     _permit: permit,
                     open: gate.open.clone(),
                 };
@@ -142,7 +143,7 @@ impl Gate {
                             let _ = tx
                                 .send(Admitted {
                                     io: tcp,
-                                    _slot: slot,
+                                    _place: place,
                                 })
                                 .await;
                         }

@@ -1,8 +1,16 @@
-//! The one error type of the request path. Every front end maps it the same
-//! way: [`ServeError::grpc`] to a gRPC status, [`ServeError::http_status`]
-//! to an HTTP status, and [`ServeError::kind`] names it in the statistics.
+//! The server's errors, by who reads them.
+//!
+//! - [`ServeError`]: why a request was not answered, for the client. Every
+//!   front end maps it the same way: [`ServeError::grpc`] to a gRPC status,
+//!   [`ServeError::http_status`] to an HTTP status, and [`ServeError::kind`]
+//!   names it in the statistics. [`InvalidRequest`] holds the reasons of an
+//!   INVALID_ARGUMENT beyond the tensors' and the images' own.
+//! - [`ServerError`]: why the server could not start or stopped serving,
+//!   for the operator.
 
 use thiserror::Error;
+
+use crate::tensors::{ImageError, TensorError};
 
 /// Why a request was not answered with outputs. The message is written for
 /// the client: it says what was wrong and, where it can, what is expected.
@@ -31,6 +39,87 @@ pub enum ServeError {
     /// The engine failed.
     #[error("{0}")]
     Internal(String),
+}
+
+/// What is wrong with a request to a served model, beyond its tensors and
+/// images (which have their own errors, wrapped here): the reason an
+/// INVALID_ARGUMENT carries.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InvalidRequest {
+    /// No input tensor.
+    #[error("the request has no inputs; the model takes `{expected}`")]
+    NoInputs {
+        /// The model's input.
+        expected: String,
+    },
+    /// More than one input tensor.
+    #[error("the model takes one input (`{expected}`), the request has {got}")]
+    Inputs {
+        /// The model's input.
+        expected: String,
+        /// How many the request has.
+        got: usize,
+    },
+    /// An input of another name than the model's.
+    #[error("unknown input `{got}`; the model takes `{expected}`")]
+    UnknownInput {
+        /// The name sent.
+        got: String,
+        /// The model's input.
+        expected: String,
+    },
+    /// An output the model does not have.
+    #[error("unknown output `{got}`; the model has {}", outputs.join(", "))]
+    UnknownOutput {
+        /// The name asked for.
+        got: String,
+        /// The model's outputs.
+        outputs: Vec<String>,
+    },
+    /// A classification call without images.
+    #[error("the request has no images")]
+    NoImages,
+    /// More images than the model takes at once.
+    #[error("{n} images exceed the model's max batch size {max}")]
+    TooManyImages {
+        /// Images in the request.
+        n: usize,
+        /// The model's max batch size.
+        max: usize,
+    },
+    /// One image of a classification call.
+    #[error("image {index}: {source}")]
+    Image {
+        /// Its place in the request, from 0.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: ImageError,
+    },
+    /// The input tensor.
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    /// A request parameter of the wrong type or value.
+    #[error("parameter `{key}` must be {expected}, got {got}")]
+    Parameter {
+        /// The parameter.
+        key: &'static str,
+        /// What it must be.
+        expected: &'static str,
+        /// What it was.
+        got: String,
+    },
+    /// An input with both raw and typed contents.
+    #[error("input `{0}` has both raw_input_contents and typed contents")]
+    BothContents(String),
+    /// Raw contents for some inputs and not others.
+    #[error("{raw} raw_input_contents for {inputs} inputs")]
+    RawContents {
+        /// Raw contents sent.
+        raw: usize,
+        /// Inputs sent.
+        inputs: usize,
+    },
 }
 
 impl ServeError {
@@ -74,6 +163,69 @@ impl ServeError {
             ServeError::Internal(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+}
+
+/// Why the server could not start, or stopped serving: what the operator
+/// sees on stderr before the process exits 1.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// A listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The model repository cannot be read.
+    #[error(transparent)]
+    Repository(#[from] crate::scan::RepositoryError),
+    /// No model to serve where every model is loaded at start.
+    #[error("no models in {} (expected <name>/<version>/model.onnx)", .0.display())]
+    NoModels(std::path::PathBuf),
+    /// `--load-model` names a model the repository does not have.
+    #[error("--load-model {name}: no such model in {}", root.display())]
+    UnknownModel {
+        /// The name given.
+        name: String,
+        /// The repository.
+        root: std::path::PathBuf,
+    },
+    /// CUDA was demanded and ONNX Runtime cannot give it.
+    #[error(transparent)]
+    Device(#[from] rir_infer::CudaRequired),
+    /// ONNX Runtime could not be loaded.
+    #[error(transparent)]
+    Engine(#[from] rir_infer::InferError),
+    /// The metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A TLS file cannot be read.
+    #[error("TLS {what} {}: {source}", path.display())]
+    TlsFile {
+        /// Which file (`certificate`, `key`, `client CA`).
+        what: &'static str,
+        /// Its path.
+        path: std::path::PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// The TLS files do not make a TLS configuration.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The reflection service could not be built.
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// A front end failed while serving.
+    #[error("{front} server: {detail}")]
+    Serve {
+        /// `gRPC`, `HTTP` or `metrics`.
+        front: &'static str,
+        /// What failed.
+        detail: String,
+    },
 }
 
 impl From<ServeError> for tonic::Status {

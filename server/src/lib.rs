@@ -1,40 +1,57 @@
-//! rir-serve: exported RiR models over gRPC.
+//! rir-serve: exported RiR models over gRPC and HTTP.
 //!
 //! It speaks KServe v2 / Triton's `inference.GRPCInferenceService` (so
 //! `tritonclient` and `perf_analyzer` work unchanged) and `rir.v1.ImageClassifier`
-//! (encoded images in, labels out), runs models on ONNX Runtime or tract, and
-//! batches requests dynamically per model.
+//! (encoded images in, labels out), the same over REST, runs models on ONNX
+//! Runtime or tract, and batches requests dynamically per model.
+//!
+//! One entry: [`start`] takes a [`Config`] (what [`Args`], the command line,
+//! fills) and returns a running [`Server`]; [`run`] is `start` until a
+//! signal. `rir-serve` is `run`, and the tests call `start`, so they test
+//! the composition that ships: metrics, polling, drain, auth, TLS.
 //!
 //! # Layout
-//! - [`repository`]: finding `<root>/<name>/<version>/model.onnx` and reading
-//!   each model's inputs, outputs and class names from the file.
-//! - [`models`]: engines, warm-up and readiness per model version.
-//! - [`control`]: model control modes, the repository index, load, unload
-//!   and polling, swapping model snapshots without downtime.
+//! The arrows point one way, from the top of this list down.
+//! - [`args`], [`config`]: the flags and the typed configuration.
+//! - [`app`]: start, listeners, the lifecycle and graceful stop.
+//! - [`grpc`], [`http`]: the front ends (protocol conversion only), TLS,
+//!   auth, health, reflection, the metrics endpoint; [`conn`] admits their
+//!   connections (a limit, and closing those that stay silent); [`auth`]
+//!   checks bearer tokens.
+//! - [`core`]: the request path every front end calls: lookup,
+//!   validation, batching, statistics; [`protocol`]: the KServe messages it
+//!   answers with; [`error`]: the client's and the operator's errors.
+//! - [`reload`]: the reload controller (model control modes, load, unload,
+//!   polling), which swaps the snapshots of the [`registry`] (the served
+//!   models).
+//! - [`loader`]: engines, warm-up, batcher and config.pbtxt per version;
+//!   [`scan`]: the repository on disk (versions, fingerprints, what each
+//!   model file declares, config.pbtxt).
 //! - [`batcher`]: the per-model queue and dynamic batching onto engine threads.
 //! - [`tensors`]: request tensors and images to float32 NCHW; outputs back.
-//! - [`core`]: the request path every front end calls: lookup, validation,
-//!   batching, statistics, responses in protocol-neutral types.
-//! - [`error`]: the one error type, mapped once to gRPC and once to HTTP.
-//! - [`service`]: the gRPC handlers (protocol conversion only).
-//! - [`http`]: the KServe v2 REST front end (protocol conversion only).
 //! - [`stats`]: Triton statistics and Prometheus metrics.
-//! - [`conn`]: admitting connections for both front ends: a limit, and
-//!   closing those that stay silent.
-//! - [`server`]: transport, TLS, auth, health, reflection, metrics endpoint,
-//!   graceful shutdown.
 
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod args;
+pub mod auth;
 pub mod batcher;
+pub mod config;
 pub mod conn;
-pub mod control;
 pub mod core;
 pub mod error;
+pub mod grpc;
 pub mod http;
-pub mod models;
-pub mod repository;
-pub mod server;
-pub mod service;
+pub mod loader;
+pub mod protocol;
+pub mod registry;
+pub mod reload;
+pub mod scan;
 pub mod stats;
 pub mod tensors;
+
+pub use app::{Addresses, Server, Stopped, Stopper, run, start};
+pub use args::Args;
+pub use config::Config;
+pub use error::{ServeError, ServerError};

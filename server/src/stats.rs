@@ -46,107 +46,86 @@ pub struct Metrics {
     pub open_fds: IntGauge,
 }
 
+/// Makes a metric, registers it in `registry`, and hands it back.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: Result<M, prometheus::Error>,
+) -> Result<M, prometheus::Error> {
+    let metric = metric?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+        let r = Registry::new();
         // Durations: geometric buckets from 50 µs to about 6.5 s.
         let secs: Vec<f64> = (0..18).map(|i| 50e-6 * 2f64.powi(i)).collect();
         let sizes: Vec<f64> = (0..10).map(|i| 2f64.powi(i)).collect();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "rir_requests_total",
-                "gRPC inference requests by model, outcome and reason",
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            registered(&r, IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let per_model = |name: &str, help: &str| counter(name, help, &["model"]);
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            registered(&r, HistogramVec::new(opts, &["model"]))
+        };
+        let gauge = |name: &str, help: &str, label: &str| {
+            registered(&r, IntGaugeVec::new(Opts::new(name, help), &[label]))
+        };
+        let resident_memory = registered(
+            &r,
+            IntGauge::new(
+                "process_resident_memory_bytes",
+                "resident memory size in bytes",
             ),
+        )?;
+        let open_fds = registered(
+            &r,
+            IntGauge::new("process_open_fds", "number of open file descriptors"),
+        )?;
+        let connections = gauge("rir_open_connections", "open client connections", "front")?;
+        let connections_refused = counter(
+            "rir_connections_refused_total",
+            "connections closed on arrival: over the limit, or silent",
+            &["front", "reason"],
+        )?;
+        let requests = counter(
+            "rir_requests_total",
+            "gRPC inference requests by model, outcome and reason",
             &["model", "outcome", "reason"],
         )?;
-        let inferences = IntCounterVec::new(
-            Opts::new("rir_inference_count", "images inferred"),
-            &["model"],
-        )?;
-        let executions = IntCounterVec::new(
-            Opts::new("rir_execution_count", "engine executions (batches)"),
-            &["model"],
-        )?;
-        let queue_seconds = HistogramVec::new(
-            HistogramOpts::new(
+        Ok(Metrics {
+            requests,
+            inferences: per_model("rir_inference_count", "images inferred")?,
+            executions: per_model("rir_execution_count", "engine executions (batches)")?,
+            queue_seconds: histogram(
                 "rir_queue_seconds",
                 "time requests waited in the batching queue",
-            )
-            .buckets(secs.clone()),
-            &["model"],
-        )?;
-        let compute_seconds = HistogramVec::new(
-            HistogramOpts::new("rir_compute_seconds", "engine time per batch").buckets(secs),
-            &["model"],
-        )?;
-        let batch_size = HistogramVec::new(
-            HistogramOpts::new("rir_batch_size", "images per executed batch").buckets(sizes),
-            &["model"],
-        )?;
-        let padded = IntCounterVec::new(
-            Opts::new(
+                &secs,
+            )?,
+            compute_seconds: histogram("rir_compute_seconds", "engine time per batch", &secs)?,
+            batch_size: histogram("rir_batch_size", "images per executed batch", &sizes)?,
+            pending: gauge(
+                "rir_pending_requests",
+                "requests waiting in the queue",
+                "model",
+            )?,
+            padded: per_model(
                 "rir_padded_images_total",
                 "zero images added to fill batches up to their bucket size",
-            ),
-            &["model"],
-        )?;
-        let inline_executions = IntCounterVec::new(
-            Opts::new(
+            )?,
+            inline_executions: per_model(
                 "rir_inline_executions_total",
                 "engine executions run on the thread that received the request, \
                  with no hand-off to an engine thread",
-            ),
-            &["model"],
-        )?;
-        let pending = IntGaugeVec::new(
-            Opts::new("rir_pending_requests", "requests waiting in the queue"),
-            &["model"],
-        )?;
-        let connections = IntGaugeVec::new(
-            Opts::new("rir_open_connections", "open client connections"),
-            &["front"],
-        )?;
-        let connections_refused = IntCounterVec::new(
-            Opts::new(
-                "rir_connections_refused_total",
-                "connections closed on arrival: over the limit, or silent",
-            ),
-            &["front", "reason"],
-        )?;
-        let resident_memory = IntGauge::new(
-            "process_resident_memory_bytes",
-            "resident memory size in bytes",
-        )?;
-        let open_fds = IntGauge::new("process_open_fds", "number of open file descriptors")?;
-        registry.register(Box::new(resident_memory.clone()))?;
-        registry.register(Box::new(open_fds.clone()))?;
-        registry.register(Box::new(connections.clone()))?;
-        registry.register(Box::new(connections_refused.clone()))?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(inferences.clone()))?;
-        registry.register(Box::new(executions.clone()))?;
-        registry.register(Box::new(queue_seconds.clone()))?;
-        registry.register(Box::new(compute_seconds.clone()))?;
-        registry.register(Box::new(batch_size.clone()))?;
-        registry.register(Box::new(pending.clone()))?;
-        registry.register(Box::new(padded.clone()))?;
-        registry.register(Box::new(inline_executions.clone()))?;
-        Ok(Metrics {
-            registry,
-            requests,
-            inferences,
-            executions,
-            queue_seconds,
-            compute_seconds,
-            batch_size,
-            padded,
-            inline_executions,
-            pending,
+            )?,
             connections,
             connections_refused,
             resident_memory,
             open_fds,
+            registry: r,
         })
     }
 
@@ -165,7 +144,7 @@ impl Metrics {
 impl Metrics {
     /// Updates the process gauges from /proc (Linux; elsewhere they stay 0).
     fn read_process(&self) {
-        if let Ok(kib) = rir_cli::resident_kib("self") {
+        if let Ok(kib) = rir_process::resident_kib("self") {
             self.resident_memory.set(kib.saturating_mul(1024) as i64);
         }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
@@ -176,14 +155,14 @@ impl Metrics {
 
 /// A count and a total duration, as Triton reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Duration2 {
+pub struct StatisticDuration {
     /// How many times.
     pub count: u64,
     /// Nanoseconds in total.
     pub ns: u64,
 }
 
-impl Duration2 {
+impl StatisticDuration {
     fn add(&mut self, d: Duration) {
         self.count += 1;
         self.ns += d.as_nanos() as u64;
@@ -195,17 +174,17 @@ impl Duration2 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct InferStatistics {
     /// Successful requests and their total time.
-    pub success: Duration2,
+    pub success: StatisticDuration,
     /// Failed requests and their total time.
-    pub fail: Duration2,
+    pub fail: StatisticDuration,
     /// Queue time of requests that ran.
-    pub queue: Duration2,
+    pub queue: StatisticDuration,
     /// Time spent turning requests into engine input (decoding tensors or images).
-    pub compute_input: Duration2,
+    pub compute_input: StatisticDuration,
     /// Engine time of requests that ran.
-    pub compute_infer: Duration2,
+    pub compute_infer: StatisticDuration,
     /// Time spent turning engine output into responses.
-    pub compute_output: Duration2,
+    pub compute_output: StatisticDuration,
 }
 
 /// Triton-style cumulative statistics of one model.
@@ -221,7 +200,7 @@ pub struct Snapshot {
     pub last_inference_ms: u64,
     /// Executions and engine time per batch size (real images, padding
     /// excluded).
-    pub batches: BTreeMap<usize, Duration2>,
+    pub batches: BTreeMap<usize, StatisticDuration>,
     /// Zero images added to fill batches up to their bucket. Triton's
     /// ModelStatistics has no field for it: it is in this snapshot and in
     /// the Prometheus metric `rir_padded_images_total`.

@@ -1,24 +1,99 @@
-//! Turning request tensors and encoded images into the float32 NCHW batch a
-//! model takes, and outputs back into response tensors. Every rejection says
-//! what was wrong, for an INVALID_ARGUMENT status.
+//! Turning request tensors and encoded images into the float32 NCHW images
+//! a model takes, and outputs back into response tensors. Every rejection
+//! says what was wrong, for an INVALID_ARGUMENT status.
 
 use std::borrow::Cow;
 
-/// A decoded request batch: `n` images of `C x H x W` floats.
+use rir_contract::Datatype;
+
+/// A request's images, decoded: `n` images of `C x H x W` floats.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
+pub struct DecodedImages {
     /// `n * C * H * W` floats, NCHW.
     pub data: Vec<f32>,
     /// Number of images.
     pub n: usize,
 }
 
-fn dims_of(shape: &[i64]) -> Result<Vec<usize>, String> {
+/// Why an input tensor cannot feed the model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TensorError {
+    /// A dimension below zero.
+    #[error("shape {0:?} has a negative dimension")]
+    NegativeDimension(Vec<i64>),
+    /// Not the model's shape in either accepted layout.
+    #[error(
+        "input `{name}` has shape {shape:?}; expected [batch, {c}, {h}, {w}] for FP32 or [batch, {h}, {w}, {c}] for UINT8",
+        c = chw[0], h = chw[1], w = chw[2]
+    )]
+    Shape {
+        /// The input.
+        name: String,
+        /// Its shape as sent.
+        shape: Vec<i64>,
+        /// The model's `[C, H, W]`.
+        chw: [usize; 3],
+    },
+    /// Neither FP32 nor UINT8.
+    #[error("input `{name}` has datatype {datatype}; expected FP32 (NCHW) or UINT8 (NHWC)")]
+    Datatype {
+        /// The input.
+        name: String,
+        /// Its datatype as sent.
+        datatype: String,
+    },
+    /// A batch of no images.
+    #[error("input `{0}` has batch size 0")]
+    Empty(String),
+    /// More images than the model takes at once.
+    #[error("batch of {n} exceeds the model's max batch size {max}")]
+    TooMany {
+        /// Images in the request.
+        n: usize,
+        /// The model's max batch size.
+        max: usize,
+    },
+    /// More or fewer values than the shape needs.
+    #[error("input `{name}`: {got} {what}, shape {shape:?} of {datatype} needs {need}")]
+    Count {
+        /// The input.
+        name: String,
+        /// What was counted (`FP32 values`, `bytes of raw contents`).
+        what: &'static str,
+        /// How many there were.
+        got: usize,
+        /// How many the shape needs.
+        need: usize,
+        /// The shape.
+        shape: Vec<i64>,
+        /// The datatype.
+        datatype: String,
+    },
+    /// A UINT8 value above 255.
+    #[error("input `{name}`: UINT8 value {value} out of range")]
+    Range {
+        /// The input.
+        name: String,
+        /// The value.
+        value: u32,
+    },
+    /// Typed values of another datatype than the tensor's.
+    #[error("input `{name}`: its values are not of its datatype {datatype}")]
+    Contents {
+        /// The input.
+        name: String,
+        /// The declared datatype.
+        datatype: String,
+    },
+    /// NaN or infinite values, refused by `--reject-nonfinite`.
+    #[error("input `{0}` contains NaN or infinite values")]
+    NonFinite(String),
+}
+
+fn dims_of(shape: &[i64]) -> Result<Vec<usize>, TensorError> {
     shape
         .iter()
-        .map(|&d| {
-            usize::try_from(d).map_err(|_| format!("shape {shape:?} has a negative dimension"))
-        })
+        .map(|&d| usize::try_from(d).map_err(|_| TensorError::NegativeDimension(shape.to_vec())))
         .collect()
 }
 
@@ -57,90 +132,99 @@ pub fn decode_input(
     chw: [usize; 3],
     max_batch: usize,
     reject_nonfinite: bool,
-) -> Result<Batch, String> {
-    let [c, h, w] = chw;
-    let dims = dims_of(t.shape)?;
-    let expected = || {
-        format!(
-            "input `{}` has shape {:?}; expected [batch, {c}, {h}, {w}] for FP32 or [batch, {h}, {w}, {c}] for UINT8",
-            t.name, t.shape
-        )
-    };
-    let (n, fits) = match (t.datatype, dims.as_slice()) {
-        ("FP32", [n, c2, h2, w2]) => (*n, [*c2, *h2, *w2] == [c, h, w]),
-        ("UINT8", [n, h2, w2, c2]) => (*n, [*h2, *w2, *c2] == [h, w, c]),
-        ("FP32", _) | ("UINT8", _) => return Err(expected()),
-        (other, _) => {
-            return Err(format!(
-                "input `{}` has datatype {other}; expected FP32 (NCHW) or UINT8 (NHWC)",
-                t.name
-            ));
-        }
-    };
-    if !fits {
-        return Err(expected());
-    }
+) -> Result<DecodedImages, TensorError> {
+    let (datatype, n) = layout(t, chw)?;
     if n == 0 {
-        return Err(format!("input `{}` has batch size 0", t.name));
+        return Err(TensorError::Empty(t.name.to_string()));
     }
     if n > max_batch {
-        return Err(format!(
-            "batch of {n} exceeds the model's max batch size {max_batch}"
-        ));
+        return Err(TensorError::TooMany { n, max: max_batch });
     }
-    let count = n * c * h * w;
-    let wrong_count = |what: &str, got: usize, need: usize| {
-        format!(
-            "input `{}`: {got} {what}, shape {:?} of {} needs {need}",
-            t.name, t.shape, t.datatype
-        )
+    let [c, h, w] = chw;
+    let data = values(t, datatype, n * c * h * w, |pixels| {
+        nhwc_to_nchw(pixels, n, chw)
+    })?;
+    if reject_nonfinite && data.iter().any(|v: &f32| !v.is_finite()) {
+        return Err(TensorError::NonFinite(t.name.to_string()));
+    }
+    Ok(DecodedImages { data, n })
+}
+
+/// The tensor's datatype and batch size, once its shape is the model's in
+/// the layout of its datatype.
+fn layout(t: &TensorInput<'_>, [c, h, w]: [usize; 3]) -> Result<(Datatype, usize), TensorError> {
+    let dims = dims_of(t.shape)?;
+    let datatype = Datatype::from_name(t.datatype);
+    let (n, fits) = match (datatype, dims.as_slice()) {
+        (Some(Datatype::Fp32), [n, c2, h2, w2]) => (*n, [*c2, *h2, *w2] == [c, h, w]),
+        (Some(Datatype::Uint8), [n, h2, w2, c2]) => (*n, [*h2, *w2, *c2] == [h, w, c]),
+        (Some(Datatype::Fp32 | Datatype::Uint8), _) => (0, false),
+        _ => {
+            return Err(TensorError::Datatype {
+                name: t.name.to_string(),
+                datatype: t.datatype.to_string(),
+            });
+        }
     };
-    let data = match (t.datatype, &t.data) {
-        ("FP32", TensorData::Raw(bytes)) => {
-            if bytes.len() != count * 4 {
-                return Err(wrong_count("bytes of raw contents", bytes.len(), count * 4));
-            }
-            rir_proto::raw::f32s(bytes)
+    match (datatype, fits) {
+        (Some(d), true) => Ok((d, n)),
+        _ => Err(TensorError::Shape {
+            name: t.name.to_string(),
+            shape: t.shape.to_vec(),
+            chw: [c, h, w],
+        }),
+    }
+}
+
+/// The `count` values of the tensor as floats: FP32 as they are, UINT8
+/// pixels through `pixels_to_floats`.
+fn values(
+    t: &TensorInput<'_>,
+    datatype: Datatype,
+    count: usize,
+    pixels_to_floats: impl Fn(&[u8]) -> Vec<f32>,
+) -> Result<Vec<f32>, TensorError> {
+    let wrong_count = |what: &'static str, got: usize, need: usize| TensorError::Count {
+        name: t.name.to_string(),
+        what,
+        got,
+        need,
+        shape: t.shape.to_vec(),
+        datatype: t.datatype.to_string(),
+    };
+    match (datatype, &t.data) {
+        (Datatype::Fp32, TensorData::Raw(bytes)) if bytes.len() != count * 4 => {
+            Err(wrong_count("bytes of raw contents", bytes.len(), count * 4))
         }
-        ("FP32", TensorData::Fp32(v)) => {
-            if v.len() != count {
-                return Err(wrong_count("FP32 values", v.len(), count));
-            }
-            v.to_vec()
+        (Datatype::Fp32, TensorData::Raw(bytes)) => Ok(rir_proto::raw::f32s(bytes)),
+        (Datatype::Fp32, TensorData::Fp32(v)) if v.len() != count => {
+            Err(wrong_count("FP32 values", v.len(), count))
         }
-        ("UINT8", TensorData::Raw(bytes)) => {
-            if bytes.len() != count {
-                return Err(wrong_count("bytes of raw contents", bytes.len(), count));
-            }
-            nhwc_to_nchw(bytes, n, chw)
+        (Datatype::Fp32, TensorData::Fp32(v)) => Ok(v.to_vec()),
+        (Datatype::Uint8, TensorData::Raw(bytes)) if bytes.len() != count => {
+            Err(wrong_count("bytes of raw contents", bytes.len(), count))
         }
-        ("UINT8", TensorData::Uint(v)) => {
-            if v.len() != count {
-                return Err(wrong_count("UINT8 values", v.len(), count));
-            }
+        (Datatype::Uint8, TensorData::Raw(bytes)) => Ok(pixels_to_floats(bytes)),
+        (Datatype::Uint8, TensorData::Uint(v)) if v.len() != count => {
+            Err(wrong_count("UINT8 values", v.len(), count))
+        }
+        (Datatype::Uint8, TensorData::Uint(v)) => {
             let pixels = v
                 .iter()
-                .map(|&p| {
-                    u8::try_from(p)
-                        .map_err(|_| format!("input `{}`: UINT8 value {p} out of range", t.name))
+                .map(|&value| {
+                    u8::try_from(value).map_err(|_| TensorError::Range {
+                        name: t.name.to_string(),
+                        value,
+                    })
                 })
                 .collect::<Result<Vec<u8>, _>>()?;
-            nhwc_to_nchw(&pixels, n, chw)
+            Ok(pixels_to_floats(&pixels))
         }
-        (dt, _) => {
-            return Err(format!(
-                "input `{}`: its values are not of its datatype {dt}",
-                t.name
-            ));
-        }
-    };
-    if reject_nonfinite && data.iter().any(|v: &f32| !v.is_finite()) {
-        return Err(format!(
-            "input `{}` contains NaN or infinite values",
-            t.name
-        ));
+        _ => Err(TensorError::Contents {
+            name: t.name.to_string(),
+            datatype: t.datatype.to_string(),
+        }),
     }
-    Ok(Batch { data, n })
 }
 
 /// `n` HWC u8 images to CHW floats in [0, 1].
@@ -179,6 +263,63 @@ impl Default for ImageLimits {
     }
 }
 
+/// Why an encoded image cannot feed the model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// More bytes than `--max-image-bytes`.
+    #[error("the image is {bytes} bytes, over the limit of {limit} (--max-image-bytes)")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// No image format recognized.
+    #[error("not a PNG or JPEG image: {0}")]
+    NotAnImage(String),
+    /// An image format other than PNG and JPEG.
+    #[error("{0:?} images are not accepted; send PNG or JPEG")]
+    Format(image::ImageFormat),
+    /// The header cannot be read.
+    #[error("cannot read the {format:?} header: {detail}")]
+    Header {
+        /// The format.
+        format: image::ImageFormat,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// More declared pixels than `--max-image-pixels`.
+    #[error(
+        "the image declares {width} x {height} = {} pixels, over the limit of {limit} (--max-image-pixels)",
+        u64::from(*width) * u64::from(*height)
+    )]
+    TooManyPixels {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The limit.
+        limit: u64,
+    },
+    /// The pixels cannot be decoded.
+    #[error("cannot decode the {format:?} image: {detail}")]
+    Decode {
+        /// The format.
+        format: image::ImageFormat,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// A model whose input has neither 1 nor 3 channels.
+    #[error("the model takes {0} channels; images can only feed 1 or 3")]
+    Channels(usize),
+    /// The blocking pool is closed: the server is stopping.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The decoding task died.
+    #[error("the decoder failed: {0}")]
+    DecoderFailed(String),
+}
+
 /// Encoded images up to this size whose header declares at most
 /// [`SMALL_IMAGE_PIXELS`] decode in tens of microseconds: less than waking
 /// a blocking-pool thread for them costs.
@@ -202,24 +343,24 @@ impl ImageHeader {
     /// Reads the header of PNG or JPEG `bytes`: INVALID_ARGUMENT reasons
     /// for too many bytes, another format, an unreadable header or too many
     /// declared pixels.
-    pub fn read(bytes: &[u8], limits: &ImageLimits) -> Result<Self, String> {
+    pub fn read(bytes: &[u8], limits: &ImageLimits) -> Result<Self, ImageError> {
         if bytes.len() > limits.max_bytes {
-            return Err(format!(
-                "the image is {} bytes, over the limit of {} (--max-image-bytes)",
-                bytes.len(),
-                limits.max_bytes
-            ));
+            return Err(ImageError::TooLarge {
+                bytes: bytes.len(),
+                limit: limits.max_bytes,
+            });
         }
         let format =
-            image::guess_format(bytes).map_err(|e| format!("not a PNG or JPEG image: {e}"))?;
+            image::guess_format(bytes).map_err(|e| ImageError::NotAnImage(e.to_string()))?;
         if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
-            return Err(format!(
-                "{format:?} images are not accepted; send PNG or JPEG"
-            ));
+            return Err(ImageError::Format(format));
         }
         let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
             .into_dimensions()
-            .map_err(|e| format!("cannot read the {format:?} header: {e}"))?;
+            .map_err(|e| ImageError::Header {
+                format,
+                detail: e.to_string(),
+            })?;
         let header = ImageHeader {
             format,
             width,
@@ -227,11 +368,11 @@ impl ImageHeader {
             bytes: bytes.len(),
         };
         if header.pixels() > limits.max_pixels {
-            return Err(format!(
-                "the image declares {width} x {height} = {} pixels, over the limit of {} (--max-image-pixels)",
-                header.pixels(),
-                limits.max_pixels
-            ));
+            return Err(ImageError::TooManyPixels {
+                width,
+                height,
+                limit: limits.max_pixels,
+            });
         }
         Ok(header)
     }
@@ -253,7 +394,7 @@ impl ImageHeader {
     /// decoder is held to the declared dimensions, so a small file that
     /// inflates to gigapixels (a decompression bomb) costs only the header
     /// read.
-    pub fn decode(&self, bytes: &[u8], [c, h, w]: [usize; 3]) -> Result<Vec<f32>, String> {
+    pub fn decode(&self, bytes: &[u8], [c, h, w]: [usize; 3]) -> Result<Vec<f32>, ImageError> {
         let format = self.format;
         let mut decoder_limits = image::Limits::default();
         decoder_limits.max_image_width = Some(self.width);
@@ -262,9 +403,10 @@ impl ImageHeader {
         decoder_limits.max_alloc = Some(self.pixels().saturating_mul(8).max(1 << 20));
         let mut r = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
         r.limits(decoder_limits);
-        let img = r
-            .decode()
-            .map_err(|e| format!("cannot decode the {format:?} image: {e}"))?;
+        let img = r.decode().map_err(|e| ImageError::Decode {
+            format,
+            detail: e.to_string(),
+        })?;
         let img = if (img.width() as usize, img.height() as usize) != (w, h) {
             img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
         } else {
@@ -273,11 +415,7 @@ impl ImageHeader {
         let pixels: Vec<u8> = match c {
             1 => img.to_luma8().into_raw(),
             3 => img.to_rgb8().into_raw(),
-            _ => {
-                return Err(format!(
-                    "the model takes {c} channels; images can only feed 1 or 3"
-                ));
-            }
+            _ => return Err(ImageError::Channels(c)),
         };
         Ok(nhwc_to_nchw(&pixels, 1, [c, h, w]))
     }
@@ -290,7 +428,7 @@ pub fn decode_image(
     bytes: &[u8],
     chw: [usize; 3],
     limits: &ImageLimits,
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<f32>, ImageError> {
     ImageHeader::read(bytes, limits)?.decode(bytes, chw)
 }
 

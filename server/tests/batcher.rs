@@ -1,17 +1,22 @@
 //! The batcher with a real ONNX Runtime engine: deadlines are honoured
 //! before anything runs, and batches never exceed their limit.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rir_arch::InputSpec;
 use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_server::batcher::{BatchConfig, Batcher, Job, JobError};
-use rir_server::repository::describe;
+use rir_server::scan::describe;
 use rir_server::stats::{Metrics, ModelStats};
-use rir_spec::InputSpec;
+use rir_testkit::models::write_model;
 use tokio::sync::oneshot;
+
+/// Held by each test for its whole run. The inline path is one turn per
+/// process and bounded by how long the last run took, so a test that
+/// expects a run on its own thread must not share the process, or the two
+/// cores, with another test's runs.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn setup(max_batch: usize, delay: Duration) -> (Batcher, Arc<ModelStats>, tempfile::TempDir) {
     setup_with(max_batch, delay, |e| e)
@@ -24,7 +29,7 @@ fn setup_with(
     wrap: impl FnOnce(Box<dyn Engine>) -> Box<dyn Engine>,
 ) -> (Batcher, Arc<ModelStats>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    common::write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
+    write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
     let path = dir.path().join("m/1/model.onnx");
     let desc = describe("m", 1, &path).unwrap();
     let engine: Box<dyn Engine> = Box::new(OrtEngine::load(&path, &OrtOptions::default()).unwrap());
@@ -64,6 +69,7 @@ fn job(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_request_is_answered_deadline_exceeded_and_not_run() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let (b, stats, _dir) = setup(8, Duration::ZERO);
     let (j, rx) = job(2, Some(Instant::now() - Duration::from_millis(1)));
     b.try_submit(j).unwrap();
@@ -82,6 +88,7 @@ async fn an_expired_request_is_answered_deadline_exceeded_and_not_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_requests_batch_up_to_the_limit_and_no_further() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let (b, stats, _dir) = setup(4, Duration::from_millis(50));
     let mut rxs = vec![];
     for n in [1, 2, 1, 3, 2] {
@@ -173,7 +180,7 @@ struct Recorded {
     calls: Arc<std::sync::Mutex<Vec<Call>>>,
     stats: Arc<ModelStats>,
     metrics: Arc<Metrics>,
-    desc: rir_server::repository::ModelDescriptor,
+    desc: rir_server::scan::ModelDescriptor,
     path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -195,7 +202,7 @@ impl Recorded {
 
 fn recorded(setup: Setup) -> Recorded {
     let dir = tempfile::tempdir().unwrap();
-    common::write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
+    write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
     let path = dir.path().join("m/1/model.onnx");
     let desc = describe("m", 1, &path).unwrap();
     let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -239,6 +246,7 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_padded_to_buckets_and_padding_never_reaches_a_response() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let buckets = rir_infer::Buckets::new(vec![1, 4], 8).unwrap();
     let r = recorded(Setup {
         fixed: true,
@@ -307,7 +315,7 @@ async fn batches_are_padded_to_buckets_and_padding_never_reaches_a_response() {
 #[test]
 fn device_auto_falls_back_to_the_cpu_and_cuda_fails_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    common::write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
+    write_model(dir.path(), "m", 1, InputSpec::new(1, 28, 28), 4);
     let path = dir.path().join("m/1/model.onnx");
     let with = |device| OrtOptions {
         device,
@@ -334,6 +342,7 @@ fn device_auto_falls_back_to_the_cpu_and_cuda_fails_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_without_fixed_sizes_runs_batches_unpadded() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let r = recorded(Setup::default());
     let mut rxs = vec![];
     for n in [3, 2] {
@@ -376,6 +385,7 @@ impl Engine for Faulty {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_error_fails_only_its_batch_with_the_engines_message() {
+    let _one = ONE_AT_A_TIME.lock().await;
     // A queue delay of 200 ms makes two requests sent together one batch.
     let (b, _stats, _dir) = setup_with(8, Duration::from_millis(200), |e| Box::new(Faulty(e)));
     let (a, ra) = job(1, None);
@@ -424,6 +434,7 @@ async fn answer(b: &Batcher, images: Vec<f32>, n: usize) -> rir_server::batcher:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_model_runs_a_request_on_the_calling_thread_with_the_same_outputs() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let t = recorded(Setup {
         max_delay: Duration::ZERO,
         inline: true,
@@ -458,6 +469,7 @@ async fn an_idle_model_runs_a_request_on_the_calling_thread_with_the_same_output
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_go_to_the_engine_thread_with_a_queue_delay_switched_off_or_for_a_slow_model() {
+    let _one = ONE_AT_A_TIME.lock().await;
     for (what, delay, inline, min_run) in [
         (
             "a queue delay",
@@ -491,6 +503,7 @@ async fn requests_go_to_the_engine_thread_with_a_queue_delay_switched_off_or_for
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_runtime_with_one_thread_never_runs_inference_on_it() {
+    let _one = ONE_AT_A_TIME.lock().await;
     // Blocking the only thread would stop every other connection.
     let t = recorded(Setup {
         max_delay: Duration::ZERO,

@@ -1,15 +1,18 @@
-//! Triton's `config.pbtxt`: what rir-export writes is read by Triton's own
-//! schema (the `model_config.proto` shipped in NVIDIA's tritonclient, read
-//! with protobuf's text format) and by rir-serve, which applies its batch
-//! size, dynamic batching, instance count and version policy.
+//! Triton's `config.pbtxt`: rir's schema of it is Triton's (compared field
+//! by field with the `model_config.proto` NVIDIA's tritonclient ships),
+//! what rir-export writes is read by Triton's own parser (protobuf's text
+//! format, in Python), and rir-serve applies its batch size, dynamic
+//! batching, instance count and version policy.
 
-mod common;
-
-use common::{Options, start, write_model};
+use rir_arch::InputSpec;
 use rir_exporter::triton::{ConfigWritten, write_config};
-use rir_infer::{TritonConfig, VersionPolicy};
+use rir_proto::config_text;
 use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
-use rir_spec::InputSpec;
+use rir_proto::inference::{
+    ModelInstanceGroup, model_config::SchedulingChoice, model_version_policy,
+};
+use rir_testkit::models::write_model;
+use rir_testkit::server::TestServer;
 use tonic::Code;
 
 fn request(model: &str, version: &str, n: usize) -> pb::ModelInferRequest {
@@ -40,7 +43,7 @@ fn triton_reads(path: &std::path::Path) -> serde_json::Value {
              print(json_format.MessageToJson(c, preserving_proto_field_name=True))",
         ])
         .arg(path)
-        .env("PYTHONPATH", common::python_path())
+        .env("PYTHONPATH", rir_testkit::python::python_path())
         .output()
         .expect("python3");
     assert!(
@@ -81,16 +84,22 @@ async fn exported_configs_read_in_triton_and_steer_rir_serve() {
     );
 
     // A person edits it: smaller batches, two instances, version 1 only.
-    let mut config = TritonConfig::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut config = config_text::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
     config.max_batch_size = Some(8);
-    config
-        .dynamic_batching
-        .as_mut()
-        .unwrap()
-        .preferred_batch_size = vec![2, 8];
-    config.instance_count = Some(2);
-    config.version_policy = VersionPolicy::Specific(vec![1]);
-    std::fs::write(&path, config.to_pbtxt()).unwrap();
+    let Some(SchedulingChoice::DynamicBatching(d)) = &mut config.scheduling_choice else {
+        panic!("the export configures dynamic batching");
+    };
+    d.preferred_batch_size = vec![2, 8];
+    config.instance_group = vec![ModelInstanceGroup {
+        count: 2,
+        ..Default::default()
+    }];
+    config.version_policy = Some(pb::ModelVersionPolicy {
+        policy_choice: Some(model_version_policy::PolicyChoice::Specific(
+            model_version_policy::Specific { versions: vec![1] },
+        )),
+    });
+    std::fs::write(&path, config_text::format(&config)).unwrap();
     let edited = triton_reads(&path);
     assert_eq!(edited["instance_group"][0]["count"], 2);
     assert_eq!(
@@ -107,7 +116,7 @@ async fn exported_configs_read_in_triton_and_steer_rir_serve() {
     )
     .unwrap();
 
-    let s = start(Some(root), Options::default()).await;
+    let s = TestServer::start(Some(root), &["--max-batch", "64"]).await;
     let mut c = s.kserve().await;
     let cfg = c
         .model_config(pb::ModelConfigRequest {
@@ -119,7 +128,7 @@ async fn exported_configs_read_in_triton_and_steer_rir_serve() {
         .into_inner()
         .config
         .unwrap();
-    assert_eq!(cfg.max_batch_size, 8);
+    assert_eq!(cfg.max_batch_size, Some(8));
     let meta = c
         .model_metadata(pb::ModelMetadataRequest {
             name: "gray".into(),
@@ -165,4 +174,92 @@ async fn exported_configs_read_in_triton_and_steer_rir_serve() {
     assert_eq!(state, "UNAVAILABLE");
     assert!(why.contains("does not match"), "{why}");
     s.shutdown().await.unwrap();
+}
+
+/// Triton's schema of the model configuration, as NVIDIA's tritonclient
+/// ships it: its `model_config.proto` descriptor, read in Python.
+fn triton_schema() -> prost_reflect::DescriptorPool {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\n\
+             from google.protobuf import descriptor_pb2\n\
+             from tritonclient.grpc import model_config_pb2\n\
+             s = descriptor_pb2.FileDescriptorSet()\n\
+             model_config_pb2.DESCRIPTOR.CopyToProto(s.file.add())\n\
+             sys.stdout.buffer.write(s.SerializeToString())",
+        ])
+        .env("PYTHONPATH", rir_testkit::python::python_path())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "tritonclient's schema (scripts/setup.sh installs tritonclient): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    prost_reflect::DescriptorPool::decode(out.stdout.as_slice()).unwrap()
+}
+
+/// A field's type: the full name of its message or enum, else its scalar kind.
+fn kind_of(f: &prost_reflect::FieldDescriptor) -> String {
+    match f.kind() {
+        prost_reflect::Kind::Message(m) => m.full_name().to_string(),
+        prost_reflect::Kind::Enum(e) => e.full_name().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_config_schema_is_tritons_field_for_field() {
+    let ours = prost_reflect::DescriptorPool::decode(rir_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let theirs = triton_schema();
+    let mut fields = 0;
+    for m in theirs.all_messages() {
+        let mine = ours
+            .get_message_by_name(m.full_name())
+            .unwrap_or_else(|| panic!("{} is missing", m.full_name()));
+        assert_eq!(mine.fields().len(), m.fields().len(), "{}", m.full_name());
+        for f in m.fields() {
+            let g = mine
+                .get_field(f.number())
+                .unwrap_or_else(|| panic!("{} has no field {}", m.full_name(), f.number()));
+            let at = format!("{}.{}", m.full_name(), f.name());
+            assert_eq!(g.name(), f.name(), "{at}");
+            assert_eq!(g.cardinality(), f.cardinality(), "{at}");
+            assert_eq!(kind_of(&g), kind_of(&f), "{at}");
+            let real_oneof = |f: &prost_reflect::FieldDescriptor| {
+                f.containing_oneof()
+                    .filter(|o| !o.is_synthetic())
+                    .map(|o| o.name().to_string())
+            };
+            assert_eq!(real_oneof(&g), real_oneof(&f), "{at}");
+            fields += 1;
+        }
+    }
+    for e in theirs.all_enums() {
+        let mine = ours.get_enum_by_name(e.full_name()).unwrap();
+        let values = |e: &prost_reflect::EnumDescriptor| -> Vec<(String, i32)> {
+            e.values()
+                .map(|v| (v.name().to_string(), v.number()))
+                .collect()
+        };
+        assert_eq!(values(&mine), values(&e), "{}", e.full_name());
+    }
+    assert!(fields > 150, "only {fields} fields compared");
+    // Where ours differs on purpose: explicit presence on three fields.
+    let explicit: Vec<String> = ours
+        .all_messages()
+        .filter(|m| m.full_name().starts_with("inference.Model"))
+        .flat_map(|m| m.fields().collect::<Vec<_>>())
+        .filter(|f| f.containing_oneof().is_some_and(|o| o.is_synthetic()))
+        .map(|f| f.full_name().to_string())
+        .collect();
+    assert_eq!(
+        explicit,
+        [
+            "inference.ModelVersionPolicy.Latest.num_versions",
+            "inference.ModelDynamicBatching.max_queue_delay_microseconds",
+            "inference.ModelConfig.max_batch_size",
+        ]
+    );
 }

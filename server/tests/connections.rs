@@ -3,19 +3,17 @@
 //! first-byte timeout; connections over the limit are closed on arrival, on
 //! the gRPC and the HTTP front end alike.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Options, start};
 use rir_proto::inference::ServerLiveRequest;
-use rir_server::conn::{ConnLimits, Gate};
-use rir_server::stats::Metrics;
+use rir_testkit::requests::fp32_request;
+use rir_testkit::server::TestServer;
+use rir_testkit::web::get;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 fn request() -> rir_proto::inference::ModelInferRequest {
-    common::fp32_request("gray", 1, &[0.0; 784], true)
+    fp32_request("gray", 1, &[0.0; 784], true)
 }
 
 /// Whether the server closed `s` within `wait` (a read sees EOF or a reset).
@@ -34,16 +32,18 @@ fn host(url: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_silent_connections_neither_starve_nor_slow_a_normal_client() {
     // 1,000 client sockets here and 1,000 accepted in the same process.
-    rir_cli::raise_open_files_limit().unwrap();
-    let metrics = Metrics::new().unwrap();
-    let limits = ConnLimits {
-        max_connections: 2_000,
-        first_byte_timeout: Duration::from_secs(3),
-        tcp_keepalive: None,
-    };
-    let mut o = Options::default();
-    o.transport.gate = Some(Gate::new(limits, "grpc", &metrics));
-    let s = start(None, o).await;
+    rir_process::raise_open_files_limit().unwrap();
+    let first_byte_timeout = Duration::from_secs(3);
+    let flags = [
+        "--max-connections",
+        "2000",
+        "--first-byte-timeout-ms",
+        "3000",
+        "--tcp-keepalive-secs",
+        "0",
+    ];
+    let s = TestServer::start(None, &flags).await;
+    let open = "rir_open_connections{front=\"grpc\"}";
 
     let mut silent = Vec::with_capacity(1_000);
     for _ in 0..1_000 {
@@ -67,13 +67,13 @@ async fn a_thousand_silent_connections_neither_starve_nor_slow_a_normal_client()
     // call (about 1 ms), not a single sample.
     assert!(ms[25] < 10.0, "p50 {:.2} ms", ms[25]);
     assert!(
-        opened.elapsed() < limits.first_byte_timeout,
+        opened.elapsed() < first_byte_timeout,
         "the calls above must run while the silent connections are open"
     );
     assert_eq!(
-        metrics.connections.with_label_values(&["grpc"]).get(),
-        1_001,
-        "every silent connection holds a slot until its timeout"
+        s.metric(open).await,
+        1_001.0,
+        "every silent connection holds a place until its timeout"
     );
 
     // After the first-byte timeout every silent connection is closed by the
@@ -84,31 +84,27 @@ async fn a_thousand_silent_connections_neither_starve_nor_slow_a_normal_client()
             "silent connection {k} still open"
         );
     }
-    let refused = |reason| {
-        metrics
-            .connections_refused
-            .with_label_values(&["grpc", reason])
-            .get()
+    let refused = |reason: &str| {
+        format!("rir_connections_refused_total{{front=\"grpc\",reason=\"{reason}\"}}")
     };
-    assert_eq!(refused("silent"), 1_000);
-    assert_eq!(refused("limit"), 0);
+    assert_eq!(s.metric(&refused("silent")).await, 1_000.0);
+    assert_eq!(s.metric(&refused("limit")).await, 0.0);
     client.model_infer(request()).await.unwrap();
-    assert_eq!(metrics.connections.with_label_values(&["grpc"]).get(), 1);
+    assert_eq!(s.metric(open).await, 1.0);
     s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_closed_on_arrival_on_both_front_ends() {
-    let metrics = Metrics::new().unwrap();
-    let limits = ConnLimits {
-        max_connections: 10,
-        first_byte_timeout: Duration::from_millis(1_500),
-        tcp_keepalive: None,
-    };
-    let mut o = Options::default();
-    o.transport.gate = Some(Gate::new(limits, "grpc", &metrics));
-    o.http_gate = Some(Gate::new(limits, "http", &metrics));
-    let s = start(None, o).await;
+    let flags = [
+        "--max-connections",
+        "10",
+        "--first-byte-timeout-ms",
+        "1500",
+        "--tcp-keepalive-secs",
+        "0",
+    ];
+    let s = TestServer::start(None, &flags).await;
 
     for (front, url) in [("grpc", &s.url), ("http", &s.http_url)] {
         let mut held = Vec::new();
@@ -121,15 +117,9 @@ async fn connections_over_the_limit_are_closed_on_arrival_on_both_front_ends() {
             closed_by_server(&mut over, Duration::from_millis(1_000)).await,
             "{front}: the connection over the limit stayed open"
         );
-        assert_eq!(
-            metrics
-                .connections_refused
-                .with_label_values(&[front, "limit"])
-                .get(),
-            1,
-            "{front}"
-        );
-        // Once the silent ones time out, the slots are free again.
+        let series = format!("rir_connections_refused_total{{front=\"{front}\",reason=\"limit\"}}");
+        assert_eq!(s.metric(&series).await, 1.0, "{front}");
+        // Once the silent ones time out, their places are free again.
         for sock in &mut held {
             assert!(
                 closed_by_server(sock, Duration::from_secs(5)).await,
@@ -139,7 +129,7 @@ async fn connections_over_the_limit_are_closed_on_arrival_on_both_front_ends() {
     }
     let mut client = s.kserve().await;
     client.model_infer(request()).await.unwrap();
-    let ready = common::get(format!("{}/v2/health/ready", s.http_url)).await;
+    let ready = get(format!("{}/v2/health/ready", s.http_url)).await;
     assert_eq!(ready.status, 200);
     s.shutdown().await.unwrap();
 }

@@ -154,10 +154,10 @@ fn default_model() -> &'static [u8] {
 fn checkpoint() -> &'static [u8] {
     static CK: OnceLock<Vec<u8>> = OnceLock::new();
     CK.get_or_init(|| {
-        let spec = rir_spec::preset::build(
+        let spec = rir_arch::preset::build(
             "micro",
-            rir_spec::Variant::Rir,
-            rir_spec::InputSpec::new(1, 28, 28),
+            rir_arch::Variant::Rir,
+            rir_arch::InputSpec::new(1, 28, 28),
             10,
         )
         .unwrap();
@@ -261,7 +261,10 @@ proptest! {
             "[a-z_{}:\\[\\], \"0-9\n#-]{0,400}",
         ]
     ) {
-        let (_, peak) = peak_of(|| rir_infer::TritonConfig::parse(&text));
+        // The schema's descriptors are decoded once per process, by the first
+        // parse: that one is not what a file costs.
+        let _ = rir_proto::config_text::parse("");
+        let (_, peak) = peak_of(|| rir_proto::config_text::parse(&text));
         prop_assert!(peak <= 64 * text.len() + MIB, "{peak} bytes for {} bytes", text.len());
     }
 
@@ -330,11 +333,11 @@ proptest! {
             };
             let _ = std::fs::write(&path, bytes);
         }
-        if let Ok(names) = rir_server::repository::model_names(dir.path()) {
+        if let Ok(names) = rir_server::scan::model_names(dir.path()) {
             for name in names {
-                let found = rir_server::repository::scan_model(dir.path(), &name);
-                let _ = rir_server::repository::read_config(dir.path(), &name);
-                let _ = rir_server::repository::fingerprints(dir.path(), &name);
+                let found = rir_server::scan::scan_model(dir.path(), &name);
+                let _ = rir_server::scan::read_config(dir.path(), &name);
+                let _ = rir_server::scan::fingerprints(dir.path(), &name);
                 for f in found {
                     prop_assert_eq!(&f.name, &name);
                 }

@@ -3,13 +3,9 @@
 //! come from running the same ONNX file in-process (rir-infer), not from the
 //! server.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::fp32_request;
-use common::{Options, png, start};
 use rir_infer::engine::{max_abs_diff, output};
 use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_proto::classify::ClassifyRequest;
@@ -18,6 +14,10 @@ use rir_proto::inference::{
     infer_parameter::ParameterChoice,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
+use rir_testkit::images::png;
+use rir_testkit::models::{write_model, write_preset};
+use rir_testkit::requests::fp32_request;
+use rir_testkit::server::TestServer;
 use tonic::Code;
 
 fn pixels(n: usize, per: usize, seed: u32) -> Vec<f32> {
@@ -36,7 +36,7 @@ fn reference(path: &std::path::Path, data: &[f32], shape: &[usize]) -> Vec<rir_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metadata_and_config() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let mut c = s.kserve().await;
     assert!(
         c.server_live(pb::ServerLiveRequest {})
@@ -131,7 +131,7 @@ async fn health_metadata_and_config() {
         .config
         .unwrap();
     assert_eq!(cfg.platform, "onnxruntime_onnx");
-    assert_eq!(cfg.max_batch_size, 16);
+    assert_eq!(cfg.max_batch_size, Some(16));
     assert_eq!(cfg.input[0].dims, vec![1, 28, 28]);
     assert_eq!(cfg.input[0].data_type, pb::DataType::TypeFp32 as i32);
     assert_eq!(cfg.output[1].dims, vec![10]);
@@ -140,7 +140,7 @@ async fn health_metadata_and_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infer_raw_and_typed_match_onnx_runtime() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let mut c = s.kserve().await;
     let path = s.model_path("gray");
     let data = pixels(3, 784, 7);
@@ -178,14 +178,14 @@ async fn uint8_nhwc_input_equals_its_fp32_form() {
     // and run by ONNX Runtime in process: nothing of the server's decides
     // what is right.
     let dir = tempfile::tempdir().unwrap();
-    common::write_model(
+    write_model(
         dir.path(),
         "wide",
         1,
-        rir_spec::InputSpec::new(3, 16, 24),
+        rir_arch::InputSpec::new(3, 16, 24),
         5,
     );
-    let s = start(Some(dir.path()), Options::default()).await;
+    let s = TestServer::start(Some(dir.path()), &[]).await;
     let mut c = s.kserve().await;
     let (n, h, w) = (3usize, 16usize, 24usize);
     let bytes: Vec<u8> = (0..n * h * w * 3).map(|i| (i * 7 % 251) as u8).collect();
@@ -239,7 +239,7 @@ async fn uint8_nhwc_input_equals_its_fp32_form() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classification_extension_returns_top_k_strings() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let mut c = s.kserve().await;
     let data = pixels(2, 784, 3);
     let mut req = fp32_request("gray", 2, &data, false);
@@ -283,7 +283,7 @@ async fn classification_extension_returns_top_k_strings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classify_decodes_converts_and_resizes_images() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let mut c = s.classifier().await;
     // A 28x28 grayscale PNG, a 40x20 RGB PNG (converted and resized) and a JPEG.
     let mut jpeg = std::io::Cursor::new(Vec::new());
@@ -358,7 +358,7 @@ async fn non_finite_inputs_run_by_default_and_are_refused_on_request() {
     let request = fp32_request("gray", 2, &odd, true);
     // Default: the request runs, as in Triton; NaN propagates to the
     // outputs of the image that holds it.
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let out = s
         .kserve()
         .await
@@ -369,14 +369,7 @@ async fn non_finite_inputs_run_by_default_and_are_refused_on_request() {
     assert_eq!(out.raw_output_contents.len(), 2, "both outputs answered");
     s.shutdown().await.unwrap();
     // --reject-nonfinite: INVALID_ARGUMENT naming the problem.
-    let s = start(
-        None,
-        Options {
-            reject_nonfinite: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = TestServer::start(None, &["--reject-nonfinite"]).await;
     let e = s.kserve().await.model_infer(request).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     assert!(e.message().contains("NaN or infinite"), "{}", e.message());
@@ -385,7 +378,7 @@ async fn non_finite_inputs_run_by_default_and_are_refused_on_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_clear_statuses() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let mut c = s.kserve().await;
     let data = pixels(1, 784, 1);
     // Each case: one mutation of a good request, the status and a phrase of
@@ -522,7 +515,7 @@ async fn bad_inputs_get_clear_statuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statistics_count_what_ran() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let mut c = s.kserve().await;
     for n in [1usize, 3] {
         c.model_infer(fp32_request("gray", n, &pixels(n, 784, 1), true))
@@ -565,7 +558,7 @@ async fn statistics_count_what_ran() {
         .unwrap()
         .into_inner();
     assert_eq!(all.model_stats.len(), 4, "every version of every model");
-    let text = s.metrics.render();
+    let text = s.metrics().await;
     assert!(
         text.contains("rir_inference_count{model=\"gray\"} 4"),
         "{text}"
@@ -581,9 +574,7 @@ async fn statistics_count_what_ran() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_clients_with_batching_get_unbatched_results() {
-    let mut o = Options::default();
-    o.batching.max_delay = Duration::from_millis(20);
-    let s = start(None, o).await;
+    let s = TestServer::start(None, &["--max-queue-delay-us", "20000"]).await;
     let path = s.model_path("gray");
     let mut tasks = vec![];
     for i in 0..24u32 {
@@ -604,7 +595,7 @@ async fn concurrent_clients_with_batching_get_unbatched_results() {
         let want = reference(&path, &data, &[n, 1, 28, 28]);
         assert!(max_abs_diff(&got, &output(&want, "logits").unwrap().data) < 1e-4);
     }
-    let snap = s.state.models().get("gray", "").unwrap().stats.snapshot();
+    let snap = s.core().models().get("gray", "").unwrap().stats.snapshot();
     assert_eq!(snap.inference_count, 24 + 24);
     assert!(
         snap.execution_count < 24,
@@ -619,18 +610,16 @@ async fn a_full_queue_is_refused() {
     // The paper-size network (about 6 ms per image here) with a queue of 2:
     // forty simultaneous requests cannot all fit.
     let dir = tempfile::tempdir().unwrap();
-    common::write_preset(
+    write_preset(
         dir.path(),
         "paper",
         1,
-        rir_spec::InputSpec::new(3, 32, 32),
+        rir_arch::InputSpec::new(3, 32, 32),
         "paper",
         1,
     );
-    let mut o = Options::default();
-    o.batching.queue_capacity = 2;
-    o.batching.buckets = rir_infer::Buckets::every(1);
-    let s = start(Some(dir.path()), o).await;
+    let flags = ["--queue-capacity", "2", "--max-batch", "1"];
+    let s = TestServer::start(Some(dir.path()), &flags).await;
     let mut tasks = vec![];
     for i in 0..40u32 {
         let mut c = s.kserve().await;
@@ -659,9 +648,7 @@ async fn a_full_queue_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_finishes_calls_in_flight() {
-    let mut o = Options::default();
-    o.batching.max_delay = Duration::from_millis(300);
-    let s = start(None, o).await;
+    let s = TestServer::start(None, &["--max-queue-delay-us", "300000"]).await;
     let mut tasks = vec![];
     for i in 0..8u32 {
         let mut c = s.kserve().await;
@@ -671,7 +658,7 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let state = s.state.clone();
+    let core = s.core().clone();
     let url = s.url.clone();
     s.shutdown().await.unwrap();
     for t in tasks {
@@ -680,7 +667,7 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
             "a call in flight failed during shutdown"
         );
     }
-    assert!(!state.ready.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(!core.is_ready());
     assert!(
         rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::connect(
             url
@@ -692,9 +679,7 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_is_required_when_set() {
-    let mut o = Options::default();
-    o.transport.auth_token = Some("s3cret".into());
-    let s = start(None, o).await;
+    let s = TestServer::start(None, &["--auth-token", "s3cret"]).await;
     let mut c = s.kserve().await;
     let e = c.server_live(pb::ServerLiveRequest {}).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
@@ -714,11 +699,7 @@ async fn bearer_token_is_required_when_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tract_backend_serves_the_same_numbers() {
-    let o = Options {
-        backend: rir_infer::Backend::Tract,
-        ..Options::default()
-    };
-    let s = start(None, o).await;
+    let s = TestServer::start(None, &["--backend", "tract"]).await;
     let mut c = s.kserve().await;
     let path = s.model_path("gray");
     let data = pixels(2, 784, 5);
@@ -739,20 +720,68 @@ async fn tract_backend_serves_the_same_numbers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_triton_python_client_works_unchanged() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let path = s.model_path("gray");
     let addr = s.url.trim_start_matches("http://").to_string();
-    common::run_triton_client("grpc", &addr, "gray", &path).await;
+    rir_testkit::python::run_triton_client("grpc", &addr, "gray", &path).await;
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nvidia_perf_analyzer_measures_rir_serve_unchanged() {
+    // perf_analyzer reads ModelMetadata, ModelConfig and ModelStatistics
+    // (it aborts when the compute counts in the statistics differ) and
+    // drives ModelInfer, over gRPC and over HTTP (binary tensors, its
+    // default there). scripts/perf-analyzer.sh installs it from PyPI.
+    let s = TestServer::start(None, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = rir_testkit::python::root().join("scripts/perf-analyzer.sh");
+    for (protocol, url) in [("grpc", &s.url), ("http", &s.http_url)] {
+        let csv = dir.path().join(format!("pa-{protocol}.csv"));
+        let host = url.trim_start_matches("http://").to_string();
+        let (out_csv, script) = (csv.clone(), script.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("bash")
+                .arg(script)
+                .args(["-m", "gray", "-u", &host, "-i", protocol])
+                .args(["--concurrency-range", "2"])
+                // Stabilize on the median with a loose threshold: the test checks
+                // compatibility, not figures, on a machine shared with other tests.
+                .args(["--measurement-interval", "500", "--percentile=50"])
+                .args(["--stability-percentage", "50", "--max-trials", "30"])
+                // No input options: perf_analyzer's default random data, as a
+                // new user runs it.
+                .arg("-f")
+                .arg(&out_csv)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "perf_analyzer -i {protocol}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("Server:"), "{stdout}");
+        let pa =
+            rir_bench::compare::parse_perf_csv(&std::fs::read_to_string(&csv).unwrap()).unwrap();
+        assert!(pa.ips > 0.0 && pa.p50 > 0.0, "-i {protocol}: {pa:?}");
+    }
     s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_and_plaintext_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path, pem) = common::self_signed(dir.path());
-    let mut o = Options::default();
-    o.transport.tls = Some((cert_path, key_path));
-    let s = start(None, o).await;
+    let (cert_path, key_path, pem) = rir_testkit::tls::self_signed(dir.path());
+    let (cert, key) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    let s = TestServer::start(None, &["--tls-cert", &cert, "--tls-key", &key]).await;
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(pem))
         .domain_name("localhost");
@@ -795,26 +824,18 @@ async fn tls_serves_and_plaintext_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_serves_prometheus_text() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let mut c = s.kserve().await;
     c.model_infer(fp32_request("gray", 2, &pixels(2, 784, 1), true))
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(rir_server::server::serve_metrics(
-        s.metrics.clone(),
-        listener,
-        None,
-    ));
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-    sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    sock.read_to_string(&mut text).await.unwrap();
-    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    let page = rir_testkit::web::get(s.metrics_url.clone()).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.headers["content-type"], "text/plain; version=0.0.4",
+        "the Prometheus text format"
+    );
+    let text = page.text();
     for needle in [
         "rir_inference_count{model=\"gray\"} 2",
         "rir_execution_count{model=\"gray\"} 1",
@@ -828,9 +849,7 @@ async fn metrics_endpoint_serves_prometheus_text() {
     }
     // The process gauges: this test's own process, read independently.
     let gauge = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        rir_testkit::web::metric(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
     };
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let rss_kib: f64 = status
@@ -838,36 +857,31 @@ async fn metrics_endpoint_serves_prometheus_text() {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap();
-    let ratio = gauge("process_resident_memory_bytes ") / (rss_kib * 1024.0);
+    let ratio = gauge("process_resident_memory_bytes") / (rss_kib * 1024.0);
     assert!((0.8..1.25).contains(&ratio), "RSS gauge / VmRSS = {ratio}");
-    assert!(gauge("process_open_fds ") >= 4.0);
-    task.abort();
+    assert!(gauge("process_open_fds") >= 4.0);
+    // Any path serves the page, as Prometheus scrape configs may differ.
+    let other = rir_testkit::web::get(s.metrics_url.replace("/metrics", "/")).await;
+    assert!(other.text().contains("rir_inference_count"));
+    s.shutdown().await.unwrap();
 
-    // Behind the token: 401 without it or with another, 200 with it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(rir_server::server::serve_metrics(
-        s.metrics.clone(),
-        listener,
-        Some("s3cret".into()),
-    ));
+    // Behind the token (--metrics-auth): 401 without it or with another,
+    // 200 with it; gRPC and REST want it too.
+    let flags = ["--auth-token", "s3cret", "--metrics-auth"];
+    let s = TestServer::start(None, &flags).await;
     for (header, status) in [
-        ("", "401"),
-        ("Authorization: Bearer nope\r\n", "401"),
-        ("authorization: Bearer s3cret\r\n", "200"),
+        (None, 401),
+        (Some("Bearer nope"), 401),
+        (Some("Bearer s3cret"), 200),
     ] {
-        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET /metrics HTTP/1.1\r\nhost: x\r\n{header}\r\n");
-        sock.write_all(request.as_bytes()).await.unwrap();
-        let mut text = String::new();
-        sock.read_to_string(&mut text).await.unwrap();
-        assert!(
-            text.starts_with(&format!("HTTP/1.1 {status}")),
-            "{header}: {text}"
+        let headers: Vec<(&str, &str)> = header.map(|h| ("authorization", h)).into_iter().collect();
+        let page = rir_testkit::web::call("GET", s.metrics_url.clone(), &headers, vec![]).await;
+        assert_eq!(page.status, status, "{header:?}: {}", page.text());
+        assert_eq!(
+            page.text().contains("process_resident_memory_bytes"),
+            status == 200
         );
-        assert_eq!(text.contains("rir_inference_count"), status == "200");
     }
-    task.abort();
     s.shutdown().await.unwrap();
 }
 
@@ -903,7 +917,7 @@ impl Ca {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_serves_only_clients_with_a_certificate_the_ca_signed() {
-    use rir_loadtest::connect::{ConnectOptions, connect, kserve_client};
+    use rir_client::connect::{ConnectOptions, connect, kserve_client};
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| {
         let p = dir.path().join(name);
@@ -914,10 +928,21 @@ async fn mutual_tls_serves_only_clients_with_a_certificate_the_ca_signed() {
     let (server_cert, server_key) = ca.sign(&["localhost"]);
     let (client_cert, client_key) = ca.sign(&["client"]);
     let stranger = Ca::new().sign(&["client"]);
-    let mut o = Options::default();
-    o.transport.tls = Some((write("s.pem", &server_cert), write("s.key", &server_key)));
-    o.transport.tls_client_ca = Some(write("ca.pem", &ca.pem));
-    let s = start(None, o).await;
+    let path = |p: std::path::PathBuf| p.display().to_string();
+    let (cert, key) = (
+        path(write("s.pem", &server_cert)),
+        path(write("s.key", &server_key)),
+    );
+    let client_ca = path(write("ca.pem", &ca.pem));
+    let flags = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &client_ca,
+    ];
+    let s = TestServer::start(None, &flags).await;
     let url = s
         .url
         .replace("http://", "https://")
@@ -967,7 +992,7 @@ async fn reflection_lists_every_service_and_health_answers_per_service() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let channel = tonic::transport::Channel::from_shared(s.url.clone())
         .unwrap()
         .connect()

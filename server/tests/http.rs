@@ -4,13 +4,13 @@
 //! the gRPC side and from ONNX Runtime in this process, not from the HTTP
 //! code under test.
 
-mod common;
-
-use common::{Options, call, get, png, start};
 use rir_infer::engine::{max_abs_diff, output};
 use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_proto::classify::ClassifyRequest;
 use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
+use rir_testkit::images::png;
+use rir_testkit::server::TestServer;
+use rir_testkit::web::{call, get};
 use serde_json::{Value, json};
 
 fn pixels(n: usize, seed: u32) -> Vec<f32> {
@@ -29,7 +29,7 @@ fn as_f32(v: &Value) -> Vec<f32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_routes_answer_what_their_grpc_twins_answer() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let mut c = s.kserve().await;
     let base = s.http_url.clone();
 
@@ -93,7 +93,7 @@ async fn rest_routes_answer_what_their_grpc_twins_answer() {
             .into_inner()
             .config
             .unwrap();
-        assert_eq!(config["max_batch_size"], g.max_batch_size);
+        assert_eq!(config["max_batch_size"], g.max_batch_size.unwrap());
         assert_eq!(config["input"][0]["dims"], json!(g.input[0].dims));
         assert_eq!(config["input"][0]["data_type"], "TYPE_FP32");
         assert_eq!(config["backend"], g.backend);
@@ -242,7 +242,7 @@ async fn rest_routes_answer_what_their_grpc_twins_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_a_4xx_with_a_message_and_the_server_stays_up() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let base = s.http_url.clone();
     let infer = format!("{base}/v2/models/gray/infer");
     let good = serde_json::to_vec(&json!({
@@ -351,9 +351,7 @@ async fn bad_requests_get_a_4xx_with_a_message_and_the_server_stays_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bearer_token_guards_everything_but_health() {
-    let mut o = Options::default();
-    o.transport.auth_token = Some("s3cret".into());
-    let s = start(None, o).await;
+    let s = TestServer::start(None, &["--auth-token", "s3cret"]).await;
     let base = s.http_url.clone();
     assert_eq!(get(format!("{base}/v2/health/live")).await.status, 200);
     assert_eq!(get(format!("{base}/v2/health/ready")).await.status, 200);
@@ -381,16 +379,16 @@ async fn a_bearer_token_guards_everything_but_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_triton_http_client_works_unchanged() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let path = s.model_path("gray");
     let addr = s.http_url.trim_start_matches("http://").to_string();
-    common::run_triton_client("http", &addr, "gray", &path).await;
+    rir_testkit::python::run_triton_client("http", &addr, "gray", &path).await;
     s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_classifies_an_image_and_runs_json_inference() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let base = s.http_url.clone();
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("shirt.png");
@@ -483,7 +481,7 @@ async fn the_web_page_classifies_an_image_in_a_real_browser() {
     // then fetches the image and sends it as a user's dropped file would
     // be) and prints the DOM once the page is done. The labels it shows
     // must be the gRPC Classify answer for the same image.
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let image = png(28, 28, false);
     let url = format!(
         "{}/?model=gray&image={}",
@@ -551,15 +549,12 @@ async fn the_web_page_classifies_an_image_in_a_real_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_a_deadline_get_the_servers_default() {
-    // A default of one microsecond passes before any request reaches an
-    // engine: gRPC calls without `grpc-timeout` and every HTTP request are
-    // answered DEADLINE_EXCEEDED / 504 and not run; a gRPC call with its own
-    // deadline runs.
-    let o = Options {
-        default_timeout: Some(std::time::Duration::from_micros(1)),
-        ..Options::default()
-    };
-    let s = start(None, o).await;
+    // A default of one millisecond passes while a request waits 50 ms in
+    // the queue for company: gRPC calls without `grpc-timeout` and every
+    // HTTP request are answered DEADLINE_EXCEEDED / 504 and not run; a gRPC
+    // call with its own deadline runs.
+    let flags = ["--default-timeout-ms", "1", "--max-queue-delay-us", "50000"];
+    let s = TestServer::start(None, &flags).await;
     let body = serde_json::to_vec(&json!({
         "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": pixels(1, 1)}]
     }))
@@ -590,7 +585,7 @@ async fn requests_without_a_deadline_get_the_servers_default() {
     let mut own = tonic::Request::new(request());
     own.set_timeout(std::time::Duration::from_secs(10));
     assert!(c.model_infer(own).await.is_ok());
-    let stats = s.state.statistics("gray", "").unwrap();
+    let stats = s.core().statistics("gray", "").unwrap();
     assert_eq!(
         stats[0].inference_count, 1,
         "the expired requests never ran"

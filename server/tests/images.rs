@@ -3,13 +3,11 @@
 //! from their header and size, with the reason, without decoding, so that
 //! many at once leave the memory where it was.
 
-mod common;
-
 use std::io::Write;
 
-use common::{Options, png, start};
 use rir_proto::classify::ClassifyRequest;
-use rir_server::tensors::ImageLimits;
+use rir_testkit::images::png;
+use rir_testkit::server::TestServer;
 use tonic::Code;
 
 /// A valid grayscale PNG of `side` x `side` black pixels, compressed as it
@@ -66,7 +64,7 @@ async fn decompression_bombs_are_refused_from_their_header() {
             .unwrap();
     assert_eq!(dims, (20_000, 20_000));
 
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let before = peak_rss_kib();
     let mut calls = vec![];
     for _ in 0..32 {
@@ -107,14 +105,8 @@ async fn decompression_bombs_are_refused_from_their_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_limits_are_the_servers_options() {
-    let o = Options {
-        image_limits: ImageLimits {
-            max_pixels: 30 * 30,
-            max_bytes: 4000,
-        },
-        ..Options::default()
-    };
-    let s = start(None, o).await;
+    let flags = ["--max-image-pixels", "900", "--max-image-bytes", "4000"];
+    let s = TestServer::start(None, &flags).await;
     let mut c = s.classifier().await;
     let classify = |images: Vec<Vec<u8>>| ClassifyRequest {
         images,

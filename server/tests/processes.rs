@@ -5,21 +5,23 @@
 //! could not answer), and one of three replicas killed behind the load
 //! tester's client-side balancing (no request lost).
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rir_loadtest::balance::Replicas;
-use rir_loadtest::bench::{spawn_server, spawn_server_on};
-use rir_loadtest::connect::{ConnectOptions, connect, connect_replicas, resolve};
-use rir_loadtest::run::{Arrivals, Load, RunOptions, Stop, run};
+use rir_arch::InputSpec;
+use rir_client::balance::Replicas;
+use rir_client::connect::{ConnectOptions, connect, connect_replicas, resolve};
+use rir_loadtest::load::{Arrivals, Load, RunOptions, Stop};
+use rir_loadtest::run::run;
 use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
 use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use rir_proto::inference::model_infer_request::InferInputTensor;
 use rir_proto::inference::{ModelInferRequest, ModelStatisticsRequest};
-use rir_spec::InputSpec;
+use rir_testkit::models::{write_model, write_preset};
+use rir_testkit::process::{spawn as spawn_server, spawn_on as spawn_server_on};
+use rir_testkit::requests::fp32_request;
+use rir_testkit::web::get;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -58,7 +60,7 @@ fn port_of(url: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_run_loses_no_request() {
     let dir = tempfile::tempdir().unwrap();
-    common::write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 1);
+    write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 1);
     let mut servers = Vec::new();
     for _ in 0..3 {
         servers.push(
@@ -123,7 +125,7 @@ async fn sigterm_turns_health_off_finishes_calls_in_flight_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     // A model slow enough on the CPU that a burst of batches is still in
     // flight when the signal arrives.
-    common::write_preset(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), "tiny", 1);
+    write_preset(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), "tiny", 1);
     let mut server = spawn_server(
         serve_bin(),
         dir.path(),
@@ -154,7 +156,7 @@ async fn sigterm_turns_health_off_finishes_calls_in_flight_and_exits_0() {
     let calls: Vec<_> = (0..16)
         .map(|_| {
             let mut c = GrpcInferenceServiceClient::new(chan.clone());
-            let request = common::fp32_request("gray", 64, &vec![0.0; 64 * 784], true);
+            let request = fp32_request("gray", 64, &vec![0.0; 64 * 784], true);
             tokio::spawn(async move { c.model_infer(request).await })
         })
         .collect();
@@ -203,7 +205,7 @@ async fn sigterm_turns_health_off_finishes_calls_in_flight_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_open_loop_load_counts_every_request_and_the_restart_serves() {
     let dir = tempfile::tempdir().unwrap();
-    common::write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 1);
+    write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 1);
     let mut first = spawn_server(serve_bin(), dir.path(), &args(&[]))
         .await
         .unwrap();
@@ -380,7 +382,7 @@ fn device_cuda_without_a_cuda_provider_fails_at_start_with_the_reason() {
         Err(why) => {
             assert_eq!(out.status.code(), Some(1), "{stderr}");
             assert!(
-                stderr.contains("--device cuda:") && stderr.contains(&why),
+                stderr.contains("--device cuda:") && stderr.contains(&why.0),
                 "{stderr}"
             );
         }
@@ -392,7 +394,7 @@ fn device_cuda_without_a_cuda_provider_fails_at_start_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engine_instances_answer_concurrent_calls_exactly_as_one() {
     let dir = tempfile::tempdir().unwrap();
-    common::write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 3);
+    write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 3);
     let one = spawn_server(serve_bin(), dir.path(), &args(&[]))
         .await
         .unwrap();
@@ -448,7 +450,7 @@ fn counter(page: &str, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_at_a_time_runs_inline_by_default_and_with_run_inline_false_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    common::write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 3);
+    write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 3);
     let on = spawn_server(serve_bin(), dir.path(), &args(&[]))
         .await
         .unwrap();
@@ -465,7 +467,7 @@ async fn one_request_at_a_time_runs_inline_by_default_and_with_run_inline_false_
             .unwrap();
         let mut raw = vec![];
         for k in 0..6 {
-            let r = common::fp32_request("gray", 1, &fp32(k), true);
+            let r = fp32_request("gray", 1, &fp32(k), true);
             raw.push(
                 c.model_infer(r)
                     .await
@@ -474,7 +476,7 @@ async fn one_request_at_a_time_runs_inline_by_default_and_with_run_inline_false_
                     .raw_output_contents,
             );
         }
-        let page = common::get(s.metrics_url.clone()).await.body;
+        let page = get(s.metrics_url.clone()).await.body;
         let page = String::from_utf8_lossy(&page);
         seen.push((
             raw,

@@ -2,16 +2,15 @@
 //! and unload over gRPC and REST, polling, a failed reload that leaves the
 //! old file serving, and a reload under load that loses no request.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Options, call, repository, start, write_model};
+use rir_arch::InputSpec;
 use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
-use rir_server::control::ControlMode;
-use rir_spec::InputSpec;
+use rir_testkit::models::{repository, write_model};
+use rir_testkit::server::TestServer;
+use rir_testkit::web::call;
 use tonic::Code;
 
 fn request(model: &str) -> pb::ModelInferRequest {
@@ -41,15 +40,11 @@ fn entry(name: &str, version: &str, state: &str) -> (String, String, String) {
 }
 
 /// The standard repository served in explicit mode with only `gray` loaded.
-async fn explicit_gray() -> (tempfile::TempDir, common::Running) {
+async fn explicit_gray() -> (tempfile::TempDir, TestServer) {
     let dir = tempfile::tempdir().unwrap();
     repository(dir.path());
-    let o = Options {
-        control: ControlMode::Explicit,
-        load_models: vec!["gray".into()],
-        ..Options::default()
-    };
-    let s = start(Some(dir.path()), o).await;
+    let flags = ["--model-control-mode", "explicit", "--load-model", "gray"];
+    let s = TestServer::start(Some(dir.path()), &flags).await;
     (dir, s)
 }
 
@@ -143,7 +138,7 @@ async fn explicit_mode_loads_unloads_and_indexes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_and_unload_are_refused_without_explicit_control() {
-    let s = start(None, Options::default()).await;
+    let s = TestServer::start(None, &[]).await;
     let mut c = s.kserve().await;
     let e = c
         .repository_model_unload(pb::RepositoryModelUnloadRequest {
@@ -171,11 +166,13 @@ async fn load_and_unload_are_refused_without_explicit_control() {
 async fn a_new_file_that_fails_leaves_the_old_one_serving() {
     let dir = tempfile::tempdir().unwrap();
     repository(dir.path());
-    let o = Options {
-        control: ControlMode::Poll,
-        ..Options::default()
-    };
-    let s = start(Some(dir.path()), o).await;
+    let flags = [
+        "--model-control-mode",
+        "poll",
+        "--repository-poll-secs",
+        "3600",
+    ];
+    let s = TestServer::start(Some(dir.path()), &flags).await;
     let mut c = s.kserve().await;
     let before = c.model_infer(request("gray")).await.unwrap().into_inner();
     assert_eq!(before.model_version, "2");
@@ -184,7 +181,7 @@ async fn a_new_file_that_fails_leaves_the_old_one_serving() {
         b"truncated by a bad copy",
     )
     .unwrap();
-    s.state.poll_once().await;
+    s.core().poll_repository().await;
     let after = c.model_infer(request("gray")).await.unwrap().into_inner();
     assert_eq!(after.model_version, "2");
     assert_eq!(after.raw_output_contents, before.raw_output_contents);
@@ -202,9 +199,9 @@ async fn a_new_file_that_fails_leaves_the_old_one_serving() {
     assert!(v2.reason.contains("the new one failed"), "{}", v2.reason);
 
     // Polling again does not retry the same bad file; a good one replaces it.
-    s.state.poll_once().await;
+    s.core().poll_repository().await;
     write_model(dir.path(), "gray", 2, InputSpec::new(1, 28, 28), 99);
-    s.state.poll_once().await;
+    s.core().poll_repository().await;
     let fixed = c.model_infer(request("gray")).await.unwrap().into_inner();
     assert_ne!(
         fixed.raw_output_contents, before.raw_output_contents,
@@ -225,7 +222,7 @@ async fn a_new_file_that_fails_leaves_the_old_one_serving() {
     write_model(dir.path(), "gray", 3, InputSpec::new(1, 28, 28), 7);
     write_model(dir.path(), "gray2", 1, InputSpec::new(1, 28, 28), 8);
     std::fs::remove_dir_all(dir.path().join("rgb")).unwrap();
-    s.state.poll_once().await;
+    s.core().poll_repository().await;
     let r = c.model_infer(request("gray")).await.unwrap().into_inner();
     assert_eq!(r.model_version, "3");
     assert!(c.model_infer(request("gray2")).await.is_ok());
@@ -284,7 +281,10 @@ async fn a_reload_under_load_loses_no_request() {
     write_model(dir.path(), "gray", 2, InputSpec::new(1, 28, 28), 1234);
     phase.store(1, Ordering::SeqCst);
     let t = Instant::now();
-    s.state.load_model("gray").await.unwrap();
+    s.core()
+        .load_model("gray", std::iter::empty())
+        .await
+        .unwrap();
     let reload = t.elapsed();
     phase.store(2, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;

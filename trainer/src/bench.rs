@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use rir_spec::{ModelSpec, Shortcut};
+use rir_arch::{ModelSpec, Shortcut};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor, nn::VarStore};
 
@@ -48,6 +48,47 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// A fixed random batch of `batch` images (channels-last when `mixed`) and labels.
+fn batch_of(spec: &ModelSpec, batch: usize, device: Device, mixed: bool) -> (Tensor, Tensor) {
+    let i = spec.input;
+    let shape = [
+        batch as i64,
+        i.channels as i64,
+        i.height as i64,
+        i.width as i64,
+    ];
+    let x = Tensor::randn(shape, (Kind::Float, device));
+    let x = match mixed {
+        true => crate::train::channels_last(&x),
+        false => x,
+    };
+    let classes = spec.num_classes as i64;
+    let y = Tensor::randint(classes, [batch as i64], (Kind::Int64, device));
+    (x, y)
+}
+
+/// SGD over the four-convolution form's own kernels and BatchNorms, and
+/// the RiR variables it shares (stem, head, projections).
+fn four_conv_optimizer(f: &FourConvNet, vs: &VarStore) -> Sgd {
+    let mut named: Vec<(String, Tensor)> = f
+        .trainable()
+        .into_iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let kind = if t.dim() == 4 { "weight" } else { "bn" };
+            (format!("four.{k}.{kind}"), t)
+        })
+        .collect();
+    for (n, t) in vs.variables() {
+        if t.requires_grad() && !(n.contains(".u0.") || n.contains(".u1."))
+            || n.ends_with("proj.weight")
+        {
+            named.push((n, t));
+        }
+    }
+    Sgd::from_named(named, 0.9, false, 1e-4)
+}
+
 /// Times `steps` training steps of `form` after `warmup` untimed ones.
 /// `mixed`: bf16 convolutions and channels-last tensors, as `rir-train
 /// train --bf16 --channels-last` runs them.
@@ -67,50 +108,11 @@ pub fn measure(
         net.precision = crate::model::Precision::Bf16;
         crate::train::to_channels_last(&vs);
     }
-    let i = spec.input;
-    let x = Tensor::randn(
-        [
-            batch as i64,
-            i.channels as i64,
-            i.height as i64,
-            i.width as i64,
-        ],
-        (Kind::Float, device),
-    );
-    let x = if mixed {
-        crate::train::channels_last(&x)
-    } else {
-        x
-    };
-    let y = Tensor::randint(
-        spec.num_classes as i64,
-        [batch as i64],
-        (Kind::Int64, device),
-    );
+    let (x, y) = batch_of(spec, batch, device, mixed);
     let four = (form == Form::FourConv).then(|| FourConvNet::from_rir(&net));
     let mut opt = match &four {
         None => Sgd::new(&vs, 0.9, false, 1e-4),
-        Some(f) => {
-            let mut named: Vec<(String, Tensor)> = f
-                .trainable()
-                .into_iter()
-                .enumerate()
-                .map(|(k, t)| {
-                    (
-                        format!("four.{k}.{}", if t.dim() == 4 { "weight" } else { "bn" }),
-                        t,
-                    )
-                })
-                .collect();
-            for (n, t) in vs.variables() {
-                if t.requires_grad() && !(n.contains(".u0.") || n.contains(".u1."))
-                    || n.ends_with("proj.weight")
-                {
-                    named.push((n, t));
-                }
-            }
-            Sgd::from_named(named, 0.9, false, 1e-4)
-        }
+        Some(f) => four_conv_optimizer(f, &vs),
     };
     let mut step = || {
         let logits = match &four {

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use rir_arch::CheckpointMeta;
+use rir_arch::meta::OPTIMIZER_PREFIX;
 use rir_checkpoint::{Checkpoint, CheckpointError, Tensor as CkTensor};
-use rir_spec::CheckpointMeta;
-use rir_spec::meta::OPTIMIZER_PREFIX;
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
 use crate::optim::Sgd;

@@ -13,9 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rir_arch::{ModelSpec, Variant, preset};
 use rir_data::Source;
 use rir_infer::Device;
-use rir_spec::{ModelSpec, Variant, preset};
 
 use crate::bench::{Form, Measurement, layer_plan};
 use crate::error::TrainError;
@@ -67,8 +67,13 @@ pub struct Row {
     /// bf16 convolutions with channels-last tensors.
     pub mixed: bool,
     /// The figures, or why the row was skipped.
-    pub outcome: Result<Measurement, String>,
+    pub outcome: Result<Measurement, Skipped>,
 }
+
+/// Why a row of the table was not measured, in words for the table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Skipped(pub String);
 
 /// Every row of one preset.
 #[derive(Debug, Clone)]
@@ -182,7 +187,7 @@ impl Plan {
         let out = cmd
             .output()
             .map_err(|e| TrainError::Bench(format!("{what}: {e}")))?;
-        parse(&out, &what).map_err(TrainError::Bench)
+        parse(&out, &what).map_err(|e| TrainError::Bench(e.0))
     }
 
     fn pytorch(&self, spec: &ModelSpec, label: &str, mixed: bool) -> Row {
@@ -203,15 +208,15 @@ impl Plan {
         let outcome = match cmd.arg(&script).arg(args.to_string()).output() {
             Ok(out) => parse::<ReferenceLine>(&out, "PyTorch reference").map_err(|e| {
                 // The last line of a Python traceback says what went wrong.
-                let last = e.lines().last().unwrap_or_default().to_string();
+                let last = e.0.lines().last().unwrap_or_default().to_string();
                 let no_torch = last.contains("ImportError") || last.contains("No module");
-                if self.python.is_none() && no_torch {
+                Skipped(if self.python.is_none() && no_torch {
                     format!("{last} ({NO_TORCH_HINT})")
                 } else {
                     last
-                }
+                })
             }),
-            Err(e) => Err(format!("{}: {e}", python.display())),
+            Err(e) => Err(Skipped(format!("{}: {e}", python.display()))),
         };
         let label = match outcome.as_ref().map(|r| r.device.as_deref()) {
             Ok(Some(d)) => format!("{label} [{d}]"),
@@ -259,17 +264,17 @@ struct ReferenceLine {
 }
 
 /// What a child printed as its last line of output, as JSON.
-fn parse<T: serde::de::DeserializeOwned>(out: &Output, what: &str) -> Result<T, String> {
+fn parse<T: serde::de::DeserializeOwned>(out: &Output, what: &str) -> Result<T, Skipped> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(match stderr.trim() {
+        return Err(Skipped(match stderr.trim() {
             "" => format!("{what} ended with {} and printed no error", out.status),
             e => format!("{what} failed: {e}"),
-        });
+        }));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
-    serde_json::from_str(line).map_err(|e| format!("{what} printed {line:?}: {e}"))
+    serde_json::from_str(line).map_err(|e| Skipped(format!("{what} printed {line:?}: {e}")))
 }
 
 impl PresetRows {
@@ -381,7 +386,7 @@ mod tests {
         assert!(table.contains("speed-up over four-conv: 3.00x"), "{table}");
         assert_eq!(p.to_json()["bf16_pytorch"]["img_per_s"], 1000.0);
 
-        p.rows[2].outcome = Err("no torch".into());
+        p.rows[2].outcome = Err(Skipped("no torch".into()));
         assert_eq!(p.ratio(&p.rows[0]), None);
         let table = p.table();
         assert!(table.contains("skipped: no torch"), "{table}");
@@ -405,14 +410,14 @@ mod tests {
         };
         let spec = spec_for("micro", plan.source, plan.variant).unwrap();
         let row = plan.pytorch(&spec, "rir one-conv (PyTorch)", false);
-        let why = row.outcome.unwrap_err();
+        let why = row.outcome.unwrap_err().0;
         assert!(why.starts_with("/nonexistent/python3: "), "{why}");
         // One that runs and fails silently is skipped with its exit status.
         let plan_false = Plan {
             python: Some(PathBuf::from("false")),
             ..plan.clone()
         };
-        let why = plan_false.pytorch(&spec, "x", false).outcome.unwrap_err();
+        let why = plan_false.pytorch(&spec, "x", false).outcome.unwrap_err().0;
         assert!(why.contains("exit status: 1"), "{why}");
         // Our own rows are not optional: a child that cannot start fails the bench.
         let err = plan.run(|_| {}).unwrap_err().to_string();

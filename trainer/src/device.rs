@@ -5,12 +5,12 @@
 
 use std::ffi::CString;
 
-use rir_infer::Device as DeviceChoice;
+use rir_infer::{Device as DeviceChoice, NoCuda};
 use tch::Device;
 
 /// Loads `libtorch_cuda.so` globally so that libtorch registers CUDA.
 /// Returns why it could not (a CPU-only libtorch, no driver, ...).
-pub fn register_cuda() -> Result<(), String> {
+pub fn register_cuda() -> Result<(), NoCuda> {
     let mut last = String::new();
     let baked = env!("RIR_LIBTORCH_LIB");
     let mut candidates = vec!["libtorch_cuda.so".to_string()];
@@ -18,7 +18,7 @@ pub fn register_cuda() -> Result<(), String> {
         candidates.push(format!("{baked}/libtorch_cuda.so"));
     }
     for name in candidates {
-        let c = CString::new(name.clone()).map_err(|e| e.to_string())?;
+        let c = CString::new(name.clone()).map_err(|e| NoCuda(e.to_string()))?;
         // SAFETY: dlopen with a valid C string; the handle is deliberately
         // never closed, the library must stay loaded for the process.
         let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
@@ -34,26 +34,26 @@ pub fn register_cuda() -> Result<(), String> {
                 .into_owned();
         }
     }
-    Err(last)
+    Err(NoCuda(last))
 }
 
 /// Resolves the device; `Cuda` fails when CUDA cannot be had. The rule is
 /// the one every binary follows ([`DeviceChoice::resolve`]).
 pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
     let cuda = if choice == DeviceChoice::Cpu {
-        Err("not asked for".to_string())
+        Err(NoCuda("not asked for".to_string()))
     } else {
         let registered = register_cuda();
         if tch::Cuda::is_available() {
             Ok(())
         } else {
-            Err(match registered {
+            Err(NoCuda(match registered {
                 Ok(()) => "libtorch_cuda.so loaded but no CUDA device is visible".to_string(),
                 Err(e) => format!("libtorch_cuda.so could not be loaded ({e})"),
-            })
+            }))
         }
     };
-    let use_cuda = choice.resolve(cuda).map_err(anyhow::Error::msg)?;
+    let use_cuda = choice.resolve(cuda)?;
     let device = if use_cuda {
         Device::Cuda(0)
     } else {

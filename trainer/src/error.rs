@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum TrainError {
     /// The model specification is invalid.
     #[error(transparent)]
-    Spec(#[from] rir_spec::SpecError),
+    Spec(#[from] rir_arch::SpecError),
     /// The data set could not be read.
     #[error(transparent)]
     Data(#[from] rir_data::DataError),

@@ -6,7 +6,7 @@
 //! [`RirNet`](crate::model::RirNet) computes exactly this, and the throughput
 //! benchmark measures what the one-convolution form saves over it.
 
-use rir_spec::ModelSpec;
+use rir_arch::ModelSpec;
 use tch::{Kind, Tensor};
 
 use crate::model::{BatchNorm, Precision, RirNet, ShortcutOp, conv};

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`model`]: the network (one masked convolution per unit, explicit
-//!   shortcuts, BN, ReLU), built from a `rir_spec::ModelSpec`.
+//!   shortcuts, BN, ReLU), built from a `rir_arch::ModelSpec`.
 //! - [`four_conv`]: the same network written as four convolutions per unit,
 //!   the way public implementations write it; the reference for tests and
 //!   the baseline of the throughput benchmark.

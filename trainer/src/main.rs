@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use rir_arch::meta::EpochMetrics;
+use rir_arch::preset::{self, PRESETS};
+use rir_arch::{BlockMask, Projection, Variant};
 use rir_data::cifar::Flavour;
 use rir_data::{Source, load};
 use rir_infer::Device as DeviceChoice;
-use rir_spec::meta::EpochMetrics;
-use rir_spec::preset::{self, PRESETS};
-use rir_spec::{BlockMask, Projection, Variant};
 use rir_trainer::bench::Form;
 use rir_trainer::device;
 use rir_trainer::model::Precision;
@@ -256,7 +256,7 @@ struct TrainArgs {
 }
 
 fn main() -> ExitCode {
-    rir_cli::main("info", || run(Cli::parse()))
+    rir_process::main("info", || run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

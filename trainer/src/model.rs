@@ -3,12 +3,12 @@
 //! Each generalized residual unit is ONE 3x3 convolution over
 //! `concat(r, t)`, with the 0/1 block mask multiplied into its kernel when the
 //! mask is not full, plus the explicit shortcut added on the residual rows,
-//! then BatchNorm and ReLU (see `rir_spec::arch` for the variants). Tensor
+//! then BatchNorm and ReLU (see `rir_arch::arch` for the variants). Tensor
 //! names are the ones the exporter reads:
 //! `stem.conv.weight`, `stem.bn.*`, `s1.b0.u0.conv.weight`, `s1.b0.u0.bn.*`,
 //! `s1.b0.u0.proj.weight`, `s1.b0.outer.weight`, `head.conv.weight`, `head.bn.*`.
 
-use rir_spec::{BlockSpec, ModelSpec, Shortcut, UnitSpec};
+use rir_arch::{BlockSpec, ModelSpec, Shortcut, UnitSpec};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 

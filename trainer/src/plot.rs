@@ -1,10 +1,10 @@
 //! A PNG of the training curves (loss and accuracy per epoch), drawn with
-//! plotters, with the font embedded in rir-cli.
+//! plotters, with the font embedded in rir-process.
 
 use std::path::Path;
 
 use plotters::prelude::*;
-use rir_spec::meta::EpochMetrics;
+use rir_arch::meta::EpochMetrics;
 
 use crate::error::TrainError;
 
@@ -25,7 +25,7 @@ pub fn curves(
     title: &str,
     runs: &[(&str, &[EpochMetrics])],
 ) -> Result<(), TrainError> {
-    if !rir_cli::font::register_sans_serif() {
+    if !rir_process::font::register_sans_serif() {
         return Err(TrainError::Plot(
             path.to_path_buf(),
             "plotters refused the embedded font".into(),
@@ -38,76 +38,88 @@ pub fn curves(
         .titled(title, ("sans-serif", 22))
         .map_err(|e| err(e.to_string()))?;
     let (left, right) = root.split_horizontally(600);
+    let max_loss = runs
+        .iter()
+        .flat_map(|(_, h)| h.iter().flat_map(|m| [m.train_loss, m.test_loss]))
+        .filter(|v| v.is_finite())
+        .fold(0.1f64, f64::max);
+    let min_acc = runs
+        .iter()
+        .flat_map(|(_, h)| h.iter().map(|m| 100.0 * m.test_acc))
+        .fold(100.0f64, f64::min)
+        .min(90.0)
+        .floor()
+        - 5.0;
+    let loss: [Pick; 2] = [
+        ("train", |m| m.train_loss, false),
+        ("test", |m| m.test_loss, true),
+    ];
+    let accuracy: [Pick; 2] = [
+        ("train", |m| 100.0 * m.train_acc, false),
+        ("test", |m| 100.0 * m.test_acc, true),
+    ];
+    panel(&left, path, ("loss", 0.0..max_loss * 1.05), loss, runs)?;
+    panel(
+        &right,
+        path,
+        ("accuracy %", min_acc.max(0.0)..100.0),
+        accuracy,
+        runs,
+    )?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+/// One panel of the plot at `path`: the `picks` of every run against the
+/// epoch, on `y` named as given.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    path: &Path,
+    (name, y): (&str, std::ops::Range<f64>),
+    picks: [Pick; 2],
+    runs: &[(&str, &[EpochMetrics])],
+) -> Result<(), TrainError> {
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| {
+        TrainError::Plot(path.to_path_buf(), x.to_string())
+    };
     let epochs = runs
         .iter()
         .flat_map(|(_, h)| h.iter().map(|m| m.epoch))
         .max()
         .unwrap_or(1) as f64;
     let palette = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK];
-    let max_loss = runs
-        .iter()
-        .flat_map(|(_, h)| h.iter().flat_map(|m| [m.train_loss, m.test_loss]))
-        .filter(|v| v.is_finite())
-        .fold(0.1f64, f64::max);
-    let panels: [(&str, f64, f64); 2] =
-        [("loss", 0.0, max_loss * 1.05), ("accuracy %", 0.0, 100.0)];
-    for (area, (name, lo, hi)) in [left, right].iter().zip(panels) {
-        let lo = if name == "loss" {
-            lo
-        } else {
-            runs.iter()
-                .flat_map(|(_, h)| h.iter().map(|m| 100.0 * m.test_acc))
-                .fold(100.0f64, f64::min)
-                .min(90.0)
-                .floor()
-                - 5.0
-        };
-        let mut chart = ChartBuilder::on(area)
-            .margin(15)
-            .x_label_area_size(35)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..epochs.max(1.0), lo.max(0.0)..hi)
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc(name)
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
-        for (i, (label, history)) in runs.iter().enumerate() {
-            let color = palette[i % palette.len()];
-            let pick: [Pick; 2] = if name == "loss" {
-                [
-                    ("train", |m| m.train_loss, false),
-                    ("test", |m| m.test_loss, true),
-                ]
-            } else {
-                [
-                    ("train", |m| 100.0 * m.train_acc, false),
-                    ("test", |m| 100.0 * m.test_acc, true),
-                ]
+    let mut chart = ChartBuilder::on(area)
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..epochs.max(1.0), y)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(name)
+        .draw()
+        .map_err(e)?;
+    for (i, (label, history)) in runs.iter().enumerate() {
+        let color = palette[i % palette.len()];
+        for (which, f, solid) in picks {
+            let pts: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, f(m))).collect();
+            let style = match solid {
+                true => color.stroke_width(2),
+                false => color.mix(0.5).stroke_width(1),
             };
-            for (which, f, solid) in pick {
-                let pts: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, f(m))).collect();
-                let style = if solid {
-                    color.stroke_width(2)
-                } else {
-                    color.mix(0.5).stroke_width(1)
-                };
-                chart
-                    .draw_series(LineSeries::new(pts, style))
-                    .map_err(|e| err(e.to_string()))?
-                    .label(format!("{label} {which}"))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
-            }
+            chart
+                .draw_series(LineSeries::new(pts, style))
+                .map_err(e)?
+                .label(format!("{label} {which}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
     }
-    root.present().map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(e)?;
     Ok(())
 }

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rir_arch::{ModelSpec, Variant};
 use rir_checkpoint::Checkpoint;
 use rir_data::{Dataset, Source};
-use rir_spec::{ModelSpec, Variant};
 use tch::Device;
 
 use crate::error::TrainError;
@@ -167,7 +167,12 @@ pub fn evaluate_checkpoint(
     device: Device,
 ) -> Result<(Evaluation, usize), TrainError> {
     let ck = Checkpoint::read(path)?;
-    let source: Source = ck.meta.dataset.name.parse().map_err(TrainError::Mismatch)?;
+    let source: Source = ck
+        .meta
+        .dataset
+        .name
+        .parse()
+        .map_err(|e: rir_data::dataset::UnknownSource| TrainError::Mismatch(e.to_string()))?;
     let mut data = load_data(source, data_dir)?;
     data.info = ck.meta.dataset.clone();
     let config: TrainConfig =
@@ -188,7 +193,7 @@ pub fn evaluate_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rir_data::fixtures;
+    use rir_testkit::data as fixtures;
 
     fn data(dir: &Path) -> Dataset {
         fixtures::write_fashion_mnist(dir, 8, 4, 28, false, 1).unwrap();

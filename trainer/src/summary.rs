@@ -1,4 +1,4 @@
-//! Several finished runs side by side: the table and the curves RESULTS.md
+//! Several finished runs side by side: the table and the curves docs/benchmarks.md
 //! shows, read back from the runs' own checkpoints (their metadata carries
 //! the spec, the recipe and every epoch's figures), so that the published
 //! numbers come from the runs and not from hand copying.
@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use rir_arch::meta::EpochMetrics;
 use rir_checkpoint::Checkpoint;
-use rir_spec::meta::EpochMetrics;
 
 use crate::error::TrainError;
 use crate::train::LAST;
+use rir_process::median;
 
 /// One run's figures.
 #[derive(Debug, Clone)]
@@ -52,19 +53,6 @@ impl RunSummary {
     /// epoch slowed by other work on the machine).
     pub fn img_per_s(&self) -> f64 {
         median(self.history.iter().map(|m| m.train_img_per_s).collect())
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use rir_arch::meta::EpochMetrics;
+use rir_arch::{CheckpointMeta, ModelSpec, TrainingState};
 use rir_checkpoint::Checkpoint;
 use rir_data::augment::{Augment, fill_batch};
 use rir_data::rng::Rng;
 use rir_data::{Dataset, Split};
-use rir_spec::meta::EpochMetrics;
-use rir_spec::{CheckpointMeta, ModelSpec, TrainingState};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor, nn::VarStore};
 
@@ -334,6 +334,23 @@ impl Trainer {
     pub fn run(&mut self) -> Result<Outcome, TrainError> {
         std::fs::create_dir_all(&self.out).map_err(|e| TrainError::Io(self.out.clone(), e))?;
         remove_stale_temporaries(&self.out);
+        self.log_start()?;
+        while self.state.epoch < self.config.epochs {
+            let epoch = self.state.epoch;
+            let Some(tally) = self.train_epoch(epoch)? else {
+                return Ok(Outcome::Interrupted);
+            };
+            self.end_epoch(epoch, tally)?;
+            if self.should_stop() && self.state.epoch < self.config.epochs {
+                self.log_line(&serde_json::json!({"event": "interrupted", "epoch": self.state.epoch, "next_batch": 0, "step": self.state.step}))?;
+                return Ok(Outcome::Interrupted);
+            }
+        }
+        Ok(Outcome::Finished)
+    }
+
+    /// The `start` (or `resume`) line of `metrics.jsonl`.
+    fn log_start(&self) -> Result<(), TrainError> {
         let cost = self.net.spec.cost();
         self.log_line(&serde_json::json!({
             "event": if self.state.step == 0 { "start" } else { "resume" },
@@ -345,142 +362,163 @@ impl Trainer {
             "params": cost.params,
             "macs": cost.macs,
             "device": format!("{:?}", self.vs.device()),
-        }))?;
+        }))
+    }
+
+    /// The steps of epoch `epoch` from where the run stands; None when a
+    /// stop was asked for mid-epoch (the state is then saved).
+    fn train_epoch(&mut self, epoch: usize) -> Result<Option<EpochTally>, TrainError> {
         let steps = self.steps_per_epoch();
-        let bs = self.batch_size_now();
+        let started = Instant::now();
+        let perm = Rng::for_epoch(self.config.seed, epoch, 0).permutation(self.data.train.len());
+        let bar = self.progress_bar(epoch, steps);
+        let first = self.state.next_batch;
+        bar.set_position(first as u64);
+        let mut tally = EpochTally {
+            started,
+            train_secs: 0.0,
+            loss_sum: 0.0,
+            correct: 0,
+            seen: 0,
+            lr: self.config.lr,
+            bar,
+        };
+        let mut batch = BatchBuffers::default();
+        for b in first..steps {
+            self.train_step(epoch, b, &perm, &mut batch, &mut tally)?;
+            let t = &tally;
+            t.bar.set_message(format!(
+                "loss {:.3} acc {:.1}% {:.0} img/s lr {:.4}",
+                t.loss_sum / t.seen as f64,
+                100.0 * t.correct as f64 / t.seen as f64,
+                t.seen as f64 / t.started.elapsed().as_secs_f64().max(1e-9),
+                t.lr
+            ));
+            t.bar.inc(1);
+            if self.should_stop() && b + 1 < steps {
+                t.bar.abandon();
+                let path = self.save(LAST)?;
+                self.log_line(&serde_json::json!({"event": "interrupted", "epoch": epoch, "next_batch": b + 1, "step": self.state.step}))?;
+                tracing::info!(
+                    "stopped at epoch {} batch {}; state saved to {}",
+                    epoch + 1,
+                    b + 1,
+                    path.display()
+                );
+                return Ok(None);
+            }
+        }
+        tally.train_secs = started.elapsed().as_secs_f64();
+        Ok(Some(tally))
+    }
+
+    /// One optimizer step on batch `b` of epoch `epoch` (drawn through
+    /// `perm`), added to `tally`.
+    fn train_step(
+        &mut self,
+        epoch: usize,
+        b: usize,
+        perm: &[usize],
+        batch: &mut BatchBuffers,
+        tally: &mut EpochTally,
+    ) -> Result<(), TrainError> {
+        let (steps, bs) = (self.steps_per_epoch(), self.batch_size_now());
         let aug = Augment {
             pad: self.config.crop_pad,
             flip: self.config.flip,
         };
-        let (mut buf, mut labels) = (Vec::new(), Vec::new());
-        while self.state.epoch < self.config.epochs {
-            let epoch = self.state.epoch;
-            let started = Instant::now();
-            let perm =
-                Rng::for_epoch(self.config.seed, epoch, 0).permutation(self.data.train.len());
-            let bar = self.progress_bar(epoch, steps);
-            let first = self.state.next_batch;
-            bar.set_position(first as u64);
-            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-            let mut lr = self.config.lr;
-            for b in first..steps {
-                let mut rng = Rng::for_epoch(
-                    self.config.seed ^ (b as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
-                    epoch,
-                    1,
-                );
-                fill_batch(
-                    &self.data.info,
-                    &self.data.train,
-                    &perm[b * bs..(b + 1) * bs],
-                    aug,
-                    &mut rng,
-                    &mut buf,
-                    &mut labels,
-                );
-                let x = self.input_tensor(&buf, bs);
-                let y = Tensor::from_slice(&labels).to_device(self.vs.device());
-                let t = epoch as f64 + b as f64 / steps as f64;
-                lr = self.config.schedule.lr(
-                    self.config.lr,
-                    self.config.epochs,
-                    t,
-                    self.config.warmup_epochs,
-                );
-                let logits = self.net.forward(&x, true);
-                let loss = logits.cross_entropy_loss(
-                    &y,
-                    None::<Tensor>,
-                    Reduction::Mean,
-                    -100,
-                    self.config.label_smoothing,
-                );
-                self.opt.zero_grad();
-                loss.backward();
-                self.opt.step(lr);
-                self.state.step += 1;
-                self.state.next_batch = b + 1;
-                let l = loss.double_value(&[]);
-                if !l.is_finite() {
-                    return Err(TrainError::Diverged {
-                        epoch: epoch + 1,
-                        step: self.state.step,
-                        loss: l,
-                    });
-                }
-                loss_sum += l * bs as f64;
-                correct += logits
-                    .argmax(-1, false)
-                    .eq_tensor(&y)
-                    .sum(Kind::Int64)
-                    .int64_value(&[]) as usize;
-                seen += bs;
-                let secs = started.elapsed().as_secs_f64();
-                bar.set_message(format!(
-                    "loss {:.3} acc {:.1}% {:.0} img/s lr {:.4}",
-                    loss_sum / seen as f64,
-                    100.0 * correct as f64 / seen as f64,
-                    seen as f64 / secs.max(1e-9),
-                    lr
-                ));
-                bar.inc(1);
-                if self.should_stop() && b + 1 < steps {
-                    bar.abandon();
-                    let path = self.save(LAST)?;
-                    self.log_line(&serde_json::json!({"event": "interrupted", "epoch": epoch, "next_batch": b + 1, "step": self.state.step}))?;
-                    tracing::info!(
-                        "stopped at epoch {} batch {}; state saved to {}",
-                        epoch + 1,
-                        b + 1,
-                        path.display()
-                    );
-                    return Ok(Outcome::Interrupted);
-                }
-            }
-            let train_secs = started.elapsed().as_secs_f64();
-            let eval = self.evaluate(&self.data.test);
-            let bf16 = (self.config.precision == Precision::Bf16)
-                .then(|| self.evaluate_in(&self.data.test, Precision::Bf16).accuracy);
-            bar.finish_and_clear();
-            let m = EpochMetrics {
+        let mut rng = Rng::for_epoch(
+            self.config.seed ^ (b as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
+            epoch,
+            1,
+        );
+        fill_batch(
+            &self.data.info,
+            &self.data.train,
+            &perm[b * bs..(b + 1) * bs],
+            aug,
+            &mut rng,
+            &mut batch.pixels,
+            &mut batch.labels,
+        );
+        let x = self.input_tensor(&batch.pixels, bs);
+        let y = Tensor::from_slice(&batch.labels).to_device(self.vs.device());
+        let t = epoch as f64 + b as f64 / steps as f64;
+        let c = &self.config;
+        tally.lr = c.schedule.lr(c.lr, c.epochs, t, c.warmup_epochs);
+        let logits = self.net.forward(&x, true);
+        let loss = logits.cross_entropy_loss(
+            &y,
+            None::<Tensor>,
+            Reduction::Mean,
+            -100,
+            self.config.label_smoothing,
+        );
+        self.opt.zero_grad();
+        loss.backward();
+        self.opt.step(tally.lr);
+        self.state.step += 1;
+        self.state.next_batch = b + 1;
+        let l = loss.double_value(&[]);
+        if !l.is_finite() {
+            return Err(TrainError::Diverged {
                 epoch: epoch + 1,
-                lr,
-                train_loss: loss_sum / seen.max(1) as f64,
-                train_acc: correct as f64 / seen.max(1) as f64,
-                test_loss: eval.loss,
-                test_acc: eval.accuracy,
-                test_acc_bf16: bf16,
-                train_img_per_s: seen as f64 / train_secs.max(1e-9),
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            let best_before = self.state.best_test_acc();
-            self.state.history.push(m.clone());
-            self.state.epoch += 1;
-            self.state.next_batch = 0;
-            let mut line = serde_json::to_value(&m).unwrap_or_default();
-            line["event"] = "epoch".into();
-            self.log_line(&line)?;
-            self.save(LAST)?;
-            if best_before.is_none_or(|b| m.test_acc > b) {
-                self.save(BEST)?;
-            }
-            tracing::info!(
-                "epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.0} img/s, {:.1}s",
-                m.epoch,
-                self.config.epochs,
-                m.train_loss,
-                100.0 * m.train_acc,
-                m.test_loss,
-                100.0 * m.test_acc,
-                m.train_img_per_s,
-                m.seconds
-            );
-            if self.should_stop() && self.state.epoch < self.config.epochs {
-                self.log_line(&serde_json::json!({"event": "interrupted", "epoch": self.state.epoch, "next_batch": 0, "step": self.state.step}))?;
-                return Ok(Outcome::Interrupted);
-            }
+                step: self.state.step,
+                loss: l,
+            });
         }
-        Ok(Outcome::Finished)
+        tally.loss_sum += l * bs as f64;
+        tally.correct += logits
+            .argmax(-1, false)
+            .eq_tensor(&y)
+            .sum(Kind::Int64)
+            .int64_value(&[]) as usize;
+        tally.seen += bs;
+        Ok(())
+    }
+
+    /// Evaluates the finished epoch `epoch`, records it, and saves `last`
+    /// (and `best` when the test accuracy improved).
+    fn end_epoch(&mut self, epoch: usize, tally: EpochTally) -> Result<(), TrainError> {
+        let eval = self.evaluate(&self.data.test);
+        let bf16 = (self.config.precision == Precision::Bf16)
+            .then(|| self.evaluate_in(&self.data.test, Precision::Bf16).accuracy);
+        tally.bar.finish_and_clear();
+        let seen = tally.seen.max(1) as f64;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            lr: tally.lr,
+            train_loss: tally.loss_sum / seen,
+            train_acc: tally.correct as f64 / seen,
+            test_loss: eval.loss,
+            test_acc: eval.accuracy,
+            test_acc_bf16: bf16,
+            train_img_per_s: tally.seen as f64 / tally.train_secs.max(1e-9),
+            seconds: tally.started.elapsed().as_secs_f64(),
+        };
+        let best_before = self.state.best_test_acc();
+        self.state.history.push(m.clone());
+        self.state.epoch += 1;
+        self.state.next_batch = 0;
+        let mut line = serde_json::to_value(&m).unwrap_or_default();
+        line["event"] = "epoch".into();
+        self.log_line(&line)?;
+        self.save(LAST)?;
+        if best_before.is_none_or(|b| m.test_acc > b) {
+            self.save(BEST)?;
+        }
+        tracing::info!(
+            "epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.0} img/s, {:.1}s",
+            m.epoch,
+            self.config.epochs,
+            m.train_loss,
+            100.0 * m.train_acc,
+            m.test_loss,
+            100.0 * m.test_acc,
+            m.train_img_per_s,
+            m.seconds
+        );
+        Ok(())
     }
 
     /// Whether a signal (or the step limit) asks the run to stop.
@@ -531,4 +569,28 @@ pub fn to_channels_last(vs: &VarStore) {
             }
         }
     });
+}
+/// What an epoch's steps added up to, and its progress bar.
+struct EpochTally {
+    /// When the epoch began (evaluation counts in its seconds).
+    started: Instant,
+    /// Seconds of training steps, evaluation excluded.
+    train_secs: f64,
+    /// Loss times batch size, summed.
+    loss_sum: f64,
+    /// Right predictions on the augmented batches.
+    correct: usize,
+    /// Images trained on.
+    seen: usize,
+    /// The learning rate of the last step.
+    lr: f64,
+    /// The epoch's bar, cleared once the epoch is evaluated.
+    bar: ProgressBar,
+}
+
+/// The buffers a batch is assembled in, reused from step to step.
+#[derive(Default)]
+struct BatchBuffers {
+    pixels: Vec<f32>,
+    labels: Vec<i64>,
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rir_checkpoint::Checkpoint;
 use rir_data::cifar::Flavour;
-use rir_data::fixtures;
+use rir_testkit::data as fixtures;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rir-train"));

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{input, max_diff, micro, random_net};
-use rir_spec::{Projection, Shortcut, Variant};
+use rir_arch::{Projection, Shortcut, Variant};
 use rir_trainer::four_conv::FourConvNet;
 use rir_trainer::model::{Precision, Unit};
 use tch::{Kind, Tensor};
@@ -165,7 +165,7 @@ fn whole_network_equals_its_four_convolution_form() {
 
 /// He et al.'s basic block, written from the paper: conv-BN-ReLU-conv-BN,
 /// plus the shortcut, then ReLU; the CNN is conv-BN-ReLU all the way.
-fn textbook(vs: &tch::nn::VarStore, spec: &rir_spec::ModelSpec, x: &Tensor) -> Tensor {
+fn textbook(vs: &tch::nn::VarStore, spec: &rir_arch::ModelSpec, x: &Tensor) -> Tensor {
     let vars = vs.variables();
     let get = |n: &str| {
         vars.get(n)

@@ -3,8 +3,8 @@
 
 mod common;
 
-use rir_spec::preset::PRESETS;
-use rir_spec::{InputSpec, Variant, preset};
+use rir_arch::preset::PRESETS;
+use rir_arch::{InputSpec, Variant, preset};
 use rir_trainer::RirNet;
 use tch::{Device, nn::VarStore};
 
@@ -62,7 +62,7 @@ fn masked_weights_are_stored_but_not_counted() {
 #[test]
 fn the_variables_are_exactly_the_spec_tensors() {
     for v in Variant::ALL {
-        for proj in [rir_spec::Projection::Conv, rir_spec::Projection::ZeroPad] {
+        for proj in [rir_arch::Projection::Conv, rir_arch::Projection::ZeroPad] {
             let mut spec = common::micro(v);
             spec.projection = proj;
             let vs = VarStore::new(Device::Cpu);

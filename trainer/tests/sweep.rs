@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use rir_data::fixtures;
+use rir_testkit::data as fixtures;
 
 fn sweep(out: &Path, data: &Path) -> Command {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -2,8 +2,8 @@
 
 mod common;
 
+use rir_arch::Variant;
 use rir_checkpoint::Checkpoint;
-use rir_spec::Variant;
 use rir_trainer::train::{BEST, LAST, METRICS};
 use rir_trainer::{Outcome, TrainConfig, Trainer, ckpt};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -181,10 +181,10 @@ fn a_resumed_run_continues_where_it_stopped() {
 fn model_and_data_mismatch_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::fashion(dir.path(), 16, 4);
-    let spec = rir_spec::preset::build(
+    let spec = rir_arch::preset::build(
         "micro",
         Variant::Rir,
-        rir_spec::InputSpec::new(3, 32, 32),
+        rir_arch::InputSpec::new(3, 32, 32),
         10,
     )
     .unwrap();

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use rir_arch::{InputSpec, ModelSpec, Variant, preset};
 pub use rir_checkpoint::synthetic::random_checkpoint;
 use rir_data::rng::Rng;
-use rir_spec::{InputSpec, ModelSpec, Variant, preset};
 
 /// The `micro` spec of a variant on 1x28x28 with 10 classes.
 pub fn micro(v: Variant) -> ModelSpec {

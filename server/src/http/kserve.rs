@@ -12,8 +12,70 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use rir_contract::Datatype;
+
 use crate::core::{InferResult, OutputData, RequestedOutput};
 use crate::tensors::{TensorData, TensorInput};
+
+/// Why a request body is not a KServe v2 inference request this server can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The JSON header is declared longer than the body.
+    #[error("Inference-Header-Content-Length is {declared} but the body has {body} bytes")]
+    HeaderLength {
+        /// The declared length.
+        declared: usize,
+        /// The body's length.
+        body: usize,
+    },
+    /// The JSON does not parse as a request.
+    #[error("the request is not a KServe v2 inference request: {0}")]
+    Json(String),
+    /// A parameter of the wrong type or value.
+    #[error("parameter `{key}` must be {expected}, got {got}")]
+    Parameter {
+        /// The parameter.
+        key: &'static str,
+        /// What it must be.
+        expected: &'static str,
+        /// The value sent.
+        got: String,
+    },
+    /// A value in `data` that is not a number of the input's datatype.
+    #[error("input `{input}`: {value} is not a valid value")]
+    Value {
+        /// The input.
+        input: String,
+        /// The value sent.
+        value: String,
+    },
+    /// Both `data` and `binary_data_size`.
+    #[error("input `{0}` has both `data` and `binary_data_size`")]
+    BothData(String),
+    /// Neither `data` nor `binary_data_size`.
+    #[error("input `{0}` has neither `data` nor `binary_data_size`")]
+    NoData(String),
+    /// Binary data declared past the end of the body.
+    #[error(
+        "input `{input}` declares {size} bytes of binary data; the body has {left} after the header and earlier inputs"
+    )]
+    BinaryShort {
+        /// The input.
+        input: String,
+        /// Bytes declared.
+        size: u64,
+        /// Bytes left in the body.
+        left: usize,
+    },
+    /// Bytes that no input declared.
+    #[error("{0} bytes after the last input's binary data")]
+    Trailing(usize),
+}
+
+/// A response that could not be written as JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("encoding the response: {0}")]
+pub struct EncodeError(#[from] serde_json::Error);
 
 /// An inference request body as JSON.
 #[derive(Debug, Deserialize)]
@@ -80,24 +142,29 @@ pub struct Decoded {
     binary_default: bool,
 }
 
-fn param_u64(p: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
+/// Parameter `key` of `p`, read by `read`, which holds it to `expected`.
+fn param<T>(
+    p: &Map<String, Value>,
+    key: &'static str,
+    expected: &'static str,
+    read: impl Fn(&Value) -> Option<T>,
+) -> Result<Option<T>, DecodeError> {
     match p.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| format!("parameter `{key}` must be a non-negative integer, got {v}")),
+        Some(v) => read(v).map(Some).ok_or_else(|| DecodeError::Parameter {
+            key,
+            expected,
+            got: v.to_string(),
+        }),
     }
 }
 
-fn param_bool(p: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
-    match p.get(key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_bool()
-            .map(Some)
-            .ok_or_else(|| format!("parameter `{key}` must be true or false, got {v}")),
-    }
+fn param_u64(p: &Map<String, Value>, key: &'static str) -> Result<Option<u64>, DecodeError> {
+    param(p, key, "a non-negative integer", Value::as_u64)
+}
+
+fn param_bool(p: &Map<String, Value>, key: &'static str) -> Result<Option<bool>, DecodeError> {
+    param(p, key, "true or false", Value::as_bool)
 }
 
 /// Flattens nested JSON arrays of numbers, row-major, through `each`.
@@ -106,7 +173,7 @@ fn flatten<T>(
     name: &str,
     each: &impl Fn(&Value) -> Option<T>,
     out: &mut Vec<T>,
-) -> Result<(), String> {
+) -> Result<(), DecodeError> {
     match v {
         Value::Array(items) => {
             for item in items {
@@ -115,10 +182,10 @@ fn flatten<T>(
             Ok(())
         }
         other => {
-            out.push(
-                each(other)
-                    .ok_or_else(|| format!("input `{name}`: {other} is not a valid value"))?,
-            );
+            out.push(each(other).ok_or_else(|| DecodeError::Value {
+                input: name.to_string(),
+                value: other.to_string(),
+            })?);
             Ok(())
         }
     }
@@ -127,52 +194,40 @@ fn flatten<T>(
 /// Reads a request body. `header_length` is the value of
 /// `Inference-Header-Content-Length`: the JSON's length when binary data
 /// follows it, or None when the whole body is JSON.
-pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, String> {
+pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, DecodeError> {
     let json_len = header_length.unwrap_or(body.len());
     if json_len > body.len() {
-        return Err(format!(
-            "Inference-Header-Content-Length is {json_len} but the body has {} bytes",
-            body.len()
-        ));
+        return Err(DecodeError::HeaderLength {
+            declared: json_len,
+            body: body.len(),
+        });
     }
-    let json: RequestJson = serde_json::from_slice(&body[..json_len])
-        .map_err(|e| format!("the request is not a KServe v2 inference request: {e}"))?;
+    let json: RequestJson =
+        serde_json::from_slice(&body[..json_len]).map_err(|e| DecodeError::Json(e.to_string()))?;
     let mut offset = json_len;
     let mut values = Vec::with_capacity(json.inputs.len());
     for input in &json.inputs {
         let size = param_u64(&input.parameters, "binary_data_size")?;
         let v = match (size, &input.data) {
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "input `{}` has both `data` and `binary_data_size`",
-                    input.name
-                ));
-            }
+            (Some(_), Some(_)) => return Err(DecodeError::BothData(input.name.clone())),
             (Some(size), None) => {
                 let end = usize::try_from(size)
                     .ok()
                     .and_then(|s| offset.checked_add(s))
                     .filter(|end| *end <= body.len())
-                    .ok_or_else(|| {
-                        format!(
-                            "input `{}` declares {size} bytes of binary data; the body has {} after the header and earlier inputs",
-                            input.name,
-                            body.len() - offset
-                        )
+                    .ok_or_else(|| DecodeError::BinaryShort {
+                        input: input.name.clone(),
+                        size,
+                        left: body.len() - offset,
                     })?;
                 let r = offset..end;
                 offset = end;
                 Values::Binary(r)
             }
-            (None, None) => {
-                return Err(format!(
-                    "input `{}` has neither `data` nor `binary_data_size`",
-                    input.name
-                ));
-            }
+            (None, None) => return Err(DecodeError::NoData(input.name.clone())),
             (None, Some(data)) => {
                 let mut out = vec![];
-                if input.datatype == "UINT8" {
+                if input.datatype == Datatype::Uint8.name() {
                     let each = |v: &Value| v.as_u64().and_then(|x| u32::try_from(x).ok());
                     flatten(data, &input.name, &each, &mut out)?;
                     Values::Uint(out)
@@ -187,18 +242,19 @@ pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, Stri
         values.push(v);
     }
     if offset != body.len() {
-        return Err(format!(
-            "{} bytes after the last input's binary data",
-            body.len() - offset
-        ));
+        return Err(DecodeError::Trailing(body.len() - offset));
     }
     let mut outputs = Vec::with_capacity(json.outputs.len());
     let mut binary_named = HashMap::new();
     for o in &json.outputs {
-        let classification = match param_u64(&o.parameters, "classification")? {
-            Some(0) => return Err("parameter `classification` must be positive".into()),
-            k => k.map(|k| k as usize),
-        };
+        let positive = |v: &Value| v.as_u64().filter(|k| *k > 0);
+        let classification = param(
+            &o.parameters,
+            "classification",
+            "a positive integer",
+            positive,
+        )?
+        .map(|k| k as usize);
         outputs.push(RequestedOutput {
             name: o.name.clone(),
             classification,
@@ -263,7 +319,7 @@ enum DataJson {
 #[derive(Serialize)]
 struct OutputJson {
     name: String,
-    datatype: &'static str,
+    datatype: Datatype,
     shape: Vec<i64>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     parameters: Map<String, Value>,
@@ -290,7 +346,7 @@ pub struct Encoded {
 }
 
 /// Writes the response body for `result` to the request `decoded`.
-pub fn encode(decoded: &Decoded, result: InferResult) -> Result<Encoded, String> {
+pub fn encode(decoded: &Decoded, result: InferResult) -> Result<Encoded, EncodeError> {
     let mut binary = vec![];
     let mut outputs = vec![];
     for o in result.outputs {
@@ -324,8 +380,7 @@ pub fn encode(decoded: &Decoded, result: InferResult) -> Result<Encoded, String>
         model_version: result.model_version,
         id: decoded.json.id.clone(),
         outputs,
-    })
-    .map_err(|e| format!("encoding the response: {e}"))?;
+    })?;
     let header_length = (!binary.is_empty()).then_some(body.len());
     for b in binary {
         body.extend_from_slice(&b);
@@ -388,10 +443,9 @@ mod tests {
         assert!(decode(&body[..body.len() - 1], Some(header.len())).is_err());
         let mut over = body.clone();
         over.push(0);
-        assert!(
-            decode(&over, Some(header.len()))
-                .unwrap_err()
-                .contains("1 bytes after")
+        assert_eq!(
+            decode(&over, Some(header.len())).unwrap_err(),
+            DecodeError::Trailing(1)
         );
         assert!(decode(&body, Some(body.len() + 1)).is_err());
         assert!(decode(&body, Some(usize::MAX)).is_err());
@@ -416,7 +470,7 @@ mod tests {
             ),
         ];
         for (body, needle) in cases {
-            let e = decode(body, None).unwrap_err();
+            let e = decode(body, None).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
         let huge = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":18446744073709551615}}]}"#;

@@ -3,8 +3,10 @@
 //! Handlers turn requests into the [`Core`]'s types and back; every error
 //! is `{"error": "..."}` with the status [`ServeError::http_status`] gives.
 //! A web page at `/` lists the models and classifies a dropped image.
+//! [`metrics`] serves the Prometheus endpoint on a port of its own.
 
 pub mod kserve;
+pub mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,8 +22,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::core::Core;
-use crate::error::ServeError;
+use crate::auth::bearer_matches;
+use crate::conn::{AdmittedListener, Gate};
+use crate::core::{Core, InferRequest};
+use crate::error::{ServeError, ServerError};
 
 /// Settings of the HTTP front end.
 #[derive(Debug, Clone)]
@@ -30,8 +34,6 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Bearer token every call but the health checks must carry, if auth is on.
     pub auth_token: Option<Arc<str>>,
-    /// Admission of connections (None: every connection is taken).
-    pub gate: Option<crate::conn::Gate>,
 }
 
 /// The header that gives the JSON part's length when binary tensor data
@@ -184,15 +186,8 @@ async fn repository_load(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let r: ControlRequest = optional_json(&body?)?;
-    if let Some(key) = r.parameters.keys().next() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "load parameter `{key}` is not supported; the model loads from the repository as it is"
-            ),
-        ));
-    }
-    core.load_model(&name).await?;
+    core.load_model(&name, r.parameters.keys().map(String::as_str))
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -208,13 +203,13 @@ async fn repository_unload(
 
 /// The body with any `Content-Encoding` (gzip, deflate) undone, at most
 /// `limit` bytes once inflated.
-fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, String> {
+fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
     use std::io::Read;
     let encoding = match headers.get(header::CONTENT_ENCODING) {
         None => return Ok(body),
         Some(v) => v
             .to_str()
-            .map_err(|_| "Content-Encoding is not text".to_string())?
+            .map_err(|_| BodyError::EncodingNotText)?
             .trim()
             .to_ascii_lowercase(),
     };
@@ -222,19 +217,18 @@ fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Stri
         "identity" => return Ok(body),
         "gzip" => Box::new(flate2::read::GzDecoder::new(&body[..])),
         "deflate" => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
-        other => {
-            return Err(format!(
-                "Content-Encoding `{other}` is not supported; use gzip, deflate or none"
-            ));
-        }
+        _ => return Err(BodyError::Encoding(encoding)),
     };
     let mut out = Vec::new();
     reader
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| format!("cannot {encoding}-decode the body: {e}"))?;
+        .map_err(|e| BodyError::Inflate {
+            encoding,
+            detail: e.to_string(),
+        })?;
     if out.len() > limit {
-        return Err(format!("the body inflates to more than {limit} bytes"));
+        return Err(BodyError::Inflated(limit));
     }
     Ok(out.into())
 }
@@ -246,7 +240,8 @@ async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let bad = |m: String| ApiError::from(core.invalid_request(&p.name, &p.version, m));
+    let bad =
+        |e: BodyError| ApiError::from(core.invalid_request(&p.name, &p.version, e.to_string()));
     let body = inflate(&headers, body?, config.max_body_bytes).map_err(bad)?;
     let header_length = match headers.get(HEADER_LENGTH) {
         None => None,
@@ -254,12 +249,12 @@ async fn infer(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| bad(format!("{HEADER_LENGTH} must be a byte count, got {v:?}")))?,
+                .ok_or_else(|| bad(BodyError::HeaderLength(format!("{v:?}"))))?,
         ),
     };
-    let decoded = kserve::decode(&body, header_length).map_err(bad)?;
+    let decoded = kserve::decode(&body, header_length).map_err(|e| bad(e.into()))?;
     let result = core
-        .infer(crate::core::InferRequest {
+        .infer(InferRequest {
             model: &p.name,
             version: &p.version,
             inputs: decoded.inputs(&body),
@@ -268,7 +263,7 @@ async fn infer(
         })
         .await?;
     let encoded = kserve::encode(&decoded, result)
-        .map_err(|m| ApiError(StatusCode::INTERNAL_SERVER_ERROR, m))?;
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut response = encoded.body.into_response();
     let h = response.headers_mut();
     match encoded.header_length {
@@ -344,7 +339,7 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if crate::server::bearer_matches(given, token) {
+    if bearer_matches(given, token) {
         next.run(request).await
     } else {
         ApiError(
@@ -441,33 +436,50 @@ pub fn router(core: Arc<Core>, config: HttpConfig) -> Router {
         .with_state(state)
 }
 
-/// Serves the HTTP front end on `listener` until `shutdown` resolves, then
-/// lets requests in flight finish.
-pub async fn serve_http(
+/// Serves the HTTP front end on the connections `gate` admits from
+/// `listener` until `shutdown` resolves, then lets requests in flight finish.
+pub async fn serve(
     core: Arc<Core>,
     config: HttpConfig,
     listener: tokio::net::TcpListener,
+    gate: Gate,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    use axum::serve::ListenerExt;
-    let gate = config.gate.clone();
-    let app = router(core, config);
-    let served = match gate {
-        Some(gate) => {
-            let admitted = crate::conn::AdmittedListener::new(&gate, listener)
-                .map_err(|e| format!("HTTP listener: {e}"))?;
-            axum::serve(admitted, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        None => {
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+) -> Result<(), ServerError> {
+    let failed = |detail: String| ServerError::Serve {
+        front: "HTTP",
+        detail,
     };
-    served.map_err(|e| format!("HTTP server: {e}"))
+    let admitted = AdmittedListener::new(&gate, listener).map_err(|e| failed(e.to_string()))?;
+    axum::serve(admitted, router(core, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| failed(e.to_string()))
+}
+
+/// Why a REST inference body cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// A `Content-Encoding` header that is not text.
+    #[error("Content-Encoding is not text")]
+    EncodingNotText,
+    /// An encoding other than gzip, deflate and identity.
+    #[error("Content-Encoding `{0}` is not supported; use gzip, deflate or none")]
+    Encoding(String),
+    /// The compressed body is broken.
+    #[error("cannot {encoding}-decode the body: {detail}")]
+    Inflate {
+        /// The encoding.
+        encoding: String,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// The body inflates past the limit.
+    #[error("the body inflates to more than {0} bytes")]
+    Inflated(usize),
+    /// `Inference-Header-Content-Length` is not a byte count.
+    #[error("{HEADER_LENGTH} must be a byte count, got {0}")]
+    HeaderLength(String),
+    /// The body itself (JSON, binary data).
+    #[error(transparent)]
+    Kserve(#[from] kserve::DecodeError),
 }

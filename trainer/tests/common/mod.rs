@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
+use rir_arch::{InputSpec, ModelSpec, Variant, preset};
 use rir_checkpoint::synthetic::random_checkpoint;
-use rir_data::{Dataset, Source, fixtures, load};
-use rir_spec::{InputSpec, ModelSpec, Variant, preset};
+use rir_data::{Dataset, Source, load};
+use rir_testkit::data as fixtures;
 use rir_trainer::RirNet;
 use tch::{Device, Kind, Tensor, nn::VarStore};
 

@@ -1,0 +1,73 @@
+//! What every benchmark measures with: random batch-1 ModelInfer requests
+//! against a server, and one closed-loop point of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rir_client::connect::{ConnectOptions, connect};
+use rir_loadtest::load::{Load, RunOptions, Stop};
+use rir_loadtest::report::Report;
+use rir_loadtest::run::run;
+use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
+
+use crate::BenchError;
+
+/// Common settings of the benchmarks.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Warm-up before each measurement.
+    pub warmup: Duration,
+    /// Length of each measurement.
+    pub duration: Duration,
+    /// Closed-loop concurrencies to measure.
+    pub concurrency: Vec<usize>,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+/// Random batch-1 ModelInfer requests of `model` at `url`, over one connection.
+pub async fn workload(url: &str, model: &str) -> Result<Workload, BenchError> {
+    let chans = connect(&ConnectOptions {
+        url: url.into(),
+        ..Default::default()
+    })
+    .await?;
+    let options = WorkloadOptions {
+        api: Api::Infer,
+        model: model.into(),
+        version: String::new(),
+        batch: 1,
+        input: InputData::Random,
+        seed: 0,
+        top_k: 0,
+        timeout: None,
+        shapes: vec![],
+        json_tensors: false,
+    };
+    Ok(Workload::prepare(chans, &options).await?)
+}
+
+/// One closed-loop point at `concurrency`, with `o`'s warm-up and duration.
+pub async fn closed(
+    w: &Arc<Workload>,
+    concurrency: usize,
+    o: &BenchOptions,
+) -> Result<Report, BenchError> {
+    let options = RunOptions {
+        warmup: o.warmup,
+        stop: Stop::Duration(o.duration),
+        stability: None,
+        interval: None,
+        max_in_flight: 1,
+        seed: 0,
+        progress: o.progress,
+    };
+    Ok(run(w.clone(), Load::Closed { concurrency }, &options)
+        .await?
+        .report)
+}
+
+/// The CPUs this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,203 @@
+//! rir-serve as a child process on free loopback ports: started, waited
+//! for until ServerReady says yes, read for its memory, and stopped the
+//! ways processes stop (SIGTERM, SIGKILL). The benchmarks measure such a
+//! server; the tests that need a real process (signals, a crash under load)
+//! use it too, through the test kit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rir_contract::repository;
+use rir_proto::inference::ServerReadyRequest;
+use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+
+use crate::BenchError;
+
+/// How long a started server may take to report ready.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// The rir-serve a benchmark starts, and the model it loads.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// Model repository.
+    pub models: PathBuf,
+    /// Model name.
+    pub model: String,
+    /// The rir-serve binary.
+    pub serve_bin: PathBuf,
+}
+
+impl Served {
+    /// The latest version's model file: what the in-process engine loads.
+    pub fn latest_model(&self) -> Result<PathBuf, BenchError> {
+        let versions = repository::versions(&self.models, &self.model).map_err(|e| {
+            let dir = repository::model_dir(&self.models, &self.model);
+            BenchError::io(format!("reading {}", dir.display()), e)
+        })?;
+        let latest = versions.last().ok_or_else(|| {
+            BenchError::Setup(format!(
+                "{} has no version folder with a {}",
+                repository::model_dir(&self.models, &self.model).display(),
+                repository::MODEL_FILE
+            ))
+        })?;
+        Ok(repository::model_file(&self.models, &self.model, *latest))
+    }
+}
+
+/// A rir-serve child process on loopback ports.
+pub struct ServerProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT` of its gRPC front end.
+    pub url: String,
+    /// Its Prometheus endpoint, `http://127.0.0.1:PORT/metrics`.
+    pub metrics_url: String,
+}
+
+impl ServerProcess {
+    /// Process id, for its memory figures.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory, MiB (Linux).
+    pub fn rss_mib(&self) -> Result<f64, BenchError> {
+        rss_mib(self.pid())
+    }
+
+    /// Kills the server at once (SIGKILL: no drain, connections cut), as a
+    /// crash or an OOM kill would, and reaps it.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(drop)
+    }
+
+    /// Sends SIGTERM (a graceful stop, as Kubernetes does).
+    pub fn terminate(&self) {
+        // SAFETY: signalling our own child, not yet reaped, by its pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+
+    /// How the server ended, if it has (reaping it); `None` while it runs.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for the server to exit.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Only a child still running: a reaped one's pid may be reused.
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Resident memory of process `pid`, MiB (Linux).
+pub fn rss_mib(pid: u32) -> Result<f64, BenchError> {
+    let kib = rir_process::resident_kib(&pid.to_string())
+        .map_err(|e| BenchError::io(format!("reading the memory of process {pid}"), e))?;
+    Ok(kib as f64 / 1024.0)
+}
+
+fn free_port() -> Result<u16, BenchError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| BenchError::io("finding a free port", e))?
+        .port();
+    Ok(port)
+}
+
+/// `rir-serve` beside this executable (as cargo builds them), unless given.
+pub fn serve_binary(explicit: Option<&Path>) -> Result<PathBuf, BenchError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let me = std::env::current_exe().map_err(|e| BenchError::io("locating this executable", e))?;
+    let p = me.with_file_name("rir-serve");
+    if !p.exists() {
+        return Err(BenchError::Server(format!(
+            "{} not found: build it (cargo build --bin rir-serve) or pass --serve-bin",
+            p.display()
+        )));
+    }
+    Ok(p)
+}
+
+/// Starts `bin` on `models` with `args` and waits until it is ready.
+pub async fn spawn(
+    bin: &Path,
+    models: &Path,
+    args: &[String],
+) -> Result<ServerProcess, BenchError> {
+    spawn_on(bin, models, free_port()?, args).await
+}
+
+/// The same on gRPC port `grpc` (to restart a server where it was).
+pub async fn spawn_on(
+    bin: &Path,
+    models: &Path,
+    grpc: u16,
+    args: &[String],
+) -> Result<ServerProcess, BenchError> {
+    let metrics = free_port()?;
+    let child = Command::new(bin)
+        .arg("--models")
+        .arg(models)
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+        .args(["--http-addr", "off"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| BenchError::io(format!("starting {}", bin.display()), e))?;
+    let mut s = ServerProcess {
+        child,
+        url: format!("http://127.0.0.1:{grpc}"),
+        metrics_url: format!("http://127.0.0.1:{metrics}/metrics"),
+    };
+    s.until_ready(bin).await?;
+    Ok(s)
+}
+
+impl ServerProcess {
+    /// Waits until ServerReady answers true, the process exits or
+    /// [`READY_WITHIN`] has passed.
+    async fn until_ready(&mut self, bin: &Path) -> Result<(), BenchError> {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(BenchError::Server(format!(
+                    "{} exited ({status}) before it was ready; run it by hand to see why",
+                    bin.display()
+                )));
+            }
+            if let Ok(mut c) = GrpcInferenceServiceClient::connect(self.url.clone()).await
+                && c.server_ready(ServerReadyRequest {})
+                    .await
+                    .is_ok_and(|r| r.get_ref().ready)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Server(format!(
+                    "{} did not become ready within {} s",
+                    bin.display(),
+                    READY_WITHIN.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

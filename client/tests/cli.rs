@@ -1,0 +1,133 @@
+//! The clients against a real rir-serve: the served accuracy of the
+//! shipped model on the whole test split, and `rir-classify` as a user runs
+//! it: images classified through two replicas, and `--eval`, whose served
+//! accuracy must reproduce the trainer's or exit 1 with both figures.
+
+use std::path::Path;
+
+use rir_client::balance::Replicas;
+use rir_client::connect::{ConnectOptions, connect};
+use rir_testkit::server::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_default_model_scores_what_the_trainer_measured() {
+    // The shipped model, served from models/, on the full Fashion-MNIST test
+    // split (Debian's dataset-fashion-mnist, installed by scripts/setup.sh).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let s = TestServer::start(Some(&root), &[]).await;
+    let file = s.model_path("rir-fashion-mnist");
+    let trained = rir_infer::ModelInfo::read(&file)
+        .unwrap()
+        .recorded_metrics()
+        .and_then(|m| m.test_accuracy())
+        .expect("the default model records the trainer's accuracy");
+    let data = rir_data::load(
+        rir_data::Source::FashionMnist,
+        &rir_data::Source::FashionMnist.default_dir(),
+    )
+    .expect("Fashion-MNIST (apt install dataset-fashion-mnist; scripts/setup.sh does)");
+    let chans = connect(&ConnectOptions {
+        url: s.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let replicas = Replicas::new(vec![(s.url.clone(), chans[0].clone())]);
+    let acc = rir_client::accuracy::evaluate(
+        &replicas,
+        "rir-fashion-mnist",
+        &data.test,
+        [1, 28, 28],
+        64,
+        &mut Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(acc.total, 10_000);
+    assert_eq!(
+        acc.correct,
+        (trained * 10_000.0).round() as usize,
+        "trainer recorded {trained}"
+    );
+    s.shutdown().await.unwrap();
+}
+
+fn classify_cli(args: &[String]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rir-classify"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rir_classify_over_two_replicas_and_its_accuracy_mismatch_error() {
+    // The shipped default model on two servers.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let (a, b) = (
+        TestServer::start(Some(&root), &[]).await,
+        TestServer::start(Some(&root), &[]).await,
+    );
+    let urls = format!("{},{}", a.url, b.url);
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/fashion-mnist");
+    let image = samples.join("01-pullover.png").display().to_string();
+    let out = {
+        let args = vec![
+            "-u".into(),
+            urls.clone(),
+            "-m".into(),
+            "rir-fashion-mnist".into(),
+            image,
+        ];
+        tokio::task::spawn_blocking(move || classify_cli(&args))
+            .await
+            .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Pullover 91.1 %"), "{stdout}");
+    assert!(
+        stdout.contains("retried elsewhere"),
+        "the per-replica table: {stdout}"
+    );
+
+    // --eval on 64 generated images (not the test split the trainer
+    // measured): the served accuracy cannot reproduce the 94.52 % recorded
+    // in the model file, and that is an error, status 1.
+    let dir = tempfile::tempdir().unwrap();
+    rir_testkit::data::write_fashion_mnist(dir.path(), 64, 64, 28, true, 7).unwrap();
+    let model_file = a.model_path("rir-fashion-mnist");
+    let args: Vec<String> = [
+        "-u",
+        &urls,
+        "--eval",
+        "fashion-mnist",
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--model-file",
+        &model_file.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = tokio::task::spawn_blocking(move || classify_cli(&args))
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("of 64 images"), "{stdout}");
+    assert!(
+        stderr.contains("the trainer recorded 94.52 %"),
+        "the mismatch, with both figures: {stderr}"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -1,0 +1,79 @@
+//! The exported ONNX graph as its readers see it: one input, two outputs,
+//! and `metadata_props` that describe the model without running it.
+
+/// The graph's input: float32 NCHW pixels in [0, 1] (normalized inside the graph).
+pub const INPUT: &str = "image";
+
+/// The output of raw class scores, `[batch, classes]`.
+pub const LOGITS: &str = "logits";
+
+/// The output of class probabilities (a softmax of the logits), `[batch, classes]`.
+pub const PROBABILITIES: &str = "probabilities";
+
+/// Keys of the ONNX `metadata_props` the exporter writes and the server,
+/// the verifier and the clients read.
+pub mod keys {
+    /// JSON array of class names in label order.
+    pub const CLASS_NAMES: &str = "rir.class_names";
+    /// Data-set name.
+    pub const DATASET: &str = "rir.dataset";
+    /// JSON description of the input (layout, range, shape).
+    pub const INPUT: &str = "rir.input";
+    /// JSON mean and std applied inside the graph.
+    pub const NORMALIZATION: &str = "rir.normalization";
+    /// JSON model specification.
+    pub const SPEC: &str = "rir.spec";
+    /// JSON training figures: [`super::RecordedMetrics`].
+    pub const METRICS: &str = "rir.metrics";
+    /// sha256 of the checkpoint file.
+    pub const CHECKPOINT_SHA256: &str = "rir.checkpoint_sha256";
+    /// Version of rir-export.
+    pub const EXPORTER_VERSION: &str = "rir.exporter_version";
+    /// `folded` or `unfolded`.
+    pub const FORM: &str = "rir.form";
+    /// `fp32` or `fp16`: the arithmetic of the body (input and outputs are
+    /// float32 either way). Absent in exports older than the option: fp32.
+    pub const PRECISION: &str = "rir.precision";
+}
+
+/// What [`keys::METRICS`] holds: how far the checkpoint was trained and
+/// what the trainer measured on the test split. Readers compare a served or
+/// re-run accuracy with [`RecordedMetrics::test_accuracy`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedMetrics {
+    /// Epochs completed.
+    pub epochs: usize,
+    /// The best test accuracy of any epoch, as a fraction.
+    pub best_test_acc: Option<f64>,
+    /// The last epoch's figures as the trainer recorded them (its
+    /// `test_acc` is the accuracy of these very weights).
+    pub last: Option<serde_json::Value>,
+}
+
+impl RecordedMetrics {
+    /// Reads the JSON value of [`keys::METRICS`].
+    pub fn parse(json: &str) -> Option<Self> {
+        serde_json::from_str(json).ok()
+    }
+
+    /// The test accuracy of the exported weights: the last epoch's.
+    pub fn test_accuracy(&self) -> Option<f64> {
+        self.last.as_ref()?.get("test_acc")?.as_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorded_accuracy_is_the_last_epochs() {
+        let json = r#"{"epochs":3,"best_test_acc":0.91,"last":{"epoch":3,"test_acc":0.9}}"#;
+        let m = RecordedMetrics::parse(json).unwrap();
+        assert_eq!(m.epochs, 3);
+        assert_eq!(m.test_accuracy(), Some(0.9));
+        let none = RecordedMetrics::parse(r#"{"epochs":0,"best_test_acc":null,"last":null}"#);
+        assert_eq!(none.unwrap().test_accuracy(), None);
+        assert!(RecordedMetrics::parse("{not json").is_none());
+    }
+}

@@ -1,0 +1,398 @@
+//! A server's life: [`start`] loads the repository, binds every listener
+//! and starts the front ends, the metrics endpoint and the repository
+//! poller; the returned [`Server`] says where it listens and stops it. A
+//! stop makes the server not ready (health NOT_SERVING), stops accepting,
+//! lets calls in flight finish for at most the shutdown timeout, then ends
+//! the endpoint and the poller. `rir-serve` is [`run`] with the signals;
+//! the tests call [`start`] with the same configuration.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, RepositoryConfig};
+use crate::conn::Gate;
+use crate::core::Core;
+use crate::error::ServerError;
+use crate::http::HttpConfig;
+use crate::loader::Loader;
+use crate::registry::{Models, Registry};
+use crate::reload::{ControlMode, Controller};
+use crate::stats::Metrics;
+
+/// Where a started server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// gRPC.
+    pub grpc: SocketAddr,
+    /// HTTP/REST, when on.
+    pub http: Option<SocketAddr>,
+    /// The Prometheus endpoint.
+    pub metrics: SocketAddr,
+}
+
+/// How a server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every call in flight finished.
+    Drained,
+    /// Calls were still in flight when the shutdown timeout ran out.
+    TimedOut,
+}
+
+/// Asks a server to stop; cheap to clone, so a signal handler can hold one.
+#[derive(Clone)]
+pub struct Stopper(Arc<watch::Sender<bool>>);
+
+impl Stopper {
+    /// Starts the stop (again: no effect).
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// A running server.
+pub struct Server {
+    /// Where it listens.
+    addresses: Addresses,
+    /// Its request path, for what tests and the process read of it.
+    core: Arc<Core>,
+    /// Raises the stop.
+    stopper: Stopper,
+    /// The lifecycle task: ends when the server has stopped.
+    lifecycle: JoinHandle<Result<Stopped, ServerError>>,
+}
+
+impl Server {
+    /// Where it listens.
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    /// Its request path: readiness, the models served, their statistics.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// A handle that stops the server.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Waits until the server has stopped (after a stop, or when a front
+    /// end fails), and says how.
+    pub async fn wait(self) -> Result<Stopped, ServerError> {
+        self.lifecycle.await.unwrap_or_else(|e| {
+            Err(ServerError::Serve {
+                front: "lifecycle",
+                detail: e.to_string(),
+            })
+        })
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(self) -> Result<Stopped, ServerError> {
+        self.stopper.stop();
+        self.wait().await
+    }
+}
+
+/// Starts a server and serves until `signal` resolves, then stops it.
+pub async fn run(
+    config: Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<Stopped, ServerError> {
+    let server = start(config).await?;
+    let stopper = server.stopper();
+    tokio::spawn(async move {
+        signal.await;
+        stopper.stop();
+    });
+    server.wait().await
+}
+
+/// Loads the repository, binds every listener and starts serving; the
+/// server is ready when this returns.
+pub async fn start(config: Config) -> Result<Server, ServerError> {
+    check_device(&config)?;
+    let metrics = Arc::new(Metrics::new()?);
+    let loader = Loader {
+        root: config.repository.root.clone(),
+        engines: config.engines.clone(),
+        batching: config.batching.clone(),
+        metrics: metrics.clone(),
+    };
+    let models = load_at_start(&config.repository, &loader)?;
+    let all_ready = models.all_ready();
+    let registry = Arc::new(Registry::new(models));
+    let control = Controller::new(loader, config.repository.mode, registry);
+    let core = Arc::new(Core::new(control, config.requests.clone()));
+    let listeners = Listeners::bind(&config).await?;
+    let addresses = listeners.addresses()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let fronts = spawn_fronts(&config, &core, &metrics, listeners, &drain_rx);
+    let poller = spawn_poller(&config.repository, &core);
+    core.set_ready(true);
+    if !all_ready {
+        tracing::warn!("some models are not ready; the others are served");
+    }
+    announce(&config, &addresses);
+    let lifecycle = tokio::spawn(lifecycle(
+        core.clone(),
+        stop_rx,
+        drain_tx,
+        fronts,
+        poller,
+        config.shutdown_timeout,
+    ));
+    Ok(Server {
+        addresses,
+        core,
+        stopper: Stopper(Arc::new(stop_tx)),
+        lifecycle,
+    })
+}
+
+/// Asked for CUDA and the library has no CUDA provider: fail now, with the
+/// reason, rather than serve with every model unavailable.
+fn check_device(config: &Config) -> Result<(), ServerError> {
+    let options = &config.engines.options;
+    if options.ort.device == rir_infer::Device::Cuda && options.backend == rir_infer::Backend::Ort {
+        rir_infer::ort_engine::environment(options.ort.library.as_deref())?;
+        options
+            .ort
+            .device
+            .resolve(rir_infer::ort_engine::cuda_provider())?;
+    }
+    Ok(())
+}
+
+/// The models loaded before the server listens: all of them, or in
+/// explicit mode the `--load-model` ones (each of which must exist).
+fn load_at_start(repo: &RepositoryConfig, loader: &Loader) -> Result<Models, ServerError> {
+    let explicit = repo.mode == ControlMode::Explicit;
+    let models = loader.load(explicit.then_some(repo.load_models.as_slice()))?;
+    if models.by_name.is_empty() && !explicit {
+        return Err(ServerError::NoModels(repo.root.clone()));
+    }
+    if let Some(missing) = repo
+        .load_models
+        .iter()
+        .find(|n| !models.by_name.contains_key(*n))
+    {
+        return Err(ServerError::UnknownModel {
+            name: missing.clone(),
+            root: repo.root.clone(),
+        });
+    }
+    Ok(models)
+}
+
+/// Every socket the server listens on, bound before anything is served.
+struct Listeners {
+    grpc: TcpListener,
+    http: Option<TcpListener>,
+    metrics: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Self, ServerError> {
+        let l = &config.listen;
+        let http = match &l.http {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Listeners {
+            grpc: bind(&l.grpc).await?,
+            http,
+            metrics: bind(&l.metrics).await?,
+        })
+    }
+
+    fn addresses(&self) -> Result<Addresses, ServerError> {
+        let local = |l: &TcpListener| {
+            l.local_addr().map_err(|source| ServerError::Bind {
+                addr: "a bound listener".into(),
+                source,
+            })
+        };
+        Ok(Addresses {
+            grpc: local(&self.grpc)?,
+            http: self.http.as_ref().map(local).transpose()?,
+            metrics: local(&self.metrics)?,
+        })
+    }
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// The tasks serving requests: the front ends, which drain, and the
+/// metrics endpoint, which serves until the server has stopped.
+struct Fronts {
+    grpc: JoinHandle<Result<(), ServerError>>,
+    http: Option<JoinHandle<Result<(), ServerError>>>,
+    metrics: JoinHandle<Result<(), ServerError>>,
+    /// Ends the metrics endpoint.
+    metrics_stop: watch::Sender<bool>,
+}
+
+fn spawn_fronts(
+    config: &Config,
+    core: &Arc<Core>,
+    metrics: &Arc<Metrics>,
+    listeners: Listeners,
+    drain: &watch::Receiver<bool>,
+) -> Fronts {
+    let limits = config.connections;
+    let token: Option<Arc<str>> = config.grpc.auth_token.as_deref().map(Arc::from);
+    let grpc = tokio::spawn({
+        let (core, grpc) = (core.clone(), config.grpc.clone());
+        let gate = Gate::new(limits, "grpc", metrics);
+        let drained = raised(drain.clone());
+        async move { crate::grpc::serve(core, &grpc, listeners.grpc, gate, drained).await }
+    });
+    let http = listeners.http.map(|listener| {
+        let http = HttpConfig {
+            max_body_bytes: config.grpc.max_message_bytes,
+            auth_token: token.clone(),
+        };
+        let gate = Gate::new(limits, "http", metrics);
+        tokio::spawn(crate::http::serve(
+            core.clone(),
+            http,
+            listener,
+            gate,
+            raised(drain.clone()),
+        ))
+    });
+    let (metrics_stop, metrics_stopped) = watch::channel(false);
+    let metrics = tokio::spawn(crate::http::metrics::serve(
+        metrics.clone(),
+        config.metrics_auth.then_some(token).flatten(),
+        listeners.metrics,
+        raised(metrics_stopped),
+    ));
+    Fronts {
+        grpc,
+        http,
+        metrics,
+        metrics_stop,
+    }
+}
+
+/// Resolves once `signal` is raised (or its sender is gone).
+async fn raised(mut signal: watch::Receiver<bool>) {
+    let _ = signal.wait_for(|raised| *raised).await;
+}
+
+/// In poll mode, a task that rescans the repository every interval.
+fn spawn_poller(repo: &RepositoryConfig, core: &Arc<Core>) -> Option<JoinHandle<()>> {
+    if repo.mode != ControlMode::Poll {
+        return None;
+    }
+    let every = repo.poll_interval.max(Duration::from_secs(1));
+    tracing::info!("polling {} every {}s", repo.root.display(), every.as_secs());
+    let core = core.clone();
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            core.poll_repository().await;
+        }
+    }))
+}
+
+/// The lines an operator looks for: where each front end listens.
+fn announce(config: &Config, a: &Addresses) {
+    tracing::info!("metrics on http://{}/metrics", a.metrics);
+    let security = match (&config.grpc.tls, &config.grpc.tls_client_ca) {
+        (Some(_), Some(_)) => " (mutual TLS)",
+        (Some(_), None) => " (TLS)",
+        (None, _) => "",
+    };
+    tracing::info!("gRPC on {}{security}", a.grpc);
+    if let Some(http) = a.http {
+        tracing::info!("HTTP on http://{http}/v2");
+    }
+}
+
+/// Serves until a stop is asked for or a front end fails; then drains the
+/// front ends for at most `timeout` and ends the rest.
+async fn lifecycle(
+    core: Arc<Core>,
+    mut stop: watch::Receiver<bool>,
+    drain: watch::Sender<bool>,
+    mut fronts: Fronts,
+    poller: Option<JoinHandle<()>>,
+    timeout: Duration,
+) -> Result<Stopped, ServerError> {
+    let failed = tokio::select! {
+        _ = stop.wait_for(|s| *s) => None,
+        r = &mut fronts.grpc => Some(r),
+    };
+    core.set_ready(false);
+    let _ = drain.send(true);
+    tracing::info!("shutting down: not ready, no new connections, finishing calls in flight");
+    let outcome = match failed {
+        Some(r) => joined(r).map(|()| Stopped::Drained),
+        None => drain_fronts(&mut fronts, timeout).await,
+    };
+    if let Some(p) = poller {
+        p.abort();
+    }
+    let _ = fronts.metrics_stop.send(true);
+    let _ = (&mut fronts.metrics).await;
+    if outcome.is_ok() {
+        tracing::info!("stopped");
+    }
+    outcome
+}
+
+/// Waits for the front ends to finish their calls, at most `timeout`.
+async fn drain_fronts(fronts: &mut Fronts, timeout: Duration) -> Result<Stopped, ServerError> {
+    let drained = async {
+        joined((&mut fronts.grpc).await)?;
+        if let Some(http) = &mut fronts.http {
+            joined(http.await)?;
+        }
+        Ok::<(), ServerError>(())
+    };
+    match tokio::time::timeout(timeout, drained).await {
+        Ok(r) => r.map(|()| Stopped::Drained),
+        Err(_) => {
+            tracing::warn!(
+                "calls still in flight after {}s; exiting",
+                timeout.as_secs()
+            );
+            fronts.grpc.abort();
+            if let Some(http) = &fronts.http {
+                http.abort();
+            }
+            Ok(Stopped::TimedOut)
+        }
+    }
+}
+
+fn joined(r: Result<Result<(), ServerError>, tokio::task::JoinError>) -> Result<(), ServerError> {
+    r.unwrap_or_else(|e| {
+        Err(ServerError::Serve {
+            front: "a front end",
+            detail: e.to_string(),
+        })
+    })
+}

@@ -1,0 +1,61 @@
+//! Everything a server is started with, typed: what the command line
+//! ([`crate::args`]) fills and [`crate::start`] takes. Tests build it from
+//! the same flags, so they start what ships.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::batcher::BatchConfig;
+use crate::conn::ConnLimits;
+use crate::core::RequestPolicy;
+use crate::grpc::GrpcConfig;
+use crate::loader::ServingEngines;
+use crate::reload::ControlMode;
+
+/// A server's whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where models come from and how the served set follows it.
+    pub repository: RepositoryConfig,
+    /// How each model's engines are made (before its config.pbtxt).
+    pub engines: ServingEngines,
+    /// How each model's requests are batched (before its config.pbtxt).
+    pub batching: BatchConfig,
+    /// How requests are handled, whatever their protocol.
+    pub requests: RequestPolicy,
+    /// The addresses to listen on.
+    pub listen: Listen,
+    /// The gRPC front end (message limit, TLS, token, HTTP/2); the HTTP
+    /// front end takes the same message limit and token.
+    pub grpc: GrpcConfig,
+    /// Admission of connections, per front end.
+    pub connections: ConnLimits,
+    /// Put the metrics endpoint behind the token too.
+    pub metrics_auth: bool,
+    /// How long calls in flight may take to finish once a stop is asked for.
+    pub shutdown_timeout: Duration,
+}
+
+/// The model repository and how the served set follows it.
+#[derive(Debug, Clone)]
+pub struct RepositoryConfig {
+    /// `<root>/<name>/<version>/model.onnx`.
+    pub root: PathBuf,
+    /// Triton's model control mode.
+    pub mode: ControlMode,
+    /// Between scans in poll mode.
+    pub poll_interval: Duration,
+    /// In explicit mode, the models loaded at start.
+    pub load_models: Vec<String>,
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// gRPC, `host:port` (port 0: any free one).
+    pub grpc: String,
+    /// HTTP/REST, or None for no HTTP front end.
+    pub http: Option<String>,
+    /// The Prometheus endpoint.
+    pub metrics: String,
+}

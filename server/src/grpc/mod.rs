@@ -1,0 +1,202 @@
+//! The gRPC front end: KServe v2 / Triton `inference.GRPCInferenceService`
+//! and `rir.v1.ImageClassifier` ([`service`]), with message-size limits,
+//! optional TLS and bearer-token auth, grpc.health.v1, server reflection,
+//! HTTP/2 limits, and graceful shutdown.
+
+pub mod service;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rir_proto::classify::image_classifier_server::ImageClassifierServer;
+use rir_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use tokio::net::TcpListener;
+use tonic::{Request, Status};
+
+use crate::auth::bearer_matches;
+use crate::conn::Gate;
+use crate::core::Core;
+use crate::error::ServerError;
+use service::Service;
+
+/// Settings of the gRPC front end.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    /// Largest request or response message, bytes.
+    pub max_message_bytes: usize,
+    /// PEM certificate and key for TLS, if TLS is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// With TLS: a PEM CA bundle; clients must then present a certificate
+    /// it signed (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Bearer token every call but health checks must carry, if auth is on.
+    pub auth_token: Option<String>,
+    /// HTTP/2 settings.
+    pub http2: Http2Settings,
+}
+
+/// The HTTP/2 settings that bound what one connection may hold or cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Settings {
+    /// Streams (calls) open at once on one connection; more are refused
+    /// with REFUSED_STREAM, which clients retry.
+    pub max_concurrent_streams: u32,
+    /// Size of a request's headers (HPACK-decoded), bytes.
+    pub max_header_list_bytes: u32,
+    /// Ping an idle connection this often ...
+    pub keepalive_interval: Duration,
+    /// ... and close it when a ping goes unanswered this long.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 1024,
+            max_header_list_bytes: 16 << 10,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Rewrites tonic's OUT_OF_RANGE for an oversized message into
+/// RESOURCE_EXHAUSTED, the status gRPC specifies (and clients expect) for a
+/// message over the receive limit.
+fn oversized_to_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
+    let oversized = res.headers().get("grpc-status").is_some_and(|v| v == "11")
+        && res
+            .headers()
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| {
+                m.contains("message%20length%20too%20large")
+                    || m.contains("message length too large")
+            });
+    if oversized {
+        res.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    res
+}
+
+fn check_token(
+    expected: Option<Arc<str>>,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        let Some(token) = &expected else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if bearer_matches(given, token) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated(
+                "missing or wrong bearer token (metadata `authorization: Bearer <token>`)",
+            ))
+        }
+    }
+}
+
+/// The TLS settings of `config`, read from its files, if TLS is on.
+fn tls(config: &GrpcConfig) -> Result<Option<tonic::transport::ServerTlsConfig>, ServerError> {
+    let Some((cert, key)) = &config.tls else {
+        return Ok(None);
+    };
+    let read = |what: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| ServerError::TlsFile {
+            what,
+            path: path.clone(),
+            source: Arc::new(source),
+        })
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read("certificate", cert)?, read("key", key)?);
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(
+            "client CA",
+            ca,
+        )?));
+    }
+    Ok(Some(tls))
+}
+
+/// Serves `core` on the connections `gate` admits from `listener` until
+/// `shutdown` resolves, then reports NOT_SERVING on health, stops
+/// accepting and lets in-flight calls finish.
+pub async fn serve(
+    core: Arc<Core>,
+    config: &GrpcConfig,
+    listener: TcpListener,
+    gate: Gate,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let service = Service { core };
+    let limit = config.max_message_bytes;
+    let auth = check_token(config.auth_token.as_deref().map(Arc::from));
+    let inference = GrpcInferenceServiceServer::new(service.clone())
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let classifier = ImageClassifierServer::new(service)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<GrpcInferenceServiceServer<Service>>()
+        .await;
+    health.set_serving::<ImageClassifierServer<Service>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rir_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let h2 = config.http2;
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .http2_max_header_list_size(h2.max_header_list_bytes)
+        .http2_keepalive_interval(Some(h2.keepalive_interval))
+        .http2_keepalive_timeout(Some(h2.keepalive_timeout));
+    if let Some(tls) = tls(config)? {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+    let on_shutdown = async move {
+        shutdown.await;
+        health
+            .set_not_serving::<GrpcInferenceServiceServer<Service>>()
+            .await;
+        health
+            .set_not_serving::<ImageClassifierServer<Service>>()
+            .await;
+    };
+    let router = builder
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_to_resource_exhausted,
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            inference,
+            auth.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            classifier, auth,
+        ))
+        .add_service(health_service)
+        .add_service(reflection);
+    use tokio_stream::StreamExt;
+    let admitted = tokio_stream::wrappers::ReceiverStream::new(gate.admit(listener))
+        .map(Ok::<_, std::io::Error>);
+    router
+        .serve_with_incoming_shutdown(admitted, on_shutdown)
+        .await
+        .map_err(|e| ServerError::Serve {
+            front: "gRPC",
+            detail: e.to_string(),
+        })
+}

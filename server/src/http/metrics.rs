@@ -1,0 +1,64 @@
+//! The Prometheus endpoint, on a port of its own: the text format of every
+//! metric at any path (`/metrics` by convention), served by axum. With a
+//! token, a scrape must carry `Authorization: Bearer <token>`
+//! (Prometheus's `authorization` or `bearer_token` scrape settings) or gets
+//! 401.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::bearer_matches;
+use crate::error::ServerError;
+use crate::stats::Metrics;
+
+/// The content type of the Prometheus text format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4";
+
+/// What the endpoint serves, and who may read it.
+#[derive(Clone)]
+struct Endpoint {
+    metrics: Arc<Metrics>,
+    token: Option<Arc<str>>,
+}
+
+async fn scrape(State(e): State<Endpoint>, headers: HeaderMap) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if e.token
+        .as_deref()
+        .is_some_and(|t| !bearer_matches(given, t))
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, TEXT_FORMAT)],
+            "missing or wrong bearer token (header `Authorization: Bearer <token>`)\n",
+        )
+            .into_response();
+    }
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], e.metrics.render()).into_response()
+}
+
+/// Serves `metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    token: Option<Arc<str>>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let app = Router::new()
+        .fallback(scrape)
+        .with_state(Endpoint { metrics, token });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| ServerError::Serve {
+            front: "metrics",
+            detail: e.to_string(),
+        })
+}

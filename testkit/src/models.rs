@@ -1,0 +1,46 @@
+//! Model repositories of exported random RiR networks: real ONNX files from
+//! the real exporter, laid out as the server reads them.
+
+use std::path::Path;
+
+use rir_arch::{InputSpec, Variant, preset};
+use rir_checkpoint::synthetic::random_checkpoint;
+use rir_contract::repository;
+use rir_exporter::{Form, Precision, export_file};
+
+/// Writes `<root>/<name>/<version>/model.onnx`: a random micro RiR on `input`.
+pub fn write_model(root: &Path, name: &str, version: u64, input: InputSpec, seed: u64) {
+    write_preset(root, name, version, input, "micro", seed);
+}
+
+/// Writes `<root>/<name>/<version>/model.onnx`: a random RiR of `preset_name`.
+pub fn write_preset(
+    root: &Path,
+    name: &str,
+    version: u64,
+    input: InputSpec,
+    preset_name: &str,
+    seed: u64,
+) {
+    let spec = preset::build(preset_name, Variant::Rir, input, 10).expect("a known preset");
+    let model = repository::model_file(root, name, version);
+    let dir = model.parent().expect("a version folder");
+    std::fs::create_dir_all(dir).expect("creating the version folder");
+    let ck = dir.join("ck.safetensors");
+    random_checkpoint(&spec, seed)
+        .write_atomic(&ck)
+        .expect("writing the checkpoint");
+    export_file(&ck, &model, Form::Folded, Precision::Fp32).expect("exporting");
+    std::fs::remove_file(ck).expect("removing the checkpoint");
+}
+
+/// The standard test repository: `gray` (1x28x28, versions 1 and 2), `rgb`
+/// (3x32x32) and `broken` (a version whose model.onnx is garbage).
+pub fn repository(root: &Path) {
+    write_model(root, "gray", 1, InputSpec::new(1, 28, 28), 1);
+    write_model(root, "gray", 2, InputSpec::new(1, 28, 28), 2);
+    write_model(root, "rgb", 1, InputSpec::new(3, 32, 32), 3);
+    let broken = repository::model_file(root, "broken", 1);
+    std::fs::create_dir_all(broken.parent().expect("a version folder")).expect("mkdir");
+    std::fs::write(broken, b"this is not onnx").expect("writing the broken model");
+}

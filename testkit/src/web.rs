@@ -1,0 +1,90 @@
+//! One HTTP exchange with a client that hands back 4xx and 5xx answers as
+//! they are, for the REST front end and the metrics endpoint.
+
+use std::collections::HashMap;
+
+/// One HTTP answer: status, headers (lower-case names) and body.
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lower-case names.
+    pub headers: HashMap<String, String>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `error` of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .expect("an error message")
+            .to_string()
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request and returns the answer, whatever its status.
+pub async fn call(method: &str, url: String, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    let method = method.to_string();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = http::Request::builder().method(method.as_str()).uri(&url);
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        let mut response = agent
+            .run(request.body(body).expect("a well-formed request"))
+            .expect(&url);
+        Reply {
+            status: response.status().as_u16(),
+            headers: response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body: response
+                .body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .expect("reading the body"),
+        }
+    })
+    .await
+    .expect("the HTTP exchange")
+}
+
+/// A GET.
+pub async fn get(url: String) -> Reply {
+    call("GET", url, &[], vec![]).await
+}
+
+/// The value of one sample in Prometheus text: the line that starts with
+/// `series` (name and labels as rendered, e.g. `rir_execution_count{model="m"}`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
