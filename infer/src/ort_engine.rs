@@ -126,22 +126,7 @@ impl OrtEngine {
     /// logged and the session runs on the CPU.
     pub fn load(path: &Path, options: &OrtOptions) -> Result<Self, InferError> {
         let env = environment(options.library.as_deref())?;
-        if options.device == Device::Cpu {
-            return Self::build(env, path, options, false);
-        }
-        match Self::build(env, path, options, true) {
-            Ok(engine) => Ok(engine),
-            Err(InferError::Device { detail, .. }) => {
-                match options.device.resolve(Err(NoCuda(detail.clone()))) {
-                    Ok(_) => Self::build(env, path, options, false),
-                    Err(_) => Err(InferError::Device {
-                        device: "cuda",
-                        detail,
-                    }),
-                }
-            }
-            Err(e) => Err(e),
-        }
+        on_device(options.device, |cuda| Self::build(env, path, options, cuda))
     }
 
     fn build(
@@ -193,6 +178,31 @@ impl OrtEngine {
     /// Whether this session runs on the CUDA execution provider.
     pub fn on_cuda(&self) -> bool {
         self.cuda
+    }
+}
+
+/// Makes something on the device `device` asks for: `build(true)` on the
+/// CUDA provider first unless the CPU was asked for, and where that fails
+/// for want of CUDA (no provider, no device, a session the provider could
+/// not create) either `build(false)` on the CPU (`auto`, the reason
+/// logged) or the error (`cuda`).
+fn on_device<T>(
+    device: Device,
+    build: impl Fn(bool) -> Result<T, InferError>,
+) -> Result<T, InferError> {
+    if device == Device::Cpu {
+        return build(false);
+    }
+    match build(true) {
+        Err(InferError::Device { detail, .. }) => match device.resolve(Err(NoCuda(detail.clone())))
+        {
+            Ok(_) => build(false),
+            Err(_) => Err(InferError::Device {
+                device: "cuda",
+                detail,
+            }),
+        },
+        made => made,
     }
 }
 
@@ -274,5 +284,76 @@ impl Engine for OrtEngine {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// A build whose CUDA session cannot be created, as on a host whose
+    /// library has the provider but whose device is gone or out of memory;
+    /// it records which sessions were asked for.
+    fn failing_cuda<'a>(
+        tried: &'a RefCell<Vec<bool>>,
+    ) -> impl Fn(bool) -> Result<&'static str, InferError> + 'a {
+        move |cuda| {
+            tried.borrow_mut().push(cuda);
+            match cuda {
+                true => Err(InferError::Device {
+                    device: "cuda",
+                    detail: "creating a session: CUDA failure 100: no CUDA-capable device".into(),
+                }),
+                false => Ok("cpu session"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_cuda_session_that_cannot_be_created_falls_back_on_auto_and_fails_on_cuda() {
+        let tried = RefCell::new(vec![]);
+        assert_eq!(
+            on_device(Device::Auto, failing_cuda(&tried)).unwrap(),
+            "cpu session"
+        );
+        assert_eq!(*tried.borrow(), [true, false], "CUDA first, then the CPU");
+
+        let tried = RefCell::new(vec![]);
+        let err = on_device(Device::Cuda, failing_cuda(&tried))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            *tried.borrow(),
+            [true],
+            "no CPU session behind the user's back"
+        );
+        assert!(
+            err.contains("device cuda unavailable") && err.contains("no CUDA-capable device"),
+            "{err}"
+        );
+
+        let tried = RefCell::new(vec![]);
+        on_device(Device::Cpu, failing_cuda(&tried)).unwrap();
+        assert_eq!(
+            *tried.borrow(),
+            [false],
+            "the CPU asked for, CUDA never tried"
+        );
+    }
+
+    #[test]
+    fn a_model_error_on_cuda_is_not_a_reason_to_fall_back() {
+        let tried = RefCell::new(vec![]);
+        let build = |cuda| {
+            tried.borrow_mut().push(cuda);
+            Err::<(), _>(InferError::Library("no libonnxruntime.so".into()))
+        };
+        assert!(matches!(
+            on_device(Device::Auto, build),
+            Err(InferError::Library(_))
+        ));
+        assert_eq!(*tried.borrow(), [true]);
     }
 }

@@ -21,8 +21,9 @@ use crate::core::Core;
 use crate::error::ServerError;
 use crate::http::HttpConfig;
 use crate::loader::Loader;
-use crate::registry::{Models, Registry};
+use crate::registry::{Models, Registry, VersionState};
 use crate::reload::{ControlMode, Controller};
+use crate::scan::ModelError;
 use crate::stats::Metrics;
 
 /// Where a started server listens.
@@ -128,6 +129,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         metrics: metrics.clone(),
     };
     let models = load_at_start(&config.repository, &loader)?;
+    check_cuda_sessions(&config, &models)?;
     let all_ready = models.all_ready();
     let registry = Arc::new(Registry::new(models));
     let control = Controller::new(loader, config.repository.mode, registry);
@@ -171,6 +173,31 @@ fn check_device(config: &Config) -> Result<(), ServerError> {
             .resolve(rir_infer::ort_engine::cuda_provider())?;
     }
     Ok(())
+}
+
+/// Asked for CUDA, the provider is there, and a model's session could not
+/// be made on it (no device visible, out of memory): fail now with the
+/// reason too; `--device cuda` never serves on the CPU nor serves nothing.
+fn check_cuda_sessions(config: &Config, models: &Models) -> Result<(), ServerError> {
+    let options = &config.engines.options;
+    if options.ort.device != rir_infer::Device::Cuda || options.backend != rir_infer::Backend::Ort {
+        return Ok(());
+    }
+    let device_error = models
+        .by_name
+        .values()
+        .flatten()
+        .find_map(|v| match &v.state {
+            VersionState::Unavailable {
+                error: ModelError::Engine(rir_infer::InferError::Device { detail, .. }),
+                ..
+            } => Some(detail.clone()),
+            _ => None,
+        });
+    match device_error {
+        Some(detail) => Err(rir_infer::CudaRequired(rir_infer::NoCuda(detail)).into()),
+        None => Ok(()),
+    }
 }
 
 /// The models loaded before the server listens: all of them, or in
@@ -267,6 +294,7 @@ fn spawn_fronts(
     let http = listeners.http.map(|listener| {
         let http = HttpConfig {
             max_body_bytes: config.grpc.max_message_bytes,
+            body_timeout: config.grpc.body_timeout,
             auth_token: token.clone(),
         };
         let gate = Gate::new(limits, "http", metrics);

@@ -192,6 +192,12 @@ pub struct Args {
     /// (idle or slowloris sockets that would hold a slot for good).
     #[arg(long, default_value_t = 10_000)]
     pub first_byte_timeout_ms: u64,
+    /// Give up on a request whose body (HTTP) or message (gRPC) stops
+    /// arriving: nothing for this many milliseconds, counted from the last
+    /// bytes that came. HTTP answers 408 and closes the connection, gRPC
+    /// ends the call with DEADLINE_EXCEEDED (0: wait for good).
+    #[arg(long, default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
     /// TCP keepalive after this many idle seconds (0: off).
     #[arg(long, default_value_t = 60)]
     pub tcp_keepalive_secs: u64,
@@ -346,6 +352,7 @@ impl Args {
     fn grpc(&self) -> GrpcConfig {
         GrpcConfig {
             max_message_bytes: self.max_message_bytes,
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             tls_client_ca: self.tls_client_ca.clone(),
             auth_token: self.auth_token.clone(),

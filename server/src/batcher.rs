@@ -157,6 +157,8 @@ pub struct Batcher {
 
 /// An engine with the buffer its batches are assembled in.
 struct Instance {
+    /// Its place among the model's instances, for the metrics.
+    id: usize,
     engine: Box<dyn Engine>,
     input: Vec<f32>,
 }
@@ -196,8 +198,10 @@ impl Batcher {
         let runtime = tokio::runtime::Handle::current();
         let instances: Arc<[Mutex<Instance>]> = engines
             .into_iter()
-            .map(|engine| {
+            .enumerate()
+            .map(|(id, engine)| {
                 Mutex::new(Instance {
+                    id,
                     engine,
                     input: Vec::new(),
                 })
@@ -274,6 +278,11 @@ impl Batcher {
     /// Requests waiting in the queue now.
     pub fn pending(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// The engine instances this model runs on.
+    pub fn instances(&self) -> usize {
+        self.instances.len()
     }
 }
 
@@ -382,7 +391,7 @@ fn execute(
         true => config.buckets.fit(images).unwrap_or(images),
         false => images,
     };
-    let Instance { engine, input } = instance;
+    let Instance { id, engine, input } = instance;
     input.clear();
     input.reserve(rows * per);
     for j in &live {
@@ -396,7 +405,7 @@ fn execute(
         .store(compute.as_nanos() as u64, Ordering::Relaxed);
     match result {
         Ok(outs) => {
-            stats.record_execution(images, rows - images, compute, inline);
+            stats.record_execution(*id, images, rows - images, compute, inline);
             let by_name: Vec<Option<&rir_infer::Output>> = desc
                 .outputs
                 .iter()

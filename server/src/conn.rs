@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -54,6 +54,7 @@ pub struct Gate {
     places: Arc<Semaphore>,
     open: IntGauge,
     refused: IntCounterVec,
+    stalls: IntCounter,
     front: String,
 }
 
@@ -92,8 +93,15 @@ impl Gate {
             places: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             open: metrics.connections.with_label_values(&[front]),
             refused: metrics.connections_refused.clone(),
+            stalls: metrics.stalled.with_label_values(&[front]),
             front: front.to_string(),
         }
+    }
+
+    /// The counter of this front end's requests whose body stopped
+    /// arriving ([`crate::stall`]).
+    pub fn stalls(&self) -> IntCounter {
+        self.stalls.clone()
     }
 
     /// Accepts from `listener` on a task of its own and hands over the

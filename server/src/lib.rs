@@ -48,6 +48,7 @@ pub mod protocol;
 pub mod registry;
 pub mod reload;
 pub mod scan;
+pub mod stall;
 pub mod stats;
 pub mod tensors;
 

@@ -119,7 +119,6 @@ impl Loader {
                         model = %name, version,
                         "the new file failed, the previous one keeps serving: {reason}"
                     );
-                    let reason = reason.to_string();
                     let failed = fingerprint;
                     loaded.kept.push((version, Kept { reason, failed }));
                     loaded.versions.push(p.clone());
@@ -191,6 +190,14 @@ impl Loader {
             Ok(d) => start(d, engines, batching, &stats),
             Err(e) => unavailable(&name, version, None, e),
         };
+        let outcome = match state {
+            VersionState::Ready { .. } => "ready",
+            VersionState::Unavailable { .. } => "failed",
+        };
+        self.metrics
+            .loads
+            .with_label_values(&[name.as_str(), outcome])
+            .inc();
         ModelVersion {
             version,
             state,
@@ -227,10 +234,7 @@ fn unavailable(
     e: ModelError,
 ) -> VersionState {
     tracing::error!(model = %name, version, "not ready: {e}");
-    VersionState::Unavailable {
-        desc,
-        reason: e.to_string(),
-    }
+    VersionState::Unavailable { desc, error: e }
 }
 
 /// Makes and warms the engines of one model version and starts its

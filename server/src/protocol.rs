@@ -81,6 +81,23 @@ pub struct ConfigOutput {
     pub dims: Vec<i64>,
 }
 
+/// How a served version batches (Triton's `dynamic_batching`): the batch
+/// sizes its engines run at and how long a request may wait for company.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DynamicBatching {
+    /// The batch buckets.
+    pub preferred_batch_size: Vec<usize>,
+    /// The queue delay, microseconds.
+    pub max_queue_delay_microseconds: u64,
+}
+
+/// The engine instances of a served version (Triton's `instance_group`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceGroup {
+    /// How many.
+    pub count: usize,
+}
+
 /// ModelConfig: the part of Triton's model configuration that describes a
 /// served version: what its file declares and what it is served with.
 #[derive(Debug, Clone, Serialize)]
@@ -97,6 +114,12 @@ pub struct ModelConfig {
     pub input: Vec<ConfigInput>,
     /// Outputs.
     pub output: Vec<ConfigOutput>,
+    /// How it batches, when it is ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_batching: Option<DynamicBatching>,
+    /// Its engine instances (empty when not ready).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instance_group: Vec<InstanceGroup>,
 }
 
 /// Statistics of one batch size (Triton's `InferBatchStatistics`).

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use crate::batcher::Batcher;
 use crate::error::ServeError;
 use crate::protocol::ModelState;
-use crate::scan::{Fingerprint, ModelDescriptor};
+use crate::scan::{Fingerprint, ModelDescriptor, ModelError};
 use crate::stats::ModelStats;
 
 /// Whether a model version can serve, and with what.
@@ -27,8 +27,9 @@ pub enum VersionState {
     Unavailable {
         /// What the model takes and returns, when the file could be read.
         desc: Option<ModelDescriptor>,
-        /// Why it does not serve, as clients and the index are told.
-        reason: String,
+        /// Why it does not serve (clients and the index are told its
+        /// message).
+        error: ModelError,
     },
 }
 
@@ -70,10 +71,10 @@ impl ModelVersion {
     }
 
     /// Why the version does not serve (None when ready).
-    pub fn reason(&self) -> Option<&str> {
+    pub fn reason(&self) -> Option<String> {
         match &self.state {
             VersionState::Ready { .. } => None,
-            VersionState::Unavailable { reason, .. } => Some(reason),
+            VersionState::Unavailable { error, .. } => Some(error.to_string()),
         }
     }
 
@@ -81,8 +82,8 @@ impl ModelVersion {
     pub fn serving(&self, name: &str) -> Result<(&ModelDescriptor, &Batcher), ServeError> {
         match &self.state {
             VersionState::Ready { desc, batcher } => Ok((desc, batcher)),
-            VersionState::Unavailable { reason, .. } => Err(ServeError::Unavailable(format!(
-                "model `{name}` version {} is not ready: {reason}",
+            VersionState::Unavailable { error, .. } => Err(ServeError::Unavailable(format!(
+                "model `{name}` version {} is not ready: {error}",
                 self.version
             ))),
         }

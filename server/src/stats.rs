@@ -31,6 +31,13 @@ pub struct Metrics {
     /// Engine executions run on the requesting thread, not an engine
     /// thread (the batcher's inline path).
     pub inline_executions: IntCounterVec,
+    /// Engine executions by model and engine instance (0-based, as
+    /// `--instances` or the config's `instance_group` counts them): shows
+    /// that every instance takes work.
+    pub instance_executions: IntCounterVec,
+    /// Model version loads by model and outcome (`ready`, `failed`): a
+    /// repository poll that finds nothing changed loads nothing.
+    pub loads: IntCounterVec,
     /// Requests waiting in the queue.
     pub pending: IntGaugeVec,
     /// Open connections by front end (`grpc`, `http`).
@@ -39,6 +46,9 @@ pub struct Metrics {
     /// --max-connections reached; `silent`: nothing sent within
     /// --first-byte-timeout-ms).
     pub connections_refused: IntCounterVec,
+    /// Requests whose body stopped arriving (nothing for the body
+    /// timeout), by front end.
+    pub stalled: IntCounterVec,
     /// Resident memory of this process, bytes (Prometheus' standard
     /// process metric, read from /proc when scraped).
     pub resident_memory: IntGauge,
@@ -120,6 +130,21 @@ impl Metrics {
                 "rir_inline_executions_total",
                 "engine executions run on the thread that received the request, \
                  with no hand-off to an engine thread",
+            )?,
+            instance_executions: counter(
+                "rir_instance_executions_total",
+                "engine executions by model and engine instance",
+                &["model", "instance"],
+            )?,
+            loads: counter(
+                "rir_model_loads_total",
+                "model version loads by outcome (ready, failed)",
+                &["model", "outcome"],
+            )?,
+            stalled: counter(
+                "rir_stalled_requests_total",
+                "requests whose body stopped arriving for the body timeout",
+                &["front"],
             )?,
             connections,
             connections_refused,
@@ -244,10 +269,17 @@ impl ModelStats {
         f(&mut g)
     }
 
-    /// An engine call ran `images` real images padded with `padded` zero
-    /// images up to its bucket, in `compute`; `inline` if on the requesting
-    /// thread.
-    pub fn record_execution(&self, images: usize, padded: usize, compute: Duration, inline: bool) {
+    /// Engine instance `instance` ran `images` real images padded with
+    /// `padded` zero images up to its bucket, in `compute`; `inline` if on
+    /// the requesting thread.
+    pub fn record_execution(
+        &self,
+        instance: usize,
+        images: usize,
+        padded: usize,
+        compute: Duration,
+        inline: bool,
+    ) {
         self.with(|s| {
             s.execution_count += 1;
             s.padded_count += padded as u64;
@@ -258,6 +290,9 @@ impl ModelStats {
             .with_label_values(&[&self.model])
             .inc_by(padded as u64);
         m.executions.with_label_values(&[&self.model]).inc();
+        m.instance_executions
+            .with_label_values(&[self.model.as_str(), &instance.to_string()])
+            .inc();
         if inline {
             m.inline_executions.with_label_values(&[&self.model]).inc();
         }

@@ -24,8 +24,9 @@ pub use infer::{InferRequest, InferResult, OutputData, OutputTensor, RequestedOu
 
 use crate::error::ServeError;
 use crate::protocol::{
-    BatchStatistics, ConfigInput, ConfigOutput, EXTENSIONS, IndexEntry, ModelConfig, ModelMetadata,
-    ModelStatistics, SERVER_NAME, ServerMetadata, StatisticDuration, TensorMetadata,
+    BatchStatistics, ConfigInput, ConfigOutput, DynamicBatching, EXTENSIONS, IndexEntry,
+    InstanceGroup, ModelConfig, ModelMetadata, ModelStatistics, SERVER_NAME, ServerMetadata,
+    StatisticDuration, TensorMetadata,
 };
 use crate::registry::{ModelVersion, Models, Registry, VersionState};
 use crate::reload::Controller;
@@ -151,10 +152,21 @@ impl Core {
     pub fn model_config(&self, name: &str, version: &str) -> Result<ModelConfig, ServeError> {
         let models = self.models();
         let (v, d) = loadable(&models, name, version)?;
-        let max_batch_size = match &v.state {
-            VersionState::Ready { batcher, .. } => batcher.config.max_batch(),
-            VersionState::Unavailable { .. } => 0,
+        let batcher = match &v.state {
+            VersionState::Ready { batcher, .. } => Some(batcher),
+            VersionState::Unavailable { .. } => None,
         };
+        let max_batch_size = batcher.map_or(0, |b| b.config.max_batch());
+        let dynamic_batching = batcher.map(|b| DynamicBatching {
+            preferred_batch_size: b.config.buckets.sizes().to_vec(),
+            max_queue_delay_microseconds: b.config.max_delay.as_micros() as u64,
+        });
+        let instance_group = batcher
+            .map(|b| InstanceGroup {
+                count: b.instances(),
+            })
+            .into_iter()
+            .collect();
         let [c, h, w] = d.chw;
         let fp32 = Datatype::Fp32.config_name();
         Ok(ModelConfig {
@@ -178,6 +190,8 @@ impl Core {
                     dims: vec![*k as i64],
                 })
                 .collect(),
+            dynamic_batching,
+            instance_group,
         })
     }
 
@@ -269,7 +283,7 @@ fn loadable<'a>(
     let desc = v.desc().ok_or_else(|| {
         ServeError::Unavailable(format!(
             "model `{name}` is not loadable: {}",
-            v.reason().unwrap_or("unknown error")
+            v.reason().unwrap_or_else(|| "unknown error".into())
         ))
     })?;
     Ok((v, desc))

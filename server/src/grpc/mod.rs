@@ -19,6 +19,7 @@ use crate::auth::bearer_matches;
 use crate::conn::Gate;
 use crate::core::Core;
 use crate::error::ServerError;
+use crate::stall;
 use service::Service;
 
 /// Settings of the gRPC front end.
@@ -26,6 +27,9 @@ use service::Service;
 pub struct GrpcConfig {
     /// Largest request or response message, bytes.
     pub max_message_bytes: usize,
+    /// End a call whose request message stops arriving for this long
+    /// (zero: never); the HTTP front end takes the same for its bodies.
+    pub body_timeout: Duration,
     /// PEM certificate and key for TLS, if TLS is on.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// With TLS: a PEM CA bundle; clients must then present a certificate
@@ -176,9 +180,20 @@ pub async fn serve(
             .set_not_serving::<ImageClassifierServer<Service>>()
             .await;
     };
+    let (after, stalls) = (config.body_timeout, gate.stalls());
     let router = builder
         .layer(tower::util::MapResponseLayer::new(
             oversized_to_resource_exhausted,
+        ))
+        .layer(tower::util::MapRequestLayer::new(
+            move |req: http::Request<tonic::body::Body>| {
+                let stalls = stalls.clone();
+                req.map(|body| {
+                    tonic::body::Body::new(stall::guarded(body, after, stalls, |s| {
+                        Box::new(Status::deadline_exceeded(s.to_string()))
+                    }))
+                })
+            },
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             inference,

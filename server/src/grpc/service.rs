@@ -11,7 +11,7 @@ use rir_proto::classify::{self, image_classifier_server::ImageClassifier};
 use rir_proto::inference::{
     self as pb, InferParameter, InferTensorContents,
     grpc_inference_service_server::GrpcInferenceService, infer_parameter::ParameterChoice,
-    model_infer_response::InferOutputTensor,
+    model_config::SchedulingChoice, model_infer_response::InferOutputTensor,
 };
 use tonic::{Request, Response, Status};
 
@@ -187,6 +187,25 @@ impl GrpcInferenceService for Service {
                         name: o.name,
                         data_type: data_type(o.data_type),
                         dims: o.dims,
+                        ..Default::default()
+                    })
+                    .collect(),
+                scheduling_choice: c.dynamic_batching.map(|d| {
+                    SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
+                        preferred_batch_size: d
+                            .preferred_batch_size
+                            .into_iter()
+                            .map(|s| s as i32)
+                            .collect(),
+                        max_queue_delay_microseconds: Some(d.max_queue_delay_microseconds),
+                        ..Default::default()
+                    })
+                }),
+                instance_group: c
+                    .instance_group
+                    .into_iter()
+                    .map(|g| pb::ModelInstanceGroup {
+                        count: g.count as i32,
                         ..Default::default()
                     })
                     .collect(),

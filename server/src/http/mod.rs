@@ -26,12 +26,16 @@ use crate::auth::bearer_matches;
 use crate::conn::{AdmittedListener, Gate};
 use crate::core::{Core, InferRequest};
 use crate::error::{ServeError, ServerError};
+use crate::stall;
 
 /// Settings of the HTTP front end.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Largest request body, bytes (after decompression, too).
     pub max_body_bytes: usize,
+    /// Answer 408 and close when a request body stops arriving for this
+    /// long (zero: never).
+    pub body_timeout: std::time::Duration,
     /// Bearer token every call but the health checks must carry, if auth is on.
     pub auth_token: Option<Arc<str>>,
 }
@@ -46,7 +50,15 @@ pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a stalled body may never come: the connection
+            // cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -58,7 +70,10 @@ impl From<ServeError> for ApiError {
 
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
-        ApiError(r.status(), r.body_text())
+        match stall::stalled_in(&r) {
+            Some(stalled) => ApiError(StatusCode::REQUEST_TIMEOUT, stalled.to_string()),
+            None => ApiError(r.status(), r.body_text()),
+        }
     }
 }
 
@@ -449,8 +464,16 @@ pub async fn serve(
         front: "HTTP",
         detail,
     };
+    let (after, stalls) = (config.body_timeout, gate.stalls());
+    let app = router(core, config).layer(tower::util::MapRequestLayer::new(
+        move |request: Request| {
+            request.map(|body| {
+                axum::body::Body::new(stall::guarded(body, after, stalls.clone(), |s| Box::new(s)))
+            })
+        },
+    ));
     let admitted = AdmittedListener::new(&gate, listener).map_err(|e| failed(e.to_string()))?;
-    axum::serve(admitted, router(core, config))
+    axum::serve(admitted, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| failed(e.to_string()))
