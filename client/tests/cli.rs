@@ -131,3 +131,67 @@ async fn rir_classify_over_two_replicas_and_its_accuracy_mismatch_error() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// `rir-health` with `args`, its exit status.
+async fn health(args: &[&str]) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rir-health"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The arguments of the container image's HEALTHCHECK command, after the
+/// program name, as deploy/Containerfile writes them.
+fn healthcheck_args() -> Vec<String> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/Containerfile");
+    let text = std::fs::read_to_string(file).unwrap();
+    let at = text
+        .find("HEALTHCHECK")
+        .expect("the image has a HEALTHCHECK");
+    let cmd = &text[at..];
+    let list = &cmd[cmd.find("CMD [").expect("exec form") + 4..];
+    let list = &list[..=list.find(']').unwrap()];
+    let words: Vec<String> = serde_json::from_str(list).unwrap();
+    assert_eq!(words[0], "rir-health");
+    words[1..].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rir_health_exit_statuses_and_the_container_healthcheck() {
+    let s = TestServer::start(None, &["--auth-token", "s3cret"]).await;
+    let url = s.url.clone();
+    // The image's own check, pointed at this server: healthy.
+    let mut image = healthcheck_args();
+    image.extend(["-u".into(), url.clone()]);
+    let image: Vec<&str> = image.iter().map(String::as_str).collect();
+    assert_eq!(
+        health(&image).await.0,
+        Some(0),
+        "HEALTHCHECK on a serving server"
+    );
+    // The whole server, without the token (health is never guarded): 0.
+    assert_eq!(health(&["-u", &url]).await.0, Some(0));
+    // A service the server does not know: 4.
+    let (code, err) = health(&["-u", &url, "--service", "no.Such"]).await;
+    assert_eq!(code, Some(4), "{err}");
+    // Bad arguments: 1; nothing listening: 2.
+    assert_eq!(health(&["--timeout", "zero"]).await.0, Some(1));
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (code, err) = health(&["-u", &format!("127.0.0.1:{port}"), "--timeout", "1"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    // Once the server has stopped: the image's check fails.
+    s.shutdown().await.unwrap();
+    assert_ne!(
+        health(&image).await.0,
+        Some(0),
+        "HEALTHCHECK on a stopped server"
+    );
+}

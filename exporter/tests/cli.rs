@@ -309,3 +309,132 @@ fn fp16_export_verifies_against_its_float32_twin_and_bf16_is_refused() {
         "{err}"
     );
 }
+
+fn stdout_of(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn no_fold_and_triton_config_from_the_command_line() {
+    use rir_infer::{Engine, OrtEngine, OrtOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = micro(Variant::Rir);
+    let ck = write_random(dir.path(), &spec, 4);
+    let (literal, folded) = (
+        dir.path().join("repo/m/1/model.onnx"),
+        dir.path().join("repo/m/2/model.onnx"),
+    );
+    // --no-fold keeps each unit's four convolutions and its BatchNorm.
+    let out = bin()
+        .arg(&ck)
+        .arg("-o")
+        .arg(&literal)
+        .args(["--no-fold", "--no-triton-config"])
+        .output()
+        .unwrap();
+    let said = stdout_of(&out);
+    assert!(
+        said.contains("Unfolded") && !said.contains(" 0 BatchNormalization"),
+        "{said}"
+    );
+    let config = dir.path().join("repo/m/config.pbtxt");
+    assert!(!config.exists(), "--no-triton-config wrote one");
+    let said = stdout_of(
+        &bin()
+            .arg(&ck)
+            .arg("-o")
+            .arg(&folded)
+            .args(["--no-triton-config"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        said.contains("Folded") && said.contains(" 0 BatchNormalization"),
+        "{said}"
+    );
+    // The two files compute the same function.
+    let x = common::pixels(3, &spec, 9);
+    let shape = [3, spec.input.channels, spec.input.height, spec.input.width];
+    let run = |path: &std::path::Path| {
+        let mut e = OrtEngine::load(path, &OrtOptions::default()).unwrap();
+        e.run(&x, &shape).unwrap()
+    };
+    let (a, b) = (run(&literal), run(&folded));
+    let diff = rir_infer::engine::max_abs_diff(&a[0].data, &b[0].data);
+    assert!(diff < 1e-4, "folded and literal differ by {diff}");
+
+    // triton-config: writes the configuration, then keeps it.
+    let said = stdout_of(&bin().arg("triton-config").arg(&literal).output().unwrap());
+    assert!(said.starts_with("wrote"), "{said}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let parsed = rir_proto::config_text::parse(&text).unwrap();
+    assert_eq!(parsed.name, "m");
+    assert_eq!(parsed.max_batch_size, Some(64));
+    std::fs::write(&config, format!("{text}\n# edited by hand\n")).unwrap();
+    let said = stdout_of(&bin().arg("triton-config").arg(&literal).output().unwrap());
+    assert!(said.starts_with("kept the existing"), "{said}");
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("edited by hand")
+    );
+    // Outside a repository layout: exit 1 and why.
+    let loose = dir.path().join("loose.onnx");
+    std::fs::copy(&folded, &loose).unwrap();
+    let out = bin().arg("triton-config").arg(&loose).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("is not at <repository>/<name>/<version>/model.onnx")
+    );
+}
+
+#[test]
+fn bench_prints_both_forms_and_the_speed_up() {
+    let out = bin()
+        .args([
+            "bench",
+            "--presets",
+            "micro",
+            "--shape",
+            "fashion-mnist",
+            "--threads",
+            "1",
+        ])
+        .args([
+            "--rounds",
+            "1",
+            "--latency-runs",
+            "2",
+            "--throughput-runs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let said = stdout_of(&out);
+    for want in [
+        "micro   folded",
+        "micro   unfolded",
+        "micro   speed-up of folding:",
+    ] {
+        assert!(said.contains(want), "{want:?} missing:\n{said}");
+    }
+    // The folded form has fewer convolutions: one per unit.
+    let convs = |form: &str| -> usize {
+        let line = said
+            .lines()
+            .find(|l| l.starts_with(&format!("micro   {form} ")))
+            .unwrap();
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    assert!(convs("folded") < convs("unfolded"), "{said}");
+    let bad = bin().args(["bench", "--shape", "mnist"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown --shape mnist"));
+}

@@ -83,13 +83,15 @@ async fn exported_configs_read_in_triton_and_steer_rir_serve() {
         serde_json::json!([1, 2, 4, 8, 16, 32, 64])
     );
 
-    // A person edits it: smaller batches, two instances, version 1 only.
+    // A person edits it: smaller batches, a queue delay, two instances,
+    // version 1 only.
     let mut config = config_text::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
     config.max_batch_size = Some(8);
     let Some(SchedulingChoice::DynamicBatching(d)) = &mut config.scheduling_choice else {
         panic!("the export configures dynamic batching");
     };
     d.preferred_batch_size = vec![2, 8];
+    d.max_queue_delay_microseconds = Some(500);
     config.instance_group = vec![ModelInstanceGroup {
         count: 2,
         ..Default::default()
@@ -102,6 +104,10 @@ async fn exported_configs_read_in_triton_and_steer_rir_serve() {
     std::fs::write(&path, config_text::format(&config)).unwrap();
     let edited = triton_reads(&path);
     assert_eq!(edited["instance_group"][0]["count"], 2);
+    assert_eq!(
+        edited["dynamic_batching"]["max_queue_delay_microseconds"],
+        "500"
+    );
     assert_eq!(
         edited["version_policy"]["specific"]["versions"],
         serde_json::json!(["1"])
@@ -128,7 +134,17 @@ async fn exported_configs_read_in_triton_and_steer_rir_serve() {
         .into_inner()
         .config
         .unwrap();
+    // What rir-serve serves the model with, as its ModelConfig answers:
+    // the config's batch size, buckets, queue delay and instances, not the
+    // server's own (64, powers of two, no delay, one instance).
     assert_eq!(cfg.max_batch_size, Some(8));
+    let Some(SchedulingChoice::DynamicBatching(served)) = &cfg.scheduling_choice else {
+        panic!("ModelConfig reports the dynamic batching served: {cfg:?}");
+    };
+    assert_eq!(served.preferred_batch_size, vec![2, 8]);
+    assert_eq!(served.max_queue_delay_microseconds, Some(500));
+    assert_eq!(cfg.instance_group.len(), 1);
+    assert_eq!(cfg.instance_group[0].count, 2);
     let meta = c
         .model_metadata(pb::ModelMetadataRequest {
             name: "gray".into(),

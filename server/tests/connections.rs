@@ -9,7 +9,7 @@ use rir_proto::inference::ServerLiveRequest;
 use rir_testkit::requests::fp32_request;
 use rir_testkit::server::TestServer;
 use rir_testkit::web::get;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn request() -> rir_proto::inference::ModelInferRequest {
@@ -131,5 +131,253 @@ async fn connections_over_the_limit_are_closed_on_arrival_on_both_front_ends() {
     client.model_infer(request()).await.unwrap();
     let ready = get(format!("{}/v2/health/ready", s.http_url)).await;
     assert_eq!(ready.status, 200);
+    s.shutdown().await.unwrap();
+}
+
+/// Everything the server sends on `s` until it closes it, or until `wait`
+/// has passed (then the bool is false).
+async fn read_until_closed(s: &mut TcpStream, wait: Duration) -> (String, bool) {
+    let mut got = vec![];
+    let until = Instant::now() + wait;
+    let mut b = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(until.into(), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&b[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_body_that_stops_arriving_gets_408_and_its_connection_closed() {
+    let s = TestServer::start(None, &["--body-timeout-ms", "500"]).await;
+    let addr = host(&s.http_url).to_string();
+    let headers = |length: usize| {
+        format!(
+            "POST /v2/models/gray/infer HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+        )
+    };
+    // Headers promising 100,000 bytes, then 10, then nothing: 408 with the
+    // reason, and the connection closed, after the timeout, not before.
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(headers(100_000).as_bytes())
+        .await
+        .unwrap();
+    stalled.write_all(b"{\"inputs\":").await.unwrap();
+    let sent = Instant::now();
+    let (answer, closed) = read_until_closed(&mut stalled, Duration::from_secs(10)).await;
+    let waited = sent.elapsed();
+    assert!(closed, "the stalled connection is still open: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("stopped arriving"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(
+        waited >= Duration::from_millis(500),
+        "answered after {waited:?}"
+    );
+    assert_eq!(
+        s.metric(r#"rir_stalled_requests_total{front="http"}"#)
+            .await,
+        1.0
+    );
+
+    // A slow client that keeps sending (a piece every 200 ms, each gap
+    // under the timeout, the whole over it) is served.
+    let body = serde_json::to_vec(&serde_json::json!({
+        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": vec![0.5f32; 784]}]
+    }))
+    .unwrap();
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(headers(body.len()).as_bytes())
+        .await
+        .unwrap();
+    for piece in body.chunks(body.len().div_ceil(6)) {
+        slow.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        s.metric(r#"rir_stalled_requests_total{front="http"}"#)
+            .await,
+        1.0
+    );
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_message_that_stops_half_way_ends_its_call_with_deadline_exceeded() {
+    let s = TestServer::start(None, &["--body-timeout-ms", "500"]).await;
+    let tcp = TcpStream::connect(host(&s.url)).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let head = http::Request::post(format!(
+        "{}/inference.GRPCInferenceService/ModelInfer",
+        s.url
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (response, mut send) = client.send_request(head, false).unwrap();
+    // A gRPC frame announcing a 1,000-byte message, 10 bytes of it, then
+    // nothing (the stream stays open).
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&1000u32.to_be_bytes());
+    frame.extend_from_slice(&[0u8; 10]);
+    send.send_data(frame.into(), false).unwrap();
+    let sent = Instant::now();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("an answer, not a held stream")
+        .unwrap();
+    let (head, mut body) = response.into_parts();
+    // The status comes in the headers (trailers-only) or in the trailers.
+    let trailers = match head.headers.get("grpc-status") {
+        Some(_) => head.headers,
+        None => {
+            while body.data().await.is_some() {}
+            body.trailers().await.unwrap().expect("trailers")
+        }
+    };
+    assert!(sent.elapsed() >= Duration::from_millis(500));
+    assert_eq!(
+        trailers["grpc-status"], "4",
+        "DEADLINE_EXCEEDED: {trailers:?}"
+    );
+    let message = trailers["grpc-message"].to_str().unwrap();
+    assert!(
+        message.contains("stopped%20arriving") || message.contains("stopped arriving"),
+        "{message}"
+    );
+    assert_eq!(
+        s.metric(r#"rir_stalled_requests_total{front="grpc"}"#)
+            .await,
+        1.0
+    );
+    // The server still serves calls.
+    s.kserve().await.model_infer(request()).await.unwrap();
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_limits_reach_the_wire() {
+    let flags = ["--http2-max-streams", "3", "--max-header-bytes", "2048"];
+    let s = TestServer::start(None, &flags).await;
+    // The stream limit is what the server's SETTINGS frame announces, and
+    // so what every HTTP/2 client holds itself to.
+    let tcp = TcpStream::connect(host(&s.url)).await.unwrap();
+    let (_client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    // Drive the connection a moment so that the server's SETTINGS arrive.
+    let driven = tokio::time::timeout(Duration::from_millis(500), &mut connection).await;
+    assert!(driven.is_err(), "the connection ended: {driven:?}");
+    assert_eq!(connection.max_concurrent_send_streams(), 3);
+    drop(connection);
+
+    // Headers over --max-header-bytes: the call is refused, and the next
+    // call with ordinary headers is served.
+    let mut c = s.kserve().await;
+    let mut big = tonic::Request::new(ServerLiveRequest {});
+    big.metadata_mut()
+        .insert("x-padding", "p".repeat(4096).parse().unwrap());
+    assert!(
+        c.server_live(big).await.is_err(),
+        "4 KiB of headers under a 2 KiB limit"
+    );
+    let mut c = s.kserve().await;
+    let mut small = tonic::Request::new(ServerLiveRequest {});
+    small
+        .metadata_mut()
+        .insert("x-padding", "p".repeat(512).parse().unwrap());
+    assert!(c.server_live(small).await.unwrap().into_inner().live);
+    s.shutdown().await.unwrap();
+}
+
+/// The `timer_active` field of this process's TCP sockets from local port
+/// `local` (the server's side of each connection), from /proc/net/tcp:
+/// 2 is the keepalive timer, 0 none.
+fn server_side_timers(local: u16) -> Vec<u32> {
+    let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+            let established = f[3] == "01";
+            let timer = f[5].split(':').next()?.parse().ok()?;
+            (port == local && established).then_some(timer)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_keepalive_is_set_on_accepted_connections_unless_off() {
+    for (seconds, want) in [("60", 2), ("0", 0)] {
+        let s = TestServer::start(None, &["--tcp-keepalive-secs", seconds]).await;
+        let port: u16 = host(&s.url).rsplit(':').next().unwrap().parse().unwrap();
+        let mut c = s.kserve().await;
+        c.server_live(ServerLiveRequest {}).await.unwrap();
+        // Idle now: the only timer an established socket may have is the
+        // keepalive one.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let timers = server_side_timers(port);
+        assert!(!timers.is_empty(), "the server's socket is listed");
+        assert!(
+            timers.iter().all(|&t| t == want),
+            "--tcp-keepalive-secs {seconds}: {timers:?}"
+        );
+        drop(c);
+        s.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_keepalive_closes_a_peer_that_never_answers_pings() {
+    let s = TestServer::start(None, &["--http2-keepalive-secs", "1"]).await;
+    let mut peer = TcpStream::connect(host(&s.url)).await.unwrap();
+    // The client preface and an empty SETTINGS frame, then silence: no
+    // SETTINGS ack, no PING ack.
+    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    peer.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let started = Instant::now();
+    let mut frames = vec![];
+    let mut buf = vec![];
+    let mut b = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(30), peer.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => buf.extend_from_slice(&b[..n]),
+            Err(_) => break false,
+        }
+        // Frame headers: 3 bytes of length, then the type.
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            frames.push(buf[3]);
+            buf.drain(..9 + len);
+        }
+    };
+    assert!(closed, "the unresponsive peer was not closed in 30 s");
+    assert!(
+        frames.contains(&6),
+        "the server pinged: frame types {frames:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
     s.shutdown().await.unwrap();
 }

@@ -351,22 +351,52 @@ async fn classify_decodes_converts_and_resizes_images() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_finite_inputs_run_by_default_and_are_refused_on_request() {
-    let data = pixels(2, 784, 1);
+    // Three images: a NaN in the first, an infinity in the second, the
+    // third clean.
+    let data = pixels(3, 784, 1);
     let mut odd = data.clone();
     odd[5] = f32::NAN;
     odd[784 + 7] = f32::INFINITY;
-    let request = fp32_request("gray", 2, &odd, true);
-    // Default: the request runs, as in Triton; NaN propagates to the
-    // outputs of the image that holds it.
+    let request = fp32_request("gray", 3, &odd, true);
+    // Default: the request runs, as in Triton; a non-finite value spreads
+    // through the outputs of the image that holds it, and only that image.
     let s = TestServer::start(None, &[]).await;
-    let out = s
-        .kserve()
-        .await
-        .model_infer(request.clone())
+    let mut c = s.kserve().await;
+    let out = c.model_infer(request.clone()).await.unwrap().into_inner();
+    assert_eq!(out.raw_output_contents.len(), 2, "both outputs answered");
+    let logits = rir_proto::raw::f32s(&out.raw_output_contents[0]);
+    let rows: Vec<&[f32]> = logits.chunks(logits.len() / 3).collect();
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows[0].iter().any(|v| v.is_nan()),
+        "NaN image: {:?}",
+        rows[0]
+    );
+    assert!(
+        rows[1].iter().any(|v| !v.is_finite()),
+        "infinite image: {:?}",
+        rows[1]
+    );
+    assert!(
+        rows[2].iter().all(|v| v.is_finite()),
+        "clean image: {:?}",
+        rows[2]
+    );
+    // The clean image's answer is the one it gets alone.
+    let alone = c
+        .model_infer(fp32_request("gray", 1, &data[2 * 784..], true))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(out.raw_output_contents.len(), 2, "both outputs answered");
+    let alone = rir_proto::raw::f32s(&alone.raw_output_contents[0]);
+    assert_eq!(alone.len(), rows[2].len());
+    for (a, b) in alone.iter().zip(rows[2]) {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+            "{alone:?} vs {:?}",
+            rows[2]
+        );
+    }
     s.shutdown().await.unwrap();
     // --reject-nonfinite: INVALID_ARGUMENT naming the problem.
     let s = TestServer::start(None, &["--reject-nonfinite"]).await;
@@ -677,23 +707,72 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
     );
 }
 
+/// `message` with `authorization: <header>` when given.
+fn authorized<T>(message: T, header: Option<&str>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if let Some(h) = header {
+        req.metadata_mut()
+            .insert("authorization", h.parse().unwrap());
+    }
+    req
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_is_required_when_set() {
     let s = TestServer::start(None, &["--auth-token", "s3cret"]).await;
-    let mut c = s.kserve().await;
-    let e = c.server_live(pb::ServerLiveRequest {}).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated);
-    let mut req = tonic::Request::new(pb::ServerLiveRequest {});
-    req.metadata_mut()
-        .insert("authorization", "Bearer wrong".parse().unwrap());
-    assert_eq!(
-        c.server_live(req).await.unwrap_err().code(),
-        Code::Unauthenticated
-    );
-    let mut req = tonic::Request::new(pb::ServerLiveRequest {});
-    req.metadata_mut()
-        .insert("authorization", "Bearer s3cret".parse().unwrap());
-    assert!(c.server_live(req).await.unwrap().into_inner().live);
+    let (mut kserve, mut classifier) = (s.kserve().await, s.classifier().await);
+    let infer = fp32_request("gray", 1, &pixels(1, 784, 3), true);
+    let classify = ClassifyRequest {
+        images: vec![png(28, 28, false)],
+        ..Default::default()
+    };
+    // Each service, each call kind: refused without the token or with
+    // another, answered with it. Classify has its own interceptor.
+    for header in [
+        None,
+        Some("Bearer wrong"),
+        Some("s3cret"),
+        Some("Bearer s3cret"),
+    ] {
+        let right = header == Some("Bearer s3cret");
+        let results = [
+            (
+                "ServerLive",
+                kserve
+                    .server_live(authorized(pb::ServerLiveRequest {}, header))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "ModelInfer",
+                kserve
+                    .model_infer(authorized(infer.clone(), header))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "Classify",
+                classifier
+                    .classify(authorized(classify.clone(), header))
+                    .await
+                    .map(|_| ()),
+            ),
+        ];
+        for (call, result) in results {
+            match (right, result) {
+                (true, Ok(())) => {}
+                (false, Err(e)) => {
+                    assert_eq!(e.code(), Code::Unauthenticated, "{call} {header:?}: {e:?}");
+                    assert!(
+                        e.message().contains("bearer token"),
+                        "{call}: {}",
+                        e.message()
+                    );
+                }
+                (_, r) => panic!("{call} with {header:?}: {r:?}"),
+            }
+        }
+    }
     s.shutdown().await.unwrap();
 }
 

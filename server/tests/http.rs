@@ -351,29 +351,63 @@ async fn bad_requests_get_a_4xx_with_a_message_and_the_server_stays_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bearer_token_guards_everything_but_health() {
-    let s = TestServer::start(None, &["--auth-token", "s3cret"]).await;
+    let flags = [
+        "--auth-token",
+        "s3cret",
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "gray",
+    ];
+    let s = TestServer::start(None, &flags).await;
     let base = s.http_url.clone();
     assert_eq!(get(format!("{base}/v2/health/live")).await.status, 200);
     assert_eq!(get(format!("{base}/v2/health/ready")).await.status, 200);
-    let r = get(format!("{base}/v2/models/gray")).await;
-    assert_eq!(r.status, 401);
-    assert!(r.error().contains("bearer token"));
-    let wrong = call(
-        "GET",
-        format!("{base}/v2"),
-        &[("authorization", "Bearer nope")],
-        vec![],
-    )
-    .await;
-    assert_eq!(wrong.status, 401);
-    let right = call(
-        "GET",
-        format!("{base}/v2"),
-        &[("authorization", "Bearer s3cret")],
-        vec![],
-    )
-    .await;
-    assert_eq!(right.status, 200);
+    let infer = serde_json::to_vec(&json!({
+        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": pixels(1, 4)}]
+    }))
+    .unwrap();
+    // Every other route, reading and writing: 401 and the reason without
+    // the token or with another, the route's own answer with it.
+    let routes = [
+        ("GET", format!("{base}/v2"), vec![]),
+        ("GET", format!("{base}/v2/models/gray"), vec![]),
+        ("POST", format!("{base}/v2/models/gray/infer"), infer),
+        (
+            "POST",
+            format!("{base}/v2/models/gray/classify"),
+            png(28, 28, false),
+        ),
+        ("POST", format!("{base}/v2/repository/index"), vec![]),
+        (
+            "POST",
+            format!("{base}/v2/repository/models/gray/load"),
+            vec![],
+        ),
+    ];
+    for (method, url, body) in routes {
+        for header in [
+            None,
+            Some("Bearer nope"),
+            Some("s3cret"),
+            Some("Bearer s3cret"),
+        ] {
+            let headers: Vec<(&str, &str)> =
+                header.map(|h| ("authorization", h)).into_iter().collect();
+            let r = call(method, url.clone(), &headers, body.clone()).await;
+            if header == Some("Bearer s3cret") {
+                assert_eq!(r.status, 200, "{method} {url}: {}", r.text());
+            } else {
+                assert_eq!(
+                    r.status,
+                    401,
+                    "{method} {url} with {header:?}: {}",
+                    r.text()
+                );
+                assert!(r.error().contains("bearer token"), "{}", r.error());
+            }
+        }
+    }
     s.shutdown().await.unwrap();
 }
 
@@ -590,5 +624,115 @@ async fn requests_without_a_deadline_get_the_servers_default() {
         stats[0].inference_count, 1,
         "the expired requests never ran"
     );
+    s.shutdown().await.unwrap();
+}
+
+/// A JSON infer body of one 28x28 image whose pixels are all `value`.
+fn one_image(value: f32) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": vec![value; 784]}]
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_bodies_answer_as_plain_ones() {
+    use std::io::Write;
+    let s = TestServer::start(None, &[]).await;
+    let infer = format!("{}/v2/models/gray/infer", s.http_url);
+    let body = serde_json::to_vec(&json!({
+        "inputs": [{"name": "image", "shape": [2, 1, 28, 28], "datatype": "FP32", "data": pixels(2, 9)}]
+    }))
+    .unwrap();
+    let plain = call("POST", infer.clone(), &[], body.clone()).await;
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    let mut deflate = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    deflate.write_all(&body).unwrap();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&body).unwrap();
+    for (encoding, bytes) in [
+        ("deflate", deflate.finish().unwrap()),
+        ("gzip", gzip.finish().unwrap()),
+    ] {
+        assert!(bytes.len() < body.len());
+        let r = call(
+            "POST",
+            infer.clone(),
+            &[("content-encoding", encoding)],
+            bytes,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{encoding}: {}", r.text());
+        assert_eq!(r.json()["outputs"], plain.json()["outputs"], "{encoding}");
+    }
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_failure_is_500_over_http_and_internal_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    rir_testkit::models::write_failing_on_bright_pixels(dir.path(), "fragile", 1);
+    let s = TestServer::start(Some(dir.path()), &["--default-model", "fragile"]).await;
+    let infer = format!("{}/v2/models/fragile/infer", s.http_url);
+    // A pixel in [0, 1] runs (row 1 of the table); 7 makes the engine fail.
+    let ok = call("POST", infer.clone(), &[], one_image(1.0)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(
+        as_f32(&ok.json()["outputs"][0]["data"]),
+        (10..20).map(|v| v as f32).collect::<Vec<_>>()
+    );
+    let failed = call("POST", infer, &[], one_image(7.0)).await;
+    assert_eq!(failed.status, 500, "{}", failed.text());
+    assert!(failed.error().contains("onnxruntime"), "{}", failed.error());
+    let request = rir_testkit::requests::fp32_request("fragile", 1, &[7.0; 784], true);
+    let e = s.kserve().await.model_infer(request).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Internal, "{}", e.message());
+    // The server still serves afterwards.
+    let again = call(
+        "POST",
+        format!("{}/v2/models/fragile/infer", s.http_url),
+        &[],
+        one_image(0.0),
+    )
+    .await;
+    assert_eq!(again.status, 200);
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_429_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    rir_testkit::models::write_preset(
+        dir.path(),
+        "gray",
+        1,
+        rir_arch::InputSpec::new(1, 28, 28),
+        "tiny",
+        1,
+    );
+    let flags = [
+        "--queue-capacity",
+        "1",
+        "--max-batch",
+        "1",
+        "--run-inline",
+        "false",
+    ];
+    let s = TestServer::start(Some(dir.path()), &flags).await;
+    let infer = format!("{}/v2/models/gray/infer", s.http_url);
+    let calls: Vec<_> = (0..24)
+        .map(|_| tokio::spawn(call("POST", infer.clone(), &[], one_image(0.5))))
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for c in calls {
+        let r = c.await.unwrap();
+        if r.status == 429 {
+            assert!(r.error().contains("queue"), "{}", r.error());
+        }
+        *statuses.entry(r.status).or_insert(0) += 1;
+    }
+    assert!(statuses.get(&200).is_some_and(|&n| n > 0), "{statuses:?}");
+    assert!(statuses.get(&429).is_some_and(|&n| n > 0), "{statuses:?}");
+    assert_eq!(statuses.len(), 2, "only 200 and 429: {statuses:?}");
     s.shutdown().await.unwrap();
 }

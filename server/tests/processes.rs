@@ -3,9 +3,11 @@
 //! exit 0), SIGKILL under open-loop load and a restart on the same port
 //! (every request counted once, the failures exactly those the dead server
 //! could not answer), and one of three replicas killed behind the load
-//! tester's client-side balancing (no request lost).
+//! tester's client-side balancing (no request lost); and the binary as a
+//! user runs it: flags and environment variables as given, what it logs,
+//! its exit statuses.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,11 +19,13 @@ use rir_loadtest::run::run;
 use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
 use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use rir_proto::inference::model_infer_request::InferInputTensor;
-use rir_proto::inference::{ModelInferRequest, ModelStatisticsRequest};
+use rir_proto::inference::{ModelInferRequest, ModelStatisticsRequest, ServerLiveRequest};
+use rir_testkit::binary::Launched;
 use rir_testkit::models::{write_model, write_preset};
 use rir_testkit::process::{spawn as spawn_server, spawn_on as spawn_server_on};
 use rir_testkit::requests::fp32_request;
-use rir_testkit::web::get;
+use rir_testkit::web::{call, get, metric};
+use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -203,6 +207,54 @@ async fn sigterm_turns_health_off_finishes_calls_in_flight_and_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_too_and_the_shutdown_timeout_cuts_calls_still_running() {
+    let dir = tempfile::tempdir().unwrap();
+    write_preset(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), "tiny", 1);
+    // 96 batches of 64 on one engine: seconds of work, queued at once,
+    // against a one-second shutdown timeout.
+    let mut server = spawn_server(
+        serve_bin(),
+        dir.path(),
+        &args(&["--max-batch", "64", "--shutdown-timeout", "1"]),
+    )
+    .await
+    .unwrap();
+    let chan = connect(&ConnectOptions {
+        url: server.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .remove(0);
+    let calls: Vec<_> = (0..96)
+        .map(|_| {
+            let mut c = GrpcInferenceServiceClient::new(chan.clone());
+            let request = fp32_request("gray", 64, &vec![0.0; 64 * 784], true);
+            tokio::spawn(async move { c.model_infer(request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGINT) };
+    let status = server.wait().unwrap();
+    let (mut ok, mut cut) = (0, 0);
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(_) => cut += 1,
+        }
+    }
+    // SIGINT stops the server as SIGTERM does (exit 0, not the default
+    // action's 130); the timeout ended the drain with calls unanswered.
+    assert!(status.success(), "{status}");
+    assert!(ok > 0, "calls finished during the drain");
+    assert!(
+        cut > 0,
+        "the drain outlived --shutdown-timeout: all {ok} calls finished"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_open_loop_load_counts_every_request_and_the_restart_serves() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 1);
@@ -226,7 +278,9 @@ async fn kill_9_under_open_loop_load_counts_every_request_and_the_restart_serves
         warmup: Duration::ZERO,
         stop: Stop::Duration(Duration::from_secs_f64(seconds)),
         stability: None,
-        interval: None,
+        // Intervals show when answers came: from the first server, none
+        // while nothing listened, then from the restarted one.
+        interval: Some(Duration::from_millis(100)),
         max_in_flight: 1_000,
         seed: 0,
         progress: false,
@@ -307,9 +361,25 @@ async fn kill_9_under_open_loop_load_counts_every_request_and_the_restart_serves
         report.failed()
     );
     // The restarted server answered the rest: what it counted is what the
-    // load tester saw succeed after the restart, so no answer was lost.
+    // load tester saw succeed after the restart (after the intervals with
+    // no answer while nothing listened), so no answer was lost.
+    let ok: Vec<u64> = report.intervals.iter().map(|i| i.ok).collect();
+    let gap = ok
+        .iter()
+        .position(|&n| n == 0)
+        .unwrap_or_else(|| panic!("no interval without answers: {ok:?}"));
+    let resumed = gap + ok[gap..].iter().take_while(|&&n| n == 0).count();
+    let (before, after): (u64, u64) = (ok[..gap].iter().sum(), ok[resumed..].iter().sum());
+    assert!(
+        before > 0,
+        "the first server answered before the kill: {ok:?}"
+    );
     assert!(answered_after > 0, "the restarted server got no traffic");
-    assert!(answered_after <= report.ok);
+    assert_eq!(
+        after, answered_after,
+        "the client's successes after the restart, per interval: {ok:?}"
+    );
+    assert_eq!(before + after, report.ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,9 +429,12 @@ async fn rir_serve_leaves_no_onnx_runtime_telemetry_behind() {
 }
 
 #[test]
-fn device_cuda_without_a_cuda_provider_fails_at_start_with_the_reason() {
+fn device_cuda_without_a_usable_gpu_fails_at_start_with_the_reason() {
     rir_infer::ort_engine::environment(None).unwrap();
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    // No device visible: on a CPU-only ONNX Runtime the provider is
+    // missing; on a GPU host's it is there but cannot create a session.
+    // Either way the server must refuse to start, not serve on the CPU.
     let out = std::process::Command::new(serve_bin())
         .arg("--models")
         .arg(&models)
@@ -374,20 +447,18 @@ fn device_cuda_without_a_cuda_provider_fails_at_start_with_the_reason() {
             "off",
         ])
         .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("CUDA_VISIBLE_DEVICES", "")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    match rir_infer::ort_engine::cuda_provider() {
-        Err(why) => {
-            assert_eq!(out.status.code(), Some(1), "{stderr}");
-            assert!(
-                stderr.contains("--device cuda:") && stderr.contains(&why.0),
-                "{stderr}"
-            );
-        }
-        // A machine whose library has the provider: the server starts.
-        Ok(()) => panic!("this test expects a CPU-only ONNX Runtime; got: {stderr}"),
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--device cuda:"), "{stderr}");
+    if let Err(why) = rir_infer::ort_engine::cuda_provider() {
+        assert!(
+            stderr.contains(&why.0),
+            "the missing provider named: {stderr}"
+        );
     }
 }
 
@@ -398,9 +469,15 @@ async fn two_engine_instances_answer_concurrent_calls_exactly_as_one() {
     let one = spawn_server(serve_bin(), dir.path(), &args(&[]))
         .await
         .unwrap();
-    let two = spawn_server(serve_bin(), dir.path(), &args(&["--instances", "2"]))
-        .await
-        .unwrap();
+    // Batches of one, so the 32 calls make 32 executions for the two
+    // engines to share.
+    let two = spawn_server(
+        serve_bin(),
+        dir.path(),
+        &args(&["--instances", "2", "--max-batch", "1"]),
+    )
+    .await
+    .unwrap();
     let request = |k: u8| ModelInferRequest {
         model_name: "gray".into(),
         inputs: vec![InferInputTensor {
@@ -437,14 +514,29 @@ async fn two_engine_instances_answer_concurrent_calls_exactly_as_one() {
             "call {k}"
         );
     }
+    // Both engines ran some of the calls, and no third one exists.
+    let page = get(two.metrics_url.clone()).await.body;
+    let page = String::from_utf8_lossy(&page);
+    let per_instance: Vec<u64> = (0..3)
+        .map(|i| {
+            let series =
+                format!("rir_instance_executions_total{{instance=\"{i}\",model=\"gray\"}}");
+            metric(&page, &series).unwrap_or(0.0) as u64
+        })
+        .collect();
+    assert!(
+        per_instance[0] > 0 && per_instance[1] > 0 && per_instance[2] == 0,
+        "executions per instance: {per_instance:?}"
+    );
+    assert_eq!(
+        per_instance.iter().sum::<u64>(),
+        counter(&page, "rir_execution_count")
+    );
 }
 
-/// `name{model="gray"} VALUE` from a Prometheus text page.
+/// `name{model="gray"}` from a Prometheus text page; 0 when absent.
 fn counter(page: &str, name: &str) -> u64 {
-    let key = format!("{name}{{model=\"gray\"}} ");
-    page.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    metric(page, &format!("{name}{{model=\"gray\"}}")).map_or(0, |v| v as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,4 +584,164 @@ async fn one_request_at_a_time_runs_inline_by_default_and_with_run_inline_false_
         seen[0].0, seen[1].0,
         "the outputs do not depend on the path"
     );
+}
+
+/// The shipped models/ repository.
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+/// The shipped repository, one ONNX Runtime thread, and the test's flags.
+fn flags<'a>(models: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut f = vec!["--models", models, "--threads", "1"];
+    f.extend_from_slice(extra);
+    f
+}
+
+// The binary as a user runs it: flags and environment variables as given,
+// the log it writes, its exit statuses.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rir_auth_token_from_the_environment_guards_calls_and_metrics_and_is_never_logged() {
+    let token = "tok-6f1d2c9e-never-in-a-log";
+    let models = models().display().to_string();
+    let server = Launched::start(
+        serve_bin(),
+        &flags(&models, &["--http-addr", "127.0.0.1:0", "--metrics-auth"]),
+        &[("RIR_AUTH_TOKEN", token), ("RUST_LOG", "debug,ort=warn")],
+    )
+    .unwrap();
+    let mut c = GrpcInferenceServiceClient::connect(server.url())
+        .await
+        .unwrap();
+    let e = c.server_live(ServerLiveRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let mut with_token = tonic::Request::new(ServerLiveRequest {});
+    let bearer = format!("Bearer {token}");
+    with_token
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    assert!(c.server_live(with_token).await.unwrap().into_inner().live);
+    // A wrong token is refused without being echoed or logged.
+    let http = server.http.clone().expect("HTTP on");
+    let wrong = call(
+        "GET",
+        format!("{http}/v2"),
+        &[("authorization", "Bearer tok-wrong-guess")],
+        vec![],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    assert!(
+        !wrong.text().contains("tok-wrong-guess"),
+        "{}",
+        wrong.text()
+    );
+    // --metrics-auth: the metrics endpoint wants the same token.
+    assert_eq!(get(server.metrics.clone()).await.status, 401);
+    let metrics = call(
+        "GET",
+        server.metrics.clone(),
+        &[("authorization", &bearer)],
+        vec![],
+    )
+    .await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("rir_open_connections"));
+
+    let (status, log) = server.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("gRPC on"), "a debug log was written: {log}");
+    assert!(!log.contains(token), "the token is in the log:\n{log}");
+    assert!(
+        !log.contains("tok-wrong-guess"),
+        "a refused token is in the log:\n{log}"
+    );
+}
+
+#[test]
+fn tls_turns_http_off_and_http_with_tls_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = rir_testkit::tls::self_signed(dir.path());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let models = models().display().to_string();
+    // No --http-addr: the HTTP front end stays off, gRPC says TLS.
+    let server = Launched::start(
+        serve_bin(),
+        &flags(&models, &["--tls-cert", &cert, "--tls-key", &key]),
+        &[],
+    )
+    .unwrap();
+    let log = server.log();
+    assert!(server.http.is_none(), "HTTP announced under TLS:\n{log}");
+    assert!(log.contains("(TLS)"), "{log}");
+    let (status, _) = server.stop(libc::SIGTERM);
+    assert!(status.success());
+    // --http-addr with TLS: refused before anything starts, exit 1.
+    let out = std::process::Command::new(serve_bin())
+        .args(flags(&models, &["--tls-cert", &cert, "--tls-key", &key]))
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--http-addr 127.0.0.1:0 with --tls-cert"),
+        "{stderr}"
+    );
+    // --tls-key without --tls-cert: a usage error naming the missing flag.
+    let out = std::process::Command::new(serve_bin())
+        .args(flags(&models, &["--tls-key", &key]))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
+}
+
+#[test]
+fn cuda_flags_parse_and_a_bad_value_names_its_flag() {
+    let models = models().display().to_string();
+    // Every CUDA setting given on a CPU host with --device cpu: they parse,
+    // and the server starts (they apply to the CUDA provider only).
+    let server = Launched::start(
+        serve_bin(),
+        &flags(
+            &models,
+            &[
+                "--device",
+                "cpu",
+                "--session-per-bucket",
+                "true",
+                "--cudnn-conv-search",
+                "heuristic",
+                "--cuda-tf32",
+                "false",
+                "--cuda-nhwc",
+                "false",
+                "--cuda-mem-limit-mb",
+                "512",
+            ],
+        ),
+        &[],
+    )
+    .unwrap();
+    let (status, log) = server.stop(libc::SIGINT);
+    assert!(
+        status.success(),
+        "SIGINT drains and exits 0: {status}\n{log}"
+    );
+    for (flag, value) in [
+        ("--cuda-tf32", "maybe"),
+        ("--cudnn-conv-search", "fastest"),
+        ("--session-per-bucket", "sometimes"),
+        ("--cuda-mem-limit-mb", "lots"),
+    ] {
+        let out = std::process::Command::new(serve_bin())
+            .args(flags(&models, &[flag, value]))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains(value), "{stderr}");
+    }
 }

@@ -199,9 +199,28 @@ async fn a_new_file_that_fails_leaves_the_old_one_serving() {
     assert!(v2.reason.contains("the new one failed"), "{}", v2.reason);
 
     // Polling again does not retry the same bad file; a good one replaces it.
+    let failed = r#"rir_model_loads_total{model="gray",outcome="failed"}"#;
+    let ready = r#"rir_model_loads_total{model="gray",outcome="ready"}"#;
+    let (failed_once, ready_before) = (s.metric(failed).await, s.metric(ready).await);
+    assert_eq!(failed_once, 1.0, "the bad file was tried once");
     s.core().poll_repository().await;
+    assert_eq!(
+        s.metric(failed).await,
+        failed_once,
+        "the same bad file was tried again"
+    );
+    assert_eq!(
+        s.metric(ready).await,
+        ready_before,
+        "an unchanged model was reloaded"
+    );
     write_model(dir.path(), "gray", 2, InputSpec::new(1, 28, 28), 99);
     s.core().poll_repository().await;
+    assert_eq!(
+        s.metric(ready).await,
+        ready_before + 1.0,
+        "only version 2 loaded again"
+    );
     let fixed = c.model_infer(request("gray")).await.unwrap().into_inner();
     assert_ne!(
         fixed.raw_output_contents, before.raw_output_contents,
@@ -252,29 +271,23 @@ async fn a_reload_under_load_loses_no_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = vec![];
     for _ in 0..16 {
-        let (mut c, phase, stop, old) =
-            (s.kserve().await, phase.clone(), stop.clone(), old.clone());
+        let (mut c, phase, stop) = (s.kserve().await, phase.clone(), stop.clone());
+        // Per call, in order: the phase it started in, the phase when its
+        // answer came, how long it took, and the answer (None: lost).
         clients.push(tokio::spawn(async move {
-            let mut seen = (vec![vec![]; 3], 0usize, 0usize, 0usize);
+            let mut calls = vec![];
             while !stop.load(Ordering::SeqCst) {
-                let p = phase.load(Ordering::SeqCst) as usize;
+                let started = phase.load(Ordering::SeqCst) as usize;
                 let t = Instant::now();
-                match c.model_infer(request("gray")).await {
-                    Ok(r) => {
-                        seen.0[p].push(t.elapsed());
-                        if r.into_inner().raw_output_contents == old {
-                            seen.2 += 1;
-                        } else {
-                            seen.3 += 1;
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("lost: {e:?}");
-                        seen.1 += 1;
-                    }
-                }
+                let answer = c.model_infer(request("gray")).await;
+                let finished = phase.load(Ordering::SeqCst) as usize;
+                let answer = answer
+                    .map_err(|e| eprintln!("lost: {e:?}"))
+                    .ok()
+                    .map(|r| r.into_inner().raw_output_contents);
+                calls.push((started, finished, t.elapsed(), answer));
             }
-            seen
+            calls
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -289,21 +302,56 @@ async fn a_reload_under_load_loses_no_request() {
     phase.store(2, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
+    let new = s
+        .kserve()
+        .await
+        .model_infer(request("gray"))
+        .await
+        .unwrap()
+        .into_inner()
+        .raw_output_contents;
+    assert_ne!(new, old, "the new weights answer differently");
     let mut lat = vec![vec![]; 3];
     let (mut lost, mut old_answers, mut new_answers) = (0, 0, 0);
     for c in clients {
-        let (l, e, o, n) = c.await.unwrap();
-        for (k, v) in l.into_iter().enumerate() {
-            lat[k].extend(v);
+        let mut switched = false;
+        for (started, finished, took, answer) in c.await.unwrap() {
+            lat[started].push(took);
+            let Some(answer) = answer else {
+                lost += 1;
+                continue;
+            };
+            let is_new = if answer == old {
+                old_answers += 1;
+                false
+            } else {
+                assert_eq!(answer, new, "an answer from neither version");
+                new_answers += 1;
+                true
+            };
+            // Before the reload began: the old weights; after it returned:
+            // the new; between: either, but a client never goes back.
+            if finished == 0 {
+                assert!(
+                    !is_new,
+                    "a call answered before the reload got the new weights"
+                );
+            }
+            if started == 2 {
+                assert!(
+                    is_new,
+                    "a call started after the reload got the old weights"
+                );
+            }
+            assert!(!switched || is_new, "a client saw the old weights again");
+            switched |= is_new;
         }
-        lost += e;
-        old_answers += o;
-        new_answers += n;
     }
     assert_eq!(lost, 0, "requests lost during the reload");
     assert!(
-        old_answers > 0 && new_answers > 0,
-        "{old_answers} old, {new_answers} new"
+        old_answers > 0 && new_answers > 0 && !lat[1].is_empty(),
+        "{old_answers} old, {new_answers} new, {} during",
+        lat[1].len()
     );
     let p99 = |v: &mut Vec<Duration>| {
         v.sort();
@@ -320,5 +368,94 @@ async fn a_reload_under_load_loses_no_request() {
         during.as_secs_f64() * 1e3,
         during.as_secs_f64() / steady.as_secs_f64()
     );
+    s.shutdown().await.unwrap();
+}
+
+/// Successful requests model `name` has served, by ModelStatistics.
+async fn served(
+    c: &mut pb::grpc_inference_service_client::GrpcInferenceServiceClient<
+        tonic::transport::Channel,
+    >,
+    name: &str,
+) -> u64 {
+    c.model_statistics(pb::ModelStatisticsRequest {
+        name: name.into(),
+        version: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .model_stats
+    .iter()
+    .map(|m| m.inference_count)
+    .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poll_timer_reloads_a_changed_config_and_leaves_unchanged_models_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), "gray", 1, InputSpec::new(1, 28, 28), 1);
+    write_model(dir.path(), "other", 1, InputSpec::new(1, 28, 28), 2);
+    let flags = [
+        "--model-control-mode",
+        "poll",
+        "--repository-poll-secs",
+        "1",
+    ];
+    let s = TestServer::start(Some(dir.path()), &flags).await;
+    let mut c = s.kserve().await;
+    for _ in 0..3 {
+        c.model_infer(request("gray")).await.unwrap();
+        c.model_infer(request("other")).await.unwrap();
+    }
+    let loads = |m: &str| format!(r#"rir_model_loads_total{{model="{m}",outcome="ready"}}"#);
+    let (gray_loads, other_loads) = (
+        s.metric(&loads("gray")).await,
+        s.metric(&loads("other")).await,
+    );
+    assert_eq!((gray_loads, other_loads), (1.0, 1.0));
+
+    // A person edits gray's config.pbtxt; nobody calls for a poll: the
+    // server's own timer finds the change and serves the new setting.
+    std::fs::write(dir.path().join("gray/config.pbtxt"), "max_batch_size: 4\n").unwrap();
+    let edited = Instant::now();
+    let max_batch = loop {
+        let cfg = c
+            .model_config(pb::ModelConfigRequest {
+                name: "gray".into(),
+                version: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .config
+            .unwrap();
+        if cfg.max_batch_size == Some(4) || edited.elapsed() > Duration::from_secs(15) {
+            break cfg.max_batch_size;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(max_batch, Some(4), "the edited config served within 15 s");
+    assert_eq!(s.metric(&loads("gray")).await, gray_loads + 1.0);
+    // The unchanged model kept its engines (no load) and its statistics,
+    // through that poll and the ones after it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        s.metric(&loads("other")).await,
+        other_loads,
+        "an unchanged model was reloaded"
+    );
+    assert_eq!(
+        served(&mut c, "other").await,
+        3,
+        "its statistics were reset"
+    );
+    assert_eq!(
+        served(&mut c, "gray").await,
+        0,
+        "the reloaded version counts anew"
+    );
+    c.model_infer(request("other")).await.unwrap();
+    assert_eq!(served(&mut c, "other").await, 4);
     s.shutdown().await.unwrap();
 }

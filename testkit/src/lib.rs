@@ -11,6 +11,7 @@
 //! - [`server`]: a rir-serve started through the library's own entry
 //!   (`rir_server::start`) from the same flags the binary takes, on
 //!   loopback ports, and the clients to talk to it.
+//! - [`binary`]: rir-serve started as a user starts it, its log captured.
 //! - [`process`]: rir-serve as a child process (SIGTERM, SIGKILL), the
 //!   supervision the benchmarks use.
 //! - [`web`]: one HTTP exchange that hands back 4xx and 5xx as they are.
@@ -18,6 +19,7 @@
 //!   stock client run against a server.
 //! - [`tls`]: a self-signed certificate.
 
+pub mod binary;
 pub mod data;
 pub mod images;
 pub mod models;

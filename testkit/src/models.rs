@@ -44,3 +44,55 @@ pub fn repository(root: &Path) {
     std::fs::create_dir_all(broken.parent().expect("a version folder")).expect("mkdir");
     std::fs::write(broken, b"this is not onnx").expect("writing the broken model");
 }
+
+/// Writes version `version` of model `name`, a 1x28x28 classifier of ten
+/// classes that ONNX Runtime fails to run on an image whose brightest pixel
+/// is 4 or more: its logits are row `max pixel` of a 4-row table
+/// (`ReduceMax`, `Cast`, `Gather`), and a row past the table is an error
+/// in the engine, not in the request's shape or type. Images in [0, 1]
+/// (and the zeros of the warm-up) run.
+pub fn write_failing_on_bright_pixels(root: &Path, name: &str, version: u64) {
+    use prost::Message;
+    use rir_exporter::export::{IR_VERSION, OPSET};
+    use rir_exporter::graph::{GraphBuilder, int, ints, value_info};
+    use tract_onnx::pb::{ModelProto, OperatorSetIdProto, tensor_proto::DataType};
+
+    let mut g = GraphBuilder::new(Precision::Fp32);
+    let table: Vec<f32> = (0..40).map(|i| i as f32).collect();
+    let table = g.f32("table", &[4, 10], &table);
+    let max = g.node(
+        "ReduceMax",
+        &["image"],
+        vec![ints("axes", &[1, 2, 3]), int("keepdims", 0)],
+        None,
+    );
+    let row = g.node(
+        "Cast",
+        &[&max],
+        vec![int("to", DataType::Int64 as i64)],
+        None,
+    );
+    g.node(
+        "Gather",
+        &[&table, &row],
+        vec![int("axis", 0)],
+        Some("logits"),
+    );
+    let graph = g.finish(
+        name,
+        vec![value_info("image", &[None, Some(1), Some(28), Some(28)])],
+        vec![value_info("logits", &[None, Some(10)])],
+    );
+    let model = ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let path = repository::model_file(root, name, version);
+    std::fs::create_dir_all(path.parent().expect("a version folder")).expect("mkdir");
+    std::fs::write(path, model.encode_to_vec()).expect("writing the model");
+}
