@@ -551,17 +551,37 @@ mod tests {
 
     #[test]
     fn variants_place_shortcuts_as_documented() {
+        // The variant table of docs/training.md, for `tiny` (C = 8 in the
+        // first stage): name, residual channels out of the first unit, its
+        // shortcut, the first block's outer shortcut by default.
+        let table = [
+            ("rir", 8, Some(Shortcut::Identity), true),
+            ("resnet-init", 8, Some(Shortcut::Identity), false),
+            ("resnet", 16, None, true),
+            ("cnn", 0, None, false),
+        ];
+        assert_eq!(
+            table.len(),
+            Variant::ALL.len(),
+            "every variant in the table"
+        );
         let input = InputSpec::new(1, 28, 28);
-        for v in Variant::ALL {
+        for (name, residual, unit_shortcut, outer) in table {
+            let v: Variant = name.parse().unwrap();
             let spec = preset::build("tiny", v, input, 10).unwrap();
             spec.validate().unwrap();
             let b = &spec.blocks()[0];
-            assert_eq!(b.units[0].shortcut.is_some(), v.unit_shortcut(), "{v}");
-            assert_eq!(b.outer.is_some(), v.default_outer_shortcut(), "{v}");
-            assert_eq!(
-                b.units[0].out_res,
-                v.residual_channels(spec.stages[0].width)
+            assert_eq!(b.units[0].out_res, residual, "{name}");
+            assert_eq!(b.units[0].shortcut, unit_shortcut, "{name}");
+            assert_eq!(b.outer.is_some(), outer, "{name}");
+            // Where the width doubles at stride 2, a residual stream's
+            // shortcut is a projection.
+            let down = &spec.blocks()[spec.stages[0].blocks];
+            let projects = matches!(
+                down.units[0].shortcut,
+                Some(Shortcut::Conv { stride: 2, .. })
             );
+            assert_eq!(projects, unit_shortcut.is_some(), "{name} at stride 2");
         }
     }
 

@@ -33,7 +33,7 @@ pub const PRESETS: [Preset; 4] = [
     },
     Preset {
         name: "tiny",
-        about: "paper depth at a sixth of the width: 8/16/32 per stream, ~0.26 M parameters; trains on 2 CPU cores",
+        about: "paper depth at a sixth of the width: 8/16/32 per stream, ~0.27 M parameters; trains on 2 CPU cores",
         widths: [8, 16, 32],
         blocks: [2, 3, 3],
     },

@@ -9,53 +9,87 @@ use md5::{Digest, Md5};
 use crate::cifar::Flavour;
 use crate::error::DataError;
 
-/// An official archive: where it lives and its published md5.
-#[derive(Debug, Clone, Copy)]
+/// An archive to fetch: where it lives and its published md5.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Archive {
-    /// Download address on the data set's home page.
-    pub url: &'static str,
+    /// Download address (the data set's home page, or a mirror).
+    pub url: String,
     /// md5 published next to the link.
-    pub md5: &'static str,
+    pub md5: String,
     /// Approximate size in bytes, for the progress bar when the server sends none.
     pub bytes: u64,
 }
 
+/// Where the official archives live.
+pub const OFFICIAL_SITE: &str = "https://www.cs.toronto.edu/~kriz/";
+
 /// The official binary archive of a CIFAR flavour.
 pub fn archive(flavour: Flavour) -> Archive {
-    match flavour {
-        Flavour::Ten => Archive {
-            url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-            md5: "c32a1d4ab5d03f1284b67883e8d87530",
-            bytes: 170_052_171,
-        },
-        Flavour::HundredFine | Flavour::HundredCoarse => Archive {
-            url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
-            md5: "03b5dce01913d631647c71ecec9e9cb8",
-            bytes: 168_513_733,
-        },
+    let (file, md5, bytes) = match flavour {
+        Flavour::Ten => (
+            "cifar-10-binary.tar.gz",
+            "c32a1d4ab5d03f1284b67883e8d87530",
+            170_052_171,
+        ),
+        Flavour::HundredFine | Flavour::HundredCoarse => (
+            "cifar-100-binary.tar.gz",
+            "03b5dce01913d631647c71ecec9e9cb8",
+            168_513_733,
+        ),
+    };
+    Archive {
+        url: format!("{OFFICIAL_SITE}{file}"),
+        md5: md5.into(),
+        bytes,
     }
 }
 
-/// Downloads the archive of `flavour` into `dest`, checks its md5 and
-/// unpacks it there. `progress(done, total)` is called as bytes arrive.
-/// Returns the folder holding the data files.
+impl Archive {
+    /// The same file from the site at `base` (a mirror: the published md5
+    /// is still checked).
+    pub fn from_mirror(&self, base: &str) -> Archive {
+        let file = self.url.rsplit('/').next().unwrap_or_default();
+        Archive {
+            url: format!("{}/{file}", base.trim_end_matches('/')),
+            ..self.clone()
+        }
+    }
+}
+
+/// Downloads the archive of `flavour` into `dest` (from `mirror` when
+/// given, else the official site), checks its md5 and unpacks it there.
+/// `progress(done, total)` is called as bytes arrive. Returns the folder
+/// holding the data files.
 pub fn fetch_cifar(
     flavour: Flavour,
     dest: &Path,
+    mirror: Option<&str>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<PathBuf, DataError> {
-    let a = archive(flavour);
+    let official = archive(flavour);
+    let a = mirror.map_or_else(|| official.clone(), |m| official.from_mirror(m));
+    fetch(&a, dest, progress)?;
+    Ok(dest.join(flavour.folder()))
+}
+
+/// Downloads `a` into `dest`, checks its md5 (a mismatch leaves nothing
+/// behind) and unpacks it there.
+pub fn fetch(
+    a: &Archive,
+    dest: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), DataError> {
     let fail = |detail: String| DataError::Fetch {
-        url: a.url.to_string(),
+        url: a.url.clone(),
         detail,
     };
     std::fs::create_dir_all(dest).map_err(DataError::io(dest))?;
     let tarball = dest.join(a.url.rsplit('/').next().unwrap_or("cifar.tar.gz"));
     let partial = tarball.with_extension("gz.part");
-    let response = ureq::get(a.url).call().map_err(|e| {
+    let response = ureq::get(&a.url).call().map_err(|e| {
         fail(format!(
-            "{e}. Without network access, download the archive elsewhere and unpack it so that {} exists",
-            dest.join(flavour.folder()).display()
+            "{e}. Without network access, download the archive elsewhere and unpack it into {}",
+            dest.display()
         ))
     })?;
     let total = response
@@ -89,8 +123,7 @@ pub fn fetch_cifar(
         )));
     }
     std::fs::rename(&partial, &tarball).map_err(DataError::io(&tarball))?;
-    unpack(&tarball, dest)?;
-    Ok(dest.join(flavour.folder()))
+    unpack(&tarball, dest)
 }
 
 /// Unpacks a `.tar.gz` into `dest` (the tar crate refuses paths that escape it).

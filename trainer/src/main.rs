@@ -59,6 +59,11 @@ enum Command {
         /// Folder to unpack into.
         #[arg(long, default_value = "data")]
         dir: PathBuf,
+        /// Download from this site instead of the official one
+        /// (https://www.cs.toronto.edu/~kriz/): a mirror or a local server
+        /// holding the same archive. The published md5 is checked either way.
+        #[arg(long)]
+        mirror: Option<String>,
     },
     /// List presets with parameters and multiply-adds for each variant.
     Presets {
@@ -267,7 +272,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             data_dir,
             runtime,
         } => eval(&checkpoint, data_dir, &runtime),
-        Command::Fetch { dataset, dir } => fetch(dataset, &dir),
+        Command::Fetch {
+            dataset,
+            dir,
+            mirror,
+        } => fetch(dataset, &dir, mirror.as_deref()),
         Command::Presets { dataset } => presets(dataset),
         Command::Info => info(),
         Command::Bench(a) => bench(a),
@@ -316,7 +325,10 @@ fn install_stop(trainer: &Trainer) -> Result<()> {
     ctrlc::set_handler(move || {
         if SIGNALS.fetch_add(1, Ordering::SeqCst) > 0 {
             eprintln!("second signal: exiting without saving");
-            std::process::exit(130);
+            // At once: no exit handlers, which would tear libtorch down
+            // under the threads still training (and crash on the way out).
+            // SAFETY: _exit ends the process; nothing runs after it.
+            unsafe { libc::_exit(130) };
         }
         eprintln!("signal received: finishing this step, saving, then exiting (again to force)");
         stop.store(true, Ordering::SeqCst);
@@ -405,7 +417,7 @@ fn eval(path: &Path, data_dir: Option<PathBuf>, runtime: &Runtime) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn fetch(source: Source, dir: &Path) -> Result<ExitCode> {
+fn fetch(source: Source, dir: &Path, mirror: Option<&str>) -> Result<ExitCode> {
     let Source::Cifar(flavour) = source else {
         bail!(
             "fetch is for cifar10 and cifar100; Fashion-MNIST comes from Debian's dataset-fashion-mnist package"
@@ -423,7 +435,7 @@ fn fetch(source: Source, dir: &Path) -> Result<ExitCode> {
         )?
         .progress_chars("=> "),
     );
-    let folder = rir_data::fetch::fetch_cifar(flavour, dir, &mut |done, total| {
+    let folder = rir_data::fetch::fetch_cifar(flavour, dir, mirror, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })?;

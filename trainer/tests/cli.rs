@@ -325,20 +325,39 @@ fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_says_why() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
+/// Whether this host can train on CUDA, judged without the trainer's code:
+/// a CUDA build of libtorch (its `libtorch_cuda.so`) and an NVIDIA device
+/// node.
+fn host_has_cuda() -> bool {
+    Path::new(env!("RIR_LIBTORCH_LIB"))
+        .join("libtorch_cuda.so")
+        .is_file()
+        && Path::new("/dev/nvidiactl").exists()
+}
+
 #[test]
-fn device_cuda_where_libtorch_has_no_cuda_fails_clearly() {
+fn device_cuda_trains_on_cuda_where_there_is_one_and_fails_clearly_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     fixtures::write_fashion_mnist(&data, 32, 8, 28, false, 5).unwrap();
     let mut args = train_args(&data, &dir.path().join("run"));
     let at = args.iter().position(|a| a == "cpu").unwrap();
     args[at] = "cuda".into();
-    let o = bin().args(&args).args(["--epochs", "1"]).output().unwrap();
+    let o = bin()
+        .args(&args)
+        .args(["--epochs", "1"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
-    // A GPU host trains; anywhere else: status 1 and the reason, no panic.
-    if !o.status.success() {
+    if host_has_cuda() {
+        assert!(o.status.success(), "{stderr}");
+        assert!(stderr.contains("training on Cuda(0)"), "{stderr}");
+    } else {
+        // No silent fall-back to the CPU: status 1 and the reason.
         assert_eq!(o.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("--device cuda:"), "{stderr}");
+        assert!(!stderr.contains("training on Cpu"), "{stderr}");
     }
 }
 
@@ -403,4 +422,153 @@ fn bench_measures_both_forms_in_child_processes_and_writes_json() {
         assert!(m["img_per_s"].as_f64().unwrap() > 0.0, "{rows}");
         assert!(m["peak_rss_mb"].as_f64().unwrap() > 10.0, "{rows}");
     }
+}
+
+/// The rows of `rir-train presets --dataset cifar10` for the rir variant:
+/// (preset, params, MACs).
+fn rir_presets() -> Vec<(String, f64, f64)> {
+    let out = bin()
+        .args(["presets", "--dataset", "cifar10"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4 && f[1] == "rir")
+        .map(|f| {
+            (
+                f[0].to_string(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn presets_print_the_sizes_the_training_guide_states() {
+    // docs/training.md's preset table: params in M, MACs in M or G.
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/training.md"))
+            .unwrap();
+    let stated: Vec<(String, f64, f64)> = guide
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells[1].trim_matches('`').to_string();
+            let params = cells[4].strip_suffix(" M")?.parse::<f64>().ok()? * 1e6;
+            let macs = match cells[5].split_once(' ')? {
+                (v, "G") => v.parse::<f64>().ok()? * 1e9,
+                (v, "M") => v.parse::<f64>().ok()? * 1e6,
+                _ => return None,
+            };
+            Some((name, params, macs))
+        })
+        .collect();
+    assert_eq!(stated.len(), 4, "the guide's table: {stated:?}");
+    let printed = rir_presets();
+    for (name, params, macs) in &stated {
+        let (_, p, m) = printed
+            .iter()
+            .find(|r| &r.0 == name)
+            .unwrap_or_else(|| panic!("{name} not printed"));
+        // The guide rounds: two decimals of millions, three figures of MACs.
+        assert!(
+            (p - params).abs() <= 0.005e6 + 1.0,
+            "{name}: {p} params printed, {params} stated"
+        );
+        assert!(
+            (m - macs).abs() / macs < 0.02,
+            "{name}: {m} MACs printed, {macs} stated"
+        );
+    }
+}
+
+#[test]
+fn info_reports_the_libtorch_and_devices_it_finds() {
+    let out = bin().arg("info").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let lib = text
+        .lines()
+        .find_map(|l| l.strip_prefix("libtorch lib:"))
+        .unwrap()
+        .trim();
+    assert!(Path::new(lib).join("libtorch_cpu.so").is_file(), "{text}");
+    let available = host_has_cuda().to_string();
+    assert!(
+        text.contains(&format!("CUDA available: {available}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn fetch_from_a_mirror_checks_the_published_md5_and_leaves_nothing_on_a_mismatch() {
+    let site = rir_testkit::web::serve_file(b"not the CIFAR-10 archive".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["fetch", "cifar10", "--mirror", &site, "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{site}/cifar-10-binary.tar.gz")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not match the published"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // Fashion-MNIST is not fetched: the reason, exit 1.
+    let out = bin().args(["fetch", "fashion-mnist"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dataset-fashion-mnist"));
+}
+
+#[test]
+fn a_second_signal_exits_at_once_without_saving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fixtures::write_fashion_mnist(&data, 512, 32, 28, false, 2).unwrap();
+    let out = dir.path().join("run");
+    let mut args = train_args(&data, &out);
+    // Steps long enough (the tiny network, batches of 256) that the second
+    // signal arrives while the first is still finishing its step.
+    let at = args.iter().position(|a| a == "micro").unwrap();
+    args[at] = "tiny".into();
+    let at = args.iter().position(|a| a == "16").unwrap();
+    args[at] = "256".into();
+    let child = bin()
+        .args(&args)
+        .args(["--epochs", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&out.join("metrics.jsonl"), "\"event\":\"epoch\"");
+    // The epoch's checkpoint is written once its line is logged.
+    std::thread::sleep(Duration::from_millis(300));
+    let saved = std::fs::read(out.join("last.safetensors")).unwrap();
+    for _ in 0..2 {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("second signal: exiting without saving"),
+        "{stderr}"
+    );
+    // The checkpoint of the last finished epoch is intact.
+    let now = std::fs::read(out.join("last.safetensors")).unwrap();
+    assert_eq!(
+        now, saved,
+        "the last checkpoint changed after the forced exit"
+    );
+    Checkpoint::read(&out.join("last.safetensors")).unwrap();
 }
