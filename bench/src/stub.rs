@@ -58,6 +58,7 @@ impl Script {
 struct Stub {
     script: Script,
     received: Arc<AtomicU64>,
+    images: Arc<AtomicU64>,
     stall_until: Mutex<Option<Instant>>,
 }
 
@@ -67,6 +68,9 @@ pub struct StubServer {
     pub url: String,
     /// ModelInfer requests received so far.
     pub received: Arc<AtomicU64>,
+    /// Images received so far: the batch dimension of each request's
+    /// first input, as the client declared it.
+    pub images: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -76,10 +80,11 @@ impl StubServer {
     pub async fn start(script: Script) -> std::io::Result<StubServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let received = Arc::new(AtomicU64::new(0));
+        let (received, images) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let svc = Stub {
             script,
             received: received.clone(),
+            images: images.clone(),
             stall_until: Mutex::new(None),
         };
         let (tx, rx) = oneshot::channel::<()>();
@@ -99,6 +104,7 @@ impl StubServer {
         Ok(StubServer {
             url,
             received,
+            images,
             stop: Some(tx),
             task,
         })
@@ -194,6 +200,12 @@ impl GrpcInferenceService for Stub {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let n = self.received.fetch_add(1, Ordering::SeqCst);
         let req = r.into_inner();
+        let batch = req
+            .inputs
+            .first()
+            .and_then(|i| i.shape.first())
+            .map_or(0, |&b| b.max(0) as u64);
+        self.images.fetch_add(batch, Ordering::SeqCst);
         self.check_model(&req.model_name)?;
         let stall_end = {
             let mut until = self

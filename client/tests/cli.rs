@@ -70,12 +70,21 @@ async fn rir_classify_over_two_replicas_and_its_accuracy_mismatch_error() {
         TestServer::start(Some(&root), &[]).await,
     );
     let urls = format!("{},{}", a.url, b.url);
+    // The images go in one Classify request, first to a replica whose copy
+    // of the model is broken (UNAVAILABLE: not ready): it fails there and
+    // is answered by the next one.
+    let broken_repo = tempfile::tempdir().unwrap();
+    let broken_file = broken_repo.path().join("rir-fashion-mnist/1/model.onnx");
+    std::fs::create_dir_all(broken_file.parent().unwrap()).unwrap();
+    std::fs::write(&broken_file, b"not onnx").unwrap();
+    let broken = TestServer::start(Some(broken_repo.path()), &[]).await;
+    let dead = broken.url.clone();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/fashion-mnist");
     let image = samples.join("01-pullover.png").display().to_string();
     let out = {
         let args = vec![
             "-u".into(),
-            urls.clone(),
+            format!("{dead},{}", a.url),
             "-m".into(),
             "rir-fashion-mnist".into(),
             image,
@@ -91,10 +100,19 @@ async fn rir_classify_over_two_replicas_and_its_accuracy_mismatch_error() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Pullover 91.1 %"), "{stdout}");
-    assert!(
-        stdout.contains("retried elsewhere"),
-        "the per-replica table: {stdout}"
-    );
+    // The per-replica table: replica, ok, failed, retried elsewhere.
+    let row = |addr: &str| -> Vec<u64> {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(addr))
+            .unwrap_or_else(|| panic!("no row for {addr}: {stdout}"));
+        line.split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    assert_eq!(row(&dead), [0, 0, 1], "{stdout}");
+    assert_eq!(row(&a.url), [1, 0, 0], "{stdout}");
 
     // --eval on 64 generated images (not the test split the trainer
     // measured): the served accuracy cannot reproduce the 94.52 % recorded
@@ -107,6 +125,8 @@ async fn rir_classify_over_two_replicas_and_its_accuracy_mismatch_error() {
         &urls,
         "--eval",
         "fashion-mnist",
+        "--batch",
+        "8",
         "--data-dir",
         &dir.path().display().to_string(),
         "--model-file",
@@ -128,8 +148,20 @@ async fn rir_classify_over_two_replicas_and_its_accuracy_mismatch_error() {
         stderr.contains("the trainer recorded 94.52 %"),
         "the mismatch, with both figures: {stderr}"
     );
+    // Eight requests of 8, spread over both replicas, each image once.
+    let served = |s: &TestServer| -> u64 {
+        s.core().statistics("rir-fashion-mnist", "").unwrap()[0].inference_count
+    };
+    let (on_a, on_b) = (served(&a), served(&b));
+    assert!(on_a > 0 && on_b > 0, "{on_a} and {on_b} images");
+    assert_eq!(
+        on_a + on_b,
+        64 + 1,
+        "each image once (and the first image, on a)"
+    );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+    broken.shutdown().await.unwrap();
 }
 
 /// `rir-health` with `args`, its exit status.

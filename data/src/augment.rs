@@ -122,6 +122,7 @@ mod tests {
             .iter()
             .map(|v| (v - 0.5) / 0.25)
             .collect();
+        assert_eq!(out.len(), want.len(), "{out:?}");
         for (a, b) in out.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5, "{out:?} vs {want:?}");
         }

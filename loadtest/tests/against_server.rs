@@ -494,3 +494,205 @@ async fn command_line_bad_requests_a_server_accepts_exit_1_and_intervals_are_row
     assert_eq!(sum, reports[0]["ok"].as_u64().unwrap());
     stub.shutdown().await;
 }
+
+/// A REST run against `s` for `seconds` at concurrency 4, while `meddle`
+/// changes the server; the report.
+async fn rest_run_while<F: std::future::Future<Output = ()>>(
+    s: &TestServer,
+    model: &str,
+    seconds: f64,
+    meddle: F,
+) -> rir_loadtest::report::Report {
+    use rir_client::http::HttpClient;
+    let http = HttpClient::new(&s.http_url, None, Duration::from_secs(5)).unwrap();
+    let w = Workload::prepare_http(http, &options(Api::Infer, model, 1, InputData::Random))
+        .await
+        .unwrap();
+    let o = RunOptions {
+        warmup: Duration::ZERO,
+        stop: Stop::Duration(Duration::from_secs_f64(seconds)),
+        stability: None,
+        interval: None,
+        max_in_flight: 100,
+        seed: 0,
+        progress: false,
+    };
+    let load =
+        tokio::spawn(async move { run(Arc::new(w), Load::Closed { concurrency: 4 }, &o).await });
+    meddle.await;
+    load.await.unwrap().unwrap().report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_failures_are_reported_under_the_grpc_code_of_their_http_status() {
+    // 404 and 503: the model unloaded mid-run, then loaded from a broken
+    // file (explicit mode).
+    let dir = tempfile::tempdir().unwrap();
+    rir_testkit::models::repository(dir.path());
+    let flags = ["--model-control-mode", "explicit", "--load-model", "gray"];
+    let s = TestServer::start(Some(dir.path()), &flags).await;
+    let core = s.core().clone();
+    let root = dir.path().to_path_buf();
+    let report = rest_run_while(&s, "gray", 2.4, async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        core.unload_model("gray").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        for v in ["1", "2"] {
+            std::fs::write(root.join("gray").join(v).join("model.onnx"), b"broken").unwrap();
+        }
+        assert!(core.load_model("gray", std::iter::empty()).await.is_err());
+    })
+    .await;
+    assert!(report.ok > 0, "{report:?}");
+    for code in ["NOT_FOUND", "UNAVAILABLE"] {
+        assert!(
+            report.errors.get(code).is_some_and(|&n| n > 0),
+            "{code}: {:?}",
+            report.errors
+        );
+    }
+    assert!(
+        report.error_messages["NOT_FOUND"].contains("404"),
+        "{:?}",
+        report.error_messages
+    );
+    assert!(
+        report.error_messages["UNAVAILABLE"].contains("503"),
+        "{:?}",
+        report.error_messages
+    );
+    assert_eq!(report.errors.len(), 2, "{:?}", report.errors);
+    s.shutdown().await.unwrap();
+
+    // 429: a queue of one in front of a slow model.
+    let dir = tempfile::tempdir().unwrap();
+    rir_testkit::models::write_preset(
+        dir.path(),
+        "gray",
+        1,
+        rir_arch::InputSpec::new(1, 28, 28),
+        "tiny",
+        1,
+    );
+    let flags = [
+        "--queue-capacity",
+        "1",
+        "--max-batch",
+        "1",
+        "--run-inline",
+        "false",
+    ];
+    let s = TestServer::start(Some(dir.path()), &flags).await;
+    let report = rest_run_while(&s, "gray", 1.5, async {}).await;
+    assert!(report.ok > 0, "{report:?}");
+    assert!(
+        report
+            .errors
+            .get("RESOURCE_EXHAUSTED")
+            .is_some_and(|&n| n > 0),
+        "{:?}",
+        report.errors
+    );
+    assert!(
+        report.error_messages["RESOURCE_EXHAUSTED"].contains("429"),
+        "{:?}",
+        report.error_messages
+    );
+    s.shutdown().await.unwrap();
+}
+
+#[test]
+fn bench_subcommands_run_end_to_end_in_short_form() {
+    // The four benchmarks as a user starts them (forwarded to rir-bench),
+    // each cut to a second or two: exit 0 and the table's heading. Their
+    // figures are benchmarks (docs/benchmarks.md), not assertions.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let models = root.join("models").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("soak.json").display().to_string();
+    let perf = root.join("scripts/perf-analyzer.sh").display().to_string();
+    let runs: [(&[&str], &str); 4] = [
+        (
+            &[
+                "bench", "ceiling", "-c", "1", "-d", "0.5", "--warmup", "0.1", "-q",
+            ],
+            "rir-loadtest ceiling: ModelInfer batch 1",
+        ),
+        (
+            &[
+                "bench",
+                "server",
+                "--models",
+                &models,
+                "-c",
+                "1",
+                "-d",
+                "0.3",
+                "--warmup",
+                "0.1",
+                "--soak",
+                "0",
+                "--threads",
+                "1",
+                "-q",
+            ],
+            "latency added (median of the per-round differences)",
+        ),
+        (
+            &[
+                "bench",
+                "soak",
+                "--models",
+                &models,
+                "-d",
+                "2",
+                "--interval",
+                "1",
+                "-w",
+                "0.3",
+                "--capacity-duration",
+                "0.5",
+                "--capacity-concurrency",
+                "2",
+                "--max-p99-change",
+                "100000",
+                "--max-rss-growth",
+                "1000",
+                "--json",
+                &json,
+                "-q",
+            ],
+            "soak: rir-fashion-mnist on rir-serve",
+        ),
+        (
+            &[
+                "bench",
+                "compare",
+                "--models",
+                &models,
+                "-c",
+                "1",
+                "--window-ms",
+                "500",
+                "--perf-analyzer",
+                &perf,
+                "-q",
+            ],
+            "rir-loadtest vs perf_analyzer on one rir-serve",
+        ),
+    ];
+    for (args, heading) in runs {
+        let out = cli(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(heading), "{args:?}:\n{stdout}");
+    }
+    let soak: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(soak.get("verdict").is_some(), "{soak}");
+}

@@ -475,6 +475,7 @@ mod tests {
         // One 1x2 RGB image: pixels (r,g,b) = (0, 51, 102), (153, 204, 255).
         let out = nhwc_to_nchw(&[0, 51, 102, 153, 204, 255], 1, [3, 1, 2]);
         let want = [0.0, 0.6, 0.2, 0.8, 0.4, 1.0];
+        assert_eq!(out.len(), want.len(), "{out:?}");
         for (a, b) in out.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{out:?}");
         }

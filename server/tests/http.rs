@@ -461,7 +461,25 @@ async fn curl_classifies_an_image_and_runs_json_inference() {
     ])
     .await
     .unwrap();
-    assert_eq!(classified["results"][0].as_array().unwrap().len(), 2);
+    // The labels and probabilities gRPC Classify gives for the same file.
+    let g = s
+        .classifier()
+        .await
+        .classify(ClassifyRequest {
+            images: vec![std::fs::read(&image).unwrap()],
+            top_k: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let labels = classified["results"][0].as_array().unwrap();
+    assert_eq!(labels.len(), 2);
+    for (got, want) in labels.iter().zip(&g.results[0].labels) {
+        assert_eq!(got["name"], want.name.as_str(), "{classified}");
+        let p = got["probability"].as_f64().unwrap() as f32;
+        assert!((p - want.probability).abs() < 1e-6, "{classified}");
+    }
     let inferred = curl(vec![
         "--data-binary".into(),
         format!("@{}", request.display()),
@@ -472,6 +490,18 @@ async fn curl_classifies_an_image_and_runs_json_inference() {
     let top = inferred["outputs"][0]["data"].as_array().unwrap();
     assert_eq!(top.len(), 2);
     assert!(top[0].as_str().unwrap().contains(":class "), "{inferred}");
+    // The top two classes ONNX Runtime in this process gives.
+    let mut want = OrtEngine::load(&s.model_path("gray"), &OrtOptions::default()).unwrap();
+    let want = want.run(&pixels(1, 3), &[1, 1, 28, 28]).unwrap();
+    let row = &output(&want, "probabilities").unwrap().data;
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+    for (k, item) in top.iter().enumerate() {
+        let fields: Vec<&str> = item.as_str().unwrap().split(':').collect();
+        assert_eq!(fields[1], order[k].to_string(), "{inferred}");
+        let p: f32 = fields[0].parse().unwrap();
+        assert!((p - row[order[k]]).abs() < 1e-5, "{inferred}");
+    }
     s.shutdown().await.unwrap();
 }
 
