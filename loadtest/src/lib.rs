@@ -21,6 +21,8 @@
 //!   random tensors, raw tensor files or images, and the probe request;
 //!   [`hostile`]: the classes of bad request mixed into a run, each with the
 //!   status it is owed.
+//! - [`thresholds`]: bounds a report must meet (latency percentiles, error
+//!   rate, throughput), for CI.
 //! - [`report`]: the figures of a run, as a table, JSON and CSV; [`plot`]:
 //!   latency against throughput for a sweep.
 //! - [`recorder`]: latencies and errors of one measurement window.
@@ -38,6 +40,7 @@ mod progress;
 pub mod recorder;
 pub mod report;
 pub mod run;
+pub mod thresholds;
 pub mod workload;
 
 pub use error::LoadError;

@@ -15,6 +15,7 @@ use rir_client::http::HttpClient;
 use rir_loadtest::load::{Arrivals, Load, RunOptions, Stability, Stop, concurrencies, seconds};
 use rir_loadtest::report::{Report, csv, table};
 use rir_loadtest::run::run;
+use rir_loadtest::thresholds::{Percentile, Thresholds};
 use rir_loadtest::workload::{Api, InputData, InputShape, Workload, WorkloadOptions};
 
 /// How rir-loadtest reaches the server.
@@ -180,6 +181,73 @@ struct TestArgs {
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
+    #[command(flatten)]
+    bounds: BoundArgs,
+}
+
+/// Bounds for CI: a run (every load of a sweep) that misses one exits with
+/// status 3, naming each bound missed.
+#[derive(Args)]
+struct BoundArgs {
+    /// Fail (exit 3) when the median latency exceeds this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    max_p50_ms: Option<f64>,
+    /// Fail (exit 3) when the 90th percentile exceeds this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    max_p90_ms: Option<f64>,
+    /// Fail (exit 3) when the 95th percentile exceeds this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    max_p95_ms: Option<f64>,
+    /// Fail (exit 3) when the 99th percentile exceeds this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    max_p99_ms: Option<f64>,
+    /// Fail (exit 3) when the 99.9th percentile exceeds this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    max_p999_ms: Option<f64>,
+    /// Fail (exit 3) when more than this share of requests fail (0 to 1).
+    #[arg(long, value_name = "SHARE")]
+    max_error_rate: Option<f64>,
+    /// Fail (exit 3) when fewer successful requests per second are measured.
+    #[arg(long, value_name = "REQ_PER_S")]
+    min_throughput: Option<f64>,
+}
+
+impl BoundArgs {
+    /// The bounds, each checked to be a number that can be met.
+    fn thresholds(&self) -> Result<Thresholds> {
+        let positive = |v: f64, flag: &str| -> Result<f64> {
+            match v.is_finite() && v >= 0.0 {
+                true => Ok(v),
+                false => bail!("{flag} must be a non-negative number, not {v}"),
+            }
+        };
+        let mut max_latency_ms = vec![];
+        for (value, p, flag) in [
+            (self.max_p50_ms, Percentile::P50, "--max-p50-ms"),
+            (self.max_p90_ms, Percentile::P90, "--max-p90-ms"),
+            (self.max_p95_ms, Percentile::P95, "--max-p95-ms"),
+            (self.max_p99_ms, Percentile::P99, "--max-p99-ms"),
+            (self.max_p999_ms, Percentile::P999, "--max-p999-ms"),
+        ] {
+            if let Some(v) = value {
+                max_latency_ms.push((p, positive(v, flag)?));
+            }
+        }
+        let max_error_rate = match self.max_error_rate {
+            Some(v) if !(0.0..=1.0).contains(&v) => {
+                bail!("--max-error-rate is a share between 0 and 1, not {v}")
+            }
+            v => v,
+        };
+        Ok(Thresholds {
+            max_latency_ms,
+            max_error_rate,
+            min_throughput: self
+                .min_throughput
+                .map(|v| positive(v, "--min-throughput"))
+                .transpose()?,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -334,6 +402,7 @@ fn write_outputs(a: &TestArgs, title: &str, reports: &[Report]) -> Result<()> {
 }
 
 async fn load_test(a: TestArgs) -> Result<ExitCode> {
+    let thresholds = a.bounds.thresholds()?;
     let loads = loads(&a)?;
     let options = run_options(&a)?;
     let default_url = match a.protocol {
@@ -363,6 +432,16 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
             "error: {mismatched} bad requests were answered with another status than the one they are owed"
         );
         return Ok(ExitCode::FAILURE);
+    }
+    let missed: Vec<_> = reports.iter().flat_map(|r| thresholds.missed(r)).collect();
+    for m in &missed {
+        eprintln!("threshold missed: {m}");
+    }
+    if !missed.is_empty() {
+        return Ok(ExitCode::from(rir_loadtest::thresholds::MISSED));
+    }
+    if !thresholds.is_empty() {
+        println!("\nall thresholds met");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,7 @@ use crate::recorder::Recorder;
 use rir_client::balance::{ReplicaCount, replica_table};
 
 /// Latency summary of the successful requests, milliseconds.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Latency {
     /// Fastest.
     pub min: f64,
@@ -35,7 +35,7 @@ pub struct Latency {
 }
 
 /// What one run (one load level) measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// `concurrency N` or `rate R/s constant|poisson`.
     pub load: String,

@@ -602,97 +602,116 @@ async fn rest_failures_are_reported_under_the_grpc_code_of_their_http_status() {
 }
 
 #[test]
-fn bench_subcommands_run_end_to_end_in_short_form() {
-    // The four benchmarks as a user starts them (forwarded to rir-bench),
-    // each cut to a second or two: exit 0 and the table's heading. Their
-    // figures are benchmarks (docs/benchmarks.md), not assertions.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let models = root.join("models").display().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("soak.json").display().to_string();
-    let perf = root.join("scripts/perf-analyzer.sh").display().to_string();
-    let runs: [(&[&str], &str); 4] = [
-        (
-            &[
-                "bench", "ceiling", "-c", "1", "-d", "0.5", "--warmup", "0.1", "-q",
-            ],
-            "rir-loadtest ceiling: ModelInfer batch 1",
-        ),
-        (
-            &[
-                "bench",
-                "server",
-                "--models",
-                &models,
-                "-c",
-                "1",
-                "-d",
-                "0.3",
-                "--warmup",
-                "0.1",
-                "--soak",
-                "0",
-                "--threads",
-                "1",
-                "-q",
-            ],
-            "latency added (median of the per-round differences)",
-        ),
-        (
-            &[
-                "bench",
-                "soak",
-                "--models",
-                &models,
-                "-d",
-                "2",
-                "--interval",
-                "1",
-                "-w",
-                "0.3",
-                "--capacity-duration",
-                "0.5",
-                "--capacity-concurrency",
-                "2",
-                "--max-p99-change",
-                "100000",
-                "--max-rss-growth",
-                "1000",
-                "--json",
-                &json,
-                "-q",
-            ],
-            "soak: rir-fashion-mnist on rir-serve",
-        ),
-        (
-            &[
-                "bench",
-                "compare",
-                "--models",
-                &models,
-                "-c",
-                "1",
-                "--window-ms",
-                "500",
-                "--perf-analyzer",
-                &perf,
-                "-q",
-            ],
-            "rir-loadtest vs perf_analyzer on one rir-serve",
-        ),
-    ];
-    for (args, heading) in runs {
-        let out = cli(args);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(stdout.contains(heading), "{args:?}:\n{stdout}");
+fn bench_forwards_its_arguments_to_rir_bench_beside_it_and_exits_as_it_does() {
+    // `rir-loadtest bench ARGS` runs the rir-bench installed beside it. A
+    // stand-in rir-bench beside a link of this binary records what it got and
+    // exits 7; the benchmarks themselves are rir-bench's tests.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let me = dir.path().join("rir-loadtest");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_rir-loadtest"), &me).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_rir-loadtest"), &me).unwrap();
     }
-    let soak: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert!(soak.get("verdict").is_some(), "{soak}");
+    let got = dir.path().join("got");
+    let stand_in = dir.path().join("rir-bench");
+    std::fs::write(
+        &stand_in,
+        format!(
+            "#!/bin/sh\nprintf '%s|' \"$@\" > '{}'\nexit 7\n",
+            got.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&me)
+        .args(["bench", "soak", "--models", "a dir", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap(),
+        "soak|--models|a dir|-q|"
+    );
+
+    // Without one beside it nor on PATH: exit 1 and how to build it.
+    std::fs::remove_file(&stand_in).unwrap();
+    let out = std::process::Command::new(&me)
+        .args(["bench", "soak"])
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cargo build -p rir-bench"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thresholds_fail_the_run_with_status_3_naming_each_bound_missed() {
+    // A stub answering in 2 ms and failing every tenth request.
+    let stub = StubServer::start(Script {
+        delay: Some(Arc::new(|_| Duration::from_millis(2))),
+        error: Some(Arc::new(|n| {
+            (n % 10 == 9).then_some(tonic::Code::Unavailable)
+        })),
+        ..Script::instant("stub")
+    })
+    .await
+    .unwrap();
+    let url = stub.url.clone();
+    let runs = tokio::task::spawn_blocking(move || {
+        let base = [
+            "-u", &url, "-m", "stub", "-c", "2", "-w", "0", "-n", "200", "-q",
+        ];
+        let with = |extra: &[&str]| cli(&[&base[..], extra].concat());
+        (
+            // Bounds it meets: p99 under a second, 20 % errors allowed.
+            with(&[
+                "--max-p99-ms",
+                "1000",
+                "--max-error-rate",
+                "0.2",
+                "--min-throughput",
+                "1",
+            ]),
+            // p50 under 1 ms and at most 1 % errors: both missed.
+            with(&["--max-p50-ms", "1", "--max-error-rate", "0.01"]),
+            // A throughput no 2 ms server at concurrency 2 reaches.
+            with(&["--min-throughput", "100000"]),
+            with(&["--max-error-rate", "2"]),
+        )
+    })
+    .await
+    .unwrap();
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(runs.0.status.code(), Some(0), "{}", err(&runs.0));
+    assert!(String::from_utf8_lossy(&runs.0.stdout).contains("all thresholds met"));
+    assert_eq!(runs.1.status.code(), Some(3), "{}", err(&runs.1));
+    let missed: Vec<String> = err(&runs.1)
+        .lines()
+        .filter(|l| l.starts_with("threshold missed: "))
+        .map(String::from)
+        .collect();
+    assert_eq!(missed.len(), 2, "{missed:?}");
+    assert!(
+        missed[0].contains("concurrency 2: p50 ") && missed[0].ends_with("missed --max-p50-ms 1"),
+        "{missed:?}"
+    );
+    assert!(
+        missed[1].contains("error rate 0.1000 (20 of 200) missed --max-error-rate 0.01"),
+        "{missed:?}"
+    );
+    assert_eq!(runs.2.status.code(), Some(3));
+    assert!(
+        err(&runs.2).contains("missed --min-throughput 100000"),
+        "{}",
+        err(&runs.2)
+    );
+    // A bound that is not a share: bad use, status 1 and the reason.
+    assert_eq!(runs.3.status.code(), Some(1));
+    assert!(
+        err(&runs.3).contains("--max-error-rate is a share between 0 and 1"),
+        "{}",
+        err(&runs.3)
+    );
+    stub.shutdown().await;
 }
