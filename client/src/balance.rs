@@ -170,7 +170,7 @@ impl<C> Replicas<C> {
 }
 
 /// What one replica did, as counted by a [`Tally`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ReplicaCount {
     /// The replica's address.
     pub address: String,

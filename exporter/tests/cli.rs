@@ -1,6 +1,6 @@
 //! `rir-export` as a user runs it: exit codes, messages, files left behind.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! The folded export computes what the literal network computes, in ONNX
 //! Runtime and in tract, and is a valid, standard ONNX file.
 
-mod common;
+use crate::common;
 
 use common::{micro, pixels, python_with_onnx, write_random};
 use rir_arch::{ModelSpec, Projection, Shortcut, Variant};

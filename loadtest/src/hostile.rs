@@ -273,7 +273,7 @@ impl Mix {
 }
 
 /// What the server answered to one class of bad request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct HostileCount {
     /// The status it is owed.
     pub expected: String,

@@ -23,6 +23,8 @@
 //!   status it is owed.
 //! - [`thresholds`]: bounds a report must meet (latency percentiles, error
 //!   rate, throughput), for CI.
+//! - [`merge`]: the reports of several generator hosts made into one, by
+//!   adding their histograms.
 //! - [`report`]: the figures of a run, as a table, JSON and CSV; [`plot`]:
 //!   latency against throughput for a sweep.
 //! - [`recorder`]: latencies and errors of one measurement window.
@@ -35,6 +37,7 @@ pub mod error;
 pub mod hostile;
 mod live;
 pub mod load;
+pub mod merge;
 pub mod plot;
 mod progress;
 pub mod recorder;

@@ -64,6 +64,25 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Merge the --json reports of runs made at the same time from several
+    /// hosts into one report: latency histograms are added (not percentiles
+    /// averaged), counts and throughputs summed; the thresholds apply to it.
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The --json files of the runs, one per generator (at least two).
+    #[arg(required = true, num_args = 2..)]
+    reports: Vec<PathBuf>,
+    /// Write the merged reports as JSON (which merges again).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the merged reports as CSV.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    #[command(flatten)]
+    bounds: BoundArgs,
 }
 
 #[derive(Args)]
@@ -255,9 +274,51 @@ fn main() -> ExitCode {
         let cli = Cli::parse();
         match cli.bench {
             Some(Command::Bench { args }) => bench(&args),
+            Some(Command::Merge(args)) => merge(&args),
             None => rir_process::block_on(load_test(cli.test))?,
         }
     })
+}
+
+/// `rir-loadtest merge`: reads each run's reports, merges them level by
+/// level, prints and writes the result and judges it.
+fn merge(a: &MergeArgs) -> Result<ExitCode> {
+    let thresholds = a.bounds.thresholds()?;
+    let runs = a
+        .reports
+        .iter()
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str::<Vec<Report>>(&text).with_context(|| {
+                format!(
+                    "{}: not the JSON reports of rir-loadtest --json",
+                    p.display()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let merged = rir_loadtest::merge::merge(&runs)?;
+    println!("{} generators merged\n", runs.len());
+    print!("{}", table(&merged));
+    write_outputs(a.json.as_deref(), a.csv.as_deref(), &merged)?;
+    Ok(judge(&thresholds, &merged))
+}
+
+/// Prints each bound `reports` missed and returns the exit status: 3 when
+/// any was missed, else 0 (with `all thresholds met` when there were some).
+fn judge(thresholds: &Thresholds, reports: &[Report]) -> ExitCode {
+    let missed: Vec<_> = reports.iter().flat_map(|r| thresholds.missed(r)).collect();
+    for m in &missed {
+        eprintln!("threshold missed: {m}");
+    }
+    if !missed.is_empty() {
+        return ExitCode::from(rir_loadtest::thresholds::MISSED);
+    }
+    if !thresholds.is_empty() {
+        println!("\nall thresholds met");
+    }
+    ExitCode::SUCCESS
 }
 
 /// Runs `rir-bench` beside this executable (else on PATH) with `args`, and
@@ -384,19 +445,16 @@ async fn workload(a: &TestArgs, targets: &[Target]) -> Result<Workload> {
     })
 }
 
-/// Writes the reports where `--json`, `--csv` and `--plot` ask.
-fn write_outputs(a: &TestArgs, title: &str, reports: &[Report]) -> Result<()> {
+/// Writes the reports where `--json` and `--csv` ask.
+fn write_outputs(json: Option<&Path>, csv_path: Option<&Path>, reports: &[Report]) -> Result<()> {
     let write = |p: &Path, text: String| {
         std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
     };
-    if let Some(p) = &a.json {
+    if let Some(p) = json {
         write(p, serde_json::to_string_pretty(reports)?)?;
     }
-    if let Some(p) = &a.csv {
+    if let Some(p) = csv_path {
         write(p, csv(reports))?;
-    }
-    if let Some(p) = &a.plot {
-        rir_loadtest::plot::sweep(p, title, reports)?;
     }
     Ok(())
 }
@@ -425,7 +483,10 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
     }
     println!("{}\n", workload.description);
     print!("{}", table(&reports));
-    write_outputs(&a, &workload.description, &reports)?;
+    write_outputs(a.json.as_deref(), a.csv.as_deref(), &reports)?;
+    if let Some(p) = &a.plot {
+        rir_loadtest::plot::sweep(p, &workload.description, &reports)?;
+    }
     let mismatched: u64 = reports.iter().map(Report::bad_mismatched).sum();
     if mismatched > 0 {
         eprintln!(
@@ -433,15 +494,5 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
-    let missed: Vec<_> = reports.iter().flat_map(|r| thresholds.missed(r)).collect();
-    for m in &missed {
-        eprintln!("threshold missed: {m}");
-    }
-    if !missed.is_empty() {
-        return Ok(ExitCode::from(rir_loadtest::thresholds::MISSED));
-    }
-    if !thresholds.is_empty() {
-        println!("\nall thresholds met");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(judge(&thresholds, &reports))
 }

@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 
 use crate::hostile::HostileCount;
 use crate::workload::Sent;
@@ -17,6 +20,33 @@ use rir_client::error::code_name;
 /// Highest latency the histogram holds, microseconds (one hour); longer
 /// ones are clamped to it.
 const MAX_MICROS: u64 = 3_600_000_000;
+
+/// A latency histogram as text: HdrHistogram's V2 encoding, compressed,
+/// in base64 (the form of HdrHistogram's log files, so other HDR tools read
+/// it too).
+pub fn histogram_text(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    match V2DeflateSerializer::new().serialize(h, &mut bytes) {
+        Ok(_) => STANDARD.encode(bytes),
+        // Writing to memory cannot fail; an empty text reads back as "no histogram".
+        Err(_) => String::new(),
+    }
+}
+
+/// Reads a histogram written by [`histogram_text`], with the recorder's
+/// bounds so that it adds to any other.
+pub fn histogram_from_text(text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    let read: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("not an HDR histogram: {e:?}"))?;
+    let mut h = Recorder::new().latency;
+    h.add(&read)
+        .map_err(|e| format!("outside the recorder's bounds: {e:?}"))?;
+    Ok(h)
+}
 
 /// One window's record.
 #[derive(Clone)]

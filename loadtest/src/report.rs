@@ -4,15 +4,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use crate::hostile::HostileCount;
 use crate::load::Load;
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, histogram_text};
 use rir_client::balance::{ReplicaCount, replica_table};
 
 /// Latency summary of the successful requests, milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
     /// Fastest.
     pub min: f64,
@@ -35,7 +36,8 @@ pub struct Latency {
 }
 
 /// What one run (one load level) measured.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Report {
     /// `concurrency N` or `rate R/s constant|poisson`.
     pub load: String,
@@ -82,6 +84,32 @@ pub struct Report {
     /// An interval's start, seconds from the start of the measurement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_s: Option<f64>,
+    /// Made by `rir-loadtest merge`: how many generators' reports it adds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generators: Option<usize>,
+    /// The latency histogram itself (microseconds, HDR V2 deflate, base64),
+    /// so that reports from several hosts can be merged exactly.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub histogram: String,
+}
+
+impl Latency {
+    /// The summary of a histogram of microseconds (zeros when it is empty).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let q = |p: f64| ms(h.value_at_quantile(p));
+        let any = !h.is_empty();
+        Latency {
+            min: if any { ms(h.min()) } else { 0.0 },
+            avg: h.mean() / 1000.0,
+            stddev: h.stdev() / 1000.0,
+            p50: q(0.50),
+            p90: q(0.90),
+            p95: q(0.95),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: if any { ms(h.max()) } else { 0.0 },
+        }
+    }
 }
 
 fn ms(us: u64) -> f64 {
@@ -99,8 +127,6 @@ impl Report {
         stable: Option<bool>,
         windows: usize,
     ) -> Self {
-        let h = &record.latency;
-        let q = |p: f64| ms(h.value_at_quantile(p));
         let ok = record.ok();
         let rps = if seconds > 0.0 {
             ok as f64 / seconds
@@ -125,17 +151,7 @@ impl Report {
             error_messages: record.messages.clone(),
             requests_per_s: rps,
             inferences_per_s: rps * batch as f64,
-            latency_ms: Latency {
-                min: if ok > 0 { ms(h.min()) } else { 0.0 },
-                avg: h.mean() / 1000.0,
-                stddev: h.stdev() / 1000.0,
-                p50: q(0.50),
-                p90: q(0.90),
-                p95: q(0.95),
-                p99: q(0.99),
-                p999: q(0.999),
-                max: if ok > 0 { ms(h.max()) } else { 0.0 },
-            },
+            latency_ms: Latency::of(&record.latency),
             late_sends,
             stable,
             windows,
@@ -144,6 +160,8 @@ impl Report {
             bad_requests: record.hostile.clone(),
             intervals: vec![],
             start_s: None,
+            generators: None,
+            histogram: histogram_text(&record.latency),
         }
     }
 

@@ -715,3 +715,78 @@ async fn thresholds_fail_the_run_with_status_3_naming_each_bound_missed() {
     );
     stub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_adds_the_histograms_of_two_generators_run_at_once() {
+    // Two generator processes against one rir-serve at the same time, then
+    // `merge`: counts add up, and the merged figures are those of the union
+    // of the two runs' latencies (bounds any union obeys, and the mean
+    // weighted by hand), not averages of their percentiles.
+    let s = TestServer::start(None, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    let (url, a, b) = (s.url.clone(), p("a.json"), p("b.json"));
+    let runs = [(a.clone(), "1", "300"), (b.clone(), "2", "200")].map(|(json, c, n)| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            cli(&[
+                "-u", &url, "-m", "gray", "-c", c, "-w", "0.2", "-n", n, "-q", "--json", &json,
+            ])
+        })
+    });
+    for run in runs {
+        let o = run.await.unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
+    };
+    let merged = p("m.json");
+    let out = cli(&["merge", &a, &b, "--json", &merged, "--max-error-rate", "0"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 generators merged"), "{stdout}");
+    assert!(stdout.contains("concurrency 3"), "{stdout}");
+    assert!(stdout.contains("all thresholds met"), "{stdout}");
+    let (ra, rb, m) = (&read(&a)[0], &read(&b)[0], &read(&merged)[0]);
+    let f = |r: &serde_json::Value, k: &str| r["latency_ms"][k].as_f64().unwrap();
+    assert_eq!(m["requests"], 500);
+    assert_eq!(m["ok"], 500);
+    assert_eq!(m["generators"], 2);
+    assert_eq!(f(m, "min"), f(ra, "min").min(f(rb, "min")));
+    assert_eq!(f(m, "max"), f(ra, "max").max(f(rb, "max")));
+    for k in ["p50", "p90", "p99"] {
+        let (lo, hi) = (f(ra, k).min(f(rb, k)), f(ra, k).max(f(rb, k)));
+        assert!(
+            (lo..=hi).contains(&f(m, k)),
+            "{k}: {} not in {lo}..={hi}",
+            f(m, k)
+        );
+    }
+    let weighted = (300.0 * f(ra, "avg") + 200.0 * f(rb, "avg")) / 500.0;
+    assert!((f(m, "avg") - weighted).abs() <= weighted * 1e-6, "{m}");
+    let rps = ra["requests_per_s"].as_f64().unwrap() + rb["requests_per_s"].as_f64().unwrap();
+    assert!((m["requests_per_s"].as_f64().unwrap() - rps).abs() < 1e-6);
+
+    // A bound the merged run misses: status 3; a single file: bad use (2);
+    // runs of another batch: status 1 naming what differs.
+    let out = cli(&["merge", &a, &b, "--max-p50-ms", "0.000001"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("threshold missed"));
+    assert_eq!(cli(&["merge", &a]).status.code(), Some(2));
+    let mut other = read(&b);
+    other[0]["batch"] = 4.into();
+    std::fs::write(p("c.json"), other.to_string()).unwrap();
+    let out = cli(&["merge", &a, &p("c.json")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("run 2 has batch 4, run 1 has 1"),
+        "{stderr}"
+    );
+    s.shutdown().await.unwrap();
+}

@@ -1,7 +1,7 @@
 //! The one-convolution unit computes exactly what the four-convolution form
 //! and the textbook formulations compute.
 
-mod common;
+use crate::common;
 
 use common::{input, max_diff, micro, random_net};
 use rir_arch::{Projection, Shortcut, Variant};

@@ -1,7 +1,7 @@
 //! Parameter counts of the built networks agree with the spec's arithmetic
 //! and with the paper's published size.
 
-mod common;
+use crate::common;
 
 use rir_arch::preset::PRESETS;
 use rir_arch::{InputSpec, Variant, preset};

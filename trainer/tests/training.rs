@@ -1,6 +1,6 @@
 //! Training behaviour: learning, checkpoints, exact resume.
 
-mod common;
+use crate::common;
 
 use rir_arch::Variant;
 use rir_checkpoint::Checkpoint;

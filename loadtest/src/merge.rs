@@ -1,0 +1,290 @@
+//! Reports of several generator hosts made into one, for loads that one
+//! machine cannot generate. Their latency histograms are added, never their
+//! percentiles averaged (the p99 of two runs is not the mean of their p99s),
+//! and their counts and throughputs summed: the generators ran at the same
+//! time against the same server.
+
+use std::collections::BTreeMap;
+
+use rir_client::balance::ReplicaCount;
+
+use crate::hostile::HostileCount;
+use crate::recorder::{Recorder, histogram_from_text};
+use crate::report::{Latency, Report};
+
+/// Why reports cannot be merged.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// Fewer than two runs to merge.
+    #[error("merge needs the reports of at least two runs, got {0}")]
+    TooFew(usize),
+    /// The runs measured different numbers of load levels.
+    #[error("run {run} has {got} load levels, run 1 has {want}: merge the runs of one sweep")]
+    Levels {
+        /// The run (1-based) that differs.
+        run: usize,
+        /// Its levels.
+        got: usize,
+        /// The first run's levels.
+        want: usize,
+    },
+    /// Two runs differ in something that must be the same to add them.
+    #[error("level {level}: run {run} has {what} {got}, run 1 has {want}")]
+    Mismatch {
+        /// The load level (1-based).
+        level: usize,
+        /// The run (1-based).
+        run: usize,
+        /// What differs (`loop`, `batch`).
+        what: &'static str,
+        /// Its value in that run.
+        got: String,
+        /// Its value in the first run.
+        want: String,
+    },
+    /// A report without the histogram (written by an older rir-loadtest),
+    /// or with one that does not read.
+    #[error("level {level} of run {run}: {reason}")]
+    Histogram {
+        /// The load level (1-based).
+        level: usize,
+        /// The run (1-based).
+        run: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Merges `runs` (each the reports of one generator, one per load level,
+/// as `--json` writes them) level by level.
+pub fn merge(runs: &[Vec<Report>]) -> Result<Vec<Report>, MergeError> {
+    let first = match runs {
+        [first, _, ..] => first,
+        _ => return Err(MergeError::TooFew(runs.len())),
+    };
+    for (i, run) in runs.iter().enumerate() {
+        if run.len() != first.len() {
+            return Err(MergeError::Levels {
+                run: i + 1,
+                got: run.len(),
+                want: first.len(),
+            });
+        }
+    }
+    (0..first.len())
+        .map(|level| {
+            let parts: Vec<&Report> = runs.iter().map(|run| &run[level]).collect();
+            merge_level(level + 1, &parts)
+        })
+        .collect()
+}
+
+/// The loop a report ran.
+fn loop_of(r: &Report) -> &'static str {
+    match r.rate {
+        Some(_) => "open",
+        None => "closed",
+    }
+}
+
+/// Checks that `parts` can be added: the same loop and batch.
+fn check_alike(level: usize, parts: &[&Report]) -> Result<(), MergeError> {
+    let first = parts[0];
+    for (i, r) in parts.iter().enumerate().skip(1) {
+        let mismatch = |what, got: String, want: String| MergeError::Mismatch {
+            level,
+            run: i + 1,
+            what,
+            got,
+            want,
+        };
+        if loop_of(r) != loop_of(first) {
+            return Err(mismatch("loop", loop_of(r).into(), loop_of(first).into()));
+        }
+        if r.batch != first.batch {
+            return Err(mismatch(
+                "batch",
+                r.batch.to_string(),
+                first.batch.to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The label of the merged load: the summed concurrency or rate, and the
+/// arrivals of an open loop.
+fn merged_label(parts: &[&Report], concurrency: Option<usize>, rate: Option<f64>) -> String {
+    match (concurrency, rate) {
+        (_, Some(rate)) => {
+            let arrivals = parts[0].load.rsplit(' ').next().unwrap_or_default();
+            format!("rate {rate:.0}/s {arrivals}")
+        }
+        (Some(c), None) => format!("concurrency {c}"),
+        (None, None) => parts[0].load.clone(),
+    }
+}
+
+fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
+    check_alike(level, parts)?;
+    let mut record = Recorder::new();
+    for (i, r) in parts.iter().enumerate() {
+        let read = match r.histogram.is_empty() {
+            true => Err("no histogram: write it with this rir-loadtest's --json".to_string()),
+            false => histogram_from_text(&r.histogram),
+        };
+        let histogram = read.map_err(|reason| MergeError::Histogram {
+            level,
+            run: i + 1,
+            reason,
+        })?;
+        if histogram.len() != r.ok {
+            return Err(MergeError::Histogram {
+                level,
+                run: i + 1,
+                reason: format!(
+                    "it holds {} latencies for {} successes",
+                    histogram.len(),
+                    r.ok
+                ),
+            });
+        }
+        record
+            .latency
+            .add(&histogram)
+            .map_err(|e| MergeError::Histogram {
+                level,
+                run: i + 1,
+                reason: format!("{e:?}"),
+            })?;
+    }
+    let sum = |f: fn(&Report) -> u64| parts.iter().map(|r| f(r)).sum::<u64>();
+    let concurrency = parts.iter().map(|r| r.concurrency).sum::<Option<usize>>();
+    let rate = parts.iter().map(|r| r.rate).sum::<Option<f64>>();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut error_messages: BTreeMap<String, String> = BTreeMap::new();
+    let mut bad_requests: BTreeMap<String, HostileCount> = BTreeMap::new();
+    let mut replicas: BTreeMap<String, ReplicaCount> = BTreeMap::new();
+    for r in parts {
+        for (k, v) in &r.errors {
+            *errors.entry(k.clone()).or_default() += v;
+        }
+        for (k, m) in &r.error_messages {
+            error_messages.entry(k.clone()).or_insert_with(|| m.clone());
+        }
+        for (k, c) in &r.bad_requests {
+            bad_requests.entry(k.clone()).or_default().merge(c);
+        }
+        for c in &r.replicas {
+            let m = replicas.entry(c.address.clone()).or_default();
+            m.address.clone_from(&c.address);
+            m.ok += c.ok;
+            m.failed += c.failed;
+            m.retried_elsewhere += c.retried_elsewhere;
+        }
+    }
+    let requests_per_s: f64 = parts.iter().map(|r| r.requests_per_s).sum();
+    let stable = parts
+        .iter()
+        .map(|r| r.stable)
+        .reduce(|a, b| match (a, b) {
+            (Some(a), Some(b)) => Some(a && b),
+            (a, b) => a.or(b),
+        })
+        .flatten();
+    Ok(Report {
+        load: merged_label(parts, concurrency, rate),
+        concurrency,
+        rate,
+        batch: parts[0].batch,
+        seconds: parts.iter().map(|r| r.seconds).fold(0.0, f64::max),
+        requests: sum(|r| r.requests),
+        ok: sum(|r| r.ok),
+        errors,
+        error_messages,
+        requests_per_s,
+        inferences_per_s: requests_per_s * parts[0].batch as f64,
+        latency_ms: Latency::of(&record.latency),
+        late_sends: sum(|r| r.late_sends),
+        stable,
+        windows: parts.iter().map(|r| r.windows).max().unwrap_or(1),
+        retried: sum(|r| r.retried),
+        replicas: replicas.into_values().collect(),
+        bad_requests,
+        intervals: vec![],
+        start_s: None,
+        generators: Some(parts.iter().map(|r| r.generators.unwrap_or(1)).sum()),
+        histogram: crate::recorder::histogram_text(&record.latency),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::Load;
+
+    /// The report of `n` successes of `micros` each at concurrency `c`,
+    /// through JSON as `--json` writes and `merge` reads it.
+    fn run(c: usize, latencies: &[(u64, u64)], seconds: f64) -> Report {
+        let mut record = Recorder::new();
+        for &(micros, n) in latencies {
+            record.latency.record_n(micros, n).unwrap();
+        }
+        let r = Report::new(
+            &Load::Closed { concurrency: c },
+            1,
+            seconds,
+            &record,
+            0,
+            None,
+            1,
+        );
+        serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn histograms_add_where_percentiles_would_average_wrong() {
+        // 900 requests at 1 ms on one host, 100 at 20 ms on another: the
+        // merged p50 is 1 ms and p95 20 ms (by hand: ranks 500 and 950 of
+        // 1,000), where averaging each host's figures gives 10.5 and 10.5.
+        let a = run(4, &[(1_000, 900)], 10.0);
+        let b = run(2, &[(20_000, 100)], 9.0);
+        let m = merge(&[vec![a.clone()], vec![b.clone()]])
+            .unwrap()
+            .remove(0);
+        let near = |got: f64, want: f64| (got - want).abs() <= want * 1e-3;
+        assert!(near(m.latency_ms.p50, 1.0), "{:?}", m.latency_ms);
+        assert!(near(m.latency_ms.p95, 20.0), "{:?}", m.latency_ms);
+        assert!(near(m.latency_ms.min, 1.0) && near(m.latency_ms.max, 20.0));
+        // Mean by hand: (900 x 1 + 100 x 20) / 1,000 = 2.9 ms.
+        assert!(near(m.latency_ms.avg, 2.9), "{:?}", m.latency_ms);
+        assert_eq!((m.requests, m.ok, m.concurrency), (1_000, 1_000, Some(6)));
+        assert_eq!(m.load, "concurrency 6");
+        assert!(near(m.requests_per_s, 90.0 + 100.0 / 9.0));
+        assert_eq!((m.seconds, m.generators), (10.0, Some(2)));
+        // A merged report merges again, counting the generators inside it.
+        let again = merge(&[vec![m], vec![a]]).unwrap().remove(0);
+        assert_eq!((again.ok, again.generators), (1_900, Some(3)));
+    }
+
+    #[test]
+    fn runs_that_cannot_be_added_are_refused_with_the_reason() {
+        let a = run(1, &[(1_000, 10)], 1.0);
+        let mut open = a.clone();
+        open.rate = Some(100.0);
+        let mut no_histogram = a.clone();
+        no_histogram.histogram.clear();
+        let mut spoiled = a.clone();
+        spoiled.ok = 11;
+        let one = |r: &Report| vec![r.clone()];
+        let err = |runs: &[Vec<Report>]| merge(runs).unwrap_err().to_string();
+        assert!(err(&[one(&a)]).contains("at least two runs"));
+        assert!(err(&[one(&a), vec![a.clone(), a.clone()]]).contains("run 2 has 2 load levels"));
+        assert!(err(&[one(&a), one(&open)]).contains("run 2 has loop open, run 1 has closed"));
+        assert!(err(&[one(&a), one(&no_histogram)]).contains("no histogram"));
+        assert!(err(&[one(&a), one(&spoiled)]).contains("10 latencies for 11 successes"));
+        let mut garbage = a.clone();
+        garbage.histogram = "not a histogram".into();
+        assert!(err(&[one(&a), one(&garbage)]).contains("not base64"));
+    }
+}
