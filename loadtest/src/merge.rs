@@ -6,9 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use rir_client::balance::ReplicaCount;
+use rir_client::balance::{ReplicaCount, Tally};
 
-use crate::hostile::HostileCount;
 use crate::recorder::{Recorder, histogram_from_text};
 use crate::report::{Latency, Report};
 
@@ -149,32 +148,20 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
                 ),
             });
         }
-        record
-            .latency
-            .add(&histogram)
-            .map_err(|e| MergeError::Histogram {
-                level,
-                run: i + 1,
-                reason: format!("{e:?}"),
-            })?;
+        // The same addition as a run's windows get, on what the report kept.
+        record.merge(&Recorder {
+            latency: histogram,
+            errors: r.errors.clone(),
+            messages: r.error_messages.clone(),
+            replicas: Tally::default(),
+            hostile: r.bad_requests.clone(),
+        });
     }
     let sum = |f: fn(&Report) -> u64| parts.iter().map(|r| f(r)).sum::<u64>();
     let concurrency = parts.iter().map(|r| r.concurrency).sum::<Option<usize>>();
     let rate = parts.iter().map(|r| r.rate).sum::<Option<f64>>();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut error_messages: BTreeMap<String, String> = BTreeMap::new();
-    let mut bad_requests: BTreeMap<String, HostileCount> = BTreeMap::new();
     let mut replicas: BTreeMap<String, ReplicaCount> = BTreeMap::new();
     for r in parts {
-        for (k, v) in &r.errors {
-            *errors.entry(k.clone()).or_default() += v;
-        }
-        for (k, m) in &r.error_messages {
-            error_messages.entry(k.clone()).or_insert_with(|| m.clone());
-        }
-        for (k, c) in &r.bad_requests {
-            bad_requests.entry(k.clone()).or_default().merge(c);
-        }
         for c in &r.replicas {
             let m = replicas.entry(c.address.clone()).or_default();
             m.address.clone_from(&c.address);
@@ -200,8 +187,8 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
         seconds: parts.iter().map(|r| r.seconds).fold(0.0, f64::max),
         requests: sum(|r| r.requests),
         ok: sum(|r| r.ok),
-        errors,
-        error_messages,
+        errors: record.errors,
+        error_messages: record.messages,
         requests_per_s,
         inferences_per_s: requests_per_s * parts[0].batch as f64,
         latency_ms: Latency::of(&record.latency),
@@ -210,7 +197,7 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
         windows: parts.iter().map(|r| r.windows).max().unwrap_or(1),
         retried: sum(|r| r.retried),
         replicas: replicas.into_values().collect(),
-        bad_requests,
+        bad_requests: record.hostile,
         intervals: vec![],
         start_s: None,
         generators: Some(parts.iter().map(|r| r.generators.unwrap_or(1)).sum()),
