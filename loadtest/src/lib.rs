@@ -21,6 +21,8 @@
 //!   random tensors, raw tensor files or images, and the probe request;
 //!   [`hostile`]: the classes of bad request mixed into a run, each with the
 //!   status it is owed.
+//! - [`search`]: the highest load whose latency percentile stays under a
+//!   bound, by doubling then halving.
 //! - [`thresholds`]: bounds a report must meet (latency percentiles, error
 //!   rate, throughput), for CI.
 //! - [`merge`]: the reports of several generator hosts made into one, by
@@ -43,6 +45,7 @@ mod progress;
 pub mod recorder;
 pub mod report;
 pub mod run;
+pub mod search;
 pub mod thresholds;
 pub mod workload;
 

@@ -15,6 +15,7 @@ use rir_client::http::HttpClient;
 use rir_loadtest::load::{Arrivals, Load, RunOptions, Stability, Stop, concurrencies, seconds};
 use rir_loadtest::report::{Report, csv, table};
 use rir_loadtest::run::run;
+use rir_loadtest::search::{Goal, Search};
 use rir_loadtest::thresholds::{Percentile, Thresholds};
 use rir_loadtest::workload::{Api, InputData, InputShape, Workload, WorkloadOptions};
 
@@ -128,9 +129,28 @@ struct TestArgs {
     /// Closed loop: requests in flight. A list (1,4,16) or a doubling range (1..64) runs a sweep.
     #[arg(short = 'c', long, default_value = "1", conflicts_with = "rate")]
     concurrency: String,
-    /// Open loop: requests per second.
+    /// Open loop: requests per second (with --latency-threshold, the
+    /// search's step: it tries multiples of this rate).
     #[arg(short = 'r', long)]
     rate: Option<f64>,
+    /// Search for the highest load whose --percentile latency stays at most
+    /// this many milliseconds with no request failing: concurrency (or
+    /// multiples of --rate) doubles from one step until a level misses,
+    /// then the gap is halved down to one step. Prints every level tried
+    /// and the answer; exits 3 when not even the first level meets it.
+    #[arg(long, value_name = "MS", conflicts_with = "concurrency")]
+    latency_threshold: Option<f64>,
+    /// The percentile --latency-threshold bounds.
+    #[arg(long, value_enum, default_value_t = Percentile::P99, requires = "latency_threshold")]
+    percentile: Percentile,
+    /// The highest level the search tries (concurrency, or multiples of --rate).
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        default_value_t = 256,
+        requires = "latency_threshold"
+    )]
+    search_max: u64,
     /// Open loop: spacing of the requests.
     #[arg(long, value_enum, default_value_t = Arrivals::Constant, requires = "rate")]
     arrivals: Arrivals,
@@ -234,12 +254,6 @@ struct BoundArgs {
 impl BoundArgs {
     /// The bounds, each checked to be a number that can be met.
     fn thresholds(&self) -> Result<Thresholds> {
-        let positive = |v: f64, flag: &str| -> Result<f64> {
-            match v.is_finite() && v >= 0.0 {
-                true => Ok(v),
-                false => bail!("{flag} must be a non-negative number, not {v}"),
-            }
-        };
         let mut max_latency_ms = vec![];
         for (value, p, flag) in [
             (self.max_p50_ms, Percentile::P50, "--max-p50-ms"),
@@ -266,6 +280,14 @@ impl BoundArgs {
                 .map(|v| positive(v, "--min-throughput"))
                 .transpose()?,
         })
+    }
+}
+
+/// `v` when it is a finite number at least 0, else the error naming `flag`.
+fn positive(v: f64, flag: &str) -> Result<f64> {
+    match v.is_finite() && v >= 0.0 {
+        true => Ok(v),
+        false => bail!("{flag} must be a non-negative number, not {v}"),
     }
 }
 
@@ -477,10 +499,24 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
         let names = workload.replicas().join(", ");
         tracing::info!("{} replicas: {names}", targets.len());
     }
-    let mut reports: Vec<Report> = Vec::new();
-    for load in loads {
-        reports.push(run(workload.clone(), load, &options).await?.report);
-    }
+    let (reports, knee) = match a.latency_threshold {
+        Some(bound_ms) => {
+            let goal = Goal {
+                percentile: a.percentile,
+                bound_ms: positive(bound_ms, "--latency-threshold")?,
+                max_level: a.search_max,
+            };
+            let (reports, knee) = search(&a, &workload, &options, goal).await?;
+            (reports, Some((goal, knee)))
+        }
+        None => {
+            let mut reports: Vec<Report> = Vec::new();
+            for load in loads {
+                reports.push(run(workload.clone(), load, &options).await?.report);
+            }
+            (reports, None)
+        }
+    };
     println!("{}\n", workload.description);
     print!("{}", table(&reports));
     write_outputs(a.json.as_deref(), a.csv.as_deref(), &reports)?;
@@ -494,5 +530,79 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
-    Ok(judge(&thresholds, &reports))
+    match &knee {
+        None => Ok(judge(&thresholds, &reports)),
+        Some((goal, Some(i))) => {
+            let r = &reports[*i];
+            println!(
+                "\nhighest load with {p} at most {} ms: {} ({:.1} req/s, {p} {:.3} ms)",
+                goal.bound_ms,
+                r.load,
+                r.requests_per_s,
+                goal.percentile.of(&r.latency_ms),
+                p = goal.percentile.name(),
+            );
+            // The thresholds judge the answer, not the levels that missed.
+            Ok(judge(&thresholds, std::slice::from_ref(r)))
+        }
+        Some((goal, None)) => {
+            let r = &reports[0];
+            eprintln!(
+                "error: no load met {p} at most {} ms: {} had {p} {:.3} ms and {} failed",
+                goal.bound_ms,
+                r.load,
+                goal.percentile.of(&r.latency_ms),
+                r.failed(),
+                p = goal.percentile.name(),
+            );
+            Ok(ExitCode::from(rir_loadtest::thresholds::MISSED))
+        }
+    }
+}
+
+/// The load at search level `level`: that concurrency, or that multiple of
+/// the open loop's rate.
+fn level_load(a: &TestArgs, level: u64) -> Load {
+    match a.rate {
+        Some(step) => Load::Open {
+            rate: step * level as f64,
+            arrivals: a.arrivals,
+        },
+        None => Load::Closed {
+            concurrency: level as usize,
+        },
+    }
+}
+
+/// Runs the search for `goal`: the reports of the levels tried, lowest
+/// load first, and the index of the answer among them.
+async fn search(
+    a: &TestArgs,
+    workload: &Arc<Workload>,
+    options: &RunOptions,
+    goal: Goal,
+) -> Result<(Vec<Report>, Option<usize>)> {
+    let mut state = Search::default();
+    let mut tried: Vec<(u64, Report)> = Vec::new();
+    while let Some(level) = state.next(goal.max_level) {
+        let report = run(workload.clone(), level_load(a, level), options)
+            .await?
+            .report;
+        let met = goal.met(&report);
+        tracing::info!(
+            "search: {}: {} {:.3} ms, {} failed: {}",
+            report.load,
+            goal.percentile.name(),
+            goal.percentile.of(&report.latency_ms),
+            report.failed(),
+            if met { "met" } else { "missed" }
+        );
+        state.record(level, met);
+        tried.push((level, report));
+    }
+    tried.sort_by_key(|(level, _)| *level);
+    let knee = state
+        .best()
+        .and_then(|best| tried.iter().position(|(level, _)| *level == best));
+    Ok((tried.into_iter().map(|(_, r)| r).collect(), knee))
 }

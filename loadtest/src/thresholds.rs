@@ -12,17 +12,22 @@ use crate::report::{Latency, Report};
 pub const MISSED: u8 = 3;
 
 /// A latency figure a bound can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Percentile {
     /// The median.
+    #[value(name = "50")]
     P50,
     /// 90th.
+    #[value(name = "90")]
     P90,
     /// 95th.
+    #[value(name = "95")]
     P95,
     /// 99th.
+    #[value(name = "99")]
     P99,
     /// 99.9th.
+    #[value(name = "99.9")]
     P999,
 }
 

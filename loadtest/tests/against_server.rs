@@ -790,3 +790,76 @@ async fn merge_adds_the_histograms_of_two_generators_run_at_once() {
     );
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_threshold_search_finds_the_knee_of_a_one_worker_server() {
+    // A server with one worker taking 100 ms a request: at concurrency c a
+    // request waits for the c in flight, so latency is at least 100c ms (by
+    // hand: 100, 200, 300, 400, plus overheads). Under 250 ms the answer is
+    // concurrency 2, found by trying 1, 2, 4 (missed) then 3 (missed): the
+    // misses hold however slow the machine, the answer has 50 ms to spare.
+    let busy = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let stub = StubServer::start(Script {
+        delay: Some(Arc::new(move |_| {
+            let mut until = busy.lock().unwrap();
+            let now = std::time::Instant::now();
+            *until = (*until).max(now) + Duration::from_millis(100);
+            *until - now
+        })),
+        ..Script::instant("stub")
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("s.json").display().to_string();
+    let url = stub.url.clone();
+    let base = move |bound: &str, json: &str| {
+        let (url, bound, json) = (url.clone(), bound.to_string(), json.to_string());
+        tokio::task::spawn_blocking(move || {
+            cli(&[
+                "-u",
+                &url,
+                "-m",
+                "stub",
+                "-w",
+                "0.1",
+                "-n",
+                "40",
+                "-q",
+                "--latency-threshold",
+                &bound,
+                "--json",
+                &json,
+            ])
+        })
+    };
+    let out = base("250", &json).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("highest load with p99 at most 250 ms: concurrency 2 ("),
+        "{stdout}"
+    );
+    let reports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let levels: Vec<_> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["concurrency"].as_u64().unwrap())
+        .collect();
+    assert_eq!(levels, [1, 2, 3, 4], "the levels tried, lowest first");
+
+    // A bound not even one request in flight meets: status 3 and why.
+    let out = base("50", &json).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("no load met p99 at most 50 ms: concurrency 1 had"),
+        "{stderr}"
+    );
+}
