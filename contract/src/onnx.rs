@@ -31,9 +31,13 @@ pub mod keys {
     pub const EXPORTER_VERSION: &str = "rir.exporter_version";
     /// `folded` or `unfolded`.
     pub const FORM: &str = "rir.form";
-    /// `fp32` or `fp16`: the arithmetic of the body (input and outputs are
-    /// float32 either way). Absent in exports older than the option: fp32.
+    /// `fp32`, `fp16` or `int8`: the arithmetic of the body (input and
+    /// outputs are float32 either way). Absent in exports older than the
+    /// option: fp32.
     pub const PRECISION: &str = "rir.precision";
+    /// JSON: how an int8 model was quantized (calibration method, image
+    /// count, seed, weight grid) and the sha256 of its float32 source.
+    pub const QUANTIZATION: &str = "rir.quantization";
 }
 
 /// What [`keys::METRICS`] holds: how far the checkpoint was trained and

@@ -27,5 +27,5 @@ pub enum ExportError {
 
 /// A name that is not a precision of the exporter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown precision `{0}` (fp32, fp16)")]
+#[error("unknown precision `{0}` (fp32, fp16, int8)")]
 pub struct UnknownPrecision(pub String);

@@ -39,6 +39,11 @@ pub fn build_model(
     precision: Precision,
     sha256: &str,
 ) -> Result<ModelProto, ExportError> {
+    if precision == Precision::Int8 {
+        return Err(ExportError::Metadata(
+            "int8 is quantized from the float32 export (rir_exporter::quantize)".into(),
+        ));
+    }
     let spec = &ck.meta.spec;
     let ds = &ck.meta.dataset;
     let graph = build_graph(ck, form, precision)?;

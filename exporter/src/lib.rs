@@ -8,6 +8,9 @@
 //!   atomic writing ([`export::export_file`]).
 //! - [`precision`]: float32 or float16 bodies, and the float32 twin of a
 //!   half-precision export that `verify` measures it against.
+//! - [`quantize`]: static int8 quantization of a float32 export (QDQ),
+//!   calibrated on images of the model's data set.
+//! - [`recorded`]: the data set a model's metadata names.
 //! - [`verify`]: runs an export in ONNX Runtime and tract, on random inputs
 //!   and real test images, and compares.
 //! - [`bench`]: folded vs literal latency and throughput in ONNX Runtime.
@@ -25,6 +28,8 @@ pub mod export;
 pub mod fold;
 pub mod graph;
 pub mod precision;
+pub mod quantize;
+pub mod recorded;
 pub mod triton;
 pub mod verify;
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rir_contract::onnx::keys;
+use rir_exporter::quantize::{QuantizeOptions, WeightScheme, quantize_file};
 use rir_exporter::triton::{ConfigWritten, write_config};
 use rir_exporter::verify::{Comparison, VerifyOptions, verify};
 use rir_exporter::{Form, Precision, export_file};
@@ -85,13 +86,84 @@ struct CheckArgs {
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the one scripts/setup.sh installed).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
+    /// For an int8 model: its float32 source, which it is compared with on
+    /// the test split (the sha256 its metadata records must match).
+    #[arg(long)]
+    source: Option<PathBuf>,
+    /// For an int8 model: the least top-1 agreement with the source on the
+    /// test images, in percent.
+    #[arg(long, default_value_t = 99.5)]
+    min_agreement: f64,
+    /// For an int8 model: the most its test accuracy may fall below the
+    /// source's, in percentage points.
+    #[arg(long, default_value_t = 0.3)]
+    max_accuracy_drop: f64,
     /// Where ONNX Runtime runs the check: auto uses CUDA when it can be had.
     #[arg(long, value_enum, default_value_t = rir_infer::Device::Auto)]
     device: rir_infer::Device,
 }
 
+#[derive(Args, Clone)]
+struct QuantizeArgs {
+    /// Training images of the model's data set to calibrate the activation
+    /// ranges on (a seeded draw).
+    #[arg(long, default_value_t = 512)]
+    calibration_images: usize,
+    /// How a range is chosen from them: minmax (all values seen; the most
+    /// accurate measured), percentile (the 99.99th), entropy (least
+    /// Kullback-Leibler divergence; clips too much on RiR).
+    #[arg(long, default_value = "minmax")]
+    calibration: rir_exporter::quantize::Method,
+    /// Seed of the draw of calibration images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// One scale per kernel instead of one per output channel.
+    #[arg(long)]
+    per_tensor: bool,
+    /// 7-bit kernels (ONNX Runtime's `reduce_range`): no overflow in AVX2's
+    /// 16-bit pair sums, one bit less precision.
+    #[arg(long)]
+    reduce_range: bool,
+}
+
+impl QuantizeArgs {
+    fn options(&self, data_dir: Option<PathBuf>, ort_lib: Option<PathBuf>) -> QuantizeOptions {
+        QuantizeOptions {
+            images: self.calibration_images,
+            method: self.calibration,
+            seed: self.seed,
+            weights: WeightScheme {
+                per_channel: !self.per_tensor,
+                max_code: if self.reduce_range { 63 } else { 127 },
+            },
+            data_dir,
+            ort: OrtOptions {
+                library: ort_lib,
+                ..OrtOptions::default()
+            },
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Quantize a float32 export to int8 (QDQ: int8 kernels per output
+    /// channel, uint8 activations calibrated on training images); the
+    /// stem, head, normalization and softmax stay float32.
+    Quantize {
+        /// Float32 ONNX model written by rir-export.
+        model: PathBuf,
+        /// Output ONNX file.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        quantize: QuantizeArgs,
+        /// Verify the written model against its source right away.
+        #[arg(long)]
+        verify: bool,
+        #[command(flatten)]
+        check: CheckArgs,
+    },
     /// Run a model in ONNX Runtime and tract and compare them (and score it on real images).
     Verify {
         /// ONNX model.
@@ -143,6 +215,21 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Verify { model, check }) => run_verify(&model, &check),
+        Some(Command::Quantize {
+            model,
+            output,
+            quantize,
+            verify,
+            mut check,
+        }) => {
+            let opts = quantize.options(check.data_dir.clone(), check.ort_lib.clone());
+            run_quantize(&model, &output, &opts)?;
+            if !verify {
+                return Ok(ExitCode::SUCCESS);
+            }
+            check.source = Some(model);
+            run_verify(&output, &check)
+        }
         Some(Command::Inspect { model }) => inspect(&model),
         Some(Command::TritonConfig { model }) => {
             report_config(&model, true)?;
@@ -231,6 +318,37 @@ fn report_config(model: &std::path::Path, required: bool) -> Result<()> {
     Ok(())
 }
 
+/// Quantizes `source` into `output` with a progress bar, and says what it wrote.
+fn run_quantize(
+    source: &std::path::Path,
+    output: &std::path::Path,
+    opts: &QuantizeOptions,
+) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} batches")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let model = quantize_file(source, output, opts, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("quantizing {}", source.display()))?;
+    bar.finish_and_clear();
+    let graph = model.graph.unwrap_or_default();
+    let count = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
+    println!(
+        "wrote {} (int8, {} calibration on {} images, seed {}): {} QuantizeLinear, {} DequantizeLinear, {} bytes",
+        output.display(),
+        opts.method.as_str(),
+        opts.images,
+        opts.seed,
+        count("QuantizeLinear"),
+        count("DequantizeLinear"),
+        std::fs::metadata(output).map(|m| m.len()).unwrap_or(0)
+    );
+    Ok(())
+}
+
 fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
     let opts = VerifyOptions {
         random: c.random,
@@ -241,18 +359,22 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
             device: c.device,
             ..OrtOptions::default()
         },
+        source: c.source.clone(),
         ..VerifyOptions::default()
     };
     let r = verify(model, &opts).with_context(|| format!("verifying {}", model.display()))?;
-    let half = r.precision != Precision::Fp32;
-    // fp32 is judged on the absolute difference, fp16 on the relative one.
-    let (tolerance, what) = if half {
-        (c.tolerance.unwrap_or(1e-2), "max rel")
-    } else {
-        (c.tolerance.unwrap_or(1e-3), "max |diff|")
+    // fp32 is judged on the absolute difference, fp16 and int8 (against
+    // tract, which rounds its requantizations on its own) on the relative one.
+    let (tolerance, what) = match r.precision {
+        Precision::Fp32 => (c.tolerance.unwrap_or(1e-3), "max |diff|"),
+        Precision::Fp16 => (c.tolerance.unwrap_or(1e-2), "max rel"),
+        Precision::Int8 => (c.tolerance.unwrap_or(5e-2), "max rel"),
     };
-    let worst = print_comparisons(&r, half);
-    let mut failed = !accuracy_reproduced(&r);
+    let worst = print_comparisons(&r);
+    let mut failed = match r.precision {
+        Precision::Int8 => !int8_bound_met(&r, c),
+        _ => !accuracy_reproduced(&r),
+    };
     if let Some(why) = &r.real_skipped {
         println!("real images skipped: {why}");
     }
@@ -266,20 +388,20 @@ fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
     let reproduced = r
         .accuracy
         .is_some_and(|a| a.full_split && a.recorded.is_some());
-    println!(
-        "OK: {what} within {tolerance:.1e}{}",
-        if reproduced {
-            " and the trainer's accuracy reproduced"
-        } else {
-            ""
-        }
-    );
+    let extra = match r.precision {
+        Precision::Int8 if r.accuracy.is_some() => " and the int8 bound met",
+        Precision::Int8 => "",
+        _ if reproduced => " and the trainer's accuracy reproduced",
+        _ => "",
+    };
+    println!("OK: {what} within {tolerance:.1e}{extra}");
     Ok(ExitCode::SUCCESS)
 }
 
 /// Prints each comparison of the report; the worst difference it is judged
-/// on (relative for half precision, absolute otherwise).
-fn print_comparisons(r: &rir_exporter::verify::Report, half: bool) -> f32 {
+/// on: absolute for float32, relative otherwise; for int8 only against
+/// tract (its distance from the float32 source is judged by agreement).
+fn print_comparisons(r: &rir_exporter::verify::Report) -> f32 {
     println!(
         "{} model in ONNX Runtime ({}), compared with",
         r.precision.as_str(),
@@ -290,7 +412,7 @@ fn print_comparisons(r: &rir_exporter::verify::Report, half: bool) -> f32 {
         "", "inputs", "max |diff|", "max rel", "top-1 agree"
     );
     let mut worst = 0f32;
-    let mut row = |name: &str, c: &Comparison| {
+    let mut row = |name: &str, c: &Comparison, judged: bool| {
         println!(
             "{:<43} {:>8} {:>12.3e} {:>12.3e} {:>10.2}%",
             name,
@@ -299,16 +421,65 @@ fn print_comparisons(r: &rir_exporter::verify::Report, half: bool) -> f32 {
             c.max_rel,
             100.0 * c.top1_agreement
         );
-        worst = worst.max(if half { c.max_rel } else { c.max_abs });
+        if judged {
+            let d = match r.precision {
+                Precision::Fp32 => c.max_abs,
+                _ => c.max_rel,
+            };
+            worst = worst.max(d);
+        }
     };
-    row("tract, random inputs", &r.random);
+    let int8 = r.precision == Precision::Int8;
+    row("tract, random inputs", &r.random, true);
     if let Some(t) = &r.random_twin {
-        row("float32 twin, random inputs", t);
+        row(&format!("{}, random inputs", r.reference), t, !int8);
     }
     if let Some(real) = &r.real {
-        row(&format!("{}, real test images", r.reference), real);
+        row(&format!("{}, real test images", r.reference), real, !int8);
     }
     worst
+}
+
+/// Prints how an int8 model compares with its float32 source on the test
+/// images; false when the agreement or the accuracy misses the bound (or
+/// there were no test images to judge it on).
+fn int8_bound_met(r: &rir_exporter::verify::Report, c: &CheckArgs) -> bool {
+    let (Some(a), Some(real)) = (&r.accuracy, &r.real) else {
+        if c.images == 0 {
+            return true;
+        }
+        eprintln!("FAILED: the int8 bound is judged on test images, and none could be read");
+        return false;
+    };
+    let (agree, drop) = (100.0 * real.top1_agreement, 100.0 * (a.reference - a.ort));
+    println!(
+        "test accuracy on {} images: int8 {:.2}%, float32 source {:.2}% ({:+.2} points); top-1 agreement {:.2}%",
+        a.n,
+        100.0 * a.ort,
+        100.0 * a.reference,
+        -drop,
+        agree
+    );
+    println!(
+        "bound: agreement at least {:.2}%, accuracy at most {:.2} points below the source",
+        c.min_agreement, c.max_accuracy_drop
+    );
+    let mut met = true;
+    if agree < c.min_agreement {
+        eprintln!(
+            "FAILED: top-1 agreement {agree:.2}% is below {:.2}%",
+            c.min_agreement
+        );
+        met = false;
+    }
+    if drop > c.max_accuracy_drop {
+        eprintln!(
+            "FAILED: the accuracy falls {drop:.2} points, more than {:.2}",
+            c.max_accuracy_drop
+        );
+        met = false;
+    }
+    met
 }
 
 /// Prints the accuracy figures; false when the export, on the whole test

@@ -24,6 +24,10 @@ pub enum Precision {
     /// float16 kernels and activations, float32 input and outputs: half the
     /// file, and the tensor cores of a GPU.
     Fp16,
+    /// int8 kernels and uint8 activations in QDQ form, made from a float32
+    /// export by [`crate::quantize`]; never built directly, so its
+    /// [`Precision::data_type`] and [`Precision::encode`] are float32's.
+    Int8,
 }
 
 impl Precision {
@@ -32,13 +36,14 @@ impl Precision {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
         }
     }
 
     /// The ONNX element type of the body's tensors.
     pub fn data_type(self) -> DataType {
         match self {
-            Precision::Fp32 => DataType::Float,
+            Precision::Fp32 | Precision::Int8 => DataType::Float,
             Precision::Fp16 => DataType::Float16,
         }
     }
@@ -46,7 +51,9 @@ impl Precision {
     /// Little-endian bytes of `values` in this precision (round to nearest).
     pub fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {
-            Precision::Fp32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Precision::Fp32 | Precision::Int8 => {
+                values.iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
             Precision::Fp16 => values
                 .iter()
                 .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
@@ -62,6 +69,7 @@ impl std::str::FromStr for Precision {
         match s {
             "fp32" => Ok(Precision::Fp32),
             "fp16" => Ok(Precision::Fp16),
+            "int8" => Ok(Precision::Int8),
             other => Err(UnknownPrecision(other.to_string())),
         }
     }
@@ -151,7 +159,7 @@ mod tests {
 
     #[test]
     fn precision_names_round_trip() {
-        for p in [Precision::Fp32, Precision::Fp16] {
+        for p in [Precision::Fp32, Precision::Fp16, Precision::Int8] {
             assert_eq!(p.as_str().parse::<Precision>(), Ok(p));
         }
         assert!("bf16".parse::<Precision>().is_err());

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 use rir_data::rng::Rng;
-use rir_data::{Source, load};
 use rir_infer::engine::{max_abs_diff, output};
 use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions, TractEngine};
 
@@ -35,6 +34,8 @@ pub struct VerifyOptions {
     pub batch: usize,
     /// ONNX Runtime settings.
     pub ort: OrtOptions,
+    /// The float32 source of an int8 model, its reference.
+    pub source: Option<PathBuf>,
 }
 
 impl Default for VerifyOptions {
@@ -45,6 +46,7 @@ impl Default for VerifyOptions {
             data_dir: None,
             batch: 100,
             ort: OrtOptions::default(),
+            source: None,
         }
     }
 }
@@ -88,11 +90,11 @@ pub struct Report {
     pub engine: String,
     /// ONNX Runtime vs tract on random inputs in [0, 1].
     pub random: Comparison,
-    /// A float16 model vs its float32 twin, both in ONNX Runtime, on the
-    /// same random inputs.
+    /// A float16 model vs its float32 twin, or an int8 model vs its float32
+    /// source, both in ONNX Runtime, on the same random inputs.
     pub random_twin: Option<Comparison>,
-    /// What the real images are compared against: `tract`, or for a
-    /// float16 model `float32 twin`.
+    /// What the real images are compared against: `tract`, for a float16
+    /// model `float32 twin`, for an int8 model `float32 source`.
     pub reference: &'static str,
     /// ONNX Runtime vs the reference on real test images, when available.
     pub real: Option<Comparison>,
@@ -182,6 +184,7 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
     let mut twin = match precision {
         Precision::Fp32 => None,
         Precision::Fp16 => Some(twin_engine(model, &opts.ort)?),
+        Precision::Int8 => Some(source_engine(&info, opts)?),
     };
     let per = chw.iter().product::<usize>();
     let mut rng = Rng::new(0x5eed);
@@ -196,10 +199,10 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
         engine: ort.name(),
         random,
         random_twin,
-        reference: if twin.is_some() {
-            "float32 twin"
-        } else {
-            "tract"
+        reference: match precision {
+            Precision::Fp32 => "tract",
+            Precision::Fp16 => "float32 twin",
+            Precision::Int8 => "float32 source",
         },
         ..Report::default()
     };
@@ -232,9 +235,8 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
     Ok(report)
 }
 
-/// One image's `[C, H, W]` and the number of classes, from the model's
-/// input and its logits output.
-fn shape_of(info: &ModelInfo) -> Result<([usize; 3], usize), ExportError> {
+/// One image's `[C, H, W]`, from the model's `[batch, C, H, W]` input.
+pub fn input_chw(info: &ModelInfo) -> Result<[usize; 3], ExportError> {
     let input = info
         .inputs
         .first()
@@ -246,6 +248,13 @@ fn shape_of(info: &ModelInfo) -> Result<([usize; 3], usize), ExportError> {
             input.name, input.dims
         )));
     }
+    Ok([dims[0], dims[1], dims[2]])
+}
+
+/// One image's `[C, H, W]` and the number of classes, from the model's
+/// input and its logits output.
+fn shape_of(info: &ModelInfo) -> Result<([usize; 3], usize), ExportError> {
+    let chw = input_chw(info)?;
     let k = info
         .outputs
         .iter()
@@ -254,7 +263,7 @@ fn shape_of(info: &ModelInfo) -> Result<([usize; 3], usize), ExportError> {
         .ok_or_else(|| {
             ExportError::Metadata(format!("no `{LOGITS}` output of shape [batch, classes]"))
         })?;
-    Ok(([dims[0], dims[1], dims[2]], k))
+    Ok((chw, k))
 }
 
 /// Why the check on real images is skipped.
@@ -262,10 +271,8 @@ fn shape_of(info: &ModelInfo) -> Result<([usize; 3], usize), ExportError> {
 enum Skip {
     #[error("--images 0")]
     NoImages,
-    #[error("unknown data set `{0}` in the model's metadata")]
-    UnknownDataset(String),
     #[error(transparent)]
-    Unreadable(#[from] rir_data::DataError),
+    Unavailable(#[from] crate::recorded::Unavailable),
 }
 
 /// The data set the model records, to check on real images.
@@ -273,19 +280,7 @@ fn test_split(info: &ModelInfo, opts: &VerifyOptions) -> Result<rir_data::Datase
     if opts.images == 0 {
         return Err(Skip::NoImages);
     }
-    let dataset = info
-        .metadata
-        .get(keys::DATASET)
-        .cloned()
-        .unwrap_or_default();
-    let source = dataset
-        .parse::<Source>()
-        .map_err(|_| Skip::UnknownDataset(dataset.clone()))?;
-    let dir = opts
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| source.default_dir());
-    Ok(load(source, &dir)?)
+    Ok(crate::recorded::dataset(info, opts.data_dir.as_deref())?)
 }
 
 /// The share of rows of `logits` (`k` wide) whose argmax is the label.
@@ -296,6 +291,51 @@ fn accuracy(logits: &[f32], labels: &[u8], k: usize) -> f64 {
         .filter(|(p, y)| **p == **y as usize)
         .count();
     right as f64 / labels.len().max(1) as f64
+}
+
+/// Why an int8 model's source cannot serve as its reference.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// No source was given.
+    #[error("an int8 model is verified against its float32 source: pass --source FP32.onnx")]
+    Missing,
+    /// The source is not the file the model was quantized from.
+    #[error(
+        "{path} has sha256 {found}, but the model was quantized from {recorded} (rir.quantization)"
+    )]
+    Mismatch {
+        /// The file given.
+        path: PathBuf,
+        /// Its digest.
+        found: String,
+        /// The digest the int8 model records.
+        recorded: String,
+    },
+}
+
+/// Loads the float32 source of an int8 model in ONNX Runtime, after
+/// checking it is the file the model records having been quantized from.
+fn source_engine(info: &ModelInfo, opts: &VerifyOptions) -> Result<OrtEngine, ExportError> {
+    let path = opts
+        .source
+        .as_deref()
+        .ok_or_else(|| ExportError::Metadata(SourceError::Missing.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| ExportError::Io(path.to_path_buf(), e))?;
+    let recorded = info
+        .metadata_json(keys::QUANTIZATION)
+        .and_then(|q| q.get("source_sha256")?.as_str().map(str::to_string));
+    let found = crate::export::sha256_hex(&bytes);
+    if let Some(recorded) = recorded
+        && recorded != found
+    {
+        let e = SourceError::Mismatch {
+            path: path.to_path_buf(),
+            found,
+            recorded,
+        };
+        return Err(ExportError::Metadata(e.to_string()));
+    }
+    Ok(OrtEngine::load(path, &opts.ort)?)
 }
 
 /// Loads the float32 twin of the float16 `model` in ONNX Runtime. The twin's

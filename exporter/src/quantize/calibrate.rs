@@ -1,0 +1,324 @@
+//! Calibration: the range of every quantized activation, measured on real
+//! images by running the float32 model in ONNX Runtime with those tensors
+//! made outputs of the graph.
+//!
+//! Three ways to turn what was seen into a range:
+//! - `minmax`: the smallest and largest value seen (no value clipped; a
+//!   rare outlier widens the step for all the others);
+//! - `percentile`: the 99.99th percentile of the values (and the 0.01th for
+//!   a signed tensor), from a 2048-bin histogram;
+//! - `entropy`: the clipping threshold whose 8-bit histogram is closest to
+//!   the float one in Kullback-Leibler divergence (TensorRT's method).
+//!
+//! The histograms take a second pass over the images, on bins laid out by
+//! the first pass's extremes.
+
+use std::path::Path;
+
+use prost::Message;
+use rir_infer::{Engine, OrtEngine, OrtOptions};
+use tract_onnx::pb::{ModelProto, TypeProto, ValueInfoProto, tensor_proto::DataType, type_proto};
+
+use crate::error::ExportError;
+
+/// How a range is chosen from the calibration images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Smallest and largest value (the default: the most accurate measured
+    /// on the default model).
+    #[default]
+    MinMax,
+    /// The 99.99th percentile.
+    Percentile,
+    /// Least Kullback-Leibler divergence.
+    Entropy,
+}
+
+impl Method {
+    /// The name in `--calibration` and in the model's metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::MinMax => "minmax",
+            Method::Percentile => "percentile",
+            Method::Entropy => "entropy",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "minmax" => Ok(Method::MinMax),
+            "percentile" => Ok(Method::Percentile),
+            "entropy" => Ok(Method::Entropy),
+            other => Err(format!(
+                "unknown calibration `{other}` (minmax, percentile, entropy)"
+            )),
+        }
+    }
+}
+
+/// Bins of the calibration histograms.
+pub const BINS: usize = 2048;
+/// The share of values a `percentile` range keeps.
+pub const PERCENTILE: f64 = 0.9999;
+
+/// What was seen of one tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// Smallest value.
+    pub min: f32,
+    /// Largest value.
+    pub max: f32,
+    /// Counts of |x| in [`BINS`] equal bins over `[0, max(|min|, |max|)]`
+    /// (empty after the first pass).
+    pub abs_histogram: Vec<u64>,
+    /// Counts of x in [`BINS`] equal bins over `[min, max]`.
+    pub histogram: Vec<u64>,
+}
+
+impl Observed {
+    fn new() -> Self {
+        Observed {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            abs_histogram: vec![],
+            histogram: vec![],
+        }
+    }
+
+    fn extreme(&self) -> f32 {
+        self.min.abs().max(self.max.abs())
+    }
+
+    fn record(&mut self, values: &[f32]) {
+        if self.histogram.is_empty() {
+            for &v in values {
+                self.min = self.min.min(v);
+                self.max = self.max.max(v);
+            }
+            return;
+        }
+        let span = (self.max - self.min).max(f32::MIN_POSITIVE);
+        let extreme = self.extreme().max(f32::MIN_POSITIVE);
+        let bin = |x: f32| ((x * BINS as f32) as usize).min(BINS - 1);
+        for &v in values {
+            self.histogram[bin((v - self.min) / span)] += 1;
+            self.abs_histogram[bin(v.abs() / extreme)] += 1;
+        }
+    }
+
+    /// The range `method` keeps of what was seen.
+    pub fn range(&self, method: Method, non_negative: bool) -> (f32, f32) {
+        let (lo, hi) = (self.min.min(0.0), self.max.max(0.0));
+        match method {
+            Method::MinMax => (lo, hi),
+            Method::Percentile => {
+                let span = self.max - self.min;
+                let at = |bin: usize| self.min + span * bin as f32 / BINS as f32;
+                let total: u64 = self.histogram.iter().sum();
+                let cut = ((1.0 - PERCENTILE) * total as f64).round() as u64;
+                let (mut below, mut upper) = (0u64, BINS);
+                for (i, &c) in self.histogram.iter().enumerate().rev() {
+                    below += c;
+                    if below > cut {
+                        upper = i + 1;
+                        break;
+                    }
+                }
+                let mut lower = 0;
+                let mut above = 0u64;
+                for (i, &c) in self.histogram.iter().enumerate() {
+                    above += c;
+                    if above > cut {
+                        lower = i;
+                        break;
+                    }
+                }
+                let lo = if non_negative { 0.0 } else { at(lower) };
+                (lo.min(0.0), at(upper).max(0.0))
+            }
+            Method::Entropy => {
+                let levels = if non_negative { 256 } else { 128 };
+                let t = self.extreme() * entropy_threshold(&self.abs_histogram, levels) as f32
+                    / BINS as f32;
+                (lo.max(-t), hi.min(t))
+            }
+        }
+    }
+}
+
+/// The number of leading bins of `hist` to keep so that quantizing them to
+/// `levels` codes loses the least information (values beyond the last
+/// bin kept are clipped into it).
+pub fn entropy_threshold(hist: &[u64], levels: usize) -> usize {
+    let n = hist.len();
+    if n <= levels {
+        return n;
+    }
+    let mut best = (f64::INFINITY, n);
+    let tail: Vec<u64> = {
+        let mut t = vec![0u64; n + 1];
+        for i in (0..n).rev() {
+            t[i] = t[i + 1] + hist[i];
+        }
+        t
+    };
+    for keep in levels..=n {
+        // P: the kept bins, the clipped tail added to the last one.
+        let mut p: Vec<f64> = hist[..keep].iter().map(|&c| c as f64).collect();
+        p[keep - 1] += tail[keep] as f64;
+        // Q: the kept bins merged into `levels` codes, each code's count
+        // spread evenly over the bins of it that were not empty.
+        let mut q = vec![0f64; keep];
+        for l in 0..levels {
+            let (a, b) = (
+                l * keep / levels,
+                ((l + 1) * keep / levels).max(l * keep / levels + 1),
+            );
+            let sum: u64 = hist[a..b].iter().sum();
+            let nonzero = hist[a..b].iter().filter(|&&c| c > 0).count();
+            if nonzero > 0 {
+                for (j, &c) in hist[a..b].iter().enumerate() {
+                    if c > 0 {
+                        q[a + j] = sum as f64 / nonzero as f64;
+                    }
+                }
+            }
+        }
+        let (ps, qs) = (p.iter().sum::<f64>(), q.iter().sum::<f64>());
+        if ps == 0.0 || qs == 0.0 {
+            continue;
+        }
+        let kl: f64 = p
+            .iter()
+            .zip(&q)
+            .filter(|(pi, _)| **pi > 0.0)
+            .map(|(pi, qi)| {
+                let (pi, qi) = (pi / ps, (qi / qs).max(1e-12));
+                pi * (pi / qi).ln()
+            })
+            .sum();
+        if kl < best.0 {
+            best = (kl, keep);
+        }
+    }
+    best.1
+}
+
+/// A copy of `model` that also returns `tensors` (as float32 of any shape).
+fn with_outputs(model: &ModelProto, tensors: &[&str]) -> ModelProto {
+    let mut m = model.clone();
+    if let Some(g) = m.graph.as_mut() {
+        for &name in tensors {
+            g.output.push(ValueInfoProto {
+                name: name.to_string(),
+                r#type: Some(TypeProto {
+                    denotation: String::new(),
+                    value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                        elem_type: DataType::Float as i32,
+                        shape: None,
+                    })),
+                }),
+                doc_string: String::new(),
+            });
+        }
+    }
+    m
+}
+
+/// Observes `tensors` of `model` on `images` (`n` images of `chw` floats in
+/// [0, 1]), in batches of `batch`, in two passes.
+pub fn observe(
+    model: &ModelProto,
+    tensors: &[&str],
+    images: &[f32],
+    chw: [usize; 3],
+    ort: &OrtOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<Observed>, ExportError> {
+    let dir = tempfile::tempdir().map_err(|e| ExportError::Io(std::env::temp_dir(), e))?;
+    let path = dir.path().join("calibration.onnx");
+    std::fs::write(&path, with_outputs(model, tensors).encode_to_vec())
+        .map_err(|e| ExportError::Io(path.clone(), e))?;
+    run_passes(&path, tensors, images, chw, ort, &mut progress)
+}
+
+fn run_passes(
+    path: &Path,
+    tensors: &[&str],
+    images: &[f32],
+    chw: [usize; 3],
+    ort: &OrtOptions,
+    progress: &mut impl FnMut(usize, usize),
+) -> Result<Vec<Observed>, ExportError> {
+    const BATCH: usize = 32;
+    let mut engine = OrtEngine::load(path, ort)?;
+    let per = chw.iter().product::<usize>();
+    let n = images.len() / per.max(1);
+    let mut seen: Vec<Observed> = tensors.iter().map(|_| Observed::new()).collect();
+    let steps = n.div_ceil(BATCH);
+    for pass in 0..2 {
+        if pass == 1 {
+            for o in &mut seen {
+                o.histogram = vec![0; BINS];
+                o.abs_histogram = vec![0; BINS];
+            }
+        }
+        for (step, start) in (0..n).step_by(BATCH).enumerate() {
+            let m = BATCH.min(n - start);
+            let x = &images[start * per..(start + m) * per];
+            let outs = engine.run(x, &[m, chw[0], chw[1], chw[2]])?;
+            for (name, o) in tensors.iter().zip(seen.iter_mut()) {
+                let t = rir_infer::engine::output(&outs, name).ok_or_else(|| {
+                    ExportError::Metadata(format!("calibration: no output `{name}`"))
+                })?;
+                o.record(&t.data);
+            }
+            progress(pass * steps + step + 1, 2 * steps);
+        }
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(values: &[f32]) -> Observed {
+        let mut o = Observed::new();
+        o.record(values);
+        o.histogram = vec![0; BINS];
+        o.abs_histogram = vec![0; BINS];
+        o.record(values);
+        o
+    }
+
+    #[test]
+    fn ranges_of_each_method() {
+        // 0..=9999 hundredths, plus one outlier at 1000.
+        let mut v: Vec<f32> = (0..10_000).map(|i| i as f32 / 100.0).collect();
+        v.push(1000.0);
+        let o = observed(&v);
+        assert_eq!(o.range(Method::MinMax, true), (0.0, 1000.0));
+        // The percentile drops the outlier: 10,001 values, 1 may go.
+        let (lo, hi) = o.range(Method::Percentile, true);
+        assert_eq!(lo, 0.0);
+        assert!((99.0..=100.5).contains(&hi), "{hi}");
+        // Entropy clips the outlier too (the mass is uniform below 100).
+        let (_, t) = o.range(Method::Entropy, true);
+        assert!((90.0..=110.0).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn entropy_keeps_everything_of_a_histogram_without_tail() {
+        let hist = vec![5u64; 300];
+        assert_eq!(entropy_threshold(&hist, 256), 300);
+        // A long, thin tail past bin 400 is clipped.
+        let mut h = vec![1000u64; 400];
+        h.extend(std::iter::repeat_n(1, 1648));
+        assert!(entropy_threshold(&h, 128) < 600);
+    }
+}
