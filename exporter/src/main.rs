@@ -46,12 +46,16 @@ struct ExportArgs {
     /// Write the literal graph (four convolutions, adds and BatchNorm per unit).
     #[arg(long)]
     no_fold: bool,
-    /// Arithmetic of the network's body: fp32, or fp16 (float16 kernels and
-    /// activations, half the file; `image` and the outputs stay float32, so
-    /// clients and the server see no difference). `--verify` then also
-    /// measures the fp16 model against its float32 twin.
+    /// Arithmetic of the network's body: fp32; fp16 (float16 kernels and
+    /// activations, half the file); or int8 (the float32 export quantized
+    /// as `rir-export quantize` does, calibrated on training images).
+    /// `image` and the outputs stay float32 either way, so clients and the
+    /// server see no difference. `--verify` then also measures the model
+    /// against its float32 twin (fp16) or source (int8).
     #[arg(long, default_value = "fp32")]
     precision: Precision,
+    #[command(flatten)]
+    quantize: QuantizeArgs,
     /// Do not write `config.pbtxt`. By default, when the output is
     /// `<repository>/<name>/<version>/model.onnx` and the model has no
     /// configuration yet, a Triton one is written beside the versions
@@ -266,10 +270,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         None => {
             let a = cli.export;
-            let Some(checkpoint) = a.checkpoint else {
+            let Some(checkpoint) = a.checkpoint.clone() else {
                 bail!("no checkpoint given; see `rir-export --help`");
             };
-            let Some(output) = a.output else {
+            let Some(output) = a.output.clone() else {
                 bail!("no output given: pass -o MODEL.onnx");
             };
             let form = if a.no_fold {
@@ -277,6 +281,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 Form::Folded
             };
+            if a.precision == Precision::Int8 {
+                return export_int8(&checkpoint, &output, form, &a);
+            }
             let model = export_file(&checkpoint, &output, form, a.precision)
                 .with_context(|| format!("exporting {}", checkpoint.display()))?;
             let graph = model.graph.as_ref();
@@ -301,6 +308,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--precision int8`: the folded float32 export, into a temporary file,
+/// quantized into `output` (and verified against that float32 source).
+fn export_int8(
+    checkpoint: &std::path::Path,
+    output: &std::path::Path,
+    form: Form,
+    a: &ExportArgs,
+) -> Result<ExitCode> {
+    if form != Form::Folded {
+        bail!("int8 is quantized from the folded export: drop --no-fold");
+    }
+    let dir = tempfile::tempdir().context("creating a temporary folder")?;
+    let fp32 = dir.path().join("fp32.onnx");
+    export_file(checkpoint, &fp32, form, Precision::Fp32)
+        .with_context(|| format!("exporting {}", checkpoint.display()))?;
+    let opts = a
+        .quantize
+        .options(a.check.data_dir.clone(), a.check.ort_lib.clone());
+    run_quantize(&fp32, output, &opts)?;
+    if !a.no_triton_config {
+        report_config(output, false)?;
+    }
+    if !a.verify {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let check = CheckArgs {
+        source: Some(fp32),
+        ..a.check.clone()
+    };
+    run_verify(output, &check)
 }
 
 /// Writes `config.pbtxt` for `model` and says what happened; `required`:

@@ -7,3 +7,5 @@ mod cli;
 mod common;
 #[path = "export.rs"]
 mod export;
+#[path = "quantize.rs"]
+mod quantize;

@@ -1,0 +1,213 @@
+//! int8 quantization as a user runs it: the shipped model quantized and
+//! held to the bound on the real test split, a spoiled model caught, the
+//! calibration reproducible, and the checkpoint path with its errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use prost::Message;
+use tract_onnx::pb::ModelProto;
+
+use crate::common::{micro, python_with_onnx, write_random};
+use rir_arch::Variant;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rir-export"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// The trained model the repository ships (Fashion-MNIST, scored on the
+/// real images scripts/setup.sh installs).
+fn shipped() -> PathBuf {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/rir-fashion-mnist/1/model.onnx");
+    assert!(
+        Path::new(rir_data::dataset::FASHION_MNIST_DEBIAN_DIR).is_dir(),
+        "the real Fashion-MNIST images are missing: run scripts/setup.sh"
+    );
+    m
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn quantize(source: &Path, output: &Path, extra: &[&str]) -> Output {
+    bin()
+        .arg("quantize")
+        .arg(source)
+        .arg("-o")
+        .arg(output)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_shipped_model_quantized_meets_the_bound_and_the_onnx_checker_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = dir.path().join("int8.onnx");
+    let out = quantize(&shipped(), &int8, &["--verify"]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("test accuracy on 10000 images: int8"), "{all}");
+    assert!(
+        all.contains("OK: max rel within 5.0e-2 and the int8 bound met"),
+        "{all}"
+    );
+
+    let out = bin().arg("inspect").arg(&int8).output().unwrap();
+    let shown = text(&out);
+    assert!(shown.contains("meta   rir.precision = int8"), "{shown}");
+    assert!(shown.contains("\"method\":\"minmax\""), "{shown}");
+    // Only the stem's Relu is left: the others are the zero points of
+    // their QuantizeLinear; the stem and head convolutions stay float.
+    assert!(shown.contains("Relu x1,"), "{shown}");
+    let model = ModelProto::decode(std::fs::read(&int8).unwrap().as_slice()).unwrap();
+    let g = model.graph.unwrap();
+    let int8_kernels = g
+        .initializer
+        .iter()
+        .filter(|t| t.name.ends_with("_int8"))
+        .count();
+    let convs = g.node.iter().filter(|n| n.op_type == "Conv").count();
+    assert_eq!(
+        int8_kernels,
+        convs - 2,
+        "every Conv but the stem and the head"
+    );
+
+    let check = python_with_onnx()
+        .args(["-c", "import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True); print('ok')"])
+        .arg(&int8)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+}
+
+#[test]
+fn verify_fails_on_a_spoiled_scale_and_on_a_wrong_or_missing_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = dir.path().join("int8.onnx");
+    let out = quantize(&shipped(), &int8, &["--calibration-images", "128"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // One activation grid's scale 16 times too small, in the middle of the
+    // body: its range clipped to a sixteenth (a 4x coarser step still passes).
+    let mut model = ModelProto::decode(std::fs::read(&int8).unwrap().as_slice()).unwrap();
+    let g = model.graph.as_mut().unwrap();
+    let scales: Vec<usize> = (0..g.initializer.len())
+        .filter(|&i| g.initializer[i].name.ends_with("_grid_scale"))
+        .collect();
+    let t = &mut g.initializer[scales[scales.len() / 2]];
+    let s = f32::from_le_bytes(t.raw_data[..4].try_into().unwrap());
+    t.raw_data = (s / 16.0).to_le_bytes().to_vec();
+    let spoiled = dir.path().join("spoiled.onnx");
+    std::fs::write(&spoiled, model.encode_to_vec()).unwrap();
+    let verify = |model: &Path, source: Option<&Path>| {
+        let mut c = bin();
+        c.arg("verify").arg(model).args(["--images", "2000"]);
+        if let Some(s) = source {
+            c.arg("--source").arg(s);
+        }
+        c.output().unwrap()
+    };
+    let out = verify(&spoiled, Some(&shipped()));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("FAILED: top-1 agreement"), "{all}");
+    // The untouched model passes on the same images.
+    let out = verify(&int8, Some(&shipped()));
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = verify(&int8, None);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("pass --source FP32.onnx"), "{all}");
+    let other = dir.path().join("other.onnx");
+    let mut bytes = std::fs::read(shipped()).unwrap();
+    bytes.extend_from_slice(&[0xa0, 0x06, 0]); // an unknown field 100 appended: same model, other file
+    std::fs::write(&other, bytes).unwrap();
+    let out = verify(&int8, Some(&other));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("but the model was quantized from"), "{all}");
+}
+
+#[test]
+fn calibration_is_reproducible_from_its_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, seed: &str| {
+        let p = dir.path().join(name);
+        let out = quantize(
+            &shipped(),
+            &p,
+            &["--calibration-images", "64", "--seed", seed],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        std::fs::read(p).unwrap()
+    };
+    let (a, b, c) = (run("a.onnx", "3"), run("b.onnx", "3"), run("c.onnx", "4"));
+    assert!(a == b, "the same seed gives the same bytes");
+    assert!(a != c, "another seed draws other images, so other ranges");
+}
+
+#[test]
+fn int8_straight_from_a_checkpoint_calibrated_on_the_data_it_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    rir_testkit::data::write_fashion_mnist(&data, 64, 20, 28, true, 5).unwrap();
+    let ck = write_random(dir.path(), &micro(Variant::Rir), 4);
+    let model = dir.path().join("repo/rir/2/model.onnx");
+    let out = bin()
+        .arg(&ck)
+        .arg("-o")
+        .arg(&model)
+        .args([
+            "--precision",
+            "int8",
+            "--calibration-images",
+            "32",
+            "--verify",
+            "--images",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("int8, minmax calibration on 32 images"),
+        "{all}"
+    );
+    assert!(all.contains("tract, random inputs"), "{all}");
+    assert!(dir.path().join("repo/rir/config.pbtxt").is_file());
+
+    let out = bin()
+        .arg(&ck)
+        .arg("-o")
+        .arg(dir.path().join("x.onnx"))
+        .args(["--precision", "int8", "--no-fold"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("drop --no-fold"), "{}", text(&out));
+    // Without the data set to calibrate on, it says which and where.
+    let out = bin()
+        .arg(&ck)
+        .arg("-o")
+        .arg(dir.path().join("y.onnx"))
+        .args(["--precision", "int8", "--data-dir"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("calibration images"), "{}", text(&out));
+    assert!(!dir.path().join("y.onnx").exists(), "nothing written");
+}
