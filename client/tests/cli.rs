@@ -227,3 +227,45 @@ async fn rir_health_exit_statuses_and_the_container_healthcheck() {
         "HEALTHCHECK on a stopped server"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_int8_version_served_beside_the_fp32_one_scores_what_its_quantization_measured() {
+    let repo = tempfile::tempdir().unwrap();
+    let int8 = rir_testkit::models::shipped_with_int8(repo.path());
+    let s = TestServer::start(Some(repo.path()), &[]).await;
+    for version in ["1", "2"] {
+        assert!(
+            s.core().statistics("rir-fashion-mnist", version).is_ok(),
+            "version {version} is served"
+        );
+    }
+    // Without a version, requests go to the latest: the int8 model.
+    let args: Vec<String> = [
+        "-u",
+        &s.url,
+        "--eval",
+        "fashion-mnist",
+        "--model-file",
+        &int8.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = tokio::task::spawn_blocking(move || classify_cli(&args))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("int8 model's accuracy measured when it was quantized"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("reproduces the quantization's"), "{stdout}");
+    let v2 = s.core().statistics("rir-fashion-mnist", "2").unwrap()[0].inference_count;
+    assert_eq!(v2, 10_000, "the whole split went to the int8 version");
+    s.shutdown().await.unwrap();
+}

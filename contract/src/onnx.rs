@@ -66,6 +66,41 @@ impl RecordedMetrics {
     }
 }
 
+/// What [`keys::QUANTIZATION`] holds: how an int8 model was made from its
+/// float32 source, and what it scored when it was made, so that a served
+/// int8 model is held to its own figure, not to the source's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Quantization {
+    /// Calibration method: `minmax`, `percentile` or `entropy`.
+    pub method: String,
+    /// Calibration images (training images of the recorded data set).
+    pub images: usize,
+    /// Seed of their draw.
+    pub seed: u64,
+    /// Kernels: int8, symmetric, one scale per output channel or per kernel.
+    pub per_channel: bool,
+    /// Largest kernel code: 127, or 63 with 7-bit kernels.
+    pub max_code: i8,
+    /// Convolutions made integer.
+    pub convolutions: usize,
+    /// Tensors on 8-bit grids.
+    pub tensors: usize,
+    /// sha256 of the float32 source file.
+    pub source_sha256: String,
+    /// The int8 model's top-1 accuracy on the whole test split when it was
+    /// made (ONNX Runtime on the CPU), if the split was at hand.
+    pub test_accuracy: Option<f64>,
+    /// The float32 source's on the same images.
+    pub source_test_accuracy: Option<f64>,
+}
+
+impl Quantization {
+    /// Reads the JSON value of [`keys::QUANTIZATION`].
+    pub fn parse(json: &str) -> Option<Self> {
+        serde_json::from_str(json).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,10 @@
-//! `rir-export bench`: what folding buys at inference time.
+//! `rir-export bench`: what folding and int8 buy at inference time.
 //!
-//! For each preset, a random checkpoint is exported twice, folded and
-//! literal, and both models run in ONNX Runtime on the CPU side by side:
-//! the two forms alternate in rounds, so drift of the machine hits both.
+//! For each preset, a random checkpoint is exported folded and literal, and
+//! the folded export is quantized to int8 (calibrated on seeded random
+//! pixels: the timing does not depend on the ranges, the accuracy is
+//! `verify`'s business). The three models run in ONNX Runtime on the CPU
+//! side by side: they alternate in rounds, so drift of the machine hits all.
 //! Batch 1 gives latency per image (median over all runs); batch 64 gives
 //! throughput (median over rounds).
 
@@ -15,7 +17,10 @@ use rir_infer::{Engine, OrtEngine, OrtOptions};
 use crate::error::ExportError;
 use crate::export::{Form, export_file};
 use crate::precision::Precision;
+use crate::quantize::{QuantizeOptions, quantize_model};
+use prost::Message;
 use rir_checkpoint::synthetic::random_checkpoint;
+use rir_data::rng::Rng;
 use rir_process::median;
 
 /// Settings of one benchmark run.
@@ -52,7 +57,7 @@ pub struct FormFigures {
     pub nodes: usize,
 }
 
-/// Folded and literal figures of one preset.
+/// Folded, literal and int8 figures of one preset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchRow {
     /// Preset name.
@@ -61,7 +66,12 @@ pub struct BenchRow {
     pub folded: FormFigures,
     /// The literal export.
     pub unfolded: FormFigures,
+    /// The folded export quantized to int8.
+    pub int8: FormFigures,
 }
+
+/// Calibration images of the benchmark: random pixels.
+const CALIBRATION_IMAGES: usize = 64;
 
 /// Runs the benchmark, writing the models into `dir`.
 pub fn run(
@@ -79,19 +89,36 @@ pub fn run(
         random_checkpoint(&spec, 1).write_atomic(&ck)?;
         let mut engines = vec![];
         let mut figures = vec![];
+        let ort = OrtOptions {
+            threads: opts.threads,
+            ..opts.ort.clone()
+        };
+        let mut models = vec![];
         for form in [Form::Folded, Form::Unfolded] {
             let path = dir.join(format!("{name}-{form:?}.onnx"));
-            let model = export_file(&ck, &path, form, Precision::Fp32)?;
+            models.push((export_file(&ck, &path, form, Precision::Fp32)?, path));
+        }
+        progress(&format!("{name}: quantizing"));
+        let path = dir.join(format!("{name}-int8.onnx"));
+        let mut rng = Rng::new(7);
+        let pixels: Vec<f32> = (0..CALIBRATION_IMAGES * per)
+            .map(|_| rng.unit() as f32)
+            .collect();
+        let q = QuantizeOptions {
+            images: CALIBRATION_IMAGES,
+            ort: ort.clone(),
+            ..QuantizeOptions::default()
+        };
+        let (int8, _) = quantize_model(&models[0].0, &pixels, "", &q, |_, _| {})?;
+        rir_checkpoint::write_atomic(&path, &int8.encode_to_vec())?;
+        models.push((int8, path));
+        for (model, path) in models {
             let g = model.graph.unwrap_or_default();
             figures.push(FormFigures {
                 convs: g.node.iter().filter(|n| n.op_type == "Conv").count(),
                 nodes: g.node.len(),
                 ..FormFigures::default()
             });
-            let ort = OrtOptions {
-                threads: opts.threads,
-                ..opts.ort.clone()
-            };
             engines.push(OrtEngine::load(&path, &ort)?);
         }
         let one = vec![0.5f32; per];
@@ -102,8 +129,8 @@ pub fn run(
             }
             e.run(&many, &[64, i.channels, i.height, i.width])?;
         }
-        let mut lat = [vec![], vec![]];
-        let mut thr = [vec![], vec![]];
+        let mut lat = [vec![], vec![], vec![]];
+        let mut thr = [vec![], vec![], vec![]];
         for round in 0..opts.rounds {
             progress(&format!("{name}: round {}/{}", round + 1, opts.rounds));
             for (k, e) in engines.iter_mut().enumerate() {
@@ -119,16 +146,15 @@ pub fn run(
                 thr[k].push((64 * opts.throughput_runs) as f64 / t.elapsed().as_secs_f64());
             }
         }
-        let [lf, lu] = lat;
-        let [tf, tu] = thr;
-        figures[0].latency_us = median(lf);
-        figures[0].throughput = median(tf);
-        figures[1].latency_us = median(lu);
-        figures[1].throughput = median(tu);
+        for ((f, l), t) in figures.iter_mut().zip(lat).zip(thr) {
+            f.latency_us = median(l);
+            f.throughput = median(t);
+        }
         rows.push(BenchRow {
             preset: name.clone(),
             folded: figures[0],
             unfolded: figures[1],
+            int8: figures[2],
         });
     }
     Ok(rows)

@@ -186,7 +186,8 @@ enum Command {
         /// ONNX model.
         model: PathBuf,
     },
-    /// Measure folded vs literal exports in ONNX Runtime (CPU): batch-1 latency, batch-64 throughput.
+    /// Measure folded, literal and int8 exports of random checkpoints in ONNX
+    /// Runtime (CPU), side by side: batch-1 latency, batch-64 throughput.
     Bench {
         /// Presets to measure, comma-separated.
         #[arg(long, default_value = "small,paper", value_delimiter = ',')]
@@ -504,6 +505,24 @@ fn int8_bound_met(r: &rir_exporter::verify::Report, c: &CheckArgs) -> bool {
         c.min_agreement, c.max_accuracy_drop
     );
     let mut met = true;
+    // The figure recorded when the model was made must come back (as for
+    // any export against its trainer's), on the same whole split.
+    if let Some(rec) = r.int8_recorded
+        && a.full_split
+    {
+        println!(
+            "recorded when it was quantized: {:.2}% on the full test split",
+            100.0 * rec
+        );
+        if !rir_arch::meta::reproduces_recorded_accuracy(a.ort, rec) {
+            eprintln!(
+                "FAILED: the int8 model scores {:.2}%, {:.2}% was recorded when it was quantized",
+                100.0 * a.ort,
+                100.0 * rec
+            );
+            met = false;
+        }
+    }
     if agree < c.min_agreement {
         eprintln!(
             "FAILED: top-1 agreement {agree:.2}% is below {:.2}%",
@@ -568,7 +587,11 @@ fn bench(opts: &rir_exporter::bench::BenchOptions) -> Result<ExitCode> {
         "preset", "form", "Conv", "nodes", "batch 1 µs/img", "batch 64 img/s"
     );
     for r in &rows {
-        for (name, f) in [("folded", &r.folded), ("unfolded", &r.unfolded)] {
+        for (name, f) in [
+            ("folded", &r.folded),
+            ("unfolded", &r.unfolded),
+            ("int8", &r.int8),
+        ] {
             println!(
                 "{:<7} {:<9} {:>6} {:>6} {:>16.0} {:>18.0}",
                 r.preset, name, f.convs, f.nodes, f.latency_us, f.throughput
@@ -579,6 +602,12 @@ fn bench(opts: &rir_exporter::bench::BenchOptions) -> Result<ExitCode> {
             r.preset,
             r.unfolded.latency_us / r.folded.latency_us,
             r.folded.throughput / r.unfolded.throughput
+        );
+        println!(
+            "{:<7} int8 against folded fp32: {:.2}x at batch 1, {:.2}x at batch 64",
+            r.preset,
+            r.folded.latency_us / r.int8.latency_us,
+            r.int8.throughput / r.folded.throughput
         );
     }
     Ok(ExitCode::SUCCESS)

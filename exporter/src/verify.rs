@@ -102,6 +102,8 @@ pub struct Report {
     pub accuracy: Option<Accuracy>,
     /// Why real images were not used, if they were not.
     pub real_skipped: Option<String>,
+    /// For an int8 model: the test accuracy recorded when it was quantized.
+    pub int8_recorded: Option<f64>,
 }
 
 /// Index of the largest value in each row of `k` columns.
@@ -232,6 +234,7 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
         full_split: n == data.test.len(),
         recorded: info.recorded_metrics().and_then(|m| m.test_accuracy()),
     });
+    report.int8_recorded = info.quantization().and_then(|q| q.test_accuracy);
     Ok(report)
 }
 
@@ -283,6 +286,26 @@ fn test_split(info: &ModelInfo, opts: &VerifyOptions) -> Result<rir_data::Datase
     Ok(crate::recorded::dataset(info, opts.data_dir.as_deref())?)
 }
 
+/// The top-1 accuracy of `engine` on `split` (a model of `info`'s shape).
+pub fn test_accuracy(
+    engine: &mut dyn Engine,
+    split: &rir_data::Split,
+    info: &ModelInfo,
+) -> Result<f64, ExportError> {
+    let (chw, k) = shape_of(info)?;
+    let per = chw.iter().product::<usize>();
+    let mut all = Vec::with_capacity(split.len() * k);
+    for start in (0..split.len()).step_by(100) {
+        let m = 100.min(split.len() - start);
+        let x: Vec<f32> = split.images[start * per..(start + m) * per]
+            .iter()
+            .map(|&p| f32::from(p) / 255.0)
+            .collect();
+        all.extend(logits(engine, &x, &[m, chw[0], chw[1], chw[2]])?);
+    }
+    Ok(accuracy(&all, &split.labels, k))
+}
+
 /// The share of rows of `logits` (`k` wide) whose argmax is the label.
 fn accuracy(logits: &[f32], labels: &[u8], k: usize) -> f64 {
     let right = argmax_rows(logits, k)
@@ -321,9 +344,7 @@ fn source_engine(info: &ModelInfo, opts: &VerifyOptions) -> Result<OrtEngine, Ex
         .as_deref()
         .ok_or_else(|| ExportError::Metadata(SourceError::Missing.to_string()))?;
     let bytes = std::fs::read(path).map_err(|e| ExportError::Io(path.to_path_buf(), e))?;
-    let recorded = info
-        .metadata_json(keys::QUANTIZATION)
-        .and_then(|q| q.get("source_sha256")?.as_str().map(str::to_string));
+    let recorded = info.quantization().map(|q| q.source_sha256);
     let found = crate::export::sha256_hex(&bytes);
     if let Some(recorded) = recorded
         && recorded != found

@@ -396,7 +396,7 @@ fn no_fold_and_triton_config_from_the_command_line() {
 }
 
 #[test]
-fn bench_prints_both_forms_and_the_speed_up() {
+fn bench_prints_the_three_forms_and_the_speed_ups() {
     let out = bin()
         .args([
             "bench",
@@ -422,6 +422,8 @@ fn bench_prints_both_forms_and_the_speed_up() {
         "micro   folded",
         "micro   unfolded",
         "micro   speed-up of folding:",
+        "micro   int8 ",
+        "micro   int8 against folded fp32:",
     ] {
         assert!(said.contains(want), "{want:?} missing:\n{said}");
     }
@@ -434,6 +436,7 @@ fn bench_prints_both_forms_and_the_speed_up() {
         line.split_whitespace().nth(2).unwrap().parse().unwrap()
     };
     assert!(convs("folded") < convs("unfolded"), "{said}");
+    assert_eq!(convs("int8"), convs("folded"), "{said}");
     let bad = bin().args(["bench", "--shape", "mnist"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown --shape mnist"));

@@ -148,6 +148,11 @@ impl ModelInfo {
         RecordedMetrics::parse(self.metadata.get(onnx::keys::METRICS)?)
     }
 
+    /// How an int8 model was quantized ([`onnx::keys::QUANTIZATION`]), if it was.
+    pub fn quantization(&self) -> Option<onnx::Quantization> {
+        onnx::Quantization::parse(self.metadata.get(onnx::keys::QUANTIZATION)?)
+    }
+
     /// How many nodes have operator type `op`.
     pub fn count(&self, op: &str) -> usize {
         self.op_types.iter().filter(|o| *o == op).count()

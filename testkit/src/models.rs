@@ -96,3 +96,29 @@ pub fn write_failing_on_bright_pixels(root: &Path, name: &str, version: u64) {
     std::fs::create_dir_all(path.parent().expect("a version folder")).expect("mkdir");
     std::fs::write(path, model.encode_to_vec()).expect("writing the model");
 }
+
+/// The shipped model (`models/rir-fashion-mnist/1`) and its int8
+/// quantization side by side in `root`, as versions 1 and 2 of
+/// `rir-fashion-mnist`, with a configuration that serves both; returns the
+/// int8 file. Calibrated on 128 training images and scored on the real test
+/// split (scripts/setup.sh installs it), as `rir-export quantize` does.
+pub fn shipped_with_int8(root: &Path) -> std::path::PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/rir-fashion-mnist");
+    let fp32 = repository::model_file(root, "rir-fashion-mnist", 1);
+    let int8 = repository::model_file(root, "rir-fashion-mnist", 2);
+    std::fs::create_dir_all(fp32.parent().expect("a version folder")).expect("mkdir");
+    std::fs::create_dir_all(int8.parent().expect("a version folder")).expect("mkdir");
+    std::fs::copy(shipped.join("1/model.onnx"), &fp32).expect("copying the shipped model");
+    let config = std::fs::read_to_string(shipped.join("config.pbtxt")).expect("its config");
+    std::fs::write(
+        root.join("rir-fashion-mnist/config.pbtxt"),
+        format!("{config}version_policy {{ all {{ }} }}\n"),
+    )
+    .expect("writing the config");
+    let opts = rir_exporter::quantize::QuantizeOptions {
+        images: 128,
+        ..Default::default()
+    };
+    rir_exporter::quantize::quantize_file(&fp32, &int8, &opts, |_, _| {}).expect("quantizing");
+    int8
+}

@@ -138,32 +138,45 @@ async fn eval(cli: &Cli, source: Source, replicas: &Replicas<Chan>) -> Result<()
 
 /// Whether the served accuracy reproduces the one the trainer recorded in
 /// the model file `f`; an error with both figures when it does not.
+/// An int8 model is held to the accuracy measured when it was quantized.
 fn check_recorded(f: &Path, acc: &Accuracy) -> Result<()> {
-    let trained = rir_infer::ModelInfo::read(f)?
-        .recorded_metrics()
-        .and_then(|m| m.test_accuracy())
-        .with_context(|| {
-            format!(
-                "{} records no trainer accuracy ({})",
-                f.display(),
-                rir_contract::onnx::keys::METRICS
-            )
-        })?;
+    let info = rir_infer::ModelInfo::read(f)?;
+    let (trained, whose, who) = match info.quantization().and_then(|q| q.test_accuracy) {
+        Some(int8) => (
+            int8,
+            "int8 model's accuracy measured when it was quantized",
+            "its quantization recorded",
+        ),
+        None => (
+            info.recorded_metrics()
+                .and_then(|m| m.test_accuracy())
+                .with_context(|| {
+                    format!(
+                        "{} records no trainer accuracy ({})",
+                        f.display(),
+                        rir_contract::onnx::keys::METRICS
+                    )
+                })?,
+            "trainer's evaluation of the exported checkpoint",
+            "the trainer recorded",
+        ),
+    };
     let served = acc.fraction();
-    println!(
-        "trainer's evaluation of the exported checkpoint ({}): {:.2} %",
-        f.display(),
-        100.0 * trained
-    );
+    println!("{whose} ({}): {:.2} %", f.display(), 100.0 * trained);
     if !rir_arch::meta::reproduces_recorded_accuracy(served, trained) {
         bail!(
-            "the served model scores {:.2} %, the trainer recorded {:.2} %",
+            "the served model scores {:.2} %, {who} {:.2} %",
             100.0 * served,
             100.0 * trained
         );
     }
     println!(
-        "served accuracy reproduces the trainer's ({} of {} images apart; at most 0.1 % may be)",
+        "served accuracy reproduces {}'s ({} of {} images apart; at most 0.1 % may be)",
+        if who == "the trainer recorded" {
+            "the trainer"
+        } else {
+            "the quantization"
+        },
         ((served - trained).abs() * acc.total as f64).round(),
         acc.total
     );

@@ -307,18 +307,27 @@ mod tests {
         let (lo, hi) = o.range(Method::Percentile, true);
         assert_eq!(lo, 0.0);
         assert!((99.0..=100.5).contains(&hi), "{hi}");
-        // Entropy clips the outlier too (the mass is uniform below 100).
-        let (_, t) = o.range(Method::Entropy, true);
-        assert!((90.0..=110.0).contains(&t), "{t}");
+        // Entropy keeps all the mass and at most the outlier: merging the
+        // uniform bins loses nothing, so Kullback-Leibler does not ask to
+        // clip them (why it suits bell-shaped, not flat, distributions).
+        let (lo, t) = o.range(Method::Entropy, true);
+        assert!(lo == 0.0 && (99.0..=1000.0).contains(&t), "{t}");
     }
 
     #[test]
-    fn entropy_keeps_everything_of_a_histogram_without_tail() {
-        let hist = vec![5u64; 300];
-        assert_eq!(entropy_threshold(&hist, 256), 300);
-        // A long, thin tail past bin 400 is clipped.
-        let mut h = vec![1000u64; 400];
-        h.extend(std::iter::repeat_n(1, 1648));
-        assert!(entropy_threshold(&h, 128) < 600);
+    fn entropy_thresholds_of_exact_cases() {
+        // Fewer bins than codes: nothing to clip.
+        assert_eq!(entropy_threshold(&[5u64; 200], 256), 200);
+        // All the mass in the first 128 bins: 128 codes copy them exactly
+        // (divergence 0), the first and so the chosen candidate.
+        let mut h: Vec<u64> = (0..128).map(|i| 1 + (i * 7 % 13)).collect();
+        h.extend(std::iter::repeat_n(0, 1920));
+        assert_eq!(entropy_threshold(&h, 128), 128);
+        // An outlier far out is clipped when the mass below is bell-shaped.
+        let mut g: Vec<u64> = (0..2048)
+            .map(|i| (1e6 * (-((i as f64) / 40.0).powi(2)).exp()) as u64)
+            .collect();
+        g[2047] = 1;
+        assert!(entropy_threshold(&g, 128) < 2048);
     }
 }

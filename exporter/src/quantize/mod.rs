@@ -23,9 +23,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use prost::Message;
+use rir_contract::onnx::Quantization;
 use rir_contract::onnx::keys;
+use rir_data::Dataset;
 use rir_data::rng::Rng;
-use rir_infer::{ModelInfo, OrtOptions};
+use rir_infer::{ModelInfo, OrtEngine, OrtOptions};
 use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 
 pub use calibrate::Method;
@@ -65,15 +67,9 @@ impl Default for QuantizeOptions {
     }
 }
 
-/// The calibration images: `opts.images` training images of the data set
-/// the model records, drawn without replacement with `opts.seed`, as
-/// float32 pixels in [0, 1].
-pub fn calibration_images(
-    info: &ModelInfo,
-    opts: &QuantizeOptions,
-) -> Result<Vec<f32>, ExportError> {
-    let data = crate::recorded::dataset(info, opts.data_dir.as_deref())
-        .map_err(|e| ExportError::Metadata(format!("calibration images: {e}")))?;
+/// The calibration images: `opts.images` training images of `data`, drawn
+/// without replacement with `opts.seed`, as float32 pixels in [0, 1].
+pub fn calibration_images(data: &Dataset, opts: &QuantizeOptions) -> Result<Vec<f32>, ExportError> {
     let per = data.image_bytes();
     let n = opts.images.min(data.train.len());
     if n == 0 {
@@ -102,7 +98,7 @@ pub fn quantize_model(
     source_sha256: &str,
     opts: &QuantizeOptions,
     progress: impl FnMut(usize, usize),
-) -> Result<ModelProto, ExportError> {
+) -> Result<(ModelProto, Quantization), ExportError> {
     let info = ModelInfo::from_bytes(&model.encode_to_vec())
         .map_err(|e| ExportError::Metadata(e.to_string()))?;
     match info.metadata.get(keys::PRECISION).map(String::as_str) {
@@ -131,34 +127,39 @@ pub fn quantize_model(
         .collect();
     let mut out = model.clone();
     out.graph = Some(rewrite::rewrite(graph, &plan, &grids, opts.weights)?);
-    let n = images.len() / chw.iter().product::<usize>().max(1);
-    let record = serde_json::json!({
-        "method": opts.method.as_str(),
-        "images": n,
-        "seed": opts.seed,
-        "weights": {
-            "type": "int8", "symmetric": true,
-            "per_channel": opts.weights.per_channel, "max_code": opts.weights.max_code,
-        },
-        "activations": {"type": "uint8", "per_tensor": true},
-        "convolutions": plan.convs.len(),
-        "tensors": plan.tensors.len(),
-        "source_sha256": source_sha256,
-    });
+    let record = Quantization {
+        method: opts.method.as_str().into(),
+        images: images.len() / chw.iter().product::<usize>().max(1),
+        seed: opts.seed,
+        per_channel: opts.weights.per_channel,
+        max_code: opts.weights.max_code,
+        convolutions: plan.convs.len(),
+        tensors: plan.tensors.len(),
+        source_sha256: source_sha256.into(),
+        test_accuracy: None,
+        source_test_accuracy: None,
+    };
     set_metadata(
         &mut out.metadata_props,
         keys::PRECISION,
         Precision::Int8.as_str(),
     );
-    set_metadata(
-        &mut out.metadata_props,
-        keys::QUANTIZATION,
-        &record.to_string(),
-    );
+    record_quantization(&mut out, &record)?;
     out.doc_string = out
         .doc_string
         .replace("fp32 arithmetic", "int8 arithmetic (QDQ)");
-    Ok(out)
+    Ok((out, record))
+}
+
+/// Writes `record` into `model`'s metadata.
+pub fn record_quantization(
+    model: &mut ModelProto,
+    record: &Quantization,
+) -> Result<(), ExportError> {
+    let json = serde_json::to_string(record)
+        .map_err(|e| ExportError::Metadata(format!("{}: {e}", keys::QUANTIZATION)))?;
+    set_metadata(&mut model.metadata_props, keys::QUANTIZATION, &json);
+    Ok(())
 }
 
 fn set_metadata(props: &mut Vec<StringStringEntryProto>, key: &str, value: &str) {
@@ -169,8 +170,10 @@ fn set_metadata(props: &mut Vec<StringStringEntryProto>, key: &str, value: &str)
     });
 }
 
-/// Reads the float32 model `source`, quantizes it on images of its data
-/// set and writes `output` atomically.
+/// Reads the float32 model `source`, quantizes it on training images of its
+/// data set, scores it and its source on the whole test split (recorded in
+/// its metadata: what a served int8 model is held to) and writes `output`
+/// atomically.
 pub fn quantize_file(
     source: &Path,
     output: &Path,
@@ -181,8 +184,22 @@ pub fn quantize_file(
     let model = ModelProto::decode(bytes.as_slice())
         .map_err(|e| ExportError::Metadata(format!("{} is not ONNX: {e}", source.display())))?;
     let info = ModelInfo::from_bytes(&bytes).map_err(|e| ExportError::Metadata(e.to_string()))?;
-    let images = calibration_images(&info, opts)?;
-    let q = quantize_model(&model, &images, &sha256_hex(&bytes), opts, progress)?;
+    let data = crate::recorded::dataset(&info, opts.data_dir.as_deref())
+        .map_err(|e| ExportError::Metadata(format!("calibration images: {e}")))?;
+    let images = calibration_images(&data, opts)?;
+    let (mut q, mut record) = quantize_model(&model, &images, &sha256_hex(&bytes), opts, progress)?;
+    if !data.test.is_empty() {
+        let dir = tempfile::tempdir().map_err(|e| ExportError::Io(std::env::temp_dir(), e))?;
+        let path = dir.path().join("int8.onnx");
+        std::fs::write(&path, q.encode_to_vec()).map_err(|e| ExportError::Io(path.clone(), e))?;
+        let score = |p: &Path| -> Result<f64, ExportError> {
+            let mut engine = OrtEngine::load(p, &opts.ort)?;
+            crate::verify::test_accuracy(&mut engine, &data.test, &info)
+        };
+        record.test_accuracy = Some(score(&path)?);
+        record.source_test_accuracy = Some(score(source)?);
+        record_quantization(&mut q, &record)?;
+    }
     rir_checkpoint::write_atomic(output, &q.encode_to_vec())?;
     Ok(q)
 }
