@@ -305,7 +305,7 @@ fn fp16_export_verifies_against_its_float32_twin_and_bf16_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unknown precision `bf16` (fp32, fp16)"),
+        err.contains("unknown precision `bf16` (fp32, fp16, int8)"),
         "{err}"
     );
 }
