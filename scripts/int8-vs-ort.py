@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """int8 side by side: rir-export's quantizer against ONNX Runtime's own.
 
-Usage: int8-vs-ort.py FP32.onnx [LABEL=]INT8.onnx... [--threads 2] [--rounds 5] [--no-ort]
+Usage: int8-vs-ort.py FP32.onnx [LABEL=]INT8.onnx... [--threads 2] [--rounds 5]
+       [--opt-level basic|extended|all] [--ort-types] [--no-ort]
 
 Quantizes FP32.onnx with onnxruntime.quantization.quantize_static (QDQ,
 per-channel int8 weights, uint8 activations, 512 seeded training images,
@@ -30,6 +31,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("fp32")
     ap.add_argument("ours", nargs="+", help="rir-export int8 models, each as LABEL=PATH or PATH")
+    ap.add_argument("--opt-level", choices=["basic", "extended", "all"], default="all",
+                    help="ONNX Runtime graph optimization level (rir-serve uses all)")
+    ap.add_argument("--ort-types", action="store_true",
+                    help="also ONNX Runtime's quantizer with int8 activations (S8S8) and uint8 weights (U8U8)")
     ap.add_argument("--no-ort", action="store_true", help="leave ONNX Runtime's quantizer out")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
@@ -56,11 +61,15 @@ def main():
         label, _, path = o.rpartition("=")
         models[label or "rir-export int8"] = path
     stem = next(n.name for n in onnx.load(a.fp32).graph.node if n.op_type == "Conv")
-    for name, exclude in () if a.no_ort else (("ORT quantize_static", []), ("ORT, stem in fp32", [stem])):
+    u8, s8 = QuantType.QUInt8, QuantType.QInt8
+    variants = [("ORT quantize_static", [], u8, s8), ("ORT, stem in fp32", [stem], u8, s8)]
+    if a.ort_types:
+        variants += [("ORT S8S8, stem fp32", [stem], s8, s8), ("ORT U8U8, stem fp32", [stem], u8, u8)]
+    for name, exclude, act, weight in [] if a.no_ort else variants:
         out = os.path.join(tmp, name.replace(" ", "_").replace(",", "") + ".onnx")
         quantize_static(a.fp32, out, Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+                        per_channel=True, activation_type=act,
+                        weight_type=weight, nodes_to_exclude=exclude)
         models[name] = out
     for path in models.values():
         onnx.checker.check_model(onnx.load(path))
@@ -68,6 +77,10 @@ def main():
     def session(path):
         o = ort.SessionOptions()
         o.intra_op_num_threads = a.threads
+        o.graph_optimization_level = {
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[a.opt_level]
         return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
 
     sessions = {k: session(p) for k, p in models.items()}
@@ -85,7 +98,7 @@ def main():
                     s.run(["logits"], {"image": x})
                 speed[k][bs].append(runs * bs / (time.perf_counter() - t))
     med = {k: {bs: float(np.median(v)) for bs, v in d.items()} for k, d in speed.items()}
-    print(f"ONNX Runtime {ort.__version__} CPU, {a.threads} threads, {a.rounds} alternating rounds, "
+    print(f"ONNX Runtime {ort.__version__} CPU, {a.threads} threads, optimization {a.opt_level}, {a.rounds} alternating rounds, "
           f"10,000 Fashion-MNIST test images")
     print(f"{'model':<22} {'accuracy':>9} {'agreement':>10} {'b1 img/s':>9} {'x fp32':>7} "
           f"{'b64 img/s':>10} {'x fp32':>7} {'bytes':>9}")

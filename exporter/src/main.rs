@@ -26,7 +26,9 @@ use rir_infer::{ModelInfo, OrtOptions};
         takes `image`, float32 NCHW pixels in [0, 1] (normalization is inside the graph), and \
         returns `logits` and `probabilities`.\n\n\
         Examples:\n  rir-export runs/x/best.safetensors -o models/rir/1/model.onnx --verify\n  \
-        rir-export verify models/rir/1/model.onnx\n  rir-export inspect models/rir/1/model.onnx\n\n\
+        rir-export verify models/rir/1/model.onnx\n  \
+        rir-export quantize models/rir/1/model.onnx -o models/rir/2/model.onnx --verify\n  \
+        rir-export inspect models/rir/1/model.onnx\n\n\
         Exit status: 0 success, 1 error or failed verification."
 )]
 struct Cli {
