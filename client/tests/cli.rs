@@ -53,6 +53,14 @@ async fn the_served_default_model_scores_what_the_trainer_measured() {
     s.shutdown().await.unwrap();
 }
 
+/// `rir-classify ARGS` on a blocking thread, so the test's server keeps running.
+async fn classify_off_thread(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || classify_cli(&args))
+        .await
+        .unwrap()
+}
+
 fn classify_cli(args: &[String]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_rir-classify"))
         .args(args)
@@ -120,7 +128,7 @@ async fn rir_classify_over_two_replicas_and_its_accuracy_mismatch_error() {
     let dir = tempfile::tempdir().unwrap();
     rir_testkit::data::write_fashion_mnist(dir.path(), 64, 64, 28, true, 7).unwrap();
     let model_file = a.model_path("rir-fashion-mnist");
-    let args: Vec<String> = [
+    let out = classify_off_thread(&[
         "-u",
         &urls,
         "--eval",
@@ -131,13 +139,8 @@ async fn rir_classify_over_two_replicas_and_its_accuracy_mismatch_error() {
         &dir.path().display().to_string(),
         "--model-file",
         &model_file.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let out = tokio::task::spawn_blocking(move || classify_cli(&args))
-        .await
-        .unwrap();
+    ])
+    .await;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -240,20 +243,15 @@ async fn an_int8_version_served_beside_the_fp32_one_scores_what_its_quantization
         );
     }
     // Without a version, requests go to the latest: the int8 model.
-    let args: Vec<String> = [
+    let out = classify_off_thread(&[
         "-u",
         &s.url,
         "--eval",
         "fashion-mnist",
         "--model-file",
         &int8.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let out = tokio::task::spawn_blocking(move || classify_cli(&args))
-        .await
-        .unwrap();
+    ])
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
