@@ -566,23 +566,7 @@ async fn rest_failures_are_reported_under_the_grpc_code_of_their_http_status() {
 
     // 429: a queue of one in front of a slow model.
     let dir = tempfile::tempdir().unwrap();
-    rir_testkit::models::write_preset(
-        dir.path(),
-        "gray",
-        1,
-        rir_arch::InputSpec::new(1, 28, 28),
-        "tiny",
-        1,
-    );
-    let flags = [
-        "--queue-capacity",
-        "1",
-        "--max-batch",
-        "1",
-        "--run-inline",
-        "false",
-    ];
-    let s = TestServer::start(Some(dir.path()), &flags).await;
+    let s = TestServer::one_slot(dir.path()).await;
     let report = rest_run_while(&s, "gray", 1.5, async {}).await;
     assert!(report.ok > 0, "{report:?}");
     assert!(

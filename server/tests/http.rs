@@ -732,23 +732,7 @@ async fn an_engine_failure_is_500_over_http_and_internal_over_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_429_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    rir_testkit::models::write_preset(
-        dir.path(),
-        "gray",
-        1,
-        rir_arch::InputSpec::new(1, 28, 28),
-        "tiny",
-        1,
-    );
-    let flags = [
-        "--queue-capacity",
-        "1",
-        "--max-batch",
-        "1",
-        "--run-inline",
-        "false",
-    ];
-    let s = TestServer::start(Some(dir.path()), &flags).await;
+    let s = TestServer::one_slot(dir.path()).await;
     let infer = format!("{}/v2/models/gray/infer", s.http_url);
     let calls: Vec<_> = (0..24)
         .map(|_| tokio::spawn(call("POST", infer.clone(), &[], one_image(0.5))))

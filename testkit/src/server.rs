@@ -85,6 +85,30 @@ impl TestServer {
         }
     }
 
+    /// A server whose queue holds one request in front of a slow model:
+    /// `gray`, a random tiny RiR (1x28x28) written into `dir`, batching off
+    /// and no runs on the receiving thread, so that a few concurrent calls
+    /// overflow the queue (HTTP 429, gRPC RESOURCE_EXHAUSTED).
+    pub async fn one_slot(dir: &Path) -> TestServer {
+        crate::models::write_preset(
+            dir,
+            "gray",
+            1,
+            rir_arch::InputSpec::new(1, 28, 28),
+            "tiny",
+            1,
+        );
+        let flags = [
+            "--queue-capacity",
+            "1",
+            "--max-batch",
+            "1",
+            "--run-inline",
+            "false",
+        ];
+        Self::start(Some(dir), &flags).await
+    }
+
     /// The same, returning why it did not start.
     pub async fn try_start(root: Option<&Path>, flags: &[&str]) -> Result<TestServer, ServerError> {
         let dir = root.is_none().then(|| {
