@@ -6,6 +6,7 @@
 # machine's drift hits both. A benchmark, not a test.
 #
 #   bash scripts/int8-serve-bench.sh            # ROUNDS=3 DURATION=8 PORT=18471
+#   SERVE_ARGS="--session-per-bucket true" bash scripts/int8-serve-bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh >/dev/null
@@ -19,7 +20,7 @@ cp models/rir-fashion-mnist/1/model.onnx "$REPO/1/"
 { cat models/rir-fashion-mnist/config.pbtxt; echo 'version_policy { all { } }'; } >"$REPO/config.pbtxt"
 "$BIN/rir-export" quantize "$REPO/1/model.onnx" -o "$REPO/2/model.onnx"
 RIR_SERVE_BIN="$BIN/rir-serve" start_server "$PORT" "$TMP/serve.log" --models "$TMP/models" \
-  --grpc-addr "127.0.0.1:$PORT" --http-addr off --metrics-addr 127.0.0.1:0
+  --grpc-addr "127.0.0.1:$PORT" --http-addr off --metrics-addr 127.0.0.1:0 ${SERVE_ARGS:-}
 for r in $(seq 1 "$ROUNDS"); do
   for c in 1 64; do
     for v in 1 2; do
@@ -28,6 +29,7 @@ for r in $(seq 1 "$ROUNDS"); do
     done
   done
 done
+echo "rir-serve arguments: ${SERVE_ARGS:-(defaults)}"
 python3 - "$TMP" "$ROUNDS" <<'PY'
 import json, statistics, sys
 tmp, rounds = sys.argv[1], int(sys.argv[2])
