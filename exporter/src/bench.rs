@@ -18,9 +18,9 @@ use crate::error::ExportError;
 use crate::export::{Form, export_file};
 use crate::precision::Precision;
 use crate::quantize::{QuantizeOptions, quantize_model};
+use crate::verify::random_pixels;
 use prost::Message;
 use rir_checkpoint::synthetic::random_checkpoint;
-use rir_data::rng::Rng;
 use rir_process::median;
 
 /// Settings of one benchmark run.
@@ -100,10 +100,7 @@ pub fn run(
         }
         progress(&format!("{name}: quantizing"));
         let path = dir.join(format!("{name}-int8.onnx"));
-        let mut rng = Rng::new(7);
-        let pixels: Vec<f32> = (0..CALIBRATION_IMAGES * per)
-            .map(|_| rng.unit() as f32)
-            .collect();
+        let pixels = random_pixels(CALIBRATION_IMAGES * per, 7);
         let q = QuantizeOptions {
             images: CALIBRATION_IMAGES,
             ort: ort.clone(),

@@ -20,6 +20,10 @@ pub enum ExportError {
     /// The model records a precision this exporter does not know.
     #[error("metadata: {0}")]
     Precision(#[from] UnknownPrecision),
+    /// An int8 model's float32 source is missing or not the file it was
+    /// quantized from.
+    #[error(transparent)]
+    Source(#[from] crate::verify::SourceError),
     /// The data set for the accuracy check could not be read.
     #[error(transparent)]
     Data(#[from] rir_data::DataError),

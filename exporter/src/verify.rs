@@ -133,6 +133,35 @@ fn logits(
         })
 }
 
+/// The logits of `inputs` (images of `chw` floats), `batch` images per run.
+fn batched_logits(
+    engine: &mut dyn Engine,
+    inputs: &[f32],
+    chw: [usize; 3],
+    batch: usize,
+) -> Result<Vec<f32>, ExportError> {
+    let per = chw.iter().product::<usize>();
+    let n = inputs.len() / per;
+    let mut all = Vec::new();
+    for start in (0..n).step_by(batch.max(1)) {
+        let m = batch.min(n - start);
+        let x = &inputs[start * per..(start + m) * per];
+        all.extend(logits(engine, x, &[m, chw[0], chw[1], chw[2]])?);
+    }
+    Ok(all)
+}
+
+/// 8-bit pixels as the model's input: float32 in [0, 1].
+pub fn unit_pixels(bytes: &[u8]) -> Vec<f32> {
+    bytes.iter().map(|&p| f32::from(p) / 255.0).collect()
+}
+
+/// `values` seeded random floats in [0, 1]: inputs with no data set.
+pub fn random_pixels(values: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..values).map(|_| rng.unit() as f32).collect()
+}
+
 /// Runs `inputs` (`n` images of `chw` floats) through both engines in batches.
 fn compare(
     ort: &mut dyn Engine,
@@ -142,16 +171,9 @@ fn compare(
     k: usize,
     batch: usize,
 ) -> Result<(Comparison, Vec<f32>, Vec<f32>), ExportError> {
-    let per = chw.iter().product::<usize>();
-    let n = inputs.len() / per;
-    let (mut a, mut b) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
-    for start in (0..n).step_by(batch.max(1)) {
-        let m = batch.min(n - start);
-        let x = &inputs[start * per..(start + m) * per];
-        let shape = [m, chw[0], chw[1], chw[2]];
-        a.extend(logits(ort, x, &shape)?);
-        b.extend(logits(tract, x, &shape)?);
-    }
+    let n = inputs.len() / chw.iter().product::<usize>();
+    let a = batched_logits(ort, inputs, chw, batch)?;
+    let b = batched_logits(tract, inputs, chw, batch)?;
     let max_abs = max_abs_diff(&a, &b);
     let scale = a.iter().map(|v| v.abs()).fold(0.0, f32::max).max(1e-12);
     let (ta, tb) = (argmax_rows(&a, k), argmax_rows(&b, k));
@@ -189,8 +211,7 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
         Precision::Int8 => Some(source_engine(&info, opts)?),
     };
     let per = chw.iter().product::<usize>();
-    let mut rng = Rng::new(0x5eed);
-    let random: Vec<f32> = (0..opts.random * per).map(|_| rng.unit() as f32).collect();
+    let random = random_pixels(opts.random * per, 0x5eed);
     let random_twin = match &mut twin {
         Some(t) => Some(compare(&mut ort, t, &random, chw, k, opts.batch)?.0),
         None => None,
@@ -216,10 +237,7 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
         }
     };
     let n = opts.images.min(data.test.len());
-    let pixels: Vec<f32> = data.test.images[..n * per]
-        .iter()
-        .map(|&p| p as f32 / 255.0)
-        .collect();
+    let pixels = unit_pixels(&data.test.images[..n * per]);
     let reference: &mut dyn Engine = match &mut twin {
         Some(t) => t,
         None => &mut tract,
@@ -293,16 +311,7 @@ pub fn test_accuracy(
     info: &ModelInfo,
 ) -> Result<f64, ExportError> {
     let (chw, k) = shape_of(info)?;
-    let per = chw.iter().product::<usize>();
-    let mut all = Vec::with_capacity(split.len() * k);
-    for start in (0..split.len()).step_by(100) {
-        let m = 100.min(split.len() - start);
-        let x: Vec<f32> = split.images[start * per..(start + m) * per]
-            .iter()
-            .map(|&p| f32::from(p) / 255.0)
-            .collect();
-        all.extend(logits(engine, &x, &[m, chw[0], chw[1], chw[2]])?);
-    }
+    let all = batched_logits(engine, &unit_pixels(&split.images), chw, 100)?;
     Ok(accuracy(&all, &split.labels, k))
 }
 
@@ -339,22 +348,19 @@ pub enum SourceError {
 /// Loads the float32 source of an int8 model in ONNX Runtime, after
 /// checking it is the file the model records having been quantized from.
 fn source_engine(info: &ModelInfo, opts: &VerifyOptions) -> Result<OrtEngine, ExportError> {
-    let path = opts
-        .source
-        .as_deref()
-        .ok_or_else(|| ExportError::Metadata(SourceError::Missing.to_string()))?;
+    let path = opts.source.as_deref().ok_or(SourceError::Missing)?;
     let bytes = std::fs::read(path).map_err(|e| ExportError::Io(path.to_path_buf(), e))?;
     let recorded = info.quantization().map(|q| q.source_sha256);
     let found = crate::export::sha256_hex(&bytes);
     if let Some(recorded) = recorded
         && recorded != found
     {
-        let e = SourceError::Mismatch {
+        return Err(SourceError::Mismatch {
             path: path.to_path_buf(),
             found,
             recorded,
-        };
-        return Err(ExportError::Metadata(e.to_string()));
+        }
+        .into());
     }
     Ok(OrtEngine::load(path, &opts.ort)?)
 }

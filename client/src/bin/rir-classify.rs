@@ -141,11 +141,13 @@ async fn eval(cli: &Cli, source: Source, replicas: &Replicas<Chan>) -> Result<()
 /// An int8 model is held to the accuracy measured when it was quantized.
 fn check_recorded(f: &Path, acc: &Accuracy) -> Result<()> {
     let info = rir_infer::ModelInfo::read(f)?;
-    let (trained, whose, who) = match info.quantization().and_then(|q| q.test_accuracy) {
+    // The figure, what it is, who recorded it, whose it is.
+    let (trained, whose, who, owner) = match info.quantization().and_then(|q| q.test_accuracy) {
         Some(int8) => (
             int8,
             "int8 model's accuracy measured when it was quantized",
             "its quantization recorded",
+            "the quantization",
         ),
         None => (
             info.recorded_metrics()
@@ -159,6 +161,7 @@ fn check_recorded(f: &Path, acc: &Accuracy) -> Result<()> {
                 })?,
             "trainer's evaluation of the exported checkpoint",
             "the trainer recorded",
+            "the trainer",
         ),
     };
     let served = acc.fraction();
@@ -171,12 +174,7 @@ fn check_recorded(f: &Path, acc: &Accuracy) -> Result<()> {
         );
     }
     println!(
-        "served accuracy reproduces {}'s ({} of {} images apart; at most 0.1 % may be)",
-        if who == "the trainer recorded" {
-            "the trainer"
-        } else {
-            "the quantization"
-        },
+        "served accuracy reproduces {owner}'s ({} of {} images apart; at most 0.1 % may be)",
         ((served - trained).abs() * acc.total as f64).round(),
         acc.total
     );

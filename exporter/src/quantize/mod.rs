@@ -36,6 +36,7 @@ pub use grid::{ActivationGrid, WeightScheme};
 use crate::error::ExportError;
 use crate::export::sha256_hex;
 use crate::precision::Precision;
+use crate::verify::unit_pixels;
 
 /// How to quantize.
 #[derive(Debug, Clone)]
@@ -80,12 +81,7 @@ pub fn calibration_images(data: &Dataset, opts: &QuantizeOptions) -> Result<Vec<
     let order = Rng::new(opts.seed).permutation(data.train.len());
     Ok(order[..n]
         .iter()
-        .flat_map(|&i| {
-            data.train
-                .image(i, per)
-                .iter()
-                .map(|&p| f32::from(p) / 255.0)
-        })
+        .flat_map(|&i| unit_pixels(data.train.image(i, per)))
         .collect())
 }
 

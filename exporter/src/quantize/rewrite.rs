@@ -80,10 +80,7 @@ pub fn rewrite(
         .map(|t| (t.name.as_str(), t))
         .collect();
     let grid_of = |name: &str| -> Result<ActivationGrid, ExportError> {
-        let root = match plan.tensors.iter().find(|(n, _)| n == name).map(|t| &t.1) {
-            Some(Grid::SameAs(r)) => r.as_str(),
-            _ => name,
-        };
+        let root = grid_root(plan, name);
         grids
             .get(root)
             .copied()
@@ -169,6 +166,8 @@ pub fn rewrite(
     Ok(out)
 }
 
+/// The tensor whose calibrated grid `name` is on: itself, or the input its
+/// Slice or Pad passes codes on from.
 fn grid_root<'a>(plan: &'a Plan, name: &'a str) -> &'a str {
     match plan.tensors.iter().find(|(n, _)| n == name).map(|t| &t.1) {
         Some(Grid::SameAs(r)) => r,

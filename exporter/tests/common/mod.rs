@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use rir_arch::{InputSpec, ModelSpec, Variant, preset};
 pub use rir_checkpoint::synthetic::random_checkpoint;
-use rir_data::rng::Rng;
 
 /// The `micro` spec of a variant on 1x28x28 with 10 classes.
 pub fn micro(v: Variant) -> ModelSpec {
@@ -22,10 +21,7 @@ pub fn write_random(dir: &Path, spec: &ModelSpec, seed: u64) -> PathBuf {
 /// Random pixels in [0, 1].
 pub fn pixels(n: usize, spec: &ModelSpec, seed: u64) -> Vec<f32> {
     let i = spec.input;
-    let mut rng = Rng::new(seed);
-    (0..n * i.channels * i.height * i.width)
-        .map(|_| rng.unit() as f32)
-        .collect()
+    rir_exporter::verify::random_pixels(n * i.channels * i.height * i.width, seed)
 }
 
 /// Python with the official `onnx` package importable, as scripts/setup.sh installs it.
