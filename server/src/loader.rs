@@ -185,7 +185,7 @@ impl Loader {
             fingerprint,
             model,
         } = found;
-        let stats = Arc::new(ModelStats::new(&name, self.metrics.clone()));
+        let stats = Arc::new(ModelStats::new(&name, version, self.metrics.clone()));
         let state = match model {
             Ok(d) => start(d, engines, batching, &stats),
             Err(e) => unavailable(&name, version, None, e),

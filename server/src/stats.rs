@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// The Prometheus metrics, labelled by model.
@@ -54,6 +54,85 @@ pub struct Metrics {
     pub resident_memory: IntGauge,
     /// Open file descriptors of this process (the same).
     pub open_fds: IntGauge,
+    /// The same per-request figures under Triton's names.
+    pub triton: TritonCounters,
+}
+
+/// Triton's per-request counters under Triton's names (`nv_inference_*`,
+/// labelled by model and version, durations in microseconds), so that
+/// dashboards, alerts and load testers written for Triton's metrics
+/// (`rir-loadtest --metrics-url`) read rir-serve's unchanged. They count
+/// what `ModelStatistics` counts, in the same call.
+pub struct TritonCounters {
+    /// Successful requests (`nv_inference_request_success`).
+    pub success: IntCounterVec,
+    /// Failed requests (`nv_inference_request_failure`).
+    pub failure: IntCounterVec,
+    /// Images inferred (`nv_inference_count`).
+    pub inferences: IntCounterVec,
+    /// Engine executions (`nv_inference_exec_count`).
+    pub executions: IntCounterVec,
+    /// Time of successful requests, from arrival to response
+    /// (`nv_inference_request_duration_us`).
+    pub request_us: CounterVec,
+    /// Their time in the batching queue (`nv_inference_queue_duration_us`).
+    pub queue_us: CounterVec,
+    /// Their time decoding input (`nv_inference_compute_input_duration_us`).
+    pub input_us: CounterVec,
+    /// Their time in the engine (`nv_inference_compute_infer_duration_us`).
+    pub infer_us: CounterVec,
+    /// Their time encoding output (`nv_inference_compute_output_duration_us`).
+    pub output_us: CounterVec,
+}
+
+impl TritonCounters {
+    fn new(r: &Registry) -> Result<Self, prometheus::Error> {
+        const LABELS: [&str; 2] = ["model", "version"];
+        let count = |name: &str, help: &str| {
+            registered(r, IntCounterVec::new(Opts::new(name, help), &LABELS))
+        };
+        let micros = |name: &str, help: &str| {
+            registered(r, CounterVec::new(Opts::new(name, help), &LABELS))
+        };
+        Ok(TritonCounters {
+            success: count(
+                "nv_inference_request_success",
+                "successful inference requests (Triton's name)",
+            )?,
+            failure: count(
+                "nv_inference_request_failure",
+                "failed inference requests (Triton's name)",
+            )?,
+            inferences: count(
+                "nv_inference_count",
+                "images inferred (Triton's name)",
+            )?,
+            executions: count(
+                "nv_inference_exec_count",
+                "engine executions (Triton's name)",
+            )?,
+            request_us: micros(
+                "nv_inference_request_duration_us",
+                "cumulative time of successful requests, microseconds (Triton's name)",
+            )?,
+            queue_us: micros(
+                "nv_inference_queue_duration_us",
+                "cumulative queue time of successful requests, microseconds (Triton's name)",
+            )?,
+            input_us: micros(
+                "nv_inference_compute_input_duration_us",
+                "cumulative input decoding time, microseconds (Triton's name)",
+            )?,
+            infer_us: micros(
+                "nv_inference_compute_infer_duration_us",
+                "cumulative engine time of requests, microseconds (Triton's name)",
+            )?,
+            output_us: micros(
+                "nv_inference_compute_output_duration_us",
+                "cumulative output encoding time, microseconds (Triton's name)",
+            )?,
+        })
+    }
 }
 
 /// Makes a metric, registers it in `registry`, and hands it back.
@@ -150,6 +229,7 @@ impl Metrics {
             connections_refused,
             resident_memory,
             open_fds,
+            triton: TritonCounters::new(&r)?,
             registry: r,
         })
     }
@@ -250,18 +330,27 @@ pub struct RequestTimes {
 /// One model's statistics, shared by the service and the batcher.
 pub struct ModelStats {
     model: String,
+    /// The version, as the `version` label of the Triton-named counters.
+    version: String,
     metrics: std::sync::Arc<Metrics>,
     inner: Mutex<Snapshot>,
 }
 
 impl ModelStats {
-    /// Statistics for `model`, reporting into `metrics` too.
-    pub fn new(model: &str, metrics: std::sync::Arc<Metrics>) -> Self {
+    /// Statistics for version `version` of `model`, reporting into
+    /// `metrics` too.
+    pub fn new(model: &str, version: u64, metrics: std::sync::Arc<Metrics>) -> Self {
         ModelStats {
             model: model.to_string(),
+            version: version.to_string(),
             metrics,
             inner: Mutex::new(Snapshot::default()),
         }
+    }
+
+    /// The labels of the Triton-named counters.
+    fn triton_labels(&self) -> [&str; 2] {
+        [&self.model, &self.version]
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Snapshot) -> R) -> R {
@@ -290,6 +379,10 @@ impl ModelStats {
             .with_label_values(&[&self.model])
             .inc_by(padded as u64);
         m.executions.with_label_values(&[&self.model]).inc();
+        m.triton
+            .executions
+            .with_label_values(&self.triton_labels())
+            .inc();
         m.instance_executions
             .with_label_values(&[self.model.as_str(), &instance.to_string()])
             .inc();
@@ -333,6 +426,21 @@ impl ModelStats {
         m.requests
             .with_label_values(&[&self.model, "ok", "OK"])
             .inc();
+        let tr = &m.triton;
+        let labels = self.triton_labels();
+        tr.success.with_label_values(&labels).inc();
+        tr.inferences.with_label_values(&labels).inc_by(n as u64);
+        for (counter, d) in [
+            (&tr.request_us, t.total),
+            (&tr.queue_us, t.queue),
+            (&tr.input_us, t.input),
+            (&tr.infer_us, t.infer),
+            (&tr.output_us, t.output),
+        ] {
+            counter
+                .with_label_values(&labels)
+                .inc_by(d.as_secs_f64() * 1e6);
+        }
     }
 
     /// A request failed with gRPC code `reason` after `total`.
@@ -341,6 +449,11 @@ impl ModelStats {
         self.metrics
             .requests
             .with_label_values(&[&self.model, "error", reason])
+            .inc();
+        self.metrics
+            .triton
+            .failure
+            .with_label_values(&self.triton_labels())
             .inc();
     }
 

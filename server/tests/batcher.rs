@@ -33,7 +33,7 @@ fn setup_with(
     let path = dir.path().join("m/1/model.onnx");
     let desc = describe("m", 1, &path).unwrap();
     let engine: Box<dyn Engine> = Box::new(OrtEngine::load(&path, &OrtOptions::default()).unwrap());
-    let stats = Arc::new(ModelStats::new("m", Arc::new(Metrics::new().unwrap())));
+    let stats = Arc::new(ModelStats::new("m", 1, Arc::new(Metrics::new().unwrap())));
     let config = BatchConfig {
         buckets: rir_infer::Buckets::every(max_batch),
         max_delay: delay,
@@ -213,7 +213,7 @@ fn recorded(setup: Setup) -> Recorded {
         min_run: setup.min_run,
     });
     let metrics = Arc::new(Metrics::new().unwrap());
-    let stats = Arc::new(ModelStats::new("m", metrics.clone()));
+    let stats = Arc::new(ModelStats::new("m", 1, metrics.clone()));
     let config = BatchConfig {
         buckets: setup.buckets,
         max_delay: setup.max_delay,

@@ -617,6 +617,27 @@ async fn statistics_count_what_ran() {
         ),
         "{text}"
     );
+    // Triton's names carry the same counts and times, per version.
+    let triton = |name: &str| -> f64 {
+        let key = format!("{name}{{model=\"gray\",version=\"2\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&key));
+        line.and_then(|l| l[key.len()..].parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+    };
+    assert_eq!(triton("nv_inference_request_success"), 2.0);
+    assert_eq!(triton("nv_inference_request_failure"), 1.0);
+    assert_eq!(triton("nv_inference_count"), 4.0);
+    assert_eq!(triton("nv_inference_exec_count"), 2.0);
+    for (name, d) in [
+        ("nv_inference_request_duration_us", &inf.success),
+        ("nv_inference_queue_duration_us", &inf.queue),
+        ("nv_inference_compute_input_duration_us", &inf.compute_input),
+        ("nv_inference_compute_infer_duration_us", &inf.compute_infer),
+        ("nv_inference_compute_output_duration_us", &inf.compute_output),
+    ] {
+        let us = d.as_ref().unwrap().ns as f64 / 1000.0;
+        assert!((triton(name) - us).abs() < 0.01, "{name}: {} vs {us}", triton(name));
+    }
     s.shutdown().await.unwrap();
 }
 
