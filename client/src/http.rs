@@ -144,14 +144,26 @@ impl HttpClient {
         check(status, &body).map(drop)
     }
 
-    /// GETs `path` as JSON.
-    pub async fn get_json(&self, path: &str) -> Result<Value, tonic::Status> {
+    /// GETs `path`; a non-2xx answer is the status it stands for.
+    async fn get(&self, path: &str) -> Result<Bytes, tonic::Status> {
         let (status, body) = self
             .call(hyper::Method::GET, path, None, Bytes::new())
             .await?;
-        let body = check(status, &body)?;
+        check(status, &body)
+    }
+
+    /// GETs `path` as JSON.
+    pub async fn get_json(&self, path: &str) -> Result<Value, tonic::Status> {
+        let body = self.get(path).await?;
         serde_json::from_slice(&body)
             .map_err(|e| tonic::Status::internal(format!("{path} did not answer JSON: {e}")))
+    }
+
+    /// GETs `path` as UTF-8 text (a Prometheus metrics page).
+    pub async fn get_text(&self, path: &str) -> Result<String, tonic::Status> {
+        let body = self.get(path).await?;
+        String::from_utf8(body.to_vec())
+            .map_err(|e| tonic::Status::internal(format!("{path} did not answer UTF-8: {e}")))
     }
 }
 

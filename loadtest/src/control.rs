@@ -1,13 +1,16 @@
 //! The controller of one run: warm-up, then the measurement (a duration,
 //! a request count, or stability windows, optionally split into intervals),
 //! then the answers still in flight; it watches for a run whose requests
-//! all fail, feeds the progress bar, and says what was measured.
+//! all fail, feeds the progress bar, and says what was measured. At every
+//! boundary of the measurement it reads the server's counters, so that each
+//! measured span has the server's own account beside the client's.
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::LoadError;
+use crate::breakdown::{Counters, Probe};
 use crate::live::{Shared, lock};
 use crate::load::{RunOptions, Stability, Stop};
 use crate::progress::Progress;
@@ -27,18 +30,35 @@ pub(crate) struct Measured {
     pub(crate) stable: Option<bool>,
     /// Windows measured (1 without stability windows).
     pub(crate) windows: usize,
-    /// With `interval`: each interval's record, its start (seconds from the
-    /// start of the measurement) and its length.
-    pub(crate) intervals: Vec<(Recorder, f64, f64)>,
+    /// The server's counters over the measurement, when it gives them.
+    pub(crate) server: Option<Counters>,
+    /// With `interval`: each interval.
+    pub(crate) intervals: Vec<Interval>,
+}
+
+/// One interval of a measurement.
+pub(crate) struct Interval {
+    /// Its requests.
+    pub(crate) record: Recorder,
+    /// Its start, seconds from the start of the measurement.
+    pub(crate) start: f64,
+    /// Its length, seconds.
+    pub(crate) seconds: f64,
+    /// The server's counters over it.
+    pub(crate) server: Option<Counters>,
 }
 
 /// Runs the phases of a run whose driver signals `done` when it has
-/// stopped and every request is answered.
+/// stopped and every request is answered; `probe` reads the server's
+/// counters, and `before` holds them as read before the driver started,
+/// when the measurement starts with it (no warm-up).
 pub(crate) async fn control(
     sh: &Shared,
     o: &RunOptions,
     done: oneshot::Receiver<()>,
     progress: &Progress,
+    probe: Option<&Probe>,
+    before: Option<Counters>,
 ) -> Result<Measured, LoadError> {
     let mut c = Controller {
         sh,
@@ -46,8 +66,14 @@ pub(crate) async fn control(
         done,
         finished: false,
         progress,
+        probe,
+        marks: vec![],
     };
     c.sleep_until(Instant::now() + o.warmup).await?;
+    match o.warmup.is_zero() {
+        true => c.marks.push(before),
+        false => c.mark().await,
+    }
     let mut starts = vec![Instant::now()];
     if sh.phase.load(Ordering::Acquire) == 0 {
         sh.next_window();
@@ -62,11 +88,20 @@ pub(crate) async fn control(
     sh.stop.store(true, Ordering::Release);
     c.drain().await?;
     let end = Instant::now();
+    c.mark().await;
     let windows = lock(&sh.windows);
     Ok(match stable {
-        Some(ok) => stable_measurement(&windows, &starts, ok),
-        None => fixed_measurement(&windows, starts, end, o.interval.is_some()),
+        Some(ok) => stable_measurement(&windows, &starts, &c.marks, ok),
+        None => fixed_measurement(&windows, starts, end, &c.marks, o.interval.is_some()),
     })
+}
+
+/// The server's counters between marks `a` and `b`, when both were read.
+fn between(marks: &[Option<Counters>], a: usize, b: usize) -> Option<Counters> {
+    match (marks.get(a), marks.get(b)) {
+        (Some(Some(a)), Some(Some(b))) => Some(b.since(a)),
+        _ => None,
+    }
 }
 
 /// One run's controller and what it has seen.
@@ -78,9 +113,23 @@ struct Controller<'a> {
     /// Whether `done` has fired.
     finished: bool,
     progress: &'a Progress,
+    /// Reads the server's counters.
+    probe: Option<&'a Probe>,
+    /// The counters at each boundary of the measurement (its start, each
+    /// window's or interval's end, and its end), as `starts` holds them.
+    marks: Vec<Option<Counters>>,
 }
 
 impl Controller<'_> {
+    /// Reads the server's counters at a boundary.
+    async fn mark(&mut self) {
+        let now = match self.probe {
+            Some(p) => p.read().await,
+            None => None,
+        };
+        self.marks.push(now);
+    }
+
     /// Looks at the run: stops it when every request so far failed, shows
     /// progress, and notes when the driver has finished.
     fn tick(&mut self) -> Result<(), LoadError> {
@@ -121,6 +170,7 @@ impl Controller<'_> {
             self.sleep_until(end).await?;
             starts.push(Instant::now());
             let complete = self.sh.next_window() - 1;
+            self.mark().await;
             self.progress.window(complete);
             if complete >= 3 {
                 let ok = is_stable(
@@ -159,6 +209,7 @@ impl Controller<'_> {
             {
                 starts.push(Instant::now());
                 self.sh.next_window();
+                self.mark().await;
                 next_split = Some(t + d);
             }
         }
@@ -177,7 +228,12 @@ impl Controller<'_> {
 
 /// The last three windows of a stability run (window 0 is the warm-up; the
 /// last one, opened when the run stopped, is not measured).
-fn stable_measurement(windows: &[Recorder], starts: &[Instant], stable: bool) -> Measured {
+fn stable_measurement(
+    windows: &[Recorder],
+    starts: &[Instant],
+    marks: &[Option<Counters>],
+    stable: bool,
+) -> Measured {
     let k = windows.len() - 2;
     let first = k.saturating_sub(2).max(1);
     let mut record = Recorder::new();
@@ -189,6 +245,7 @@ fn stable_measurement(windows: &[Recorder], starts: &[Instant], stable: bool) ->
         seconds: (starts[k] - starts[first - 1]).as_secs_f64(),
         stable: Some(stable),
         windows: k,
+        server: between(marks, first - 1, k),
         intervals: vec![],
     }
 }
@@ -200,6 +257,7 @@ fn fixed_measurement(
     windows: &[Recorder],
     mut starts: Vec<Instant>,
     end: Instant,
+    marks: &[Option<Counters>],
     intervals: bool,
 ) -> Measured {
     let mut record = Recorder::new();
@@ -212,12 +270,12 @@ fn fixed_measurement(
         true => windows[1..]
             .iter()
             .zip(starts.windows(2))
-            .map(|(w, b)| {
-                (
-                    w.clone(),
-                    (b[0] - starts[0]).as_secs_f64(),
-                    (b[1] - b[0]).as_secs_f64(),
-                )
+            .enumerate()
+            .map(|(k, (w, b))| Interval {
+                record: w.clone(),
+                start: (b[0] - starts[0]).as_secs_f64(),
+                seconds: (b[1] - b[0]).as_secs_f64(),
+                server: between(marks, k, k + 1),
             })
             .collect(),
     };
@@ -226,6 +284,7 @@ fn fixed_measurement(
         seconds: (end - starts[0]).as_secs_f64(),
         stable: None,
         windows: 1,
+        server: between(marks, 0, starts.len() - 1),
         intervals,
     }
 }

@@ -29,10 +29,14 @@
 //!   adding their histograms.
 //! - [`report`]: the figures of a run, as a table, JSON and CSV; [`plot`]:
 //!   latency against throughput for a sweep.
+//! - [`breakdown`]: the server's account of a measurement (its queue and
+//!   compute per request, from its statistics or metrics) beside the
+//!   client's latency.
 //! - [`recorder`]: latencies and errors of one measurement window.
 //! - [`load`]: what a run offers and how long it measures.
 //! - [`error`]: what stops a load test.
 
+pub mod breakdown;
 mod control;
 mod drive;
 pub mod error;

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use rir_client::balance::Replicas;
 use rir_client::connect::{ClientAuthArgs, ConnectOptions, Target, connect_replicas, resolve};
 use rir_client::http::HttpClient;
+use rir_loadtest::breakdown::Probe;
 use rir_loadtest::load::{Arrivals, Load, RunOptions, Stability, Stop, concurrencies, seconds};
 use rir_loadtest::report::{Report, csv, table};
 use rir_loadtest::run::run;
@@ -188,6 +189,18 @@ struct TestArgs {
     /// the figures; rir-loadtest exits 1 when any got another. gRPC only.
     #[arg(long, default_value_t = 0.0)]
     bad_fraction: f64,
+    /// Read the server breakdown (queue and compute per request) from the
+    /// Triton-named `nv_inference_*` counters of this Prometheus metrics
+    /// page (e.g. http://127.0.0.1:8002/metrics) instead of the server's
+    /// KServe v2 statistics; several (repeated or comma-separated) are
+    /// added, one per replica.
+    #[arg(long, value_delimiter = ',', value_name = "URL")]
+    metrics_url: Vec<String>,
+    /// Leave the server breakdown out (by default each measurement reads
+    /// the model's statistics before and after; a server without them is
+    /// noted once and the run goes on).
+    #[arg(long, conflicts_with = "metrics_url")]
+    no_server_stats: bool,
     /// HTTP/2 connections to spread requests over.
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -460,6 +473,14 @@ async fn workload(a: &TestArgs, targets: &[Target]) -> Result<Workload> {
                 .collect::<Result<Vec<_>, _>>()?;
             Workload::prepare_http_replicas(Replicas::new(members), &options).await?
         }
+    };
+    let workload = match (a.no_server_stats, a.metrics_url.is_empty()) {
+        (true, _) => workload.with_server_counters(None),
+        (false, false) => workload.with_server_counters(Some(
+            Probe::metrics(&a.metrics_url, &a.model, &a.model_version)
+                .map_err(anyhow::Error::msg)?,
+        )),
+        (false, true) => workload,
     };
     Ok(match a.bad_fraction {
         f if f > 0.0 => workload.with_bad_fraction(f, a.seed).await?,

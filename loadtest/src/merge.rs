@@ -200,6 +200,9 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
         bad_requests: record.hostile,
         intervals: vec![],
         start_s: None,
+        // Each generator's server figures already cover every generator's
+        // requests: the server saw them all. They stay in the parts.
+        server: None,
         generators: Some(parts.iter().map(|r| r.generators.unwrap_or(1)).sum()),
         histogram: crate::recorder::histogram_text(&record.latency),
     })

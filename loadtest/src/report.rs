@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::breakdown::Breakdown;
 use crate::hostile::HostileCount;
 use crate::load::Load;
 use crate::recorder::{Recorder, histogram_text};
@@ -84,6 +85,10 @@ pub struct Report {
     /// An interval's start, seconds from the start of the measurement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_s: Option<f64>,
+    /// The server's account of the same requests (its queue and compute
+    /// per request), when it gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<Breakdown>,
     /// Made by `rir-loadtest merge`: how many generators' reports it adds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generators: Option<usize>,
@@ -160,6 +165,7 @@ impl Report {
             bad_requests: record.hostile.clone(),
             intervals: vec![],
             start_s: None,
+            server: None,
             generators: None,
             histogram: histogram_text(&record.latency),
         }
@@ -210,10 +216,13 @@ const COLUMNS: [&str; 13] = [
     "requests", "errors",
 ];
 
-fn cells(r: &Report) -> [String; 13] {
+/// The split of `avg ms`, shown when a row has the server's breakdown.
+const SERVER_COLUMNS: [&str; 3] = ["queue", "compute", "rest"];
+
+fn cells(r: &Report, server: bool) -> Vec<String> {
     let l = &r.latency_ms;
     let f = |v: f64| format!("{v:.3}");
-    [
+    let mut cells = vec![
         r.load.clone(),
         format!("{:.1}", r.requests_per_s),
         format!("{:.1}", r.inferences_per_s),
@@ -227,18 +236,32 @@ fn cells(r: &Report) -> [String; 13] {
         f(l.max),
         r.requests.to_string(),
         r.errors_cell(),
-    ]
+    ];
+    if server {
+        match &r.server {
+            Some(b) => cells.extend([f(b.queue_ms), f(b.compute_ms()), f(b.rest_ms())]),
+            None => cells.extend(["-".to_string(), "-".into(), "-".into()]),
+        }
+    }
+    cells
 }
 
 /// An aligned table, one row per report (latency in milliseconds), with
-/// the error messages under it.
+/// the error messages under it. When the server gave its statistics,
+/// `avg ms` is split into the server's queue and compute per request and
+/// the rest.
 pub fn table(reports: &[Report]) -> String {
-    let rows: Vec<[String; 13]> = rows(reports).map(cells).collect();
-    let widths: Vec<usize> = (0..COLUMNS.len())
+    let server = rows(reports).any(|r| r.server.is_some());
+    let columns: Vec<&str> = match server {
+        true => COLUMNS.iter().chain(&SERVER_COLUMNS).copied().collect(),
+        false => COLUMNS.to_vec(),
+    };
+    let body: Vec<Vec<String>> = rows(reports).map(|r| cells(r, server)).collect();
+    let widths: Vec<usize> = (0..columns.len())
         .map(|i| {
-            rows.iter()
+            body.iter()
                 .map(|r| r[i].len())
-                .chain([COLUMNS[i].len()])
+                .chain([columns[i].len()])
                 .max()
                 .unwrap_or(0)
         })
@@ -254,9 +277,17 @@ pub fn table(reports: &[Report]) -> String {
         }
         out.push('\n');
     };
-    line(&mut out, &COLUMNS);
-    for r in &rows {
+    line(&mut out, &columns);
+    for r in &body {
         line(&mut out, &r.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    if let Some(source) = rows(reports).find_map(|r| r.server.map(|b| b.source)) {
+        let _ = writeln!(
+            out,
+            "queue, compute: the server's own average per request ({}); rest: avg ms less both \
+             (the server's handling, the network and the client)",
+            source.label()
+        );
     }
     for r in reports {
         notes(&mut out, r);
@@ -280,6 +311,24 @@ fn notes(out: &mut String, r: &Report) {
     }
     if r.stable == Some(false) {
         let _ = writeln!(out, "{}: not stable after {} windows", r.load, r.windows);
+    }
+    if let Some(b) = &r.server {
+        let _ = writeln!(
+            out,
+            "{}: server: {} requests in {} executions ({:.2} items each); {:.3} ms in the server = queue {:.3} + compute {:.3} (input {:.3}, infer {:.3}, output {:.3}) + handling {:.3}; {:.3} ms outside it",
+            r.load,
+            b.requests,
+            b.executions,
+            b.avg_batch,
+            b.server_ms,
+            b.queue_ms,
+            b.compute_ms(),
+            b.compute_input_ms,
+            b.compute_infer_ms,
+            b.compute_output_ms,
+            b.server_ms - b.queue_ms - b.compute_ms(),
+            b.outside_ms
+        );
     }
     if r.retried > 0 {
         let _ = writeln!(
@@ -338,13 +387,15 @@ pub fn csv(reports: &[Report]) -> String {
     let mut out = String::from(
         "load,concurrency,rate,batch,seconds,requests,ok,failed,requests_per_s,inferences_per_s,\
          min_ms,avg_ms,stddev_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,late_sends,retried,errors,\
-         bad_sent,bad_mismatched\n",
+         bad_sent,bad_mismatched,server_source,server_requests,server_executions,server_avg_batch,\
+         server_queue_ms,server_compute_input_ms,server_compute_infer_ms,server_compute_output_ms,\
+         server_ms,outside_ms\n",
     );
     for r in rows(reports) {
         let l = &r.latency_ms;
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.3},{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{}",
+            "{},{},{},{},{:.3},{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{}",
             r.load,
             r.concurrency.map(|c| c.to_string()).unwrap_or_default(),
             r.rate.map(|c| c.to_string()).unwrap_or_default(),
@@ -372,8 +423,29 @@ pub fn csv(reports: &[Report]) -> String {
                 .collect::<Vec<_>>()
                 .join(" "),
             r.bad_sent(),
-            r.bad_mismatched()
+            r.bad_mismatched(),
+            server_cells(r.server.as_ref())
         );
     }
     out
+}
+
+/// The CSV cells of a server breakdown (empty when there is none).
+fn server_cells(b: Option<&Breakdown>) -> String {
+    let Some(b) = b else {
+        return ",".repeat(9);
+    };
+    format!(
+        "{},{},{},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
+        b.source.name(),
+        b.requests,
+        b.executions,
+        b.avg_batch,
+        b.queue_ms,
+        b.compute_input_ms,
+        b.compute_infer_ms,
+        b.compute_output_ms,
+        b.server_ms,
+        b.outside_ms
+    )
 }

@@ -1,11 +1,13 @@
 //! One run: the driver of its load ([`crate::drive`]) and its controller
 //! ([`crate::control`]) started on shared state ([`crate::live`]), then the
-//! report of what was measured, with a row per interval when asked for.
+//! report of what was measured, with a row per interval when asked for and
+//! the server's breakdown of each ([`crate::breakdown`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::LoadError;
+use crate::breakdown::{Breakdown, Counters};
 use crate::control::{Measured, control};
 use crate::drive;
 use crate::live::Shared;
@@ -43,7 +45,12 @@ pub async fn run(
         (None, Stop::Requests(n)) => Some(n),
         _ => None,
     };
-    // Without warm-up the first request already belongs to the measurement.
+    // Without warm-up the first request already belongs to the measurement,
+    // so the server's counters are read before it goes.
+    let before = match (o.warmup.is_zero(), &workload.probe) {
+        (true, Some(p)) => p.read().await,
+        _ => None,
+    };
     let shared = Arc::new(Shared::new(o.warmup.is_zero(), limit));
     let done = match load {
         Load::Closed { concurrency } => {
@@ -59,7 +66,7 @@ pub async fn run(
         )?,
     };
     let progress = Progress::new(o, &load);
-    let measured = control(&shared, o, done, &progress).await;
+    let measured = control(&shared, o, done, &progress, workload.probe.as_ref(), before).await;
     progress.finish();
     let m = measured?;
     Ok(outcome(
@@ -84,11 +91,19 @@ fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured, late: 
         m.windows,
     )
     .with_replicas(&m.record, &replicas);
+    let source = workload.probe.as_ref().map(|p| p.source);
+    let breakdown = |counters: &Option<Counters>, r: &Report| {
+        Option::zip(counters.as_ref(), source)
+            .and_then(|(c, s)| Breakdown::of(c, s, r.latency_ms.avg))
+    };
+    report.server = breakdown(&m.server, &report);
     report.intervals = m
         .intervals
         .iter()
-        .map(|(rec, start, secs)| {
-            let mut r = Report::new(load, workload.batch, *secs, rec, 0, None, 1);
+        .map(|i| {
+            let (start, secs) = (&i.start, &i.seconds);
+            let mut r = Report::new(load, workload.batch, *secs, &i.record, 0, None, 1);
+            r.server = breakdown(&i.server, &r);
             // One precision for every row: the nominal interval's.
             r.load = if o.interval.is_some_and(|d| d.as_secs_f64() < 10.0) {
                 format!("{:.1}-{:.1} s", start, start + secs)

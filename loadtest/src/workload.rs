@@ -17,6 +17,7 @@ use rir_proto::inference::{ModelInferRequest, ModelMetadataRequest, ServerLiveRe
 use rir_contract::Datatype;
 
 use crate::LoadError;
+use crate::breakdown::Probe;
 use crate::hostile::{Call, Hostile, Mix};
 use rir_client::balance::{Replicas, Routed};
 use rir_client::connect::{Chan, classify_client, kserve_client};
@@ -186,6 +187,9 @@ pub struct Workload {
     pub batch: usize,
     /// One line saying what is sent, for logs and reports.
     pub description: String,
+    /// Reads the server's counters around each measurement (by default
+    /// its statistics over the run's protocol).
+    pub(crate) probe: Option<Probe>,
 }
 
 impl Workload {
@@ -263,13 +267,20 @@ impl Workload {
                 (calls, description)
             }
         };
-        let clients = replicas.map(|chans| chans.into_iter().map(GrpcClients::new).collect());
+        let clients: Replicas<Vec<GrpcClients>> =
+            replicas.map(|chans| chans.into_iter().map(GrpcClients::new).collect());
+        let stats_clients = clients
+            .members()
+            .iter()
+            .filter_map(|r| r.client.first().map(|c| c.kserve.clone()))
+            .collect();
         Workload {
             requests: Requests::Grpc(clients, calls.into()),
             timeout: o.timeout,
             hostile: None,
             batch: o.batch,
             description,
+            probe: Some(Probe::grpc(stats_clients, &o.model, &o.version)),
         }
         .probe()
         .await
@@ -308,12 +319,18 @@ impl Workload {
             Api::Infer => rest_infer_posts(client, o).await?,
             Api::Classify => rest_classify_posts(o)?,
         };
+        let stats_clients = replicas
+            .members()
+            .iter()
+            .map(|r| r.client.clone())
+            .collect();
         Workload {
             requests: Requests::Http(replicas, posts.into()),
             timeout: o.timeout,
             hostile: None,
             batch: o.batch,
             description,
+            probe: Some(Probe::rest(stats_clients, &o.model, &o.version)),
         }
         .probe()
         .await
@@ -370,6 +387,14 @@ impl Workload {
         );
         self.hostile = Some(mix);
         Ok(self)
+    }
+
+    /// Where the server breakdown comes from: `Some` replaces the server's
+    /// statistics with another reader (a metrics page), `None` leaves the
+    /// breakdown out.
+    pub fn with_server_counters(mut self, probe: Option<Probe>) -> Self {
+        self.probe = probe;
+        self
     }
 
     /// Sends one request; its failure is [`LoadError::Rejected`].

@@ -239,6 +239,15 @@ async fn command_line_sweep_writes_table_json_csv_and_plot() {
     assert_eq!(reports[2]["concurrency"], 4);
     assert_eq!(reports[2]["requests"], 100);
     assert!(reports[0]["latency_ms"]["p50"].as_f64().unwrap() >= 0.45);
+    // The stub keeps no statistics: said once, and the runs go on without.
+    let stderr = String::from_utf8_lossy(&out.0.stderr);
+    assert_eq!(
+        stderr.matches("no server statistics").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(reports.iter().all(|r| r.get("server").is_none()));
+    assert!(!stdout.contains("compute"), "{stdout}");
     let csv = std::fs::read_to_string(p("r.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 4);
@@ -846,4 +855,77 @@ async fn latency_threshold_search_finds_the_knee_of_a_one_worker_server() {
         stderr.contains("no load met p99 at most 50 ms: concurrency 1 had"),
         "{stderr}"
     );
+}
+
+/// The server breakdown of a measurement of `n` requests of batch 2: the
+/// report's, after checking that it is there and adds up.
+fn checked_breakdown(
+    r: &rir_loadtest::report::Report,
+    n: u64,
+) -> rir_loadtest::breakdown::Breakdown {
+    assert_eq!((r.ok, r.failed()), (n, 0));
+    let b = r
+        .server
+        .unwrap_or_else(|| panic!("no server breakdown in {r:?}"));
+    // Without warm-up every measured request is between the two reads, and
+    // the probe request before the first.
+    assert_eq!(b.requests, n, "{b:?}");
+    assert!(b.executions >= 1 && b.executions <= n, "{b:?}");
+    assert!(b.avg_batch >= 2.0, "{b:?}");
+    // Each request's server time lies inside its client latency, and its
+    // queue and compute inside its server time.
+    assert!(b.compute_infer_ms > 0.0, "{b:?}");
+    assert!(b.queue_ms + b.compute_ms() <= b.server_ms + 1e-6, "{b:?}");
+    assert!(
+        b.server_ms <= r.latency_ms.avg,
+        "{b:?} vs {:?}",
+        r.latency_ms
+    );
+    assert!((b.outside_ms - (r.latency_ms.avg - b.server_ms)).abs() < 1e-9);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_split_latency_with_the_server_s_statistics_or_metrics() {
+    use rir_client::http::HttpClient;
+    use rir_loadtest::breakdown::{Probe, Source};
+    let s = TestServer::start(None, &[]).await;
+    let o = options(Api::Infer, "gray", 2, InputData::Random);
+    // Over gRPC: ModelStatistics.
+    let w = prepare(&plain(&s.url), &o).await.unwrap();
+    let b = checked_breakdown(&count(w, 60).await, 60);
+    assert_eq!(b.source, Source::Statistics);
+    // Over REST: GET /v2/models/gray/stats.
+    let http = HttpClient::new(&s.http_url, None, Duration::from_secs(5)).unwrap();
+    let w = Workload::prepare_http(http, &o).await.unwrap();
+    checked_breakdown(&count(w, 40).await, 40);
+    // From the metrics page, which counts the same requests.
+    let probe = Probe::metrics(std::slice::from_ref(&s.metrics_url), "gray", "").unwrap();
+    let w = prepare(&plain(&s.url), &o)
+        .await
+        .unwrap()
+        .with_server_counters(Some(probe));
+    let r = count(w, 50).await;
+    let b = checked_breakdown(&r, 50);
+    assert_eq!(b.source, Source::Metrics);
+    // The JSON and CSV carry it.
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["server"]["requests"], 50);
+    assert_eq!(json["server"]["source"], "metrics");
+    let csv = rir_loadtest::report::csv(std::slice::from_ref(&r));
+    let (head, row) = csv.split_once('\n').unwrap();
+    let col = head
+        .split(',')
+        .position(|c| c == "server_requests")
+        .unwrap();
+    assert_eq!(row.trim().split(',').nth(col), Some("50"), "{csv}");
+    // A page without the model's counters is a clear error, and the run
+    // goes on without a breakdown.
+    let probe = Probe::metrics(std::slice::from_ref(&s.metrics_url), "nope", "").unwrap();
+    let w = prepare(&plain(&s.url), &o)
+        .await
+        .unwrap()
+        .with_server_counters(Some(probe));
+    let r = count(w, 10).await;
+    assert_eq!((r.ok, r.server), (10, None));
 }

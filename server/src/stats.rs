@@ -91,9 +91,8 @@ impl TritonCounters {
         let count = |name: &str, help: &str| {
             registered(r, IntCounterVec::new(Opts::new(name, help), &LABELS))
         };
-        let micros = |name: &str, help: &str| {
-            registered(r, CounterVec::new(Opts::new(name, help), &LABELS))
-        };
+        let micros =
+            |name: &str, help: &str| registered(r, CounterVec::new(Opts::new(name, help), &LABELS));
         Ok(TritonCounters {
             success: count(
                 "nv_inference_request_success",
@@ -103,10 +102,7 @@ impl TritonCounters {
                 "nv_inference_request_failure",
                 "failed inference requests (Triton's name)",
             )?,
-            inferences: count(
-                "nv_inference_count",
-                "images inferred (Triton's name)",
-            )?,
+            inferences: count("nv_inference_count", "images inferred (Triton's name)")?,
             executions: count(
                 "nv_inference_exec_count",
                 "engine executions (Triton's name)",

@@ -633,10 +633,17 @@ async fn statistics_count_what_ran() {
         ("nv_inference_queue_duration_us", &inf.queue),
         ("nv_inference_compute_input_duration_us", &inf.compute_input),
         ("nv_inference_compute_infer_duration_us", &inf.compute_infer),
-        ("nv_inference_compute_output_duration_us", &inf.compute_output),
+        (
+            "nv_inference_compute_output_duration_us",
+            &inf.compute_output,
+        ),
     ] {
         let us = d.as_ref().unwrap().ns as f64 / 1000.0;
-        assert!((triton(name) - us).abs() < 0.01, "{name}: {} vs {us}", triton(name));
+        assert!(
+            (triton(name) - us).abs() < 0.01,
+            "{name}: {} vs {us}",
+            triton(name)
+        );
     }
     s.shutdown().await.unwrap();
 }
