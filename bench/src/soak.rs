@@ -507,7 +507,6 @@ mod tests {
             1,
             1.0,
             &rec,
-            0,
             None,
             1,
         )

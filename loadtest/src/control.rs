@@ -75,6 +75,7 @@ pub(crate) async fn control(
         false => c.mark().await,
     }
     let mut starts = vec![Instant::now()];
+    let _ = sh.measure_start.set(starts[0]);
     if sh.phase.load(Ordering::Acquire) == 0 {
         sh.next_window();
     }
@@ -85,7 +86,7 @@ pub(crate) async fn control(
             None
         }
     };
-    sh.stop.store(true, Ordering::Release);
+    sh.stop_now();
     c.drain().await?;
     let end = Instant::now();
     c.mark().await;

@@ -50,14 +50,17 @@ pub(crate) fn closed(
     rx
 }
 
-/// Requests at `rate` per second with `arrivals` spacing, at most
-/// `max_in_flight` outstanding. The open-loop generator runs on its own OS thread: `thread::sleep` wakes
-/// within tens of microseconds, where the async timer rounds to whole
-/// milliseconds, which would add up to 1 ms to every measured latency.
+/// Requests at `rate(t)` per second (`t` into the measurement, zero in
+/// warm-up) with `arrivals` spacing, at most `max_in_flight` outstanding.
+/// Sends that leave late and those due before the stop that never went
+/// are counted in their window. The open-loop generator runs on its own OS
+/// thread: `thread::sleep` wakes within tens of microseconds, where the
+/// async timer rounds to whole milliseconds, which would add up to 1 ms to
+/// every measured latency.
 pub(crate) fn open(
     w: Arc<Workload>,
     sh: Arc<Shared>,
-    rate: f64,
+    rate: impl Fn(Duration) -> f64 + Send + 'static,
     arrivals: Arrivals,
     max_in_flight: usize,
     seed: u64,
@@ -69,9 +72,17 @@ pub(crate) fn open(
         .name("open-loop".into())
         .spawn(move || {
             let mut rng = fastrand::Rng::with_seed(seed);
-            let gap = |rng: &mut fastrand::Rng| match arrivals {
-                Arrivals::Constant => 1.0 / rate,
-                Arrivals::Poisson => -(1.0 - rng.f64()).ln() / rate,
+            // The gap after a send intended at `at`.
+            let mut gap = |at: Instant| {
+                let since = sh
+                    .measure_start
+                    .get()
+                    .map_or(Duration::ZERO, |t0| at.saturating_duration_since(*t0));
+                let r = rate(since);
+                Duration::from_secs_f64(match arrivals {
+                    Arrivals::Constant => 1.0 / r,
+                    Arrivals::Poisson => -(1.0 - rng.f64()).ln() / r,
+                })
             };
             let mut next = Instant::now();
             loop {
@@ -89,7 +100,7 @@ pub(crate) fn open(
                 };
                 let intended = next;
                 if phase > 0 && intended.elapsed() > Duration::from_millis(1) {
-                    sh.late.fetch_add(1, Ordering::Relaxed);
+                    sh.missed_sends(phase, 1, 0);
                 }
                 let i = sh.next_index.fetch_add(1, Ordering::Relaxed);
                 let (w, sh) = (w.clone(), sh.clone());
@@ -98,7 +109,19 @@ pub(crate) fn open(
                     sh.finish(phase, intended.elapsed(), r);
                     drop(permit);
                 });
-                next += Duration::from_secs_f64(gap(&mut rng));
+                next += gap(next);
+            }
+            // The sends due before the stop that never went.
+            if let Some(&stop) = sh.stopped_at.get() {
+                let mut not_sent = 0;
+                while next < stop {
+                    not_sent += 1;
+                    next += gap(next);
+                }
+                let phase = sh.phase.load(Ordering::Acquire);
+                if phase > 0 && not_sent > 0 {
+                    sh.missed_sends(phase, 0, not_sent);
+                }
             }
             // Wait for the requests in flight.
             let _ = handle.block_on(sem.acquire_many(max_in_flight as u32));

@@ -6,9 +6,9 @@
 //! Every request is tagged at issue time with its phase, so requests that
 //! complete after a boundary still count where they were sent.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rir_client::error::code_name;
 
@@ -39,8 +39,12 @@ pub(crate) struct Shared {
     pub(crate) failed: AtomicU64,
     /// The last failure, for the fail-fast message.
     last_error: Mutex<Option<tonic::Status>>,
-    /// Open loop: sends that left more than 1 ms after their intended time.
-    pub(crate) late: AtomicU64,
+    /// When the measurement started (unset in warm-up): the open loop's
+    /// schedule counts from it.
+    pub(crate) measure_start: OnceLock<Instant>,
+    /// When the controller stopped the run: the open loop counts the sends
+    /// due before it that it never made.
+    pub(crate) stopped_at: OnceLock<Instant>,
 }
 
 impl Shared {
@@ -58,7 +62,8 @@ impl Shared {
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             last_error: Mutex::new(None),
-            late: AtomicU64::new(0),
+            measure_start: OnceLock::new(),
+            stopped_at: OnceLock::new(),
         }
     }
 
@@ -96,6 +101,21 @@ impl Shared {
         if let Some(r) = w.get_mut(phase) {
             r.record(latency, &sent);
         }
+    }
+
+    /// Counts, in window `phase`, `late` sends that left more than 1 ms
+    /// after their intended time and `not_sent` that never went.
+    pub(crate) fn missed_sends(&self, phase: usize, late: u64, not_sent: u64) {
+        if let Some(r) = lock(&self.windows).get_mut(phase) {
+            r.late += late;
+            r.not_sent += not_sent;
+        }
+    }
+
+    /// Stops the run: no more sends after now.
+    pub(crate) fn stop_now(&self) {
+        let _ = self.stopped_at.set(Instant::now());
+        self.stop.store(true, Ordering::Release);
     }
 
     /// Opens the next measurement window: requests sent from now on count

@@ -1,8 +1,10 @@
 //! What a run offers the server, and how long it measures: a closed loop
-//! at a concurrency or an open loop at a rate, and a duration, a request
-//! count or stability windows. The drivers ([`crate::run`]) apply it and
+//! at a concurrency, an open loop at a rate or on a schedule of rates
+//! (steps or a linear ramp), and a duration, a request count or stability
+//! windows. The drivers ([`crate::run`]) apply it and
 //! the reports ([`crate::report`]) label their rows with it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Arrival process of the open loop.
@@ -15,8 +17,136 @@ pub enum Arrivals {
     Poisson,
 }
 
+/// How the open loop's rate changes over one measurement (the warm-up
+/// runs at the first rate).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    /// Each rate in turn for `step`.
+    Steps {
+        /// Requests per second of each step.
+        rates: Arc<[f64]>,
+        /// Length of one step.
+        step: Duration,
+    },
+    /// From `from` to `to` requests per second, linearly over `over`.
+    Ramp {
+        /// The rate at the start.
+        from: f64,
+        /// The rate at the end.
+        to: f64,
+        /// The ramp's length.
+        over: Duration,
+    },
+}
+
+impl Schedule {
+    /// The rate `t` into the measurement (the last one past its end).
+    pub fn rate_at(&self, t: Duration) -> f64 {
+        match self {
+            Schedule::Steps { rates, step } => {
+                let k = (t.as_secs_f64() / step.as_secs_f64().max(1e-9)) as usize;
+                rates[k.min(rates.len() - 1)]
+            }
+            Schedule::Ramp { from, to, over } => {
+                let x = (t.as_secs_f64() / over.as_secs_f64().max(1e-9)).min(1.0);
+                from + (to - from) * x
+            }
+        }
+    }
+
+    /// How long it measures.
+    pub fn length(&self) -> Duration {
+        match self {
+            Schedule::Steps { rates, step } => step.saturating_mul(rates.len() as u32),
+            Schedule::Ramp { over, .. } => *over,
+        }
+    }
+
+    /// The requests it offers from `a` to `b` seconds into the measurement
+    /// (the rate's integral).
+    pub fn sends_between(&self, a: f64, b: f64) -> f64 {
+        match self {
+            Schedule::Steps { rates, step } => {
+                let s = step.as_secs_f64();
+                rates
+                    .iter()
+                    .enumerate()
+                    .map(|(k, r)| {
+                        let (lo, hi) = ((k as f64 * s).max(a), ((k + 1) as f64 * s).min(b));
+                        r * (hi - lo).max(0.0)
+                    })
+                    .sum()
+            }
+            Schedule::Ramp { over, .. } => {
+                let len = over.as_secs_f64();
+                let at = |t: f64| self.rate_at(Duration::from_secs_f64(t));
+                let (a, b) = (a.clamp(0.0, len), b.clamp(0.0, len));
+                // Linear between a and b: the mean of the two ends.
+                (at(a) + at(b)) / 2.0 * (b - a)
+            }
+        }
+    }
+
+    /// The mean offered rate from `a` to `b` seconds into the measurement.
+    pub fn mean_rate(&self, a: f64, b: f64) -> f64 {
+        match b > a {
+            true => self.sends_between(a, b) / (b - a),
+            false => self.rate_at(Duration::from_secs_f64(a.max(0.0))),
+        }
+    }
+
+    /// The length of one report row: a step, or a tenth of the ramp.
+    pub fn row(&self) -> Duration {
+        match self {
+            Schedule::Steps { step, .. } => *step,
+            Schedule::Ramp { over, .. } => over.div_f64(10.0),
+        }
+    }
+
+    /// Short label, e.g. `rate 100,200/s steps of 10 s` or `rate 100..400/s over 30 s`.
+    pub fn label(&self) -> String {
+        match self {
+            Schedule::Steps { rates, step } => format!(
+                "rate {}/s steps of {} s",
+                rates
+                    .iter()
+                    .map(|r| number(*r))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                number(step.as_secs_f64())
+            ),
+            Schedule::Ramp { from, to, over } => format!(
+                "rate {}..{}/s over {} s",
+                number(*from),
+                number(*to),
+                number(over.as_secs_f64())
+            ),
+        }
+    }
+
+    /// The label of the span from `a` to `b` seconds: the step's rate, or
+    /// the ramp's rates at both ends.
+    pub fn span_label(&self, a: f64, b: f64) -> String {
+        let at = |t: f64| self.rate_at(Duration::from_secs_f64(t.max(0.0)));
+        match self {
+            Schedule::Steps { .. } => format!("rate {}/s", number(at((a + b) / 2.0))),
+            Schedule::Ramp { .. } => {
+                format!("rate {}-{}/s", number(at(a).round()), number(at(b).round()))
+            }
+        }
+    }
+}
+
+/// `v` without decimals when it is whole, else with two.
+fn number(v: f64) -> String {
+    match v.fract() == 0.0 {
+        true => format!("{v:.0}"),
+        false => format!("{v:.2}"),
+    }
+}
+
 /// How load is applied.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Load {
     /// `concurrency` requests always in flight.
     Closed {
@@ -30,6 +160,13 @@ pub enum Load {
         /// Spacing of the sends.
         arrivals: Arrivals,
     },
+    /// Requests sent at a rate that follows a schedule.
+    Scheduled {
+        /// The rates over the measurement.
+        schedule: Schedule,
+        /// Spacing of the sends.
+        arrivals: Arrivals,
+    },
 }
 
 impl Load {
@@ -37,19 +174,68 @@ impl Load {
     pub fn label(&self) -> String {
         match self {
             Load::Closed { concurrency } => format!("concurrency {concurrency}"),
-            Load::Open { rate, arrivals } => format!(
-                "rate {}/s {}",
-                if rate.fract() == 0.0 {
-                    format!("{rate:.0}")
-                } else {
-                    format!("{rate:.2}")
-                },
-                match arrivals {
-                    Arrivals::Constant => "constant",
-                    Arrivals::Poisson => "poisson",
-                }
-            ),
+            Load::Open { rate, arrivals } => {
+                format!("rate {}/s {}", number(*rate), arrivals.name())
+            }
+            Load::Scheduled { schedule, arrivals } => {
+                format!("{} {}", schedule.label(), arrivals.name())
+            }
         }
+    }
+
+    /// The offered rate `t` into the measurement (the warm-up's at zero);
+    /// `None` for the closed loop.
+    pub fn rate_at(&self, t: Duration) -> Option<f64> {
+        match self {
+            Load::Closed { .. } => None,
+            Load::Open { rate, .. } => Some(*rate),
+            Load::Scheduled { schedule, .. } => Some(schedule.rate_at(t)),
+        }
+    }
+}
+
+impl Arrivals {
+    /// Its name in labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arrivals::Constant => "constant",
+            Arrivals::Poisson => "poisson",
+        }
+    }
+}
+
+/// A `--rate` that is neither a rate, a list of rates nor a range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--rate {0:?}: expected positive requests per second: one (200), a list (100,200,400) or a range (100..400, with --ramp)"
+)]
+pub struct BadRate(pub String);
+
+/// What `--rate` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RateSpec {
+    /// One rate, or several (`100,200,400`): one run each, or one stepped run.
+    List(Vec<f64>),
+    /// `A..B`: a ramp from A to B.
+    Range(f64, f64),
+}
+
+impl std::str::FromStr for RateSpec {
+    type Err = BadRate;
+
+    fn from_str(s: &str) -> Result<Self, BadRate> {
+        let bad = || BadRate(s.to_string());
+        let rate = |v: &str| {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .ok_or_else(bad)
+        };
+        Ok(match s.split_once("..") {
+            Some((a, b)) => RateSpec::Range(rate(a)?, rate(b)?),
+            None => RateSpec::List(s.split(',').map(rate).collect::<Result<_, _>>()?),
+        })
     }
 }
 
@@ -144,6 +330,49 @@ pub fn concurrencies(s: &str) -> Result<Vec<usize>, BadConcurrency> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_specs_are_one_rate_a_list_or_a_range() {
+        assert_eq!("250".parse(), Ok(RateSpec::List(vec![250.0])));
+        assert_eq!(
+            "100, 200,400".parse(),
+            Ok(RateSpec::List(vec![100.0, 200.0, 400.0]))
+        );
+        assert_eq!("100..0.5".parse(), Ok(RateSpec::Range(100.0, 0.5)));
+        for bad in ["", "0", "-5", "1,,2", "a..2", "1..", "inf", "NaN"] {
+            assert!(bad.parse::<RateSpec>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn schedules_give_the_rate_and_the_sends_of_any_span() {
+        let ms = Duration::from_millis;
+        let steps = Schedule::Steps {
+            rates: vec![100.0, 300.0].into(),
+            step: ms(2000),
+        };
+        assert_eq!(steps.length(), ms(4000));
+        assert_eq!(steps.rate_at(ms(1999)), 100.0);
+        assert_eq!(steps.rate_at(ms(2000)), 300.0);
+        assert_eq!(steps.rate_at(ms(9000)), 300.0);
+        // 1 s at 100 and 1 s at 300.
+        assert!((steps.sends_between(1.0, 3.0) - 400.0).abs() < 1e-9);
+        assert!((steps.mean_rate(0.0, 4.0) - 200.0).abs() < 1e-9);
+        assert_eq!(steps.span_label(2.0, 4.0), "rate 300/s");
+        assert_eq!(steps.label(), "rate 100,300/s steps of 2 s");
+        let ramp = Schedule::Ramp {
+            from: 100.0,
+            to: 500.0,
+            over: ms(4000),
+        };
+        assert_eq!(ramp.rate_at(ms(1000)), 200.0);
+        assert_eq!(ramp.rate_at(ms(8000)), 500.0);
+        // The trapezoid from 1 s (200/s) to 3 s (400/s), and none past the end.
+        assert!((ramp.sends_between(1.0, 3.0) - 600.0).abs() < 1e-9);
+        assert!((ramp.sends_between(0.0, 10.0) - 1200.0).abs() < 1e-9);
+        assert_eq!(ramp.row(), ms(400));
+        assert_eq!(ramp.span_label(0.0, 0.4), "rate 100-140/s");
+    }
 
     #[test]
     fn concurrencies_are_lists_or_doubling_ranges() {

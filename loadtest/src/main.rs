@@ -13,7 +13,9 @@ use rir_client::balance::Replicas;
 use rir_client::connect::{ClientAuthArgs, ConnectOptions, Target, connect_replicas, resolve};
 use rir_client::http::HttpClient;
 use rir_loadtest::breakdown::Probe;
-use rir_loadtest::load::{Arrivals, Load, RunOptions, Stability, Stop, concurrencies, seconds};
+use rir_loadtest::load::{
+    Arrivals, Load, RateSpec, RunOptions, Schedule, Stability, Stop, concurrencies, seconds,
+};
 use rir_loadtest::report::{Report, csv, table};
 use rir_loadtest::run::run;
 use rir_loadtest::search::{Goal, Search};
@@ -130,10 +132,22 @@ struct TestArgs {
     /// Closed loop: requests in flight. A list (1,4,16) or a doubling range (1..64) runs a sweep.
     #[arg(short = 'c', long, default_value = "1", conflicts_with = "rate")]
     concurrency: String,
-    /// Open loop: requests per second (with --latency-threshold, the
-    /// search's step: it tries multiples of this rate).
-    #[arg(short = 'r', long)]
-    rate: Option<f64>,
+    /// Open loop: requests per second. One rate (200); a list (100,200,400):
+    /// one run each, or with --step-seconds one run stepping through them;
+    /// a range with --ramp (100..400): one run rising linearly. With
+    /// --latency-threshold, one rate: the search's step (it tries multiples
+    /// of it).
+    #[arg(short = 'r', long, value_name = "RATE|LIST|A..B")]
+    rate: Option<RateSpec>,
+    /// With a --rate list: one run that holds each rate this many seconds
+    /// in turn (a row per step; the run measures steps x seconds).
+    #[arg(long, value_name = "SECONDS", requires = "rate", conflicts_with_all = ["ramp", "stability", "requests"])]
+    step_seconds: Option<f64>,
+    /// With a --rate range A..B: one run whose rate rises (or falls)
+    /// linearly from A to B over this many seconds (a row per tenth, or
+    /// per --interval).
+    #[arg(long, value_name = "SECONDS", requires = "rate", conflicts_with_all = ["stability", "requests"])]
+    ramp: Option<f64>,
     /// Search for the highest load whose --percentile latency stays at most
     /// this many milliseconds with no request failing: concurrency (or
     /// multiples of --rate) doubles from one step until a level misses,
@@ -378,18 +392,48 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     ))
 }
 
-/// The loads to run: one open-loop rate, or the closed-loop concurrencies.
+/// The loads to run: the open-loop rates or schedule, or the closed-loop
+/// concurrencies.
 fn loads(a: &TestArgs) -> Result<Vec<Load>> {
-    Ok(match a.rate {
-        Some(rate) => vec![Load::Open {
-            rate,
-            arrivals: a.arrivals,
-        }],
-        None => concurrencies(&a.concurrency)?
+    let arrivals = a.arrivals;
+    let scheduled = |schedule| vec![Load::Scheduled { schedule, arrivals }];
+    Ok(match (&a.rate, a.step_seconds, a.ramp) {
+        (None, ..) => concurrencies(&a.concurrency)?
             .into_iter()
             .map(|concurrency| Load::Closed { concurrency })
             .collect(),
+        (Some(RateSpec::List(rates)), None, None) => rates
+            .iter()
+            .map(|&rate| Load::Open { rate, arrivals })
+            .collect(),
+        (Some(RateSpec::List(rates)), Some(s), None) => scheduled(Schedule::Steps {
+            rates: rates.as_slice().into(),
+            step: positive_seconds(s, "--step-seconds")?,
+        }),
+        (Some(RateSpec::Range(from, to)), None, Some(s)) => scheduled(Schedule::Ramp {
+            from: *from,
+            to: *to,
+            over: positive_seconds(s, "--ramp")?,
+        }),
+        (Some(RateSpec::Range(..)), _, None) => {
+            bail!("--rate A..B is a ramp: give its length with --ramp SECONDS")
+        }
+        (Some(RateSpec::List(_)), None, Some(_)) => {
+            bail!("--ramp needs a --rate range A..B (a list steps with --step-seconds)")
+        }
+        (Some(RateSpec::Range(..)), Some(_), _) => {
+            bail!("--step-seconds needs a --rate list (a range ramps with --ramp)")
+        }
+        (Some(_), Some(_), Some(_)) => bail!("--step-seconds and --ramp cannot be combined"),
     })
+}
+
+/// `v` seconds of `flag`, which must be more than zero.
+fn positive_seconds(v: f64, flag: &'static str) -> Result<Duration> {
+    match seconds(v, flag)? {
+        d if d.is_zero() => bail!("{flag} must be a positive number of seconds"),
+        d => Ok(d),
+    }
 }
 
 /// How each run goes: warm-up, the stop, stability windows, intervals.
@@ -582,9 +626,9 @@ async fn load_test(a: TestArgs) -> Result<ExitCode> {
 }
 
 /// The load at search level `level`: that concurrency, or that multiple of
-/// the open loop's rate.
-fn level_load(a: &TestArgs, level: u64) -> Load {
-    match a.rate {
+/// the open loop's rate `step`.
+fn level_load(a: &TestArgs, step: Option<f64>, level: u64) -> Load {
+    match step {
         Some(step) => Load::Open {
             rate: step * level as f64,
             arrivals: a.arrivals,
@@ -603,10 +647,15 @@ async fn search(
     options: &RunOptions,
     goal: Goal,
 ) -> Result<(Vec<Report>, Option<usize>)> {
+    let step = match &a.rate {
+        None => None,
+        Some(RateSpec::List(r)) if r.len() == 1 => Some(r[0]),
+        Some(_) => bail!("--latency-threshold steps by one --rate, not a list or a range"),
+    };
     let mut state = Search::default();
     let mut tried: Vec<(u64, Report)> = Vec::new();
     while let Some(level) = state.next(goal.max_level) {
-        let report = run(workload.clone(), level_load(a, level), options)
+        let report = run(workload.clone(), level_load(a, step, level), options)
             .await?
             .report;
         let met = goal.met(&report);

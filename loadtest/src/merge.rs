@@ -155,6 +155,8 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
             messages: r.error_messages.clone(),
             replicas: Tally::default(),
             hostile: r.bad_requests.clone(),
+            late: r.late_sends,
+            not_sent: r.not_sent,
         });
     }
     let sum = |f: fn(&Report) -> u64| parts.iter().map(|r| f(r)).sum::<u64>();
@@ -192,7 +194,8 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
         requests_per_s,
         inferences_per_s: requests_per_s * parts[0].batch as f64,
         latency_ms: Latency::of(&record.latency),
-        late_sends: sum(|r| r.late_sends),
+        late_sends: record.late,
+        not_sent: record.not_sent,
         stable,
         windows: parts.iter().map(|r| r.windows).max().unwrap_or(1),
         retried: sum(|r| r.retried),
@@ -225,7 +228,6 @@ mod tests {
             1,
             seconds,
             &record,
-            0,
             None,
             1,
         );

@@ -62,6 +62,11 @@ pub struct Recorder {
     pub replicas: Tally,
     /// The bad requests by class name.
     pub hostile: BTreeMap<String, HostileCount>,
+    /// Open loop: sends that left more than 1 ms after their intended time.
+    pub late: u64,
+    /// Open loop: sends due before the run stopped that never went (the
+    /// generator or the in-flight limit could not keep up).
+    pub not_sent: u64,
 }
 
 impl Default for Recorder {
@@ -80,6 +85,8 @@ impl Recorder {
             messages: BTreeMap::new(),
             replicas: Tally::default(),
             hostile: BTreeMap::new(),
+            late: 0,
+            not_sent: 0,
         }
     }
 
@@ -150,5 +157,7 @@ impl Recorder {
         for (k, c) in &other.hostile {
             self.hostile.entry(k.clone()).or_default().merge(c);
         }
+        self.late += other.late;
+        self.not_sent += other.not_sent;
     }
 }

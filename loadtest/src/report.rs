@@ -67,6 +67,8 @@ pub struct Report {
     /// Open loop: requests sent more than 1 ms after their intended time
     /// (the client could not keep up or the in-flight limit was reached).
     pub late_sends: u64,
+    /// Open loop: requests due before the run stopped that were never sent.
+    pub not_sent: u64,
     /// Stability mode: whether the last three windows agreed.
     pub stable: Option<bool>,
     /// Measurement windows (1 without stability mode).
@@ -128,7 +130,6 @@ impl Report {
         batch: usize,
         seconds: f64,
         record: &Recorder,
-        late_sends: u64,
         stable: Option<bool>,
         windows: usize,
     ) -> Self {
@@ -142,10 +143,13 @@ impl Report {
             load: load.label(),
             concurrency: match load {
                 Load::Closed { concurrency } => Some(*concurrency),
-                Load::Open { .. } => None,
+                Load::Open { .. } | Load::Scheduled { .. } => None,
             },
             rate: match load {
                 Load::Open { rate, .. } => Some(*rate),
+                Load::Scheduled { schedule, .. } => {
+                    Some(schedule.mean_rate(0.0, schedule.length().as_secs_f64()))
+                }
                 Load::Closed { .. } => None,
             },
             batch,
@@ -157,7 +161,8 @@ impl Report {
             requests_per_s: rps,
             inferences_per_s: rps * batch as f64,
             latency_ms: Latency::of(&record.latency),
-            late_sends,
+            late_sends: record.late,
+            not_sent: record.not_sent,
             stable,
             windows,
             retried: record.replicas.retries(),
@@ -309,6 +314,13 @@ fn notes(out: &mut String, r: &Report) {
             r.load, r.late_sends
         );
     }
+    if r.not_sent > 0 {
+        let _ = writeln!(
+            out,
+            "{}: {} requests due before the run stopped were never sent (client or in-flight limit saturated)",
+            r.load, r.not_sent
+        );
+    }
     if r.stable == Some(false) {
         let _ = writeln!(out, "{}: not stable after {} windows", r.load, r.windows);
     }
@@ -386,7 +398,7 @@ fn rows(reports: &[Report]) -> impl Iterator<Item = &Report> {
 pub fn csv(reports: &[Report]) -> String {
     let mut out = String::from(
         "load,concurrency,rate,batch,seconds,requests,ok,failed,requests_per_s,inferences_per_s,\
-         min_ms,avg_ms,stddev_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,late_sends,retried,errors,\
+         min_ms,avg_ms,stddev_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,late_sends,not_sent,retried,errors,\
          bad_sent,bad_mismatched,server_source,server_requests,server_executions,server_avg_batch,\
          server_queue_ms,server_compute_input_ms,server_compute_infer_ms,server_compute_output_ms,\
          server_ms,outside_ms\n",
@@ -395,7 +407,7 @@ pub fn csv(reports: &[Report]) -> String {
         let l = &r.latency_ms;
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.3},{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{}",
+            "{},{},{},{},{:.3},{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{}",
             r.load,
             r.concurrency.map(|c| c.to_string()).unwrap_or_default(),
             r.rate.map(|c| c.to_string()).unwrap_or_default(),
@@ -416,6 +428,7 @@ pub fn csv(reports: &[Report]) -> String {
             l.p999,
             l.max,
             r.late_sends,
+            r.not_sent,
             r.retried,
             r.errors
                 .iter()

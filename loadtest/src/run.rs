@@ -4,14 +4,14 @@
 //! the server's breakdown of each ([`crate::breakdown`]).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use crate::LoadError;
 use crate::breakdown::{Breakdown, Counters};
 use crate::control::{Measured, control};
 use crate::drive;
 use crate::live::Shared;
-use crate::load::{Load, RunOptions, Stop};
+use crate::load::{Load, RunOptions, Schedule, Stop};
 use crate::progress::Progress;
 use crate::recorder::Recorder;
 use crate::report::Report;
@@ -34,13 +34,21 @@ pub async fn run(
     if let Load::Closed { concurrency: 0 } = load {
         return Err(LoadError::Setup("concurrency must be at least 1".into()));
     }
-    if let Load::Open { rate, .. } = load
+    if let Some(rate) = load.rate_at(Duration::ZERO)
         && !(rate.is_finite() && rate > 0.0)
     {
         return Err(LoadError::Setup(format!(
             "the rate must be a positive number, not {rate}"
         )));
     }
+    let scheduled;
+    let o = match &load {
+        Load::Scheduled { schedule, .. } => {
+            scheduled = scheduled_options(o, schedule)?;
+            &scheduled
+        }
+        _ => o,
+    };
     let limit = match (o.stability, o.stop) {
         (None, Stop::Requests(n)) => Some(n),
         _ => None,
@@ -59,34 +67,60 @@ pub async fn run(
         Load::Open { rate, arrivals } => drive::open(
             workload.clone(),
             shared.clone(),
-            rate,
+            move |_| rate,
             arrivals,
             o.max_in_flight.max(1),
             o.seed,
         )?,
+        Load::Scheduled {
+            ref schedule,
+            arrivals,
+        } => {
+            let schedule = schedule.clone();
+            drive::open(
+                workload.clone(),
+                shared.clone(),
+                move |t| schedule.rate_at(t),
+                arrivals,
+                o.max_in_flight.max(1),
+                o.seed,
+            )?
+        }
     };
     let progress = Progress::new(o, &load);
     let measured = control(&shared, o, done, &progress, workload.probe.as_ref(), before).await;
     progress.finish();
-    let m = measured?;
-    Ok(outcome(
-        &workload,
-        &load,
-        o,
-        m,
-        shared.late.load(Ordering::Relaxed),
-    ))
+    Ok(outcome(&workload, &load, o, measured?))
+}
+
+/// The options of a run on `schedule`: it measures the schedule's length,
+/// with a row per step (or per tenth of a ramp, or per `--interval`).
+fn scheduled_options(o: &RunOptions, schedule: &Schedule) -> Result<RunOptions, LoadError> {
+    if o.stability.is_some() {
+        return Err(LoadError::Setup(
+            "a rate schedule measures its own length: --stability does not apply".into(),
+        ));
+    }
+    if let Stop::Requests(_) = o.stop {
+        return Err(LoadError::Setup(
+            "a rate schedule measures its own length: --requests does not apply".into(),
+        ));
+    }
+    Ok(RunOptions {
+        stop: Stop::Duration(schedule.length()),
+        interval: Some(o.interval.unwrap_or_else(|| schedule.row())),
+        ..o.clone()
+    })
 }
 
 /// The report of what `m` measured of `load`, with a row per interval.
-fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured, late: u64) -> Outcome {
+fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured) -> Outcome {
     let replicas = workload.replicas();
     let mut report = Report::new(
         load,
         workload.batch,
         m.seconds,
         &m.record,
-        late,
         m.stable,
         m.windows,
     )
@@ -102,13 +136,22 @@ fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured, late: 
         .iter()
         .map(|i| {
             let (start, secs) = (&i.start, &i.seconds);
-            let mut r = Report::new(load, workload.batch, *secs, &i.record, 0, None, 1);
+            let mut r = Report::new(load, workload.batch, *secs, &i.record, None, 1);
             r.server = breakdown(&i.server, &r);
             // One precision for every row: the nominal interval's.
-            r.load = if o.interval.is_some_and(|d| d.as_secs_f64() < 10.0) {
+            let span = if o.interval.is_some_and(|d| d.as_secs_f64() < 10.0) {
                 format!("{:.1}-{:.1} s", start, start + secs)
             } else {
                 format!("{:.0}-{:.0} s", start, start + secs)
+            };
+            r.load = match load {
+                Load::Scheduled { schedule, .. } => {
+                    // The last interval runs on while the answers come in.
+                    let end = (start + secs).min(schedule.length().as_secs_f64());
+                    r.rate = Some(schedule.mean_rate(*start, end));
+                    format!("{}, {span}", schedule.span_label(*start, end))
+                }
+                _ => span,
             };
             r.start_s = Some(*start);
             r

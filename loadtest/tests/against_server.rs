@@ -300,6 +300,14 @@ async fn command_line_bad_use_is_one_clear_error_and_exit_1() {
                 cli(&["-u", &url, "-m", "stub", "-b", "0", "-q"]),
                 "--batch must be at least 1",
             ),
+            (
+                cli(&["-u", &url, "-m", "stub", "-r", "100..200", "-q"]),
+                "give its length with --ramp SECONDS",
+            ),
+            (
+                cli(&["-u", &url, "-m", "stub", "-r", "100,200", "--ramp", "2"]),
+                "--ramp needs a --rate range A..B",
+            ),
         ]
     })
     .await

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rir_bench::stub::{Script, StubServer};
 use rir_client::connect::{ConnectOptions, connect};
 use rir_loadtest::LoadError;
-use rir_loadtest::load::{Arrivals, Load, RunOptions, Stability, Stop};
+use rir_loadtest::load::{Arrivals, Load, RunOptions, Schedule, Stability, Stop};
 use rir_loadtest::run::{Outcome, run};
 use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
 
@@ -163,7 +163,7 @@ async fn open_loop_sees_a_stall_that_closed_loop_hides() {
         rate: 200.0,
         arrivals: Arrivals::Constant,
     };
-    let (r, _) = measure(stall.clone(), open, requests(600)).await;
+    let (r, _) = measure(stall.clone(), open.clone(), requests(600)).await;
     let l = r.unwrap().report.latency_ms;
     assert!(l.max >= 450.0, "max {}", l.max);
     assert!(l.p99 >= 400.0, "p99 {}", l.p99);
@@ -300,4 +300,108 @@ async fn stability_mode_stops_when_windows_agree() {
     // The report covers the last three windows.
     assert!((r.seconds - 0.9).abs() < 0.2, "{} s", r.seconds);
     near("p50", r.latency_ms.p50, 2.0, SLACK_MS);
+}
+
+fn for_seconds(warmup: f64) -> RunOptions {
+    RunOptions {
+        warmup: Duration::from_secs_f64(warmup),
+        stop: Stop::Duration(Duration::from_secs(1)),
+        ..requests(0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_steps_and_ramps_send_what_they_schedule() {
+    let _serial = one_at_a_time().await;
+    // Steps of 0.6 s at 100, 300 and 200/s, constant arrivals: 60, 180 and
+    // 120 requests, a row each, whatever the -d of the options says.
+    let steps = Load::Scheduled {
+        schedule: Schedule::Steps {
+            rates: vec![100.0, 300.0, 200.0].into(),
+            step: Duration::from_millis(600),
+        },
+        arrivals: Arrivals::Constant,
+    };
+    let (r, received) = measure(Script::instant("stub"), steps, for_seconds(0.3)).await;
+    let r = r.unwrap().report;
+    let rows: Vec<(u64, f64)> = r
+        .intervals
+        .iter()
+        .map(|i| (i.requests, i.rate.unwrap()))
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for ((n, rate), (want_n, want_rate)) in
+        rows.iter().zip([(60, 100.0), (180, 300.0), (120, 200.0)])
+    {
+        assert!(n.abs_diff(want_n) <= 2, "{rows:?}");
+        assert!((rate / want_rate - 1.0).abs() < 0.02, "{rows:?}");
+    }
+    assert!(
+        r.intervals[1].load.starts_with("rate 300/s, 0.6-1.2 s"),
+        "{}",
+        r.intervals[1].load
+    );
+    assert!(r.requests.abs_diff(360) <= 3, "{}", r.requests);
+    assert_eq!((r.not_sent, r.failed()), (0, 0));
+    // The warm-up ran at the first rate (0.3 s at 100/s), before the steps.
+    assert!((received - 1 - r.requests).abs_diff(30) <= 3, "{received}");
+
+    // A ramp from 100 to 500/s over 1.5 s: 450 requests, rising row by row.
+    let ramp = Load::Scheduled {
+        schedule: Schedule::Ramp {
+            from: 100.0,
+            to: 500.0,
+            over: Duration::from_millis(1500),
+        },
+        arrivals: Arrivals::Constant,
+    };
+    let (r, _) = measure(Script::instant("stub"), ramp, for_seconds(0.0)).await;
+    let r = r.unwrap().report;
+    assert!(r.requests.abs_diff(450) <= 4, "{}", r.requests);
+    assert_eq!(r.intervals.len(), 10);
+    let counts: Vec<u64> = r.intervals.iter().map(|i| i.requests).collect();
+    // Each tenth (0.15 s) sends 6 more than the one before: 18 first, 72 last.
+    assert!(
+        counts[0].abs_diff(18) <= 2 && counts[9].abs_diff(72) <= 3,
+        "{counts:?}"
+    );
+    assert!(counts.windows(2).all(|w| w[1] > w[0]), "{counts:?}");
+    assert!((r.rate.unwrap() - 300.0).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_the_generator_could_not_make_are_counted_late_or_not_sent() {
+    let _serial = one_at_a_time().await;
+    // 10 ms answers, one request in flight, 400/s asked for 1 s: about 100
+    // go, nearly all late, and the other ~300 due before the stop never go.
+    let script = Script {
+        delay: Some(Arc::new(|_| Duration::from_millis(10))),
+        ..Script::instant("stub")
+    };
+    let load = Load::Open {
+        rate: 400.0,
+        arrivals: Arrivals::Constant,
+    };
+    let o = RunOptions {
+        max_in_flight: 1,
+        ..for_seconds(0.0)
+    };
+    let (r, _) = measure(script, load, o).await;
+    let r = r.unwrap().report;
+    assert!(r.requests >= 50 && r.requests <= 110, "{}", r.requests);
+    assert!(
+        r.late_sends + 5 >= r.requests,
+        "{} late of {}",
+        r.late_sends,
+        r.requests
+    );
+    // Every scheduled send is either made or counted as not made.
+    assert!(
+        (r.requests + r.not_sent).abs_diff(400) <= 3,
+        "{} + {}",
+        r.requests,
+        r.not_sent
+    );
+    let table = rir_loadtest::report::table(std::slice::from_ref(&r));
+    assert!(table.contains("were never sent"), "{table}");
 }
