@@ -43,9 +43,13 @@ enum Protocol {
         doubling) runs a sweep and can draw latency against throughput (--plot).\n\
         Open loop: --rate R sends R requests per second whatever the server does (constant or \
         Poisson arrivals); latency counts from each request's intended send time, so a server \
-        that stalls shows it in the high percentiles (no coordinated omission).\n\n\
+        that stalls shows it in the high percentiles (no coordinated omission). A list of rates \
+        with --step-seconds, or a range A..B with --ramp, is one run on that schedule.\n\
+        Each report splits the average latency into the server's queue, its compute and the \
+        rest, from the server's statistics (or --metrics-url).\n\n\
         Examples:\n  rir-loadtest -m rir-fashion-mnist -c 1..64 --plot sweep.png\n  \
         rir-loadtest -m rir-fashion-mnist --rate 500 --arrivals poisson -d 30\n  \
+        rir-loadtest -m rir-fashion-mnist --rate 200..3000 --ramp 60\n  \
         rir-loadtest --api classify --input-data images/ -b 8 -c 4\n\n\
         The benchmarks (the tool's ceiling, a comparison with perf_analyzer, rir-serve against \
         in-process ONNX Runtime, the soak) are `rir-bench`; `rir-loadtest bench ARGS` runs it.",
