@@ -135,8 +135,8 @@ fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured) -> Out
         .intervals
         .iter()
         .map(|i| {
-            let (start, secs) = (&i.start, &i.seconds);
-            let mut r = Report::new(load, workload.batch, *secs, &i.record, None, 1);
+            let (start, secs) = (i.start, i.seconds);
+            let mut r = Report::new(load, workload.batch, secs, &i.record, None, 1);
             r.server = breakdown(&i.server, &r);
             // One precision for every row: the nominal interval's.
             let span = if o.interval.is_some_and(|d| d.as_secs_f64() < 10.0) {
@@ -148,12 +148,12 @@ fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured) -> Out
                 Load::Scheduled { schedule, .. } => {
                     // The last interval runs on while the answers come in.
                     let end = (start + secs).min(schedule.length().as_secs_f64());
-                    r.rate = Some(schedule.mean_rate(*start, end));
-                    format!("{}, {span}", schedule.span_label(*start, end))
+                    r.rate = Some(schedule.mean_rate(start, end));
+                    format!("{}, {span}", schedule.span_label(start, end))
                 }
                 _ => span,
             };
-            r.start_s = Some(*start);
+            r.start_s = Some(start);
             r
         })
         .collect();
