@@ -14,7 +14,7 @@ use tch::{Device, Kind, Reduction, Tensor, nn::VarStore};
 use crate::RirNet;
 use crate::four_conv::FourConvNet;
 use crate::model::unit_mask;
-use crate::optim::Sgd;
+use crate::optim::{Optimizer, Rule};
 
 /// Which implementation of the network to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -69,7 +69,7 @@ fn batch_of(spec: &ModelSpec, batch: usize, device: Device, mixed: bool) -> (Ten
 
 /// SGD over the four-convolution form's own kernels and BatchNorms, and
 /// the RiR variables it shares (stem, head, projections).
-fn four_conv_optimizer(f: &FourConvNet, vs: &VarStore) -> Sgd {
+fn four_conv_optimizer(f: &FourConvNet, vs: &VarStore) -> Optimizer {
     let mut named: Vec<(String, Tensor)> = f
         .trainable()
         .into_iter()
@@ -86,7 +86,7 @@ fn four_conv_optimizer(f: &FourConvNet, vs: &VarStore) -> Sgd {
             named.push((n, t));
         }
     }
-    Sgd::from_named(named, 0.9, false, 1e-4)
+    Optimizer::from_named(named, Rule::sgd(0.9, false), 1e-4)
 }
 
 /// Times `steps` training steps of `form` after `warmup` untimed ones.
@@ -111,7 +111,7 @@ pub fn measure(
     let (x, y) = batch_of(spec, batch, device, mixed);
     let four = (form == Form::FourConv).then(|| FourConvNet::from_rir(&net));
     let mut opt = match &four {
-        None => Sgd::new(&vs, 0.9, false, 1e-4),
+        None => Optimizer::new(&vs, Rule::sgd(0.9, false), 1e-4),
         Some(f) => four_conv_optimizer(f, &vs),
     };
     let mut step = || {

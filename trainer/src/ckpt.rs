@@ -8,7 +8,7 @@ use rir_arch::meta::OPTIMIZER_PREFIX;
 use rir_checkpoint::{Checkpoint, CheckpointError, Tensor as CkTensor};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
-use crate::optim::Sgd;
+use crate::optim::Optimizer;
 
 /// Copies a tensor to host float32.
 pub fn to_host(t: &Tensor) -> CkTensor {
@@ -24,8 +24,8 @@ pub fn to_host(t: &Tensor) -> CkTensor {
     CkTensor { shape, data }
 }
 
-/// Captures the variables of `vs` and, if given, the optimizer's momentum.
-pub fn snapshot(vs: &VarStore, opt: Option<&Sgd>, meta: CheckpointMeta) -> Checkpoint {
+/// Captures the variables of `vs` and, if given, the optimizer's buffers.
+pub fn snapshot(vs: &VarStore, opt: Option<&Optimizer>, meta: CheckpointMeta) -> Checkpoint {
     let mut tensors: BTreeMap<String, CkTensor> = vs
         .variables()
         .into_iter()
@@ -33,10 +33,9 @@ pub fn snapshot(vs: &VarStore, opt: Option<&Sgd>, meta: CheckpointMeta) -> Check
         .collect();
     if let Some(opt) = opt {
         for p in &opt.params {
-            tensors.insert(
-                format!("{OPTIMIZER_PREFIX}{}.momentum", p.name),
-                to_host(&p.momentum),
-            );
+            for (buffer, t) in opt.rule.buffers().iter().zip(&p.state) {
+                tensors.insert(format!("{OPTIMIZER_PREFIX}{}.{buffer}", p.name), to_host(t));
+            }
         }
     }
     Checkpoint { meta, tensors }
@@ -58,20 +57,25 @@ fn copy_into(dst: &mut Tensor, name: &str, src: &CkTensor) -> Result<(), Checkpo
     Ok(())
 }
 
-/// Loads every variable of `vs` (and the momentum of `opt`) from `ck`.
+/// Loads every variable of `vs` (and the buffers of `opt`, with its step
+/// count: the run's) from `ck`.
 pub fn restore(
     ck: &Checkpoint,
     vs: &VarStore,
-    opt: Option<&mut Sgd>,
+    opt: Option<&mut Optimizer>,
 ) -> Result<(), CheckpointError> {
     for (name, mut var) in vs.variables() {
         copy_into(&mut var, &name, ck.get(&name)?)?;
     }
     if let Some(opt) = opt {
+        let buffers = opt.rule.buffers();
         for p in &mut opt.params {
-            let key = format!("{OPTIMIZER_PREFIX}{}.momentum", p.name);
-            copy_into(&mut p.momentum, &key, ck.get(&key)?)?;
+            for (buffer, t) in buffers.iter().zip(&mut p.state) {
+                let key = format!("{OPTIMIZER_PREFIX}{}.{buffer}", p.name);
+                copy_into(t, &key, ck.get(&key)?)?;
+            }
         }
+        opt.steps = ck.meta.training.step as u64;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use rir_infer::Device as DeviceChoice;
 use rir_trainer::bench::Form;
 use rir_trainer::device;
 use rir_trainer::model::Precision;
+use rir_trainer::optim::OptimizerKind;
 use rir_trainer::schedule::Schedule;
 use rir_trainer::session::{self, Start};
 use rir_trainer::{Outcome, TrainConfig, Trainer, compare, plot, summary};
@@ -211,12 +212,28 @@ struct TrainArgs {
     /// Linear learning-rate warm-up, in epochs.
     #[arg(long, default_value_t = 0.0)]
     warmup_epochs: f64,
+    /// Update rule: SGD with momentum (the paper's), Adam or RMSprop (as
+    /// PyTorch's, L2 on the kernels added to the gradient).
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
+    optimizer: OptimizerKind,
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
-    /// Nesterov momentum.
+    /// Nesterov momentum (SGD).
     #[arg(long)]
     nesterov: bool,
+    /// Adam: decay of the first moment.
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f64,
+    /// Adam: decay of the second moment.
+    #[arg(long, default_value_t = 0.999)]
+    beta2: f64,
+    /// RMSprop: decay of the mean square.
+    #[arg(long, default_value_t = 0.99)]
+    rms_alpha: f64,
+    /// Adam and RMSprop: added to the root of the second moment.
+    #[arg(long, default_value_t = 1e-8)]
+    eps: f64,
     /// L2 on convolution kernels (not on BN, never on the identity).
     #[arg(long, default_value_t = 1e-4)]
     weight_decay: f64,
@@ -386,8 +403,13 @@ fn recipe(a: &TrainArgs) -> TrainConfig {
         lr: a.lr,
         schedule: a.schedule,
         warmup_epochs: a.warmup_epochs,
+        optimizer: a.optimizer,
         momentum: a.momentum,
         nesterov: a.nesterov,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        rms_alpha: a.rms_alpha,
+        eps: a.eps,
         weight_decay: a.weight_decay,
         label_smoothing: a.label_smoothing,
         crop_pad: a.crop_pad,

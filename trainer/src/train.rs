@@ -25,7 +25,7 @@ use tch::{Device, Kind, Reduction, Tensor, nn::VarStore};
 use crate::ckpt;
 use crate::error::TrainError;
 use crate::model::{Precision, RirNet};
-use crate::optim::Sgd;
+use crate::optim::{Optimizer, OptimizerKind, Rule};
 use crate::schedule::Schedule;
 
 /// Everything about a run that is not the network.
@@ -41,10 +41,25 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Linear warm-up, in epochs.
     pub warmup_epochs: f64,
+    /// The update rule (SGD before this field existed).
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
     /// SGD momentum.
     pub momentum: f64,
     /// Nesterov momentum.
     pub nesterov: bool,
+    /// Adam: decay of the first moment.
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    /// Adam: decay of the second moment.
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// RMSprop: decay of the mean square.
+    #[serde(default = "default_alpha")]
+    pub rms_alpha: f64,
+    /// Adam and RMSprop: added to the root of the second moment.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
     /// L2 coefficient on convolution kernels.
     pub weight_decay: f64,
     /// Label smoothing of the cross-entropy (0: off).
@@ -75,8 +90,13 @@ impl Default for TrainConfig {
             lr: 0.1,
             schedule: Schedule::Step,
             warmup_epochs: 0.0,
+            optimizer: OptimizerKind::Sgd,
             momentum: 0.9,
             nesterov: false,
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            rms_alpha: default_alpha(),
+            eps: default_eps(),
             weight_decay: 1e-4,
             label_smoothing: 0.0,
             crop_pad: 4,
@@ -87,6 +107,40 @@ impl Default for TrainConfig {
             channels_last: false,
             train_limit: None,
             test_limit: None,
+        }
+    }
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+
+fn default_beta2() -> f64 {
+    0.999
+}
+
+fn default_alpha() -> f64 {
+    0.99
+}
+
+fn default_eps() -> f64 {
+    1e-8
+}
+
+impl TrainConfig {
+    /// The update rule the recipe names, with its coefficients.
+    pub fn rule(&self) -> Rule {
+        match self.optimizer {
+            OptimizerKind::Sgd => Rule::sgd(self.momentum, self.nesterov),
+            OptimizerKind::Adam => Rule::Adam {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+            },
+            OptimizerKind::Rmsprop => Rule::RmsProp {
+                alpha: self.rms_alpha,
+                eps: self.eps,
+            },
         }
     }
 }
@@ -116,7 +170,7 @@ pub struct Trainer {
     /// The network over `vs`.
     pub net: RirNet,
     /// The optimizer over `vs`.
-    pub opt: Sgd,
+    pub opt: Optimizer,
     /// The data, in memory.
     pub data: Dataset,
     /// The recipe.
@@ -186,7 +240,7 @@ impl Trainer {
         if config.channels_last {
             to_channels_last(&vs);
         }
-        let opt = Sgd::new(&vs, config.momentum, config.nesterov, config.weight_decay);
+        let opt = Optimizer::new(&vs, config.rule(), config.weight_decay);
         let state = TrainingState {
             epoch: 0,
             next_batch: 0,
