@@ -10,7 +10,9 @@
 //!   child process).
 //! - [`compare`]: the side-by-side table of `rir-train bench`: ours,
 //!   four-conv and eager PyTorch, in child processes.
-//! - [`optim`]: SGD with momentum and L2 on kernels only.
+//! - [`init`]: He-normal, He-uniform, Xavier-normal or orthogonal kernels,
+//!   seeded per variable.
+//! - [`optim`]: SGD with momentum, Adam and RMSprop, L2 on kernels only.
 //! - [`schedule`]: step, cosine and one-cycle learning rates.
 //! - [`train`]: the loop, evaluation, metrics, checkpoints, interruption.
 //! - [`session`]: a run as the CLI drives it: fresh or resumed, what is
@@ -27,6 +29,7 @@ pub mod compare;
 pub mod device;
 pub mod error;
 pub mod four_conv;
+pub mod init;
 pub mod model;
 pub mod optim;
 pub mod plot;

@@ -14,6 +14,7 @@ use rir_data::{Source, load};
 use rir_infer::Device as DeviceChoice;
 use rir_trainer::bench::Form;
 use rir_trainer::device;
+use rir_trainer::init::Init;
 use rir_trainer::model::Precision;
 use rir_trainer::optim::OptimizerKind;
 use rir_trainer::schedule::Schedule;
@@ -212,6 +213,9 @@ struct TrainArgs {
     /// Linear learning-rate warm-up, in epochs.
     #[arg(long, default_value_t = 0.0)]
     warmup_epochs: f64,
+    /// Initialization of the convolution kernels.
+    #[arg(long, value_enum, default_value_t = Init::HeNormal)]
+    init: Init,
     /// Update rule: SGD with momentum (the paper's), Adam or RMSprop (as
     /// PyTorch's, L2 on the kernels added to the gradient).
     #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
@@ -403,6 +407,7 @@ fn recipe(a: &TrainArgs) -> TrainConfig {
         lr: a.lr,
         schedule: a.schedule,
         warmup_epochs: a.warmup_epochs,
+        init: a.init,
         optimizer: a.optimizer,
         momentum: a.momentum,
         nesterov: a.nesterov,

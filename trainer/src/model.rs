@@ -407,35 +407,6 @@ impl RirNet {
     }
 }
 
-/// Re-initializes every convolution kernel of `vs` with He-normal values
-/// drawn from generators seeded by `seed` and the variable's name. Unlike
-/// libtorch's global generator, this cannot be disturbed by other threads
-/// drawing random numbers at the same time, so a seed always gives the same
-/// network.
-pub fn he_init(vs: &tch::nn::VarStore, seed: u64) {
-    tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
-            let shape = t.size();
-            if shape.len() != 4 {
-                continue;
-            }
-            let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
-            let std = (2.0 / fan_in).sqrt();
-            let name_hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-            });
-            let mut rng = rir_data::rng::Rng::new(seed ^ name_hash);
-            let values: Vec<f32> = (0..t.numel())
-                .map(|_| (rng.normal() * std) as f32)
-                .collect();
-            let src = Tensor::from_slice(&values)
-                .view(shape.as_slice())
-                .to_device(t.device());
-            t.copy_(&src);
-        }
-    });
-}
-
 /// Whether a variable gets L2 weight decay: convolution kernels (4-D) do,
 /// BatchNorm scales and shifts do not. The identity shortcut is not a
 /// variable, so it is never decayed.

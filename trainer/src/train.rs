@@ -24,6 +24,7 @@ use tch::{Device, Kind, Reduction, Tensor, nn::VarStore};
 
 use crate::ckpt;
 use crate::error::TrainError;
+use crate::init::Init;
 use crate::model::{Precision, RirNet};
 use crate::optim::{Optimizer, OptimizerKind, Rule};
 use crate::schedule::Schedule;
@@ -41,6 +42,9 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Linear warm-up, in epochs.
     pub warmup_epochs: f64,
+    /// How convolution kernels start (He-normal before this field existed).
+    #[serde(default)]
+    pub init: Init,
     /// The update rule (SGD before this field existed).
     #[serde(default)]
     pub optimizer: OptimizerKind,
@@ -90,6 +94,7 @@ impl Default for TrainConfig {
             lr: 0.1,
             schedule: Schedule::Step,
             warmup_epochs: 0.0,
+            init: Init::HeNormal,
             optimizer: OptimizerKind::Sgd,
             momentum: 0.9,
             nesterov: false,
@@ -235,7 +240,7 @@ impl Trainer {
         }
         let vs = VarStore::new(device);
         let mut net = RirNet::new(&vs.root(), spec);
-        crate::model::he_init(&vs, config.seed);
+        crate::init::init_kernels(&vs, config.init, config.seed);
         net.precision = config.precision;
         if config.channels_last {
             to_channels_last(&vs);

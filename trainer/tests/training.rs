@@ -154,7 +154,7 @@ fn a_resumed_run_continues_where_it_stopped() {
     // sum in a fixed order even while other tests compete for the cores, so
     // any difference below comes from the resume, not from scheduling.
     // (Initialization does not use libtorch's global generator, which other
-    // tests draw from concurrently: see `model::he_init`.)
+    // tests draw from concurrently: see `init::init_kernels`.)
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let data = common::fashion(&dir.path().join("data"), 96, 16);
