@@ -476,11 +476,19 @@ async fn two_engine_instances_answer_concurrent_calls_exactly_as_one() {
         .await
         .unwrap();
     // Batches of one, so the 32 calls make 32 executions for the two
-    // engines to share.
+    // engines to share; none inline, where calls that arrive one at a
+    // time (a loaded machine) would all take the first instance.
     let two = spawn_server(
         serve_bin(),
         dir.path(),
-        &args(&["--instances", "2", "--max-batch", "1"]),
+        &args(&[
+            "--instances",
+            "2",
+            "--max-batch",
+            "1",
+            "--run-inline",
+            "false",
+        ]),
     )
     .await
     .unwrap();
@@ -501,35 +509,43 @@ async fn two_engine_instances_answer_concurrent_calls_exactly_as_one() {
     let client = GrpcInferenceServiceClient::connect(two.url.clone())
         .await
         .unwrap();
-    let calls: Vec<_> = (0..32u8)
-        .map(|k| {
-            let mut c = client.clone();
-            let r = request(k);
-            tokio::spawn(async move { c.model_infer(r).await.map(|r| r.into_inner()) })
-        })
-        .collect();
-    for (k, call) in calls.into_iter().enumerate() {
-        let got = call.await.unwrap().unwrap();
-        let want = reference
-            .model_infer(request(k as u8))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            got.raw_output_contents, want.raw_output_contents,
-            "call {k}"
-        );
+    // Bursts of 32 calls until both engines have run some (the first
+    // burst, unless a busy machine leaves one engine thread unscheduled).
+    let mut per_instance = vec![];
+    let mut page = String::new();
+    for _burst in 0..10 {
+        let calls: Vec<_> = (0..32u8)
+            .map(|k| {
+                let mut c = client.clone();
+                let r = request(k);
+                tokio::spawn(async move { c.model_infer(r).await.map(|r| r.into_inner()) })
+            })
+            .collect();
+        for (k, call) in calls.into_iter().enumerate() {
+            let got = call.await.unwrap().unwrap();
+            let want = reference
+                .model_infer(request(k as u8))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                got.raw_output_contents, want.raw_output_contents,
+                "call {k}"
+            );
+        }
+        page = String::from_utf8_lossy(&get(two.metrics_url.clone()).await.body).into_owned();
+        per_instance = (0..3)
+            .map(|i| {
+                let series =
+                    format!("rir_instance_executions_total{{instance=\"{i}\",model=\"gray\"}}");
+                metric(&page, &series).unwrap_or(0.0) as u64
+            })
+            .collect();
+        if per_instance[0] > 0 && per_instance[1] > 0 {
+            break;
+        }
     }
     // Both engines ran some of the calls, and no third one exists.
-    let page = get(two.metrics_url.clone()).await.body;
-    let page = String::from_utf8_lossy(&page);
-    let per_instance: Vec<u64> = (0..3)
-        .map(|i| {
-            let series =
-                format!("rir_instance_executions_total{{instance=\"{i}\",model=\"gray\"}}");
-            metric(&page, &series).unwrap_or(0.0) as u64
-        })
-        .collect();
     assert!(
         per_instance[0] > 0 && per_instance[1] > 0 && per_instance[2] == 0,
         "executions per instance: {per_instance:?}"
@@ -583,8 +599,15 @@ async fn one_request_at_a_time_runs_inline_by_default_and_with_run_inline_false_
         ));
     }
     // The first request measures the model on an engine thread; the five
-    // after it find the engine idle and run on the thread that decoded them.
-    assert_eq!((seen[0].1, seen[0].2), (6, 5), "default");
+    // after it find the engine idle and run on the thread that decoded
+    // them, each one whose last run took under 1 ms (on a loaded machine
+    // a run can take longer and send the next to an engine thread).
+    assert_eq!(seen[0].1, 6, "default");
+    assert!(
+        (1..=5).contains(&seen[0].2),
+        "default: {} inline",
+        seen[0].2
+    );
     assert_eq!((seen[1].1, seen[1].2), (6, 0), "--run-inline false");
     assert_eq!(
         seen[0].0, seen[1].0,
