@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Counter, CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// The Prometheus metrics, labelled by model.
@@ -85,7 +86,38 @@ pub struct TritonCounters {
     pub output_us: CounterVec,
 }
 
+/// One model version's series of the Triton-named counters, looked up once
+/// so that a request only adds to them.
+struct TritonSeries {
+    success: IntCounter,
+    failure: IntCounter,
+    inferences: IntCounter,
+    executions: IntCounter,
+    request_us: Counter,
+    queue_us: Counter,
+    input_us: Counter,
+    infer_us: Counter,
+    output_us: Counter,
+}
+
 impl TritonCounters {
+    /// The series of version `version` of `model` (they show on the
+    /// metrics page from then on, at zero until it serves).
+    fn series(&self, model: &str, version: &str) -> TritonSeries {
+        let labels = [model, version];
+        TritonSeries {
+            success: self.success.with_label_values(&labels),
+            failure: self.failure.with_label_values(&labels),
+            inferences: self.inferences.with_label_values(&labels),
+            executions: self.executions.with_label_values(&labels),
+            request_us: self.request_us.with_label_values(&labels),
+            queue_us: self.queue_us.with_label_values(&labels),
+            input_us: self.input_us.with_label_values(&labels),
+            infer_us: self.infer_us.with_label_values(&labels),
+            output_us: self.output_us.with_label_values(&labels),
+        }
+    }
+
     fn new(r: &Registry) -> Result<Self, prometheus::Error> {
         const LABELS: [&str; 2] = ["model", "version"];
         let count = |name: &str, help: &str| {
@@ -326,8 +358,8 @@ pub struct RequestTimes {
 /// One model's statistics, shared by the service and the batcher.
 pub struct ModelStats {
     model: String,
-    /// The version, as the `version` label of the Triton-named counters.
-    version: String,
+    /// Its series of the Triton-named counters.
+    triton: TritonSeries,
     metrics: std::sync::Arc<Metrics>,
     inner: Mutex<Snapshot>,
 }
@@ -338,15 +370,10 @@ impl ModelStats {
     pub fn new(model: &str, version: u64, metrics: std::sync::Arc<Metrics>) -> Self {
         ModelStats {
             model: model.to_string(),
-            version: version.to_string(),
+            triton: metrics.triton.series(model, &version.to_string()),
             metrics,
             inner: Mutex::new(Snapshot::default()),
         }
-    }
-
-    /// The labels of the Triton-named counters.
-    fn triton_labels(&self) -> [&str; 2] {
-        [&self.model, &self.version]
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Snapshot) -> R) -> R {
@@ -375,10 +402,7 @@ impl ModelStats {
             .with_label_values(&[&self.model])
             .inc_by(padded as u64);
         m.executions.with_label_values(&[&self.model]).inc();
-        m.triton
-            .executions
-            .with_label_values(&self.triton_labels())
-            .inc();
+        self.triton.executions.inc();
         m.instance_executions
             .with_label_values(&[self.model.as_str(), &instance.to_string()])
             .inc();
@@ -422,10 +446,9 @@ impl ModelStats {
         m.requests
             .with_label_values(&[&self.model, "ok", "OK"])
             .inc();
-        let tr = &m.triton;
-        let labels = self.triton_labels();
-        tr.success.with_label_values(&labels).inc();
-        tr.inferences.with_label_values(&labels).inc_by(n as u64);
+        let tr = &self.triton;
+        tr.success.inc();
+        tr.inferences.inc_by(n as u64);
         for (counter, d) in [
             (&tr.request_us, t.total),
             (&tr.queue_us, t.queue),
@@ -433,9 +456,7 @@ impl ModelStats {
             (&tr.infer_us, t.infer),
             (&tr.output_us, t.output),
         ] {
-            counter
-                .with_label_values(&labels)
-                .inc_by(d.as_secs_f64() * 1e6);
+            counter.inc_by(d.as_secs_f64() * 1e6);
         }
     }
 
@@ -446,11 +467,7 @@ impl ModelStats {
             .requests
             .with_label_values(&[&self.model, "error", reason])
             .inc();
-        self.metrics
-            .triton
-            .failure
-            .with_label_values(&self.triton_labels())
-            .inc();
+        self.triton.failure.inc();
     }
 
     /// A request expired in the queue after `queued` (recorded as a failure by the caller).
