@@ -87,6 +87,30 @@ impl HttpClient {
         })
     }
 
+    /// A client of the server of the page at `url` (`[http://]host:port[/path]`),
+    /// and the page's path (`default_path` when the URL names none).
+    pub fn for_page(
+        url: &str,
+        default_path: &str,
+        connect_timeout: Duration,
+    ) -> Result<(Self, String), ClientError> {
+        let full = match url.contains("://") {
+            true => url.to_string(),
+            false => format!("http://{url}"),
+        };
+        let bad = |why: String| ClientError::Setup(format!("{url}: {why}"));
+        let uri: hyper::Uri = full.parse().map_err(|e| bad(format!("not a URL: {e}")))?;
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(bad("no host".into()));
+        };
+        let path = match uri.path_and_query().map(|p| p.as_str()) {
+            None | Some("/") => default_path.to_string(),
+            Some(p) => p.to_string(),
+        };
+        let client = HttpClient::new(&format!("{scheme}://{host}"), None, connect_timeout)?;
+        Ok((client, path))
+    }
+
     /// The server's base URL.
     pub fn base(&self) -> &str {
         &self.base
@@ -298,4 +322,26 @@ pub fn infer_post(r: &ModelInferRequest, json_tensors: bool) -> Result<Post, Res
         header_length: Some(header.len()),
         body: body.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_url_splits_into_its_server_and_path() {
+        let t = Duration::from_secs(1);
+        let (c, path) = HttpClient::for_page("127.0.0.1:8002", "/metrics", t).unwrap();
+        assert_eq!(
+            (c.base(), path.as_str()),
+            ("http://127.0.0.1:8002", "/metrics")
+        );
+        let (c, path) = HttpClient::for_page("http://host:9/m/x?y=1", "/metrics", t).unwrap();
+        assert_eq!((c.base(), path.as_str()), ("http://host:9", "/m/x?y=1"));
+        let (_, path) = HttpClient::for_page("http://host:9/", "/metrics", t).unwrap();
+        assert_eq!(path, "/metrics");
+        for bad in ["", "http://", "https://host:9/metrics", "host name:9"] {
+            assert!(HttpClient::for_page(bad, "/metrics", t).is_err(), "{bad:?}");
+        }
+    }
 }

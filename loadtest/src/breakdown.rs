@@ -361,11 +361,8 @@ impl Probe {
         let pages = urls
             .iter()
             .map(|u| {
-                let (scheme, rest) = u.split_once("://").unwrap_or(("http", u));
-                let (host, path) = rest.split_once('/').unwrap_or((rest, "metrics"));
-                let client = HttpClient::new(&format!("{scheme}://{host}"), None, READ_TIMEOUT)
-                    .map_err(|e| format!("--metrics-url {u}: {e}"))?;
-                Ok((client, format!("/{path}")))
+                HttpClient::for_page(u, "/metrics", READ_TIMEOUT)
+                    .map_err(|e| format!("--metrics-url {e}"))
             })
             .collect::<Result<_, String>>()?;
         Ok(Probe {
