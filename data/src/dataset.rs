@@ -64,6 +64,15 @@ impl Source {
             Source::Cifar(Flavour::HundredCoarse) => (InputSpec::new(3, 32, 32), 20),
         }
     }
+
+    /// Images in the official training split, known without reading any
+    /// file: what an epoch costs in a time estimate.
+    pub fn train_images(self) -> usize {
+        match self {
+            Source::FashionMnist => 60_000,
+            Source::Cifar(_) => 50_000,
+        }
+    }
 }
 
 /// A name that is not a data set this crate reads.

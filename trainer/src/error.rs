@@ -41,6 +41,9 @@ pub enum TrainError {
     /// Resuming was asked for where there is nothing to resume.
     #[error("--resume: {0} does not exist")]
     NothingToResume(PathBuf),
+    /// A sweep's space, plan or folder is unusable.
+    #[error("sweep: {0}")]
+    Sweep(String),
     /// Writing the plot failed.
     #[error("plot {0}: {1}")]
     Plot(PathBuf, String),

@@ -17,7 +17,9 @@
 //! - [`train`]: the loop, evaluation, metrics, checkpoints, interruption.
 //! - [`session`]: a run as the CLI drives it: fresh or resumed, what is
 //!   printed at its start and end, evaluating a saved checkpoint.
-//! - [`summary`]: the table of `rir-train report` over finished runs.
+//! - [`summary`]: the tables of `rir-train report` over finished runs.
+//! - [`stats`]: t-intervals of means and of paired differences.
+//! - [`sweep`]: search spaces, their trials, successive halving.
 //! - [`ckpt`]: libtorch variables to and from `rir_checkpoint` files.
 //! - [`device`]: CPU or CUDA, including loading `libtorch_cuda.so`.
 //! - [`plot`]: the PNG of the training curves.
@@ -35,7 +37,9 @@ pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod session;
+pub mod stats;
 pub mod summary;
+pub mod sweep;
 pub mod train;
 
 pub use error::TrainError;
