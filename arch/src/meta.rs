@@ -87,6 +87,26 @@ pub struct TrainingState {
     pub config: serde_json::Value,
     /// Every finished epoch's figures.
     pub history: Vec<EpochMetrics>,
+    /// What the steps of an epoch interrupted midway added up to, so that
+    /// its figures after a resume count every step, as a run straight
+    /// through would (absent at an epoch's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialEpoch>,
+}
+
+/// The running sums of an epoch's training steps so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Loss times batch size, summed.
+    pub loss_sum: f64,
+    /// Right predictions on the augmented batches.
+    pub correct: usize,
+    /// Images trained on.
+    pub seen: usize,
+    /// Seconds of training steps.
+    pub train_secs: f64,
+    /// Wall seconds of the epoch so far.
+    pub seconds: f64,
 }
 
 impl TrainingState {
@@ -180,6 +200,7 @@ mod tests {
             training: TrainingState {
                 epoch: 3,
                 next_batch: 0,
+                partial: None,
                 step: 300,
                 config: serde_json::json!({"lr": 0.1}),
                 history: vec![],

@@ -241,6 +241,7 @@ mod tests {
             training: TrainingState {
                 epoch: 1,
                 next_batch: 0,
+                partial: None,
                 step: 10,
                 config: serde_json_value(),
                 history: vec![],

@@ -45,6 +45,7 @@ pub fn random_checkpoint(spec: &ModelSpec, seed: u64) -> Checkpoint {
             training: TrainingState {
                 epoch: 0,
                 next_batch: 0,
+                partial: None,
                 step: 0,
                 config: rir_arch::meta::JsonValue::Null,
                 history: vec![],

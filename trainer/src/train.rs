@@ -10,10 +10,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rir_arch::meta::EpochMetrics;
+use rir_arch::meta::PartialEpoch;
 use rir_arch::{CheckpointMeta, ModelSpec, TrainingState};
 use rir_checkpoint::Checkpoint;
 use rir_data::augment::{Augment, fill_batch};
@@ -249,6 +250,7 @@ impl Trainer {
         let state = TrainingState {
             epoch: 0,
             next_batch: 0,
+            partial: None,
             step: 0,
             config: serde_json::to_value(&config).unwrap_or_default(),
             history: vec![],
@@ -433,12 +435,16 @@ impl Trainer {
         let bar = self.progress_bar(epoch, steps);
         let first = self.state.next_batch;
         bar.set_position(first as u64);
+        // An epoch resumed midway goes on from the sums its first steps left.
+        let before = self.state.partial.take().filter(|_| first > 0);
         let mut tally = EpochTally {
-            started,
-            train_secs: 0.0,
-            loss_sum: 0.0,
-            correct: 0,
-            seen: 0,
+            started: before
+                .and_then(|p| started.checked_sub(Duration::from_secs_f64(p.seconds)))
+                .unwrap_or(started),
+            train_secs: before.map_or(0.0, |p| p.train_secs),
+            loss_sum: before.map_or(0.0, |p| p.loss_sum),
+            correct: before.map_or(0, |p| p.correct),
+            seen: before.map_or(0, |p| p.seen),
             lr: self.config.lr,
             bar,
         };
@@ -456,6 +462,13 @@ impl Trainer {
             t.bar.inc(1);
             if self.should_stop() && b + 1 < steps {
                 t.bar.abandon();
+                self.state.partial = Some(PartialEpoch {
+                    loss_sum: t.loss_sum,
+                    correct: t.correct,
+                    seen: t.seen,
+                    train_secs: t.train_secs,
+                    seconds: t.started.elapsed().as_secs_f64(),
+                });
                 let path = self.save(LAST)?;
                 self.log_line(&serde_json::json!({"event": "interrupted", "epoch": epoch, "next_batch": b + 1, "step": self.state.step}))?;
                 tracing::info!(

@@ -195,6 +195,12 @@ fn a_resumed_run_continues_where_it_stopped() {
     let (ha, hb) = (&straight.state.history, &third.state.history);
     assert_eq!(ha.len(), hb.len());
     assert!((ha[1].test_acc - hb[1].test_acc).abs() < 1e-9);
+    // The figures of the epoch stopped midway count its steps from before
+    // the stop too.
+    for (a, b) in ha.iter().zip(hb) {
+        assert!((a.train_loss - b.train_loss).abs() < 1e-6, "{a:?} vs {b:?}");
+        assert!((a.train_acc - b.train_acc).abs() < 1e-9, "{a:?} vs {b:?}");
+    }
 }
 
 #[test]
