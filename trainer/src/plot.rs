@@ -123,3 +123,91 @@ fn panel<DB: DrawingBackend>(
         .map_err(e)?;
     Ok(())
 }
+
+/// One option a report's runs differ in: what `axes` draws as one panel.
+#[derive(Debug, Clone)]
+pub struct Axis {
+    /// The option's name.
+    pub name: String,
+    /// Its values, in the order of the x axis.
+    pub values: Vec<String>,
+    /// Per variant, each run's (position in `values`, accuracy %).
+    pub points: Vec<(String, Vec<(usize, f64)>)>,
+}
+
+/// Draws final accuracy against each option in `axes`, one panel per
+/// option side by side, one colour per variant.
+pub fn axes(path: &Path, title: &str, axes: &[Axis]) -> Result<(), TrainError> {
+    if axes.is_empty() {
+        return Err(TrainError::Plot(
+            path.to_path_buf(),
+            "the runs do not differ in any option".into(),
+        ));
+    }
+    if !rir_process::font::register_sans_serif() {
+        return Err(TrainError::Plot(
+            path.to_path_buf(),
+            "plotters refused the embedded font".into(),
+        ));
+    }
+    let err = |e: String| TrainError::Plot(path.to_path_buf(), e);
+    let width = 420 * axes.len() as u32;
+    let root = BitMapBackend::new(path, (width, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| err(e.to_string()))?;
+    let accs = axes
+        .iter()
+        .flat_map(|a| a.points.iter().flat_map(|(_, p)| p.iter().map(|x| x.1)));
+    let (lo, hi) = accs.fold((100.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let y = (lo - 1.0).floor().max(0.0)..(hi + 1.0).ceil().min(100.0);
+    let palette = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK];
+    for (area, axis) in root.split_evenly((1, axes.len())).iter().zip(axes) {
+        let n = axis.values.len();
+        let mut chart = ChartBuilder::on(area)
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(-0.5..n as f64 - 0.5, y.clone())
+            .map_err(|x| err(x.to_string()))?;
+        let label = |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                axis.values.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .x_labels(n.max(1) * 2 + 1)
+            .x_label_formatter(&label)
+            .x_desc(axis.name.as_str())
+            .y_desc("final-epoch test accuracy %")
+            .draw()
+            .map_err(|x| err(x.to_string()))?;
+        let variants = axis.points.len() as f64;
+        for (i, (variant, pts)) in axis.points.iter().enumerate() {
+            let color = palette[i % palette.len()];
+            // Variants side by side around each value.
+            let shift = (i as f64 - (variants - 1.0) / 2.0) * 0.08;
+            chart
+                .draw_series(
+                    pts.iter()
+                        .map(|&(at, acc)| Circle::new((at as f64 + shift, acc), 4, color.filled())),
+                )
+                .map_err(|x| err(x.to_string()))?
+                .label(variant.as_str())
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| err(x.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}

@@ -11,6 +11,8 @@ use rir_arch::meta::EpochMetrics;
 use rir_checkpoint::Checkpoint;
 
 use crate::error::TrainError;
+use crate::plot;
+use crate::stats::Interval;
 use crate::train::LAST;
 use rir_process::median;
 
@@ -29,6 +31,8 @@ pub struct RunSummary {
     pub params: usize,
     /// Multiply-adds per image.
     pub macs: usize,
+    /// The recipe it was trained with (`TrainConfig` as JSON).
+    pub config: serde_json::Value,
     /// Every epoch.
     pub history: Vec<EpochMetrics>,
 }
@@ -99,17 +103,20 @@ pub fn find_runs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TrainError> {
 }
 
 /// Runs gathered from several places can hold the same run twice (a copy,
-/// or a run resumed on another machine): the same variant, network and
-/// seed. Of each such group this keeps the run with the most epochs (the
+/// or a run resumed on another machine): the same variant, network, recipe
+/// (its epochs aside) and seed. Of each such group this keeps the run with the most epochs (the
 /// first found among equals) and returns the kept runs in their order with
 /// the `(left out, kept)` folder pairs.
 pub fn merge(runs: Vec<RunSummary>) -> (Vec<RunSummary>, Vec<(PathBuf, PathBuf)>) {
     let mut kept: Vec<RunSummary> = Vec::new();
     let mut dropped = Vec::new();
     for r in runs {
-        let same = kept
-            .iter_mut()
-            .find(|k| k.variant == r.variant && k.describe == r.describe && k.seed == r.seed);
+        let same = kept.iter_mut().find(|k| {
+            k.variant == r.variant
+                && k.describe == r.describe
+                && k.seed == r.seed
+                && settings_of(k) == settings_of(&r)
+        });
         match same {
             Some(k) if r.history.len() > k.history.len() => {
                 let old = std::mem::replace(k, r);
@@ -134,54 +141,327 @@ pub fn read_run(folder: &Path) -> Result<RunSummary, TrainError> {
         seed: meta.training.config["seed"].as_u64().unwrap_or(0),
         params: cost.params,
         macs: cost.macs,
+        config: meta.training.config,
         history: meta.training.history,
     })
 }
 
-/// A Markdown table with one row per variant (runs of a variant are its
-/// seeds): accuracy as mean and range over seeds, then size, epochs, time
-/// and throughput.
-pub fn table(runs: &[RunSummary]) -> String {
-    let mut groups: BTreeMap<&str, Vec<&RunSummary>> = BTreeMap::new();
-    for r in runs {
-        groups.entry(&r.variant).or_default().push(r);
+/// The runs that share a network and a recipe (all but the seed), trained
+/// for the same number of epochs: one configuration, its runs its seeds.
+#[derive(Debug, Clone)]
+pub struct Group<'a> {
+    /// Its runs, one per seed.
+    pub runs: Vec<&'a RunSummary>,
+    /// The recipe options that differ between the report's groups, with
+    /// this group's values (`--` names, e.g. `lr=0.05`).
+    pub settings: Vec<(String, String)>,
+    /// Final-epoch test accuracy over the seeds, in percent.
+    pub last: Interval,
+    /// Best test accuracy over the epochs, in percent, per seed.
+    pub best: Vec<f64>,
+}
+
+impl Group<'_> {
+    /// The variant's name.
+    pub fn variant(&self) -> &str {
+        &self.runs[0].variant
     }
+
+    /// Epochs of the group's runs.
+    pub fn epochs(&self) -> usize {
+        self.runs[0].history.len()
+    }
+
+    /// `lr=0.05 optimizer=adam`, or `-` when every group shares the recipe.
+    pub fn describe_settings(&self) -> String {
+        if self.settings.is_empty() {
+            return "-".into();
+        }
+        let parts: Vec<String> = self
+            .settings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        parts.join(" ")
+    }
+}
+
+/// Recipe fields that identify neither a configuration nor a difference
+/// between configurations.
+const NOT_A_SETTING: [&str; 2] = ["seed", "epochs"];
+
+/// The recipe as a map of `--` option names to values, the seed and the
+/// epoch count left out.
+fn settings_of(run: &RunSummary) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(map) = run.config.as_object() {
+        for (k, v) in map {
+            if NOT_A_SETTING.contains(&k.as_str()) {
+                continue;
+            }
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.insert(k.replace('_', "-"), v);
+        }
+    }
+    out
+}
+
+/// What makes runs one configuration: network, recipe and epochs.
+fn configuration_key(run: &RunSummary) -> (String, String, BTreeMap<String, String>, usize) {
+    (
+        run.variant.clone(),
+        run.describe.clone(),
+        settings_of(run),
+        run.history.len(),
+    )
+}
+
+/// Variants in report order: RiR first, as the paper's subject, then the
+/// baselines.
+fn variant_rank(name: &str) -> usize {
+    const ORDER: [&str; 4] = ["rir", "resnet-init", "resnet", "cnn"];
+    ORDER.iter().position(|o| *o == name).unwrap_or(ORDER.len())
+}
+
+/// The runs grouped into configurations, ranked by mean final-epoch test
+/// accuracy (best first; ties in variant order).
+pub fn groups(runs: &[RunSummary]) -> Vec<Group<'_>> {
+    let mut by_key: BTreeMap<_, Vec<&RunSummary>> = BTreeMap::new();
+    for r in runs {
+        by_key.entry(configuration_key(r)).or_default().push(r);
+    }
+    // The options whose values are not the same in every run.
+    let all: Vec<BTreeMap<String, String>> = runs.iter().map(settings_of).collect();
+    let mut differing: Vec<String> = all
+        .iter()
+        .flat_map(|m| m.keys().cloned())
+        .filter(|k| all.iter().any(|m| m.get(k) != all[0].get(k)))
+        .collect();
+    differing.sort();
+    differing.dedup();
+    let mut out: Vec<Group> = by_key
+        .into_iter()
+        .map(|((_, _, settings, _), runs)| {
+            let last: Vec<f64> = runs.iter().map(|r| 100.0 * r.last()).collect();
+            Group {
+                settings: differing
+                    .iter()
+                    .map(|k| {
+                        (
+                            k.clone(),
+                            settings.get(k).cloned().unwrap_or_else(|| "-".into()),
+                        )
+                    })
+                    .collect(),
+                last: Interval::of(&last),
+                best: runs.iter().map(|r| 100.0 * r.best()).collect(),
+                runs,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.last
+            .mean
+            .total_cmp(&a.last.mean)
+            .then(variant_rank(a.variant()).cmp(&variant_rank(b.variant())))
+    });
+    out
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// `[93.10, 93.56]`, or `n = 1` without an interval.
+fn bounds(i: &Interval) -> String {
+    match i.half {
+        Some(_) => {
+            let (lo, hi) = i.bounds();
+            format!("[{lo:.2}, {hi:.2}]")
+        }
+        None => "n = 1".into(),
+    }
+}
+
+/// A Markdown table with one row per configuration, ranked: final-epoch
+/// accuracy as mean and 95 % t-interval over the seeds, best accuracy as
+/// mean and range, then size, epochs, time and throughput.
+pub fn table(runs: &[RunSummary]) -> String {
     let mut out = String::from(
-        "| model | params | MACs/image | seeds | epochs | best test acc, mean (min–max) | final-epoch acc, mean | wall time per run | train img/s |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| rank | model | settings | params | MACs/image | seeds | epochs | final-epoch acc, mean | 95 % interval | best acc, mean (min–max) | wall time per run | train img/s |\n\
+         |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    // RiR first, as the paper's subject, then the baselines.
-    let order = ["rir", "resnet-init", "resnet", "cnn"];
-    let mut names: Vec<&str> = groups.keys().copied().collect();
-    names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
-    for name in names {
-        let g = &groups[name];
-        let best: Vec<f64> = g.iter().map(|r| 100.0 * r.best()).collect();
-        let last: Vec<f64> = g.iter().map(|r| 100.0 * r.last()).collect();
-        let secs: Vec<f64> = g.iter().map(|r| r.seconds()).collect();
-        let ips: Vec<f64> = g.iter().map(|r| r.img_per_s()).collect();
-        let epochs: Vec<String> = {
-            let mut e: Vec<usize> = g.iter().map(|r| r.history.len()).collect();
-            e.dedup();
-            e.iter().map(usize::to_string).collect()
-        };
-        let lo = best.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = best.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    for (rank, g) in groups(runs).iter().enumerate() {
+        let lo = g.best.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = g.best.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let secs: Vec<f64> = g.runs.iter().map(|r| r.seconds()).collect();
+        let ips: Vec<f64> = g.runs.iter().map(|r| r.img_per_s()).collect();
         let _ = writeln!(
             out,
-            "| {name} | {:.3} M | {:.1} M | {} | {} | {:.2} % ({lo:.2}–{hi:.2}) | {:.2} % | {:.1} min | {:.0} |",
-            g[0].params as f64 / 1e6,
-            g[0].macs as f64 / 1e6,
-            g.len(),
-            epochs.join("/"),
-            mean(&best),
-            mean(&last),
+            "| {} | {} | {} | {:.3} M | {:.1} M | {} | {} | {:.2} % | {} | {:.2} % ({lo:.2}–{hi:.2}) | {:.1} min | {:.0} |",
+            rank + 1,
+            g.variant(),
+            g.describe_settings(),
+            g.runs[0].params as f64 / 1e6,
+            g.runs[0].macs as f64 / 1e6,
+            g.runs.len(),
+            g.epochs(),
+            g.last.mean,
+            bounds(&g.last),
+            mean(&g.best),
             mean(&secs) / 60.0,
             median(ips),
         );
     }
     out
+}
+
+/// One variant against another over the runs they share a configuration
+/// and a seed with.
+#[derive(Debug, Clone)]
+pub struct Paired {
+    /// The variant subtracted from.
+    pub a: String,
+    /// The variant subtracted.
+    pub b: String,
+    /// Final-epoch accuracy of `a` minus `b`, in percentage points.
+    pub difference: Interval,
+    /// Pairs in which `a` came out ahead.
+    pub a_ahead: usize,
+}
+
+/// Every pair of variants, compared on the runs that share a recipe,
+/// epochs and seed (the seed's noise cancels in the difference).
+pub fn paired(runs: &[RunSummary]) -> Vec<Paired> {
+    let mut variants: Vec<&str> = runs.iter().map(|r| r.variant.as_str()).collect();
+    variants.sort_by_key(|v| (variant_rank(v), v.to_string()));
+    variants.dedup();
+    let key = |r: &RunSummary| (settings_of(r), r.history.len(), r.seed);
+    let mut out = vec![];
+    for (i, a) in variants.iter().enumerate() {
+        for b in &variants[i + 1..] {
+            let pairs: Vec<(f64, f64)> = runs
+                .iter()
+                .filter(|r| r.variant == *a)
+                .filter_map(|ra| {
+                    runs.iter()
+                        .find(|rb| rb.variant == *b && key(rb) == key(ra))
+                        .map(|rb| (100.0 * ra.last(), 100.0 * rb.last()))
+                })
+                .collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            out.push(Paired {
+                a: a.to_string(),
+                b: b.to_string(),
+                a_ahead: pairs.iter().filter(|(x, y)| x > y).count(),
+                difference: Interval::of_differences(&pairs),
+            });
+        }
+    }
+    out
+}
+
+/// The paired comparisons as a Markdown table (empty without any pair).
+pub fn paired_table(runs: &[RunSummary]) -> String {
+    let rows = paired(runs);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "| paired (same recipe and seed) | final-epoch acc difference, mean | 95 % interval | pairs | first ahead in | settled at 95 % |\n\
+         |---|---:|---:|---:|---:|---|\n",
+    );
+    for p in rows {
+        let i = &p.difference;
+        let interval = match i.half {
+            Some(_) => {
+                let (lo, hi) = i.bounds();
+                format!("[{lo:+.2}, {hi:+.2}] pp")
+            }
+            None => "n = 1".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} − {} | {:+.2} pp | {interval} | {} | {} | {} |",
+            p.a,
+            p.b,
+            i.mean,
+            i.n,
+            p.a_ahead,
+            if i.excludes_zero() { "yes" } else { "no" }
+        );
+    }
+    out
+}
+
+/// The ranked configurations as CSV, one row each.
+pub fn csv(runs: &[RunSummary]) -> String {
+    let mut out = String::from(
+        "rank,variant,settings,seeds,epochs,final_acc_mean,final_acc_low,final_acc_high,best_acc_mean,params,minutes_per_run\n",
+    );
+    for (rank, g) in groups(runs).iter().enumerate() {
+        let (lo, hi) = match g.last.half {
+            Some(_) => {
+                let (lo, hi) = g.last.bounds();
+                (format!("{lo:.4}"), format!("{hi:.4}"))
+            }
+            None => (String::new(), String::new()),
+        };
+        let secs: Vec<f64> = g.runs.iter().map(|r| r.seconds()).collect();
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{:.4},{lo},{hi},{:.4},{},{:.2}",
+            rank + 1,
+            g.variant(),
+            g.describe_settings(),
+            g.runs.len(),
+            g.epochs(),
+            g.last.mean,
+            mean(&g.best),
+            g.runs[0].params,
+            mean(&secs) / 60.0
+        );
+    }
+    out
+}
+
+/// For each option that differs between the runs: its values in order
+/// (numerically where they are numbers) and every run's (value position,
+/// final accuracy in percent), by variant. What `--axes-plot` draws.
+pub fn axes(runs: &[RunSummary]) -> Vec<plot::Axis> {
+    let Some(first) = groups(runs).first().map(|g| g.settings.clone()) else {
+        return vec![];
+    };
+    first
+        .iter()
+        .map(|(key, _)| {
+            let value = |r: &RunSummary| settings_of(r).get(key).cloned().unwrap_or_default();
+            let mut values: Vec<String> = runs.iter().map(value).collect();
+            values.sort_by(|a, b| match (a.parse::<f64>(), b.parse::<f64>()) {
+                (Ok(x), Ok(y)) => x.total_cmp(&y),
+                _ => a.cmp(b),
+            });
+            values.dedup();
+            let mut by_variant: BTreeMap<String, Vec<(usize, f64)>> = BTreeMap::new();
+            for r in runs {
+                let at = values.iter().position(|v| *v == value(r)).unwrap_or(0);
+                by_variant
+                    .entry(r.variant.clone())
+                    .or_default()
+                    .push((at, 100.0 * r.last()));
+            }
+            plot::Axis {
+                name: key.clone(),
+                values,
+                points: by_variant.into_iter().collect(),
+            }
+        })
+        .collect()
 }
 
 /// Per-run lines: folder, seed, best and final accuracy.

@@ -21,6 +21,8 @@ use rir_trainer::schedule::Schedule;
 use rir_trainer::session::{self, Start};
 use rir_trainer::{Outcome, TrainConfig, Trainer, compare, plot, summary};
 
+mod sweep;
+
 #[derive(Parser)]
 #[command(
     name = "rir-train",
@@ -77,19 +79,15 @@ enum Command {
     Info,
     /// Measure training throughput: one-conv vs four-conv vs PyTorch eager.
     Bench(BenchArgs),
-    /// Compare finished runs: a Markdown table per variant (mean and range over seeds) and their curves.
-    Report {
-        /// Run folders (each with last.safetensors), or folders holding runs
-        /// (searched below), e.g. runs copied back from several machines; the
-        /// same run found twice counts once (the copy with most epochs).
-        #[arg(required = true)]
-        runs: Vec<PathBuf>,
-        /// Draw every run's loss and accuracy curves into this PNG.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        /// Title of the plot.
-        #[arg(long, default_value = "test and training curves")]
-        title: String,
+    /// Compare finished runs (a sweep, or runs from anywhere): configurations
+    /// ranked with 95 % intervals over seeds, variants compared pairwise, curves.
+    Report(ReportArgs),
+    /// Search a space of recipes: a grid of `rir-train train` options crossed
+    /// with variants and seeds, in full or by successive halving, locally or
+    /// as the pods of an Indexed Job; resumable.
+    Sweep {
+        #[command(subcommand)]
+        command: sweep::SweepCommand,
     },
     /// One measurement of `bench`, in its own process (internal).
     #[command(hide = true)]
@@ -125,6 +123,29 @@ enum Command {
         #[arg(long, default_value = "rir")]
         variant: Variant,
     },
+}
+
+#[derive(Args, Default)]
+struct ReportArgs {
+    /// Run folders (each with last.safetensors), or folders holding runs
+    /// (searched below), e.g. a sweep or runs copied back from several
+    /// machines; the same run found twice counts once (the copy with most
+    /// epochs).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Draw every run's loss and accuracy curves into this PNG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Draw final accuracy against each option that differs between the
+    /// runs (one panel per option) into this PNG.
+    #[arg(long)]
+    axes_plot: Option<PathBuf>,
+    /// Also write the ranked configurations as CSV here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Title of the curves plot.
+    #[arg(long, default_value = "test and training curves")]
+    title: String,
 }
 
 #[derive(Args)]
@@ -223,8 +244,8 @@ struct TrainArgs {
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
-    /// Nesterov momentum (SGD).
-    #[arg(long)]
+    /// Nesterov momentum (SGD); `--nesterov=false` too, for a sweep's grid.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     nesterov: bool,
     /// Adam: decay of the first moment.
     #[arg(long, default_value_t = 0.9)]
@@ -247,8 +268,8 @@ struct TrainArgs {
     /// Zero padding before the random crop (0 disables the crop).
     #[arg(long, default_value_t = 4)]
     crop_pad: usize,
-    /// Disable the random horizontal flip.
-    #[arg(long)]
+    /// Disable the random horizontal flip (`--no-flip=false` too).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     no_flip: bool,
     /// Seed of initialization, shuffling and augmentation.
     #[arg(long, default_value_t = 0)]
@@ -301,7 +322,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Presets { dataset } => presets(dataset),
         Command::Info => info(),
         Command::Bench(a) => bench(a),
-        Command::Report { runs, plot, title } => report(&runs, plot.as_deref(), &title),
+        Command::Report(a) => report(&a),
+        Command::Sweep { command } => sweep::run(command),
         Command::BenchChild {
             preset: name,
             dataset,
@@ -472,22 +494,32 @@ fn fetch(source: Source, dir: &Path, mirror: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(paths: &[PathBuf], plot: Option<&std::path::Path>, title: &str) -> Result<ExitCode> {
-    let runs = summary::find_runs(paths)?
+fn report(a: &ReportArgs) -> Result<ExitCode> {
+    let runs = summary::find_runs(&a.runs)?
         .iter()
         .map(|f| summary::read_run(f).with_context(|| format!("reading run {}", f.display())))
         .collect::<Result<Vec<_>>>()?;
     let (runs, dropped) = summary::merge(runs);
     for (left, kept) in &dropped {
         eprintln!(
-            "note: {} is the same run as {} (variant, network, seed); counted once, from {}",
+            "note: {} is the same run as {} (variant, network, recipe, seed); counted once, from {}",
             left.display(),
             kept.display(),
             kept.display()
         );
     }
-    print!("{}\n{}", summary::table(&runs), summary::runs_list(&runs));
-    if let Some(path) = plot {
+    let paired = summary::paired_table(&runs);
+    print!("{}", summary::table(&runs));
+    if !paired.is_empty() {
+        print!("\n{paired}");
+    }
+    print!("\n{}", summary::runs_list(&runs));
+    if let Some(path) = &a.csv {
+        std::fs::write(path, summary::csv(&runs))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("csv: {}", path.display());
+    }
+    if let Some(path) = &a.plot {
         let labels: Vec<String> = runs
             .iter()
             .map(|r| format!("{} s{}", r.variant, r.seed))
@@ -497,8 +529,16 @@ fn report(paths: &[PathBuf], plot: Option<&std::path::Path>, title: &str) -> Res
             .zip(&runs)
             .map(|(l, r)| (l.as_str(), r.history.as_slice()))
             .collect();
-        plot::curves(path, title, &series)?;
+        plot::curves(path, &a.title, &series)?;
         println!("curves: {}", path.display());
+    }
+    if let Some(path) = &a.axes_plot {
+        plot::axes(
+            path,
+            "final-epoch accuracy by option",
+            &summary::axes(&runs),
+        )?;
+        println!("axes: {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
