@@ -324,3 +324,36 @@ fn an_interrupted_halving_sweep_resumes_to_what_one_run_straight_gives() {
         }
     }
 }
+
+#[test]
+fn a_trial_that_diverges_is_an_outcome_not_a_failed_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path());
+    let out = dir.path().join("sweep");
+    let space = [
+        "--grid",
+        "lr=0.05,1e38",
+        "--epochs",
+        "2",
+        "--halving",
+        "2",
+        "--min-epochs",
+        "1",
+    ];
+    let all = sweep(&["all"], &out, &space, &data).output().unwrap();
+    let (stdout, stderr) = text(&all);
+    assert!(all.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("diverged (not trained again"), "{stdout}");
+    assert!(out.join("c01-rir-s0/diverged.txt").is_file());
+    // Halving scored it 0 and kept the other one.
+    let ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("halving.json")).unwrap()).unwrap();
+    assert_eq!(ledger["decisions"][0]["promoted"], serde_json::json!([0]));
+    assert_eq!(ledger["decisions"][0]["scores"][1][1], 0.0);
+    assert_eq!(history(&out.join("c00-rir-s0")).len(), 2);
+    // Run again, it is not trained again.
+    let again = sweep(&["run", "--index", "1"], &out, &space, &data).output().unwrap();
+    assert!(text(&again).0.contains("diverged before"), "{:?}", text(&again));
+    let list = sweep(&["list", "--no-estimate"], &out, &space, &data).output().unwrap();
+    assert!(text(&list).0.contains("diverged  lr=1e38"), "{:?}", text(&list));
+}

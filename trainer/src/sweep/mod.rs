@@ -15,24 +15,66 @@ use std::path::Path;
 use rir_checkpoint::Checkpoint;
 
 pub use halving::{Ledger, Rungs};
-pub use space::{Axis, Declared, Halving, Space, Trial};
+pub use space::{Axis, Declared, Halving, PLAN, Space, Trial};
 
 use crate::error::TrainError;
 use crate::train::LAST;
 
-/// The test accuracy after each epoch a trial's folder has finished (none
-/// before its first checkpoint).
-pub fn progress(folder: &Path) -> Result<Vec<f64>, TrainError> {
-    let path = folder.join(LAST);
-    if !path.is_file() {
-        return Ok(vec![]);
+/// Where a trial stands, read from its folder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Test accuracy after each finished epoch.
+    pub accuracies: Vec<f64>,
+    /// Why it stopped for good, when training diverged.
+    pub diverged: Option<String>,
+}
+
+impl Progress {
+    /// Whether the trial has nothing left to train for a budget of `epochs`.
+    pub fn done(&self, epochs: usize) -> bool {
+        self.diverged.is_some() || self.accuracies.len() >= epochs
     }
-    let ck = Checkpoint::read(&path)?;
-    Ok(ck
-        .meta
-        .training
-        .history
-        .iter()
-        .map(|m| m.test_acc)
-        .collect())
+
+    /// Its score after `epochs`: the test accuracy then, or 0 when it
+    /// diverged before; `None` while it has not trained that far.
+    pub fn accuracy_after(&self, epochs: usize) -> Option<f64> {
+        let at = epochs.checked_sub(1)?;
+        match (self.accuracies.get(at), &self.diverged) {
+            (Some(a), _) => Some(*a),
+            (None, Some(_)) => Some(0.0),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The file a trial's folder holds once its training diverged: the error,
+/// so that the sweep counts the trial as finished (at accuracy 0) instead
+/// of training it again to the same end.
+pub const DIVERGED: &str = "diverged.txt";
+
+/// Where the trial in `folder` stands (nothing trained before its first
+/// checkpoint).
+pub fn progress(folder: &Path) -> Result<Progress, TrainError> {
+    let path = folder.join(LAST);
+    let accuracies = if path.is_file() {
+        let ck = Checkpoint::read(&path)?;
+        ck.meta.training.history.iter().map(|m| m.test_acc).collect()
+    } else {
+        vec![]
+    };
+    let marker = folder.join(DIVERGED);
+    let diverged = match std::fs::read_to_string(&marker) {
+        Ok(why) => Some(why.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(TrainError::Io(marker, e)),
+    };
+    Ok(Progress {
+        accuracies,
+        diverged,
+    })
+}
+
+/// Records that the trial in `folder` diverged, with the trainer's error.
+pub fn mark_diverged(folder: &Path, why: &str) -> Result<(), TrainError> {
+    space::write_atomically(&folder.join(DIVERGED), &format!("{why}\n"))
 }

@@ -418,18 +418,25 @@ impl Space {
         }
     }
 
+    /// Whether `dir` records this space (false when it records none); an
+    /// error when it records another one.
+    pub fn is_recorded_in(&self, dir: &Path) -> Result<bool, TrainError> {
+        match Space::load(dir)? {
+            Some(recorded) if recorded != *self => Err(TrainError::Sweep(format!(
+                "{} holds another sweep:\n{}\nrun it without a space (or with the same one), or pick another --dir",
+                dir.display(),
+                recorded.describe()
+            ))),
+            Some(_) => Ok(true),
+            None => Ok(false),
+        }
+    }
+
     /// Records the space in `dir` (created if need be), or checks that the
     /// one recorded there is the same: the trials' numbers and folders are
     /// only stable while the space is.
     pub fn bind(&self, dir: &Path) -> Result<(), TrainError> {
-        if let Some(recorded) = Space::load(dir)? {
-            if recorded != *self {
-                return Err(TrainError::Sweep(format!(
-                    "{} holds another sweep:\n{}\nrun it without a space (or with the same one), or pick another --dir",
-                    dir.display(),
-                    recorded.describe()
-                )));
-            }
+        if self.is_recorded_in(dir)? {
             return Ok(());
         }
         let text =

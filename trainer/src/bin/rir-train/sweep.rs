@@ -15,6 +15,7 @@ use rir_infer::Device as DeviceChoice;
 use rir_trainer::bench::{Form, measure};
 use rir_trainer::compare::spec_for;
 use rir_trainer::sweep::{self, Declared, Halving, Rungs, Space, Trial};
+use rir_trainer::TrainError;
 use rir_trainer::train::LAST;
 
 use super::{Cli, Command, Runtime, TrainArgs};
@@ -160,12 +161,7 @@ impl SpaceArgs {
             })?
         } else {
             let space = declared.space()?;
-            if let Some(recorded) = Space::load(&self.dir)?
-                && recorded != space
-            {
-                // The same refusal `bind` gives, before anything is trained.
-                space.bind(&self.dir)?;
-            }
+            space.is_recorded_in(&self.dir)?;
             space
         };
         for t in space.trials() {
@@ -234,10 +230,7 @@ pub fn run(cmd: SweepCommand) -> Result<ExitCode> {
 
 /// Test accuracy of trial `t` after `epochs`, if it trained that far.
 fn accuracy_in<'a>(space: &'a Space, dir: &'a Path) -> impl Fn(&Trial, usize) -> Option<f64> + 'a {
-    move |t, epochs| {
-        let history = sweep::progress(&space.folder(dir, t)).ok()?;
-        epochs.checked_sub(1).and_then(|i| history.get(i).copied())
-    }
+    move |t, epochs| sweep::progress(&space.folder(dir, t)).ok()?.accuracy_after(epochs)
 }
 
 /// Which trial `sweep run` trains: its index among the trials of its rung.
@@ -269,6 +262,10 @@ fn run_trial(args: &SpaceArgs, place: Place, how: &TrialRuntime) -> Result<ExitC
     };
     let epochs = rungs.budgets()[rung];
     let folder = space.folder(&args.dir, t);
+    if let Some(why) = sweep::progress(&folder)?.diverged {
+        println!("trial {} diverged before and stays so: {why}", t.index);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut train_args = space.train_args(t, &folder, epochs);
     if folder.join(LAST).is_file() {
         train_args.push("--resume".into());
@@ -286,7 +283,16 @@ fn run_trial(args: &SpaceArgs, place: Place, how: &TrialRuntime) -> Result<ExitC
         t.seed,
         folder.display()
     );
-    super::train(a)
+    match super::train(a) {
+        // A recipe that diverges is an outcome of the search, not a failure
+        // of the sweep: recorded, scored 0, not trained again.
+        Err(e) if matches!(e.downcast_ref(), Some(TrainError::Diverged { .. })) => {
+            sweep::mark_diverged(&folder, &e.to_string())?;
+            tracing::warn!("trial {} diverged: {e}", t.index);
+            Ok(ExitCode::SUCCESS)
+        }
+        other => other,
+    }
 }
 
 fn list(args: &SpaceArgs, no_estimate: bool, runtime: &Runtime) -> Result<ExitCode> {
@@ -308,9 +314,13 @@ fn list(args: &SpaceArgs, no_estimate: bool, runtime: &Runtime) -> Result<ExitCo
     );
     for t in space.trials() {
         let folder = space.folder(&args.dir, &t);
-        let done = sweep::progress(&folder).map_or(0, |h| h.len());
+        let p = sweep::progress(&folder).unwrap_or_default();
+        let done = match p.diverged {
+            Some(_) => "diverged".to_string(),
+            None => format!("{:>3}/{:<3}", p.accuracies.len(), space.epochs),
+        };
         println!(
-            "{:>5}  {:<22} {:<12} {:>5}  {:>3}/{:<3}  {}",
+            "{:>5}  {:<22} {:<12} {:>5}  {:>7}  {}",
             t.index,
             folder
                 .file_name()
@@ -319,7 +329,6 @@ fn list(args: &SpaceArgs, no_estimate: bool, runtime: &Runtime) -> Result<ExitCo
             t.variant,
             t.seed,
             done,
-            space.epochs,
             t.describe_settings()
         );
     }
@@ -416,7 +425,9 @@ fn all(args: &SpaceArgs, jobs: usize, device: Option<DeviceChoice>) -> Result<Ex
         let todo: Vec<(usize, &Trial)> = trials
             .iter()
             .enumerate()
-            .filter(|(_, t)| sweep::progress(&space.folder(dir, t)).map_or(0, |h| h.len()) < epochs)
+            .filter(|(_, t)| {
+                !sweep::progress(&space.folder(dir, t)).is_ok_and(|p| p.done(epochs))
+            })
             .collect();
         eprintln!(
             "== rung {rung}: {} trials to {epochs} epochs, {} to train, {jobs} at a time, {threads} threads each; logs in {}",
@@ -521,6 +532,26 @@ fn all(args: &SpaceArgs, jobs: usize, device: Option<DeviceChoice>) -> Result<Ex
                 failed.len()
             );
         }
+    }
+    let diverged: Vec<String> = space
+        .trials()
+        .iter()
+        .filter_map(|t| {
+            let why = sweep::progress(&space.folder(dir, t)).ok()?.diverged?;
+            Some(format!(
+                "  trial {} ({} {} seed {}): {why}",
+                t.index,
+                t.describe_settings(),
+                t.variant,
+                t.seed
+            ))
+        })
+        .collect();
+    if !diverged.is_empty() {
+        println!(
+            "diverged (not trained again; halving scores them 0):\n{}\n",
+            diverged.join("\n")
+        );
     }
     super::report(&super::ReportArgs {
         runs: vec![dir.clone()],
