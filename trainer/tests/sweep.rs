@@ -352,8 +352,20 @@ fn a_trial_that_diverges_is_an_outcome_not_a_failed_sweep() {
     assert_eq!(ledger["decisions"][0]["scores"][1][1], 0.0);
     assert_eq!(history(&out.join("c00-rir-s0")).len(), 2);
     // Run again, it is not trained again.
-    let again = sweep(&["run", "--index", "1"], &out, &space, &data).output().unwrap();
-    assert!(text(&again).0.contains("diverged before"), "{:?}", text(&again));
-    let list = sweep(&["list", "--no-estimate"], &out, &space, &data).output().unwrap();
-    assert!(text(&list).0.contains("diverged  lr=1e38"), "{:?}", text(&list));
+    let again = sweep(&["run", "--index", "1"], &out, &space, &data)
+        .output()
+        .unwrap();
+    assert!(
+        text(&again).0.contains("diverged before"),
+        "{:?}",
+        text(&again)
+    );
+    let list = sweep(&["list", "--no-estimate"], &out, &space, &data)
+        .output()
+        .unwrap();
+    assert!(
+        text(&list).0.contains("diverged  lr=1e38"),
+        "{:?}",
+        text(&list)
+    );
 }

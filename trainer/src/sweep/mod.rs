@@ -58,7 +58,12 @@ pub fn progress(folder: &Path) -> Result<Progress, TrainError> {
     let path = folder.join(LAST);
     let accuracies = if path.is_file() {
         let ck = Checkpoint::read(&path)?;
-        ck.meta.training.history.iter().map(|m| m.test_acc).collect()
+        ck.meta
+            .training
+            .history
+            .iter()
+            .map(|m| m.test_acc)
+            .collect()
     } else {
         vec![]
     };

@@ -12,10 +12,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rir_arch::Variant;
 use rir_infer::Device as DeviceChoice;
+use rir_trainer::TrainError;
 use rir_trainer::bench::{Form, measure};
 use rir_trainer::compare::spec_for;
 use rir_trainer::sweep::{self, Declared, Halving, Rungs, Space, Trial};
-use rir_trainer::TrainError;
 use rir_trainer::train::LAST;
 
 use super::{Cli, Command, Runtime, TrainArgs};
@@ -230,7 +230,11 @@ pub fn run(cmd: SweepCommand) -> Result<ExitCode> {
 
 /// Test accuracy of trial `t` after `epochs`, if it trained that far.
 fn accuracy_in<'a>(space: &'a Space, dir: &'a Path) -> impl Fn(&Trial, usize) -> Option<f64> + 'a {
-    move |t, epochs| sweep::progress(&space.folder(dir, t)).ok()?.accuracy_after(epochs)
+    move |t, epochs| {
+        sweep::progress(&space.folder(dir, t))
+            .ok()?
+            .accuracy_after(epochs)
+    }
 }
 
 /// Which trial `sweep run` trains: its index among the trials of its rung.
@@ -373,7 +377,8 @@ fn estimate(space: &Space, dir: &Path, epochs: usize, runtime: &Runtime) -> Resu
             Some(s) => *s,
             None => {
                 let spec = spec_for(&a.preset, a.dataset, a.variant)?;
-                let m = measure(&spec, Form::OneConv, a.batch_size, 1, 3, device, a.bf16);
+                // A few steps past libtorch's first (slow) ones.
+                let m = measure(&spec, Form::OneConv, a.batch_size, 3, 8, device, a.bf16);
                 let s = 1.0 / m.img_per_s;
                 per_image.insert(key, s);
                 s
@@ -425,9 +430,7 @@ fn all(args: &SpaceArgs, jobs: usize, device: Option<DeviceChoice>) -> Result<Ex
         let todo: Vec<(usize, &Trial)> = trials
             .iter()
             .enumerate()
-            .filter(|(_, t)| {
-                !sweep::progress(&space.folder(dir, t)).is_ok_and(|p| p.done(epochs))
-            })
+            .filter(|(_, t)| !sweep::progress(&space.folder(dir, t)).is_ok_and(|p| p.done(epochs)))
             .collect();
         eprintln!(
             "== rung {rung}: {} trials to {epochs} epochs, {} to train, {jobs} at a time, {threads} threads each; logs in {}",
