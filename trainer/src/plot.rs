@@ -203,6 +203,7 @@ pub fn axes(path: &Path, title: &str, axes: &[Axis]) -> Result<(), TrainError> {
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()

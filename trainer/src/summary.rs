@@ -104,9 +104,9 @@ pub fn find_runs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TrainError> {
 
 /// Runs gathered from several places can hold the same run twice (a copy,
 /// or a run resumed on another machine): the same variant, network, recipe
-/// (its epochs aside) and seed. Of each such group this keeps the run with the most epochs (the
-/// first found among equals) and returns the kept runs in their order with
-/// the `(left out, kept)` folder pairs.
+/// (its epoch target included) and seed. Of each such group this keeps the
+/// run with the most epochs (the first found among equals) and returns the
+/// kept runs in their order with the `(left out, kept)` folder pairs.
 pub fn merge(runs: Vec<RunSummary>) -> (Vec<RunSummary>, Vec<(PathBuf, PathBuf)>) {
     let mut kept: Vec<RunSummary> = Vec::new();
     let mut dropped = Vec::new();
@@ -116,6 +116,7 @@ pub fn merge(runs: Vec<RunSummary>) -> (Vec<RunSummary>, Vec<(PathBuf, PathBuf)>
                 && k.describe == r.describe
                 && k.seed == r.seed
                 && settings_of(k) == settings_of(&r)
+                && k.config.get("epochs") == r.config.get("epochs")
         });
         match same {
             Some(k) if r.history.len() > k.history.len() => {
