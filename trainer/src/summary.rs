@@ -483,3 +483,91 @@ pub fn runs_list(runs: &[RunSummary]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(variant: &str, lr: f64, seed: u64, epochs: usize, accs: &[f64]) -> RunSummary {
+        RunSummary {
+            folder: PathBuf::from(format!("{variant}-{lr}-s{seed}-{}", accs.len())),
+            variant: variant.into(),
+            describe: variant.into(),
+            seed,
+            params: 1,
+            macs: 1,
+            config: serde_json::json!({"lr": lr, "seed": seed, "epochs": epochs, "init": "he-normal"}),
+            history: accs
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| EpochMetrics {
+                    epoch: i + 1,
+                    lr,
+                    train_loss: 1.0,
+                    train_acc: a,
+                    test_loss: 1.0,
+                    test_acc: a,
+                    test_acc_bf16: None,
+                    train_img_per_s: 100.0,
+                    seconds: 1.0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn copies_merge_but_other_epoch_targets_do_not() {
+        let partial = run("rir", 0.1, 0, 3, &[0.5]);
+        let whole = run("rir", 0.1, 0, 3, &[0.5, 0.6, 0.7]);
+        let shorter_target = run("rir", 0.1, 0, 1, &[0.55]);
+        let (kept, dropped) = merge(vec![partial.clone(), whole.clone(), shorter_target]);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].history.len(), 3, "the copy with most epochs stays");
+        assert_eq!(dropped, [(partial.folder, whole.folder)]);
+    }
+
+    #[test]
+    fn configurations_are_ranked_and_variants_paired_by_recipe_and_seed() {
+        let runs = vec![
+            run("rir", 0.1, 0, 1, &[0.80]),
+            run("rir", 0.1, 1, 1, &[0.84]),
+            run("cnn", 0.1, 0, 1, &[0.79]),
+            run("cnn", 0.1, 1, 1, &[0.82]),
+            run("rir", 0.2, 0, 1, &[0.90]),
+            run("cnn", 0.2, 1, 1, &[0.50]),
+        ];
+        let g = groups(&runs);
+        let order: Vec<(String, String, usize)> = g
+            .iter()
+            .map(|g| (g.variant().to_string(), g.describe_settings(), g.runs.len()))
+            .collect();
+        // Only lr differs between the runs, so only lr is a setting.
+        assert_eq!(
+            order,
+            [
+                ("rir".into(), "lr=0.2".into(), 1),
+                ("rir".into(), "lr=0.1".into(), 2),
+                ("cnn".into(), "lr=0.1".into(), 2),
+                ("cnn".into(), "lr=0.2".into(), 1),
+            ]
+        );
+        assert!((g[1].last.mean - 82.0).abs() < 1e-9);
+        // Pairs: (lr 0.1, seeds 0 and 1); lr 0.2 has no common seed.
+        let p = paired(&runs);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            (p[0].a.as_str(), p[0].b.as_str(), p[0].difference.n),
+            ("rir", "cnn", 2)
+        );
+        assert!((p[0].difference.mean - 1.5).abs() < 1e-9, "{:?}", p[0]);
+        assert_eq!(p[0].a_ahead, 2);
+        let table = paired_table(&runs);
+        assert!(table.contains("| rir − cnn | +1.50 pp |"), "{table}");
+        let axes = axes(&runs);
+        assert_eq!(axes.len(), 1);
+        assert_eq!(
+            (axes[0].name.as_str(), axes[0].values.as_slice()),
+            ("lr", &["0.1".to_string(), "0.2".to_string()][..])
+        );
+    }
+}
