@@ -18,11 +18,13 @@
 //! - [`serve_process`]: rir-serve as a child process on free ports (its
 //!   readiness, signals, memory), which the tests use too.
 //! - [`stub`]: a KServe server with scripted latency and errors.
+//! - [`otlp_sink`]: an OTLP trace receiver that keeps the spans it gets.
 //! - [`error`]: what stops a benchmark.
 
 pub mod ceiling;
 pub mod compare;
 pub mod error;
+pub mod otlp_sink;
 pub mod point;
 pub mod serve_process;
 pub mod server;

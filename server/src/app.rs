@@ -25,6 +25,7 @@ use crate::registry::{Models, Registry, VersionState};
 use crate::reload::{ControlMode, Controller};
 use crate::scan::ModelError;
 use crate::stats::Metrics;
+use crate::trace::Tracing;
 
 /// Where a started server listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +134,8 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     let all_ready = models.all_ready();
     let registry = Arc::new(Registry::new(models));
     let control = Controller::new(loader, config.repository.mode, registry);
-    let core = Arc::new(Core::new(control, config.requests.clone()));
+    let tracing = Tracing::start(&config.tracing)?;
+    let core = Arc::new(Core::new(control, config.requests.clone(), tracing));
     let listeners = Listeners::bind(&config).await?;
     let addresses = listeners.addresses()?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -385,6 +387,10 @@ async fn lifecycle(
     }
     let _ = fronts.metrics_stop.send(true);
     let _ = (&mut fronts.metrics).await;
+    if let Some(t) = core.tracing().cloned() {
+        // The spans of the last calls, before the process ends.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
     if outcome.is_ok() {
         tracing::info!("stopped");
     }

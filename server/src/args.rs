@@ -21,6 +21,7 @@ use crate::grpc::{GrpcConfig, Http2Settings};
 use crate::loader::ServingEngines;
 use crate::reload::ControlMode;
 use crate::tensors::ImageLimits;
+use crate::trace::{OtlpProtocol, TraceConfig};
 
 /// The command line of `rir-serve`.
 #[derive(Debug, Parser)]
@@ -215,6 +216,19 @@ pub struct Args {
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the one scripts/setup.sh installed).
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+    /// Export OpenTelemetry traces of requests to this OTLP receiver, e.g.
+    /// http://collector:4317 (gRPC) or http://collector:4318 (with
+    /// --otlp-protocol http-protobuf); off without it. A caller's W3C
+    /// `traceparent` (gRPC metadata, HTTP header) continues its trace.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// The OTLP transport.
+    #[arg(long, value_enum, default_value_t = OtlpProtocol::Grpc)]
+    pub otlp_protocol: OtlpProtocol,
+    /// Share of requests traced, 0 to 1, where the caller's traceparent
+    /// does not decide (a sampled caller is always followed).
+    #[arg(long, default_value_t = 1.0)]
+    pub trace_sample_ratio: f64,
 }
 
 /// Flags that do not make a configuration together.
@@ -235,6 +249,9 @@ pub enum FlagError {
     /// Bucket sizes that cannot be buckets.
     #[error("--batch-buckets: {0}")]
     Buckets(#[from] BucketError),
+    /// A sample ratio that is not a share.
+    #[error("--trace-sample-ratio {0}: must be between 0 and 1")]
+    SampleRatio(String),
     /// `--load-model` outside explicit mode.
     #[error("--load-model needs --model-control-mode explicit (the other modes load every model)")]
     LoadModel,
@@ -270,6 +287,9 @@ impl Args {
         if !self.load_model.is_empty() && self.model_control_mode != ControlMode::Explicit {
             return Err(FlagError::LoadModel);
         }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            return Err(FlagError::SampleRatio(self.trace_sample_ratio.to_string()));
+        }
         Ok(Config {
             listen: self.listen()?,
             batching: BatchConfig {
@@ -298,6 +318,11 @@ impl Args {
             },
             metrics_auth: self.metrics_auth,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            tracing: TraceConfig {
+                endpoint: self.otlp_endpoint.clone(),
+                protocol: self.otlp_protocol,
+                sample_ratio: self.trace_sample_ratio,
+            },
             repository: RepositoryConfig {
                 root: self.models,
                 mode: self.model_control_mode,

@@ -43,6 +43,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::scan::ModelDescriptor;
 use crate::stats::ModelStats;
+use crate::trace::{self, BatchLink};
+use opentelemetry::KeyValue;
 
 /// How a model's requests are batched.
 #[derive(Debug, Clone)]
@@ -107,6 +109,8 @@ pub struct Job {
     pub enqueued: Instant,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<JobOutput, JobError>>,
+    /// The request's span, when it is traced: the batch's span links to it.
+    pub trace: Option<Box<BatchLink>>,
 }
 
 /// A request's share of a batch's outputs.
@@ -120,6 +124,8 @@ pub struct JobOutput {
     pub compute: Duration,
     /// Images in the batch this request rode in.
     pub batch_size: usize,
+    /// When the engine run began (its queue wait ended).
+    pub ran_at: Instant,
 }
 
 /// Why a queued request was not answered with outputs.
@@ -403,6 +409,18 @@ fn execute(
     shared
         .last_run_ns
         .store(compute.as_nanos() as u64, Ordering::Relaxed);
+    let links = live.iter().filter_map(|j| j.trace.as_deref());
+    trace::record_batch(links, started, started + compute, || {
+        vec![
+            KeyValue::new("rir.model", desc.name.clone()),
+            KeyValue::new("rir.batch.size", images as i64),
+            KeyValue::new("rir.batch.padding", (rows - images) as i64),
+            KeyValue::new("rir.batch.requests", live.len() as i64),
+            KeyValue::new("rir.engine.instance", *id as i64),
+            KeyValue::new("rir.inline", inline),
+            KeyValue::new("error", result.is_err()),
+        ]
+    });
     match result {
         Ok(outs) => {
             stats.record_execution(*id, images, rows - images, compute, inline);
@@ -426,6 +444,7 @@ fn execute(
                     queue: started.saturating_duration_since(j.enqueued),
                     compute,
                     batch_size: images,
+                    ran_at: started,
                 }));
             }
         }

@@ -11,6 +11,7 @@ use crate::core::RequestPolicy;
 use crate::grpc::GrpcConfig;
 use crate::loader::ServingEngines;
 use crate::reload::ControlMode;
+use crate::trace::TraceConfig;
 
 /// A server's whole configuration.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct Config {
     pub metrics_auth: bool,
     /// How long calls in flight may take to finish once a stop is asked for.
     pub shutdown_timeout: Duration,
+    /// OpenTelemetry traces of requests (off without an endpoint).
+    pub tracing: TraceConfig,
 }
 
 /// The model repository and how the served set follows it.

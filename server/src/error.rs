@@ -201,6 +201,9 @@ pub enum ServerError {
     /// The metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The trace exporter could not start.
+    #[error(transparent)]
+    Tracing(#[from] crate::trace::TraceError),
     /// A TLS file cannot be read.
     #[error("TLS {what} {}: {source}", path.display())]
     TlsFile {

@@ -29,7 +29,8 @@
 //!   model file declares, config.pbtxt).
 //! - [`batcher`]: the per-model queue and dynamic batching onto engine threads.
 //! - [`tensors`]: request tensors and images to float32 NCHW; outputs back.
-//! - [`stats`]: Triton statistics and Prometheus metrics.
+//! - [`stats`]: Triton statistics and Prometheus metrics; [`trace`]:
+//!   OpenTelemetry spans of requests and batches, exported over OTLP.
 
 #![forbid(unsafe_code)]
 
@@ -51,6 +52,7 @@ pub mod scan;
 pub mod stall;
 pub mod stats;
 pub mod tensors;
+pub mod trace;
 
 pub use app::{Addresses, Server, Stopped, Stopper, run, start};
 pub use args::Args;

@@ -62,6 +62,7 @@ fn job(
             deadline,
             enqueued: Instant::now(),
             reply: tx,
+            trace: None,
         },
         rx,
     )
@@ -272,6 +273,7 @@ async fn batches_are_padded_to_buckets_and_padding_never_reaches_a_response() {
                     deadline: None,
                     enqueued: Instant::now(),
                     reply: tx,
+                    trace: None,
                 })
                 .unwrap();
             rxs.push((n, images, rx));
@@ -427,6 +429,7 @@ async fn answer(b: &Batcher, images: Vec<f32>, n: usize) -> rir_server::batcher:
         deadline: None,
         enqueued: Instant::now(),
         reply: tx,
+        trace: None,
     };
     b.submit(job).unwrap();
     rx.await.unwrap().unwrap()

@@ -18,3 +18,5 @@ mod http;
 mod processes;
 #[path = "reload.rs"]
 mod reload;
+#[path = "traces.rs"]
+mod traces;

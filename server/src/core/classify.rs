@@ -7,11 +7,12 @@ use std::time::Instant;
 use rir_contract::onnx;
 use serde::Serialize;
 
-use super::infer::{record_success, run};
+use super::infer::{Timeline, end_trace, record_success, run};
 use super::{Core, invalid};
 use crate::error::{InvalidRequest, ServeError};
 use crate::scan::ModelDescriptor;
 use crate::tensors::{self, DecodedImages, ImageError, ImageHeader};
+use crate::trace::RequestTrace;
 
 /// Labels per image when a request asks for none.
 const DEFAULT_TOP_K: usize = 5;
@@ -66,6 +67,24 @@ impl Core {
         images: &[B],
         top_k: usize,
         deadline: Option<Instant>,
+        parent: Option<&opentelemetry::Context>,
+    ) -> Result<Classified, ServeError> {
+        let trace = self.trace_request("Classify", parent, name, version);
+        let result = self
+            .classify_traced(name, version, images, top_k, deadline, trace.as_ref())
+            .await;
+        end_trace(trace, &result);
+        result
+    }
+
+    async fn classify_traced<B: AsRef<[u8]>>(
+        &self,
+        name: &str,
+        version: &str,
+        images: &[B],
+        top_k: usize,
+        deadline: Option<Instant>,
+        trace: Option<&RequestTrace>,
     ) -> Result<Classified, ServeError> {
         let name = self.classifier_name(name)?;
         let models = self.models();
@@ -90,11 +109,16 @@ impl Core {
         let n = images.len();
         let input_time = decoding.elapsed();
         let batch = DecodedImages { data, n };
-        let out = run(served, batcher, batch, self.deadline(deadline)).await?;
+        let out = run(served, batcher, batch, self.deadline(deadline), trace).await?;
         let encoding = Instant::now();
         let top = if top_k == 0 { DEFAULT_TOP_K } else { top_k };
         let results = labels(desc, &out.outputs, top);
-        record_success(served, n, decoding, input_time, &out, encoding);
+        let times = Timeline {
+            decoding,
+            input: input_time,
+            encoding,
+        };
+        record_success(served, n, &times, &out, trace);
         Ok(Classified {
             model_name: desc.name.clone(),
             model_version: served.version.to_string(),

@@ -14,6 +14,7 @@ use crate::registry::ModelVersion;
 use crate::scan::ModelDescriptor;
 use crate::stats::RequestTimes;
 use crate::tensors::{self, DecodedImages, TensorInput};
+use crate::trace::RequestTrace;
 
 /// An output the client asked for, by name, and whether as classification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct InferRequest<'a> {
     pub outputs: Vec<RequestedOutput>,
     /// When the client stops waiting.
     pub deadline: Option<Instant>,
+    /// The caller's trace context (W3C traceparent), when traces are exported.
+    pub parent: Option<opentelemetry::Context>,
 }
 
 /// Values of one output.
@@ -93,6 +96,17 @@ impl Core {
     /// Runs one inference request: checks it against the model, queues it
     /// for batching, and shapes the outputs asked for.
     pub async fn infer(&self, r: InferRequest<'_>) -> Result<InferResult, ServeError> {
+        let trace = self.trace_request("ModelInfer", r.parent.as_ref(), r.model, r.version);
+        let result = self.infer_traced(r, trace.as_ref()).await;
+        end_trace(trace, &result);
+        result
+    }
+
+    async fn infer_traced(
+        &self,
+        r: InferRequest<'_>,
+        trace: Option<&RequestTrace>,
+    ) -> Result<InferResult, ServeError> {
         let models = self.models();
         let version = models.get(r.model, r.version)?;
         let (desc, batcher) = version.serving(r.model)?;
@@ -109,13 +123,19 @@ impl Core {
         let input_time = decoding.elapsed();
         let wanted = wanted_outputs(&r.outputs, desc).map_err(bad)?;
         let n = images.n;
-        let out = run(version, batcher, images, self.deadline(r.deadline)).await?;
+        let deadline = self.deadline(r.deadline);
+        let out = run(version, batcher, images, deadline, trace).await?;
         let encoding = Instant::now();
         let outputs = wanted
             .into_iter()
             .map(|(k, classes)| output_tensor(desc, &out.outputs[k], k, n, classes))
             .collect();
-        record_success(version, n, decoding, input_time, &out, encoding);
+        let times = Timeline {
+            decoding,
+            input: input_time,
+            encoding,
+        };
+        record_success(version, n, &times, &out, trace);
         Ok(InferResult {
             model_name: desc.name.clone(),
             model_version: version.version.to_string(),
@@ -214,6 +234,7 @@ pub(super) async fn run(
     batcher: &Batcher,
     images: DecodedImages,
     deadline: Option<Instant>,
+    trace: Option<&RequestTrace>,
 ) -> Result<JobOutput, ServeError> {
     let started = Instant::now();
     let fail = |e: ServeError| {
@@ -227,6 +248,7 @@ pub(super) async fn run(
         deadline,
         enqueued: started,
         reply: tx,
+        trace: trace.map(RequestTrace::handle),
     };
     match batcher.submit(job) {
         Ok(()) => {}
@@ -257,24 +279,46 @@ pub(super) async fn run(
     }
 }
 
-/// Counts a success of `n` images whose handling began at `decoding`,
-/// spent `input` decoding and has shaped its response since `encoding`.
+/// When a request's stages began, as its handler measured them.
+pub(super) struct Timeline {
+    /// Its handling (and decoding) began.
+    pub decoding: Instant,
+    /// Decoding took this long.
+    pub input: Duration,
+    /// Shaping the response began.
+    pub encoding: Instant,
+}
+
+/// Counts a success of `n` images handled along `times`, and gives a
+/// traced request its stages' spans.
 pub(super) fn record_success(
     version: &ModelVersion,
     n: usize,
-    decoding: Instant,
-    input: Duration,
+    times: &Timeline,
     out: &JobOutput,
-    encoding: Instant,
+    trace: Option<&RequestTrace>,
 ) {
+    let now = Instant::now();
     version.stats.record_success(
         n,
         &RequestTimes {
-            total: decoding.elapsed(),
-            input,
+            total: now - times.decoding,
+            input: times.input,
             queue: out.queue,
             infer: out.compute,
-            output: encoding.elapsed(),
+            output: now - times.encoding,
         },
     );
+    if let Some(t) = trace {
+        t.stage("decode", times.decoding, times.decoding + times.input);
+        t.stage("queue", out.ran_at - out.queue, out.ran_at);
+        t.stage("encode", times.encoding, now);
+    }
+}
+
+/// Ends a request's span, with the error it was answered with.
+pub(super) fn end_trace<T>(trace: Option<RequestTrace>, result: &Result<T, ServeError>) {
+    if let Some(t) = trace {
+        t.end(result.as_ref().err().map(|e| e.to_string()).as_deref());
+    }
 }

@@ -32,6 +32,7 @@ use crate::registry::{ModelVersion, Models, Registry, VersionState};
 use crate::reload::Controller;
 use crate::scan::ModelDescriptor;
 use crate::tensors::ImageLimits;
+use crate::trace::{RequestTrace, Tracing};
 
 /// How requests are handled, whatever their protocol.
 #[derive(Debug, Clone, Default)]
@@ -66,11 +67,14 @@ pub struct Core {
     policy: RequestPolicy,
     /// Images being decoded at once on blocking threads, at most: a permit each.
     decoders: tokio::sync::Semaphore,
+    /// Where request spans go, when traces are exported.
+    tracing: Option<Tracing>,
 }
 
 impl Core {
-    /// A core serving what `control`'s registry holds. It starts not ready.
-    pub fn new(control: Controller, policy: RequestPolicy) -> Self {
+    /// A core serving what `control`'s registry holds, tracing requests
+    /// with `tracing` when given. It starts not ready.
+    pub fn new(control: Controller, policy: RequestPolicy, tracing: Option<Tracing>) -> Self {
         let decodes = match policy.max_decodes {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -81,7 +85,36 @@ impl Core {
             ready: AtomicBool::new(false),
             policy,
             decoders: tokio::sync::Semaphore::new(decodes),
+            tracing,
         }
+    }
+
+    /// The tracer, when traces are exported.
+    pub fn tracing(&self) -> Option<&Tracing> {
+        self.tracing.as_ref()
+    }
+
+    /// The caller's trace context from a request's headers (gRPC metadata
+    /// or HTTP), read only when traces are exported.
+    pub fn trace_parent(&self, headers: &http::HeaderMap) -> Option<opentelemetry::Context> {
+        self.tracing.as_ref().map(|_| Tracing::parent_of(headers))
+    }
+
+    /// The server span of a request to `model`, if it is sampled.
+    fn trace_request(
+        &self,
+        name: &'static str,
+        parent: Option<&opentelemetry::Context>,
+        model: &str,
+        version: &str,
+    ) -> Option<RequestTrace> {
+        let tracing = self.tracing.as_ref()?;
+        let attributes = vec![
+            opentelemetry::KeyValue::new("rir.model", model.to_string()),
+            opentelemetry::KeyValue::new("rir.model_version", version.to_string()),
+        ];
+        let root = opentelemetry::Context::new();
+        tracing.request(name, parent.unwrap_or(&root), attributes)
     }
 
     /// The models served now. Hold it for the length of a request: a

@@ -298,6 +298,7 @@ impl GrpcInferenceService for Service {
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let deadline = deadline_of(&req);
+        let parent = self.core.trace_parent(req.metadata().as_ref());
         let r = req.into_inner();
         let (inputs, outputs) = read_infer(&r).map_err(|e| {
             self.core
@@ -311,6 +312,7 @@ impl GrpcInferenceService for Service {
                 inputs,
                 outputs,
                 deadline,
+                parent,
             })
             .await?;
         let raw = !r.raw_input_contents.is_empty();
@@ -400,6 +402,7 @@ impl ImageClassifier for Service {
         req: Request<classify::ClassifyRequest>,
     ) -> Result<Response<classify::ClassifyResponse>, Status> {
         let deadline = deadline_of(&req);
+        let parent = self.core.trace_parent(req.metadata().as_ref());
         let r = req.into_inner();
         let c = self
             .core
@@ -409,6 +412,7 @@ impl ImageClassifier for Service {
                 &r.images,
                 r.top_k as usize,
                 deadline,
+                parent.as_ref(),
             )
             .await?;
         Ok(Response::new(classify::ClassifyResponse {

@@ -275,6 +275,7 @@ async fn infer(
             inputs: decoded.inputs(&body),
             outputs: decoded.outputs(),
             deadline: None,
+            parent: core.trace_parent(&headers),
         })
         .await?;
     let encoded = kserve::encode(&decoded, result)
@@ -310,12 +311,21 @@ async fn classify(
     State(core): Shared,
     Path(p): Path<ModelPath>,
     query: Result<Query<ClassifyQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let query = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let body = body?;
+    let parent = core.trace_parent(&headers);
     let c = core
-        .classify(&p.name, &p.version, &[body], query.top_k, None)
+        .classify(
+            &p.name,
+            &p.version,
+            &[body],
+            query.top_k,
+            None,
+            parent.as_ref(),
+        )
         .await?;
     Ok(json(c))
 }

@@ -1,0 +1,326 @@
+//! OpenTelemetry traces of inference requests, exported over OTLP (gRPC or
+//! HTTP/protobuf) when `--otlp-endpoint` is given, off otherwise.
+//!
+//! A sampled request has a server span (`ModelInfer`) with a child for each
+//! stage it went through: `decode` (the request's tensor to the model's
+//! input), `queue` (waiting for an engine), `encode` (the outputs asked
+//! for). Each engine run is one `batch` span, a child of the first sampled
+//! request that rode in it and linked to every sampled request in it, with
+//! the batch's size, padding and engine instance as attributes. A caller's
+//! W3C `traceparent` (gRPC metadata or HTTP header) makes the request span
+//! a child of the caller's, in the caller's trace; the sampler follows the
+//! caller's sampled flag and, for requests without one, samples
+//! `--trace-sample-ratio` of the traces.
+//!
+//! Spans are built from the times the request path measures anyway (the
+//! same as the statistics), with explicit start and end times, so a
+//! request that is not sampled costs one sampling decision and nothing
+//! else; export runs on the SDK's own thread, in batches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{
+    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
+    TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+
+/// How traces are exported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceConfig {
+    /// The OTLP receiver (a collector, Jaeger, Tempo ...); `None`: no traces.
+    pub endpoint: Option<String>,
+    /// OTLP over gRPC or over HTTP with protobuf bodies.
+    pub protocol: OtlpProtocol,
+    /// Share of traces sampled where the caller did not decide, 0 to 1.
+    pub sample_ratio: f64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            endpoint: None,
+            protocol: OtlpProtocol::Grpc,
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+/// The OTLP transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (a collector's port 4317).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318; `/v1/traces` is added to
+    /// an endpoint without a path).
+    HttpProtobuf,
+}
+
+/// Why tracing could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The exporter could not be built from the endpoint.
+    #[error("--otlp-endpoint {endpoint}: {reason}")]
+    Exporter {
+        /// The endpoint given.
+        endpoint: String,
+        /// What the exporter said.
+        reason: String,
+    },
+}
+
+/// The server's tracer: where request and batch spans are made (cheap to
+/// clone: every traced request carries one to its batch).
+#[derive(Debug, Clone)]
+pub struct Tracing(Arc<Exporting>);
+
+#[derive(Debug)]
+struct Exporting {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+}
+
+impl Tracing {
+    /// Starts the exporter `config` asks for (inside the server's runtime:
+    /// the gRPC exporter's connection lives there); `None` without an
+    /// endpoint.
+    pub fn start(config: &TraceConfig) -> Result<Option<Tracing>, TraceError> {
+        let Some(endpoint) = &config.endpoint else {
+            return Ok(None);
+        };
+        let built = match config.protocol {
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build(),
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(http_traces_url(endpoint))
+                .build(),
+        };
+        let exporter = built.map_err(|e| TraceError::Exporter {
+            endpoint: endpoint.clone(),
+            reason: e.to_string(),
+        })?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                config.sample_ratio,
+            ))))
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("rir-serve")
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("rir-serve");
+        tracing::info!(
+            endpoint,
+            protocol = ?config.protocol,
+            sample_ratio = config.sample_ratio,
+            "exporting OpenTelemetry traces"
+        );
+        Ok(Some(Tracing(Arc::new(Exporting { provider, tracer }))))
+    }
+
+    /// Exports what is still buffered and stops the exporter (blocking:
+    /// call it off the async workers).
+    pub fn shutdown(&self) {
+        if let Err(e) = self
+            .0
+            .provider
+            .shutdown_with_timeout(Duration::from_secs(5))
+        {
+            tracing::warn!("trace export at shutdown: {e}");
+        }
+    }
+
+    /// The caller's trace context from W3C `traceparent`/`tracestate`
+    /// headers (gRPC metadata or HTTP), or an empty one.
+    pub fn parent_of(headers: &http::HeaderMap) -> Context {
+        TraceContextPropagator::new().extract(&Headers(headers))
+    }
+
+    /// Starts the server span of a request, now; `None` when the request
+    /// is not sampled (nothing more is done for it then).
+    pub fn request(
+        &self,
+        name: &'static str,
+        parent: &Context,
+        attributes: Vec<KeyValue>,
+    ) -> Option<RequestTrace> {
+        let tracer = &self.0.tracer;
+        let span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(tracer, parent);
+        span.span_context().is_sampled().then(|| RequestTrace {
+            tracing: self.clone(),
+            span,
+        })
+    }
+
+    /// One engine run: a child of `parent`, linked to every request in it.
+    fn batch(
+        &self,
+        parent: &SpanContext,
+        links: Vec<Link>,
+        from: Instant,
+        to: Instant,
+        attributes: Vec<KeyValue>,
+    ) {
+        let cx = Context::new().with_remote_span_context(parent.clone());
+        let tracer = &self.0.tracer;
+        let mut span = tracer
+            .span_builder("batch")
+            .with_kind(SpanKind::Internal)
+            .with_start_time(wall(from))
+            .with_links(links)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &cx);
+        span.end_with_timestamp(wall(to));
+    }
+}
+
+/// A sampled request's server span, and what its children are made with.
+#[derive(Debug)]
+pub struct RequestTrace {
+    tracing: Tracing,
+    span: Span,
+}
+
+impl RequestTrace {
+    /// Where the batch that runs this request finds its span (boxed: it
+    /// rides in every queued request, traced or not, as an `Option`).
+    pub fn handle(&self) -> Box<BatchLink> {
+        Box::new(BatchLink {
+            tracing: self.tracing.clone(),
+            parent: self.span.span_context().clone(),
+        })
+    }
+
+    /// A child span over `from..to`.
+    pub fn stage(&self, name: &'static str, from: Instant, to: Instant) {
+        let cx = Context::new().with_remote_span_context(self.span.span_context().clone());
+        let tracer = &self.tracing.0.tracer;
+        let mut span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Internal)
+            .with_start_time(wall(from))
+            .start_with_context(tracer, &cx);
+        span.end_with_timestamp(wall(to));
+    }
+
+    /// Adds attributes to the request span.
+    pub fn annotate(&mut self, attributes: Vec<KeyValue>) {
+        self.span.set_attributes(attributes);
+    }
+
+    /// Ends the request span now, with an error status when it failed.
+    pub fn end(mut self, error: Option<&str>) {
+        if let Some(e) = error {
+            self.span.set_status(Status::error(e.to_string()));
+        }
+        self.span.end();
+    }
+}
+
+/// What a queued request carries for the batch span of the run it rides in.
+#[derive(Debug, Clone)]
+pub struct BatchLink {
+    tracing: Tracing,
+    parent: SpanContext,
+}
+
+/// Records the batch span of one engine run over `from..to`, if any of
+/// its requests is sampled: a child of the first, linked to all.
+pub fn record_batch<'a>(
+    links: impl Iterator<Item = &'a BatchLink>,
+    from: Instant,
+    to: Instant,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+) {
+    let mut links = links.peekable();
+    let Some(first) = links.peek().map(|l| (l.tracing.clone(), l.parent.clone())) else {
+        return;
+    };
+    let all = links
+        .map(|l| Link::with_context(l.parent.clone()))
+        .collect();
+    first.0.batch(&first.1, all, from, to, attributes());
+}
+
+/// The wall-clock time of `at` (spans carry wall time; the request path
+/// measures with the monotonic clock).
+fn wall(at: Instant) -> SystemTime {
+    let now = SystemTime::now();
+    let ago = Instant::now().saturating_duration_since(at);
+    now.checked_sub(ago).unwrap_or(now)
+}
+
+/// The URL OTLP/HTTP posts traces to: `/v1/traces` on an endpoint given
+/// without a path, the endpoint as it is otherwise.
+fn http_traces_url(endpoint: &str) -> String {
+    match endpoint.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.path(), "" | "/") => {
+            format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+        }
+        _ => endpoint.to_string(),
+    }
+}
+
+/// Header lookup for the W3C propagator.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caller_s_traceparent_is_read_from_headers() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        let cx = Tracing::parent_of(&h);
+        let sc = cx.span().span_context().clone();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_sampled() && sc.is_remote());
+        let none = Tracing::parent_of(&http::HeaderMap::new());
+        assert!(!none.span().span_context().is_valid());
+    }
+
+    #[test]
+    fn an_http_endpoint_without_a_path_posts_to_v1_traces() {
+        assert_eq!(http_traces_url("http://c:4318"), "http://c:4318/v1/traces");
+        assert_eq!(http_traces_url("http://c:4318/"), "http://c:4318/v1/traces");
+        assert_eq!(
+            http_traces_url("http://c:4318/otlp/v1/traces"),
+            "http://c:4318/otlp/v1/traces"
+        );
+    }
+}

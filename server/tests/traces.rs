@@ -1,0 +1,249 @@
+//! OpenTelemetry traces over real sockets: rir-serve exports OTLP/gRPC to a
+//! receiver this test starts on loopback, which decodes the protobuf; the
+//! span tree, the caller's trace continued from `traceparent` (gRPC
+//! metadata and HTTP header), the batch span's links, an error's status,
+//! and sampling 0 exporting nothing are checked on what arrived.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::Parser;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
+use rir_bench::otlp_sink::OtlpSink;
+use rir_testkit::requests::fp32_request;
+use rir_testkit::server::TestServer;
+use rir_testkit::web::call;
+use serde_json::json;
+
+const GRPC_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const GRPC_CALLER: &str = "00f067aa0ba902b7";
+const HTTP_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const HTTP_CALLER: &str = "b7ad6b7169203331";
+
+fn image(seed: u32) -> Vec<f32> {
+    (0..784u32)
+        .map(|i| ((i * 31 + seed) % 255) as f32 / 255.0)
+        .collect()
+}
+
+fn with_traceparent<T>(message: T, trace: &str, parent: &str, flags: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace}-{parent}-{flags}").parse().unwrap(),
+    );
+    r
+}
+
+fn attribute<'a>(s: &'a Span, key: &str) -> Option<&'a Any> {
+    s.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn int(s: &Span, key: &str) -> i64 {
+    match attribute(s, key) {
+        Some(Any::IntValue(v)) => *v,
+        other => panic!("{}: {key} = {other:?}", s.name),
+    }
+}
+
+/// The children of `parent`, by name.
+fn children<'a>(spans: &'a [Span], parent: &Span) -> HashMap<&'a str, &'a Span> {
+    spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
+        .map(|s| (s.name.as_str(), s))
+        .collect()
+}
+
+/// The request span of the trace `trace` (hex), and its children.
+fn request_in<'a>(spans: &'a [Span], trace: &str) -> (&'a Span, HashMap<&'a str, &'a Span>) {
+    let id = hex::decode(trace).unwrap();
+    let request = spans
+        .iter()
+        .find(|s| s.trace_id == id && s.kind == SpanKind::Server as i32)
+        .unwrap_or_else(|| panic!("no server span in trace {trace}: {spans:#?}"));
+    (request, children(spans, request))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_export_their_span_tree_in_the_caller_s_trace() {
+    let sink = OtlpSink::start().await.unwrap();
+    let s = TestServer::start(None, &["--otlp-endpoint", &sink.endpoint]).await;
+    let mut c = s.kserve().await;
+
+    // gRPC, continuing the caller's trace.
+    let req = fp32_request("gray", 1, &image(1), true);
+    c.model_infer(with_traceparent(req, GRPC_TRACE, GRPC_CALLER, "01"))
+        .await
+        .unwrap();
+    // HTTP, the same by header.
+    let body = json!({"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": image(2)}]});
+    let traceparent = format!("00-{HTTP_TRACE}-{HTTP_CALLER}-01");
+    let r = call(
+        "POST",
+        format!("{}/v2/models/gray/infer", s.http_url),
+        &[
+            ("content-type", "application/json"),
+            ("traceparent", &traceparent),
+        ],
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // A burst of calls at once, without a caller's trace: batched together.
+    let burst: Vec<_> = (0..12)
+        .map(|k| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                c.model_infer(fp32_request("gray", 1, &image(10 + k), true))
+                    .await
+            })
+        })
+        .collect();
+    for b in burst {
+        b.await.unwrap().unwrap();
+    }
+    // A request the model refuses: its span says why.
+    let mut bad = fp32_request("gray", 1, &image(3), true);
+    bad.inputs[0].name = "pixels".into();
+    let refused = c.model_infer(bad).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    // The drain exports what is buffered.
+    s.shutdown().await.unwrap();
+    // 14 requests answered (4 or 5 spans each, a batch span per engine
+    // run) and the refused one.
+    let spans = sink.wait_for(14 * 4 + 1, Duration::from_secs(10)).await;
+
+    for (trace, caller) in [(GRPC_TRACE, GRPC_CALLER), (HTTP_TRACE, HTTP_CALLER)] {
+        let (request, kids) = request_in(&spans, trace);
+        assert_eq!(request.name, "ModelInfer");
+        assert_eq!(hex::encode(&request.parent_span_id), caller, "{request:#?}");
+        let mut names: Vec<&str> = kids.keys().copied().collect();
+        names.sort_unstable();
+        assert_eq!(names, ["batch", "decode", "encode", "queue"], "{trace}");
+        let (decode, queue, batch, encode) =
+            (kids["decode"], kids["queue"], kids["batch"], kids["encode"]);
+        // In order, inside the request (the clock conversions round to a
+        // few microseconds).
+        let slack = 200_000;
+        assert!(request.start_time_unix_nano <= decode.start_time_unix_nano + slack);
+        assert!(decode.end_time_unix_nano <= queue.end_time_unix_nano + slack);
+        assert!(queue.end_time_unix_nano <= batch.start_time_unix_nano + slack);
+        assert!(batch.end_time_unix_nano <= encode.start_time_unix_nano + slack);
+        assert!(encode.end_time_unix_nano <= request.end_time_unix_nano + slack);
+        assert!(batch.links.iter().any(|l| l.span_id == request.span_id));
+        assert_eq!(int(batch, "rir.batch.size"), 1);
+        assert_eq!(int(batch, "rir.batch.padding"), 0);
+        assert!(
+            matches!(attribute(request, "rir.model"), Some(Any::StringValue(m)) if m == "gray")
+        );
+    }
+
+    // Every answered request's span is linked from exactly one batch span,
+    // and each batch span counts the requests it links.
+    let requests: Vec<&Span> = spans
+        .iter()
+        .filter(|s| {
+            s.name == "ModelInfer"
+                && s.status
+                    .as_ref()
+                    .is_none_or(|st| st.code != StatusCode::Error as i32)
+        })
+        .collect();
+    assert_eq!(requests.len(), 14, "{requests:#?}");
+    let batches: Vec<&Span> = spans.iter().filter(|s| s.name == "batch").collect();
+    for r in &requests {
+        let linked = batches
+            .iter()
+            .filter(|b| b.links.iter().any(|l| l.span_id == r.span_id))
+            .count();
+        assert_eq!(
+            linked,
+            1,
+            "request {} in {linked} batches",
+            hex::encode(&r.span_id)
+        );
+    }
+    // A batch span is a child of the first request it links.
+    let mut images = 0;
+    for b in &batches {
+        assert_eq!(int(b, "rir.batch.requests") as usize, b.links.len());
+        assert_eq!(b.links[0].span_id, b.parent_span_id);
+        images += int(b, "rir.batch.size");
+    }
+    assert_eq!(images, 14);
+
+    let failed: Vec<&Span> = spans
+        .iter()
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.code == StatusCode::Error as i32)
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(
+        failed[0]
+            .status
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("pixels"),
+        "{failed:#?}"
+    );
+    sink.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_zero_exports_nothing_but_a_sampled_caller_is_followed() {
+    let sink = OtlpSink::start().await.unwrap();
+    let s = TestServer::start(
+        None,
+        &[
+            "--otlp-endpoint",
+            &sink.endpoint,
+            "--trace-sample-ratio",
+            "0",
+        ],
+    )
+    .await;
+    let mut c = s.kserve().await;
+    for k in 0..5 {
+        c.model_infer(fp32_request("gray", 1, &image(k), true))
+            .await
+            .unwrap();
+    }
+    // A caller that did not sample its trace is not sampled here either.
+    let req = fp32_request("gray", 1, &image(7), true);
+    c.model_infer(with_traceparent(req, GRPC_TRACE, GRPC_CALLER, "00"))
+        .await
+        .unwrap();
+    // One that did is followed (W3C parent-based sampling).
+    let req = fp32_request("gray", 1, &image(8), true);
+    c.model_infer(with_traceparent(req, HTTP_TRACE, HTTP_CALLER, "01"))
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let spans = sink.wait_for(5, Duration::from_secs(5)).await;
+    let traces: Vec<String> = spans.iter().map(|s| hex::encode(&s.trace_id)).collect();
+    assert!(traces.iter().all(|t| t == HTTP_TRACE), "{traces:?}");
+    assert_eq!(
+        spans.len(),
+        5,
+        "the followed request's tree only: {spans:#?}"
+    );
+    // Without an endpoint nothing is traced at all (the default), and a
+    // ratio outside 0..1 is refused at start.
+    let err = rir_server::Args::try_parse_from(["rir-serve", "--trace-sample-ratio", "1.5"])
+        .unwrap()
+        .into_config()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--trace-sample-ratio 1.5"), "{err}");
+    sink.shutdown().await;
+}
