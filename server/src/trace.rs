@@ -26,7 +26,9 @@ use opentelemetry::trace::{
     TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_http::hyper::HyperClient;
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
 
@@ -102,6 +104,10 @@ impl Tracing {
                 .with_http()
                 .with_protocol(Protocol::HttpBinary)
                 .with_endpoint(http_traces_url(endpoint))
+                .with_http_client(OnRuntime {
+                    client: HyperClient::with_default_connector(EXPORT_TIMEOUT, None),
+                    runtime: tokio::runtime::Handle::current(),
+                })
                 .build(),
         };
         let exporter = built.map_err(|e| TraceError::Exporter {
@@ -263,6 +269,28 @@ fn wall(at: Instant) -> SystemTime {
     let now = SystemTime::now();
     let ago = Instant::now().saturating_duration_since(at);
     now.checked_sub(ago).unwrap_or(now)
+}
+
+/// How long one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// OTLP/HTTP's client: hyper's, run on the server's runtime. The SDK
+/// exports from a thread of its own, where hyper would find no reactor.
+#[derive(Debug)]
+struct OnRuntime {
+    client: HyperClient,
+    runtime: tokio::runtime::Handle,
+}
+
+#[tonic::async_trait]
+impl HttpClient for OnRuntime {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        self.runtime
+            .spawn(async move { client.send_bytes(request).await })
+            .await
+            .map_err(|e| Box::new(e) as HttpError)?
+    }
 }
 
 /// The URL OTLP/HTTP posts traces to: `/v1/traces` on an endpoint given

@@ -247,3 +247,29 @@ async fn sampling_zero_exports_nothing_but_a_sampled_caller_is_followed() {
     assert!(err.contains("--trace-sample-ratio 1.5"), "{err}");
     sink.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_over_http_carries_the_same_spans() {
+    let sink = OtlpSink::start().await.unwrap();
+    let s = TestServer::start(
+        None,
+        &[
+            "--otlp-endpoint",
+            &sink.http_endpoint,
+            "--otlp-protocol",
+            "http-protobuf",
+        ],
+    )
+    .await;
+    let mut c = s.kserve().await;
+    let req = fp32_request("gray", 1, &image(1), true);
+    c.model_infer(with_traceparent(req, GRPC_TRACE, GRPC_CALLER, "01"))
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let spans = sink.wait_for(5, Duration::from_secs(10)).await;
+    let (request, kids) = request_in(&spans, GRPC_TRACE);
+    assert_eq!(hex::encode(&request.parent_span_id), GRPC_CALLER);
+    assert_eq!(kids.len(), 4, "{spans:#?}");
+    sink.shutdown().await;
+}
