@@ -13,6 +13,8 @@
 //! - [`soak`]: a long open-loop run at a share of the measured capacity
 //!   with bad requests mixed in, judged on crashes, memory, tail latency
 //!   over time and the bad requests' statuses.
+//! - [`tracing_cost`]: rir-serve with OpenTelemetry traces off and on,
+//!   side by side.
 //! - [`point`]: what every benchmark measures with: a random-input
 //!   workload and one closed-loop point.
 //! - [`serve_process`]: rir-serve as a child process on free ports (its
@@ -30,5 +32,6 @@ pub mod serve_process;
 pub mod server;
 pub mod soak;
 pub mod stub;
+pub mod tracing_cost;
 
 pub use error::BenchError;

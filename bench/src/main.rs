@@ -13,6 +13,7 @@ use rir_bench::point::BenchOptions;
 use rir_bench::serve_process::{Served, serve_binary};
 use rir_bench::server::{ServerBenchOptions, server};
 use rir_bench::soak::{Bounds, SoakOptions, soak};
+use rir_bench::tracing_cost::{TracingBenchOptions, tracing_cost};
 use rir_contract::repository::DEFAULT_MAX_BATCH;
 use rir_loadtest::load::{concurrencies, seconds};
 
@@ -90,6 +91,38 @@ enum BenchCommand {
         bound fails.\n\nThe issue's soak: rir-bench soak (30 minutes, 80 %, 5 % bad)."
     )]
     Soak(SoakArgs),
+    /// What OpenTelemetry tracing costs: rir-serve with traces off and on
+    /// (every request sampled, exported over OTLP/gRPC to a receiver in
+    /// this process), in alternating rounds at each concurrency.
+    Tracing(TracingArgs),
+}
+
+#[derive(Args)]
+struct TracingArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    common: BenchCommon,
+    /// Alternating off/on rounds per concurrency.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// More rir-serve arguments for both servers, space-separated.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    server_args: String,
+}
+
+impl TracingArgs {
+    fn options(self) -> Result<TracingBenchOptions> {
+        if self.rounds == 0 {
+            bail!("--rounds must be at least 1");
+        }
+        Ok(TracingBenchOptions {
+            served: self.serve.served()?,
+            rounds: self.rounds,
+            server_args: words(&self.server_args),
+            common: bench_options(&self.common)?,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -201,6 +234,7 @@ fn main() -> ExitCode {
                 BenchCommand::Compare(a) => compare(&a.options()?).await?,
                 BenchCommand::Server(a) => server(&a.options()?).await?,
                 BenchCommand::Soak(a) => return run_soak(a).await,
+                BenchCommand::Tracing(a) => tracing_cost(&a.options()?).await?,
             };
             print!("{text}");
             Ok(ExitCode::SUCCESS)
