@@ -175,15 +175,7 @@ impl Group<'_> {
 
     /// `lr=0.05 optimizer=adam`, or `-` when every group shares the recipe.
     pub fn describe_settings(&self) -> String {
-        if self.settings.is_empty() {
-            return "-".into();
-        }
-        let parts: Vec<String> = self
-            .settings
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        parts.join(" ")
+        crate::sweep::space::describe_settings(&self.settings)
     }
 }
 

@@ -97,16 +97,18 @@ pub struct Trial {
 impl Trial {
     /// `lr=0.1 optimizer=adam`, or `-` without a grid.
     pub fn describe_settings(&self) -> String {
-        if self.settings.is_empty() {
-            return "-".into();
-        }
-        let parts: Vec<String> = self
-            .settings
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        parts.join(" ")
+        describe_settings(&self.settings)
     }
+}
+
+/// Option settings as a sweep's tables write them: `lr=0.1 optimizer=adam`,
+/// or `-` for none.
+pub fn describe_settings(settings: &[(String, String)]) -> String {
+    if settings.is_empty() {
+        return "-".into();
+    }
+    let parts: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.join(" ")
 }
 
 /// The parts of a space as declared, in a TOML file or on the command line,
