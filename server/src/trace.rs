@@ -164,20 +164,24 @@ impl Tracing {
     }
 
     /// Starts the server span of a request, now; `None` when the request
-    /// is not sampled (nothing more is done for it then).
+    /// is not sampled (nothing more is done for it then, `attributes` are
+    /// not even made).
     pub fn request(
         &self,
         name: &'static str,
         parent: &Context,
-        attributes: Vec<KeyValue>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Option<RequestTrace> {
         let tracer = &self.0.tracer;
-        let span = tracer
+        let mut span = tracer
             .span_builder(name)
             .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
             .start_with_context(tracer, parent);
-        span.span_context().is_sampled().then(|| RequestTrace {
+        if !span.span_context().is_sampled() {
+            return None;
+        }
+        span.set_attributes(attributes());
+        Some(RequestTrace {
             tracing: self.clone(),
             span,
         })

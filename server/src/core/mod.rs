@@ -109,10 +109,12 @@ impl Core {
         version: &str,
     ) -> Option<RequestTrace> {
         let tracing = self.tracing.as_ref()?;
-        let attributes = vec![
-            opentelemetry::KeyValue::new("rir.model", model.to_string()),
-            opentelemetry::KeyValue::new("rir.model_version", version.to_string()),
-        ];
+        let attributes = || {
+            vec![
+                opentelemetry::KeyValue::new("rir.model", model.to_string()),
+                opentelemetry::KeyValue::new("rir.model_version", version.to_string()),
+            ]
+        };
         let root = opentelemetry::Context::new();
         tracing.request(name, parent.unwrap_or(&root), attributes)
     }
