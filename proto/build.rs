@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("rir_descriptor.bin"))
+        // Requests are checked on their wire bytes before prost decodes
+        // them (src/wire.rs).
+        .codec_path("crate::wire::GuardedCodec")
         .compile_protos(&["inference.proto", "rir.proto"], &["."])?;
     for file in ["inference.proto", "model_config.proto", "rir.proto"] {
         println!("cargo:rerun-if-changed={file}");

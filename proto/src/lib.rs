@@ -20,6 +20,7 @@ pub mod classify {
 }
 
 pub mod config_text;
+pub mod wire;
 
 /// Encoded `FileDescriptorSet` of both files, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("rir_descriptor");

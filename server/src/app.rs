@@ -17,9 +17,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, RepositoryConfig};
 use crate::conn::Gate;
-use crate::core::Core;
+use crate::core::{Budget, Core, Offload};
 use crate::error::ServerError;
 use crate::http::HttpConfig;
+use crate::limits::MessageLimits;
 use crate::loader::Loader;
 use crate::registry::{Models, Registry, VersionState};
 use crate::reload::{ControlMode, Controller};
@@ -133,20 +134,35 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     check_cuda_sessions(&config, &models)?;
     let all_ready = models.all_ready();
     let registry = Arc::new(Registry::new(models));
-    let control = Controller::new(loader, config.repository.mode, registry);
+    let control = Controller::new(loader, config.repository.mode, registry.clone());
+    let limits = MessageLimits::resolve(
+        config.grpc.max_message_bytes,
+        &registry.snapshot(),
+        config.requests.image_limits.max_bytes,
+    );
     let tracing = Tracing::start(&config.tracing)?;
-    let core = Arc::new(Core::new(control, config.requests.clone(), tracing));
+    let core = Arc::new(Core::new(
+        control,
+        config.requests.clone(),
+        tracing,
+        budget(&config, &metrics),
+        Offload::new(
+            config.requests.max_decodes,
+            config.requests.max_decode_queue,
+            metrics.shed.with_label_values(&["decoders"]),
+        ),
+    ));
     let listeners = Listeners::bind(&config).await?;
     let addresses = listeners.addresses()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
-    let fronts = spawn_fronts(&config, &core, &metrics, listeners, &drain_rx);
+    let fronts = spawn_fronts(&config, &limits, &core, &metrics, listeners, &drain_rx);
     let poller = spawn_poller(&config.repository, &core);
     core.set_ready(true);
     if !all_ready {
         tracing::warn!("some models are not ready; the others are served");
     }
-    announce(&config, &addresses);
+    announce(&config, &addresses, &limits);
     let lifecycle = tokio::spawn(lifecycle(
         core.clone(),
         stop_rx,
@@ -161,6 +177,15 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         stopper: Stopper(Arc::new(stop_tx)),
         lifecycle,
     })
+}
+
+/// The process's budget of request bytes in flight, counted in `metrics`.
+fn budget(config: &Config, metrics: &Metrics) -> Budget {
+    Budget::new(
+        config.requests.max_inflight_bytes,
+        metrics.shed.with_label_values(&["memory"]),
+        metrics.inflight_bytes.clone(),
+    )
 }
 
 /// Asked for CUDA and the library has no CUDA provider: fail now, with the
@@ -280,24 +305,26 @@ struct Fronts {
 
 fn spawn_fronts(
     config: &Config,
+    sizes: &MessageLimits,
     core: &Arc<Core>,
     metrics: &Arc<Metrics>,
     listeners: Listeners,
     drain: &watch::Receiver<bool>,
 ) -> Fronts {
     let limits = config.connections;
-    let token: Option<Arc<str>> = config.grpc.auth_token.as_deref().map(Arc::from);
     let grpc = tokio::spawn({
-        let (core, grpc) = (core.clone(), config.grpc.clone());
+        let (core, grpc, sizes) = (core.clone(), config.grpc.clone(), *sizes);
         let gate = Gate::new(limits, "grpc", metrics);
         let drained = raised(drain.clone());
-        async move { crate::grpc::serve(core, &grpc, listeners.grpc, gate, drained).await }
+        async move { crate::grpc::serve(core, &grpc, &sizes, listeners.grpc, gate, drained).await }
     });
     let http = listeners.http.map(|listener| {
         let http = HttpConfig {
-            max_body_bytes: config.grpc.max_message_bytes,
+            max_body_bytes: sizes.rest,
+            max_image_body_bytes: sizes.rest_image,
             body_timeout: config.grpc.body_timeout,
-            auth_token: token.clone(),
+            body_deadline: config.grpc.body_deadline,
+            auth_token: config.grpc.auth_token.clone(),
         };
         let gate = Gate::new(limits, "http", metrics);
         tokio::spawn(crate::http::serve(
@@ -311,8 +338,9 @@ fn spawn_fronts(
     let (metrics_stop, metrics_stopped) = watch::channel(false);
     let metrics = tokio::spawn(crate::http::metrics::serve(
         metrics.clone(),
-        config.metrics_auth.then_some(token).flatten(),
+        config.metrics_token.clone(),
         listeners.metrics,
+        Gate::new(limits, "metrics", metrics),
         raised(metrics_stopped),
     ));
     Fronts {
@@ -347,8 +375,16 @@ fn spawn_poller(repo: &RepositoryConfig, core: &Arc<Core>) -> Option<JoinHandle<
     }))
 }
 
-/// The lines an operator looks for: where each front end listens.
-fn announce(config: &Config, a: &Addresses) {
+/// The lines an operator looks for: where each front end listens, and
+/// how large a request may be.
+fn announce(config: &Config, a: &Addresses, limits: &MessageLimits) {
+    tracing::info!(
+        "request limits: gRPC ModelInfer {} KiB, Classify {} KiB; REST {} KiB, images {} KiB",
+        limits.grpc_infer >> 10,
+        limits.grpc_classify >> 10,
+        limits.rest >> 10,
+        limits.rest_image >> 10
+    );
     tracing::info!("metrics on http://{}/metrics", a.metrics);
     let security = match (&config.grpc.tls, &config.grpc.tls_client_ca) {
         (Some(_), Some(_)) => " (mutual TLS)",

@@ -13,6 +13,7 @@ use rir_infer::{
     Backend, BucketError, Buckets, ConvSearch, CudaOptions, Device, EngineOptions, OrtOptions,
 };
 
+use crate::auth::Token;
 use crate::batcher::BatchConfig;
 use crate::config::{Config, Listen, RepositoryConfig};
 use crate::conn::ConnLimits;
@@ -132,10 +133,19 @@ pub struct Args {
     /// Requests that may wait per model before new ones get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1024)]
     pub queue_capacity: usize,
-    /// Largest gRPC message and HTTP body (after decompression), bytes
-    /// (default 64 MiB: 256 CIFAR images in FP32 need 3 MiB).
-    #[arg(long, default_value_t = 64 << 20)]
-    pub max_message_bytes: usize,
+    /// Largest gRPC message and HTTP body (after decompression), bytes, on
+    /// every front end. Default: sized from the models served at start,
+    /// the largest legal batch with headroom (2x for protobuf, 8x for
+    /// JSON text, at least 4 MiB), and --max-image-bytes plus 64 KiB for
+    /// image calls. Models loaded later with larger inputs need this flag.
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Memory that requests in flight may hold together, MiB: HTTP bodies
+    /// from before they are read, and every decoded tensor until its
+    /// outputs are back. A request that does not fit is answered at once
+    /// with RESOURCE_EXHAUSTED (HTTP 503, Retry-After: 1).
+    #[arg(long, default_value_t = 512)]
+    pub max_inflight_mb: usize,
     /// Refuse FP32 inputs that hold NaN or infinite values with
     /// INVALID_ARGUMENT. By default they run, as in Triton, and the outputs
     /// say what the model makes of them (stock perf_analyzer sends random
@@ -156,9 +166,14 @@ pub struct Args {
     /// it is answered DEADLINE_EXCEEDED (HTTP 504) and not run. 0: none.
     #[arg(long, default_value_t = 30_000)]
     pub default_timeout_ms: u64,
-    /// Images decoded at once, at most, on blocking threads (0: one per CPU).
+    /// Images decoded at once, at most, on blocking threads (0: one per
+    /// CPU); large REST bodies are inflated and parsed there too.
     #[arg(long, default_value_t = 0)]
     pub max_decodes: usize,
+    /// Requests that may wait for one of those threads; more get
+    /// RESOURCE_EXHAUSTED at once, and none waits past its deadline.
+    #[arg(long, default_value_t = 256)]
+    pub max_decode_queue: usize,
     /// Model `Classify` uses when a request names none (default: the only or first model).
     #[arg(long)]
     pub default_model: Option<String>,
@@ -173,14 +188,22 @@ pub struct Args {
     /// --tls-cert).
     #[arg(long, requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
-    /// Require `authorization: Bearer <token>` on every call but health
-    /// checks, over gRPC and HTTP.
+    /// Require `authorization: Bearer <token>` on every call over gRPC and
+    /// HTTP but these: the health checks (grpc.health.v1, ServerLive/Ready,
+    /// /v2/health/*) and the web page at / (whose calls carry the token).
+    /// Server reflection is behind it. An empty token is refused.
     #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
-    /// Put the metrics endpoint behind --auth-token too (Prometheus then
-    /// scrapes with `authorization: {credentials: TOKEN}`).
-    #[arg(long, requires = "auth_token")]
-    pub metrics_auth: bool,
+    pub auth_token: Option<Token>,
+    /// Put the metrics endpoint behind a token of its own (Prometheus then
+    /// scrapes with `authorization: {credentials: TOKEN}`); never the API
+    /// token, so a scrape sniffed on the wire grants no calls.
+    #[arg(long, env = "RIR_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Token>,
+    /// Serve RepositoryModelLoad/Unload (--model-control-mode explicit) to
+    /// anyone who reaches a non-loopback address, with no --auth-token.
+    /// Without it such a server refuses to start.
+    #[arg(long)]
+    pub allow_unauthenticated_model_control: bool,
     /// Seconds to let calls in flight finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -199,6 +222,15 @@ pub struct Args {
     /// ends the call with DEADLINE_EXCEEDED (0: wait for good).
     #[arg(long, default_value_t = 30_000)]
     pub body_timeout_ms: u64,
+    /// The whole body or message must have arrived this many milliseconds
+    /// after it began, however it trickles (as --body-timeout-ms, 0: none).
+    #[arg(long, default_value_t = 60_000)]
+    pub body_deadline_ms: u64,
+    /// Close an HTTP/1 connection (REST, metrics) whose request head has
+    /// not fully arrived this many milliseconds after the server began to
+    /// read it, or that sits idle this long between kept-alive requests.
+    #[arg(long, default_value_t = 30_000)]
+    pub header_timeout_ms: u64,
     /// TCP keepalive after this many idle seconds (0: off).
     #[arg(long, default_value_t = 60)]
     pub tcp_keepalive_secs: u64,
@@ -225,10 +257,14 @@ pub struct Args {
     /// The OTLP transport.
     #[arg(long, value_enum, default_value_t = OtlpProtocol::Grpc)]
     pub otlp_protocol: OtlpProtocol,
-    /// Share of requests traced, 0 to 1, where the caller's traceparent
-    /// does not decide (a sampled caller is always followed).
+    /// Share of requests traced, 0 to 1.
     #[arg(long, default_value_t = 1.0)]
     pub trace_sample_ratio: f64,
+    /// Let a caller's traceparent decide whether its request is traced (a
+    /// sampled caller always is). Off: the ratio decides for every request,
+    /// and a caller only lends its trace id to the requests sampled.
+    #[arg(long)]
+    pub trace_follow_caller: bool,
 }
 
 /// Flags that do not make a configuration together.
@@ -255,6 +291,24 @@ pub enum FlagError {
     /// `--load-model` outside explicit mode.
     #[error("--load-model needs --model-control-mode explicit (the other modes load every model)")]
     LoadModel,
+    /// A token variable set to nothing (clap takes it for no token).
+    #[error("{0} is set but empty: give a token, or unset it to serve without one")]
+    EmptyToken(&'static str),
+    /// Model control open to the network with no token.
+    #[error(
+        "--model-control-mode explicit on {0} with no --auth-token lets anyone who reaches it \
+         load and unload models; set --auth-token (or RIR_AUTH_TOKEN), listen on loopback, \
+         or pass --allow-unauthenticated-model-control"
+    )]
+    OpenModelControl(String),
+}
+
+/// Whether `addr` (`host:port`) listens on loopback only.
+fn loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => addr.rsplit_once(':').is_some_and(|(h, _)| h == "localhost"),
+    }
 }
 
 /// `--batch-buckets`: `pow2`, `all` or a comma-separated list.
@@ -290,8 +344,11 @@ impl Args {
         if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
             return Err(FlagError::SampleRatio(self.trace_sample_ratio.to_string()));
         }
+        self.check_tokens()?;
+        let listen = self.listen()?;
+        self.check_model_control(&listen)?;
         Ok(Config {
-            listen: self.listen()?,
+            listen,
             batching: BatchConfig {
                 buckets: parse_buckets(&self.batch_buckets, self.max_batch)?,
                 max_delay: Duration::from_micros(self.max_queue_delay_us),
@@ -307,7 +364,9 @@ impl Args {
                     max_bytes: self.max_image_bytes,
                 },
                 max_decodes: self.max_decodes,
+                max_decode_queue: self.max_decode_queue,
                 default_timeout: millis(self.default_timeout_ms),
+                max_inflight_bytes: self.max_inflight_mb.saturating_mul(1 << 20),
             },
             grpc: self.grpc(),
             connections: ConnLimits {
@@ -315,13 +374,15 @@ impl Args {
                 first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms.max(1)),
                 tcp_keepalive: (self.tcp_keepalive_secs > 0)
                     .then(|| Duration::from_secs(self.tcp_keepalive_secs)),
+                header_timeout: millis(self.header_timeout_ms),
             },
-            metrics_auth: self.metrics_auth,
+            metrics_token: self.metrics_token.clone(),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             tracing: TraceConfig {
                 endpoint: self.otlp_endpoint.clone(),
                 protocol: self.otlp_protocol,
                 sample_ratio: self.trace_sample_ratio,
+                follow_caller: self.trace_follow_caller,
             },
             repository: RepositoryConfig {
                 root: self.models,
@@ -330,6 +391,38 @@ impl Args {
                 load_models: self.load_model,
             },
         })
+    }
+
+    /// A token variable that is set but empty is refused (clap would take
+    /// it for no token, and serve unguarded).
+    fn check_tokens(&self) -> Result<(), FlagError> {
+        for (var, given) in [
+            ("RIR_AUTH_TOKEN", self.auth_token.is_some()),
+            ("RIR_METRICS_TOKEN", self.metrics_token.is_some()),
+        ] {
+            if !given && std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+                return Err(FlagError::EmptyToken(var));
+            }
+        }
+        Ok(())
+    }
+
+    /// Explicit model control reachable from the network needs a token,
+    /// or the operator's word that it may go without.
+    fn check_model_control(&self, listen: &Listen) -> Result<(), FlagError> {
+        if self.model_control_mode != ControlMode::Explicit
+            || self.auth_token.is_some()
+            || self.allow_unauthenticated_model_control
+        {
+            return Ok(());
+        }
+        let open = std::iter::once(&listen.grpc)
+            .chain(listen.http.as_ref())
+            .find(|a| !loopback(a));
+        match open {
+            Some(addr) => Err(FlagError::OpenModelControl(addr.clone())),
+            None => Ok(()),
+        }
     }
 
     /// The listen addresses: HTTP defaults to port 8000, or off under TLS.
@@ -378,6 +471,7 @@ impl Args {
         GrpcConfig {
             max_message_bytes: self.max_message_bytes,
             body_timeout: Duration::from_millis(self.body_timeout_ms),
+            body_deadline: Duration::from_millis(self.body_deadline_ms),
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             tls_client_ca: self.tls_client_ca.clone(),
             auth_token: self.auth_token.clone(),
@@ -436,5 +530,51 @@ mod tests {
         ));
         let list = config(&["--max-batch", "32", "--batch-buckets", "1,8"]).unwrap();
         assert_eq!(list.batching.buckets.sizes(), &[1, 8, 32]);
+    }
+
+    #[test]
+    fn explicit_model_control_open_to_the_network_needs_a_token_or_the_operators_word() {
+        let explicit = ["--model-control-mode", "explicit"];
+        // The defaults listen on every address: refused, naming the address.
+        assert_eq!(
+            config(&explicit).unwrap_err(),
+            FlagError::OpenModelControl("0.0.0.0:8001".into())
+        );
+        let http_open = [&explicit[..], &["--grpc-addr", "127.0.0.1:8001"]].concat();
+        assert_eq!(
+            config(&http_open).unwrap_err(),
+            FlagError::OpenModelControl("0.0.0.0:8000".into())
+        );
+        let loopback = [
+            &explicit[..],
+            &["--grpc-addr", "[::1]:8001", "--http-addr", "localhost:8000"],
+        ]
+        .concat();
+        assert!(config(&loopback).is_ok());
+        assert!(config(&[&explicit[..], &["--auth-token", "t"]].concat()).is_ok());
+        let allowed = [&explicit[..], &["--allow-unauthenticated-model-control"]].concat();
+        assert!(config(&allowed).is_ok());
+        // poll and none modes have no control calls to guard.
+        assert!(config(&["--model-control-mode", "poll"]).is_ok());
+    }
+
+    #[test]
+    fn an_empty_token_is_refused_and_no_token_is_ever_printed() {
+        let empty = Args::try_parse_from(["rir-serve", "--auth-token", ""]).unwrap_err();
+        assert!(empty.to_string().contains("token is empty"), "{empty}");
+        let c = config(&[
+            "--auth-token",
+            "s3cret-abc",
+            "--metrics-token",
+            "m3trics-xyz",
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret-abc") && !shown.contains("m3trics-xyz"),
+            "{shown}"
+        );
+        let args = Args::try_parse_from(["rir-serve", "--auth-token", "s3cret-abc"]).unwrap();
+        assert!(!format!("{args:?}").contains("s3cret-abc"));
     }
 }

@@ -1,5 +1,40 @@
 //! The bearer token every front end checks (gRPC metadata, HTTP headers,
-//! the metrics endpoint), compared one way.
+//! the metrics endpoint), compared one way, and held so that it never
+//! shows in a `Debug` or a log line.
+
+use std::sync::Arc;
+
+/// A bearer token: never empty, and `***` wherever it is printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(Arc<str>);
+
+impl Token {
+    /// The token's text, to compare against.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the token is empty: every client would need to send no secret at all")]
+pub struct EmptyToken;
+
+impl std::str::FromStr for Token {
+    type Err = EmptyToken;
+    fn from_str(s: &str) -> Result<Self, EmptyToken> {
+        if s.trim().is_empty() {
+            return Err(EmptyToken);
+        }
+        Ok(Token(Arc::from(s)))
+    }
+}
 
 /// Whether an `authorization` value is `Bearer <token>`, compared in
 /// constant time.
@@ -29,5 +64,17 @@ mod tests {
         ] {
             assert!(!bearer_matches(wrong, "s3cret"), "{wrong:?}");
         }
+    }
+
+    #[test]
+    fn a_token_is_never_empty_and_never_printed() {
+        assert_eq!("".parse::<Token>(), Err(EmptyToken));
+        assert_eq!("  ".parse::<Token>(), Err(EmptyToken));
+        let t: Token = "s3cret".parse().unwrap();
+        assert_eq!(t.expose(), "s3cret");
+        assert_eq!(
+            format!("{t:?} {:?}", Some(&t)),
+            "Token(***) Some(Token(***))"
+        );
     }
 }

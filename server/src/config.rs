@@ -27,12 +27,13 @@ pub struct Config {
     /// The addresses to listen on.
     pub listen: Listen,
     /// The gRPC front end (message limit, TLS, token, HTTP/2); the HTTP
-    /// front end takes the same message limit and token.
+    /// front end takes the same token and body timeouts, and its limit is
+    /// resolved with the gRPC one ([`crate::limits`]).
     pub grpc: GrpcConfig,
     /// Admission of connections, per front end.
     pub connections: ConnLimits,
-    /// Put the metrics endpoint behind the token too.
-    pub metrics_auth: bool,
+    /// The metrics endpoint's own token, if it has one.
+    pub metrics_token: Option<crate::auth::Token>,
     /// How long calls in flight may take to finish once a stop is asked for.
     pub shutdown_timeout: Duration,
     /// OpenTelemetry traces of requests (off without an endpoint).

@@ -35,6 +35,10 @@ pub struct ConnLimits {
     pub first_byte_timeout: Duration,
     /// TCP keepalive probes after this much idle time (None: off).
     pub tcp_keepalive: Option<Duration>,
+    /// HTTP/1: close a connection whose request head has not arrived this
+    /// long after the server began to read it, including the idle time
+    /// before the next request on a kept-alive connection (None: never).
+    pub header_timeout: Option<Duration>,
 }
 
 impl Default for ConnLimits {
@@ -43,6 +47,7 @@ impl Default for ConnLimits {
             max_connections: 10_000,
             first_byte_timeout: Duration::from_secs(10),
             tcp_keepalive: Some(Duration::from_secs(60)),
+            header_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -55,6 +60,7 @@ pub struct Gate {
     open: IntGauge,
     refused: IntCounterVec,
     stalls: IntCounter,
+    heads_cut: IntCounter,
     front: String,
 }
 
@@ -94,6 +100,7 @@ impl Gate {
             open: metrics.connections.with_label_values(&[front]),
             refused: metrics.connections_refused.clone(),
             stalls: metrics.stalled.with_label_values(&[front]),
+            heads_cut: metrics.connections_cut.with_label_values(&[front, "head"]),
             front: front.to_string(),
         }
     }
@@ -102,6 +109,16 @@ impl Gate {
     /// arriving ([`crate::stall`]).
     pub fn stalls(&self) -> IntCounter {
         self.stalls.clone()
+    }
+
+    /// The HTTP/1 header read timeout of this front end's connections.
+    pub fn header_timeout(&self) -> Option<Duration> {
+        self.limits.header_timeout
+    }
+
+    /// The counter of connections closed for a head past that timeout.
+    pub fn heads_cut(&self) -> IntCounter {
+        self.heads_cut.clone()
     }
 
     /// Accepts from `listener` on a task of its own and hands over the
@@ -226,45 +243,5 @@ impl tonic::transport::server::Connected for Admitted {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.io.connect_info()
-    }
-}
-
-/// The admitted connections as an axum listener (the HTTP front end).
-pub struct AdmittedListener {
-    rx: mpsc::Receiver<Admitted>,
-    local: SocketAddr,
-}
-
-impl AdmittedListener {
-    /// Admits `listener`'s connections through `gate`.
-    pub fn new(gate: &Gate, listener: TcpListener) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        Ok(AdmittedListener {
-            rx: gate.admit(listener),
-            local,
-        })
-    }
-}
-
-impl axum::serve::Listener for AdmittedListener {
-    type Io = Admitted;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Admitted, SocketAddr) {
-        loop {
-            match self.rx.recv().await {
-                Some(c) => match c.peer() {
-                    Ok(peer) => return (c, peer),
-                    // Gone before it was served.
-                    Err(_) => continue,
-                },
-                // The accept task ended: nothing more will come.
-                None => std::future::pending().await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
     }
 }

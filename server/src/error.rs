@@ -12,6 +12,23 @@ use thiserror::Error;
 
 use crate::tensors::{ImageError, TensorError};
 
+/// `text` cut to at most `max` bytes at a character boundary, with `…`
+/// where it was cut: client strings echoed in errors, spans and logs
+/// never cost more than this.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Longest message a client gets back, bytes.
+pub const MAX_MESSAGE: usize = 1024;
+
 /// Why a request was not answered with outputs. The message is written for
 /// the client: it says what was wrong and, where it can, what is expected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -29,6 +46,10 @@ pub enum ServeError {
     /// The model's queue is full; the client should retry later.
     #[error("{0}")]
     QueueFull(String),
+    /// The server holds as much request memory as it may (its budget of
+    /// bytes in flight); the client should retry later.
+    #[error("{0}")]
+    Overloaded(String),
     /// The client's deadline passed before the request ran.
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -129,21 +150,43 @@ impl ServeError {
             ServeError::NotFound(_) => "NotFound",
             ServeError::InvalidArgument(_) => "InvalidArgument",
             ServeError::Unavailable(_) => "Unavailable",
-            ServeError::QueueFull(_) => "ResourceExhausted",
+            ServeError::QueueFull(_) | ServeError::Overloaded(_) => "ResourceExhausted",
             ServeError::DeadlineExceeded(_) => "DeadlineExceeded",
             ServeError::FailedPrecondition(_) => "FailedPrecondition",
             ServeError::Internal(_) => "Internal",
         }
     }
 
+    /// The same error with its message rewritten by `f` (paths made
+    /// relative, client strings cut).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> ServeError {
+        match self {
+            ServeError::NotFound(m) => ServeError::NotFound(f(m)),
+            ServeError::InvalidArgument(m) => ServeError::InvalidArgument(f(m)),
+            ServeError::Unavailable(m) => ServeError::Unavailable(f(m)),
+            ServeError::QueueFull(m) => ServeError::QueueFull(f(m)),
+            ServeError::Overloaded(m) => ServeError::Overloaded(f(m)),
+            ServeError::DeadlineExceeded(m) => ServeError::DeadlineExceeded(f(m)),
+            ServeError::FailedPrecondition(m) => ServeError::FailedPrecondition(f(m)),
+            ServeError::Internal(m) => ServeError::Internal(f(m)),
+        }
+    }
+
+    /// The message as a client gets it: at most [`MAX_MESSAGE`] bytes.
+    pub fn message(&self) -> String {
+        clip(&self.to_string(), MAX_MESSAGE)
+    }
+
     /// The gRPC status for this error.
     pub fn grpc(&self) -> tonic::Status {
-        let m = self.to_string();
+        let m = self.message();
         match self {
             ServeError::NotFound(_) => tonic::Status::not_found(m),
             ServeError::InvalidArgument(_) => tonic::Status::invalid_argument(m),
             ServeError::Unavailable(_) => tonic::Status::unavailable(m),
-            ServeError::QueueFull(_) => tonic::Status::resource_exhausted(m),
+            ServeError::QueueFull(_) | ServeError::Overloaded(_) => {
+                tonic::Status::resource_exhausted(m)
+            }
             ServeError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(m),
             ServeError::FailedPrecondition(_) => tonic::Status::failed_precondition(m),
             ServeError::Internal(_) => tonic::Status::internal(m),
@@ -158,6 +201,7 @@ impl ServeError {
             ServeError::InvalidArgument(_) => http::StatusCode::BAD_REQUEST,
             ServeError::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
             ServeError::QueueFull(_) => http::StatusCode::TOO_MANY_REQUESTS,
+            ServeError::Overloaded(_) => http::StatusCode::SERVICE_UNAVAILABLE,
             ServeError::DeadlineExceeded(_) => http::StatusCode::GATEWAY_TIMEOUT,
             ServeError::FailedPrecondition(_) => http::StatusCode::CONFLICT,
             ServeError::Internal(_) => http::StatusCode::INTERNAL_SERVER_ERROR,

@@ -44,6 +44,7 @@ pub mod core;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod loader;
 pub mod protocol;
 pub mod registry;

@@ -57,6 +57,11 @@ impl Controller {
         &self.registry
     }
 
+    /// The repository's folder.
+    pub fn root(&self) -> &std::path::Path {
+        &self.loader.root
+    }
+
     /// The control mode.
     pub fn mode(&self) -> ControlMode {
         self.mode
@@ -123,8 +128,7 @@ impl Controller {
             model_names(&self.loader.root).map_err(|e| ServeError::Internal(e.to_string()))?;
         if !on_disk.iter().any(|n| n == name) {
             return Err(ServeError::NotFound(format!(
-                "no model `{name}` in the repository {}",
-                self.loader.root.display()
+                "no model `{name}` in the repository"
             )));
         }
         self.reload(name).await

@@ -50,6 +50,17 @@ pub struct Metrics {
     /// Requests whose body stopped arriving (nothing for the body
     /// timeout), by front end.
     pub stalled: IntCounterVec,
+    /// Requests answered at once without being read or run, by front end
+    /// and reason (`memory`: the budget of bytes in flight is spent;
+    /// `decoders`: too many wait for a blocking thread).
+    pub shed: IntCounterVec,
+    /// Bytes of the in-flight budget that requests hold now.
+    pub inflight_bytes: IntGauge,
+    /// Connections the server closed because a phase ran past its
+    /// deadline, by front end and reason (`head`: the request head or the
+    /// next one on a kept-alive connection; `body`: a body past its total
+    /// deadline).
+    pub connections_cut: IntCounterVec,
     /// Resident memory of this process, bytes (Prometheus' standard
     /// process metric, read from /proc when scraped).
     pub resident_memory: IntGauge,
@@ -208,6 +219,23 @@ impl Metrics {
             "connections closed on arrival: over the limit, or silent",
             &["front", "reason"],
         )?;
+        let shed = counter(
+            "rir_requests_shed_total",
+            "requests answered at once, unread and unrun: memory budget spent, or decoders busy",
+            &["reason"],
+        )?;
+        let inflight_bytes = registered(
+            &r,
+            IntGauge::new(
+                "rir_inflight_request_bytes",
+                "bytes of the in-flight budget (--max-inflight-mb) held by requests",
+            ),
+        )?;
+        let connections_cut = counter(
+            "rir_connections_cut_total",
+            "connections closed by the server when a phase passed its deadline",
+            &["front", "reason"],
+        )?;
         let requests = counter(
             "rir_requests_total",
             "gRPC inference requests by model, outcome and reason",
@@ -255,6 +283,9 @@ impl Metrics {
             )?,
             connections,
             connections_refused,
+            shed,
+            inflight_bytes,
+            connections_cut,
             resident_memory,
             open_fds,
             triton: TritonCounters::new(&r)?,

@@ -312,12 +312,6 @@ pub enum ImageError {
     /// A model whose input has neither 1 nor 3 channels.
     #[error("the model takes {0} channels; images can only feed 1 or 3")]
     Channels(usize),
-    /// The blocking pool is closed: the server is stopping.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    /// The decoding task died.
-    #[error("the decoder failed: {0}")]
-    DecoderFailed(String),
 }
 
 /// Encoded images up to this size whose header declares at most

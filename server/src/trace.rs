@@ -41,8 +41,21 @@ pub struct TraceConfig {
     pub endpoint: Option<String>,
     /// OTLP over gRPC or over HTTP with protobuf bodies.
     pub protocol: OtlpProtocol,
-    /// Share of traces sampled where the caller did not decide, 0 to 1.
+    /// Share of requests sampled, 0 to 1.
     pub sample_ratio: f64,
+    /// A caller's sampled traceparent makes its request sampled whatever
+    /// the ratio (OpenTelemetry's parent-based sampling). Off, the ratio
+    /// decides alone, so a caller cannot make the server trace at will.
+    pub follow_caller: bool,
+}
+
+/// Longest span attribute or status text, bytes: model names and error
+/// messages come from clients, and a span holds them until exported.
+pub const MAX_TEXT: usize = 256;
+
+/// `text` cut to [`MAX_TEXT`] bytes at a character boundary.
+pub fn clip(text: &str) -> String {
+    crate::error::clip(text, MAX_TEXT)
 }
 
 impl Default for TraceConfig {
@@ -51,6 +64,7 @@ impl Default for TraceConfig {
             endpoint: None,
             protocol: OtlpProtocol::Grpc,
             sample_ratio: 1.0,
+            follow_caller: false,
         }
     }
 }
@@ -87,6 +101,21 @@ pub struct Tracing(Arc<Exporting>);
 struct Exporting {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    /// The ratio the server draws every request's sampling with, when
+    /// callers do not decide it.
+    draw: Option<f64>,
+}
+
+/// A draw that comes out true with probability `ratio`.
+fn drawn(ratio: f64) -> bool {
+    use std::hash::BuildHasher;
+    static DRAWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if ratio >= 1.0 {
+        return true;
+    }
+    let n = DRAWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let bits = std::collections::hash_map::RandomState::new().hash_one(n);
+    (bits >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - ratio
 }
 
 impl Tracing {
@@ -126,9 +155,13 @@ impl Tracing {
             .build();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.sample_ratio,
-            ))))
+            .with_sampler(match config.follow_caller {
+                true => {
+                    Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)))
+                }
+                // The draw in `request` has decided already.
+                false => Sampler::AlwaysOn,
+            })
             .with_resource(
                 opentelemetry_sdk::Resource::builder()
                     .with_service_name("rir-serve")
@@ -142,7 +175,12 @@ impl Tracing {
             sample_ratio = config.sample_ratio,
             "exporting OpenTelemetry traces"
         );
-        Ok(Some(Tracing(Arc::new(Exporting { provider, tracer }))))
+        let draw = (!config.follow_caller).then_some(config.sample_ratio);
+        Ok(Some(Tracing(Arc::new(Exporting {
+            provider,
+            tracer,
+            draw,
+        }))))
     }
 
     /// Exports what is still buffered and stops the exporter (blocking:
@@ -172,6 +210,9 @@ impl Tracing {
         parent: &Context,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Option<RequestTrace> {
+        if self.0.draw.is_some_and(|ratio| !drawn(ratio)) {
+            return None;
+        }
         let tracer = &self.0.tracer;
         let mut span = tracer
             .span_builder(name)
@@ -246,7 +287,7 @@ impl RequestTrace {
     /// Ends the request span now, with an error status when it failed.
     pub fn end(mut self, error: Option<&str>) {
         if let Some(e) = error {
-            self.span.set_status(Status::error(e.to_string()));
+            self.span.set_status(Status::error(clip(e)));
         }
         self.span.end();
     }

@@ -26,7 +26,8 @@ async fn closed_by_server(s: &mut TcpStream, wait: Duration) -> bool {
 }
 
 fn host(url: &str) -> &str {
-    url.trim_start_matches("http://")
+    let rest = url.trim_start_matches("http://");
+    rest.split('/').next().unwrap_or(rest)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +96,7 @@ async fn a_thousand_silent_connections_neither_starve_nor_slow_a_normal_client()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_limit_are_closed_on_arrival_on_both_front_ends() {
+async fn connections_over_the_limit_are_closed_on_arrival_on_every_listener() {
     let flags = [
         "--max-connections",
         "10",
@@ -106,7 +107,11 @@ async fn connections_over_the_limit_are_closed_on_arrival_on_both_front_ends() {
     ];
     let s = TestServer::start(None, &flags).await;
 
-    for (front, url) in [("grpc", &s.url), ("http", &s.http_url)] {
+    for (front, url) in [
+        ("grpc", &s.url),
+        ("http", &s.http_url),
+        ("metrics", &s.metrics_url),
+    ] {
         let mut held = Vec::new();
         for _ in 0..10 {
             held.push(TcpStream::connect(host(url)).await.unwrap());
@@ -117,15 +122,16 @@ async fn connections_over_the_limit_are_closed_on_arrival_on_both_front_ends() {
             closed_by_server(&mut over, Duration::from_millis(1_000)).await,
             "{front}: the connection over the limit stayed open"
         );
-        let series = format!("rir_connections_refused_total{{front=\"{front}\",reason=\"limit\"}}");
-        assert_eq!(s.metric(&series).await, 1.0, "{front}");
-        // Once the silent ones time out, their places are free again.
+        // Once the silent ones time out, their places are free again (the
+        // metrics listener's too, so it can be scraped).
         for sock in &mut held {
             assert!(
                 closed_by_server(sock, Duration::from_secs(5)).await,
                 "{front}"
             );
         }
+        let series = format!("rir_connections_refused_total{{front=\"{front}\",reason=\"limit\"}}");
+        assert_eq!(s.metric(&series).await, 1.0, "{front}");
     }
     let mut client = s.kserve().await;
     client.model_infer(request()).await.unwrap();
@@ -379,5 +385,85 @@ async fn http2_keepalive_closes_a_peer_that_never_answers_pings() {
         "the server pinged: frame types {frames:?}"
     );
     assert!(started.elapsed() >= Duration::from_secs(1));
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_heads_that_never_finish_are_cut_at_the_header_timeout_on_rest_and_metrics() {
+    let flags = [
+        "--header-timeout-ms",
+        "1000",
+        "--first-byte-timeout-ms",
+        "10000",
+    ];
+    let s = TestServer::start(None, &flags).await;
+    for (front, url) in [("http", &s.http_url), ("metrics", &s.metrics_url)] {
+        // A `G` and nothing more: past the first-byte gate, never a head.
+        let mut g = TcpStream::connect(host(url)).await.unwrap();
+        g.write_all(b"G").await.unwrap();
+        // A head trickled a byte every 300 ms: each byte comes in time,
+        // the head never does.
+        let mut trickle = TcpStream::connect(host(url)).await.unwrap();
+        let started = Instant::now();
+        let head = b"GET /metrics HTTP/1.1\r\nhost: x\r\n";
+        let mut cut = false;
+        for b in head {
+            if trickle.write_all(&[*b]).await.is_err() {
+                cut = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if started.elapsed() > Duration::from_secs(4) {
+                break;
+            }
+        }
+        let waited = started.elapsed();
+        assert!(
+            cut || closed_by_server(&mut trickle, Duration::from_millis(100)).await,
+            "{front}: a trickled head is still open after {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(4), "{front}: {waited:?}");
+        assert!(
+            closed_by_server(&mut g, Duration::from_secs(2)).await,
+            "{front}: the `G` connection is still open"
+        );
+        let series = format!("rir_connections_cut_total{{front=\"{front}\",reason=\"head\"}}");
+        assert_eq!(s.metric(&series).await, 2.0, "{front}");
+    }
+    // A kept-alive connection idle past the timeout is closed too, and a
+    // client that speaks in time is served.
+    let ready = get(format!("{}/v2/health/ready", s.http_url)).await;
+    assert_eq!(ready.status, 200);
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_body_that_trickles_in_time_piece_by_piece_still_ends_at_its_deadline() {
+    let flags = ["--body-timeout-ms", "1000", "--body-deadline-ms", "1500"];
+    let s = TestServer::start(None, &flags).await;
+    let addr = host(&s.http_url).to_string();
+    let mut t = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v2/models/gray/infer HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n"
+    );
+    t.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    // A byte every 250 ms: never 1 s without one, for 5 s.
+    let answer = loop {
+        let _ = t.write_all(b" ").await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut b = [0u8; 4096];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), t.read(&mut b)).await {
+            break String::from_utf8_lossy(&b[..n]).into_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never cut");
+    };
+    let waited = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--body-deadline-ms"), "{answer}");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4),
+        "cut after {waited:?}"
+    );
     s.shutdown().await.unwrap();
 }

@@ -990,14 +990,15 @@ async fn metrics_endpoint_serves_prometheus_text() {
     assert!(other.text().contains("rir_inference_count"));
     s.shutdown().await.unwrap();
 
-    // Behind the token (--metrics-auth): 401 without it or with another,
-    // 200 with it; gRPC and REST want it too.
-    let flags = ["--auth-token", "s3cret", "--metrics-auth"];
+    // Behind its own token (--metrics-token): 401 without it, with
+    // another, or with the API's token; 200 with it.
+    let flags = ["--auth-token", "s3cret", "--metrics-token", "scrape-only"];
     let s = TestServer::start(None, &flags).await;
     for (header, status) in [
         (None, 401),
         (Some("Bearer nope"), 401),
-        (Some("Bearer s3cret"), 200),
+        (Some("Bearer s3cret"), 401),
+        (Some("Bearer scrape-only"), 200),
     ] {
         let headers: Vec<(&str, &str)> = header.map(|h| ("authorization", h)).into_iter().collect();
         let page = rir_testkit::web::call("GET", s.metrics_url.clone(), &headers, vec![]).await;
@@ -1173,5 +1174,40 @@ async fn reflection_lists_every_service_and_health_answers_per_service() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
+    s.shutdown().await.unwrap();
+
+    // With a token, reflection wants it (it lists every call); health
+    // does not.
+    let s = TestServer::start(None, &["--auth-token", "s3cret"]).await;
+    let channel = tonic::transport::Channel::from_shared(s.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let list = || ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let e = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::iter(vec![list()]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{}", e.message());
+    let mut with = tonic::Request::new(tokio_stream::iter(vec![list()]));
+    with.metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().unwrap());
+    assert!(
+        ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(with)
+            .await
+            .is_ok()
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    assert!(
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .is_ok()
+    );
     s.shutdown().await.unwrap();
 }

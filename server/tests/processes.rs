@@ -636,8 +636,12 @@ async fn rir_auth_token_from_the_environment_guards_calls_and_metrics_and_is_nev
     let models = models().display().to_string();
     let server = Launched::start(
         serve_bin(),
-        &flags(&models, &["--http-addr", "127.0.0.1:0", "--metrics-auth"]),
-        &[("RIR_AUTH_TOKEN", token), ("RUST_LOG", "debug,ort=warn")],
+        &flags(&models, &["--http-addr", "127.0.0.1:0"]),
+        &[
+            ("RIR_AUTH_TOKEN", token),
+            ("RIR_METRICS_TOKEN", "scrape-6f1d"),
+            ("RUST_LOG", "debug,ort=warn"),
+        ],
     )
     .unwrap();
     let mut c = GrpcInferenceServiceClient::connect(server.url())
@@ -666,12 +670,21 @@ async fn rir_auth_token_from_the_environment_guards_calls_and_metrics_and_is_nev
         "{}",
         wrong.text()
     );
-    // --metrics-auth: the metrics endpoint wants the same token.
+    // RIR_METRICS_TOKEN: the metrics endpoint wants its own token, not
+    // the API's.
     assert_eq!(get(server.metrics.clone()).await.status, 401);
-    let metrics = call(
+    let api = call(
         "GET",
         server.metrics.clone(),
         &[("authorization", &bearer)],
+        vec![],
+    )
+    .await;
+    assert_eq!(api.status, 401);
+    let metrics = call(
+        "GET",
+        server.metrics.clone(),
+        &[("authorization", "Bearer scrape-6f1d")],
         vec![],
     )
     .await;
@@ -682,6 +695,10 @@ async fn rir_auth_token_from_the_environment_guards_calls_and_metrics_and_is_nev
     assert!(status.success(), "{status}\n{log}");
     assert!(log.contains("gRPC on"), "a debug log was written: {log}");
     assert!(!log.contains(token), "the token is in the log:\n{log}");
+    assert!(
+        !log.contains("scrape-6f1d"),
+        "the metrics token is in the log:\n{log}"
+    );
     assert!(
         !log.contains("tok-wrong-guess"),
         "a refused token is in the log:\n{log}"

@@ -50,7 +50,8 @@ async fn explicit_gray() -> (tempfile::TempDir, TestServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_mode_loads_unloads_and_indexes() {
-    let (_dir, s) = explicit_gray().await;
+    let (dir, s) = explicit_gray().await;
+    let root = dir.path().display().to_string();
     let mut c = s.kserve().await;
     let index = |ready| pb::RepositoryIndexRequest {
         repository_name: String::new(),
@@ -118,6 +119,8 @@ async fn explicit_mode_loads_unloads_and_indexes() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
     assert!(e.message().contains("version 1"), "{}", e.message());
+    // The server's disk layout stays its own: paths relative to the repository.
+    assert!(!e.message().contains(&root), "{}", e.message());
     let r = c.repository_index(index(false)).await.unwrap().into_inner();
     let broken = r.models.iter().find(|m| m.name == "broken").unwrap();
     assert_eq!(
@@ -125,6 +128,7 @@ async fn explicit_mode_loads_unloads_and_indexes() {
         ("1", "UNAVAILABLE")
     );
     assert!(!broken.reason.is_empty());
+    assert!(!broken.reason.contains(&root), "{}", broken.reason);
     let e = c
         .repository_model_load(pb::RepositoryModelLoadRequest {
             model_name: "nope".into(),
@@ -457,5 +461,40 @@ async fn the_poll_timer_reloads_a_changed_config_and_leaves_unchanged_models_alo
     );
     c.model_infer(request("other")).await.unwrap();
     assert_eq!(served(&mut c, "other").await, 4);
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_control_refuses_what_a_page_of_another_site_can_send() {
+    let (_dir, s) = explicit_gray().await;
+    let unload = format!("{}/v2/repository/models/gray/unload", s.http_url);
+    let host = s.http_url.trim_start_matches("http://").to_string();
+    let same_origin = format!("http://{host}");
+    // A form post (no preflight): refused by its content type, and a
+    // fetch from another origin by its Origin; nothing is unloaded.
+    for (headers, status) in [
+        (
+            vec![("content-type", "application/x-www-form-urlencoded")],
+            415,
+        ),
+        (vec![("content-type", "text/plain")], 415),
+        (vec![("origin", "http://evil.example")], 403),
+        (
+            vec![("content-type", "application/json"), ("origin", "null")],
+            403,
+        ),
+    ] {
+        let r = call("POST", unload.clone(), &headers, b"{}".to_vec()).await;
+        assert_eq!(r.status, status, "{headers:?}: {}", r.text());
+        assert!(s.core().model_ready("gray", ""), "{headers:?} unloaded it");
+    }
+    // JSON from a client that is no browser, or from the server's own page.
+    let own = [
+        ("content-type", "application/json"),
+        ("origin", same_origin.as_str()),
+    ];
+    let r = call("POST", unload.clone(), &own, b"{}".to_vec()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!s.core().model_ready("gray", ""));
     s.shutdown().await.unwrap();
 }

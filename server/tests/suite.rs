@@ -1,9 +1,9 @@
 //! rir-server's integration tests over real sockets and real processes.
 //! One test binary for all of them: one compile of the shared code and one
-//! link instead of one per file (the files keep their own modules). Three
+//! link instead of one per file (the files keep their own modules). Four
 //! stay binaries of their own, as they depend on what else runs in their
-//! process: fuzz.rs (its counting allocator), images.rs (the process's peak
-//! RSS) and batcher.rs (which thread runs a batch, with its tests taking
+//! process: fuzz.rs (its counting allocator), images.rs and hostile.rs (the
+//! process's peak RSS) and batcher.rs (which thread runs a batch, with its tests taking
 //! turns among themselves only).
 
 #[path = "config.rs"]

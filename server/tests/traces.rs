@@ -199,37 +199,49 @@ async fn requests_export_their_span_tree_in_the_caller_s_trace() {
     sink.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sampling_zero_exports_nothing_but_a_sampled_caller_is_followed() {
+/// Five unsampled-by-nobody calls, one from a caller that did not sample,
+/// one from a caller that did; the spans exported.
+async fn ratio_zero_with(follow: bool) -> Vec<Span> {
     let sink = OtlpSink::start().await.unwrap();
-    let s = TestServer::start(
-        None,
-        &[
-            "--otlp-endpoint",
-            &sink.endpoint,
-            "--trace-sample-ratio",
-            "0",
-        ],
-    )
-    .await;
+    let mut flags = vec![
+        "--otlp-endpoint",
+        &sink.endpoint,
+        "--trace-sample-ratio",
+        "0",
+    ];
+    if follow {
+        flags.push("--trace-follow-caller");
+    }
+    let s = TestServer::start(None, &flags).await;
     let mut c = s.kserve().await;
     for k in 0..5 {
         c.model_infer(fp32_request("gray", 1, &image(k), true))
             .await
             .unwrap();
     }
-    // A caller that did not sample its trace is not sampled here either.
     let req = fp32_request("gray", 1, &image(7), true);
     c.model_infer(with_traceparent(req, GRPC_TRACE, GRPC_CALLER, "00"))
         .await
         .unwrap();
-    // One that did is followed (W3C parent-based sampling).
     let req = fp32_request("gray", 1, &image(8), true);
     c.model_infer(with_traceparent(req, HTTP_TRACE, HTTP_CALLER, "01"))
         .await
         .unwrap();
     s.shutdown().await.unwrap();
-    let spans = sink.wait_for(5, Duration::from_secs(5)).await;
+    let spans = sink.wait_for(5, Duration::from_secs(3)).await;
+    sink.shutdown().await;
+    spans
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_zero_exports_nothing_and_a_caller_is_followed_only_when_allowed() {
+    // By default the ratio decides for every request: a caller that
+    // sampled its trace cannot make the server trace (and export) at will.
+    let spans = ratio_zero_with(false).await;
+    assert!(spans.is_empty(), "{spans:#?}");
+    // With --trace-follow-caller, a sampled caller is followed (W3C
+    // parent-based sampling) and an unsampled one is not.
+    let spans = ratio_zero_with(true).await;
     let traces: Vec<String> = spans.iter().map(|s| hex::encode(&s.trace_id)).collect();
     assert!(traces.iter().all(|t| t == HTTP_TRACE), "{traces:?}");
     assert_eq!(
@@ -245,7 +257,6 @@ async fn sampling_zero_exports_nothing_but_a_sampled_caller_is_followed() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("--trace-sample-ratio 1.5"), "{err}");
-    sink.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

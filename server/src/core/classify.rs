@@ -72,7 +72,8 @@ impl Core {
         let trace = self.trace_request("Classify", parent, name, version);
         let result = self
             .classify_traced(name, version, images, top_k, deadline, trace.as_ref())
-            .await;
+            .await
+            .map_err(|e| self.public(e));
         end_trace(trace, &result);
         result
     }
@@ -101,15 +102,23 @@ impl Core {
         let mut data = Vec::with_capacity(images.len() * desc.chw.iter().product::<usize>());
         for (index, bytes) in images.iter().enumerate() {
             let pixels = self
-                .decode(bytes.as_ref(), desc.chw)
-                .await
+                .decode(bytes.as_ref(), desc.chw, deadline)
+                .await?
                 .map_err(|source| bad(InvalidRequest::Image { index, source }))?;
             data.extend(pixels);
         }
         let n = images.len();
         let input_time = decoding.elapsed();
         let batch = DecodedImages { data, n };
-        let out = run(served, batcher, batch, self.deadline(deadline), trace).await?;
+        let out = run(
+            served,
+            batcher,
+            batch,
+            self.deadline(deadline),
+            trace,
+            &self.budget,
+        )
+        .await?;
         let encoding = Instant::now();
         let top = if top_k == 0 { DEFAULT_TOP_K } else { top_k };
         let results = labels(desc, &out.outputs, top);
@@ -129,21 +138,25 @@ impl Core {
     /// Decodes one image: its header is read and checked here; a small
     /// image is decoded here too (it takes less time than waking a blocking
     /// thread, the common case for CIFAR- and MNIST-sized inputs), any other
-    /// on a blocking thread, at most [`super::RequestPolicy::max_decodes`] at once.
-    async fn decode(&self, bytes: &[u8], chw: [usize; 3]) -> Result<Vec<f32>, ImageError> {
-        let header = ImageHeader::read(bytes, &self.policy.image_limits)?;
+    /// on a blocking thread ([`Core::offload`]: bounded, under the
+    /// request's deadline). The outer error is the server's (busy, late),
+    /// the inner one the image's.
+    async fn decode(
+        &self,
+        bytes: &[u8],
+        chw: [usize; 3],
+        deadline: Option<Instant>,
+    ) -> Result<Result<Vec<f32>, ImageError>, ServeError> {
+        let header = match ImageHeader::read(bytes, &self.policy.image_limits) {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(e)),
+        };
         if header.is_small() {
-            return header.decode(bytes, chw);
+            return Ok(header.decode(bytes, chw));
         }
-        let _permit = self
-            .decoders
-            .acquire()
-            .await
-            .map_err(|_| ImageError::ShuttingDown)?;
         let bytes = bytes.to_vec();
-        tokio::task::spawn_blocking(move || header.decode(&bytes, chw))
+        self.offload(deadline, move || header.decode(&bytes, chw))
             .await
-            .map_err(|e| ImageError::DecoderFailed(e.to_string()))?
     }
 }
 

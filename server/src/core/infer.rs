@@ -97,7 +97,10 @@ impl Core {
     /// for batching, and shapes the outputs asked for.
     pub async fn infer(&self, r: InferRequest<'_>) -> Result<InferResult, ServeError> {
         let trace = self.trace_request("ModelInfer", r.parent.as_ref(), r.model, r.version);
-        let result = self.infer_traced(r, trace.as_ref()).await;
+        let result = self
+            .infer_traced(r, trace.as_ref())
+            .await
+            .map_err(|e| self.public(e));
         end_trace(trace, &result);
         result
     }
@@ -124,7 +127,7 @@ impl Core {
         let wanted = wanted_outputs(&r.outputs, desc).map_err(bad)?;
         let n = images.n;
         let deadline = self.deadline(r.deadline);
-        let out = run(version, batcher, images, deadline, trace).await?;
+        let out = run(version, batcher, images, deadline, trace, &self.budget).await?;
         let encoding = Instant::now();
         let outputs = wanted
             .into_iter()
@@ -235,12 +238,18 @@ pub(super) async fn run(
     images: DecodedImages,
     deadline: Option<Instant>,
     trace: Option<&RequestTrace>,
+    budget: &super::Budget,
 ) -> Result<JobOutput, ServeError> {
     let started = Instant::now();
     let fail = |e: ServeError| {
         version.stats.record_failure(e.kind(), started.elapsed());
         e
     };
+    // The decoded tensor, and about as much of the request it came from,
+    // held until the outputs are back.
+    let _share = budget
+        .take(images.data.len() * std::mem::size_of::<f32>() * 2)
+        .map_err(fail)?;
     let (tx, rx) = oneshot::channel();
     let job = Job {
         images: images.data,

@@ -9,8 +9,10 @@
 //! - [`infer`]: ModelInfer, in protocol-neutral types;
 //! - [`classify`]: classification of encoded images.
 
+mod budget;
 mod classify;
 mod infer;
+mod offload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +21,10 @@ use std::time::{Duration, Instant};
 use rir_contract::Datatype;
 use rir_contract::repository::PLATFORM;
 
+pub use budget::{Budget, Share};
 pub use classify::{Classified, Label};
 pub use infer::{InferRequest, InferResult, OutputData, OutputTensor, RequestedOutput};
+pub use offload::Offload;
 
 use crate::error::ServeError;
 use crate::protocol::{
@@ -47,6 +51,10 @@ pub struct RequestPolicy {
     pub image_limits: ImageLimits,
     /// Most images decoded at once on blocking threads (0: one per CPU).
     pub max_decodes: usize,
+    /// Requests that may wait for one of those threads.
+    pub max_decode_queue: usize,
+    /// Bytes requests in flight may hold together ([`Budget`]).
+    pub max_inflight_bytes: usize,
     /// The deadline of a request that carries none (HTTP requests never
     /// do): past it, a request still queued is answered DEADLINE_EXCEEDED
     /// and not run. None: such requests wait as long as it takes.
@@ -65,28 +73,49 @@ pub struct Core {
     ready: AtomicBool,
     /// How requests are handled.
     policy: RequestPolicy,
-    /// Images being decoded at once on blocking threads, at most: a permit each.
-    decoders: tokio::sync::Semaphore,
+    /// Blocking work of requests (images, large REST bodies), bounded.
+    offload: Offload,
+    /// The bytes requests in flight may hold, for the whole process.
+    budget: Budget,
     /// Where request spans go, when traces are exported.
     tracing: Option<Tracing>,
 }
 
 impl Core {
     /// A core serving what `control`'s registry holds, tracing requests
-    /// with `tracing` when given. It starts not ready.
-    pub fn new(control: Controller, policy: RequestPolicy, tracing: Option<Tracing>) -> Self {
-        let decodes = match policy.max_decodes {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        };
+    /// with `tracing` when given, holding requests to `budget` and their
+    /// blocking work to `offload`. It starts not ready.
+    pub fn new(
+        control: Controller,
+        policy: RequestPolicy,
+        tracing: Option<Tracing>,
+        budget: Budget,
+        offload: Offload,
+    ) -> Self {
         Core {
             registry: control.registry().clone(),
             control,
             ready: AtomicBool::new(false),
             policy,
-            decoders: tokio::sync::Semaphore::new(decodes),
+            offload,
+            budget,
             tracing,
         }
+    }
+
+    /// The process's budget of request bytes in flight.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Runs a request's CPU-heavy `job` off the async workers (bounded,
+    /// under the request's deadline or the server's default).
+    pub async fn offload<T: Send + 'static>(
+        &self,
+        deadline: Option<Instant>,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ServeError> {
+        self.offload.run(self.deadline(deadline), job).await
     }
 
     /// The tracer, when traces are exported.
@@ -111,8 +140,8 @@ impl Core {
         let tracing = self.tracing.as_ref()?;
         let attributes = || {
             vec![
-                opentelemetry::KeyValue::new("rir.model", model.to_string()),
-                opentelemetry::KeyValue::new("rir.model_version", version.to_string()),
+                opentelemetry::KeyValue::new("rir.model", crate::trace::clip(model)),
+                opentelemetry::KeyValue::new("rir.model_version", crate::trace::clip(version)),
             ]
         };
         let root = opentelemetry::Context::new();
@@ -154,10 +183,27 @@ impl Core {
         }
     }
 
+    /// `e` as a client may see it: the server's paths relative to the
+    /// repository (never the server's disk layout), the message cut short.
+    pub fn public(&self, e: ServeError) -> ServeError {
+        e.map_message(|m| self.relative(m))
+    }
+
+    /// `text` with the repository's folder taken off every path under it.
+    fn relative(&self, text: String) -> String {
+        let root = self.control.root().display().to_string();
+        let root = root.trim_end_matches('/');
+        if root.is_empty() || !text.contains(root) {
+            return crate::error::clip(&text, crate::error::MAX_MESSAGE);
+        }
+        let text = text.replace(&format!("{root}/"), "").replace(root, ".");
+        crate::error::clip(&text, crate::error::MAX_MESSAGE)
+    }
+
     /// ModelMetadata.
     pub fn model_metadata(&self, name: &str, version: &str) -> Result<ModelMetadata, ServeError> {
         let models = self.models();
-        let (_, d) = loadable(&models, name, version)?;
+        let (_, d) = loadable(&models, name, version).map_err(|e| self.public(e))?;
         let versions = models
             .by_name
             .get(name)
@@ -261,7 +307,11 @@ impl Core {
     /// Every model version served, and every model on disk not loaded;
     /// only ready versions when `ready_only`.
     pub fn repository_index(&self, ready_only: bool) -> Vec<IndexEntry> {
-        self.control.index(ready_only)
+        let mut index = self.control.index(ready_only);
+        for e in &mut index {
+            e.reason = self.relative(std::mem::take(&mut e.reason));
+        }
+        index
     }
 
     /// Loads model `name`, or reloads it when it is loaded (explicit model
@@ -277,13 +327,13 @@ impl Core {
                 "load parameter `{key}` is not supported; the model loads from the repository as it is"
             )));
         }
-        self.control.load(name).await
+        self.control.load(name).await.map_err(|e| self.public(e))
     }
 
     /// Stops serving model `name` (explicit model control); requests
     /// already running on it finish.
     pub async fn unload_model(&self, name: &str) -> Result<(), ServeError> {
-        self.control.unload(name).await
+        self.control.unload(name).await.map_err(|e| self.public(e))
     }
 
     /// Rescans the repository now and follows what changed (what poll mode

@@ -19,24 +19,29 @@ use crate::auth::bearer_matches;
 use crate::conn::Gate;
 use crate::core::Core;
 use crate::error::ServerError;
+use crate::limits::MessageLimits;
 use crate::stall;
 use service::Service;
 
 /// Settings of the gRPC front end.
 #[derive(Debug, Clone)]
 pub struct GrpcConfig {
-    /// Largest request or response message, bytes.
-    pub max_message_bytes: usize,
+    /// Largest request or response message, bytes (None: sized from the
+    /// models, [`crate::limits`]).
+    pub max_message_bytes: Option<usize>,
     /// End a call whose request message stops arriving for this long
     /// (zero: never); the HTTP front end takes the same for its bodies.
     pub body_timeout: Duration,
+    /// End a call whose request message has not all arrived this long
+    /// after it began (zero: never); the same for HTTP bodies.
+    pub body_deadline: Duration,
     /// PEM certificate and key for TLS, if TLS is on.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// With TLS: a PEM CA bundle; clients must then present a certificate
     /// it signed (mutual TLS).
     pub tls_client_ca: Option<PathBuf>,
     /// Bearer token every call but health checks must carry, if auth is on.
-    pub auth_token: Option<String>,
+    pub auth_token: Option<crate::auth::Token>,
     /// HTTP/2 settings.
     pub http2: Http2Settings,
 }
@@ -87,7 +92,7 @@ fn oversized_to_resource_exhausted<B>(mut res: http::Response<B>) -> http::Respo
 }
 
 fn check_token(
-    expected: Option<Arc<str>>,
+    expected: Option<crate::auth::Token>,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |req: Request<()>| {
         let Some(token) = &expected else {
@@ -97,7 +102,7 @@ fn check_token(
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if bearer_matches(given, token) {
+        if bearer_matches(given, token.expose()) {
             Ok(req)
         } else {
             Err(Status::unauthenticated(
@@ -137,19 +142,22 @@ fn tls(config: &GrpcConfig) -> Result<Option<tonic::transport::ServerTlsConfig>,
 pub async fn serve(
     core: Arc<Core>,
     config: &GrpcConfig,
+    limits: &MessageLimits,
     listener: TcpListener,
     gate: Gate,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let service = Service { core };
-    let limit = config.max_message_bytes;
-    let auth = check_token(config.auth_token.as_deref().map(Arc::from));
+    let auth = check_token(config.auth_token.clone());
+    // Responses may be as large as the largest request (a batch's outputs
+    // are smaller than its inputs).
+    let out = limits.largest();
     let inference = GrpcInferenceServiceServer::new(service.clone())
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+        .max_decoding_message_size(limits.grpc_infer)
+        .max_encoding_message_size(out);
     let classifier = ImageClassifierServer::new(service)
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+        .max_decoding_message_size(limits.grpc_classify)
+        .max_encoding_message_size(out);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<GrpcInferenceServiceServer<Service>>()
@@ -180,7 +188,11 @@ pub async fn serve(
             .set_not_serving::<ImageClassifierServer<Service>>()
             .await;
     };
-    let (after, stalls) = (config.body_timeout, gate.stalls());
+    let timing = stall::BodyTiming {
+        idle: config.body_timeout,
+        total: config.body_deadline,
+    };
+    let stalls = gate.stalls();
     let router = builder
         .layer(tower::util::MapResponseLayer::new(
             oversized_to_resource_exhausted,
@@ -189,7 +201,7 @@ pub async fn serve(
             move |req: http::Request<tonic::body::Body>| {
                 let stalls = stalls.clone();
                 req.map(|body| {
-                    tonic::body::Body::new(stall::guarded(body, after, stalls, |s| {
+                    tonic::body::Body::new(stall::guarded(body, timing, stalls, |s| {
                         Box::new(Status::deadline_exceeded(s.to_string()))
                     }))
                 })
@@ -200,10 +212,14 @@ pub async fn serve(
             auth.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            classifier, auth,
+            classifier,
+            auth.clone(),
         ))
         .add_service(health_service)
-        .add_service(reflection);
+        // Reflection lists every call and message: behind the token too.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection, auth,
+        ));
     use tokio_stream::StreamExt;
     let admitted = tokio_stream::wrappers::ReceiverStream::new(gate.admit(listener))
         .map(Ok::<_, std::io::Error>);

@@ -32,9 +32,18 @@ pub struct Service {
 /// The deadline a client set with the `grpc-timeout` header, if any.
 pub fn deadline_of<T>(req: &Request<T>) -> Option<Instant> {
     let raw = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    Instant::now().checked_add(grpc_timeout(raw)?)
+}
+
+/// A `grpc-timeout` value as the gRPC spec writes it: at most 8 digits and
+/// a unit (H, M, S, m, u, n). Anything else is no timeout.
+pub fn grpc_timeout(raw: &str) -> Option<Duration> {
     let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let v: u64 = digits.parse().ok()?;
-    let d = match unit {
+    Some(match unit {
         "H" => Duration::from_secs(v * 3600),
         "M" => Duration::from_secs(v * 60),
         "S" => Duration::from_secs(v),
@@ -42,8 +51,37 @@ pub fn deadline_of<T>(req: &Request<T>) -> Option<Instant> {
         "u" => Duration::from_micros(v),
         "n" => Duration::from_nanos(v),
         _ => return None,
-    };
-    Some(Instant::now() + d)
+    })
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_read_as_the_spec_writes_them_and_nothing_else() {
+        assert_eq!(grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        // Nine digits, u64::MAX, signs, no digits, no unit: no timeout
+        // (u64::MAX seconds overflowed the clock and panicked the stream).
+        for bad in [
+            "123456789S",
+            "18446744073709551615S",
+            "-5S",
+            "+5S",
+            "S",
+            "",
+            "5",
+            "5x",
+        ] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 }
 
 fn int_param(

@@ -9,10 +9,12 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
+use rir_contract::Datatype;
+use rir_proto::wire::{MAX_DIMS, MAX_TENSORS};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use rir_contract::Datatype;
+use super::bounded::{Numbers, Scalar, at_most};
 
 use crate::core::{InferResult, OutputData, RequestedOutput};
 use crate::tensors::{TensorData, TensorInput};
@@ -77,20 +79,32 @@ pub enum DecodeError {
 #[error("encoding the response: {0}")]
 pub struct EncodeError(#[from] serde_json::Error);
 
-/// An inference request body as JSON.
+/// An inference request body as JSON, read with every list bounded
+/// ([`bounded`]): no `serde_json::Value` is built from a request.
 #[derive(Debug, Deserialize)]
 pub struct RequestJson {
     /// Echoed in the response.
     #[serde(default)]
     pub id: Option<String>,
-    /// Request parameters (`binary_data_output`).
+    /// Request parameters (`binary_data_output`; others are skipped).
     #[serde(default)]
-    pub parameters: Map<String, Value>,
+    pub parameters: RequestParameters,
     /// Input tensors.
+    #[serde(deserialize_with = "at_most::<_, InputJson, MAX_TENSORS>")]
     pub inputs: Vec<InputJson>,
     /// Requested outputs (none: all).
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "at_most::<_, OutputRequestJson, MAX_TENSORS>"
+    )]
     pub outputs: Vec<OutputRequestJson>,
+}
+
+/// The request parameters this server reads; any other is skipped unread.
+#[derive(Debug, Default, Deserialize)]
+pub struct RequestParameters {
+    /// Outputs not named otherwise go back as binary data.
+    pub binary_data_output: Option<Scalar>,
 }
 
 /// One input tensor of a JSON request.
@@ -99,15 +113,23 @@ pub struct InputJson {
     /// Input name.
     pub name: String,
     /// Shape, batch first.
+    #[serde(deserialize_with = "at_most::<_, i64, MAX_DIMS>")]
     pub shape: Vec<i64>,
     /// KServe datatype.
     pub datatype: String,
     /// `binary_data_size` when the values follow the JSON as bytes.
     #[serde(default)]
-    pub parameters: Map<String, Value>,
+    pub parameters: InputParameters,
     /// The values (flat or nested row-major), when not binary.
     #[serde(default)]
-    pub data: Option<Value>,
+    pub data: Option<Numbers>,
+}
+
+/// The input parameters this server reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct InputParameters {
+    /// Bytes of this input's binary data after the JSON.
+    pub binary_data_size: Option<Scalar>,
 }
 
 /// One requested output.
@@ -117,7 +139,16 @@ pub struct OutputRequestJson {
     pub name: String,
     /// `classification` (top k as strings) and `binary_data`.
     #[serde(default)]
-    pub parameters: Map<String, Value>,
+    pub parameters: OutputParameters,
+}
+
+/// The output parameters this server reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct OutputParameters {
+    /// The classification extension: the top this many as strings.
+    pub classification: Option<Scalar>,
+    /// This output goes back as binary data.
+    pub binary_data: Option<Scalar>,
 }
 
 /// Where an input's values are: a range of the body, or parsed JSON values.
@@ -142,14 +173,14 @@ pub struct Decoded {
     binary_default: bool,
 }
 
-/// Parameter `key` of `p`, read by `read`, which holds it to `expected`.
+/// Parameter `key`, if given, read by `read`, which holds it to `expected`.
 fn param<T>(
-    p: &Map<String, Value>,
+    value: Option<&Scalar>,
     key: &'static str,
     expected: &'static str,
-    read: impl Fn(&Value) -> Option<T>,
+    read: impl Fn(&Scalar) -> Option<T>,
 ) -> Result<Option<T>, DecodeError> {
-    match p.get(key) {
+    match value {
         None => Ok(None),
         Some(v) => read(v).map(Some).ok_or_else(|| DecodeError::Parameter {
             key,
@@ -159,36 +190,8 @@ fn param<T>(
     }
 }
 
-fn param_u64(p: &Map<String, Value>, key: &'static str) -> Result<Option<u64>, DecodeError> {
-    param(p, key, "a non-negative integer", Value::as_u64)
-}
-
-fn param_bool(p: &Map<String, Value>, key: &'static str) -> Result<Option<bool>, DecodeError> {
-    param(p, key, "true or false", Value::as_bool)
-}
-
-/// Flattens nested JSON arrays of numbers, row-major, through `each`.
-fn flatten<T>(
-    v: &Value,
-    name: &str,
-    each: &impl Fn(&Value) -> Option<T>,
-    out: &mut Vec<T>,
-) -> Result<(), DecodeError> {
-    match v {
-        Value::Array(items) => {
-            for item in items {
-                flatten(item, name, each, out)?;
-            }
-            Ok(())
-        }
-        other => {
-            out.push(each(other).ok_or_else(|| DecodeError::Value {
-                input: name.to_string(),
-                value: other.to_string(),
-            })?);
-            Ok(())
-        }
-    }
+fn param_bool(value: Option<&Scalar>, key: &'static str) -> Result<Option<bool>, DecodeError> {
+    param(value, key, "true or false", Scalar::as_bool)
 }
 
 /// Reads a request body. `header_length` is the value of
@@ -202,13 +205,18 @@ pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, Deco
             body: body.len(),
         });
     }
-    let json: RequestJson =
+    let mut json: RequestJson =
         serde_json::from_slice(&body[..json_len]).map_err(|e| DecodeError::Json(e.to_string()))?;
     let mut offset = json_len;
     let mut values = Vec::with_capacity(json.inputs.len());
-    for input in &json.inputs {
-        let size = param_u64(&input.parameters, "binary_data_size")?;
-        let v = match (size, &input.data) {
+    for input in &mut json.inputs {
+        let size = param(
+            input.parameters.binary_data_size.as_ref(),
+            "binary_data_size",
+            "a non-negative integer",
+            Scalar::as_u64,
+        )?;
+        let v = match (size, input.data.take()) {
             (Some(_), Some(_)) => return Err(DecodeError::BothData(input.name.clone())),
             (Some(size), None) => {
                 let end = usize::try_from(size)
@@ -225,19 +233,13 @@ pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, Deco
                 Values::Binary(r)
             }
             (None, None) => return Err(DecodeError::NoData(input.name.clone())),
-            (None, Some(data)) => {
-                let mut out = vec![];
-                if input.datatype == Datatype::Uint8.name() {
-                    let each = |v: &Value| v.as_u64().and_then(|x| u32::try_from(x).ok());
-                    flatten(data, &input.name, &each, &mut out)?;
-                    Values::Uint(out)
-                } else {
-                    let mut floats = vec![];
-                    let each = |v: &Value| v.as_f64().map(|x| x as f32);
-                    flatten(data, &input.name, &each, &mut floats)?;
-                    Values::Fp32(floats)
-                }
+            (None, Some(data)) if input.datatype == Datatype::Uint8.name() => {
+                Values::Uint(data.unsigned().map_err(|value| DecodeError::Value {
+                    input: input.name.clone(),
+                    value,
+                })?)
             }
+            (None, Some(data)) => Values::Fp32(data.values),
         };
         values.push(v);
     }
@@ -247,9 +249,9 @@ pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, Deco
     let mut outputs = Vec::with_capacity(json.outputs.len());
     let mut binary_named = HashMap::new();
     for o in &json.outputs {
-        let positive = |v: &Value| v.as_u64().filter(|k| *k > 0);
+        let positive = |v: &Scalar| v.as_u64().filter(|k| *k > 0);
         let classification = param(
-            &o.parameters,
+            o.parameters.classification.as_ref(),
             "classification",
             "a positive integer",
             positive,
@@ -259,11 +261,15 @@ pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, Deco
             name: o.name.clone(),
             classification,
         });
-        if let Some(b) = param_bool(&o.parameters, "binary_data")? {
+        if let Some(b) = param_bool(o.parameters.binary_data.as_ref(), "binary_data")? {
             binary_named.insert(o.name.clone(), b);
         }
     }
-    let binary_default = param_bool(&json.parameters, "binary_data_output")?.unwrap_or(false);
+    let binary_default = param_bool(
+        json.parameters.binary_data_output.as_ref(),
+        "binary_data_output",
+    )?
+    .unwrap_or(false);
     Ok(Decoded {
         json,
         values,

@@ -1,8 +1,9 @@
 //! The Prometheus endpoint, on a port of its own: the text format of every
-//! metric at any path (`/metrics` by convention), served by axum. With a
-//! token, a scrape must carry `Authorization: Bearer <token>`
-//! (Prometheus's `authorization` or `bearer_token` scrape settings) or gets
-//! 401.
+//! metric at any path (`/metrics` by convention), served by axum behind
+//! the same connection gate and head deadline as the REST front end. With
+//! its token (`--metrics-token`, never the API's), a scrape must carry
+//! `Authorization: Bearer <token>` (Prometheus's `authorization` or
+//! `bearer_token` scrape settings) or gets 401.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::bearer_matches;
+use crate::auth::{Token, bearer_matches};
+use crate::conn::Gate;
 use crate::error::ServerError;
 use crate::stats::Metrics;
 
@@ -23,7 +25,7 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4";
 #[derive(Clone)]
 struct Endpoint {
     metrics: Arc<Metrics>,
-    token: Option<Arc<str>>,
+    token: Option<Token>,
 }
 
 async fn scrape(State(e): State<Endpoint>, headers: HeaderMap) -> Response {
@@ -31,8 +33,8 @@ async fn scrape(State(e): State<Endpoint>, headers: HeaderMap) -> Response {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if e.token
-        .as_deref()
-        .is_some_and(|t| !bearer_matches(given, t))
+        .as_ref()
+        .is_some_and(|t| !bearer_matches(given, t.expose()))
     {
         return (
             StatusCode::UNAUTHORIZED,
@@ -44,21 +46,25 @@ async fn scrape(State(e): State<Endpoint>, headers: HeaderMap) -> Response {
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], e.metrics.render()).into_response()
 }
 
-/// Serves `metrics` on `listener` until `shutdown` resolves.
+/// Serves `metrics` on the connections `gate` admits from `listener`
+/// until `shutdown` resolves.
 pub async fn serve(
     metrics: Arc<Metrics>,
-    token: Option<Arc<str>>,
+    token: Option<Token>,
     listener: tokio::net::TcpListener,
+    gate: Gate,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let app = Router::new()
         .fallback(scrape)
         .with_state(Endpoint { metrics, token });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| ServerError::Serve {
-            front: "metrics",
-            detail: e.to_string(),
-        })
+    super::conns::serve(
+        app,
+        gate.admit(listener),
+        gate.header_timeout(),
+        gate.heads_cut(),
+        shutdown,
+    )
+    .await;
+    Ok(())
 }

@@ -5,6 +5,8 @@
 //! A web page at `/` lists the models and classifies a dropped image.
 //! [`metrics`] serves the Prometheus endpoint on a port of its own.
 
+pub mod bounded;
+pub mod conns;
 pub mod kserve;
 pub mod metrics;
 
@@ -22,8 +24,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::bearer_matches;
-use crate::conn::{AdmittedListener, Gate};
+use crate::auth::{Token, bearer_matches};
+use crate::conn::Gate;
 use crate::core::{Core, InferRequest};
 use crate::error::{ServeError, ServerError};
 use crate::stall;
@@ -33,12 +35,21 @@ use crate::stall;
 pub struct HttpConfig {
     /// Largest request body, bytes (after decompression, too).
     pub max_body_bytes: usize,
+    /// Largest body of a `/classify` call (an encoded image), bytes.
+    pub max_image_body_bytes: usize,
     /// Answer 408 and close when a request body stops arriving for this
     /// long (zero: never).
     pub body_timeout: std::time::Duration,
+    /// ... or has not all arrived this long after it began (zero: never).
+    pub body_deadline: std::time::Duration,
     /// Bearer token every call but the health checks must carry, if auth is on.
-    pub auth_token: Option<Arc<str>>,
+    pub auth_token: Option<Token>,
 }
+
+/// Bodies up to this size, not compressed, are parsed on the thread that
+/// received them (tens of microseconds); larger or compressed ones on a
+/// blocking thread ([`Core::offload`]).
+const INLINE_BODY: usize = 64 << 10;
 
 /// The header that gives the JSON part's length when binary tensor data
 /// follows it (Triton's binary tensor data extension).
@@ -51,12 +62,18 @@ pub struct ApiError(StatusCode, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
-        if self.0 == StatusCode::REQUEST_TIMEOUT {
+        let h = response.headers_mut();
+        match self.0 {
             // The rest of a stalled body may never come: the connection
             // cannot carry another request.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            StatusCode::REQUEST_TIMEOUT => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // Full queue, spent budget, not ready yet: worth a retry soon.
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }
@@ -64,7 +81,7 @@ impl IntoResponse for ApiError {
 
 impl From<ServeError> for ApiError {
     fn from(e: ServeError) -> Self {
-        ApiError(e.http_status(), e.to_string())
+        ApiError(e.http_status(), e.message())
     }
 }
 
@@ -216,23 +233,44 @@ async fn repository_unload(
     Ok(StatusCode::OK)
 }
 
-/// The body with any `Content-Encoding` (gzip, deflate) undone, at most
-/// `limit` bytes once inflated.
-fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
-    use std::io::Read;
-    let encoding = match headers.get(header::CONTENT_ENCODING) {
-        None => return Ok(body),
+/// The request's `Content-Encoding`, lower-cased (None: none).
+fn content_encoding(headers: &HeaderMap) -> Result<Option<String>, BodyError> {
+    match headers.get(header::CONTENT_ENCODING) {
+        None => Ok(None),
+        Some(v) => Ok(Some(
+            v.to_str()
+                .map_err(|_| BodyError::EncodingNotText)?
+                .trim()
+                .to_ascii_lowercase(),
+        )),
+    }
+}
+
+/// `Inference-Header-Content-Length`, when given.
+fn header_length(headers: &HeaderMap) -> Result<Option<usize>, BodyError> {
+    match headers.get(HEADER_LENGTH) {
+        None => Ok(None),
         Some(v) => v
             .to_str()
-            .map_err(|_| BodyError::EncodingNotText)?
-            .trim()
-            .to_ascii_lowercase(),
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .map(Some)
+            .ok_or_else(|| BodyError::HeaderLength(crate::error::clip(&format!("{v:?}"), 64))),
+    }
+}
+
+/// The body with its `encoding` (gzip, deflate) undone, at most `limit`
+/// bytes once inflated.
+fn inflate(encoding: Option<String>, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
+    use std::io::Read;
+    let Some(encoding) = encoding else {
+        return Ok(body);
     };
     let reader: Box<dyn Read + '_> = match encoding.as_str() {
         "identity" => return Ok(body),
         "gzip" => Box::new(flate2::read::GzDecoder::new(&body[..])),
         "deflate" => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
-        _ => return Err(BodyError::Encoding(encoding)),
+        _ => return Err(BodyError::Encoding(crate::error::clip(&encoding, 64))),
     };
     let mut out = Vec::new();
     reader
@@ -257,17 +295,21 @@ async fn infer(
 ) -> Result<Response, ApiError> {
     let bad =
         |e: BodyError| ApiError::from(core.invalid_request(&p.name, &p.version, e.to_string()));
-    let body = inflate(&headers, body?, config.max_body_bytes).map_err(bad)?;
-    let header_length = match headers.get(HEADER_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| bad(BodyError::HeaderLength(format!("{v:?}"))))?,
-        ),
+    let body = body?;
+    let encoding = content_encoding(&headers).map_err(bad)?;
+    let header_length = header_length(&headers).map_err(bad)?;
+    let inline = encoding.is_none() && body.len() <= INLINE_BODY;
+    let limit = config.max_body_bytes;
+    let read = move || -> Result<(Bytes, kserve::Decoded), BodyError> {
+        let body = inflate(encoding, body, limit)?;
+        let decoded = kserve::decode(&body, header_length)?;
+        Ok((body, decoded))
     };
-    let decoded = kserve::decode(&body, header_length).map_err(|e| bad(e.into()))?;
+    let (body, decoded) = match inline {
+        true => read(),
+        false => core.offload(None, read).await?,
+    }
+    .map_err(bad)?;
     let result = core
         .infer(InferRequest {
             model: &p.name,
@@ -364,7 +406,7 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if bearer_matches(given, token) {
+    if bearer_matches(given, token.expose()) {
         next.run(request).await
     } else {
         ApiError(
@@ -375,29 +417,88 @@ async fn require_token(
     }
 }
 
-/// Refuses a body whose declared length is over the limit before reading
+/// A route that changes the server (model control) refuses what a
+/// browser page on another site can send without asking: a form's or
+/// plain text's content type (415), and any `Origin` that is not this
+/// server's own host (403). Clients that are not browsers send JSON or
+/// nothing, and no Origin.
+async fn refuse_cross_site(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("?").to_ascii_lowercase());
+    if let Some(t) = content_type.filter(|t| !t.starts_with("application/json")) {
+        return ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "model control takes a JSON body (Content-Type: application/json) or none, not `{}`",
+                crate::error::clip(&t, 64)
+            ),
+        )
+        .into_response();
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let same_site = |o: &str| {
+        let authority = o.split_once("://").map_or(o, |(_, a)| a);
+        host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
+    };
+    if let Some(o) = origin.filter(|o| !same_site(o)) {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "model control refuses calls from web pages of another origin (`{}`)",
+                crate::error::clip(o, 128)
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// The body limit of a request: image calls take encoded images.
+fn body_limit(config: &HttpConfig, path: &str) -> usize {
+    match path.ends_with("/classify") {
+        true => config.max_image_body_bytes,
+        false => config.max_body_bytes,
+    }
+}
+
+/// Refuses a body whose declared length is over its limit before reading
 /// any of it (a body without a declared length is cut off at the limit as
-/// it is read).
-async fn refuse_oversized(
-    State(config): State<Arc<HttpConfig>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let declared = request
-        .headers()
+/// it is read), and holds its share of the in-flight budget
+/// ([`crate::core::Budget`]) from before it is read to the response: twice
+/// what it declares, or its limit when it declares nothing or is
+/// compressed.
+async fn refuse_oversized(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = body_limit(&state.config, request.uri().path());
+    let h = request.headers();
+    let declared = h
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > config.max_body_bytes as u64 => ApiError(
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        return ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the body is {n} bytes, over the length limit of {} (--max-message-bytes)",
-                config.max_body_bytes
+                "the body is {n} bytes, over the length limit of {limit} (--max-message-bytes)"
             ),
         )
-        .into_response(),
-        _ => next.run(request).await,
+        .into_response();
+    }
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let compressed = h.contains_key(header::CONTENT_ENCODING);
+    let holds = match (declared, compressed) {
+        (Some(n), false) => n as usize,
+        _ => limit,
+    };
+    match state.core.budget().take(holds.saturating_mul(2)) {
+        Ok(_share) => next.run(request).await,
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -436,16 +537,23 @@ pub fn router(core: Arc<Core>, config: HttpConfig) -> Router {
             .route(&format!("{prefix}/infer"), post(infer))
             .route(&format!("{prefix}/classify"), post(classify));
     }
-    let guarded = models
-        .route("/v2", get(server_metadata))
-        .route("/v2/models/stats", get(all_statistics))
+    let control = Router::new()
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{name}/load", post(repository_load))
         .route(
             "/v2/repository/models/{name}/unload",
             post(repository_unload),
         )
+        .route_layer(middleware::from_fn(refuse_cross_site));
+    let guarded = models
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/stats", get(all_statistics))
+        .merge(control)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let largest = state
+        .config
+        .max_body_bytes
+        .max(state.config.max_image_body_bytes);
     Router::new()
         .route("/", get(page))
         .route("/v2/health/live", get(live))
@@ -453,7 +561,7 @@ pub fn router(core: Arc<Core>, config: HttpConfig) -> Router {
         .merge(guarded)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(largest))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             refuse_oversized,
@@ -470,23 +578,29 @@ pub async fn serve(
     gate: Gate,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let failed = |detail: String| ServerError::Serve {
-        front: "HTTP",
-        detail,
+    let timing = stall::BodyTiming {
+        idle: config.body_timeout,
+        total: config.body_deadline,
     };
-    let (after, stalls) = (config.body_timeout, gate.stalls());
+    let stalls = gate.stalls();
     let app = router(core, config).layer(tower::util::MapRequestLayer::new(
         move |request: Request| {
             request.map(|body| {
-                axum::body::Body::new(stall::guarded(body, after, stalls.clone(), |s| Box::new(s)))
+                axum::body::Body::new(stall::guarded(body, timing, stalls.clone(), |s| {
+                    Box::new(s)
+                }))
             })
         },
     ));
-    let admitted = AdmittedListener::new(&gate, listener).map_err(|e| failed(e.to_string()))?;
-    axum::serve(admitted, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| failed(e.to_string()))
+    conns::serve(
+        app,
+        gate.admit(listener),
+        gate.header_timeout(),
+        gate.heads_cut(),
+        shutdown,
+    )
+    .await;
+    Ok(())
 }
 
 /// Why a REST inference body cannot be read.
