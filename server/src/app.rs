@@ -314,7 +314,7 @@ fn spawn_fronts(
     let limits = config.connections;
     let grpc = tokio::spawn({
         let (core, grpc, sizes) = (core.clone(), config.grpc.clone(), *sizes);
-        let gate = Gate::new(limits, "grpc", metrics);
+        let gate = Gate::new(limits, "grpc", metrics).expecting_calls(limits.handshake_timeout);
         let drained = raised(drain.clone());
         async move { crate::grpc::serve(core, &grpc, &sizes, listeners.grpc, gate, drained).await }
     });

@@ -231,6 +231,12 @@ pub struct Args {
     /// read it, or that sits idle this long between kept-alive requests.
     #[arg(long, default_value_t = 30_000)]
     pub header_timeout_ms: u64,
+    /// Close a gRPC connection whose first call has not arrived this many
+    /// milliseconds after its first byte: the TLS handshake, the HTTP/2
+    /// preface and the call's headers (a half-sent preface held a
+    /// connection for good). 0: never.
+    #[arg(long, default_value_t = 30_000)]
+    pub handshake_timeout_ms: u64,
     /// TCP keepalive after this many idle seconds (0: off).
     #[arg(long, default_value_t = 60)]
     pub tcp_keepalive_secs: u64,
@@ -375,6 +381,7 @@ impl Args {
                 tcp_keepalive: (self.tcp_keepalive_secs > 0)
                     .then(|| Duration::from_secs(self.tcp_keepalive_secs)),
                 header_timeout: millis(self.header_timeout_ms),
+                handshake_timeout: millis(self.handshake_timeout_ms),
             },
             metrics_token: self.metrics_token.clone(),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
@@ -475,6 +482,7 @@ impl Args {
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             tls_client_ca: self.tls_client_ca.clone(),
             auth_token: self.auth_token.clone(),
+            handshake_timeout: millis(self.handshake_timeout_ms),
             http2: Http2Settings {
                 max_concurrent_streams: self.http2_max_streams.max(1),
                 max_header_list_bytes: self.max_header_bytes,

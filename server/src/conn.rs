@@ -14,10 +14,12 @@
 //! Connections that did speak stay open while the client keeps them (HTTP/2
 //! keepalive pings, set on the gRPC server, find dead peers).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,6 +41,10 @@ pub struct ConnLimits {
     /// long after the server began to read it, including the idle time
     /// before the next request on a kept-alive connection (None: never).
     pub header_timeout: Option<Duration>,
+    /// gRPC: close a connection whose first call (TLS handshake and
+    /// HTTP/2 preface included) has not arrived this long after its first
+    /// byte (None: never).
+    pub handshake_timeout: Option<Duration>,
 }
 
 impl Default for ConnLimits {
@@ -48,6 +54,7 @@ impl Default for ConnLimits {
             first_byte_timeout: Duration::from_secs(10),
             tcp_keepalive: Some(Duration::from_secs(60)),
             header_timeout: Some(Duration::from_secs(30)),
+            handshake_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -61,6 +68,9 @@ pub struct Gate {
     refused: IntCounterVec,
     stalls: IntCounter,
     heads_cut: IntCounter,
+    handshakes_cut: IntCounter,
+    /// The first-call deadline of each connection (gRPC only).
+    first_call: Option<Duration>,
     front: String,
 }
 
@@ -76,6 +86,40 @@ impl std::fmt::Debug for Gate {
 pub struct Admitted {
     io: TcpStream,
     _place: Place,
+    /// Until its first call arrives, the deadline for it (gRPC).
+    first_call: Option<FirstCall>,
+}
+
+/// The deadline of a connection's first call: the TLS handshake, the
+/// HTTP/2 preface and the first call's headers must all come by then. A
+/// half-sent preface (`PRI * HTTP/2.0` and nothing more) held a gRPC
+/// connection for good; hyper times out neither it nor a stalled
+/// handshake.
+struct FirstCall {
+    /// Set by the gRPC front end when a call arrives on the connection.
+    spoke: Arc<AtomicBool>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// `rir_connections_cut_total{front, reason="handshake"}`.
+    cut: IntCounter,
+}
+
+/// What the gRPC front end learns of a connection with each call: its
+/// address, and the flag that lifts its first-call deadline
+/// ([`AdmittedInfo::spoke`]).
+#[derive(Debug, Clone)]
+pub struct AdmittedInfo {
+    /// The TCP addresses.
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+    spoke: Option<Arc<AtomicBool>>,
+}
+
+impl AdmittedInfo {
+    /// A call arrived on this connection: it is past its handshake.
+    pub fn spoke(&self) {
+        if let Some(s) = &self.spoke {
+            s.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// One of the `max_connections` places, and the gauge it counts in.
@@ -101,6 +145,10 @@ impl Gate {
             refused: metrics.connections_refused.clone(),
             stalls: metrics.stalled.with_label_values(&[front]),
             heads_cut: metrics.connections_cut.with_label_values(&[front, "head"]),
+            handshakes_cut: metrics
+                .connections_cut
+                .with_label_values(&[front, "handshake"]),
+            first_call: None,
             front: front.to_string(),
         }
     }
@@ -109,6 +157,13 @@ impl Gate {
     /// arriving ([`crate::stall`]).
     pub fn stalls(&self) -> IntCounter {
         self.stalls.clone()
+    }
+
+    /// Gives each connection `timeout` (None: none) from its first byte to
+    /// its first call ([`AdmittedInfo::spoke`] marks it).
+    pub fn expecting_calls(mut self, timeout: Option<Duration>) -> Self {
+        self.first_call = timeout;
+        self
     }
 
     /// The HTTP/1 header read timeout of this front end's connections.
@@ -159,6 +214,11 @@ impl Gate {
                     open: gate.open.clone(),
                 };
                 configure(&tcp, gate.limits.tcp_keepalive);
+                let first_call = gate.first_call.map(|d| FirstCall {
+                    spoke: Arc::new(AtomicBool::new(false)),
+                    deadline: Box::pin(tokio::time::sleep(d)),
+                    cut: gate.handshakes_cut.clone(),
+                });
                 let (tx, wait) = (tx.clone(), gate.limits.first_byte_timeout);
                 let silent = gate.refused.with_label_values(&[&gate.front, "silent"]);
                 tokio::spawn(async move {
@@ -169,6 +229,7 @@ impl Gate {
                                 .send(Admitted {
                                     io: tcp,
                                     _place: place,
+                                    first_call,
                                 })
                                 .await;
                         }
@@ -204,6 +265,18 @@ impl AsyncRead for Admitted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(f) = &mut self.first_call {
+            if f.spoke.load(Ordering::Acquire) {
+                self.first_call = None;
+            } else if f.deadline.as_mut().poll(cx).is_ready() {
+                f.cut.inc();
+                self.first_call = None;
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no call within the handshake timeout (--handshake-timeout-ms)",
+                )));
+            }
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -239,9 +312,12 @@ impl AsyncWrite for Admitted {
 }
 
 impl tonic::transport::server::Connected for Admitted {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = AdmittedInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        AdmittedInfo {
+            tcp: self.io.connect_info(),
+            spoke: self.first_call.as_ref().map(|f| f.spoke.clone()),
+        }
     }
 }

@@ -467,3 +467,58 @@ async fn an_http_body_that_trickles_in_time_piece_by_piece_still_ends_at_its_dea
     );
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_connection_without_a_first_call_is_cut_at_the_handshake_timeout() {
+    let flags = [
+        "--handshake-timeout-ms",
+        "1000",
+        "--tcp-keepalive-secs",
+        "0",
+    ];
+    let s = TestServer::start(None, &flags).await;
+    // A client that calls at once keeps its connection past the deadline.
+    let mut client = s.kserve().await;
+    client.model_infer(request()).await.unwrap();
+    // Half a preface, then nothing: held for good before.
+    let mut half = TcpStream::connect(host(&s.url)).await.unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let started = Instant::now();
+    // The server speaks first in HTTP/2 (its SETTINGS): read until it closes.
+    let (_, closed) = read_until_closed(&mut half, Duration::from_secs(5)).await;
+    assert!(closed, "a half-sent preface is still open");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "cut after {waited:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client.model_infer(request()).await.unwrap();
+    let cut = r#"rir_connections_cut_total{front="grpc",reason="handshake"}"#;
+    assert_eq!(s.metric(cut).await, 1.0);
+    assert_eq!(s.metric(r#"rir_open_connections{front="grpc"}"#).await, 1.0);
+    s.shutdown().await.unwrap();
+
+    // Under TLS: a handshake that stops after its first bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = rir_testkit::tls::self_signed(dir.path());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let tls = [&flags[..], &["--tls-cert", &cert, "--tls-key", &key]].concat();
+    let s = TestServer::start(None, &tls).await;
+    let mut stalled = TcpStream::connect(host(&s.url)).await.unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0xff])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_by_server(&mut stalled, Duration::from_secs(5)).await,
+        "a stalled TLS handshake is still open"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    s.shutdown().await.unwrap();
+}

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Status};
 
 use crate::auth::bearer_matches;
-use crate::conn::Gate;
+use crate::conn::{AdmittedInfo, Gate};
 use crate::core::Core;
 use crate::error::ServerError;
 use crate::limits::MessageLimits;
@@ -44,6 +44,9 @@ pub struct GrpcConfig {
     pub auth_token: Option<crate::auth::Token>,
     /// HTTP/2 settings.
     pub http2: Http2Settings,
+    /// Longest TLS handshake (tonic's own deadline; the connection gate
+    /// holds the first call to the same).
+    pub handshake_timeout: Option<Duration>,
 }
 
 /// The HTTP/2 settings that bound what one connection may hold or cost.
@@ -89,6 +92,19 @@ fn oversized_to_resource_exhausted<B>(mut res: http::Response<B>) -> http::Respo
             .insert("grpc-status", http::HeaderValue::from_static("8"));
     }
     res
+}
+
+/// A call arrived: its connection is past its handshake deadline.
+fn mark_spoke<B>(req: http::Request<B>) -> http::Request<B> {
+    let e = req.extensions();
+    let info = e.get::<AdmittedInfo>().or_else(|| {
+        e.get::<tonic::transport::server::TlsConnectInfo<AdmittedInfo>>()
+            .map(|t| t.get_ref())
+    });
+    if let Some(i) = info {
+        i.spoke();
+    }
+    req
 }
 
 fn check_token(
@@ -176,7 +192,10 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(h2.keepalive_timeout));
     if let Some(tls) = tls(config)? {
         builder = builder
-            .tls_config(tls)
+            .tls_config(match config.handshake_timeout {
+                Some(t) => tls.timeout(t),
+                None => tls,
+            })
             .map_err(|e| ServerError::Tls(e.to_string()))?;
     }
     let on_shutdown = async move {
@@ -194,6 +213,7 @@ pub async fn serve(
     };
     let stalls = gate.stalls();
     let router = builder
+        .layer(tower::util::MapRequestLayer::new(mark_spoke))
         .layer(tower::util::MapResponseLayer::new(
             oversized_to_resource_exhausted,
         ))
