@@ -4,8 +4,9 @@
 //! thread while the old ones serve, then swaps the registry's snapshot:
 //! requests already running finish on the version they started with.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::ServeError;
 use crate::loader::{Loaded, Loader};
@@ -39,6 +40,14 @@ pub struct Controller {
     registry: Arc<Registry>,
     /// One load, unload or poll at a time.
     lock: tokio::sync::Mutex<()>,
+    /// Loads started so far: each load's sequence number.
+    started: AtomicU64,
+    /// Each model's last finished load: its sequence number and result.
+    /// A load call that waited while a load of the same model started and
+    /// finished takes that result instead of reading every file again
+    /// (that load saw the disk as it was when this call came, or later),
+    /// so a burst of load calls costs one or two loads, not one each.
+    finished: std::sync::Mutex<HashMap<String, (u64, Result<(), ServeError>)>>,
 }
 
 impl Controller {
@@ -49,6 +58,8 @@ impl Controller {
             mode,
             registry,
             lock: tokio::sync::Mutex::new(()),
+            started: AtomicU64::new(0),
+            finished: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -123,7 +134,17 @@ impl Controller {
     /// failed and the previous one kept serving.
     pub async fn load(&self, name: &str) -> Result<(), ServeError> {
         self.explicit()?;
+        let arrived = self.started.load(Ordering::SeqCst);
         let _one_at_a_time = self.lock.lock().await;
+        if let Some(result) = self.finished_since(name, arrived) {
+            tracing::debug!(model = %name, "load coalesced with the one that just ran");
+            self.loader
+                .metrics
+                .loads_coalesced
+                .with_label_values(&[name])
+                .inc();
+            return result;
+        }
         let on_disk =
             model_names(&self.loader.root).map_err(|e| ServeError::Internal(e.to_string()))?;
         if !on_disk.iter().any(|n| n == name) {
@@ -131,7 +152,21 @@ impl Controller {
                 "no model `{name}` in the repository"
             )));
         }
-        self.reload(name).await
+        let mine = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = self.reload(name).await;
+        if let Ok(mut f) = self.finished.lock() {
+            f.insert(name.to_string(), (mine, result.clone()));
+        }
+        result
+    }
+
+    /// The result of a load of `name` that started after sequence
+    /// number `arrived` and has finished, if any.
+    fn finished_since(&self, name: &str, arrived: u64) -> Option<Result<(), ServeError>> {
+        let f = self.finished.lock().ok()?;
+        f.get(name)
+            .filter(|(seq, _)| *seq > arrived)
+            .map(|(_, r)| r.clone())
     }
 
     /// Stops serving model `name` (explicit mode); requests already

@@ -39,6 +39,9 @@ pub struct Metrics {
     /// Model version loads by model and outcome (`ready`, `failed`): a
     /// repository poll that finds nothing changed loads nothing.
     pub loads: IntCounterVec,
+    /// Load calls answered with the result of a load of the same model
+    /// that started after them, instead of loading again.
+    pub loads_coalesced: IntCounterVec,
     /// Requests waiting in the queue.
     pub pending: IntGaugeVec,
     /// Open connections by front end (`grpc`, `http`).
@@ -275,6 +278,10 @@ impl Metrics {
                 "rir_model_loads_total",
                 "model version loads by outcome (ready, failed)",
                 &["model", "outcome"],
+            )?,
+            loads_coalesced: per_model(
+                "rir_model_loads_coalesced_total",
+                "load calls that took the result of a load of the same model that ran while they waited",
             )?,
             stalled: counter(
                 "rir_stalled_requests_total",

@@ -498,3 +498,47 @@ async fn model_control_refuses_what_a_page_of_another_site_can_send() {
     assert!(!s.core().model_ready("gray", ""));
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_load_calls_for_one_model_costs_a_few_loads_not_one_each() {
+    let (_dir, s) = explicit_gray().await;
+    let loads = r#"rir_model_loads_total{model="rgb",outcome="ready"}"#;
+    let coalesced = r#"rir_model_loads_coalesced_total{model="rgb"}"#;
+    assert_eq!(s.metric(loads).await, 0.0);
+    let mut clients = vec![];
+    for _ in 0..12 {
+        clients.push(s.kserve().await);
+    }
+    let mut calls = vec![];
+    for mut c in clients {
+        calls.push(tokio::spawn(async move {
+            c.repository_model_load(pb::RepositoryModelLoadRequest {
+                model_name: "rgb".into(),
+                ..Default::default()
+            })
+            .await
+        }));
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // The first call loads rgb; each call that came while a load ran takes
+    // the result of the next one: the 12 calls run a few loads (one, and
+    // two or three on a busy machine), and every other call shares one.
+    assert_eq!(s.metric(loads).await, 1.0);
+    let shared = s.metric(coalesced).await;
+    assert!(
+        (9.0..=11.0).contains(&shared),
+        "{shared} of 12 calls coalesced"
+    );
+    // A load asked for after the burst runs again (it may find new files).
+    let mut c = s.kserve().await;
+    c.repository_model_load(pb::RepositoryModelLoadRequest {
+        model_name: "rgb".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.metric(coalesced).await, shared);
+    s.shutdown().await.unwrap();
+}
