@@ -152,11 +152,19 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
             metrics.shed.with_label_values(&["decoders"]),
         ),
     ));
+    let metrics_tls = metrics_tls(&config)?;
     let listeners = Listeners::bind(&config).await?;
     let addresses = listeners.addresses()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
-    let fronts = spawn_fronts(&config, &limits, &core, &metrics, listeners, &drain_rx);
+    let fronts = spawn_fronts(
+        &config,
+        &limits,
+        &core,
+        &metrics,
+        (listeners, metrics_tls),
+        &drain_rx,
+    );
     let poller = spawn_poller(&config.repository, &core);
     core.set_ready(true);
     if !all_ready {
@@ -177,6 +185,21 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         stopper: Stopper(Arc::new(stop_tx)),
         lifecycle,
     })
+}
+
+/// Under TLS, the metrics endpoint's acceptor (the gRPC certificate) and
+/// its handshake deadline.
+fn metrics_tls(
+    config: &Config,
+) -> Result<Option<(tokio_rustls::TlsAcceptor, Duration)>, ServerError> {
+    let Some((cert, key)) = &config.grpc.tls else {
+        return Ok(None);
+    };
+    let within = config
+        .connections
+        .handshake_timeout
+        .unwrap_or(Duration::from_secs(30));
+    Ok(Some((crate::http::tls::acceptor(cert, key)?, within)))
 }
 
 /// The process's budget of request bytes in flight, counted in `metrics`.
@@ -308,7 +331,7 @@ fn spawn_fronts(
     sizes: &MessageLimits,
     core: &Arc<Core>,
     metrics: &Arc<Metrics>,
-    listeners: Listeners,
+    (listeners, metrics_tls): (Listeners, Option<(tokio_rustls::TlsAcceptor, Duration)>),
     drain: &watch::Receiver<bool>,
 ) -> Fronts {
     let limits = config.connections;
@@ -341,6 +364,7 @@ fn spawn_fronts(
         config.metrics_token.clone(),
         listeners.metrics,
         Gate::new(limits, "metrics", metrics),
+        metrics_tls,
         raised(metrics_stopped),
     ));
     Fronts {
@@ -385,7 +409,12 @@ fn announce(config: &Config, a: &Addresses, limits: &MessageLimits) {
         limits.rest >> 10,
         limits.rest_image >> 10
     );
-    tracing::info!("metrics on http://{}/metrics", a.metrics);
+    let scheme = if config.grpc.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!("metrics on {scheme}://{}/metrics", a.metrics);
     let security = match (&config.grpc.tls, &config.grpc.tls_client_ca) {
         (Some(_), Some(_)) => " (mutual TLS)",
         (Some(_), None) => " (TLS)",

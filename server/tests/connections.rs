@@ -522,3 +522,64 @@ async fn a_grpc_connection_without_a_first_call_is_cut_at_the_handshake_timeout(
     );
     s.shutdown().await.unwrap();
 }
+
+/// The metrics page fetched over TLS, trusting `ca_pem`: status line and body.
+async fn scrape_over_tls(addr: &str, ca_pem: &str, token: &str) -> String {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut page = String::new();
+    tls.read_to_string(&mut page).await.unwrap();
+    page
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_tls_the_metrics_and_their_token_never_cross_in_the_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, pem) = rir_testkit::tls::self_signed(dir.path());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let flags = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--metrics-token",
+        "scrape",
+    ];
+    let s = TestServer::start(None, &flags).await;
+    let addr = host(&s.metrics_url).to_string();
+    let page = scrape_over_tls(&addr, &pem, "scrape").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("rir_open_connections"), "{page}");
+    let refused = scrape_over_tls(&addr, &pem, "wrong").await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    // Plain HTTP gets no page: the server waits for a TLS handshake and
+    // closes on what is not one.
+    let mut plain = TcpStream::connect(&addr).await.unwrap();
+    plain
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut plain, Duration::from_secs(5)).await;
+    assert!(closed, "{answer}");
+    assert!(!answer.contains("rir_open_connections"), "{answer}");
+    s.shutdown().await.unwrap();
+}

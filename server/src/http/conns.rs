@@ -21,18 +21,32 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::conn::Admitted;
+
+/// How connections are served: their deadlines, TLS, and the counter of
+/// those cut.
+#[derive(Clone)]
+pub struct Serving {
+    /// hyper's header read timeout (None: none).
+    pub header_timeout: Option<Duration>,
+    /// TLS, with the longest its handshake may take.
+    pub tls: Option<(TlsAcceptor, Duration)>,
+    /// `rir_connections_cut_total{front, reason="head"}` (TLS handshakes
+    /// past their deadline count here too: they never sent a head).
+    pub heads_cut: IntCounter,
+}
 
 /// Serves `app` on the connections `admitted` hands over until `shutdown`
 /// resolves, then lets requests in flight finish and returns.
 pub async fn serve(
     app: Router,
     mut admitted: mpsc::Receiver<Admitted>,
-    header_timeout: Option<Duration>,
-    heads_cut: IntCounter,
+    serving: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -46,11 +60,19 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let app = app.clone();
+        let (app, serving) = (app.clone(), serving.clone());
         let (stop, open) = (stop_rx.clone(), open_rx.clone());
-        let cut = heads_cut.clone();
         tokio::spawn(async move {
-            connection(app, io, header_timeout, cut, stop).await;
+            match serving.tls.clone() {
+                None => connection(app, io, &serving, stop).await,
+                Some((acceptor, within)) => {
+                    match tokio::time::timeout(within, acceptor.accept(io)).await {
+                        Ok(Ok(tls)) => connection(app, tls, &serving, stop).await,
+                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                        Err(_) => serving.heads_cut.inc(),
+                    }
+                }
+            }
             drop(open);
         });
     }
@@ -62,20 +84,17 @@ pub async fn serve(
 
 /// One connection, until the client closes it, a deadline passes, or a
 /// stop is raised (then once its request in flight is answered).
-async fn connection(
-    app: Router,
-    io: Admitted,
-    header_timeout: Option<Duration>,
-    heads_cut: IntCounter,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn connection<Io>(app: Router, io: Io, serving: &Serving, mut stop: watch::Receiver<bool>)
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = TowerToHyperService::new(
         app.map_request(|r: http::Request<Incoming>| r.map(Body::new))
             .map_err(|e: Infallible| match e {}),
     );
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new());
-    builder.header_read_timeout(header_timeout);
+    builder.header_read_timeout(serving.header_timeout);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut stopping = false;
     loop {
@@ -83,7 +102,7 @@ async fn connection(
             done = conn.as_mut() => {
                 if let Err(e) = done {
                     if e.is_timeout() {
-                        heads_cut.inc();
+                        serving.heads_cut.inc();
                     }
                     tracing::debug!("HTTP connection ended: {e}");
                 }

@@ -46,25 +46,25 @@ async fn scrape(State(e): State<Endpoint>, headers: HeaderMap) -> Response {
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], e.metrics.render()).into_response()
 }
 
-/// Serves `metrics` on the connections `gate` admits from `listener`
-/// until `shutdown` resolves.
+/// Serves `metrics` on the connections `gate` admits from `listener`,
+/// over `tls` when given (with its handshake deadline), until `shutdown`
+/// resolves.
 pub async fn serve(
     metrics: Arc<Metrics>,
     token: Option<Token>,
     listener: tokio::net::TcpListener,
     gate: Gate,
+    tls: Option<(tokio_rustls::TlsAcceptor, std::time::Duration)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let app = Router::new()
         .fallback(scrape)
         .with_state(Endpoint { metrics, token });
-    super::conns::serve(
-        app,
-        gate.admit(listener),
-        gate.header_timeout(),
-        gate.heads_cut(),
-        shutdown,
-    )
-    .await;
+    let serving = super::conns::Serving {
+        header_timeout: gate.header_timeout(),
+        tls,
+        heads_cut: gate.heads_cut(),
+    };
+    super::conns::serve(app, gate.admit(listener), serving, shutdown).await;
     Ok(())
 }

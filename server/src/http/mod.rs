@@ -9,6 +9,7 @@ pub mod bounded;
 pub mod conns;
 pub mod kserve;
 pub mod metrics;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -592,14 +593,12 @@ pub async fn serve(
             })
         },
     ));
-    conns::serve(
-        app,
-        gate.admit(listener),
-        gate.header_timeout(),
-        gate.heads_cut(),
-        shutdown,
-    )
-    .await;
+    let serving = conns::Serving {
+        header_timeout: gate.header_timeout(),
+        tls: None,
+        heads_cut: gate.heads_cut(),
+    };
+    conns::serve(app, gate.admit(listener), serving, shutdown).await;
     Ok(())
 }
 
