@@ -15,6 +15,9 @@
 //!   over time and the bad requests' statuses.
 //! - [`tracing_cost`]: rir-serve with OpenTelemetry traces off and on,
 //!   side by side.
+//! - [`hostile`]: every hostile request class at once beside good
+//!   traffic, against rir-serve's defaults; [`attacks`]: those requests
+//!   as wire bytes, which rir-server's tests send too.
 //! - [`point`]: what every benchmark measures with: a random-input
 //!   workload and one closed-loop point.
 //! - [`serve_process`]: rir-serve as a child process on free ports (its
@@ -23,9 +26,11 @@
 //! - [`otlp_sink`]: an OTLP trace receiver that keeps the spans it gets.
 //! - [`error`]: what stops a benchmark.
 
+pub mod attacks;
 pub mod ceiling;
 pub mod compare;
 pub mod error;
+pub mod hostile;
 pub mod otlp_sink;
 pub mod point;
 pub mod serve_process;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rir_bench::ceiling::ceiling;
 use rir_bench::compare::{CompareOptions, compare};
+use rir_bench::hostile::{HostileOptions, hostile, table as hostile_table};
 use rir_bench::point::BenchOptions;
 use rir_bench::serve_process::{Served, serve_binary};
 use rir_bench::server::{ServerBenchOptions, server};
@@ -91,10 +92,43 @@ enum BenchCommand {
         bound fails.\n\nThe issue's soak: rir-bench soak (30 minutes, 80 %, 5 % bad)."
     )]
     Soak(SoakArgs),
+    /// Every hostile request class at once (bombs that decode far larger
+    /// than they travel, heads and bodies that never finish) beside good
+    /// traffic at half capacity, against rir-serve with its default flags;
+    /// exit 1 when the server died, a good request failed, or its memory
+    /// passed --max-rss-mb.
+    Hostile(HostileArgs),
     /// What OpenTelemetry tracing costs: rir-serve with traces off and on
     /// (every request sampled, exported over OTLP/gRPC to a receiver in
     /// this process), in alternating rounds at each concurrency.
     Tracing(TracingArgs),
+}
+
+#[derive(Args)]
+struct HostileArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Seconds of each phase (good traffic alone, then attacked).
+    #[arg(short = 'd', long, default_value_t = 120.0)]
+    duration: f64,
+    /// Share of the measured capacity the good traffic offers.
+    #[arg(long, default_value_t = 0.5)]
+    load: f64,
+    /// Copies of each attack running at once.
+    #[arg(long, default_value_t = 2)]
+    per_attack: usize,
+    /// The server's peak memory may not pass this, MiB.
+    #[arg(long, default_value_t = 1024.0)]
+    max_rss_mb: f64,
+    /// More rir-serve arguments, space-separated (none: its defaults).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    server_args: String,
+    /// Write the figures as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(short = 'q', long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -234,6 +268,7 @@ fn main() -> ExitCode {
                 BenchCommand::Compare(a) => compare(&a.options()?).await?,
                 BenchCommand::Server(a) => server(&a.options()?).await?,
                 BenchCommand::Soak(a) => return run_soak(a).await,
+                BenchCommand::Hostile(a) => return run_hostile(a).await,
                 BenchCommand::Tracing(a) => tracing_cost(&a.options()?).await?,
             };
             print!("{text}");
@@ -297,6 +332,32 @@ impl SoakArgs {
             progress: !self.quiet,
         })
     }
+}
+
+/// The hostile benchmark, its tables, its JSON, and exit 1 when the server
+/// died, a good request failed or the memory bound was passed.
+async fn run_hostile(a: HostileArgs) -> Result<ExitCode> {
+    let o = HostileOptions {
+        served: a.serve.served()?,
+        server_args: words(&a.server_args),
+        duration: seconds(a.duration, "--duration")?,
+        load: a.load,
+        per_attack: a.per_attack,
+        progress: !a.quiet,
+    };
+    let h = hostile(&o).await?;
+    print!("{}", hostile_table(&h));
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&h)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    let passed = h.server_exit.is_none()
+        && h.attacked.report.failed() == 0
+        && h.attacked.peak_rss_mib <= a.max_rss_mb;
+    Ok(match passed {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    })
 }
 
 /// The soak, its table, its JSON, and exit 1 when a bound failed.

@@ -155,7 +155,10 @@ pub async fn spawn_on(
         .arg(models)
         .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
-        .args(["--http-addr", "off"])
+        .args(match args.iter().any(|a| a == "--http-addr") {
+            true => &[][..],
+            false => &["--http-addr", "off"][..],
+        })
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -6,14 +6,13 @@
 //! would raise. The attacks are built as wire bytes (a prost message of
 //! millions of entries would cost the client what it costs the server).
 
-use std::io::Write;
-
-use prost::bytes::{Buf, BufMut};
+use rir_bench::attacks::{
+    CLASSIFY, MODEL_INFER, empty_entries, many_outputs_gzip, nested_arrays_gzip, raw_call,
+};
 use rir_testkit::requests::fp32_request;
 use rir_testkit::server::TestServer;
 use rir_testkit::web::call;
 use tonic::Code;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// The most one hostile request may add to the server's peak RSS, MiB.
 const BOUND_MIB: u64 = 64;
@@ -46,97 +45,6 @@ async fn growth_mib<F: std::future::Future<Output = ()>>(attack: F) -> u64 {
     peak_kib().saturating_sub(before) >> 10
 }
 
-/// Message bytes as they are, both ways: the attack is wire bytes.
-#[derive(Debug, Clone, Default)]
-struct Raw;
-
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl Encoder for Raw {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let v = buf.chunk().to_vec();
-        buf.advance(v.len());
-        Ok(Some(v))
-    }
-}
-
-/// Calls `path` with `message` as its wire bytes.
-async fn raw_call(url: &str, path: &'static str, message: Vec<u8>) -> tonic::Status {
-    let channel = tonic::transport::Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
-    grpc.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::from_static(path);
-    match grpc.unary(tonic::Request::new(message), path, Raw).await {
-        Ok(_) => tonic::Status::ok("answered"),
-        Err(s) => s,
-    }
-}
-
-/// `model_name: "gray"` then `n` empty entries of field `field` (2 bytes
-/// each on the wire).
-fn empty_entries(field: u8, n: usize) -> Vec<u8> {
-    let mut m = vec![0x0a, 4];
-    m.extend_from_slice(b"gray");
-    let tag = (field << 3) | 2;
-    m.reserve(2 * n);
-    for _ in 0..n {
-        m.extend_from_slice(&[tag, 0]);
-    }
-    m
-}
-
-/// A gzip REST body: one FP32 input whose `data` holds `n` one-element
-/// arrays, `[0],[0],...` (compressed as it is written).
-fn nested_arrays_gzip(n: usize) -> Vec<u8> {
-    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    z.write_all(br#"{"inputs":[{"name":"x","shape":[1,1,28,28],"datatype":"FP32","data":["#)
-        .unwrap();
-    let chunk = "[0],".repeat(4096);
-    for _ in 0..n / 4096 {
-        z.write_all(chunk.as_bytes()).unwrap();
-    }
-    z.write_all(b"[0]]}]}").unwrap();
-    z.finish().unwrap()
-}
-
-/// A gzip REST body of `n` requested outputs with empty parameters.
-fn many_outputs_gzip(n: usize) -> Vec<u8> {
-    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    z.write_all(br#"{"inputs":[],"outputs":["#).unwrap();
-    let chunk = r#"{"name":"o","parameters":{}},"#.repeat(1024);
-    for _ in 0..n / 1024 {
-        z.write_all(chunk.as_bytes()).unwrap();
-    }
-    z.write_all(br#"{"name":"o"}]}"#).unwrap();
-    z.finish().unwrap()
-}
-
 /// One good call over each protocol still answers.
 async fn still_serves(s: &TestServer) {
     let mut c = s.kserve().await;
@@ -154,14 +62,14 @@ async fn requests_that_decode_into_far_more_than_they_carry_are_refused_within_t
     let s = TestServer::start(None, &["--max-message-bytes", "16777216"]).await;
     still_serves(&s).await;
     let url = s.url.clone();
-    let infer = "/inference.GRPCInferenceService/ModelInfer";
 
     // 16 MB ModelInfer messages: 8 M empty inputs, then 8 M empty outputs
     // (2.6 GB and 0.9 GB decoded before the wire check).
     for (field, name) in [(5u8, "inputs"), (6, "outputs"), (7, "raw_input_contents")] {
-        let message = empty_entries(field, (8 << 20) - 8);
+        let message = empty_entries("gray", field, (16 << 20) - 16);
         let mut status = None;
-        let mib = growth_mib(async { status = Some(raw_call(&url, infer, message).await) }).await;
+        let call = async { status = Some(raw_call(&url, MODEL_INFER, message).await) };
+        let mib = growth_mib(call).await;
         let status = status.unwrap();
         println!(
             "gRPC, 8 M empty {name}: {:?} {}; peak +{mib} MiB",
@@ -178,10 +86,9 @@ async fn requests_that_decode_into_far_more_than_they_carry_are_refused_within_t
         still_serves(&s).await;
     }
     // Classify with 8 M empty images.
-    let images = empty_entries(3, (8 << 20) - 8);
+    let images = empty_entries("gray", 3, (16 << 20) - 16);
     let mut status = None;
-    let classify = "/rir.v1.ImageClassifier/Classify";
-    let mib = growth_mib(async { status = Some(raw_call(&url, classify, images).await) }).await;
+    let mib = growth_mib(async { status = Some(raw_call(&url, CLASSIFY, images).await) }).await;
     let status = status.unwrap();
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     assert!(mib < BOUND_MIB, "images: +{mib} MiB");
@@ -194,8 +101,8 @@ async fn requests_that_decode_into_far_more_than_they_carry_are_refused_within_t
         ("content-type", "application/json"),
     ];
     for (what, body) in [
-        ("nested arrays", nested_arrays_gzip((16 << 20) / 4 - 4096)),
-        ("empty outputs", many_outputs_gzip(500_000)),
+        ("nested arrays", nested_arrays_gzip("x", (16 << 20) - 64)),
+        ("empty outputs", many_outputs_gzip(16 << 20)),
     ] {
         println!("REST {what}: {} bytes compressed", body.len());
         let mut reply = None;
