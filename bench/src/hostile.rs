@@ -33,6 +33,9 @@ pub struct HostileOptions {
     pub load: f64,
     /// Copies of each attack running at once.
     pub per_attack: usize,
+    /// Pause of each copy between two sends: a bomb costs the server CPU
+    /// that the good traffic shares on a small machine.
+    pub pause: Duration,
     /// Progress bars.
     pub progress: bool,
 }
@@ -78,13 +81,17 @@ impl Attack {
     ];
 }
 
-/// Where the attacks go.
+/// Where the attacks go, and their payloads, built once: building a
+/// compressed body takes the sender tens of milliseconds of CPU, which
+/// would starve the good traffic's generator in the same process.
 #[derive(Debug, Clone)]
 struct Target {
     grpc: String,
     http: String,
     metrics: String,
-    model: String,
+    /// The REST inference route of the served model.
+    infer: String,
+    payloads: Arc<BTreeMap<Attack, Vec<u8>>>,
 }
 
 /// Bytes of the largest attack messages: under the smallest limit the
@@ -98,65 +105,83 @@ const BODY_HEAD: &[u8] =
 /// How long a held connection is waited on before it counts as open.
 const HELD: Duration = Duration::from_secs(100);
 
+/// The payload of each attack that sends one.
+fn payloads(model: &str) -> BTreeMap<Attack, Vec<u8>> {
+    // Field 1, a model name of 1 MiB (length 2^20 as a varint).
+    let mut long_name = vec![0x0a, 0x80, 0x80, 0x40];
+    long_name.extend(std::iter::repeat_n(b'm', 1 << 20));
+    BTreeMap::from([
+        (
+            Attack::EmptyInputs,
+            attacks::empty_entries(model, 5, MESSAGE),
+        ),
+        (
+            Attack::EmptyOutputs,
+            attacks::empty_entries(model, 6, MESSAGE),
+        ),
+        (
+            Attack::EmptyImages,
+            attacks::empty_entries(model, 3, MESSAGE),
+        ),
+        (
+            Attack::NestedArrays,
+            attacks::nested_arrays_gzip("image", MESSAGE),
+        ),
+        (Attack::ManyOutputs, attacks::many_outputs_gzip(MESSAGE)),
+        (Attack::LongName, long_name),
+    ])
+}
+
 impl Target {
     /// Sends one `attack`, and says how it was answered.
     async fn send(&self, attack: Attack) -> String {
+        let payload = || self.payloads.get(&attack).cloned().unwrap_or_default();
+        match attack {
+            Attack::EmptyInputs | Attack::EmptyOutputs | Attack::LongName => {
+                self.grpc(payload(), MODEL_INFER).await
+            }
+            Attack::EmptyImages => self.grpc(payload(), CLASSIFY).await,
+            Attack::NestedArrays | Attack::ManyOutputs => self.rest(&payload()).await,
+            Attack::SlowHead => held(&self.http, b"G", b"").await,
+            Attack::TrickledHead => {
+                held(&self.metrics, b"G", b"ET /metrics HTTP/1.1\r\nhost: x\r\n").await
+            }
+            Attack::HalfPreface => held(&self.grpc_addr(), b"PRI * HTTP/2.0\r\n", b"").await,
+            Attack::TrickledBody => held(&self.http, BODY_HEAD, &[b' '; 64]).await,
+        }
+    }
+
+    async fn grpc(&self, message: Vec<u8>, path: &'static str) -> String {
+        format!(
+            "{:?}",
+            attacks::raw_call(&self.grpc, path, message).await.code()
+        )
+    }
+
+    async fn rest(&self, body: &[u8]) -> String {
         let gzip = [
             ("content-encoding", "gzip"),
             ("content-type", "application/json"),
         ];
-        let infer = format!("/v2/models/{}/infer", self.model);
-        let grpc = |m: Vec<u8>, path| async move {
-            format!("{:?}", attacks::raw_call(&self.grpc, path, m).await.code())
-        };
-        let rest = |body: Vec<u8>| async move {
-            match attacks::http_post(&self.http, &infer, &gzip, &body).await {
-                Ok(code) => format!("HTTP {code}"),
-                Err(e) => format!("error: {}", e.kind()),
-            }
-        };
-        let held = |addr: String, first: &'static [u8], trickle: &'static [u8]| async move {
-            let every = Duration::from_secs(5);
-            match attacks::held_open(&addr, first, trickle, every, HELD).await {
-                Ok(Some(after)) => format!("closed after {:.0} s", after.as_secs_f64()),
-                Ok(None) => format!("open after {} s", HELD.as_secs()),
-                Err(e) => format!("error: {}", e.kind()),
-            }
-        };
-        match attack {
-            Attack::EmptyInputs => {
-                grpc(attacks::empty_entries(&self.model, 5, MESSAGE), MODEL_INFER).await
-            }
-            Attack::EmptyOutputs => {
-                grpc(attacks::empty_entries(&self.model, 6, MESSAGE), MODEL_INFER).await
-            }
-            Attack::EmptyImages => {
-                grpc(attacks::empty_entries(&self.model, 3, MESSAGE), CLASSIFY).await
-            }
-            Attack::NestedArrays => rest(attacks::nested_arrays_gzip("image", MESSAGE)).await,
-            Attack::ManyOutputs => rest(attacks::many_outputs_gzip(MESSAGE)).await,
-            Attack::LongName => {
-                let name = "m".repeat(1 << 20);
-                let mut m = vec![0x0a, 0x80, 0x80, 0x40];
-                m.extend_from_slice(name.as_bytes());
-                grpc(m, MODEL_INFER).await
-            }
-            Attack::SlowHead => held(self.http.clone(), b"G", b"").await,
-            Attack::TrickledHead => {
-                held(
-                    self.metrics.clone(),
-                    b"G",
-                    b"ET /metrics HTTP/1.1\r\nhost: x\r\n",
-                )
-                .await
-            }
-            Attack::HalfPreface => held(self.grpc_addr(), b"PRI * HTTP/2.0\r\n", b"").await,
-            Attack::TrickledBody => held(self.http.clone(), BODY_HEAD, &[b' '; 64]).await,
+        match attacks::http_post(&self.http, &self.infer, &gzip, body).await {
+            Ok(code) => format!("HTTP {code}"),
+            Err(e) => format!("error: {}", e.kind()),
         }
     }
 
     fn grpc_addr(&self) -> String {
         self.grpc.trim_start_matches("http://").to_string()
+    }
+}
+
+/// A connection sent `first` and then `trickle` a byte every 5 s: how
+/// long until the server closed it.
+async fn held(addr: &str, first: &[u8], trickle: &[u8]) -> String {
+    let every = Duration::from_secs(5);
+    match attacks::held_open(addr, first, trickle, every, HELD).await {
+        Ok(Some(after)) => format!("closed after {:.0} s", after.as_secs_f64()),
+        Ok(None) => format!("open after {} s", HELD.as_secs()),
+        Err(e) => format!("error: {}", e.kind()),
     }
 }
 
@@ -169,9 +194,92 @@ pub struct Phase {
     pub peak_rss_mib: f64,
 }
 
+/// One hostile request sent alone (or several at once) to an idle server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Single {
+    /// What was sent.
+    pub what: String,
+    /// How it was answered.
+    pub answer: String,
+    /// How much it raised the server's peak resident memory, MiB.
+    pub peak_growth_mib: f64,
+}
+
+/// The requests of the issue that found the server's weak points, at the
+/// sizes it sent them, each alone; then sixteen bombs at once.
+async fn singles(t: &Target, model: &str, pid: u32) -> Result<Vec<Single>, BenchError> {
+    let model = model.to_string();
+    let built = tokio::task::spawn_blocking(move || {
+        vec![
+            (
+                "REST gzip body inflating to 16 M one-element arrays (64 MiB)",
+                false,
+                attacks::nested_arrays_gzip("image", 64 << 20),
+            ),
+            (
+                "gRPC ModelInfer of 16 MiB: 8 M empty inputs",
+                true,
+                attacks::empty_entries(&model, 5, 16 << 20),
+            ),
+            (
+                "gRPC ModelInfer of 16 MiB: 8 M empty outputs",
+                true,
+                attacks::empty_entries(&model, 6, 16 << 20),
+            ),
+            (
+                "REST gzip body of 2.3 M outputs with empty parameters (64 MiB)",
+                false,
+                attacks::many_outputs_gzip(64 << 20),
+            ),
+        ]
+    })
+    .await?;
+    let mut out = Vec::new();
+    for (what, grpc, payload) in built {
+        let base = reset_peak(pid).and_then(|()| peak_rss_mib(pid))?;
+        let answer = match grpc {
+            true => t.grpc(payload, MODEL_INFER).await,
+            false => t.rest(&payload).await,
+        };
+        out.push(Single {
+            what: what.into(),
+            answer,
+            peak_growth_mib: peak_rss_mib(pid)? - base,
+        });
+    }
+    let base = reset_peak(pid).and_then(|()| peak_rss_mib(pid))?;
+    let bomb = t
+        .payloads
+        .get(&Attack::EmptyInputs)
+        .cloned()
+        .unwrap_or_default();
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let (t, bomb) = (t.clone(), bomb.clone());
+            tokio::spawn(async move { t.grpc(bomb, MODEL_INFER).await })
+        })
+        .collect();
+    let mut answers = BTreeMap::<String, u64>::new();
+    for c in calls {
+        *answers.entry(c.await?).or_default() += 1;
+    }
+    out.push(Single {
+        what: "16 gRPC ModelInfer at once, each 4 MiB of empty inputs (under the limit)".into(),
+        answer: answers
+            .iter()
+            .map(|(a, n)| format!("{n} x {a}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        peak_growth_mib: peak_rss_mib(pid)? - base,
+    });
+    Ok(out)
+}
+
 /// What the benchmark measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hostile {
+    /// Each request class alone on an idle server, and sixteen at once.
+    pub singles: Vec<Single>,
     /// Closed-loop requests/s at concurrency 8 before the phases.
     pub capacity_per_s: f64,
     /// The good traffic's rate.
@@ -197,6 +305,8 @@ pub async fn hostile(o: &HostileOptions) -> Result<Hostile, BenchError> {
     args.extend(o.server_args.iter().cloned());
     let mut srv = spawn(&o.served.serve_bin, &o.served.models, &args).await?;
     let idle_rss_mib = srv.rss_mib()?;
+    let model = o.served.model.clone();
+    let built = tokio::task::spawn_blocking(move || payloads(&model)).await?;
     let target = Target {
         grpc: srv.url.clone(),
         http: format!("127.0.0.1:{http_port}"),
@@ -204,8 +314,10 @@ pub async fn hostile(o: &HostileOptions) -> Result<Hostile, BenchError> {
             .metrics_url
             .trim_start_matches("http://")
             .replace("/metrics", ""),
-        model: o.served.model.clone(),
+        infer: format!("/v2/models/{}/infer", o.served.model),
+        payloads: Arc::new(built),
     };
+    let singles = singles(&target, &o.served.model, srv.pid()).await?;
     let capacity = closed_capacity(&srv, &o.served.model, o.progress).await?;
     let rate = (capacity * o.load).round().max(1.0);
     tracing::info!("capacity {capacity:.0} requests/s; good traffic at {rate:.0}/s");
@@ -221,6 +333,7 @@ pub async fn hostile(o: &HostileOptions) -> Result<Hostile, BenchError> {
         .collect();
     let answers = answers.lock().map(|a| a.clone()).unwrap_or_default();
     Ok(Hostile {
+        singles,
         capacity_per_s: capacity,
         rate_per_s: rate,
         idle_rss_mib,
@@ -248,12 +361,14 @@ async fn phase(
         for kind in Attack::ALL {
             for _ in 0..o.per_attack.max(1) {
                 let (t, a, stop) = (target.clone(), answers.clone(), stop.clone());
+                let pause = o.pause;
                 attackers.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Acquire) {
                         let answer = t.send(kind).await;
                         if let Ok(mut a) = a.lock() {
                             *a.entry(kind).or_default().entry(answer).or_default() += 1;
                         }
+                        tokio::time::sleep(pause).await;
                     }
                 }));
             }
@@ -360,6 +475,18 @@ fn peak_rss_mib(pid: u32) -> Result<f64, BenchError> {
 /// The figures as tables.
 pub fn table(h: &Hostile) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<75} {:>9}  answer",
+        "alone, on an idle server", "peak MiB"
+    );
+    for s in &h.singles {
+        let _ = writeln!(
+            out,
+            "{:<75} {:>+9.1}  {}",
+            s.what, s.peak_growth_mib, s.answer
+        );
+    }
     let _ = writeln!(
         out,
         "capacity {:.0} requests/s (concurrency 8); good traffic {:.0}/s; server idle at {:.0} MiB",

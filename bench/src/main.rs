@@ -117,6 +117,11 @@ struct HostileArgs {
     /// Copies of each attack running at once.
     #[arg(long, default_value_t = 2)]
     per_attack: usize,
+    /// Seconds each copy pauses between two sends (0: none, as fast as
+    /// the server answers: then the bombs' CPU cost, not their memory,
+    /// sets the good traffic's latency on a small machine).
+    #[arg(long, default_value_t = 1.0)]
+    pause: f64,
     /// The server's peak memory may not pass this, MiB.
     #[arg(long, default_value_t = 1024.0)]
     max_rss_mb: f64,
@@ -343,6 +348,7 @@ async fn run_hostile(a: HostileArgs) -> Result<ExitCode> {
         duration: seconds(a.duration, "--duration")?,
         load: a.load,
         per_attack: a.per_attack,
+        pause: Duration::from_secs_f64(a.pause.max(0.0)),
         progress: !a.quiet,
     };
     let h = hostile(&o).await?;

@@ -286,12 +286,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn client_strings_come_back_cut_at_a_character_boundary() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc…");
+        // 'é' is two bytes: a cut inside it moves back to its start.
+        assert_eq!(clip("aé", 2), "a…");
+        let long = ServeError::NotFound(format!("unknown model `{}`", "m".repeat(1 << 20)));
+        let status = long.grpc();
+        assert!(
+            status.message().len() <= MAX_MESSAGE + 3,
+            "{}",
+            status.message().len()
+        );
+        assert!(status.message().starts_with("unknown model `mmm"));
+    }
+
+    #[test]
     fn both_mappings_agree_on_who_is_at_fault() {
         let all = [
             ServeError::NotFound("m".into()),
             ServeError::InvalidArgument("m".into()),
             ServeError::Unavailable("m".into()),
             ServeError::QueueFull("m".into()),
+            ServeError::Overloaded("m".into()),
             ServeError::DeadlineExceeded("m".into()),
             ServeError::FailedPrecondition("m".into()),
             ServeError::Internal("m".into()),
