@@ -10,14 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rir_loadtest::load::{Arrivals, Load, RunOptions, Stop};
 use rir_loadtest::report::Report;
-use rir_loadtest::run::run;
 use serde::Serialize;
 
 use crate::BenchError;
 use crate::attacks::{self, CLASSIFY, MODEL_INFER};
-use crate::point::workload;
+use crate::point::{capacity, poisson, workload};
 use crate::serve_process::{Served, ServerProcess, spawn};
 
 /// Settings of the benchmark.
@@ -318,7 +316,8 @@ pub async fn hostile(o: &HostileOptions) -> Result<Hostile, BenchError> {
         payloads: Arc::new(built),
     };
     let singles = singles(&target, &o.served.model, srv.pid()).await?;
-    let capacity = closed_capacity(&srv, &o.served.model, o.progress).await?;
+    let measure = (Duration::from_secs(1), Duration::from_secs(3));
+    let capacity = capacity(&srv.url, &o.served.model, 8, measure, o.progress).await?;
     let rate = (capacity * o.load).round().max(1.0);
     tracing::info!("capacity {capacity:.0} requests/s; good traffic at {rate:.0}/s");
     let baseline = phase(&srv, o, rate, None).await?;
@@ -375,20 +374,8 @@ async fn phase(
         }
     }
     let w = Arc::new(workload(&srv.url, &o.served.model).await?);
-    let options = RunOptions {
-        warmup: Duration::from_secs(2),
-        stop: Stop::Duration(o.duration),
-        stability: None,
-        interval: None,
-        max_in_flight: 10_000,
-        seed: 1,
-        progress: o.progress,
-    };
-    let load = Load::Open {
-        rate,
-        arrivals: Arrivals::Poisson,
-    };
-    let report = run(w, load, &options).await?.report;
+    let times = (Duration::from_secs(2), o.duration);
+    let report = poisson(w, rate, times, None, o.progress).await?.report;
     let peak_rss_mib = peak_rss_mib(srv.pid())?;
     stop.store(true, Ordering::Release);
     for a in attackers {
@@ -398,26 +385,6 @@ async fn phase(
         report,
         peak_rss_mib,
     })
-}
-
-/// Closed-loop requests/s at concurrency 8 for 3 s.
-async fn closed_capacity(
-    srv: &ServerProcess,
-    model: &str,
-    progress: bool,
-) -> Result<f64, BenchError> {
-    let w = Arc::new(workload(&srv.url, model).await?);
-    let options = RunOptions {
-        warmup: Duration::from_secs(1),
-        stop: Stop::Duration(Duration::from_secs(3)),
-        stability: None,
-        interval: None,
-        max_in_flight: 1,
-        seed: 0,
-        progress,
-    };
-    let load = Load::Closed { concurrency: 8 };
-    Ok(run(w, load, &options).await?.report.requests_per_s)
 }
 
 /// The defences' counters on the server's metrics page.
@@ -456,20 +423,15 @@ fn free_port() -> Result<u16, BenchError> {
 
 /// Sets process `pid`'s peak memory back to its resident memory now.
 fn reset_peak(pid: u32) -> Result<(), BenchError> {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+    rir_process::reset_peak(&pid.to_string())
         .map_err(|e| BenchError::io(format!("resetting the peak memory of process {pid}"), e))
 }
 
 /// Process `pid`'s peak resident memory since the last reset, MiB.
 fn peak_rss_mib(pid: u32) -> Result<f64, BenchError> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let kib = rir_process::peak_resident_kib(&pid.to_string())
         .map_err(|e| BenchError::io(format!("reading the memory of process {pid}"), e))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| BenchError::Server(format!("no VmHWM for process {pid}")))?;
-    Ok(kib / 1024.0)
+    Ok(kib as f64 / 1024.0)
 }
 
 /// The figures as tables.

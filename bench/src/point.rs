@@ -71,3 +71,55 @@ pub async fn closed(
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Requests/s of `model` at `url` in closed loop at `concurrency`, after
+/// `warmup`, over `duration`: the capacity the soak and the hostile
+/// benchmark offer a share of.
+pub async fn capacity(
+    url: &str,
+    model: &str,
+    concurrency: usize,
+    (warmup, duration): (Duration, Duration),
+    progress: bool,
+) -> Result<f64, BenchError> {
+    let w = Arc::new(workload(url, model).await?);
+    let load = Load::Closed {
+        concurrency: concurrency.max(1),
+    };
+    let options = RunOptions {
+        warmup,
+        stop: Stop::Duration(duration),
+        stability: None,
+        interval: None,
+        max_in_flight: 1,
+        seed: 0,
+        progress,
+    };
+    Ok(run(w, load, &options).await?.report.requests_per_s)
+}
+
+/// `w` in open loop, Poisson arrivals at `rate` per second, after `warmup`,
+/// over `duration`, with a row per `interval` when given: the good
+/// traffic of the soak and the hostile benchmark.
+pub async fn poisson(
+    w: Arc<Workload>,
+    rate: f64,
+    (warmup, duration): (Duration, Duration),
+    interval: Option<Duration>,
+    progress: bool,
+) -> Result<rir_loadtest::run::Outcome, rir_loadtest::LoadError> {
+    let options = RunOptions {
+        warmup,
+        stop: Stop::Duration(duration),
+        stability: None,
+        interval,
+        max_in_flight: 10_000,
+        seed: 1,
+        progress,
+    };
+    let load = Load::Open {
+        rate,
+        arrivals: rir_loadtest::load::Arrivals::Poisson,
+    };
+    run(w, load, &options).await
+}

@@ -10,13 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rir_loadtest::load::{Arrivals, Load, RunOptions, Stop};
 use rir_loadtest::report::{Report, table};
-use rir_loadtest::run::run;
 use serde::Serialize;
 
 use crate::BenchError;
-use crate::point::workload;
+use crate::point::{capacity, poisson, workload};
 use crate::serve_process::{Served, rss_mib, spawn};
 
 /// Settings of a soak.
@@ -205,7 +203,14 @@ pub async fn soak(o: &SoakOptions) -> Result<Soak, BenchError> {
         pin(std::process::id(), cpus)?;
     }
     let rss_idle_mib = srv.rss_mib()?;
-    let capacity = capacity(o, &srv.url, model).await?;
+    let capacity = capacity(
+        &srv.url,
+        model,
+        o.capacity_concurrency,
+        (Duration::from_secs(2), o.capacity_duration),
+        o.progress,
+    )
+    .await?;
     let rate = (capacity * o.load).round().max(1.0);
     tracing::info!(
         "capacity {capacity:.0} requests/s at concurrency {}; soaking at {rate:.0}/s for {:.0} s",
@@ -217,20 +222,8 @@ pub async fn soak(o: &SoakOptions) -> Result<Soak, BenchError> {
         .with_bad_fraction(o.bad_fraction, 1)
         .await?;
     let sampler = Sampler::start(pid, o.interval, o.warmup);
-    let options = RunOptions {
-        warmup: o.warmup,
-        stop: Stop::Duration(o.duration),
-        stability: None,
-        interval: Some(o.interval),
-        max_in_flight: 10_000,
-        seed: 1,
-        progress: o.progress,
-    };
-    let load = Load::Open {
-        rate,
-        arrivals: Arrivals::Poisson,
-    };
-    let outcome = run(Arc::new(w), load, &options).await;
+    let times = (o.warmup, o.duration);
+    let outcome = poisson(Arc::new(w), rate, times, Some(o.interval), o.progress).await;
     let samples = sampler.finish();
     let report = outcome?.report;
     let (mut rss, mut steal): (Vec<f64>, Vec<f64>) = samples.into_iter().unzip();
@@ -249,24 +242,6 @@ pub async fn soak(o: &SoakOptions) -> Result<Soak, BenchError> {
         steal_pct: steal,
         verdict,
     })
-}
-
-/// Requests/s in closed loop at the capacity concurrency.
-async fn capacity(o: &SoakOptions, url: &str, model: &str) -> Result<f64, BenchError> {
-    let w = Arc::new(workload(url, model).await?);
-    let load = Load::Closed {
-        concurrency: o.capacity_concurrency.max(1),
-    };
-    let options = RunOptions {
-        warmup: Duration::from_secs(2),
-        stop: Stop::Duration(o.capacity_duration),
-        stability: None,
-        interval: None,
-        max_in_flight: 1,
-        seed: 0,
-        progress: o.progress,
-    };
-    Ok(run(w, load, &options).await?.report.requests_per_s)
 }
 
 /// Reads the server's RSS and the machine's CPU steal at the end of each
@@ -490,6 +465,7 @@ impl Soak {
 mod tests {
     use super::*;
     use rir_loadtest::hostile::HostileCount;
+    use rir_loadtest::load::{Arrivals, Load};
     use rir_loadtest::recorder::Recorder;
 
     fn interval(p99_ms: u64) -> Report {

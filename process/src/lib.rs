@@ -81,15 +81,33 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
 /// `VmRSS` line of `/proc/<pid>/status` (Linux). One reader for the
 /// server's metrics and the benchmarks' memory figures.
 pub fn resident_kib(pid: &str) -> std::io::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The peak resident memory of process `pid` since it started or since
+/// [`reset_peak`], KiB: `VmHWM` (Linux). What the memory bounds of the
+/// hostile-input tests and benchmarks are measured by.
+pub fn peak_resident_kib(pid: &str) -> std::io::Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Sets process `pid`'s peak resident memory back to its resident memory
+/// now (`clear_refs` 5, Linux; this process's own or a child's).
+pub fn reset_peak(pid: &str) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+}
+
+/// The `field` line of `/proc/<pid>/status`, KiB.
+fn status_kib(pid: &str, field: &str) -> std::io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("no VmRSS line in /proc/{pid}/status"),
+                format!("no {field} line in /proc/{pid}/status"),
             )
         })
 }

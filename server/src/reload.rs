@@ -29,6 +29,9 @@ pub enum ControlMode {
     Explicit,
 }
 
+/// A model's last finished load: its sequence number and result.
+type Finished = (u64, Result<(), ServeError>);
+
 /// The reload controller: changes the registry to follow the repository,
 /// by request (explicit mode) or by polling.
 pub struct Controller {
@@ -47,7 +50,7 @@ pub struct Controller {
     /// finished takes that result instead of reading every file again
     /// (that load saw the disk as it was when this call came, or later),
     /// so a burst of load calls costs one or two loads, not one each.
-    finished: std::sync::Mutex<HashMap<String, (u64, Result<(), ServeError>)>>,
+    finished: std::sync::Mutex<HashMap<String, Finished>>,
 }
 
 impl Controller {

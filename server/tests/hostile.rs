@@ -17,32 +17,13 @@ use tonic::Code;
 /// The most one hostile request may add to the server's peak RSS, MiB.
 const BOUND_MIB: u64 = 64;
 
-/// The process's peak resident memory since the last [`reset_peak`], KiB.
-fn peak_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// The resident memory now, KiB.
-fn rss_kib() -> u64 {
-    rir_process::resident_kib("self").unwrap()
-}
-
-/// Sets the peak back to the resident memory now (Linux's clear_refs 5).
-fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").unwrap();
-}
-
 /// What `attack` raised the peak RSS by over the RSS before it, MiB.
 async fn growth_mib<F: std::future::Future<Output = ()>>(attack: F) -> u64 {
-    reset_peak();
-    let before = rss_kib();
+    rir_process::reset_peak("self").unwrap();
+    let before = rir_process::resident_kib("self").unwrap();
     attack.await;
-    peak_kib().saturating_sub(before) >> 10
+    let peak = rir_process::peak_resident_kib("self").unwrap();
+    peak.saturating_sub(before) >> 10
 }
 
 /// One good call over each protocol still answers.

@@ -40,12 +40,7 @@ fn png_bomb(side: u32) -> Vec<u8> {
 
 /// The process's peak resident memory so far, KiB (Linux).
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    rir_process::peak_resident_kib("self").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

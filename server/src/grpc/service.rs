@@ -54,36 +54,6 @@ pub fn grpc_timeout(raw: &str) -> Option<Duration> {
     })
 }
 
-#[cfg(test)]
-mod timeout_tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_read_as_the_spec_writes_them_and_nothing_else() {
-        assert_eq!(grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(
-            grpc_timeout("99999999H"),
-            Some(Duration::from_secs(99_999_999 * 3600))
-        );
-        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(grpc_timeout("7n"), Some(Duration::from_nanos(7)));
-        // Nine digits, u64::MAX, signs, no digits, no unit: no timeout
-        // (u64::MAX seconds overflowed the clock and panicked the stream).
-        for bad in [
-            "123456789S",
-            "18446744073709551615S",
-            "-5S",
-            "+5S",
-            "S",
-            "",
-            "5",
-            "5x",
-        ] {
-            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
-        }
-    }
-}
-
 fn int_param(
     p: &HashMap<String, InferParameter>,
     key: &'static str,
@@ -471,5 +441,35 @@ impl ImageClassifier for Service {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_read_as_the_spec_writes_them_and_nothing_else() {
+        assert_eq!(grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        // Nine digits, u64::MAX, signs, no digits, no unit: no timeout
+        // (u64::MAX seconds overflowed the clock and panicked the stream).
+        for bad in [
+            "123456789S",
+            "18446744073709551615S",
+            "-5S",
+            "+5S",
+            "S",
+            "",
+            "5",
+            "5x",
+        ] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }
