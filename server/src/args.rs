@@ -297,9 +297,6 @@ pub enum FlagError {
     /// `--load-model` outside explicit mode.
     #[error("--load-model needs --model-control-mode explicit (the other modes load every model)")]
     LoadModel,
-    /// A token variable set to nothing (clap takes it for no token).
-    #[error("{0} is set but empty: give a token, or unset it to serve without one")]
-    EmptyToken(&'static str),
     /// Model control open to the network with no token.
     #[error(
         "--model-control-mode explicit on {0} with no --auth-token lets anyone who reaches it \
@@ -350,7 +347,6 @@ impl Args {
         if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
             return Err(FlagError::SampleRatio(self.trace_sample_ratio.to_string()));
         }
-        self.check_tokens()?;
         let listen = self.listen()?;
         self.check_model_control(&listen)?;
         Ok(Config {
@@ -398,20 +394,6 @@ impl Args {
                 load_models: self.load_model,
             },
         })
-    }
-
-    /// A token variable that is set but empty is refused (clap would take
-    /// it for no token, and serve unguarded).
-    fn check_tokens(&self) -> Result<(), FlagError> {
-        for (var, given) in [
-            ("RIR_AUTH_TOKEN", self.auth_token.is_some()),
-            ("RIR_METRICS_TOKEN", self.metrics_token.is_some()),
-        ] {
-            if !given && std::env::var_os(var).is_some_and(|v| v.is_empty()) {
-                return Err(FlagError::EmptyToken(var));
-            }
-        }
-        Ok(())
     }
 
     /// Explicit model control reachable from the network needs a token,
@@ -482,7 +464,6 @@ impl Args {
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             tls_client_ca: self.tls_client_ca.clone(),
             auth_token: self.auth_token.clone(),
-            handshake_timeout: millis(self.handshake_timeout_ms),
             http2: Http2Settings {
                 max_concurrent_streams: self.http2_max_streams.max(1),
                 max_header_list_bytes: self.max_header_bytes,

@@ -44,9 +44,6 @@ pub struct GrpcConfig {
     pub auth_token: Option<crate::auth::Token>,
     /// HTTP/2 settings.
     pub http2: Http2Settings,
-    /// Longest TLS handshake (tonic's own deadline; the connection gate
-    /// holds the first call to the same).
-    pub handshake_timeout: Option<Duration>,
 }
 
 /// The HTTP/2 settings that bound what one connection may hold or cost.
@@ -192,10 +189,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(h2.keepalive_timeout));
     if let Some(tls) = tls(config)? {
         builder = builder
-            .tls_config(match config.handshake_timeout {
-                Some(t) => tls.timeout(t),
-                None => tls,
-            })
+            .tls_config(tls)
             .map_err(|e| ServerError::Tls(e.to_string()))?;
     }
     let on_shutdown = async move {
