@@ -129,8 +129,18 @@ async fn a_spent_memory_budget_sheds_requests_at_once_with_retry_after() {
         reply.headers.get("retry-after").map(String::as_str),
         Some("1")
     );
+    // A body is held to the budget before it is read: 2 KiB of what is
+    // not even JSON is refused unread (503), not parsed (400).
+    let unread = call(
+        "POST",
+        format!("{}/v2/models/gray/infer", s.http_url),
+        &[("content-type", "application/json")],
+        vec![b'{'; 2048],
+    )
+    .await;
+    assert_eq!(unread.status, 503, "{}", unread.text());
     let shed = "rir_requests_shed_total{reason=\"memory\"}";
-    assert_eq!(s.metric(shed).await, 2.0);
+    assert_eq!(s.metric(shed).await, 3.0);
     assert_eq!(s.metric("rir_inflight_request_bytes").await, 0.0);
     s.shutdown().await.unwrap();
 }
