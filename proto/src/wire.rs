@@ -240,7 +240,7 @@ const ENTRY: usize = 160;
 /// Checks `bytes` against `schema`: every count within its bound, and the
 /// estimated decoded cost within [`EXPANSION`] times the size.
 pub fn check(bytes: &[u8], schema: &'static Schema) -> Result<(), WireError> {
-    let decoded = walk(bytes, schema, 0)?;
+    let decoded = walk(bytes, schema)?;
     if decoded > bytes.len().saturating_mul(EXPANSION) + EXPANSION_SLACK {
         return Err(WireError::Expands {
             message: schema.name,
@@ -252,10 +252,9 @@ pub fn check(bytes: &[u8], schema: &'static Schema) -> Result<(), WireError> {
 }
 
 /// The estimated decoded cost of one message's `bytes`.
-fn walk(mut bytes: &[u8], schema: &'static Schema, depth: u8) -> Result<usize, WireError> {
-    if depth > 4 {
-        return Err(WireError::Malformed("nested too deep"));
-    }
+/// (The schemas nest three deep and never into themselves, so the
+/// recursion is bounded by them, not by the bytes.)
+fn walk(mut bytes: &[u8], schema: &'static Schema) -> Result<usize, WireError> {
     let mut counts = [0usize; 8];
     let mut cost = ENTRY;
     while !bytes.is_empty() {
@@ -270,7 +269,7 @@ fn walk(mut bytes: &[u8], schema: &'static Schema, depth: u8) -> Result<usize, W
         else {
             continue;
         };
-        let (entries, c) = field_cost(f, wire_type, value, depth)?;
+        let (entries, c) = field_cost(f, wire_type, value)?;
         counts[i] = counts[i].saturating_add(entries);
         if counts[i] > f.max {
             return Err(WireError::TooMany {
@@ -285,16 +284,11 @@ fn walk(mut bytes: &[u8], schema: &'static Schema, depth: u8) -> Result<usize, W
 }
 
 /// How many entries one occurrence of field `f` adds, and their cost.
-fn field_cost(
-    f: &Field,
-    wire_type: u64,
-    value: &[u8],
-    depth: u8,
-) -> Result<(usize, usize), WireError> {
+fn field_cost(f: &Field, wire_type: u64, value: &[u8]) -> Result<(usize, usize), WireError> {
     let packed = wire_type == 2;
     Ok(match f.kind {
         Kind::Bytes => (1, ENTRY.saturating_add(value.len())),
-        Kind::Message(s) => (1, walk(value, s, depth + 1)?),
+        Kind::Message(s) => (1, walk(value, s)?),
         Kind::Varints if packed => {
             let n = value.iter().filter(|b| **b < 0x80).count();
             (n, n.saturating_mul(8))
@@ -481,7 +475,7 @@ mod tests {
         // 2,000 wire bytes; decoded, 160 bytes each (and the struct) =
         // 160,160, above 8 x 2,000 + 64 KiB = 81,536.
         let empty = |n: usize| [0x42u8, 0].repeat(n);
-        assert_eq!(walk(&empty(1_000), &CONTENTS, 0), Ok(160_160));
+        assert_eq!(walk(&empty(1_000), &CONTENTS), Ok(160_160));
         assert_eq!(
             check(&empty(1_000), &CONTENTS),
             Err(WireError::Expands {
@@ -511,7 +505,7 @@ mod tests {
         len.push(v as u8);
         packed.extend_from_slice(&len);
         packed.extend(std::iter::repeat_n(0u8, n));
-        let cost = walk(&packed, &CONTENTS, 0).unwrap();
+        let cost = walk(&packed, &CONTENTS).unwrap();
         assert_eq!(cost, 8 * n + ENTRY);
         // That is within 8x + 64 KiB of its size: int64 values pass.
         assert_eq!(check(&packed, &CONTENTS), Ok(()));
@@ -530,5 +524,147 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn each_request_type_has_its_schema_and_others_none() {
+        let name = |s: Option<&'static Schema>| s.map(|s| s.name);
+        assert_eq!(
+            name(schema_of::<inference::ModelInferRequest>()),
+            Some("ModelInferRequest")
+        );
+        assert_eq!(
+            name(schema_of::<classify::ClassifyRequest>()),
+            Some("ClassifyRequest")
+        );
+        assert_eq!(
+            name(schema_of::<inference::RepositoryModelLoadRequest>()),
+            Some("RepositoryModelLoadRequest")
+        );
+        assert_eq!(name(schema_of::<inference::ModelInferResponse>()), None);
+        assert_eq!(name(schema_of::<inference::ServerLiveRequest>()), None);
+    }
+
+    #[test]
+    fn refusals_carry_their_status_and_say_why() {
+        let many = WireError::TooMany {
+            message: "M",
+            field: "f",
+            max: 3,
+        };
+        let status = Status::from(many);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "M.f has more than 3 entries, more than any model takes"
+        );
+        let big = Status::from(WireError::Expands {
+            message: "M",
+            wire: 10,
+            decoded: 900,
+        });
+        assert_eq!(big.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            big.message()
+                .contains("M of 10 bytes would take about 900 bytes")
+        );
+        let bad = Status::from(WireError::Malformed("x"));
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+        assert_eq!(bad.message(), "the message is not protobuf: x");
+    }
+
+    #[test]
+    fn the_expansion_bound_is_exact_at_its_edge() {
+        // k empty bytes entries cost 160 k + 160 (and the struct) for 2 k
+        // wire bytes: over 8 x 2 k + 65,536 exactly when 144 k > 65,376,
+        // k > 454.0 by hand: 454 pass, 455 do not.
+        let empty = |k: usize| [0x42u8, 0].repeat(k);
+        assert_eq!(check(&empty(454), &CONTENTS), Ok(()));
+        assert!(matches!(
+            check(&empty(455), &CONTENTS),
+            Err(WireError::Expands {
+                decoded: 72_960,
+                ..
+            })
+        ));
+        assert_eq!(check(&[], &CONTENTS), Ok(()));
+    }
+
+    #[test]
+    fn packed_and_unpacked_values_count_alike_and_other_wire_types_are_skipped() {
+        // shape [1, 300] packed: 300 takes two bytes, still one value; and
+        // 128 (0x80 0x01) is one value, not two.
+        assert_eq!(walk(&[0x1a, 2, 0x80, 0x01], &INPUT), Ok(ENTRY + 8));
+        let mut input = vec![0x1a, 3, 1, 0xac, 0x02];
+        assert_eq!(walk(&input, &INPUT), Ok(ENTRY + 16));
+        // 15 unpacked dims (tag 0x18, one varint each) beside the packed
+        // two: 17, over the bound of 16.
+        for _ in 0..15 {
+            input.extend_from_slice(&[0x18, 1]);
+        }
+        assert!(matches!(
+            walk(&input, &INPUT),
+            Err(WireError::TooMany { field: "shape", .. })
+        ));
+        // Unknown fields of every wire type are skipped, then a known one
+        // still counts: field 9 as varint, 64-bit, 32-bit and bytes.
+        let mut m = vec![0x48, 0x96, 0x01, 0x49];
+        m.extend_from_slice(&[0; 8]);
+        m.push(0x4d);
+        m.extend_from_slice(&[0; 4]);
+        m.extend_from_slice(&[0x4a, 2, 7, 7]);
+        m.extend_from_slice(&[0x0a, 1, b'x']);
+        assert_eq!(walk(&m, &INPUT), Ok(ENTRY + ENTRY + 1));
+        // Unpacked fp32 values (wire type 5) count 8 each.
+        let mut f = Vec::new();
+        for _ in 0..3 {
+            f.push(0x35);
+            f.extend_from_slice(&1f32.to_le_bytes());
+        }
+        assert_eq!(walk(&f, &CONTENTS), Ok(ENTRY + 3 * 8));
+        // Packed fp32 values cost their bytes: 1,000 of them 4,000.
+        let mut packed = vec![0x32, 0xa0, 0x1f];
+        packed.extend(std::iter::repeat_n(0u8, 4_000));
+        assert_eq!(walk(&packed, &CONTENTS), Ok(ENTRY + 4_000));
+    }
+
+    /// `message` decoded by the guarded codec as tonic decodes a request:
+    /// framed, from a body.
+    async fn decoded<U: Message + Default + Send + 'static>(message: Vec<u8>) -> Result<U, Status> {
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        let body = http_body_util::Full::new(prost::bytes::Bytes::from(framed));
+        let mut codec = GuardedCodec::<U, U>::default();
+        let mut stream =
+            tonic::codec::Streaming::new_request(codec.decoder(), body, None, Some(64 << 20));
+        stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::internal("no message"))
+    }
+
+    #[tokio::test]
+    async fn the_codec_refuses_before_decoding_and_decodes_the_rest_as_prost_does() {
+        let ok = request(1, 1, 784);
+        let back: inference::ModelInferRequest = decoded(ok.encode_to_vec()).await.unwrap();
+        assert_eq!(back, ok);
+        let e = decoded::<inference::ModelInferRequest>(request(17, 0, 1).encode_to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+        assert!(
+            e.message().contains("inputs has more than 16"),
+            "{}",
+            e.message()
+        );
+        // A type without a schema is prost's alone: a response of 2,000
+        // raw outputs decodes.
+        let response = inference::ModelInferResponse {
+            raw_output_contents: vec![vec![]; 2_000],
+            ..Default::default()
+        };
+        let back: inference::ModelInferResponse = decoded(response.encode_to_vec()).await.unwrap();
+        assert_eq!(back.raw_output_contents.len(), 2_000);
     }
 }
