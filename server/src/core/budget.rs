@@ -63,11 +63,6 @@ impl Budget {
         }
     }
 
-    /// The budget, bytes.
-    pub fn total(&self) -> usize {
-        self.total
-    }
-
     /// Holds `bytes` of the budget, or refuses at once when they do not
     /// fit beside what requests in flight hold.
     pub fn take(&self, bytes: usize) -> Result<Share, ServeError> {
@@ -110,6 +105,7 @@ mod tests {
     #[test]
     fn shares_fit_until_the_budget_is_spent_and_come_back_when_dropped() {
         let (b, shed, held) = budget(10 << 10);
+        assert_eq!(format!("{b:?}"), "Budget(10240 bytes)");
         let a = b.take(6 << 10).unwrap();
         assert_eq!(held.get(), 6 << 10);
         // 5 KiB more does not fit beside 6 of 10.

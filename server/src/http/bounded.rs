@@ -248,6 +248,8 @@ mod tests {
         );
         let e = serde_json::from_str::<Two>(r#"{"v":[1,2,3]}"#).unwrap_err();
         assert!(e.to_string().contains("more than 2 entries"), "{e}");
+        let e = serde_json::from_str::<Two>(r#"{"v":5}"#).unwrap_err();
+        assert!(e.to_string().contains("a list of at most 2 entries"), "{e}");
         // Refused at the third entry: the rest is never read (it is not JSON).
         let e = serde_json::from_str::<Two>(r#"{"v":[1,2,3,!!!"#).unwrap_err();
         assert!(e.to_string().contains("more than 2 entries"), "{e}");
@@ -265,7 +267,25 @@ mod tests {
             serde_json::from_str::<Scalar>("7").unwrap().as_u64(),
             Some(7)
         );
-        assert!(serde_json::from_str::<Scalar>("[1]").is_err());
+        assert_eq!(Scalar::Bool(false).as_bool(), Some(false));
+        assert_eq!(Scalar::Unsigned(1).as_bool(), None);
+        assert_eq!(Scalar::Bool(true).as_u64(), None);
+        // As an error shows them.
+        let shown: Vec<String> = [
+            Scalar::Bool(true),
+            Scalar::Unsigned(7),
+            Scalar::Signed(-3),
+            Scalar::Float(0.5),
+            Scalar::Text("a b".into()),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(shown, ["true", "7", "-3", "0.5", "\"a b\""]);
+        let e = serde_json::from_str::<Scalar>("[1]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a boolean, a number or a string"), "{e}");
         assert!(serde_json::from_str::<Scalar>(r#"{"a":1}"#).is_err());
     }
 }
