@@ -427,10 +427,15 @@ fn reset_peak(pid: u32) -> Result<(), BenchError> {
         .map_err(|e| BenchError::io(format!("resetting the peak memory of process {pid}"), e))
 }
 
-/// Process `pid`'s peak resident memory since the last reset, MiB.
+/// Process `pid`'s peak resident memory since the last reset, MiB (an
+/// exited process has none: its status has no memory lines).
 fn peak_rss_mib(pid: u32) -> Result<f64, BenchError> {
-    let kib = rir_process::peak_resident_kib(&pid.to_string())
-        .map_err(|e| BenchError::io(format!("reading the memory of process {pid}"), e))?;
+    let kib = rir_process::peak_resident_kib(&pid.to_string()).map_err(|e| {
+        BenchError::io(
+            format!("reading the memory of process {pid} (rir-serve: did it exit?)"),
+            e,
+        )
+    })?;
     Ok(kib as f64 / 1024.0)
 }
 
