@@ -6,7 +6,7 @@ use rir_loadtest::report::table;
 
 use crate::BenchError;
 use crate::point::{BenchOptions, closed, cores, workload};
-use crate::stub::{Script, StubServer};
+use rir_testkit::doubles::stub::{Script, StubServer};
 
 /// The table of the ceiling at `o`'s concurrencies.
 pub async fn ceiling(o: &BenchOptions) -> Result<String, BenchError> {

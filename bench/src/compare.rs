@@ -15,7 +15,8 @@ use rir_loadtest::workload::Workload;
 
 use crate::BenchError;
 use crate::point::workload;
-use crate::serve_process::{Served, spawn};
+use crate::served::Served;
+use rir_testkit::process::spawn;
 
 /// Figures of perf_analyzer for one concurrency, from its CSV (µs to ms).
 #[derive(Debug, Clone, Copy)]

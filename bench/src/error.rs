@@ -12,6 +12,12 @@ pub enum BenchError {
     /// The in-process engine failed.
     #[error(transparent)]
     Engine(#[from] rir_infer::InferError),
+    /// The model file could not be read.
+    #[error(transparent)]
+    ModelFile(#[from] rir_contract::model_file::ModelFileError),
+    /// The rir-serve child process could not be started, found or read.
+    #[error(transparent)]
+    Process(#[from] rir_testkit::process::ProcessError),
     /// The rir-serve child process could not be started or did not get ready.
     #[error("{0}")]
     Server(String),

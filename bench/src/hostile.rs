@@ -14,9 +14,10 @@ use rir_loadtest::report::Report;
 use serde::Serialize;
 
 use crate::BenchError;
-use crate::attacks::{self, CLASSIFY, MODEL_INFER};
 use crate::point::{capacity, poisson, workload};
-use crate::serve_process::{Served, ServerProcess, spawn};
+use crate::served::Served;
+use rir_testkit::attacks::{self, CLASSIFY, MODEL_INFER};
+use rir_testkit::process::{ServerProcess, spawn};
 
 /// Settings of the benchmark.
 #[derive(Debug, Clone)]

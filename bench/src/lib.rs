@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`ceiling`]: requests per second the load generator sustains against
-//!   a server that does no work (the [`stub`]).
+//!   a server that does no work (`rir_testkit::doubles::stub`).
 //! - [`compare`]: rir-loadtest's figures next to NVIDIA's perf_analyzer on
 //!   the same rir-serve, model and load.
 //! - [`server`]: rir-serve against the same model run in-process on ONNX
@@ -16,27 +16,24 @@
 //! - [`tracing_cost`]: rir-serve with OpenTelemetry traces off and on,
 //!   side by side.
 //! - [`hostile`]: every hostile request class at once beside good
-//!   traffic, against rir-serve's defaults; [`attacks`]: those requests
-//!   as wire bytes, which rir-server's tests send too.
+//!   traffic, against rir-serve's defaults (the requests themselves are
+//!   `rir_testkit::attacks`, which rir-server's tests send too).
 //! - [`point`]: what every benchmark measures with: a random-input
 //!   workload and one closed-loop point.
-//! - [`serve_process`]: rir-serve as a child process on free ports (its
-//!   readiness, signals, memory), which the tests use too.
-//! - [`stub`]: a KServe server with scripted latency and errors.
-//! - [`otlp_sink`]: an OTLP trace receiver that keeps the spans it gets.
+//! - [`served`]: the rir-serve a benchmark starts and the model it loads
+//!   (the child process itself is `rir_testkit::process`, the no-work
+//!   server `rir_testkit::doubles::stub`, the trace receiver
+//!   `rir_testkit::doubles::otlp_sink`).
 //! - [`error`]: what stops a benchmark.
 
-pub mod attacks;
 pub mod ceiling;
 pub mod compare;
 pub mod error;
 pub mod hostile;
-pub mod otlp_sink;
 pub mod point;
-pub mod serve_process;
+pub mod served;
 pub mod server;
 pub mod soak;
-pub mod stub;
 pub mod tracing_cost;
 
 pub use error::BenchError;

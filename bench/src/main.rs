@@ -11,12 +11,13 @@ use rir_bench::ceiling::ceiling;
 use rir_bench::compare::{CompareOptions, compare};
 use rir_bench::hostile::{HostileOptions, hostile, table as hostile_table};
 use rir_bench::point::BenchOptions;
-use rir_bench::serve_process::{Served, serve_binary};
+use rir_bench::served::Served;
 use rir_bench::server::{ServerBenchOptions, server};
 use rir_bench::soak::{Bounds, SoakOptions, soak};
 use rir_bench::tracing_cost::{TracingBenchOptions, tracing_cost};
 use rir_contract::repository::DEFAULT_MAX_BATCH;
 use rir_loadtest::load::{concurrencies, seconds};
+use rir_testkit::process::serve_binary;
 
 #[derive(Parser)]
 #[command(

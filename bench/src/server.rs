@@ -7,13 +7,15 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions};
+use rir_contract::ModelInfo;
+use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_loadtest::report::Report;
 use rir_process::median;
 
 use crate::BenchError;
 use crate::point::{BenchOptions, closed, cores, workload};
-use crate::serve_process::{Served, spawn};
+use crate::served::Served;
+use rir_testkit::process::spawn;
 
 /// Settings of the server benchmark.
 #[derive(Debug, Clone)]

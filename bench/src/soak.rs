@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use crate::BenchError;
 use crate::point::{capacity, poisson, workload};
-use crate::serve_process::{Served, rss_mib, spawn};
+use crate::served::Served;
+use rir_testkit::process::{rss_mib, spawn};
 
 /// Settings of a soak.
 #[derive(Debug, Clone)]

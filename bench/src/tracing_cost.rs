@@ -11,9 +11,10 @@ use rir_loadtest::report::Report;
 use rir_process::median;
 
 use crate::BenchError;
-use crate::otlp_sink::OtlpSink;
 use crate::point::{BenchOptions, closed, workload};
-use crate::serve_process::{Served, spawn};
+use crate::served::Served;
+use rir_testkit::doubles::otlp_sink::OtlpSink;
+use rir_testkit::process::spawn;
 
 /// Settings of the tracing benchmark.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ async fn the_served_default_model_scores_what_the_trainer_measured() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let s = TestServer::start(Some(&root), &[]).await;
     let file = s.model_path("rir-fashion-mnist");
-    let trained = rir_infer::ModelInfo::read(&file)
+    let trained = rir_contract::ModelInfo::read(&file)
         .unwrap()
         .recorded_metrics()
         .and_then(|m| m.test_accuracy())

@@ -13,11 +13,18 @@
 //!   `<root>/<name>/config.pbtxt`, the platform name, the default max batch.
 //! - [`datatype`]: the KServe v2 tensor datatypes, their sizes and their
 //!   names in Triton's model configuration and in ONNX.
+//! - [`device`]: `--device auto|cpu|cuda`, one meaning for every binary.
+//! - [`model_file`]: what an ONNX file declares (inputs, outputs,
+//!   operators, metadata), read without an inference engine.
 
 #![forbid(unsafe_code)]
 
 pub mod datatype;
+pub mod device;
+pub mod model_file;
 pub mod onnx;
 pub mod repository;
 
 pub use datatype::Datatype;
+pub use device::Device;
+pub use model_file::ModelInfo;

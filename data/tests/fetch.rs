@@ -9,7 +9,7 @@ use rir_testkit::web::serve_file;
 /// A `.tar.gz` of a CIFAR-10 folder as the official archive holds it.
 fn cifar_tarball() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    rir_testkit::data::write_cifar(dir.path(), Flavour::Ten, 4, 4, 1).unwrap();
+    rir_testkit::data::write_cifar(dir.path(), rir_testkit::data::Cifar::Ten, 4, 4, 1).unwrap();
     let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::fast(),

@@ -7,7 +7,7 @@ use rir_testkit::data as fixtures;
 #[test]
 fn cifar10_reads_all_batches_and_names() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = fixtures::write_cifar(tmp.path(), Flavour::Ten, 7, 5, 1).unwrap();
+    let dir = fixtures::write_cifar(tmp.path(), fixtures::Cifar::Ten, 7, 5, 1).unwrap();
     let ds = load(Source::Cifar(Flavour::Ten), &dir).unwrap();
     assert_eq!(ds.train.len(), 35);
     assert_eq!(ds.test.len(), 5);
@@ -21,7 +21,7 @@ fn cifar10_reads_all_batches_and_names() {
 #[test]
 fn cifar100_picks_fine_or_coarse_labels() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = fixtures::write_cifar(tmp.path(), Flavour::HundredFine, 40, 10, 2).unwrap();
+    let dir = fixtures::write_cifar(tmp.path(), fixtures::Cifar::Hundred, 40, 10, 2).unwrap();
     let fine = load(Source::Cifar(Flavour::HundredFine), &dir).unwrap();
     let coarse = load(Source::Cifar(Flavour::HundredCoarse), &dir).unwrap();
     assert_eq!(fine.info.class_names.len(), 100);
@@ -36,7 +36,7 @@ fn cifar100_picks_fine_or_coarse_labels() {
 #[test]
 fn truncated_cifar_batch_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = fixtures::write_cifar(tmp.path(), Flavour::Ten, 3, 3, 1).unwrap();
+    let dir = fixtures::write_cifar(tmp.path(), fixtures::Cifar::Ten, 3, 3, 1).unwrap();
     let f = dir.join("data_batch_3.bin");
     let len = std::fs::metadata(&f).unwrap().len();
     let bytes = std::fs::read(&f).unwrap();
@@ -49,7 +49,7 @@ fn truncated_cifar_batch_is_named() {
 #[test]
 fn out_of_range_cifar_label_is_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = fixtures::write_cifar(tmp.path(), Flavour::Ten, 2, 2, 1).unwrap();
+    let dir = fixtures::write_cifar(tmp.path(), fixtures::Cifar::Ten, 2, 2, 1).unwrap();
     let f = dir.join("test_batch.bin");
     let mut bytes = std::fs::read(&f).unwrap();
     bytes[3073] = 42;
@@ -129,8 +129,11 @@ fn real_fashion_mnist_when_installed() {
 fn shape_without_reading_matches_what_loading_finds() {
     let tmp = tempfile::tempdir().unwrap();
     let mut sources = vec![];
-    for flavour in [Flavour::Ten, Flavour::HundredFine] {
-        let dir = fixtures::write_cifar(tmp.path(), flavour, 2, 2, 3).unwrap();
+    for (kind, flavour) in [
+        (fixtures::Cifar::Ten, Flavour::Ten),
+        (fixtures::Cifar::Hundred, Flavour::HundredFine),
+    ] {
+        let dir = fixtures::write_cifar(tmp.path(), kind, 2, 2, 3).unwrap();
         sources.push((Source::Cifar(flavour), dir.clone()));
         if flavour == Flavour::HundredFine {
             sources.push((Source::Cifar(Flavour::HundredCoarse), dir));

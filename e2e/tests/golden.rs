@@ -151,7 +151,7 @@ fn a_trained_model_exports_exactly() {
 #[test]
 fn a_masked_cifar_shaped_model_exports_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let data = fixtures::write_cifar(dir.path(), rir_data::cifar::Flavour::Ten, 8, 8, 1).unwrap();
+    let data = fixtures::write_cifar(dir.path(), fixtures::Cifar::Ten, 8, 8, 1).unwrap();
     let ds = load(Source::Cifar(rir_data::cifar::Flavour::Ten), &data).unwrap();
     let mut spec = preset::build("micro", Variant::Rir, InputSpec::new(3, 32, 32), 10).unwrap();
     spec.mask = "1101".parse().unwrap();

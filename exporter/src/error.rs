@@ -11,6 +11,9 @@ pub enum ExportError {
     /// A file could not be read or written.
     #[error("{0}: {1}")]
     Io(PathBuf, #[source] std::io::Error),
+    /// A model file is unreadable or not ONNX.
+    #[error(transparent)]
+    ModelFile(#[from] rir_contract::model_file::ModelFileError),
     /// The checkpoint's or the model's metadata is unusable.
     #[error("metadata: {0}")]
     Metadata(String),

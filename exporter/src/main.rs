@@ -7,12 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use rir_contract::ModelInfo;
 use rir_contract::onnx::keys;
 use rir_exporter::quantize::{QuantizeOptions, WeightScheme, quantize_file};
 use rir_exporter::triton::{ConfigWritten, write_config};
 use rir_exporter::verify::{Comparison, VerifyOptions, verify};
 use rir_exporter::{Form, Precision, export_file};
-use rir_infer::{ModelInfo, OrtOptions};
+use rir_infer::OrtOptions;
 
 #[derive(Parser)]
 #[command(

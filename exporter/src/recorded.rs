@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use rir_contract::ModelInfo;
 use rir_contract::onnx::keys;
 use rir_data::{Dataset, Source, load};
-use rir_infer::ModelInfo;
 
 /// Why the model's data set cannot be had.
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use rir_contract::ModelInfo;
+use rir_contract::model_file::TensorInfo;
 use rir_contract::repository::{DEFAULT_MAX_BATCH, PLATFORM, locate};
-use rir_infer::model_info::TensorInfo;
-use rir_infer::{Buckets, ModelInfo};
+use rir_infer::Buckets;
 use rir_proto::inference::{
     DataType, ModelConfig, ModelDynamicBatching, ModelInput, ModelOutput,
     model_config::SchedulingChoice,

@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+use rir_contract::ModelInfo;
 use rir_data::rng::Rng;
 use rir_infer::engine::{max_abs_diff, output};
-use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions, TractEngine};
+use rir_infer::{Engine, OrtEngine, OrtOptions, TractEngine};
 
 use tract_onnx::pb::ModelProto;
 

@@ -5,10 +5,11 @@ use crate::common;
 
 use common::{micro, pixels, python_with_onnx, write_random};
 use rir_arch::{ModelSpec, Projection, Shortcut, Variant};
+use rir_contract::ModelInfo;
 use rir_contract::onnx::{LOGITS, PROBABILITIES, keys};
 use rir_exporter::{Form, Precision, export_file};
 use rir_infer::engine::{max_abs_diff as max_diff, output};
-use rir_infer::{Engine, ModelInfo, OrtEngine, OrtOptions, TractEngine};
+use rir_infer::{Engine, OrtEngine, OrtOptions, TractEngine};
 
 fn run(engine: &mut dyn Engine, x: &[f32], n: usize, spec: &ModelSpec) -> (Vec<f32>, Vec<f32>) {
     let i = spec.input;

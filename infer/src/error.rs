@@ -34,3 +34,17 @@ pub enum InferError {
         detail: String,
     },
 }
+
+impl From<rir_contract::model_file::ModelFileError> for InferError {
+    fn from(e: rir_contract::model_file::ModelFileError) -> Self {
+        InferError::Model {
+            path: e.path().to_path_buf(),
+            detail: match e {
+                rir_contract::model_file::ModelFileError::Read { source, .. } => source.to_string(),
+                rir_contract::model_file::ModelFileError::NotOnnx { source, .. } => {
+                    source.to_string()
+                }
+            },
+        }
+    }
+}

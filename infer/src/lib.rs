@@ -6,15 +6,14 @@
 //! compares them; the server pools engines per model.
 //!
 //! # Layout
-//! - [`device`]: [`Device`] (`auto|cpu|cuda`, shared by every binary) and
-//!   the CUDA execution provider's settings.
+//! - [`device`]: the CUDA execution provider's settings ([`Device`] itself
+//!   is `rir-contract`'s).
 //! - [`engine`]: the [`Engine`] trait and its output type.
 //! - [`load`]: building engines from options, batch buckets, the
 //!   CUDA-to-CPU fallback.
 //! - [`ort_engine`]: ONNX Runtime: locating the library, the process-wide
 //!   environment, sessions.
 //! - [`tract_engine`]: tract with a symbolic batch dimension.
-//! - [`model_info`]: inputs, outputs and metadata read from the ONNX file itself.
 //! - [`error`]: the crate's error type.
 
 #![forbid(unsafe_code)]
@@ -23,7 +22,6 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod load;
-pub mod model_info;
 pub mod ort_engine;
 pub mod tract_engine;
 
@@ -33,6 +31,5 @@ pub use error::InferError;
 pub use load::{
     Backend, BucketError, Buckets, EngineOptions, PerBucket, load_bucketed, load_engine, warm_up,
 };
-pub use model_info::ModelInfo;
 pub use ort_engine::{OrtEngine, OrtOptions};
 pub use tract_engine::TractEngine;

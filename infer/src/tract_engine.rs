@@ -10,7 +10,7 @@ use tract_onnx::prelude::*;
 
 use crate::engine::{Engine, Output};
 use crate::error::InferError;
-use crate::model_info::ModelInfo;
+use rir_contract::ModelInfo;
 
 type Plan = Arc<TypedRunnableModel>;
 

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rir_bench::stub::{Script, StubServer};
 use rir_client::connect::{ConnectOptions, connect};
 use rir_loadtest::LoadError;
 use rir_loadtest::load::{Load, RunOptions, Stop};
 use rir_loadtest::run::run;
 use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
+use rir_testkit::doubles::stub::{Script, StubServer};
 use rir_testkit::images::png;
 use rir_testkit::server::TestServer;
 

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rir_bench::stub::{Script, StubServer};
 use rir_client::connect::{ConnectOptions, connect};
 use rir_loadtest::LoadError;
 use rir_loadtest::load::{Arrivals, Load, RunOptions, Schedule, Stability, Stop};
 use rir_loadtest::run::{Outcome, run};
 use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
+use rir_testkit::doubles::stub::{Script, StubServer};
 
 /// Held by each test for its whole run, so no two of them share the cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rir_contract::ModelInfo;
 use rir_contract::repository::{self, CONFIG_FILE, PLATFORM};
 use rir_contract::{Datatype, onnx};
-use rir_infer::{InferError, ModelInfo};
+use rir_infer::InferError;
 use rir_proto::config_text::{self, ConfigTextError};
 use rir_proto::inference::{ModelConfig, ModelVersionPolicy, model_version_policy::PolicyChoice};
 
@@ -337,7 +338,7 @@ pub struct Found {
 
 /// Describes one ONNX file, or says why it cannot be served.
 pub fn describe(name: &str, version: u64, path: &Path) -> Result<ModelDescriptor, ModelError> {
-    let info = ModelInfo::read(path).map_err(ModelError::Unreadable)?;
+    let info = ModelInfo::read(path).map_err(|e| ModelError::Unreadable(e.into()))?;
     let [input] = info.inputs.as_slice() else {
         return Err(ModelError::Inputs(info.inputs.len()));
     };

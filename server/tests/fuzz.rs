@@ -281,7 +281,7 @@ proptest! {
     fn onnx_model_reading_never_panics_and_stays_bounded(
         bytes in bytes_or_mutated(default_model(), 4_096)
     ) {
-        let (_, peak) = peak_of(|| rir_infer::ModelInfo::from_bytes(&bytes));
+        let (_, peak) = peak_of(|| rir_contract::ModelInfo::from_bytes(&bytes));
         prop_assert!(peak <= 8 * bytes.len() + MIB, "{peak} bytes for {} bytes", bytes.len());
     }
 }

@@ -6,7 +6,7 @@
 //! would raise. The attacks are built as wire bytes (a prost message of
 //! millions of entries would cost the client what it costs the server).
 
-use rir_bench::attacks::{
+use rir_testkit::attacks::{
     CLASSIFY, MODEL_INFER, empty_entries, many_outputs_gzip, nested_arrays_gzip, raw_call,
 };
 use rir_testkit::requests::fp32_request;

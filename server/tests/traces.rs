@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
-use rir_bench::otlp_sink::OtlpSink;
+use rir_testkit::doubles::otlp_sink::OtlpSink;
 use rir_testkit::requests::fp32_request;
 use rir_testkit::server::TestServer;
 use rir_testkit::web::call;

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rir_arch::{ModelSpec, Variant, preset};
+use rir_contract::Device;
 use rir_data::Source;
-use rir_infer::Device;
 
 use crate::bench::{Form, Measurement, layer_plan};
 use crate::error::TrainError;

@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 
-use rir_infer::{Device as DeviceChoice, NoCuda};
+use rir_contract::device::{Device as DeviceChoice, NoCuda};
 use tch::Device;
 
 /// Loads `libtorch_cuda.so` globally so that libtorch registers CUDA.

@@ -5,7 +5,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rir_checkpoint::Checkpoint;
-use rir_data::cifar::Flavour;
 use rir_testkit::data as fixtures;
 
 fn bin() -> Command {
@@ -174,8 +173,8 @@ fn kill_9_at_any_moment_leaves_a_loadable_checkpoint() {
 #[test]
 fn trains_on_cifar10_and_cifar100_files_in_the_official_format() {
     for (flavour, name) in [
-        (Flavour::Ten, "cifar10"),
-        (Flavour::HundredFine, "cifar100"),
+        (fixtures::Cifar::Ten, "cifar10"),
+        (fixtures::Cifar::Hundred, "cifar100"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let folder = fixtures::write_cifar(dir.path(), flavour, 20, 20, 3).unwrap();
@@ -209,7 +208,11 @@ fn trains_on_cifar10_and_cifar100_files_in_the_official_format() {
         let ck = Checkpoint::read(&out.join("best.safetensors")).unwrap();
         assert_eq!(ck.meta.dataset.name, name);
         assert_eq!(ck.meta.spec.input.channels, 3);
-        let classes = if flavour == Flavour::Ten { 10 } else { 100 };
+        let classes = if flavour == fixtures::Cifar::Ten {
+            10
+        } else {
+            100
+        };
         assert_eq!(ck.meta.spec.num_classes, classes);
         assert_eq!(ck.meta.dataset.class_names.len(), classes);
         let eval = bin()

@@ -140,7 +140,7 @@ async fn eval(cli: &Cli, source: Source, replicas: &Replicas<Chan>) -> Result<()
 /// the model file `f`; an error with both figures when it does not.
 /// An int8 model is held to the accuracy measured when it was quantized.
 fn check_recorded(f: &Path, acc: &Accuracy) -> Result<()> {
-    let info = rir_infer::ModelInfo::read(f)?;
+    let info = rir_contract::ModelInfo::read(f)?;
     // The figure, what it is, who recorded it, whose it is.
     let (trained, whose, who, owner) = match info.quantization().and_then(|q| q.test_accuracy) {
         Some(int8) => (

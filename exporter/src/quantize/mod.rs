@@ -23,11 +23,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use prost::Message;
+use rir_contract::ModelInfo;
 use rir_contract::onnx::Quantization;
 use rir_contract::onnx::keys;
 use rir_data::Dataset;
 use rir_data::rng::Rng;
-use rir_infer::{ModelInfo, OrtEngine, OrtOptions};
+use rir_infer::{OrtEngine, OrtOptions};
 use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 
 pub use calibrate::Method;

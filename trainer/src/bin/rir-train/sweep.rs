@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rir_arch::Variant;
-use rir_infer::Device as DeviceChoice;
+use rir_contract::Device as DeviceChoice;
 use rir_trainer::TrainError;
 use rir_trainer::bench::{Form, measure};
 use rir_trainer::compare::spec_for;

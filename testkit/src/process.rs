@@ -2,49 +2,43 @@
 //! for until ServerReady says yes, read for its memory, and stopped the
 //! ways processes stop (SIGTERM, SIGKILL). The benchmarks measure such a
 //! server; the tests that need a real process (signals, a crash under load)
-//! use it too, through the test kit.
+//! use it too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rir_contract::repository;
 use rir_proto::inference::ServerReadyRequest;
 use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 
-use crate::BenchError;
+/// Why a rir-serve child process could not be started, read or found.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The process could not be started, or did not get ready.
+    #[error("{0}")]
+    Start(String),
+    /// A file, a port or the process could not give what was needed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ProcessError {
+    fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        ProcessError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
 
 /// How long a started server may take to report ready.
 const READY_WITHIN: Duration = Duration::from_secs(60);
-
-/// The rir-serve a benchmark starts, and the model it loads.
-#[derive(Debug, Clone)]
-pub struct Served {
-    /// Model repository.
-    pub models: PathBuf,
-    /// Model name.
-    pub model: String,
-    /// The rir-serve binary.
-    pub serve_bin: PathBuf,
-}
-
-impl Served {
-    /// The latest version's model file: what the in-process engine loads.
-    pub fn latest_model(&self) -> Result<PathBuf, BenchError> {
-        let versions = repository::versions(&self.models, &self.model).map_err(|e| {
-            let dir = repository::model_dir(&self.models, &self.model);
-            BenchError::io(format!("reading {}", dir.display()), e)
-        })?;
-        let latest = versions.last().ok_or_else(|| {
-            BenchError::Setup(format!(
-                "{} has no version folder with a {}",
-                repository::model_dir(&self.models, &self.model).display(),
-                repository::MODEL_FILE
-            ))
-        })?;
-        Ok(repository::model_file(&self.models, &self.model, *latest))
-    }
-}
 
 /// A rir-serve child process on loopback ports.
 pub struct ServerProcess {
@@ -62,7 +56,7 @@ impl ServerProcess {
     }
 
     /// Resident memory, MiB (Linux).
-    pub fn rss_mib(&self) -> Result<f64, BenchError> {
+    pub fn rss_mib(&self) -> Result<f64, ProcessError> {
         rss_mib(self.pid())
     }
 
@@ -103,29 +97,30 @@ impl Drop for ServerProcess {
 }
 
 /// Resident memory of process `pid`, MiB (Linux).
-pub fn rss_mib(pid: u32) -> Result<f64, BenchError> {
+pub fn rss_mib(pid: u32) -> Result<f64, ProcessError> {
     let kib = rir_process::resident_kib(&pid.to_string())
-        .map_err(|e| BenchError::io(format!("reading the memory of process {pid}"), e))?;
+        .map_err(|e| ProcessError::io(format!("reading the memory of process {pid}"), e))?;
     Ok(kib as f64 / 1024.0)
 }
 
-fn free_port() -> Result<u16, BenchError> {
+fn free_port() -> Result<u16, ProcessError> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_err(|e| BenchError::io("finding a free port", e))?
+        .map_err(|e| ProcessError::io("finding a free port", e))?
         .port();
     Ok(port)
 }
 
 /// `rir-serve` beside this executable (as cargo builds them), unless given.
-pub fn serve_binary(explicit: Option<&Path>) -> Result<PathBuf, BenchError> {
+pub fn serve_binary(explicit: Option<&Path>) -> Result<PathBuf, ProcessError> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
-    let me = std::env::current_exe().map_err(|e| BenchError::io("locating this executable", e))?;
+    let me =
+        std::env::current_exe().map_err(|e| ProcessError::io("locating this executable", e))?;
     let p = me.with_file_name("rir-serve");
     if !p.exists() {
-        return Err(BenchError::Server(format!(
+        return Err(ProcessError::Start(format!(
             "{} not found: build it (cargo build --bin rir-serve) or pass --serve-bin",
             p.display()
         )));
@@ -138,7 +133,7 @@ pub async fn spawn(
     bin: &Path,
     models: &Path,
     args: &[String],
-) -> Result<ServerProcess, BenchError> {
+) -> Result<ServerProcess, ProcessError> {
     spawn_on(bin, models, free_port()?, args).await
 }
 
@@ -148,7 +143,7 @@ pub async fn spawn_on(
     models: &Path,
     grpc: u16,
     args: &[String],
-) -> Result<ServerProcess, BenchError> {
+) -> Result<ServerProcess, ProcessError> {
     let metrics = free_port()?;
     let child = Command::new(bin)
         .arg("--models")
@@ -164,7 +159,7 @@ pub async fn spawn_on(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| BenchError::io(format!("starting {}", bin.display()), e))?;
+        .map_err(|e| ProcessError::io(format!("starting {}", bin.display()), e))?;
     let mut s = ServerProcess {
         child,
         url: format!("http://127.0.0.1:{grpc}"),
@@ -177,11 +172,11 @@ pub async fn spawn_on(
 impl ServerProcess {
     /// Waits until ServerReady answers true, the process exits or
     /// [`READY_WITHIN`] has passed.
-    async fn until_ready(&mut self, bin: &Path) -> Result<(), BenchError> {
+    async fn until_ready(&mut self, bin: &Path) -> Result<(), ProcessError> {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(BenchError::Server(format!(
+                return Err(ProcessError::Start(format!(
                     "{} exited ({status}) before it was ready; run it by hand to see why",
                     bin.display()
                 )));
@@ -194,7 +189,7 @@ impl ServerProcess {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(BenchError::Server(format!(
+                return Err(ProcessError::Start(format!(
                     "{} did not become ready within {} s",
                     bin.display(),
                     READY_WITHIN.as_secs()

@@ -1,16 +1,20 @@
-//! What an ONNX file says about itself: its inputs, outputs and metadata,
-//! read straight from the protobuf without building a session.
+//! What an ONNX file says about itself: its inputs, outputs, operators and
+//! metadata, read straight from the protobuf without building a session.
+//!
+//! The reader lives here, not beside the engines, so that crates that link
+//! no inference engine (the clients, the load tester) can describe a model
+//! file. It decodes only the fields it reports ([`schema`]); prost skips
+//! the rest (weights included) without copying them.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use prost::Message;
-use tract_onnx::pb;
 
-use rir_contract::Datatype;
-use rir_contract::onnx::{self, RecordedMetrics};
+use crate::Datatype;
+use crate::onnx::{self, RecordedMetrics};
 
-use crate::error::InferError;
+pub mod schema;
 
 /// One graph input or output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +36,8 @@ impl TensorInfo {
 
     /// The ONNX name of the element type (`FLOAT`), for messages.
     pub fn type_name(&self) -> String {
-        pb::tensor_proto::DataType::try_from(self.elem_type)
-            .map(|d| d.as_str_name().to_string())
-            .unwrap_or_else(|_| format!("type {}", self.elem_type))
+        schema::elem_type_name(self.elem_type)
+            .map_or_else(|| format!("type {}", self.elem_type), str::to_string)
     }
 }
 
@@ -64,56 +67,72 @@ pub enum NotOnnx {
     NoGraph,
 }
 
-fn tensor_info(v: &pb::ValueInfoProto) -> TensorInfo {
-    let (elem_type, dims) = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(pb::type_proto::Value::TensorType(t)) => {
-            let dims = t
-                .shape
-                .as_ref()
-                .map(|s| {
-                    s.dim
-                        .iter()
-                        .map(|d| match d.value {
-                            Some(pb::tensor_shape_proto::dimension::Value::DimValue(v))
-                                if v >= 0 =>
-                            {
-                                Some(v as usize)
-                            }
-                            _ => None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            (t.elem_type, dims)
+/// Why a model file could not be described.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    /// The file could not be read.
+    #[error("model {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not an ONNX model.
+    #[error("model {path}: {source}")]
+    NotOnnx {
+        path: PathBuf,
+        #[source]
+        source: NotOnnx,
+    },
+}
+
+impl ModelFileError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            ModelFileError::Read { path, .. } | ModelFileError::NotOnnx { path, .. } => path,
         }
-        None => (0, vec![]),
+    }
+}
+
+fn tensor_info(v: &schema::ValueInfo) -> TensorInfo {
+    let Some(t) = v.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()) else {
+        return TensorInfo {
+            name: v.name.clone(),
+            elem_type: 0,
+            dims: vec![],
+        };
     };
+    let dims = t
+        .shape
+        .as_ref()
+        .map(|s| s.dim.iter().map(schema::Dimension::fixed).collect())
+        .unwrap_or_default();
     TensorInfo {
         name: v.name.clone(),
-        elem_type,
+        elem_type: t.elem_type,
         dims,
     }
 }
 
 impl ModelInfo {
     /// Reads and parses `path`.
-    pub fn read(path: &Path) -> Result<Self, InferError> {
-        let bytes = std::fs::read(path).map_err(|e| InferError::Model {
+    pub fn read(path: &Path) -> Result<Self, ModelFileError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelFileError::Read {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            source,
         })?;
-        Self::from_bytes(&bytes).map_err(|e| InferError::Model {
+        Self::from_bytes(&bytes).map_err(|source| ModelFileError::NotOnnx {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            source,
         })
     }
 
     /// Parses serialized ONNX bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, NotOnnx> {
-        let model = pb::ModelProto::decode(bytes).map_err(NotOnnx::Decode)?;
+        let model = schema::Model::decode(bytes).map_err(NotOnnx::Decode)?;
         let graph = model.graph.ok_or(NotOnnx::NoGraph)?;
-        let init: std::collections::HashSet<&str> =
-            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let init: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         Ok(ModelInfo {
             inputs: graph
                 .input
@@ -124,10 +143,10 @@ impl ModelInfo {
             outputs: graph.output.iter().map(tensor_info).collect(),
             metadata: model
                 .metadata_props
-                .iter()
-                .map(|p| (p.key.clone(), p.value.clone()))
+                .into_iter()
+                .map(|p| (p.key, p.value))
                 .collect(),
-            op_types: graph.node.iter().map(|n| n.op_type.clone()).collect(),
+            op_types: graph.node.into_iter().map(|n| n.op_type).collect(),
             opset: model
                 .opset_import
                 .iter()
