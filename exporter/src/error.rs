@@ -27,6 +27,9 @@ pub enum ExportError {
     /// quantized from.
     #[error(transparent)]
     Source(#[from] crate::verify::SourceError),
+    /// The job cannot be done as asked.
+    #[error(transparent)]
+    Job(#[from] crate::pipeline::JobError),
     /// The data set for the accuracy check could not be read.
     #[error(transparent)]
     Data(#[from] rir_data::DataError),

@@ -13,6 +13,11 @@
 //! - [`recorded`]: the data set a model's metadata names.
 //! - [`verify`]: runs an export in ONNX Runtime and tract, on random inputs
 //!   and real test images, and compares.
+//! - [`verdict`]: the bounds a verification is judged against and the
+//!   typed verdict.
+//! - [`pipeline`]: export, quantize and verify as `rir-export` runs them,
+//!   with verified models put in place only once they pass.
+//! - [`show`]: the typed results worded for a person.
 //! - [`bench`]: folded vs literal latency and throughput in ONNX Runtime.
 //! - [`triton`]: the `config.pbtxt` written beside an export in a model
 //!   repository, so the repository also serves in Triton.
@@ -27,10 +32,13 @@ pub mod error;
 pub mod export;
 pub mod fold;
 pub mod graph;
+pub mod pipeline;
 pub mod precision;
 pub mod quantize;
 pub mod recorded;
+pub mod show;
 pub mod triton;
+pub mod verdict;
 pub mod verify;
 
 pub use error::ExportError;

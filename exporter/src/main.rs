@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rir_contract::ModelInfo;
-use rir_contract::onnx::keys;
-use rir_exporter::quantize::{QuantizeOptions, WeightScheme, quantize_file};
+use rir_exporter::pipeline::{self, Check, ExportJob, Placed, QuantizeJob};
+use rir_exporter::quantize::{QuantizeOptions, WeightScheme};
 use rir_exporter::triton::{ConfigWritten, write_config};
-use rir_exporter::verify::{Comparison, VerifyOptions, verify};
-use rir_exporter::{Form, Precision, export_file};
+use rir_exporter::verdict::{self, Bounds};
+use rir_exporter::verify::VerifyOptions;
+use rir_exporter::{Form, Precision, show};
 use rir_infer::OrtOptions;
 
 #[derive(Parser)]
@@ -99,11 +100,11 @@ struct CheckArgs {
     source: Option<PathBuf>,
     /// For an int8 model: the least top-1 agreement with the source on the
     /// test images, in percent.
-    #[arg(long, default_value_t = 99.5)]
+    #[arg(long, default_value_t = verdict::MIN_AGREEMENT)]
     min_agreement: f64,
     /// For an int8 model: the most its test accuracy may fall below the
     /// source's, in percentage points.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = verdict::MAX_ACCURACY_DROP)]
     max_accuracy_drop: f64,
     /// Where ONNX Runtime runs the check: auto uses CUDA when it can be had.
     #[arg(long, value_enum, default_value_t = rir_infer::Device::Auto)]
@@ -149,6 +150,56 @@ impl QuantizeArgs {
                 ..OrtOptions::default()
             },
         }
+    }
+}
+
+impl CheckArgs {
+    fn check(&self) -> Check {
+        Check {
+            verify: VerifyOptions {
+                random: self.random,
+                images: self.images,
+                data_dir: self.data_dir.clone(),
+                ort: OrtOptions {
+                    library: self.ort_lib.clone(),
+                    device: self.device,
+                    ..OrtOptions::default()
+                },
+                source: self.source.clone(),
+                ..VerifyOptions::default()
+            },
+            bounds: Bounds {
+                tolerance: self.tolerance,
+                min_agreement: self.min_agreement,
+                max_accuracy_drop: self.max_accuracy_drop,
+                images_asked: self.images > 0,
+            },
+        }
+    }
+}
+
+impl ExportArgs {
+    fn job(self) -> Result<ExportJob> {
+        let Some(checkpoint) = self.checkpoint else {
+            bail!("no checkpoint given; see `rir-export --help`");
+        };
+        let Some(output) = self.output else {
+            bail!("no output given: pass -o MODEL.onnx");
+        };
+        let c = &self.check;
+        Ok(ExportJob {
+            checkpoint,
+            output,
+            form: if self.no_fold {
+                Form::Unfolded
+            } else {
+                Form::Folded
+            },
+            precision: self.precision,
+            quantize: self.quantize.options(c.data_dir.clone(), c.ort_lib.clone()),
+            triton_config: !self.no_triton_config,
+            check: self.verify.then(|| c.check()),
+        })
     }
 }
 
@@ -222,27 +273,42 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Some(Command::Verify { model, check }) => run_verify(&model, &check),
+        Some(Command::Verify { model, check }) => {
+            let v = pipeline::verify_file(&model, &check.check())
+                .with_context(|| format!("verifying {}", model.display()))?;
+            Ok(report_verified(&v))
+        }
         Some(Command::Quantize {
             model,
             output,
             quantize,
             verify,
-            mut check,
+            check,
         }) => {
-            let opts = quantize.options(check.data_dir.clone(), check.ort_lib.clone());
-            run_quantize(&model, &output, &opts)?;
-            if !verify {
-                return Ok(ExitCode::SUCCESS);
-            }
-            check.source = Some(model);
-            run_verify(&output, &check)
+            let job = QuantizeJob {
+                quantize: quantize.options(check.data_dir.clone(), check.ort_lib.clone()),
+                check: verify.then(|| check.check()),
+                source: model,
+                output,
+            };
+            let placed = with_bar(|p| pipeline::quantize(&job, p))
+                .with_context(|| format!("quantizing {}", job.source.display()))?;
+            Ok(report_placed(&placed, &show::int8_what(&job.quantize)))
         }
-        Some(Command::Inspect { model }) => inspect(&model),
-        Some(Command::TritonConfig { model }) => {
-            report_config(&model, true)?;
+        Some(Command::Inspect { model }) => {
+            print!("{}", show::inspect(&ModelInfo::read(&model)?));
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::TritonConfig { model }) => match write_config(&model)? {
+            ConfigWritten::NotARepository => bail!(
+                "{} is not at <repository>/<name>/<version>/model.onnx",
+                model.display()
+            ),
+            c => {
+                println!("{}", show::config(&c).unwrap_or_default());
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Some(Command::Bench {
             presets,
             shape,
@@ -270,376 +336,73 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ..OrtOptions::default()
                 },
             };
-            bench(&opts)
-        }
-        None => {
-            let a = cli.export;
-            let Some(checkpoint) = a.checkpoint.clone() else {
-                bail!("no checkpoint given; see `rir-export --help`");
-            };
-            let Some(output) = a.output.clone() else {
-                bail!("no output given: pass -o MODEL.onnx");
-            };
-            let form = if a.no_fold {
-                Form::Unfolded
-            } else {
-                Form::Folded
-            };
-            if a.precision == Precision::Int8 {
-                return export_int8(&checkpoint, &output, form, &a);
-            }
-            let model = export_file(&checkpoint, &output, form, a.precision)
-                .with_context(|| format!("exporting {}", checkpoint.display()))?;
-            let graph = model.graph.as_ref();
-            let count =
-                |op: &str| graph.map_or(0, |g| g.node.iter().filter(|n| n.op_type == op).count());
-            println!(
-                "wrote {} ({:?}, {}): {} Conv, {} BatchNormalization, {} nodes, {} bytes",
-                output.display(),
-                form,
-                a.precision.as_str(),
-                count("Conv"),
-                count("BatchNormalization"),
-                graph.map_or(0, |g| g.node.len()),
-                std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0)
-            );
-            if !a.no_triton_config {
-                report_config(&output, false)?;
-            }
-            if a.verify {
-                return run_verify(&output, &a.check);
-            }
+            let dir = tempfile::tempdir()?;
+            let bar = indicatif::ProgressBar::new_spinner();
+            let rows =
+                rir_exporter::bench::run(&opts, dir.path(), |m| bar.set_message(m.to_string()))?;
+            bar.finish_and_clear();
+            print!("{}", show::bench(&opts, &rows));
             Ok(ExitCode::SUCCESS)
         }
+        None => {
+            let job = cli.export.job()?;
+            let placed = with_bar(|p| pipeline::export(&job, p))
+                .with_context(|| format!("exporting {}", job.checkpoint.display()))?;
+            let what = match job.precision {
+                Precision::Int8 => show::int8_what(&job.quantize),
+                p => format!("{:?}, {}", job.form, p.as_str()),
+            };
+            Ok(report_placed(&placed, &what))
+        }
     }
 }
 
-/// `--precision int8`: the folded float32 export, into a temporary file,
-/// quantized into `output` (and verified against that float32 source).
-fn export_int8(
-    checkpoint: &std::path::Path,
-    output: &std::path::Path,
-    form: Form,
-    a: &ExportArgs,
-) -> Result<ExitCode> {
-    if form != Form::Folded {
-        bail!("int8 is quantized from the folded export: drop --no-fold");
-    }
-    let dir = tempfile::tempdir().context("creating a temporary folder")?;
-    let fp32 = dir.path().join("fp32.onnx");
-    export_file(checkpoint, &fp32, form, Precision::Fp32)
-        .with_context(|| format!("exporting {}", checkpoint.display()))?;
-    let opts = a
-        .quantize
-        .options(a.check.data_dir.clone(), a.check.ort_lib.clone());
-    run_quantize(&fp32, output, &opts)?;
-    if !a.no_triton_config {
-        report_config(output, false)?;
-    }
-    if !a.verify {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let check = CheckArgs {
-        source: Some(fp32),
-        ..a.check.clone()
-    };
-    run_verify(output, &check)
-}
-
-/// Writes `config.pbtxt` for `model` and says what happened; `required`:
-/// a model outside a repository layout is an error.
-fn report_config(model: &std::path::Path, required: bool) -> Result<()> {
-    match write_config(model).context("writing config.pbtxt")? {
-        ConfigWritten::Wrote(p) => println!("wrote {} (Triton model configuration)", p.display()),
-        ConfigWritten::Kept(p) => println!("kept the existing {}", p.display()),
-        ConfigWritten::NotARepository if required => bail!(
-            "{} is not at <repository>/<name>/<version>/model.onnx",
-            model.display()
-        ),
-        ConfigWritten::NotARepository => {}
-    }
-    Ok(())
-}
-
-/// Quantizes `source` into `output` with a progress bar, and says what it wrote.
-fn run_quantize(
-    source: &std::path::Path,
-    output: &std::path::Path,
-    opts: &QuantizeOptions,
-) -> Result<()> {
+/// Runs `f` with a calibration progress bar.
+fn with_bar<T>(f: impl FnOnce(&mut dyn FnMut(usize, usize)) -> T) -> T {
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} batches")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let model = quantize_file(source, output, opts, |done, total| {
+    let out = f(&mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })
-    .with_context(|| format!("quantizing {}", source.display()))?;
+    });
     bar.finish_and_clear();
-    let graph = model.graph.unwrap_or_default();
-    let count = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
-    println!(
-        "wrote {} (int8, {} calibration on {} images, seed {}): {} QuantizeLinear, {} DequantizeLinear, {} bytes",
-        output.display(),
-        opts.method.as_str(),
-        opts.images,
-        opts.seed,
-        count("QuantizeLinear"),
-        count("DequantizeLinear"),
-        std::fs::metadata(output).map(|m| m.len()).unwrap_or(0)
-    );
-    Ok(())
+    out
 }
 
-fn run_verify(model: &std::path::Path, c: &CheckArgs) -> Result<ExitCode> {
-    let opts = VerifyOptions {
-        random: c.random,
-        images: c.images,
-        data_dir: c.data_dir.clone(),
-        ort: OrtOptions {
-            library: c.ort_lib.clone(),
-            device: c.device,
-            ..OrtOptions::default()
-        },
-        source: c.source.clone(),
-        ..VerifyOptions::default()
-    };
-    let r = verify(model, &opts).with_context(|| format!("verifying {}", model.display()))?;
-    // fp32 is judged on the absolute difference, fp16 and int8 (against
-    // tract, which rounds its requantizations on its own) on the relative one.
-    let (tolerance, what) = match r.precision {
-        Precision::Fp32 => (c.tolerance.unwrap_or(1e-3), "max |diff|"),
-        Precision::Fp16 => (c.tolerance.unwrap_or(1e-2), "max rel"),
-        Precision::Int8 => (c.tolerance.unwrap_or(5e-2), "max rel"),
-    };
-    let worst = print_comparisons(&r);
-    let mut failed = match r.precision {
-        Precision::Int8 => !int8_bound_met(&r, c),
-        _ => !accuracy_reproduced(&r),
-    };
-    if let Some(why) = &r.real_skipped {
-        println!("real images skipped: {why}");
-    }
-    if worst > tolerance {
-        eprintln!("FAILED: {what} {worst:.3e} exceeds the tolerance {tolerance:.1e}");
-        failed = true;
-    }
-    if failed {
-        return Ok(ExitCode::FAILURE);
-    }
-    let reproduced = r
-        .accuracy
-        .is_some_and(|a| a.full_split && a.recorded.is_some());
-    let extra = match r.precision {
-        Precision::Int8 if r.accuracy.is_some() => " and the int8 bound met",
-        Precision::Int8 => "",
-        _ if reproduced => " and the trainer's accuracy reproduced",
-        _ => "",
-    };
-    println!("OK: {what} within {tolerance:.1e}{extra}");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Prints each comparison of the report; the worst difference it is judged
-/// on: absolute for float32, relative otherwise; for int8 only against
-/// tract (its distance from the float32 source is judged by agreement).
-fn print_comparisons(r: &rir_exporter::verify::Report) -> f32 {
-    println!(
-        "{} model in ONNX Runtime ({}), compared with",
-        r.precision.as_str(),
-        r.engine
-    );
-    println!(
-        "{:<43} {:>8} {:>12} {:>12} {:>10}",
-        "", "inputs", "max |diff|", "max rel", "top-1 agree"
-    );
-    let mut worst = 0f32;
-    let mut row = |name: &str, c: &Comparison, judged: bool| {
-        println!(
-            "{:<43} {:>8} {:>12.3e} {:>12.3e} {:>10.2}%",
-            name,
-            c.n,
-            c.max_abs,
-            c.max_rel,
-            100.0 * c.top1_agreement
-        );
-        if judged {
-            let d = match r.precision {
-                Precision::Fp32 => c.max_abs,
-                _ => c.max_rel,
-            };
-            worst = worst.max(d);
-        }
-    };
-    let int8 = r.precision == Precision::Int8;
-    row("tract, random inputs", &r.random, true);
-    if let Some(t) = &r.random_twin {
-        row(&format!("{}, random inputs", r.reference), t, !int8);
-    }
-    if let Some(real) = &r.real {
-        row(&format!("{}, real test images", r.reference), real, !int8);
-    }
-    worst
-}
-
-/// Prints how an int8 model compares with its float32 source on the test
-/// images; false when the agreement or the accuracy misses the bound (or
-/// there were no test images to judge it on).
-fn int8_bound_met(r: &rir_exporter::verify::Report, c: &CheckArgs) -> bool {
-    let (Some(a), Some(real)) = (&r.accuracy, &r.real) else {
-        if c.images == 0 {
-            return true;
-        }
-        eprintln!("FAILED: the int8 bound is judged on test images, and none could be read");
-        return false;
-    };
-    let (agree, drop) = (100.0 * real.top1_agreement, 100.0 * (a.reference - a.ort));
-    println!(
-        "test accuracy on {} images: int8 {:.2}%, float32 source {:.2}% ({:+.2} points); top-1 agreement {:.2}%",
-        a.n,
-        100.0 * a.ort,
-        100.0 * a.reference,
-        -drop,
-        agree
-    );
-    println!(
-        "bound: agreement at least {:.2}%, accuracy at most {:.2} points below the source",
-        c.min_agreement, c.max_accuracy_drop
-    );
-    let mut met = true;
-    // The figure recorded when the model was made must come back (as for
-    // any export against its trainer's), on the same whole split.
-    if let Some(rec) = r.int8_recorded
-        && a.full_split
-    {
-        println!(
-            "recorded when it was quantized: {:.2}% on the full test split",
-            100.0 * rec
-        );
-        if !rir_arch::meta::reproduces_recorded_accuracy(a.ort, rec) {
-            eprintln!(
-                "FAILED: the int8 model scores {:.2}%, {:.2}% was recorded when it was quantized",
-                100.0 * a.ort,
-                100.0 * rec
-            );
-            met = false;
+/// Prints what was written (or rejected) and its verification; the exit
+/// code: failure when the model was rejected.
+fn report_placed(p: &Placed, what: &str) -> ExitCode {
+    if p.placed() {
+        println!("{}", show::written(p, what));
+        if let Some(line) = p.config.as_ref().and_then(show::config) {
+            println!("{line}");
         }
     }
-    if agree < c.min_agreement {
-        eprintln!(
-            "FAILED: top-1 agreement {agree:.2}% is below {:.2}%",
-            c.min_agreement
-        );
-        met = false;
+    let code = p
+        .verified
+        .as_ref()
+        .map_or(ExitCode::SUCCESS, report_verified);
+    if !p.placed() {
+        eprintln!("{}", show::written(p, what));
     }
-    if drop > c.max_accuracy_drop {
-        eprintln!(
-            "FAILED: the accuracy falls {drop:.2} points, more than {:.2}",
-            c.max_accuracy_drop
-        );
-        met = false;
-    }
-    met
+    code
 }
 
-/// Prints the accuracy figures; false when the export, on the whole test
-/// split, does not score what the trainer recorded for these weights.
-fn accuracy_reproduced(r: &rir_exporter::verify::Report) -> bool {
-    let Some(a) = &r.accuracy else {
-        return true;
-    };
-    println!(
-        "test accuracy on {} images: ONNX Runtime {:.2}%, {} {:.2}%",
-        a.n,
-        100.0 * a.ort,
-        r.reference,
-        100.0 * a.reference
-    );
-    let Some(rec) = a.recorded else {
-        return true;
-    };
-    println!(
-        "the trainer recorded {:.2}% on the full test split for these weights",
-        100.0 * rec
-    );
-    // On the same images the export must score what the trainer scored (up
-    // to a few near-ties flipped by float rounding).
-    if a.full_split && !rir_arch::meta::reproduces_recorded_accuracy(a.ort, rec) {
-        eprintln!(
-            "FAILED: the export scores {:.2}%, the trainer {:.2}%",
-            100.0 * a.ort,
-            100.0 * rec
-        );
-        return false;
-    }
-    true
-}
-
-fn bench(opts: &rir_exporter::bench::BenchOptions) -> Result<ExitCode> {
-    let dir = tempfile::tempdir()?;
-    let bar = indicatif::ProgressBar::new_spinner();
-    let rows = rir_exporter::bench::run(opts, dir.path(), |m| bar.set_message(m.to_string()))?;
-    bar.finish_and_clear();
-    println!(
-        "ONNX Runtime CPU, {} threads, input {}x{}x{}, medians over {} alternating rounds",
-        opts.threads, opts.input.channels, opts.input.height, opts.input.width, opts.rounds
-    );
-    println!(
-        "{:<7} {:<9} {:>6} {:>6} {:>16} {:>18}",
-        "preset", "form", "Conv", "nodes", "batch 1 µs/img", "batch 64 img/s"
-    );
-    for r in &rows {
-        for (name, f) in [
-            ("folded", &r.folded),
-            ("unfolded", &r.unfolded),
-            ("int8", &r.int8),
-        ] {
-            println!(
-                "{:<7} {:<9} {:>6} {:>6} {:>16.0} {:>18.0}",
-                r.preset, name, f.convs, f.nodes, f.latency_us, f.throughput
-            );
+/// Prints a verification; the exit code of its verdict.
+fn report_verified(v: &pipeline::Verified) -> ExitCode {
+    print!("{}", show::comparisons(&v.report));
+    print!("{}", show::accuracy(&v.report, &v.bounds));
+    let said = show::verdict(&v.verdict);
+    match v.verdict.passed() {
+        true => {
+            print!("{said}");
+            ExitCode::SUCCESS
         }
-        println!(
-            "{:<7} speed-up of folding: {:.2}x at batch 1, {:.2}x at batch 64",
-            r.preset,
-            r.unfolded.latency_us / r.folded.latency_us,
-            r.folded.throughput / r.unfolded.throughput
-        );
-        println!(
-            "{:<7} int8 against folded fp32: {:.2}x at batch 1, {:.2}x at batch 64",
-            r.preset,
-            r.folded.latency_us / r.int8.latency_us,
-            r.int8.throughput / r.folded.throughput
-        );
+        false => {
+            eprint!("{said}");
+            ExitCode::FAILURE
+        }
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn inspect(model: &std::path::Path) -> Result<ExitCode> {
-    let info = ModelInfo::read(model)?;
-    println!("opset {}", info.opset);
-    for i in &info.inputs {
-        println!("input  {} {} {:?}", i.name, i.type_name(), i.dims);
-    }
-    for o in &info.outputs {
-        println!("output {} {} {:?}", o.name, o.type_name(), o.dims);
-    }
-    let mut ops: Vec<&String> = info.op_types.iter().collect();
-    ops.sort();
-    ops.dedup();
-    let counts: Vec<String> = ops
-        .iter()
-        .map(|op| format!("{op} x{}", info.count(op)))
-        .collect();
-    println!("nodes  {}", counts.join(", "));
-    for (k, v) in &info.metadata {
-        let shown = if k == keys::SPEC && v.len() > 120 {
-            format!("{}...", &v[..120])
-        } else {
-            v.clone()
-        };
-        println!("meta   {k} = {shown}");
-    }
-    Ok(ExitCode::SUCCESS)
 }

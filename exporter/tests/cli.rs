@@ -296,10 +296,15 @@ fn fp16_export_verifies_against_its_float32_twin_and_bf16_is_refused() {
         "{stdout}"
     );
     // Half precision does move the logits: a bound no float16 model meets fails it.
+    // The model that passed stays; the rejected one is kept beside it,
+    // under a name no server loads, and the message says where.
+    let passed = std::fs::read(&model).unwrap();
     let out = export("fp16", &["--tolerance", "1e-7"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("FAILED: max rel"), "{err}");
+    assert!(err.contains("half.onnx.rejected"), "{err}");
+    assert_eq!(std::fs::read(&model).unwrap(), passed);
     // bfloat16 is refused by the argument parser, with the choices.
     let out = export("bf16", &[]);
     assert_eq!(out.status.code(), Some(2));

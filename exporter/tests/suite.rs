@@ -7,5 +7,7 @@ mod cli;
 mod common;
 #[path = "export.rs"]
 mod export;
+#[path = "pipeline.rs"]
+mod pipeline;
 #[path = "quantize.rs"]
 mod quantize;
