@@ -44,6 +44,23 @@ pub enum LoadError {
         /// Its message.
         message: String,
     },
+    /// The reports to merge could not be read.
+    #[error(transparent)]
+    MergeInput(#[from] crate::session::MergeInputError),
+    /// The reports could not be merged.
+    #[error(transparent)]
+    Merge(#[from] crate::merge::MergeError),
+    /// The server's figures cannot be read where asked.
+    #[error("{0}")]
+    Figures(String),
+    /// rir-bench could not be run.
+    #[error("running {}: build it beside rir-loadtest (cargo build -p rir-bench): {source}", bin.display())]
+    Bench {
+        /// The binary tried.
+        bin: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A plot could not be drawn.
     #[error("plot {0}: {1}")]
     Plot(PathBuf, String),

@@ -12,6 +12,10 @@
 //!
 //! # Layout
 //! The arrows point down this list.
+//! - [`args`]: the command line (clap), in the library as rir-serve's is;
+//!   [`plan`]: the flags checked into a typed [`plan::TestPlan`];
+//!   [`session`]: a plan carried out, to an [`session::Outcome`] with its
+//!   exit status, and the merge of several generators' files.
 //! - [`run`]: one run: its driver and controller on shared state, then its
 //!   report. Inside it, `control` runs warm-up, duration or count, stability
 //!   windows, intervals and the fail-fast stop, feeding `progress`, the bar;
@@ -36,6 +40,7 @@
 //! - [`load`]: what a run offers and how long it measures.
 //! - [`error`]: what stops a load test.
 
+pub mod args;
 pub mod breakdown;
 mod control;
 mod drive;
@@ -44,12 +49,14 @@ pub mod hostile;
 mod live;
 pub mod load;
 pub mod merge;
+pub mod plan;
 pub mod plot;
 mod progress;
 pub mod recorder;
 pub mod report;
 pub mod run;
 pub mod search;
+pub mod session;
 pub mod thresholds;
 pub mod workload;
 

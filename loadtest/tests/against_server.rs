@@ -811,58 +811,44 @@ async fn latency_threshold_search_finds_the_knee_of_a_one_worker_server() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("s.json").display().to_string();
-    let url = stub.url.clone();
-    let base = move |bound: &str, json: &str| {
-        let (url, bound, json) = (url.clone(), bound.to_string(), json.to_string());
-        tokio::task::spawn_blocking(move || {
-            cli(&[
-                "-u",
-                &url,
-                "-m",
-                "stub",
-                "-w",
-                "0.1",
-                "-n",
-                "40",
-                "-q",
-                "--latency-threshold",
-                &bound,
-                "--json",
-                &json,
-            ])
-        })
+    // Through the library, from the flags the binary takes: the answer and
+    // the levels tried are typed.
+    let plan = |bound: &str| {
+        use clap::Parser;
+        let cli = rir_loadtest::args::Cli::try_parse_from([
+            "rir-loadtest",
+            "-u",
+            &stub.url,
+            "-m",
+            "stub",
+            "-w",
+            "0.1",
+            "-n",
+            "40",
+            "-q",
+            "--latency-threshold",
+            bound,
+        ])
+        .unwrap();
+        cli.test.plan().unwrap()
     };
-    let out = base("250", &json).await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("highest load with p99 at most 250 ms: concurrency 2 ("),
-        "{stdout}"
-    );
-    let reports: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let levels: Vec<_> = reports
-        .as_array()
-        .unwrap()
+    let outcome = rir_loadtest::session::execute(&plan("250")).await.unwrap();
+    let levels: Vec<_> = outcome
+        .reports
         .iter()
-        .map(|r| r["concurrency"].as_u64().unwrap())
+        .filter_map(|r| r.concurrency)
         .collect();
     assert_eq!(levels, [1, 2, 3, 4], "the levels tried, lowest first");
+    let search = outcome.search.as_ref().unwrap();
+    assert_eq!(search.knee, Some(1), "concurrency 2: {levels:?}");
+    assert_eq!(outcome.exit_code(), 0);
 
-    // A bound not even one request in flight meets: status 3 and why.
-    let out = base("50", &json).await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains("no load met p99 at most 50 ms: concurrency 1 had"),
-        "{stderr}"
-    );
+    // A bound not even one request in flight meets: no answer, status 3.
+    let outcome = rir_loadtest::session::execute(&plan("50")).await.unwrap();
+    assert_eq!(outcome.search.as_ref().unwrap().knee, None);
+    assert_eq!(outcome.reports.len(), 1, "the search stops at level 1");
+    assert_eq!(outcome.exit_code(), rir_loadtest::thresholds::MISSED);
+    stub.shutdown().await;
 }
 
 /// The server breakdown of a measurement of `n` requests of batch 2: the

@@ -1,0 +1,299 @@
+//! A load test carried out: the server reached, the workload prepared, each
+//! load run (or the search for the highest that meets a bound), the reports
+//! written, and the [`Outcome`] with its exit status. `rir-loadtest` is
+//! clap plus [`execute`] (or [`merge_files`]) and printing the outcome.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rir_client::balance::Replicas;
+use rir_client::connect::{Target, connect_replicas, resolve};
+use rir_client::http::HttpClient;
+
+use crate::LoadError;
+use crate::args::Protocol;
+use crate::breakdown::Probe;
+use crate::plan::{Levels, Outputs, ServerFigures, Step, TestPlan};
+use crate::report::{Report, csv};
+use crate::run::run;
+use crate::search::{Goal, Search};
+use crate::thresholds::{MISSED, Miss, Thresholds};
+use crate::workload::Workload;
+
+/// What a search found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResult {
+    /// What it was after.
+    pub goal: Goal,
+    /// The index, among the reports, of the highest level that met it;
+    /// `None` when none did.
+    pub knee: Option<usize>,
+}
+
+/// A finished load test: its reports and what they mean.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// What was sent, to whom.
+    pub description: String,
+    /// One report per load, lowest first for a search.
+    pub reports: Vec<Report>,
+    /// The search's answer, when one ran.
+    pub search: Option<SearchResult>,
+    /// Bad requests answered with another status than the one owed.
+    pub mismatched: u64,
+    /// The bounds missed (for a search: by its answer only).
+    pub missed: Vec<Miss>,
+    /// Whether any bound was set.
+    pub bounded: bool,
+}
+
+impl Outcome {
+    /// The exit status: 1 when bad requests got the wrong status, 3
+    /// ([`MISSED`]) when a bound was missed or no level met the search's
+    /// goal, else 0.
+    pub fn exit_code(&self) -> u8 {
+        match () {
+            _ if self.mismatched > 0 => 1,
+            _ if matches!(self.search, Some(SearchResult { knee: None, .. })) => MISSED,
+            _ if !self.missed.is_empty() => MISSED,
+            _ => 0,
+        }
+    }
+}
+
+/// Every bound `reports` missed.
+pub fn missed(thresholds: &Thresholds, reports: &[Report]) -> Vec<Miss> {
+    reports.iter().flat_map(|r| thresholds.missed(r)).collect()
+}
+
+/// Runs `plan` against its server.
+pub async fn execute(plan: &TestPlan) -> Result<Outcome, LoadError> {
+    let targets = resolve(&plan.urls).await?;
+    let workload = Arc::new(workload(plan, &targets).await?);
+    if targets.len() > 1 {
+        let names = workload.replicas().join(", ");
+        tracing::info!("{} replicas: {names}", targets.len());
+    }
+    let (reports, search) = match &plan.levels {
+        Levels::Search { goal, step } => {
+            let (reports, knee) = search(&workload, plan, *goal, *step).await?;
+            let result = SearchResult { goal: *goal, knee };
+            (reports, Some(result))
+        }
+        Levels::Fixed(loads) => {
+            let mut reports: Vec<Report> = Vec::new();
+            for load in loads {
+                reports.push(run(workload.clone(), load.clone(), &plan.run).await?.report);
+            }
+            (reports, None)
+        }
+    };
+    write_outputs(&plan.outputs, &reports)?;
+    if let Some(p) = &plan.outputs.plot {
+        crate::plot::sweep(p, &workload.description, &reports)?;
+    }
+    // The thresholds judge a search's answer, not the levels that missed.
+    let judged = match &search {
+        Some(SearchResult { knee: Some(i), .. }) => std::slice::from_ref(&reports[*i]),
+        Some(SearchResult { knee: None, .. }) => &[][..],
+        None => &reports[..],
+    };
+    Ok(Outcome {
+        missed: missed(&plan.thresholds, judged),
+        bounded: !plan.thresholds.is_empty(),
+        mismatched: reports.iter().map(Report::bad_mismatched).sum(),
+        description: workload.description.clone(),
+        search,
+        reports,
+    })
+}
+
+/// The workload over every replica, by the protocol asked for, with the
+/// server's figures and the bad requests mixed in.
+async fn workload(plan: &TestPlan, targets: &[Target]) -> Result<Workload, LoadError> {
+    let options = &plan.workload;
+    let workload = match plan.protocol {
+        Protocol::Grpc => {
+            let replicas = connect_replicas(&plan.connect, targets).await?;
+            Workload::prepare_replicas(replicas, options).await?
+        }
+        Protocol::Http => {
+            let members = targets
+                .iter()
+                .map(|t| {
+                    HttpClient::new(&t.url, plan.token.clone(), Duration::from_secs(5))
+                        .map(|c| (t.url.clone(), c))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Workload::prepare_http_replicas(Replicas::new(members), options).await?
+        }
+    };
+    let workload = match &plan.figures {
+        ServerFigures::Off => workload.with_server_counters(None),
+        ServerFigures::Metrics(urls) => workload.with_server_counters(Some(
+            Probe::metrics(urls, &options.model, &options.version).map_err(LoadError::Figures)?,
+        )),
+        ServerFigures::Statistics => workload,
+    };
+    Ok(match plan.bad_fraction {
+        f if f > 0.0 => workload.with_bad_fraction(f, options.seed).await?,
+        _ => workload,
+    })
+}
+
+/// Runs the search for `goal`: the reports of the levels tried, lowest
+/// load first, and the index of the answer among them.
+async fn search(
+    workload: &Arc<Workload>,
+    plan: &TestPlan,
+    goal: Goal,
+    step: Option<Step>,
+) -> Result<(Vec<Report>, Option<usize>), LoadError> {
+    let mut state = Search::default();
+    let mut tried: Vec<(u64, Report)> = Vec::new();
+    while let Some(level) = state.next(goal.max_level) {
+        let load = Levels::at(step, level);
+        let report = run(workload.clone(), load, &plan.run).await?.report;
+        let met = goal.met(&report);
+        tracing::info!(
+            "search: {}: {} {:.3} ms, {} failed: {}",
+            report.load,
+            goal.percentile.name(),
+            goal.percentile.of(&report.latency_ms),
+            report.failed(),
+            if met { "met" } else { "missed" }
+        );
+        state.record(level, met);
+        tried.push((level, report));
+    }
+    tried.sort_by_key(|(level, _)| *level);
+    let knee = state
+        .best()
+        .and_then(|best| tried.iter().position(|(level, _)| *level == best));
+    Ok((tried.into_iter().map(|(_, r)| r).collect(), knee))
+}
+
+/// Writes the reports where `--json` and `--csv` ask.
+pub fn write_outputs(o: &Outputs, reports: &[Report]) -> Result<(), LoadError> {
+    let write = |p: &Path, text: String| std::fs::write(p, text).map_err(|e| LoadError::io(p, e));
+    if let Some(p) = &o.json {
+        let text = serde_json::to_string_pretty(reports).map_err(|e| {
+            LoadError::io(p, std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })?;
+        write(p, text)?;
+    }
+    if let Some(p) = &o.csv {
+        write(p, csv(reports))?;
+    }
+    Ok(())
+}
+
+/// Why the reports of a run could not be read back for merging.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeInputError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not `--json` output.
+    #[error("{path}: not the JSON reports of rir-loadtest --json ({source})")]
+    NotReports {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Reads each run's `--json` reports and merges them level by level,
+/// judged by `thresholds`, written to `outputs`.
+pub fn merge_files(
+    files: &[PathBuf],
+    thresholds: &Thresholds,
+    outputs: &Outputs,
+) -> Result<(usize, Outcome), LoadError> {
+    let runs = files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|source| MergeInputError::Read {
+                path: p.clone(),
+                source,
+            })?;
+            serde_json::from_str::<Vec<Report>>(&text).map_err(|source| {
+                MergeInputError::NotReports {
+                    path: p.clone(),
+                    source,
+                }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let merged = crate::merge::merge(&runs)?;
+    write_outputs(outputs, &merged)?;
+    Ok((
+        runs.len(),
+        Outcome {
+            description: format!("{} generators merged", runs.len()),
+            missed: missed(thresholds, &merged),
+            bounded: !thresholds.is_empty(),
+            mismatched: 0,
+            search: None,
+            reports: merged,
+        },
+    ))
+}
+
+/// Runs `rir-bench` beside this executable (else on PATH) with `args`;
+/// its exit status.
+pub fn forward_to_bench(args: &[String]) -> Result<u8, LoadError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|me| me.with_file_name("rir-bench"))
+        .filter(|p| p.exists());
+    let bin = beside.unwrap_or_else(|| PathBuf::from("rir-bench"));
+    let status = std::process::Command::new(&bin)
+        .args(args)
+        .status()
+        .map_err(|source| LoadError::Bench { bin, source })?;
+    Ok(status.code().unwrap_or(1).clamp(0, 255) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(mismatched: u64, knee: Option<Option<usize>>, missed: usize) -> Outcome {
+        let miss = Miss {
+            load: "concurrency 1".into(),
+            bound: "--max-p50-ms 1".into(),
+            measured: "p50 2 ms".into(),
+        };
+        Outcome {
+            description: String::new(),
+            reports: vec![],
+            search: knee.map(|knee| SearchResult {
+                goal: Goal {
+                    percentile: crate::thresholds::Percentile::P99,
+                    bound_ms: 1.0,
+                    max_level: 8,
+                },
+                knee,
+            }),
+            mismatched,
+            missed: vec![miss; missed],
+            bounded: true,
+        }
+    }
+
+    #[test]
+    fn the_exit_status_policy() {
+        assert_eq!(outcome(0, None, 0).exit_code(), 0);
+        assert_eq!(outcome(0, Some(Some(2)), 0).exit_code(), 0);
+        assert_eq!(outcome(0, None, 1).exit_code(), 3);
+        assert_eq!(outcome(0, Some(None), 0).exit_code(), 3);
+        // Bad requests answered wrongly outrank every bound.
+        assert_eq!(outcome(1, Some(None), 2).exit_code(), 1);
+    }
+}
