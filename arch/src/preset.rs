@@ -87,3 +87,25 @@ pub fn build(
     spec.validate()?;
     Ok(spec)
 }
+/// `rir-train presets`: every preset and variant with its parameters and
+/// multiply-adds per image, for images of `input` in `classes` classes.
+pub fn table(input: InputSpec, classes: usize) -> Result<String, SpecError> {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "{:<7} {:<12} {:>12} {:>14}  about\n",
+        "preset", "variant", "params", "MACs/image"
+    );
+    for p in PRESETS {
+        for v in Variant::ALL {
+            let c = build(p.name, v, input, classes)?.cost();
+            let about = if v == Variant::Rir { p.about } else { "" };
+            let (name, variant) = (p.name, v.name());
+            let _ = writeln!(
+                s,
+                "{name:<7} {variant:<12} {:>12} {:>14}  {about}",
+                c.params, c.macs
+            );
+        }
+    }
+    Ok(s)
+}

@@ -39,7 +39,7 @@ pub fn register_cuda() -> Result<(), NoCuda> {
 
 /// Resolves the device; `Cuda` fails when CUDA cannot be had. The rule is
 /// the one every binary follows ([`DeviceChoice::resolve`]).
-pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
+pub fn select(choice: DeviceChoice) -> Result<Device, rir_contract::device::CudaRequired> {
     let cuda = if choice == DeviceChoice::Cpu {
         Err(NoCuda("not asked for".to_string()))
     } else {
@@ -61,4 +61,21 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
     };
     tracing::info!("training on {device:?}");
     Ok(device)
+}
+
+/// `rir-train info`: the libtorch build, whether its CUDA library loaded,
+/// and the devices and threads it sees.
+pub fn describe_build() -> String {
+    let cuda = match register_cuda() {
+        Ok(()) => "loaded".to_string(),
+        Err(e) => format!("not loaded ({e})"),
+    };
+    format!(
+        "libtorch lib:   {}\nlibtorch_cuda:  {cuda}\nCUDA available: {}\nCUDA devices:   {}\ncuDNN:          {}\nCPU threads:    {}",
+        env!("RIR_LIBTORCH_LIB"),
+        tch::Cuda::is_available(),
+        tch::Cuda::device_count(),
+        tch::Cuda::cudnn_is_available(),
+        tch::get_num_threads()
+    )
 }

@@ -44,6 +44,35 @@ pub enum TrainError {
     /// A sweep's space, plan or folder is unusable.
     #[error("sweep: {0}")]
     Sweep(String),
+    /// `--device cuda` and no CUDA.
+    #[error(transparent)]
+    Device(#[from] rir_contract::device::CudaRequired),
+    /// The signal handler could not be installed.
+    #[error("installing the signal handler: {0}")]
+    Signal(#[from] ctrlc::Error),
+    /// A sweep trial's arguments are not a `rir-train train` command line.
+    #[error(transparent)]
+    Recipe(#[from] crate::recipe::RecipeError),
+    /// Trials of a sweep's rung failed.
+    #[error(
+        "{}{} trials of rung {rung} failed; `rir-train sweep all` again resumes them",
+        failed.iter().map(|(t, log)| format!(
+            "trial {} ({} {} seed {}) failed: see {}\n",
+            t.index, t.describe_settings(), t.variant, t.seed, log.display()
+        )).collect::<String>(),
+        failed.len()
+    )]
+    TrialsFailed {
+        /// The rung.
+        rung: usize,
+        /// Each failed trial and its log.
+        failed: Vec<(crate::sweep::Trial, PathBuf)>,
+    },
+    /// `fetch` was asked for a data set that is not downloaded.
+    #[error(
+        "fetch is for cifar10 and cifar100; Fashion-MNIST comes from Debian's dataset-fashion-mnist package"
+    )]
+    NotFetchable,
     /// Writing the plot failed.
     #[error("plot {0}: {1}")]
     Plot(PathBuf, String),

@@ -14,10 +14,13 @@
 //!   seeded per variable.
 //! - [`optim`]: SGD with momentum, Adam and RMSprop, L2 on kernels only.
 //! - [`schedule`]: step, cosine and one-cycle learning rates.
+//! - [`recipe`]: a run as typed values (`rir-train train`'s flags and the
+//!   recipe they become; a sweep's trials are parsed by the same parser).
 //! - [`train`]: the loop, evaluation, metrics, checkpoints, interruption.
 //! - [`session`]: a run as the CLI drives it: fresh or resumed, what is
 //!   printed at its start and end, evaluating a saved checkpoint.
-//! - [`summary`]: the tables of `rir-train report` over finished runs.
+//! - [`summary`]: the tables of `rir-train report` over finished runs;
+//!   [`report`]: the command that reads, ranks and draws them.
 //! - [`stats`]: t-intervals of means and of paired differences.
 //! - [`sweep`]: search spaces, their trials, successive halving.
 //! - [`ckpt`]: libtorch variables to and from `rir_checkpoint` files.
@@ -35,6 +38,8 @@ pub mod init;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod recipe;
+pub mod report;
 pub mod schedule;
 pub mod session;
 pub mod stats;

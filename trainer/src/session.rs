@@ -1,9 +1,12 @@
 //! A run as `rir-train train` and `rir-train eval` drive it: which folder,
-//! a fresh run or the one saved there, what to tell the user at the start
-//! and at the end, and the evaluation of a saved checkpoint. The binary
-//! keeps only its arguments, the signal handler and the exit status.
+//! a fresh run or the one saved there, the signal that stops it cleanly,
+//! what to tell the user at the start and at the end, and the evaluation
+//! of a saved checkpoint. The binary keeps only its arguments and the exit
+//! status.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rir_arch::{ModelSpec, Variant};
@@ -12,6 +15,7 @@ use rir_data::{Dataset, Source};
 use tch::Device;
 
 use crate::error::TrainError;
+use crate::recipe::{Recipe, Runtime};
 use crate::train::{BEST, Evaluation, LAST, METRICS, Outcome, TrainConfig, Trainer};
 use crate::{ckpt, plot};
 
@@ -91,6 +95,114 @@ pub fn open(
             Ok(t)
         }
     }
+}
+
+/// Downloads CIFAR-10 or CIFAR-100 into `dir` (md5-checked, from
+/// `mirror` when given) and checks that it loads; the folder it is in.
+/// `progress(done, total)` follows the download in bytes.
+pub fn fetch(
+    source: Source,
+    dir: &Path,
+    mirror: Option<&str>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<PathBuf, TrainError> {
+    use rir_data::cifar::Flavour;
+    let flavour = match source {
+        Source::FashionMnist => return Err(TrainError::NotFetchable),
+        // Coarse and fine labels come in one archive.
+        Source::Cifar(Flavour::HundredCoarse) => Flavour::HundredFine,
+        Source::Cifar(f) => f,
+    };
+    let folder = rir_data::fetch::fetch_cifar(flavour, dir, mirror, progress)?;
+    rir_data::load(source, &folder)?;
+    Ok(folder)
+}
+
+/// Applies `--threads` and resolves `--device`.
+pub fn setup_runtime(r: &Runtime) -> Result<Device, TrainError> {
+    if let Some(n) = r.threads {
+        tch::set_num_threads(n);
+    }
+    Ok(crate::device::select(r.device)?)
+}
+
+/// A finished (or interrupted) `rir-train train`.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// The run folder.
+    pub folder: PathBuf,
+    /// Whether it ran to its last epoch or was stopped.
+    pub outcome: Outcome,
+    /// The closing lines: accuracies, time, files.
+    pub conclusion: String,
+}
+
+/// Trains `r`: a fresh run, or the one in its folder with `resume`.
+/// `announce` gets the lines that describe the run before its first step.
+pub fn train(r: &Recipe, announce: impl FnOnce(&str)) -> Result<Trained, TrainError> {
+    preset_exists(&r.arch.preset)?;
+    let device = setup_runtime(&r.runtime)?;
+    let data = load_data(r.dataset, r.data_dir.clone())?;
+    let folder = r.folder();
+    let start = match r.resume {
+        true => Start::Resume { epochs: r.epochs },
+        false => Start::Fresh {
+            spec: Box::new(r.arch.spec(data.info.input, data.info.class_names.len())?),
+            config: r.config.clone(),
+        },
+    };
+    let mut trainer = open(start, data, device, &folder)?;
+    trainer.stop_at_step = r.stop_at_step;
+    trainer.progress = !r.quiet;
+    announce(&trainer.describe());
+    stop_on_signal(&trainer.stop)?;
+    let started = std::time::Instant::now();
+    let outcome = trainer.run()?;
+    if let Err(e) = trainer.write_curves() {
+        tracing::warn!("no plot: {e}");
+    }
+    Ok(Trained {
+        conclusion: trainer.conclusion(outcome, started.elapsed()),
+        folder,
+        outcome,
+    })
+}
+
+fn preset_exists(name: &str) -> Result<(), TrainError> {
+    rir_arch::preset::find(name)
+        .map(|_| ())
+        .map_err(TrainError::from)
+}
+
+/// The flag the signal handler raises: the run being trained now.
+static STOP: Mutex<Option<Arc<AtomicBool>>> = Mutex::new(None);
+
+/// SIGINT/SIGTERM ask the run being trained to save and stop; a second
+/// one exits at once. The handler is installed once per process and
+/// raises whichever run's flag is current.
+fn stop_on_signal(flag: &Arc<AtomicBool>) -> Result<(), TrainError> {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+    *STOP.lock().unwrap_or_else(PoisonError::into_inner) = Some(flag.clone());
+    let mut result = Ok(());
+    INSTALLED.call_once(|| {
+        result = ctrlc::set_handler(|| {
+            if SIGNALS.fetch_add(1, Ordering::SeqCst) > 0 {
+                eprintln!("second signal: exiting without saving");
+                // At once: no exit handlers, which would tear libtorch down
+                // under the threads still training (and crash on the way out).
+                // SAFETY: _exit ends the process; nothing runs after it.
+                unsafe { libc::_exit(130) };
+            }
+            eprintln!(
+                "signal received: finishing this step, saving, then exiting (again to force)"
+            );
+            if let Some(f) = STOP.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                f.store(true, Ordering::SeqCst);
+            }
+        });
+    });
+    result.map_err(TrainError::from)
 }
 
 impl Trainer {

@@ -327,23 +327,44 @@ fn an_interrupted_halving_sweep_resumes_to_what_one_run_straight_gives() {
 
 #[test]
 fn a_trial_that_diverges_is_an_outcome_not_a_failed_sweep() {
+    // Through the library, with typed results: the pool's children are the
+    // real rir-train.
+    use rir_trainer::sweep::args::SpaceArgs;
+    use rir_trainer::sweep::pool::Pool;
+    use rir_trainer::sweep::trial::{self, Overrides, Place, TrialEnd};
     let dir = tempfile::tempdir().unwrap();
     let data = data(dir.path());
     let out = dir.path().join("sweep");
-    let space = [
-        "--grid",
-        "lr=0.05,1e38",
-        "--epochs",
-        "2",
-        "--halving",
-        "2",
-        "--min-epochs",
-        "1",
-    ];
-    let all = sweep(&["all"], &out, &space, &data).output().unwrap();
-    let (stdout, stderr) = text(&all);
-    assert!(all.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("diverged (not trained again"), "{stdout}");
+    let shared = ["--preset", "micro", "--batch-size", "16", "--device", "cpu"];
+    let mut train_args: Vec<String> = shared.iter().map(|a| a.to_string()).collect();
+    train_args.push(format!("--data-dir={}", data.display()));
+    let space = SpaceArgs {
+        dir: out.clone(),
+        space: None,
+        grid: vec!["lr=0.05,1e38".into()],
+        variants: None,
+        seeds: None,
+        epochs: Some(2),
+        halving: Some(2),
+        min_epochs: Some(1),
+        train_args,
+    }
+    .resolve()
+    .unwrap();
+    let pool = Pool {
+        jobs: 1,
+        device: None,
+        exe: env!("CARGO_BIN_EXE_rir-train").into(),
+        poll: std::time::Duration::from_millis(50),
+    };
+    let all = pool.train_all(&space, &out, &mut |_| {}).unwrap();
+    let diverged: Vec<usize> = all.diverged.iter().map(|(t, _)| t.index).collect();
+    assert_eq!(diverged, [1], "{:?}", all.diverged);
+    assert!(
+        all.diverged[0].1.contains("training diverged"),
+        "{:?}",
+        all.diverged
+    );
     assert!(out.join("c01-rir-s0/diverged.txt").is_file());
     // Halving scored it 0 and kept the other one.
     let ledger: serde_json::Value =
@@ -352,20 +373,13 @@ fn a_trial_that_diverges_is_an_outcome_not_a_failed_sweep() {
     assert_eq!(ledger["decisions"][0]["scores"][1][1], 0.0);
     assert_eq!(history(&out.join("c00-rir-s0")).len(), 2);
     // Run again, it is not trained again.
-    let again = sweep(&["run", "--index", "1"], &out, &space, &data)
-        .output()
-        .unwrap();
-    assert!(
-        text(&again).0.contains("diverged before"),
-        "{:?}",
-        text(&again)
-    );
-    let list = sweep(&["list", "--no-estimate"], &out, &space, &data)
-        .output()
-        .unwrap();
-    assert!(
-        text(&list).0.contains("diverged  lr=1e38"),
-        "{:?}",
-        text(&list)
-    );
+    let place = Place { index: 1, rung: 0 };
+    let again = trial::run(&space, &out, place, Overrides::default(), |_| {}).unwrap();
+    assert!(matches!(again, TrialEnd::DivergedBefore(_)), "{again:?}");
+    let listing = rir_trainer::sweep::listing::listing(&space, &out);
+    assert!(listing.rows[1].diverged.is_some());
+    assert_eq!(listing.rows[1].settings, "lr=1e38");
+    assert_eq!(listing.rows[0].trained, 2);
+    // The plan's trial-epochs: 2 trials of 1 epoch, then 1 trial of 1 more.
+    assert_eq!(listing.trial_epochs, 3);
 }

@@ -6,9 +6,19 @@
 //!   plan recorded in the sweep folder.
 //! - [`halving`]: the rungs of successive halving and their recorded
 //!   decisions.
+//! - [`args`]: the command line of `rir-train sweep`.
+//! - [`listing`]: the plan and where it stands; [`estimate`]: how long
+//!   it takes here.
+//! - [`trial`]: one trial trained in this process (`sweep run`);
+//!   [`pool`]: all of them in child processes, N at a time (`sweep all`).
 
+pub mod args;
+pub mod estimate;
 pub mod halving;
+pub mod listing;
+pub mod pool;
 pub mod space;
+pub mod trial;
 
 use std::path::Path;
 

@@ -385,6 +385,17 @@ impl Space {
         args
     }
 
+    /// Trial `t`'s recipe, trained to `epochs` in its folder below `dir`:
+    /// its argument list read back by `rir-train train`'s parser.
+    pub fn recipe(
+        &self,
+        t: &Trial,
+        dir: &Path,
+        epochs: usize,
+    ) -> Result<crate::recipe::Recipe, crate::recipe::RecipeError> {
+        crate::recipe::Recipe::parse(&self.train_args(t, &self.folder(dir, t), epochs))
+    }
+
     /// The space in a few lines: axes, variants, seeds, budget, trials.
     pub fn describe(&self) -> String {
         let mut out = String::new();
