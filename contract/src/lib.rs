@@ -13,6 +13,8 @@
 //!   `<root>/<name>/config.pbtxt`, the platform name, the default max batch.
 //! - [`datatype`]: the KServe v2 tensor datatypes, their sizes and their
 //!   names in Triton's model configuration and in ONNX.
+//! - [`metrics`]: the `nv_inference_*` series rir-serve exports and the
+//!   load tester scrapes.
 //! - [`device`]: `--device auto|cpu|cuda`, one meaning for every binary.
 //! - [`model_file`]: what an ONNX file declares (inputs, outputs,
 //!   operators, metadata), read without an inference engine.
@@ -21,6 +23,7 @@
 
 pub mod datatype;
 pub mod device;
+pub mod metrics;
 pub mod model_file;
 pub mod onnx;
 pub mod repository;

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::LoadError;
-use crate::breakdown::{Counters, Probe};
 use crate::live::{Shared, lock};
 use crate::load::{RunOptions, Stability, Stop};
 use crate::progress::Progress;
 use crate::recorder::Recorder;
+use rir_client::server_counters::{Counters, Probe};
 use std::sync::atomic::Ordering;
 
 /// How often the controller looks at the run.

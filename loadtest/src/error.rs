@@ -51,8 +51,8 @@ pub enum LoadError {
     #[error(transparent)]
     Merge(#[from] crate::merge::MergeError),
     /// The server's figures cannot be read where asked.
-    #[error("{0}")]
-    Figures(String),
+    #[error(transparent)]
+    Figures(#[from] rir_client::server_counters::CountersError),
     /// rir-bench could not be run.
     #[error("running {}: build it beside rir-loadtest (cargo build -p rir-bench): {source}", bin.display())]
     Bench {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use rir_client::balance::{ReplicaCount, Tally};
 
-use crate::recorder::{Recorder, histogram_from_text};
+use crate::recorder::{HistogramTextError, Recorder, histogram_from_text};
 use crate::report::{Latency, Report};
 
 /// Why reports cannot be merged.
@@ -50,7 +50,8 @@ pub enum MergeError {
         /// The run (1-based).
         run: usize,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: crate::recorder::HistogramTextError,
     },
 }
 
@@ -128,24 +129,20 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
     check_alike(level, parts)?;
     let mut record = Recorder::new();
     for (i, r) in parts.iter().enumerate() {
-        let read = match r.histogram.is_empty() {
-            true => Err("no histogram: write it with this rir-loadtest's --json".to_string()),
-            false => histogram_from_text(&r.histogram),
-        };
-        let histogram = read.map_err(|reason| MergeError::Histogram {
-            level,
-            run: i + 1,
-            reason,
-        })?;
+        let histogram =
+            histogram_from_text(&r.histogram).map_err(|reason| MergeError::Histogram {
+                level,
+                run: i + 1,
+                reason,
+            })?;
         if histogram.len() != r.ok {
             return Err(MergeError::Histogram {
                 level,
                 run: i + 1,
-                reason: format!(
-                    "it holds {} latencies for {} successes",
-                    histogram.len(),
-                    r.ok
-                ),
+                reason: HistogramTextError::Count {
+                    held: histogram.len(),
+                    ok: r.ok,
+                },
             });
         }
         // The same addition as a run's windows get, on what the report kept.

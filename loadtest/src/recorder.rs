@@ -33,18 +33,38 @@ pub fn histogram_text(h: &Histogram<u64>) -> String {
     }
 }
 
+/// Why a report's histogram cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum HistogramTextError {
+    /// The report carries none (written by an older rir-loadtest).
+    #[error("no histogram: write it with this rir-loadtest's --json")]
+    Missing,
+    /// Not base64.
+    #[error("not base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// Not HdrHistogram's V2 encoding.
+    #[error("not an HDR histogram: {0:?}")]
+    Hdr(hdrhistogram::serialization::DeserializeError),
+    /// Not as many latencies as the report's successes.
+    #[error("it holds {held} latencies for {ok} successes")]
+    Count { held: u64, ok: u64 },
+    /// Values the recorder's bounds cannot hold.
+    #[error("outside the recorder's bounds: {0:?}")]
+    Bounds(hdrhistogram::AdditionError),
+}
+
 /// Reads a histogram written by [`histogram_text`], with the recorder's
 /// bounds so that it adds to any other.
-pub fn histogram_from_text(text: &str) -> Result<Histogram<u64>, String> {
-    let bytes = STANDARD
-        .decode(text.trim())
-        .map_err(|e| format!("not base64: {e}"))?;
+pub fn histogram_from_text(text: &str) -> Result<Histogram<u64>, HistogramTextError> {
+    if text.trim().is_empty() {
+        return Err(HistogramTextError::Missing);
+    }
+    let bytes = STANDARD.decode(text.trim())?;
     let read: Histogram<u64> = Deserializer::new()
         .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("not an HDR histogram: {e:?}"))?;
+        .map_err(HistogramTextError::Hdr)?;
     let mut h = Recorder::new().latency;
-    h.add(&read)
-        .map_err(|e| format!("outside the recorder's bounds: {e:?}"))?;
+    h.add(&read).map_err(HistogramTextError::Bounds)?;
     Ok(h)
 }
 

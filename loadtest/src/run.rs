@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::LoadError;
-use crate::breakdown::{Breakdown, Counters};
+use crate::breakdown::Breakdown;
 use crate::control::{Measured, control};
 use crate::drive;
 use crate::live::Shared;
@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::recorder::Recorder;
 use crate::report::Report;
 use crate::workload::Workload;
+use rir_client::server_counters::Counters;
 
 /// The result of one run.
 pub struct Outcome {

@@ -13,13 +13,13 @@ use rir_client::http::HttpClient;
 
 use crate::LoadError;
 use crate::args::Protocol;
-use crate::breakdown::Probe;
 use crate::plan::{Levels, Outputs, ServerFigures, Step, TestPlan};
 use crate::report::{Report, csv};
 use crate::run::run;
 use crate::search::{Goal, Search};
 use crate::thresholds::{MISSED, Miss, Thresholds};
 use crate::workload::Workload;
+use rir_client::server_counters::Probe;
 
 /// What a search found.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,9 +131,11 @@ async fn workload(plan: &TestPlan, targets: &[Target]) -> Result<Workload, LoadE
     };
     let workload = match &plan.figures {
         ServerFigures::Off => workload.with_server_counters(None),
-        ServerFigures::Metrics(urls) => workload.with_server_counters(Some(
-            Probe::metrics(urls, &options.model, &options.version).map_err(LoadError::Figures)?,
-        )),
+        ServerFigures::Metrics(urls) => workload.with_server_counters(Some(Probe::metrics(
+            urls,
+            &options.model,
+            &options.version,
+        )?)),
         ServerFigures::Statistics => workload,
     };
     Ok(match plan.bad_fraction {

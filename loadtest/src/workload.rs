@@ -17,12 +17,12 @@ use rir_proto::inference::{ModelInferRequest, ModelMetadataRequest, ServerLiveRe
 use rir_contract::Datatype;
 
 use crate::LoadError;
-use crate::breakdown::Probe;
 use crate::hostile::{Call, Hostile, Mix};
 use rir_client::balance::{Replicas, Routed};
 use rir_client::connect::{Chan, classify_client, kserve_client};
 use rir_client::error::code_name;
 use rir_client::http::{self, HttpClient, Post};
+use rir_client::server_counters::Probe;
 
 /// Which RPC to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

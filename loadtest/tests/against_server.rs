@@ -882,7 +882,7 @@ fn checked_breakdown(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_split_latency_with_the_server_s_statistics_or_metrics() {
     use rir_client::http::HttpClient;
-    use rir_loadtest::breakdown::{Probe, Source};
+    use rir_client::server_counters::{Probe, Source};
     let s = TestServer::start(None, &[]).await;
     let o = options(Api::Infer, "gray", 2, InputData::Random);
     // Over gRPC: ModelStatistics.

@@ -133,6 +133,7 @@ impl TritonCounters {
     }
 
     fn new(r: &Registry) -> Result<Self, prometheus::Error> {
+        use rir_contract::metrics as triton;
         const LABELS: [&str; 2] = ["model", "version"];
         let count = |name: &str, help: &str| {
             registered(r, IntCounterVec::new(Opts::new(name, help), &LABELS))
@@ -141,36 +142,33 @@ impl TritonCounters {
             |name: &str, help: &str| registered(r, CounterVec::new(Opts::new(name, help), &LABELS));
         Ok(TritonCounters {
             success: count(
-                "nv_inference_request_success",
+                triton::REQUEST_SUCCESS,
                 "successful inference requests (Triton's name)",
             )?,
             failure: count(
-                "nv_inference_request_failure",
+                triton::REQUEST_FAILURE,
                 "failed inference requests (Triton's name)",
             )?,
-            inferences: count("nv_inference_count", "images inferred (Triton's name)")?,
-            executions: count(
-                "nv_inference_exec_count",
-                "engine executions (Triton's name)",
-            )?,
+            inferences: count(triton::INFERENCE_COUNT, "images inferred (Triton's name)")?,
+            executions: count(triton::EXEC_COUNT, "engine executions (Triton's name)")?,
             request_us: micros(
-                "nv_inference_request_duration_us",
+                triton::REQUEST_DURATION_US,
                 "cumulative time of successful requests, microseconds (Triton's name)",
             )?,
             queue_us: micros(
-                "nv_inference_queue_duration_us",
+                triton::QUEUE_DURATION_US,
                 "cumulative queue time of successful requests, microseconds (Triton's name)",
             )?,
             input_us: micros(
-                "nv_inference_compute_input_duration_us",
+                triton::COMPUTE_INPUT_DURATION_US,
                 "cumulative input decoding time, microseconds (Triton's name)",
             )?,
             infer_us: micros(
-                "nv_inference_compute_infer_duration_us",
+                triton::COMPUTE_INFER_DURATION_US,
                 "cumulative engine time of requests, microseconds (Triton's name)",
             )?,
             output_us: micros(
-                "nv_inference_compute_output_duration_us",
+                triton::COMPUTE_OUTPUT_DURATION_US,
                 "cumulative output encoding time, microseconds (Triton's name)",
             )?,
         })

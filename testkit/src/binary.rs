@@ -32,14 +32,28 @@ fn announced(log: &str, marker: &str) -> Option<String> {
     })
 }
 
+/// Why a rir-serve process did not get ready.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Its log file or the process could not be made.
+    #[error("starting rir-serve: {0}")]
+    Io(#[source] std::io::Error),
+    /// It exited first; its log says why.
+    #[error("rir-serve exited ({status}) before it was ready:\n{log}")]
+    Exited { status: ExitStatus, log: String },
+    /// It did not announce its address in time.
+    #[error("rir-serve was not ready within {READY_WITHIN:?}:\n{log}")]
+    NotReady { log: String },
+}
+
 impl Launched {
     /// Starts `bin` with `args` (loopback addresses unless `args` give
     /// their own) and `env`, and waits for it to announce its gRPC address;
     /// `Err` holds the log of a server that exited first.
-    pub fn start(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Launched, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    pub fn start(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Launched, LaunchError> {
+        let dir = tempfile::tempdir().map_err(LaunchError::Io)?;
         let log = dir.path().join("rir-serve.log");
-        let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let file = std::fs::File::create(&log).map_err(LaunchError::Io)?;
         let mut command = Command::new(bin);
         for (flag, value) in [
             ("--grpc-addr", "127.0.0.1:0"),
@@ -56,7 +70,7 @@ impl Launched {
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+            .map_err(LaunchError::Io)?;
         let mut launched = Launched {
             child,
             log,
@@ -76,14 +90,10 @@ impl Launched {
                 return Ok(launched);
             }
             if let Ok(Some(status)) = launched.child.try_wait() {
-                return Err(format!(
-                    "rir-serve exited ({status}) before it was ready:\n{text}"
-                ));
+                return Err(LaunchError::Exited { status, log: text });
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "rir-serve was not ready within {READY_WITHIN:?}:\n{text}"
-                ));
+                return Err(LaunchError::NotReady { log: text });
             }
             std::thread::sleep(Duration::from_millis(50));
         }

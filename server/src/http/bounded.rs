@@ -136,18 +136,29 @@ pub struct Numbers {
 
 impl Numbers {
     /// The values as unsigned integers, or the first that is not one.
-    pub fn unsigned(&self) -> Result<Vec<u32>, String> {
+    pub fn unsigned(&self) -> Result<Vec<u32>, NotUnsigned> {
         match &self.not_unsigned {
-            Some(v) => Err(v.clone()),
+            Some(v) => Err(NotUnsigned(v.clone())),
             None => Ok(self.values.iter().map(|v| *v as u32).collect()),
         }
     }
 
-    fn push(&mut self, v: f32, unsigned: Result<(), String>) {
-        if let (Err(shown), None) = (unsigned, &self.not_unsigned) {
+    fn push(&mut self, v: f32, unsigned: Result<(), NotUnsigned>) {
+        if let (Err(NotUnsigned(shown)), None) = (unsigned, &self.not_unsigned) {
             self.not_unsigned = Some(shown);
         }
         self.values.push(v);
+    }
+}
+
+/// A value that is not an integer from 0 to `u32::MAX`, as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not an unsigned integer")]
+pub struct NotUnsigned(pub String);
+
+impl NotUnsigned {
+    fn of(v: impl ToString) -> Self {
+        NotUnsigned(v.to_string())
     }
 }
 
@@ -175,17 +186,17 @@ impl<'de> Visitor<'de> for Into<'_> {
         f.write_str("numbers, or nested arrays of numbers")
     }
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        let fits = u32::try_from(v).map(|_| ()).map_err(|_| v.to_string());
+        let fits = u32::try_from(v).map(|_| ()).map_err(|_| NotUnsigned::of(v));
         self.0.push(v as f32, fits);
         Ok(())
     }
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        let fits = u32::try_from(v).map(|_| ()).map_err(|_| v.to_string());
+        let fits = u32::try_from(v).map(|_| ()).map_err(|_| NotUnsigned::of(v));
         self.0.push(v as f32, fits);
         Ok(())
     }
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.0.push(v as f32, Err(v.to_string()));
+        self.0.push(v as f32, Err(NotUnsigned::of(v)));
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -217,11 +228,11 @@ mod tests {
         let nested: Numbers = serde_json::from_str("[[[1, 2], [3.5, 4]]]").unwrap();
         assert_eq!(flat.values, [1.0, 2.0, 3.5, 4.0]);
         assert_eq!(flat, nested);
-        assert_eq!(flat.unsigned(), Err("3.5".to_string()));
+        assert_eq!(flat.unsigned(), Err(NotUnsigned("3.5".to_string())));
         let ints: Numbers = serde_json::from_str("[0, 255, 4294967295]").unwrap();
         assert_eq!(ints.unsigned().unwrap()[..2], [0, 255]);
         let neg: Numbers = serde_json::from_str("[1, -1]").unwrap();
-        assert_eq!(neg.unsigned(), Err("-1".to_string()));
+        assert_eq!(neg.unsigned(), Err(NotUnsigned("-1".to_string())));
         for (bad, says) in [
             (r#"[1, "a"]"#, r#""a" is not a valid value"#),
             ("[true]", "true is not a valid value"),

@@ -233,12 +233,13 @@ pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, Deco
                 Values::Binary(r)
             }
             (None, None) => return Err(DecodeError::NoData(input.name.clone())),
-            (None, Some(data)) if input.datatype == Datatype::Uint8.name() => {
-                Values::Uint(data.unsigned().map_err(|value| DecodeError::Value {
-                    input: input.name.clone(),
-                    value,
-                })?)
-            }
+            (None, Some(data)) if input.datatype == Datatype::Uint8.name() => Values::Uint(
+                data.unsigned()
+                    .map_err(|super::bounded::NotUnsigned(value)| DecodeError::Value {
+                        input: input.name.clone(),
+                        value,
+                    })?,
+            ),
             (None, Some(data)) => Values::Fp32(data.values),
         };
         values.push(v);
