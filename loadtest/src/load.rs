@@ -8,10 +8,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Arrival process of the open loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Arrivals {
     /// Evenly spaced, 1/rate apart.
+    #[default]
     Constant,
     /// Exponential gaps of mean 1/rate (independent arrivals, as from many users).
     Poisson,
@@ -145,8 +156,11 @@ fn number(v: f64) -> String {
     }
 }
 
-/// How load is applied.
-#[derive(Debug, Clone, PartialEq)]
+/// How load is applied. In reports it is written as tagged JSON
+/// (`{"loop": "closed", "concurrency": 8}`), so that `merge` reads it back
+/// as the value it was.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "LoadJson", try_from = "LoadJson")]
 pub enum Load {
     /// `concurrency` requests always in flight.
     Closed {
@@ -332,6 +346,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_load_reads_back_from_json_as_the_value_it_was() {
+        let loads = [
+            Load::Closed { concurrency: 8 },
+            Load::Open {
+                rate: 250.5,
+                arrivals: Arrivals::Poisson,
+            },
+            Load::Scheduled {
+                schedule: Schedule::Steps {
+                    rates: [100.0, 300.0].as_slice().into(),
+                    step: Duration::from_millis(600),
+                },
+                arrivals: Arrivals::Constant,
+            },
+            Load::Scheduled {
+                schedule: Schedule::Ramp {
+                    from: 100.0,
+                    to: 500.0,
+                    over: Duration::from_secs(90),
+                },
+                arrivals: Arrivals::Poisson,
+            },
+        ];
+        for l in &loads {
+            let json = serde_json::to_string(l).unwrap();
+            assert_eq!(&serde_json::from_str::<Load>(&json).unwrap(), l, "{json}");
+        }
+        assert_eq!(
+            serde_json::to_string(&loads[0]).unwrap(),
+            r#"{"loop":"closed","concurrency":8}"#
+        );
+    }
+
+    #[test]
+    fn generators_loads_add_up_only_when_alike() {
+        let open = |rate| Load::Open {
+            rate,
+            arrivals: Arrivals::Poisson,
+        };
+        assert_eq!(Load::sum(&[open(100.0), open(50.0)]), Some(open(150.0)));
+        let steps = |a: f64, b: f64| Load::Scheduled {
+            schedule: Schedule::Steps {
+                rates: [a, b].as_slice().into(),
+                step: Duration::from_secs(2),
+            },
+            arrivals: Arrivals::Constant,
+        };
+        assert_eq!(
+            Load::sum(&[steps(100.0, 200.0), steps(10.0, 20.0)]),
+            Some(steps(110.0, 220.0))
+        );
+        assert_eq!(
+            Load::sum(&[open(1.0), Load::Closed { concurrency: 1 }]),
+            None
+        );
+        assert_eq!(Load::sum(&[steps(1.0, 2.0), open(1.0)]), None);
+    }
+
+    #[test]
     fn rate_specs_are_one_rate_a_list_or_a_range() {
         assert_eq!("250".parse(), Ok(RateSpec::List(vec![250.0])));
         assert_eq!(
@@ -382,5 +455,166 @@ mod tests {
         for bad in ["", "0", "1,0", "8..1", "0..4", "a", "1..x"] {
             assert!(concurrencies(bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+impl Default for Load {
+    /// One request at a time.
+    fn default() -> Self {
+        Load::Closed { concurrency: 1 }
+    }
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+impl Load {
+    /// The load of several generators run at once: concurrencies and
+    /// rates added (a schedule's rates at every point); `None` when they
+    /// are not the same kind of load.
+    pub fn sum<'a>(loads: impl IntoIterator<Item = &'a Load>) -> Option<Load> {
+        let mut loads = loads.into_iter();
+        let mut total = loads.next()?.clone();
+        for l in loads {
+            total = match (total, l) {
+                (Load::Closed { concurrency: a }, Load::Closed { concurrency: b }) => {
+                    Load::Closed { concurrency: a + b }
+                }
+                (Load::Open { rate: a, arrivals }, Load::Open { rate: b, .. }) => Load::Open {
+                    rate: a + b,
+                    arrivals,
+                },
+                (
+                    Load::Scheduled { schedule, arrivals },
+                    Load::Scheduled {
+                        schedule: other, ..
+                    },
+                ) => Load::Scheduled {
+                    schedule: schedule.plus(other)?,
+                    arrivals,
+                },
+                _ => return None,
+            };
+        }
+        Some(total)
+    }
+}
+
+impl Schedule {
+    /// Two generators' schedules of the same shape, rates added.
+    fn plus(&self, other: &Schedule) -> Option<Schedule> {
+        match (self, other) {
+            (
+                Schedule::Steps { rates, step },
+                Schedule::Steps {
+                    rates: r2,
+                    step: s2,
+                },
+            ) if step == s2 && rates.len() == r2.len() => Some(Schedule::Steps {
+                rates: rates.iter().zip(r2.iter()).map(|(a, b)| a + b).collect(),
+                step: *step,
+            }),
+            (
+                Schedule::Ramp { from, to, over },
+                Schedule::Ramp {
+                    from: f2,
+                    to: t2,
+                    over: o2,
+                },
+            ) if over == o2 => Some(Schedule::Ramp {
+                from: from + f2,
+                to: to + t2,
+                over: *over,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// [`Load`] as JSON: tagged by its loop, durations in seconds.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "loop", rename_all = "lowercase")]
+enum LoadJson {
+    Closed {
+        concurrency: usize,
+    },
+    Open {
+        rate: f64,
+        arrivals: Arrivals,
+    },
+    Steps {
+        rates: Vec<f64>,
+        step_s: f64,
+        arrivals: Arrivals,
+    },
+    Ramp {
+        from: f64,
+        to: f64,
+        over_s: f64,
+        arrivals: Arrivals,
+    },
+}
+
+impl From<Load> for LoadJson {
+    fn from(l: Load) -> Self {
+        match l {
+            Load::Closed { concurrency } => LoadJson::Closed { concurrency },
+            Load::Open { rate, arrivals } => LoadJson::Open { rate, arrivals },
+            Load::Scheduled {
+                schedule: Schedule::Steps { rates, step },
+                arrivals,
+            } => LoadJson::Steps {
+                rates: rates.to_vec(),
+                step_s: step.as_secs_f64(),
+                arrivals,
+            },
+            Load::Scheduled {
+                schedule: Schedule::Ramp { from, to, over },
+                arrivals,
+            } => LoadJson::Ramp {
+                from,
+                to,
+                over_s: over.as_secs_f64(),
+                arrivals,
+            },
+        }
+    }
+}
+
+impl TryFrom<LoadJson> for Load {
+    type Error = BadSeconds;
+
+    fn try_from(j: LoadJson) -> Result<Self, BadSeconds> {
+        Ok(match j {
+            LoadJson::Closed { concurrency } => Load::Closed { concurrency },
+            LoadJson::Open { rate, arrivals } => Load::Open { rate, arrivals },
+            LoadJson::Steps {
+                rates,
+                step_s,
+                arrivals,
+            } => Load::Scheduled {
+                schedule: Schedule::Steps {
+                    rates: rates.into(),
+                    step: seconds(step_s, "step_s")?,
+                },
+                arrivals,
+            },
+            LoadJson::Ramp {
+                from,
+                to,
+                over_s,
+                arrivals,
+            } => Load::Scheduled {
+                schedule: Schedule::Ramp {
+                    from,
+                    to,
+                    over: seconds(over_s, "over_s")?,
+                },
+                arrivals,
+            },
+        })
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use rir_client::balance::{ReplicaCount, Tally};
 
+use crate::load::Load;
 use crate::recorder::{HistogramTextError, Recorder, histogram_from_text};
 use crate::report::{Latency, Report};
 
@@ -112,17 +113,20 @@ fn check_alike(level: usize, parts: &[&Report]) -> Result<(), MergeError> {
     Ok(())
 }
 
-/// The label of the merged load: the summed concurrency or rate, and the
-/// arrivals of an open loop.
-fn merged_label(parts: &[&Report], concurrency: Option<usize>, rate: Option<f64>) -> String {
-    match (concurrency, rate) {
-        (_, Some(rate)) => {
-            let arrivals = parts[0].load.rsplit(' ').next().unwrap_or_default();
-            format!("rate {rate:.0}/s {arrivals}")
+/// The load of the generators together, or why they cannot be added.
+fn merged_load(level: usize, parts: &[&Report]) -> Result<Load, MergeError> {
+    Load::sum(parts.iter().map(|r| &r.load)).ok_or_else(|| {
+        let other = parts
+            .iter()
+            .position(|r| Load::sum([&parts[0].load, &r.load]).is_none());
+        MergeError::Mismatch {
+            level,
+            run: other.map_or(2, |i| i + 1),
+            what: "load",
+            got: other.map_or_else(String::new, |i| parts[i].load.label()),
+            want: parts[0].load.label(),
         }
-        (Some(c), None) => format!("concurrency {c}"),
-        (None, None) => parts[0].load.clone(),
-    }
+    })
 }
 
 fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
@@ -179,7 +183,8 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
         })
         .flatten();
     Ok(Report {
-        load: merged_label(parts, concurrency, rate),
+        load: merged_load(level, parts)?,
+        span: None,
         concurrency,
         rate,
         batch: parts[0].batch,
@@ -248,7 +253,8 @@ mod tests {
         // Mean by hand: (900 x 1 + 100 x 20) / 1,000 = 2.9 ms.
         assert!(near(m.latency_ms.avg, 2.9), "{:?}", m.latency_ms);
         assert_eq!((m.requests, m.ok, m.concurrency), (1_000, 1_000, Some(6)));
-        assert_eq!(m.load, "concurrency 6");
+        assert_eq!(m.load, Load::Closed { concurrency: 6 });
+        assert_eq!(m.label(), "concurrency 6");
         assert!(near(m.requests_per_s, 90.0 + 100.0 / 9.0));
         assert_eq!((m.seconds, m.generators), (10.0, Some(2)));
         // A merged report merges again, counting the generators inside it.

@@ -98,7 +98,7 @@ fn draw<DB: DrawingBackend>(
             Text::new(
                 r.concurrency
                     .map(|c| format!("c={c}"))
-                    .unwrap_or_else(|| r.load.clone()),
+                    .unwrap_or_else(|| r.label()),
                 (r.inferences_per_s, r.latency_ms.p99),
                 ("sans-serif", 13),
             )

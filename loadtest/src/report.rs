@@ -40,8 +40,11 @@ pub struct Latency {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Report {
-    /// `concurrency N` or `rate R/s constant|poisson`.
-    pub load: String,
+    /// What the run offered.
+    pub load: Load,
+    /// An interval row's label (its seconds, and a schedule's rates over
+    /// them); `None` for a run's own row.
+    pub span: Option<String>,
     /// Closed loop: outstanding requests.
     pub concurrency: Option<usize>,
     /// Open loop: offered requests per second.
@@ -124,6 +127,12 @@ fn ms(us: u64) -> f64 {
 }
 
 impl Report {
+    /// The row's label: `concurrency N`, `rate R/s constant|poisson`, a
+    /// schedule, or an interval's span.
+    pub fn label(&self) -> String {
+        self.span.clone().unwrap_or_else(|| self.load.label())
+    }
+
     /// Summarizes `record`, measured over `seconds` under `load`.
     pub fn new(
         load: &Load,
@@ -140,7 +149,8 @@ impl Report {
             0.0
         };
         Report {
-            load: load.label(),
+            load: load.clone(),
+            span: None,
             concurrency: match load {
                 Load::Closed { concurrency } => Some(*concurrency),
                 Load::Open { .. } | Load::Scheduled { .. } => None,
@@ -228,7 +238,7 @@ fn cells(r: &Report, server: bool) -> Vec<String> {
     let l = &r.latency_ms;
     let f = |v: f64| format!("{v:.3}");
     let mut cells = vec![
-        r.load.clone(),
+        r.label(),
         format!("{:.1}", r.requests_per_s),
         format!("{:.1}", r.inferences_per_s),
         f(l.avg),
@@ -305,30 +315,32 @@ pub fn table(reports: &[Report]) -> String {
 /// late sends, an unstable measurement, retries and the replicas.
 fn notes(out: &mut String, r: &Report) {
     for (code, msg) in &r.error_messages {
-        let _ = writeln!(out, "{}: {code}: {msg}", r.load);
+        let _ = writeln!(out, "{}: {code}: {msg}", r.label());
     }
     if r.late_sends > 0 {
         let _ = writeln!(
             out,
             "{}: {} requests left more than 1 ms after their intended time (client or in-flight limit saturated); their latency counts from the intended time",
-            r.load, r.late_sends
+            r.label(),
+            r.late_sends
         );
     }
     if r.not_sent > 0 {
         let _ = writeln!(
             out,
             "{}: {} requests due before the run stopped were never sent (client or in-flight limit saturated)",
-            r.load, r.not_sent
+            r.label(),
+            r.not_sent
         );
     }
     if r.stable == Some(false) {
-        let _ = writeln!(out, "{}: not stable after {} windows", r.load, r.windows);
+        let _ = writeln!(out, "{}: not stable after {} windows", r.label(), r.windows);
     }
     if let Some(b) = &r.server {
         let _ = writeln!(
             out,
             "{}: server: {} requests in {} executions ({:.2} items each); {:.3} ms in the server = queue {:.3} + compute {:.3} (input {:.3}, infer {:.3}, output {:.3}) + handling {:.3}; {:.3} ms outside it",
-            r.load,
+            r.label(),
             b.requests,
             b.executions,
             b.avg_batch,
@@ -346,14 +358,15 @@ fn notes(out: &mut String, r: &Report) {
         let _ = writeln!(
             out,
             "{}: {} requests got no answer from a replica and were sent to another",
-            r.load, r.retried
+            r.label(),
+            r.retried
         );
     }
     if !r.replicas.is_empty() {
         let _ = write!(
             out,
             "{}: per replica\n{}",
-            r.load,
+            r.label(),
             replica_table(&r.replicas)
         );
     }
@@ -367,7 +380,7 @@ fn bad_requests(out: &mut String, r: &Report) {
     let _ = writeln!(
         out,
         "{}: {} bad requests, {} answered with the status they are owed",
-        r.load,
+        r.label(),
         r.bad_sent(),
         r.bad_sent() - r.bad_mismatched()
     );
@@ -408,7 +421,7 @@ pub fn csv(reports: &[Report]) -> String {
         let _ = writeln!(
             out,
             "{},{},{},{},{:.3},{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{}",
-            r.load,
+            r.label(),
             r.concurrency.map(|c| c.to_string()).unwrap_or_default(),
             r.rate.map(|c| c.to_string()).unwrap_or_default(),
             r.batch,

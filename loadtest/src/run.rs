@@ -145,7 +145,7 @@ fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured) -> Out
             } else {
                 format!("{:.0}-{:.0} s", start, start + secs)
             };
-            r.load = match load {
+            r.span = Some(match load {
                 Load::Scheduled { schedule, .. } => {
                     // The last interval runs on while the answers come in.
                     let end = (start + secs).min(schedule.length().as_secs_f64());
@@ -153,7 +153,7 @@ fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured) -> Out
                     format!("{}, {span}", schedule.span_label(start, end))
                 }
                 _ => span,
-            };
+            });
             r.start_s = Some(start);
             r
         })

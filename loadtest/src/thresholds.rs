@@ -95,7 +95,7 @@ impl Thresholds {
     /// a report with none misses every latency bound.
     pub fn missed(&self, r: &Report) -> Vec<Miss> {
         let miss = |bound: String, measured: String| Miss {
-            load: r.load.clone(),
+            load: r.label(),
             bound,
             measured,
         };
@@ -142,7 +142,7 @@ mod tests {
 
     fn report(ok: u64, failed: u64, p99: f64, rps: f64) -> Report {
         let mut r = Report {
-            load: "concurrency 4".into(),
+            load: crate::load::Load::Closed { concurrency: 4 },
             requests: ok + failed,
             ok,
             requests_per_s: rps,

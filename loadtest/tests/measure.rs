@@ -337,9 +337,9 @@ async fn rate_steps_and_ramps_send_what_they_schedule() {
         assert!((rate / want_rate - 1.0).abs() < 0.02, "{rows:?}");
     }
     assert!(
-        r.intervals[1].load.starts_with("rate 300/s, 0.6-1.2 s"),
+        r.intervals[1].label().starts_with("rate 300/s, 0.6-1.2 s"),
         "{}",
-        r.intervals[1].load
+        r.intervals[1].label()
     );
     assert!(r.requests.abs_diff(360) <= 3, "{}", r.requests);
     assert_eq!((r.not_sent, r.failed()), (0, 0));
