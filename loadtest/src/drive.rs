@@ -127,6 +127,6 @@ pub(crate) fn open(
             let _ = handle.block_on(sem.acquire_many(max_in_flight as u32));
             let _ = tx.send(());
         })
-        .map_err(|e| LoadError::Setup(format!("starting the open-loop thread: {e}")))?;
+        .map_err(|e| LoadError::Run(crate::error::RunError::Thread(e)))?;
     Ok(rx)
 }

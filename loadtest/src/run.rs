@@ -10,6 +10,7 @@ use crate::LoadError;
 use crate::breakdown::Breakdown;
 use crate::control::{Measured, control};
 use crate::drive;
+use crate::error::RunError;
 use crate::live::Shared;
 use crate::load::{Load, RunOptions, Schedule, Stop};
 use crate::progress::Progress;
@@ -33,14 +34,12 @@ pub async fn run(
     o: &RunOptions,
 ) -> Result<Outcome, LoadError> {
     if let Load::Closed { concurrency: 0 } = load {
-        return Err(LoadError::Setup("concurrency must be at least 1".into()));
+        return Err(RunError::NoConcurrency.into());
     }
     if let Some(rate) = load.rate_at(Duration::ZERO)
         && !(rate.is_finite() && rate > 0.0)
     {
-        return Err(LoadError::Setup(format!(
-            "the rate must be a positive number, not {rate}"
-        )));
+        return Err(RunError::BadRate(rate).into());
     }
     let scheduled;
     let o = match &load {
@@ -98,14 +97,10 @@ pub async fn run(
 /// with a row per step (or per tenth of a ramp, or per `--interval`).
 fn scheduled_options(o: &RunOptions, schedule: &Schedule) -> Result<RunOptions, LoadError> {
     if o.stability.is_some() {
-        return Err(LoadError::Setup(
-            "a rate schedule measures its own length: --stability does not apply".into(),
-        ));
+        return Err(RunError::ScheduleStability.into());
     }
     if let Stop::Requests(_) = o.stop {
-        return Err(LoadError::Setup(
-            "a rate schedule measures its own length: --requests does not apply".into(),
-        ));
+        return Err(RunError::ScheduleRequests.into());
     }
     Ok(RunOptions {
         stop: Stop::Duration(schedule.length()),

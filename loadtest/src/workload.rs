@@ -17,6 +17,7 @@ use rir_proto::inference::{ModelInferRequest, ModelMetadataRequest, ServerLiveRe
 use rir_contract::Datatype;
 
 use crate::LoadError;
+use crate::error::{ServerError, WorkloadError};
 use crate::hostile::{Call, Hostile, Mix};
 use rir_client::balance::{Replicas, Routed};
 use rir_client::connect::{Chan, classify_client, kserve_client};
@@ -207,7 +208,7 @@ impl Workload {
         o: &WorkloadOptions,
     ) -> Result<Workload, LoadError> {
         if o.batch == 0 {
-            return Err(LoadError::Setup("--batch must be at least 1".into()));
+            return Err(WorkloadError::NoBatch.into());
         }
         let mut first = None;
         for r in replicas.members() {
@@ -215,20 +216,23 @@ impl Workload {
                 .client
                 .first()
                 .cloned()
-                .ok_or_else(|| LoadError::Setup("no connection".into()))?;
+                .ok_or(LoadError::Server(ServerError::NoConnection))?;
             let mut client = GrpcInferenceServiceClient::new(chan);
-            check_live(&mut client).await.map_err(|e| match e {
-                LoadError::Setup(m) if replicas.len() > 1 => {
-                    LoadError::Setup(format!("replica {}: {m}", r.address))
-                }
-                e => e,
-            })?;
+            check_live(&mut client)
+                .await
+                .map_err(|e| match replicas.len() {
+                    1 => e,
+                    _ => ServerError::Replica {
+                        address: r.address.clone(),
+                        source: Box::new(e),
+                    },
+                })?;
             first.get_or_insert(client);
         }
         let (calls, description) = match o.api {
             Api::Infer => {
                 let Some(mut client) = first else {
-                    return Err(LoadError::Setup("no connection".into()));
+                    return Err(ServerError::NoConnection.into());
                 };
                 let meta = client
                     .model_metadata(ModelMetadataRequest {
@@ -303,10 +307,12 @@ impl Workload {
         o: &WorkloadOptions,
     ) -> Result<Workload, LoadError> {
         if o.batch == 0 {
-            return Err(LoadError::Setup("--batch must be at least 1".into()));
+            return Err(WorkloadError::NoBatch.into());
         }
-        let setup = |what: &str, base: &str, s: tonic::Status| {
-            LoadError::Setup(format!("{what} at {base}: {}", s.message()))
+        let setup = |what: &'static str, base: &str, s: tonic::Status| ServerError::Rest {
+            what,
+            base: base.to_string(),
+            message: s.message().to_string(),
         };
         for r in replicas.members() {
             r.client
@@ -341,14 +347,10 @@ impl Workload {
     /// classes only where the server has `Classify`). gRPC only.
     pub async fn with_bad_fraction(mut self, fraction: f64, seed: u64) -> Result<Self, LoadError> {
         if !(0.0..=1.0).contains(&fraction) {
-            return Err(LoadError::Setup(format!(
-                "--bad-fraction is a share between 0 and 1, not {fraction}"
-            )));
+            return Err(WorkloadError::BadFraction(fraction).into());
         }
         let Requests::Grpc(replicas, calls) = &self.requests else {
-            return Err(LoadError::Setup(
-                "--bad-fraction works over gRPC (-i grpc)".into(),
-            ));
+            return Err(WorkloadError::BadFractionOverRest.into());
         };
         let good = calls.iter().find_map(|c| match c {
             Call::Infer(r) => Some(r),
@@ -372,9 +374,7 @@ impl Workload {
             }
         }
         if mix.classes().is_empty() {
-            return Err(LoadError::Setup(
-                "no class of bad request fits this workload".into(),
-            ));
+            return Err(WorkloadError::NoBadClass.into());
         }
         tracing::info!(
             "{:.1} % bad requests: {}",
@@ -514,14 +514,10 @@ async fn rest_infer_posts(
 /// The REST classification bodies (one image each) and their description.
 fn rest_classify_posts(o: &WorkloadOptions) -> Result<(Vec<Post>, String), LoadError> {
     if o.batch != 1 {
-        return Err(LoadError::Setup(
-            "REST classify takes one image per request: use -b 1 (or -i grpc)".into(),
-        ));
+        return Err(WorkloadError::RestClassifyBatch.into());
     }
     if o.model.is_empty() {
-        return Err(LoadError::Setup(
-            "REST classify needs a model name (-m)".into(),
-        ));
+        return Err(WorkloadError::RestClassifyModel.into());
     }
     let path = format!(
         "{}/classify?top_k={}",
@@ -561,40 +557,40 @@ fn version_suffix(v: &str) -> String {
     }
 }
 
-async fn check_live(client: &mut GrpcInferenceServiceClient<Chan>) -> Result<(), LoadError> {
+async fn check_live(client: &mut GrpcInferenceServiceClient<Chan>) -> Result<(), ServerError> {
     match client.server_live(ServerLiveRequest {}).await {
         Ok(r) if r.get_ref().live => Ok(()),
-        Ok(_) => Err(LoadError::Setup("the server says it is not live".into())),
-        Err(s) if s.code() == tonic::Code::Unauthenticated => Err(LoadError::Setup(format!(
-            "the server wants a bearer token (--token or RIR_AUTH_TOKEN): {}",
-            s.message()
-        ))),
-        Err(s) if s.code() == tonic::Code::Unimplemented => Err(LoadError::Setup(
-            "the server does not speak the KServe v2 protocol (ServerLive is unimplemented)".into(),
-        )),
-        Err(s) => Err(LoadError::Setup(format!(
-            "the server did not answer ServerLive: {}: {}",
-            code_name(s.code()),
-            s.message()
-        ))),
+        Ok(_) => Err(ServerError::NotLive),
+        Err(s) if s.code() == tonic::Code::Unauthenticated => {
+            Err(ServerError::NeedsToken(s.message().to_string()))
+        }
+        Err(s) if s.code() == tonic::Code::Unimplemented => Err(ServerError::NotKserve),
+        Err(s) => Err(ServerError::NoAnswer {
+            code: code_name(s.code()).to_string(),
+            message: s.message().to_string(),
+        }),
     }
 }
 
 fn model_error(o: &WorkloadOptions, s: &tonic::Status) -> LoadError {
     let what = format!("model `{}`{}", o.model, version_suffix(&o.version));
     match s.code() {
-        tonic::Code::NotFound => {
-            LoadError::Setup(format!("{what} is not on the server: {}", s.message()))
+        tonic::Code::NotFound => ServerError::NotFound {
+            what,
+            message: s.message().to_string(),
         }
-        tonic::Code::Unavailable => LoadError::Setup(format!(
-            "{what} is not available on the server: {}",
-            s.message()
-        )),
-        c => LoadError::Setup(format!(
-            "asking the server about {what} failed with {}: {}",
-            code_name(c),
-            s.message()
-        )),
+        .into(),
+        tonic::Code::Unavailable => ServerError::Unavailable {
+            what,
+            message: s.message().to_string(),
+        }
+        .into(),
+        c => ServerError::AskFailed {
+            what,
+            code: code_name(c).to_string(),
+            message: s.message().to_string(),
+        }
+        .into(),
     }
 }
 
@@ -610,18 +606,22 @@ fn request_shape(t: &TensorMetadata, batch: usize) -> Result<Vec<i64>, LoadError
     match shape.first() {
         Some(-1) => shape[0] = batch as i64,
         _ if batch > 1 => {
-            return Err(LoadError::Setup(format!(
-                "input `{}` has the fixed shape {:?} with no batch dimension, so --batch {batch} cannot fit",
-                t.name, t.shape
-            )));
+            return Err(WorkloadError::NoBatchDimension {
+                input: t.name.clone(),
+                shape: t.shape.clone(),
+                batch,
+            }
+            .into());
         }
         _ => {}
     }
     if let Some(d) = shape.iter().skip(1).find(|d| **d < 0) {
-        return Err(LoadError::Setup(format!(
-            "input `{}` has a variable dimension ({d}) besides the batch: {:?}; rir-loadtest needs a fixed item shape",
-            t.name, t.shape
-        )));
+        return Err(WorkloadError::VariableDimension {
+            input: t.name.clone(),
+            dim: *d,
+            shape: t.shape.clone(),
+        }
+        .into());
     }
     Ok(shape)
 }
@@ -644,9 +644,7 @@ fn random_tensor(
             Some(Datatype::Int32) => out.extend_from_slice(&rng.i32(0..10).to_le_bytes()),
             Some(Datatype::Int64) => out.extend_from_slice(&rng.i64(0..10).to_le_bytes()),
             _ => {
-                return Err(LoadError::Setup(format!(
-                    "random data for {datatype} inputs is not supported; give raw tensor files with --input-data DIR"
-                )));
+                return Err(WorkloadError::NoRandomData(datatype.to_string()).into());
             }
         }
     }
@@ -658,10 +656,7 @@ fn infer_requests(
     inputs: &[TensorMetadata],
 ) -> Result<Vec<ModelInferRequest>, LoadError> {
     if inputs.is_empty() {
-        return Err(LoadError::Setup(format!(
-            "model `{}` declares no inputs; give them with --shape NAME:DIMS[:DATATYPE]",
-            o.model
-        )));
+        return Err(WorkloadError::NoInputs(o.model.clone()).into());
     }
     let shapes = inputs
         .iter()
@@ -722,23 +717,18 @@ fn file_contents(
 ) -> Result<Vec<Vec<Vec<u8>>>, LoadError> {
     let files = list_files(dir)?;
     if files.iter().any(|f| is_image(f)) {
-        return Err(LoadError::Setup(format!(
-            "{} holds images; ModelInfer takes tensors: use --api classify for images, or give raw tensor files",
-            dir.display()
-        )));
+        return Err(WorkloadError::ImagesForInfer(dir.to_path_buf()).into());
     }
     let [t] = inputs else {
-        return Err(LoadError::Setup(format!(
-            "model `{}` has {} inputs; raw tensor files work for single-input models (use random data)",
-            o.model,
-            inputs.len()
-        )));
+        return Err(WorkloadError::SeveralInputs {
+            model: o.model.clone(),
+            inputs: inputs.len(),
+        }
+        .into());
     };
-    let elem = element_size(&t.datatype).ok_or_else(|| {
-        LoadError::Setup(format!(
-            "input `{}` is {}, which raw files cannot fill",
-            t.name, t.datatype
-        ))
+    let elem = element_size(&t.datatype).ok_or_else(|| WorkloadError::NoRawData {
+        input: t.name.clone(),
+        datatype: t.datatype.clone(),
     })?;
     let batch_bytes = shape.iter().product::<i64>() as usize * elem;
     let item_bytes = batch_bytes / o.batch;
@@ -751,19 +741,16 @@ fn file_contents(
         .zip(&data)
         .find(|(_, d)| d.len() != item_bytes && d.len() != batch_bytes)
     {
-        return Err(LoadError::Setup(format!(
-            "{} has {} bytes; input `{}` ({} {:?}) needs {item_bytes} bytes per item{}",
-            f.display(),
-            d.len(),
-            t.name,
-            t.datatype,
-            t.shape,
-            if o.batch > 1 {
-                format!(" or {batch_bytes} for a batch of {}", o.batch)
-            } else {
-                String::new()
-            }
-        )));
+        return Err(WorkloadError::FileSize {
+            file: f.clone(),
+            bytes: d.len(),
+            input: t.name.clone(),
+            datatype: t.datatype.clone(),
+            shape: t.shape.clone(),
+            item_bytes,
+            batch: o.batch,
+        }
+        .into());
     }
     let items: Vec<&Vec<u8>> = data.iter().filter(|d| d.len() == item_bytes).collect();
     let mut out: Vec<Vec<Vec<u8>>> = data
@@ -782,20 +769,14 @@ fn file_contents(
 
 fn classify_requests(o: &WorkloadOptions) -> Result<Vec<ClassifyRequest>, LoadError> {
     let InputData::Dir(dir) = &o.input else {
-        return Err(LoadError::Setup(
-            "--api classify sends encoded images: give --input-data DIR with PNG or JPEG files"
-                .into(),
-        ));
+        return Err(WorkloadError::ClassifyWithoutImages.into());
     };
     let files: Vec<PathBuf> = list_files(dir)?
         .into_iter()
         .filter(|f| is_image(f))
         .collect();
     if files.is_empty() {
-        return Err(LoadError::Setup(format!(
-            "{} has no .png, .jpg or .jpeg files",
-            dir.display()
-        )));
+        return Err(WorkloadError::NoImages(dir.clone()).into());
     }
     let images = files
         .iter()
@@ -833,7 +814,7 @@ fn list_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(LoadError::Setup(format!("{} has no files", dir.display())));
+        return Err(WorkloadError::NoFiles(dir.to_path_buf()).into());
     }
     Ok(files)
 }
