@@ -16,9 +16,9 @@ use rir_infer::{Engine, OrtEngine, OrtOptions};
 
 use crate::error::ExportError;
 use crate::export::{Form, export_file};
+use crate::measure::random_pixels;
 use crate::precision::Precision;
 use crate::quantize::{QuantizeOptions, quantize_model};
-use crate::verify::random_pixels;
 use prost::Message;
 use rir_checkpoint::synthetic::random_checkpoint;
 use rir_process::median;
@@ -83,8 +83,7 @@ pub fn run(
     let i = opts.input;
     let per = i.channels * i.height * i.width;
     for name in &opts.presets {
-        let spec = preset::build(name, Variant::Rir, i, opts.classes)
-            .map_err(|e| ExportError::Metadata(e.to_string()))?;
+        let spec = preset::build(name, Variant::Rir, i, opts.classes)?;
         let ck = dir.join(format!("{name}.safetensors"));
         random_checkpoint(&spec, 1).write_atomic(&ck)?;
         let mut engines = vec![];

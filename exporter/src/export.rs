@@ -11,10 +11,10 @@ use prost::Message;
 use rir_arch::{ModelSpec, Shortcut, UnitSpec};
 use rir_checkpoint::Checkpoint;
 use rir_contract::onnx::{INPUT, LOGITS, PROBABILITIES, RecordedMetrics, keys};
-use sha2::{Digest, Sha256};
 use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 
-use crate::error::ExportError;
+use crate::digest::sha256_hex;
+use crate::error::{ExportError, GraphError, MetadataError};
 use crate::fold::{Bn, ConvBias, OuterShortcut, fold};
 use crate::graph::{GraphBuilder, float, int, value_info};
 use crate::precision::Precision;
@@ -40,9 +40,7 @@ pub fn build_model(
     sha256: &str,
 ) -> Result<ModelProto, ExportError> {
     if precision == Precision::Int8 {
-        return Err(ExportError::Metadata(
-            "int8 is quantized from the float32 export (rir_exporter::quantize)".into(),
-        ));
+        return Err(MetadataError::Int8NotBuilt.into());
     }
     let spec = &ck.meta.spec;
     let ds = &ck.meta.dataset;
@@ -79,11 +77,11 @@ fn build_graph(
     let ds = &ck.meta.dataset;
     let c = spec.input.channels;
     if ds.mean.len() != c || ds.std.len() != c {
-        return Err(ExportError::Metadata(format!(
-            "normalization has {} means and {} stds for {c} channels",
-            ds.mean.len(),
-            ds.std.len()
-        )));
+        return Err(ExportError::from(MetadataError::Normalization {
+            means: ds.mean.len(),
+            stds: ds.std.len(),
+            channels: c,
+        }));
     }
     let mut g = GraphBuilder::new(precision);
     let mean = g.f32("mean", &[1, c, 1, 1], &ds.mean);
@@ -158,7 +156,7 @@ fn metadata(
     ];
     meta.into_iter()
         .map(|(key, value)| {
-            let value = value.map_err(|e| ExportError::Metadata(format!("{key}: {e}")))?;
+            let value = value.map_err(|source| MetadataError::Json { key, source })?;
             Ok(StringStringEntryProto {
                 key: key.into(),
                 value,
@@ -374,10 +372,7 @@ fn literal_unit(
     match parts.as_slice() {
         [r, t] => Ok(g.node("Concat", &[r, t], vec![int("axis", 1)], None)),
         [one] => Ok(one.clone()),
-        _ => Err(ExportError::Metadata(format!(
-            "unit {} has no live weights",
-            u.name
-        ))),
+        _ => Err(GraphError::NoLiveWeights(u.name.clone()).into()),
     }
 }
 
@@ -409,12 +404,6 @@ fn unit_shortcut(
             g.conv(r, &format!("{}.proj", u.name), &p)
         }
     })
-}
-
-/// Hex sha256 of a file's bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads `checkpoint`, exports it and writes `output` atomically (a

@@ -11,6 +11,9 @@
 //! - [`quantize`]: static int8 quantization of a float32 export (QDQ),
 //!   calibrated on images of the model's data set.
 //! - [`recorded`]: the data set a model's metadata names.
+//! - [`measure`]: input shapes, pixels, logits in batches, accuracy: how
+//!   verification and quantization measure a model; [`digest`]: the sha256
+//!   an export records of its source.
 //! - [`verify`]: runs an export in ONNX Runtime and tract, on random inputs
 //!   and real test images, and compares.
 //! - [`verdict`]: the bounds a verification is judged against and the
@@ -21,17 +24,22 @@
 //! - [`bench`]: folded vs literal latency and throughput in ONNX Runtime.
 //! - [`triton`]: the `config.pbtxt` written beside an export in a model
 //!   repository, so the repository also serves in Triton.
-//! - [`error`]: the crate's error type.
+//! - [`error`]: every error type of the crate, so that no module imports
+//!   another for its errors. The modules form an acyclic graph: error;
+//!   fold, digest, measure, recorded; precision; graph; export; verify and
+//!   quantize; bench, verdict, triton; pipeline; show.
 //!
 //! The crate reads checkpoints in pure Rust; it does not link libtorch.
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod digest;
 pub mod error;
 pub mod export;
 pub mod fold;
 pub mod graph;
+pub mod measure;
 pub mod pipeline;
 pub mod precision;
 pub mod quantize;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use tract_onnx::pb::ModelProto;
 
-use crate::error::ExportError;
+use crate::error::{ExportError, JobError};
 use crate::export::{Form, export_file};
 use crate::precision::Precision;
 use crate::quantize::{QuantizeOptions, quantize_file};
@@ -128,14 +128,6 @@ pub struct QuantizeJob {
     pub quantize: QuantizeOptions,
     /// Verify against the source before placing.
     pub check: Option<Check>,
-}
-
-/// Why an export was refused before any work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JobError {
-    /// int8 is quantized from the folded graph.
-    #[error("int8 is quantized from the folded export: drop --no-fold")]
-    Int8Unfolded,
 }
 
 /// The staging name beside `output`.

@@ -13,7 +13,7 @@
 
 use tract_onnx::pb::{ModelProto, TensorProto, tensor_proto::DataType};
 
-use crate::error::{ExportError, UnknownPrecision};
+use crate::error::{ExportError, GraphError, UnknownPrecision};
 
 /// Precision of an export's body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,10 +81,7 @@ impl std::str::FromStr for Precision {
 /// half model's outputs differ from the twin's is what half precision costs.
 pub fn widen(model: &ModelProto) -> Result<ModelProto, ExportError> {
     let mut twin = model.clone();
-    let graph = twin
-        .graph
-        .as_mut()
-        .ok_or_else(|| ExportError::Metadata("the model has no graph".into()))?;
+    let graph = twin.graph.as_mut().ok_or(GraphError::NoGraph)?;
     for t in &mut graph.initializer {
         if t.data_type == DataType::Float16 as i32 {
             widen_tensor(t)?;
@@ -105,10 +102,7 @@ fn widen_tensor(t: &mut TensorProto) -> Result<(), ExportError> {
     // float16 values live in raw_data, or one per int32_data element.
     let halves: Vec<half::f16> = if !t.raw_data.is_empty() {
         if !t.raw_data.len().is_multiple_of(2) {
-            return Err(ExportError::Metadata(format!(
-                "float16 initializer `{}` has an odd number of bytes",
-                t.name
-            )));
+            return Err(GraphError::OddFloat16(t.name.clone()).into());
         }
         t.raw_data
             .chunks_exact(2)

@@ -4,19 +4,10 @@
 use std::path::Path;
 
 use rir_contract::ModelInfo;
+
+pub use crate::error::Unavailable;
 use rir_contract::onnx::keys;
 use rir_data::{Dataset, Source, load};
-
-/// Why the model's data set cannot be had.
-#[derive(Debug, thiserror::Error)]
-pub enum Unavailable {
-    /// The metadata names no data set this build reads.
-    #[error("unknown data set `{0}` in the model's metadata")]
-    UnknownDataset(String),
-    /// The data set's files are missing or unreadable.
-    #[error(transparent)]
-    Unreadable(#[from] rir_data::DataError),
-}
 
 /// Loads the data set `info` records, from `dir` or its usual place.
 pub fn dataset(info: &ModelInfo, dir: Option<&Path>) -> Result<Dataset, Unavailable> {

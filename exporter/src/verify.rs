@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 use rir_contract::ModelInfo;
-use rir_data::rng::Rng;
-use rir_infer::engine::{max_abs_diff, output};
+use rir_infer::engine::max_abs_diff;
 use rir_infer::{Engine, OrtEngine, OrtOptions, TractEngine};
 
 use tract_onnx::pb::ModelProto;
 
-use crate::error::ExportError;
+use crate::error::{ExportError, SourceError};
+use crate::measure::{accuracy, argmax_rows, batched_logits, random_pixels, shape_of, unit_pixels};
 use crate::precision::{Precision, widen};
-use rir_contract::onnx::{LOGITS, keys};
+use rir_contract::onnx::keys;
 
 /// What to check.
 #[derive(Debug, Clone)]
@@ -105,62 +105,6 @@ pub struct Report {
     pub real_skipped: Option<String>,
     /// For an int8 model: the test accuracy recorded when it was quantized.
     pub int8_recorded: Option<f64>,
-}
-
-/// Index of the largest value in each row of `k` columns.
-pub fn argmax_rows(data: &[f32], k: usize) -> Vec<usize> {
-    data.chunks_exact(k)
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 { (i, v) } else { best }
-                })
-                .0
-        })
-        .collect()
-}
-
-fn logits(
-    engine: &mut dyn Engine,
-    input: &[f32],
-    shape: &[usize],
-) -> Result<Vec<f32>, ExportError> {
-    let outs = engine.run(input, shape)?;
-    output(&outs, LOGITS)
-        .map(|o| o.data.clone())
-        .ok_or_else(|| {
-            ExportError::Metadata(format!("{} returned no `{LOGITS}` output", engine.name()))
-        })
-}
-
-/// The logits of `inputs` (images of `chw` floats), `batch` images per run.
-fn batched_logits(
-    engine: &mut dyn Engine,
-    inputs: &[f32],
-    chw: [usize; 3],
-    batch: usize,
-) -> Result<Vec<f32>, ExportError> {
-    let per = chw.iter().product::<usize>();
-    let n = inputs.len() / per;
-    let mut all = Vec::new();
-    for start in (0..n).step_by(batch.max(1)) {
-        let m = batch.min(n - start);
-        let x = &inputs[start * per..(start + m) * per];
-        all.extend(logits(engine, x, &[m, chw[0], chw[1], chw[2]])?);
-    }
-    Ok(all)
-}
-
-/// 8-bit pixels as the model's input: float32 in [0, 1].
-pub fn unit_pixels(bytes: &[u8]) -> Vec<f32> {
-    bytes.iter().map(|&p| f32::from(p) / 255.0).collect()
-}
-
-/// `values` seeded random floats in [0, 1]: inputs with no data set.
-pub fn random_pixels(values: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    (0..values).map(|_| rng.unit() as f32).collect()
 }
 
 /// Runs `inputs` (`n` images of `chw` floats) through both engines in batches.
@@ -257,37 +201,6 @@ pub fn verify(model: &Path, opts: &VerifyOptions) -> Result<Report, ExportError>
     Ok(report)
 }
 
-/// One image's `[C, H, W]`, from the model's `[batch, C, H, W]` input.
-pub fn input_chw(info: &ModelInfo) -> Result<[usize; 3], ExportError> {
-    let input = info
-        .inputs
-        .first()
-        .ok_or_else(|| ExportError::Metadata("the model has no input".into()))?;
-    let dims: Vec<usize> = input.dims.iter().skip(1).map(|d| d.unwrap_or(0)).collect();
-    if dims.len() != 3 || dims.contains(&0) {
-        return Err(ExportError::Metadata(format!(
-            "input `{}` is not [batch, C, H, W]: {:?}",
-            input.name, input.dims
-        )));
-    }
-    Ok([dims[0], dims[1], dims[2]])
-}
-
-/// One image's `[C, H, W]` and the number of classes, from the model's
-/// input and its logits output.
-fn shape_of(info: &ModelInfo) -> Result<([usize; 3], usize), ExportError> {
-    let chw = input_chw(info)?;
-    let k = info
-        .outputs
-        .iter()
-        .find(|o| o.name == LOGITS)
-        .and_then(|o| o.dims.get(1).copied().flatten())
-        .ok_or_else(|| {
-            ExportError::Metadata(format!("no `{LOGITS}` output of shape [batch, classes]"))
-        })?;
-    Ok((chw, k))
-}
-
 /// Why the check on real images is skipped.
 #[derive(Debug, thiserror::Error)]
 enum Skip {
@@ -305,54 +218,13 @@ fn test_split(info: &ModelInfo, opts: &VerifyOptions) -> Result<rir_data::Datase
     Ok(crate::recorded::dataset(info, opts.data_dir.as_deref())?)
 }
 
-/// The top-1 accuracy of `engine` on `split` (a model of `info`'s shape).
-pub fn test_accuracy(
-    engine: &mut dyn Engine,
-    split: &rir_data::Split,
-    info: &ModelInfo,
-) -> Result<f64, ExportError> {
-    let (chw, k) = shape_of(info)?;
-    let all = batched_logits(engine, &unit_pixels(&split.images), chw, 100)?;
-    Ok(accuracy(&all, &split.labels, k))
-}
-
-/// The share of rows of `logits` (`k` wide) whose argmax is the label.
-fn accuracy(logits: &[f32], labels: &[u8], k: usize) -> f64 {
-    let right = argmax_rows(logits, k)
-        .iter()
-        .zip(labels)
-        .filter(|(p, y)| **p == **y as usize)
-        .count();
-    right as f64 / labels.len().max(1) as f64
-}
-
-/// Why an int8 model's source cannot serve as its reference.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// No source was given.
-    #[error("an int8 model is verified against its float32 source: pass --source FP32.onnx")]
-    Missing,
-    /// The source is not the file the model was quantized from.
-    #[error(
-        "{path} has sha256 {found}, but the model was quantized from {recorded} (rir.quantization)"
-    )]
-    Mismatch {
-        /// The file given.
-        path: PathBuf,
-        /// Its digest.
-        found: String,
-        /// The digest the int8 model records.
-        recorded: String,
-    },
-}
-
 /// Loads the float32 source of an int8 model in ONNX Runtime, after
 /// checking it is the file the model records having been quantized from.
 fn source_engine(info: &ModelInfo, opts: &VerifyOptions) -> Result<OrtEngine, ExportError> {
     let path = opts.source.as_deref().ok_or(SourceError::Missing)?;
     let bytes = std::fs::read(path).map_err(|e| ExportError::Io(path.to_path_buf(), e))?;
     let recorded = info.quantization().map(|q| q.source_sha256);
-    let found = crate::export::sha256_hex(&bytes);
+    let found = crate::digest::sha256_hex(&bytes);
     if let Some(recorded) = recorded
         && recorded != found
     {
@@ -370,8 +242,10 @@ fn source_engine(info: &ModelInfo, opts: &VerifyOptions) -> Result<OrtEngine, Ex
 /// file is only read while the session is built, so it goes with its folder.
 fn twin_engine(model: &Path, ort: &OrtOptions) -> Result<OrtEngine, ExportError> {
     let bytes = std::fs::read(model).map_err(|e| ExportError::Io(model.to_path_buf(), e))?;
-    let proto = ModelProto::decode(bytes.as_slice())
-        .map_err(|e| ExportError::Metadata(format!("{} is not ONNX: {e}", model.display())))?;
+    let proto = ModelProto::decode(bytes.as_slice()).map_err(|e| ExportError::NotOnnx {
+        path: model.to_path_buf(),
+        source: e,
+    })?;
     let dir = tempfile::tempdir().map_err(|e| ExportError::Io(model.to_path_buf(), e))?;
     let path = dir.path().join("fp32-twin.onnx");
     std::fs::write(&path, widen(&proto)?.encode_to_vec())

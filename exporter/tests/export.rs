@@ -210,10 +210,13 @@ fn metadata_describes_the_model() {
     assert_eq!(names.len(), 10);
     assert_eq!(info.metadata[keys::DATASET], "fashion-mnist");
     let sha = &info.metadata[keys::CHECKPOINT_SHA256];
-    assert_eq!(
-        sha,
-        &rir_exporter::export::sha256_hex(&std::fs::read(&ck).unwrap())
-    );
+    // Against coreutils' sha256sum, not the exporter's own digest.
+    let out = std::process::Command::new("sha256sum")
+        .arg(&ck)
+        .output()
+        .unwrap();
+    let coreutils = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(Some(sha.as_str()), coreutils.split_whitespace().next());
     let stored: ModelSpec =
         serde_json::from_value(info.metadata_json(keys::SPEC).unwrap()).unwrap();
     assert_eq!(stored, spec);

@@ -7,6 +7,8 @@ mod cli;
 mod common;
 #[path = "export.rs"]
 mod export;
+#[path = "modules.rs"]
+mod modules;
 #[path = "pipeline.rs"]
 mod pipeline;
 #[path = "quantize.rs"]

@@ -19,7 +19,7 @@ use prost::Message;
 use rir_infer::{Engine, OrtEngine, OrtOptions};
 use tract_onnx::pb::{ModelProto, TypeProto, ValueInfoProto, tensor_proto::DataType, type_proto};
 
-use crate::error::ExportError;
+use crate::error::{ExportError, QuantizeError};
 
 /// How a range is chosen from the calibration images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -272,9 +272,8 @@ fn run_passes(
             let x = &images[start * per..(start + m) * per];
             let outs = engine.run(x, &[m, chw[0], chw[1], chw[2]])?;
             for (name, o) in tensors.iter().zip(seen.iter_mut()) {
-                let t = rir_infer::engine::output(&outs, name).ok_or_else(|| {
-                    ExportError::Metadata(format!("calibration: no output `{name}`"))
-                })?;
+                let t = rir_infer::engine::output(&outs, name)
+                    .ok_or_else(|| ExportError::from(QuantizeError::NoOutput(name.to_string())))?;
                 o.record(&t.data);
             }
             progress(pass * steps + step + 1, 2 * steps);

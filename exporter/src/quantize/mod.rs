@@ -34,10 +34,10 @@ use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 pub use calibrate::Method;
 pub use grid::{ActivationGrid, WeightScheme};
 
-use crate::error::ExportError;
-use crate::export::sha256_hex;
+use crate::digest::sha256_hex;
+use crate::error::{ExportError, GraphError, MetadataError, QuantizeError};
+use crate::measure::unit_pixels;
 use crate::precision::Precision;
-use crate::verify::unit_pixels;
 
 /// How to quantize.
 #[derive(Debug, Clone)]
@@ -75,9 +75,7 @@ pub fn calibration_images(data: &Dataset, opts: &QuantizeOptions) -> Result<Vec<
     let per = data.image_bytes();
     let n = opts.images.min(data.train.len());
     if n == 0 {
-        return Err(ExportError::Metadata(
-            "calibration needs at least one training image".into(),
-        ));
+        return Err(QuantizeError::NoImages.into());
     }
     let order = Rng::new(opts.seed).permutation(data.train.len());
     Ok(order[..n]
@@ -96,21 +94,15 @@ pub fn quantize_model(
     opts: &QuantizeOptions,
     progress: impl FnMut(usize, usize),
 ) -> Result<(ModelProto, Quantization), ExportError> {
-    let info = ModelInfo::from_bytes(&model.encode_to_vec())
-        .map_err(|e| ExportError::Metadata(e.to_string()))?;
+    let info = ModelInfo::from_bytes(&model.encode_to_vec())?;
     match info.metadata.get(keys::PRECISION).map(String::as_str) {
         None | Some("fp32") => {}
         Some(other) => {
-            return Err(ExportError::Metadata(format!(
-                "the model is {other}; quantize its float32 export"
-            )));
+            return Err(QuantizeError::NotFloat32(other.to_string()).into());
         }
     }
-    let chw = crate::verify::input_chw(&info)?;
-    let graph = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| ExportError::Metadata("the model has no graph".into()))?;
+    let chw = crate::measure::input_chw(&info)?;
+    let graph = model.graph.as_ref().ok_or(GraphError::NoGraph)?;
     let plan = plan::plan(graph)?;
     let names: Vec<&str> = plan.calibrated().map(|(n, _)| n).collect();
     let seen = calibrate::observe(model, &names, images, chw, &opts.ort, progress)?;
@@ -153,8 +145,10 @@ pub fn record_quantization(
     model: &mut ModelProto,
     record: &Quantization,
 ) -> Result<(), ExportError> {
-    let json = serde_json::to_string(record)
-        .map_err(|e| ExportError::Metadata(format!("{}: {e}", keys::QUANTIZATION)))?;
+    let json = serde_json::to_string(record).map_err(|source| MetadataError::Json {
+        key: keys::QUANTIZATION,
+        source,
+    })?;
     set_metadata(&mut model.metadata_props, keys::QUANTIZATION, &json);
     Ok(())
 }
@@ -178,11 +172,13 @@ pub fn quantize_file(
     progress: impl FnMut(usize, usize),
 ) -> Result<ModelProto, ExportError> {
     let bytes = std::fs::read(source).map_err(|e| ExportError::Io(source.to_path_buf(), e))?;
-    let model = ModelProto::decode(bytes.as_slice())
-        .map_err(|e| ExportError::Metadata(format!("{} is not ONNX: {e}", source.display())))?;
-    let info = ModelInfo::from_bytes(&bytes).map_err(|e| ExportError::Metadata(e.to_string()))?;
-    let data = crate::recorded::dataset(&info, opts.data_dir.as_deref())
-        .map_err(|e| ExportError::Metadata(format!("calibration images: {e}")))?;
+    let model = ModelProto::decode(bytes.as_slice()).map_err(|e| ExportError::NotOnnx {
+        path: source.to_path_buf(),
+        source: e,
+    })?;
+    let info = ModelInfo::from_bytes(&bytes)?;
+    let data =
+        crate::recorded::dataset(&info, opts.data_dir.as_deref()).map_err(QuantizeError::Images)?;
     let images = calibration_images(&data, opts)?;
     let (mut q, mut record) = quantize_model(&model, &images, &sha256_hex(&bytes), opts, progress)?;
     if !data.test.is_empty() {
@@ -191,7 +187,7 @@ pub fn quantize_file(
         std::fs::write(&path, q.encode_to_vec()).map_err(|e| ExportError::Io(path.clone(), e))?;
         let score = |p: &Path| -> Result<f64, ExportError> {
             let mut engine = OrtEngine::load(p, &opts.ort)?;
-            crate::verify::test_accuracy(&mut engine, &data.test, &info)
+            crate::measure::test_accuracy(&mut engine, &data.test, &info)
         };
         record.test_accuracy = Some(score(&path)?);
         record.source_test_accuracy = Some(score(source)?);

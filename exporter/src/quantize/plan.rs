@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb::GraphProto;
 
-use crate::error::ExportError;
+use crate::error::{ExportError, GraphError};
 
 /// Where a quantized tensor's grid comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +119,7 @@ pub fn plan(graph: &GraphProto) -> Result<Plan, ExportError> {
         }
     }
     if plan.convs.is_empty() {
-        return Err(ExportError::Metadata(
-            "no convolution over a Relu's output to quantize: is this a rir-export model?".into(),
-        ));
+        return Err(GraphError::NothingToQuantize.into());
     }
     Ok(plan)
 }

@@ -21,7 +21,7 @@ pub fn write_random(dir: &Path, spec: &ModelSpec, seed: u64) -> PathBuf {
 /// Random pixels in [0, 1].
 pub fn pixels(n: usize, spec: &ModelSpec, seed: u64) -> Vec<f32> {
     let i = spec.input;
-    rir_exporter::verify::random_pixels(n * i.channels * i.height * i.width, seed)
+    rir_exporter::measure::random_pixels(n * i.channels * i.height * i.width, seed)
 }
 
 /// Python with the official `onnx` package importable, as scripts/setup.sh installs it.
