@@ -89,7 +89,7 @@ impl Server {
 
     /// Waits until the server has stopped (after a stop, or when a front
     /// end fails), and says how.
-    pub async fn wait(self) -> Result<Stopped, ServerError> {
+    pub(crate) async fn wait(self) -> Result<Stopped, ServerError> {
         self.lifecycle.await.unwrap_or_else(|e| {
             Err(ServerError::Serve {
                 front: "lifecycle",

@@ -46,231 +46,231 @@ use crate::trace::{OtlpProtocol, TraceConfig};
 pub struct Args {
     /// Model repository.
     #[arg(long, default_value = "models")]
-    pub models: PathBuf,
+    pub(crate) models: PathBuf,
     /// How the served models follow the repository: `none` loads all at
     /// start and ignores changes; `poll` rescans every
     /// --repository-poll-secs and loads, reloads (without downtime) and
     /// unloads what changed; `explicit` loads the --load-model models and
     /// then what RepositoryModelLoad/Unload calls ask for.
     #[arg(long, value_enum, default_value_t = ControlMode::None)]
-    pub model_control_mode: ControlMode,
+    pub(crate) model_control_mode: ControlMode,
     /// Seconds between repository scans in `poll` mode.
     #[arg(long, default_value_t = 15)]
-    pub repository_poll_secs: u64,
+    pub(crate) repository_poll_secs: u64,
     /// A model to load at start in `explicit` mode (repeatable).
     #[arg(long)]
-    pub load_model: Vec<String>,
+    pub(crate) load_model: Vec<String>,
     /// gRPC listen address.
     #[arg(long, default_value = "0.0.0.0:8001")]
-    pub grpc_addr: String,
+    pub(crate) grpc_addr: String,
     /// HTTP/REST listen address (KServe v2 REST, Triton's HTTP API, the web
     /// page, and `POST /v2/models/{name}/classify` for images); `off`
     /// serves none. Default 0.0.0.0:8000, or off when --tls-cert is given
     /// (the HTTP side has no TLS of its own).
     #[arg(long)]
-    pub http_addr: Option<String>,
+    pub(crate) http_addr: Option<String>,
     /// Prometheus metrics listen address (HTTP).
     #[arg(long, default_value = "0.0.0.0:8002")]
-    pub metrics_addr: String,
+    pub(crate) metrics_addr: String,
     /// Inference engine.
     #[arg(long, value_enum, default_value_t = Backend::Ort)]
-    pub backend: Backend,
+    pub(crate) backend: Backend,
     /// ONNX Runtime device: auto uses CUDA when it can be had (else the CPU, saying why).
     #[arg(long, value_enum, default_value_t = Device::Auto)]
-    pub device: Device,
+    pub(crate) device: Device,
     /// Engine instances per model (each on its own thread).
     #[arg(long, default_value_t = 1)]
-    pub instances: usize,
+    pub(crate) instances: usize,
     /// Intra-op threads per ONNX Runtime instance (0: ONNX Runtime's default).
     #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Let ONNX Runtime's idle threads spin-wait between runs (its default).
     /// `false` frees CPU for other work when many models share few cores, at
     /// the price of latency: measured here, 0.50 ms instead of 0.41 ms p50
     /// at concurrency 1 on 2 cores.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub ort_spin: bool,
+    pub(crate) ort_spin: bool,
     /// Most images per engine call (and per request).
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH)]
-    pub max_batch: usize,
+    pub(crate) max_batch: usize,
     /// Batch sizes the engine runs at (Triton's preferred_batch_size): a
     /// formed batch is padded with zeros up to the smallest that holds it,
     /// and every one is warmed up before the server is ready. `pow2`:
     /// 1, 2, 4, ... and --max-batch; `all`: every size (no padding); or a
     /// list such as `1,8,32` (--max-batch is added).
     #[arg(long, default_value = "pow2")]
-    pub batch_buckets: String,
+    pub(crate) batch_buckets: String,
     /// One ONNX Runtime session per batch bucket (true) or one for all
     /// (false). Default: one per bucket on CUDA, where a session re-plans
     /// its convolutions whenever the batch size changes; one on the CPU.
     /// tract always has one plan per bucket.
     #[arg(long)]
-    pub session_per_bucket: Option<bool>,
+    pub(crate) session_per_bucket: Option<bool>,
     /// cuDNN convolution algorithm search in the CUDA provider.
     #[arg(long, value_enum, default_value_t = ConvSearch::Exhaustive)]
-    pub cudnn_conv_search: ConvSearch,
+    pub(crate) cudnn_conv_search: ConvSearch,
     /// TF32 tensor-core math for fp32 convolutions in the CUDA provider
     /// (PyTorch's cuDNN default too). `false`: exact fp32, slower.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub cuda_tf32: bool,
+    pub(crate) cuda_tf32: bool,
     /// Let the CUDA provider run convolutions in NHWC.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub cuda_nhwc: bool,
+    pub(crate) cuda_nhwc: bool,
     /// Upper bound of the CUDA provider's memory arena, MiB (0: none).
     #[arg(long, default_value_t = 0)]
-    pub cuda_mem_limit_mb: usize,
+    pub(crate) cuda_mem_limit_mb: usize,
 
     /// Longest a request waits for others to batch with, microseconds (0: batch what is queued).
     #[arg(long, default_value_t = 0)]
-    pub max_queue_delay_us: u64,
+    pub(crate) max_queue_delay_us: u64,
     /// Run a request on the thread that decoded it when nothing is queued
     /// and an engine instance is idle, instead of handing it to an engine
     /// thread and back (two thread wake-ups, about 80 µs on a 2-core VM).
     /// Only with no queue delay, for models whose last run took under 1 ms,
     /// one such run at a time; under load requests batch as before.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub run_inline: bool,
+    pub(crate) run_inline: bool,
     /// Requests that may wait per model before new ones get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1024)]
-    pub queue_capacity: usize,
+    pub(crate) queue_capacity: usize,
     /// Largest gRPC message and HTTP body (after decompression), bytes, on
     /// every front end. Default: sized from the models served at start,
     /// the largest legal batch with headroom (2x for protobuf, 8x for
     /// JSON text, at least 4 MiB), and --max-image-bytes plus 64 KiB for
     /// image calls. Models loaded later with larger inputs need this flag.
     #[arg(long)]
-    pub max_message_bytes: Option<usize>,
+    pub(crate) max_message_bytes: Option<usize>,
     /// Memory that requests in flight may hold together, MiB: HTTP bodies
     /// from before they are read, and every decoded tensor until its
     /// outputs are back. A request that does not fit is answered at once
     /// with RESOURCE_EXHAUSTED (HTTP 503, Retry-After: 1).
     #[arg(long, default_value_t = 512)]
-    pub max_inflight_mb: usize,
+    pub(crate) max_inflight_mb: usize,
     /// Refuse FP32 inputs that hold NaN or infinite values with
     /// INVALID_ARGUMENT. By default they run, as in Triton, and the outputs
     /// say what the model makes of them (stock perf_analyzer sends random
     /// bytes, which include such values).
     #[arg(long)]
-    pub reject_nonfinite: bool,
+    pub(crate) reject_nonfinite: bool,
     /// Largest image (width x height, read from its header before any
     /// decoding) that Classify accepts; larger ones are INVALID_ARGUMENT.
     /// Default 4096 x 4096: a decompression bomb of 20000 x 20000 costs a
     /// header read instead of 400 MB and seconds of CPU.
     #[arg(long, default_value_t = 4096 * 4096)]
-    pub max_image_pixels: u64,
+    pub(crate) max_image_pixels: u64,
     /// Largest encoded image, bytes.
     #[arg(long, default_value_t = 16 << 20)]
-    pub max_image_bytes: usize,
+    pub(crate) max_image_bytes: usize,
     /// Deadline, milliseconds, of requests that carry none (every HTTP
     /// request; gRPC calls without `grpc-timeout`): one still queued past
     /// it is answered DEADLINE_EXCEEDED (HTTP 504) and not run. 0: none.
     #[arg(long, default_value_t = 30_000)]
-    pub default_timeout_ms: u64,
+    pub(crate) default_timeout_ms: u64,
     /// Images decoded at once, at most, on blocking threads (0: one per
     /// CPU); large REST bodies are inflated and parsed there too.
     #[arg(long, default_value_t = 0)]
-    pub max_decodes: usize,
+    pub(crate) max_decodes: usize,
     /// Requests that may wait for one of those threads; more get
     /// RESOURCE_EXHAUSTED at once, and none waits past its deadline.
     #[arg(long, default_value_t = 256)]
-    pub max_decode_queue: usize,
+    pub(crate) max_decode_queue: usize,
     /// Model `Classify` uses when a request names none (default: the only or first model).
     #[arg(long)]
-    pub default_model: Option<String>,
+    pub(crate) default_model: Option<String>,
     /// PEM certificate for TLS (with --tls-key).
     #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// PEM private key for TLS (with --tls-cert).
     #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     /// Mutual TLS: a PEM CA bundle; every client must present a certificate
     /// it signed, or its connection is refused in the handshake (with
     /// --tls-cert).
     #[arg(long, requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
+    pub(crate) tls_client_ca: Option<PathBuf>,
     /// Require `authorization: Bearer <token>` on every call over gRPC and
     /// HTTP but these: the health checks (grpc.health.v1, ServerLive/Ready,
     /// /v2/health/*) and the web page at / (whose calls carry the token).
     /// Server reflection is behind it. An empty token is refused.
     #[arg(long, env = "RIR_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<Token>,
+    pub(crate) auth_token: Option<Token>,
     /// Put the metrics endpoint behind a token of its own (Prometheus then
     /// scrapes with `authorization: {credentials: TOKEN}`); never the API
     /// token, so a scrape sniffed on the wire grants no calls.
     #[arg(long, env = "RIR_METRICS_TOKEN", hide_env_values = true)]
-    pub metrics_token: Option<Token>,
+    pub(crate) metrics_token: Option<Token>,
     /// Serve RepositoryModelLoad/Unload (--model-control-mode explicit) to
     /// anyone who reaches a non-loopback address, with no --auth-token.
     /// Without it such a server refuses to start.
     #[arg(long)]
-    pub allow_unauthenticated_model_control: bool,
+    pub(crate) allow_unauthenticated_model_control: bool,
     /// Seconds to let calls in flight finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30)]
-    pub shutdown_timeout: u64,
+    pub(crate) shutdown_timeout: u64,
     /// Connections open at once, per front end (gRPC, HTTP); more are
     /// closed on arrival. rir-serve raises its open-files limit to the
     /// system's hard limit at start, so this, not the OS, is what binds.
     #[arg(long, default_value_t = 10_000)]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Close a connection that sends nothing within this many milliseconds
     /// (idle or slowloris sockets that would hold a slot for good).
     #[arg(long, default_value_t = 10_000)]
-    pub first_byte_timeout_ms: u64,
+    pub(crate) first_byte_timeout_ms: u64,
     /// Give up on a request whose body (HTTP) or message (gRPC) stops
     /// arriving: nothing for this many milliseconds, counted from the last
     /// bytes that came. HTTP answers 408 and closes the connection, gRPC
     /// ends the call with DEADLINE_EXCEEDED (0: wait for good).
     #[arg(long, default_value_t = 30_000)]
-    pub body_timeout_ms: u64,
+    pub(crate) body_timeout_ms: u64,
     /// The whole body or message must have arrived this many milliseconds
     /// after it began, however it trickles (as --body-timeout-ms, 0: none).
     #[arg(long, default_value_t = 60_000)]
-    pub body_deadline_ms: u64,
+    pub(crate) body_deadline_ms: u64,
     /// Close an HTTP/1 connection (REST, metrics) whose request head has
     /// not fully arrived this many milliseconds after the server began to
     /// read it, or that sits idle this long between kept-alive requests.
     #[arg(long, default_value_t = 30_000)]
-    pub header_timeout_ms: u64,
+    pub(crate) header_timeout_ms: u64,
     /// Close a gRPC connection whose first call has not arrived this many
     /// milliseconds after its first byte: the TLS handshake, the HTTP/2
     /// preface and the call's headers (a half-sent preface held a
     /// connection for good). 0: never.
     #[arg(long, default_value_t = 30_000)]
-    pub handshake_timeout_ms: u64,
+    pub(crate) handshake_timeout_ms: u64,
     /// TCP keepalive after this many idle seconds (0: off).
     #[arg(long, default_value_t = 60)]
-    pub tcp_keepalive_secs: u64,
+    pub(crate) tcp_keepalive_secs: u64,
     /// gRPC calls open at once on one HTTP/2 connection; more are refused
     /// (REFUSED_STREAM, which clients retry).
     #[arg(long, default_value_t = 1024)]
-    pub http2_max_streams: u32,
+    pub(crate) http2_max_streams: u32,
     /// HTTP/2 keepalive: ping an idle connection every this many seconds and
     /// close it when the ping goes unanswered for 10 s.
     #[arg(long, default_value_t = 30)]
-    pub http2_keepalive_secs: u64,
+    pub(crate) http2_keepalive_secs: u64,
     /// Largest gRPC request header list (HPACK-decoded), bytes.
     #[arg(long, default_value_t = 16 << 10)]
-    pub max_header_bytes: u32,
+    pub(crate) max_header_bytes: u32,
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the one scripts/setup.sh installed).
     #[arg(long)]
-    pub ort_lib: Option<PathBuf>,
+    pub(crate) ort_lib: Option<PathBuf>,
     /// Export OpenTelemetry traces of requests to this OTLP receiver, e.g.
     /// http://collector:4317 (gRPC) or http://collector:4318 (with
     /// --otlp-protocol http-protobuf); off without it. A caller's W3C
     /// `traceparent` (gRPC metadata, HTTP header) continues its trace.
     #[arg(long, value_name = "URL")]
-    pub otlp_endpoint: Option<String>,
+    pub(crate) otlp_endpoint: Option<String>,
     /// The OTLP transport.
     #[arg(long, value_enum, default_value_t = OtlpProtocol::Grpc)]
-    pub otlp_protocol: OtlpProtocol,
+    pub(crate) otlp_protocol: OtlpProtocol,
     /// Share of requests traced, 0 to 1.
     #[arg(long, default_value_t = 1.0)]
-    pub trace_sample_ratio: f64,
+    pub(crate) trace_sample_ratio: f64,
     /// Let a caller's traceparent decide whether its request is traced (a
     /// sampled caller always is). Off: the ratio decides for every request,
     /// and a caller only lends its trace id to the requests sampled.
     #[arg(long)]
-    pub trace_follow_caller: bool,
+    pub(crate) trace_follow_caller: bool,
 }
 
 /// Flags that do not make a configuration together.

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 /// A bearer token: never empty, and `***` wherever it is printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Token(Arc<str>);
+pub(crate) struct Token(Arc<str>);
 
 impl Token {
     /// The token's text, to compare against.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -24,7 +24,7 @@ impl std::fmt::Debug for Token {
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the token is empty: every client would need to send no secret at all")]
-pub struct EmptyToken;
+pub(crate) struct EmptyToken;
 
 impl std::str::FromStr for Token {
     type Err = EmptyToken;
@@ -38,7 +38,7 @@ impl std::str::FromStr for Token {
 
 /// Whether an `authorization` value is `Bearer <token>`, compared in
 /// constant time.
-pub fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
+pub(crate) fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
     authorization
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))

@@ -92,7 +92,7 @@ impl Drop for InlineTurn {
 
 impl BatchConfig {
     /// Most images in one engine call: the largest bucket.
-    pub fn max_batch(&self) -> usize {
+    pub(crate) fn max_batch(&self) -> usize {
         self.buckets.max()
     }
 }
@@ -151,7 +151,7 @@ pub enum SubmitError {
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
     /// Limits of this batcher.
-    pub config: BatchConfig,
+    pub(crate) config: BatchConfig,
     /// The engine instances; instance `i` is run by engine thread `i`, or
     /// by a caller running inline while that thread waits for work.
     instances: Arc<[Mutex<Instance>]>,
@@ -282,12 +282,12 @@ impl Batcher {
     }
 
     /// Requests waiting in the queue now.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// The engine instances this model runs on.
-    pub fn instances(&self) -> usize {
+    pub(crate) fn instances(&self) -> usize {
         self.instances.len()
     }
 }

@@ -17,49 +17,49 @@ use crate::trace::TraceConfig;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where models come from and how the served set follows it.
-    pub repository: RepositoryConfig,
+    pub(crate) repository: RepositoryConfig,
     /// How each model's engines are made (before its config.pbtxt).
-    pub engines: ServingEngines,
+    pub(crate) engines: ServingEngines,
     /// How each model's requests are batched (before its config.pbtxt).
-    pub batching: BatchConfig,
+    pub(crate) batching: BatchConfig,
     /// How requests are handled, whatever their protocol.
-    pub requests: RequestPolicy,
+    pub(crate) requests: RequestPolicy,
     /// The addresses to listen on.
-    pub listen: Listen,
+    pub(crate) listen: Listen,
     /// The gRPC front end (message limit, TLS, token, HTTP/2); the HTTP
     /// front end takes the same token and body timeouts, and its limit is
     /// resolved with the gRPC one ([`crate::limits`]).
-    pub grpc: GrpcConfig,
+    pub(crate) grpc: GrpcConfig,
     /// Admission of connections, per front end.
-    pub connections: ConnLimits,
+    pub(crate) connections: ConnLimits,
     /// The metrics endpoint's own token, if it has one.
-    pub metrics_token: Option<crate::auth::Token>,
+    pub(crate) metrics_token: Option<crate::auth::Token>,
     /// How long calls in flight may take to finish once a stop is asked for.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// OpenTelemetry traces of requests (off without an endpoint).
-    pub tracing: TraceConfig,
+    pub(crate) tracing: TraceConfig,
 }
 
 /// The model repository and how the served set follows it.
 #[derive(Debug, Clone)]
-pub struct RepositoryConfig {
+pub(crate) struct RepositoryConfig {
     /// `<root>/<name>/<version>/model.onnx`.
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
     /// Triton's model control mode.
-    pub mode: ControlMode,
+    pub(crate) mode: ControlMode,
     /// Between scans in poll mode.
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// In explicit mode, the models loaded at start.
-    pub load_models: Vec<String>,
+    pub(crate) load_models: Vec<String>,
 }
 
 /// Where the server listens.
 #[derive(Debug, Clone)]
-pub struct Listen {
+pub(crate) struct Listen {
     /// gRPC, `host:port` (port 0: any free one).
-    pub grpc: String,
+    pub(crate) grpc: String,
     /// HTTP/REST, or None for no HTTP front end.
-    pub http: Option<String>,
+    pub(crate) http: Option<String>,
     /// The Prometheus endpoint.
-    pub metrics: String,
+    pub(crate) metrics: String,
 }

@@ -16,7 +16,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,21 +29,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// How connections are admitted.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     /// Connections open at once, gRPC and HTTP together.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Close a connection that has sent no byte by then.
-    pub first_byte_timeout: Duration,
+    pub(crate) first_byte_timeout: Duration,
     /// TCP keepalive probes after this much idle time (None: off).
-    pub tcp_keepalive: Option<Duration>,
+    pub(crate) tcp_keepalive: Option<Duration>,
     /// HTTP/1: close a connection whose request head has not arrived this
     /// long after the server began to read it, including the idle time
     /// before the next request on a kept-alive connection (None: never).
-    pub header_timeout: Option<Duration>,
+    pub(crate) header_timeout: Option<Duration>,
     /// gRPC: close a connection whose first call (TLS handshake and
     /// HTTP/2 preface included) has not arrived this long after its first
     /// byte (None: never).
-    pub handshake_timeout: Option<Duration>,
+    pub(crate) handshake_timeout: Option<Duration>,
 }
 
 impl Default for ConnLimits {
@@ -61,7 +60,7 @@ impl Default for ConnLimits {
 
 /// One front end's gate: its places and its counters.
 #[derive(Clone)]
-pub struct Gate {
+pub(crate) struct Gate {
     limits: ConnLimits,
     places: Arc<Semaphore>,
     open: IntGauge,
@@ -83,7 +82,7 @@ impl std::fmt::Debug for Gate {
 }
 
 /// A connection holding its place under the limit until it is dropped (closed).
-pub struct Admitted {
+pub(crate) struct Admitted {
     io: TcpStream,
     _place: Place,
     /// Until its first call arrives, the deadline for it (gRPC).
@@ -107,15 +106,13 @@ struct FirstCall {
 /// address, and the flag that lifts its first-call deadline
 /// ([`AdmittedInfo::spoke`]).
 #[derive(Debug, Clone)]
-pub struct AdmittedInfo {
-    /// The TCP addresses.
-    pub tcp: tonic::transport::server::TcpConnectInfo,
+pub(crate) struct AdmittedInfo {
     spoke: Option<Arc<AtomicBool>>,
 }
 
 impl AdmittedInfo {
     /// A call arrived on this connection: it is past its handshake.
-    pub fn spoke(&self) {
+    pub(crate) fn spoke(&self) {
         if let Some(s) = &self.spoke {
             s.store(true, Ordering::Release);
         }
@@ -137,7 +134,7 @@ impl Drop for Place {
 impl Gate {
     /// A gate with `limits` for the front end `front` (`grpc`, `http`),
     /// counting into `metrics`.
-    pub fn new(limits: ConnLimits, front: &str, metrics: &crate::stats::Metrics) -> Self {
+    pub(crate) fn new(limits: ConnLimits, front: &str, metrics: &crate::stats::Metrics) -> Self {
         Gate {
             limits,
             places: Arc::new(Semaphore::new(limits.max_connections.max(1))),
@@ -155,31 +152,31 @@ impl Gate {
 
     /// The counter of this front end's requests whose body stopped
     /// arriving ([`crate::stall`]).
-    pub fn stalls(&self) -> IntCounter {
+    pub(crate) fn stalls(&self) -> IntCounter {
         self.stalls.clone()
     }
 
     /// Gives each connection `timeout` (None: none) from its first byte to
     /// its first call ([`AdmittedInfo::spoke`] marks it).
-    pub fn expecting_calls(mut self, timeout: Option<Duration>) -> Self {
+    pub(crate) fn expecting_calls(mut self, timeout: Option<Duration>) -> Self {
         self.first_call = timeout;
         self
     }
 
     /// The HTTP/1 header read timeout of this front end's connections.
-    pub fn header_timeout(&self) -> Option<Duration> {
+    pub(crate) fn header_timeout(&self) -> Option<Duration> {
         self.limits.header_timeout
     }
 
     /// The counter of connections closed for a head past that timeout.
-    pub fn heads_cut(&self) -> IntCounter {
+    pub(crate) fn heads_cut(&self) -> IntCounter {
         self.heads_cut.clone()
     }
 
     /// Accepts from `listener` on a task of its own and hands over the
     /// connections admitted; the task ends, closing the listener, when the
     /// receiver is dropped.
-    pub fn admit(&self, listener: TcpListener) -> mpsc::Receiver<Admitted> {
+    pub(crate) fn admit(&self, listener: TcpListener) -> mpsc::Receiver<Admitted> {
         let (tx, rx) = mpsc::channel(64);
         let gate = self.clone();
         tokio::spawn(async move {
@@ -252,13 +249,6 @@ fn configure(tcp: &TcpStream, keepalive: Option<Duration>) {
     }
 }
 
-impl Admitted {
-    /// The peer's address.
-    pub fn peer(&self) -> io::Result<SocketAddr> {
-        self.io.peer_addr()
-    }
-}
-
 impl AsyncRead for Admitted {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -316,7 +306,6 @@ impl tonic::transport::server::Connected for Admitted {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         AdmittedInfo {
-            tcp: self.io.connect_info(),
             spoke: self.first_call.as_ref().map(|f| f.spoke.clone()),
         }
     }

@@ -15,7 +15,7 @@ use crate::tensors::{ImageError, TensorError};
 /// `text` cut to at most `max` bytes at a character boundary, with `…`
 /// where it was cut: client strings echoed in errors, spans and logs
 /// never cost more than this.
-pub fn clip(text: &str, max: usize) -> String {
+pub(crate) fn clip(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
@@ -27,7 +27,7 @@ pub fn clip(text: &str, max: usize) -> String {
 }
 
 /// Longest message a client gets back, bytes.
-pub const MAX_MESSAGE: usize = 1024;
+pub(crate) const MAX_MESSAGE: usize = 1024;
 
 /// Why a request was not answered with outputs. The message is written for
 /// the client: it says what was wrong and, where it can, what is expected.
@@ -66,7 +66,7 @@ pub enum ServeError {
 /// images (which have their own errors, wrapped here): the reason an
 /// INVALID_ARGUMENT carries.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum InvalidRequest {
+pub(crate) enum InvalidRequest {
     /// No input tensor.
     #[error("the request has no inputs; the model takes `{expected}`")]
     NoInputs {
@@ -145,7 +145,7 @@ pub enum InvalidRequest {
 
 impl ServeError {
     /// The gRPC status code name, as the statistics and metrics record failures.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ServeError::NotFound(_) => "NotFound",
             ServeError::InvalidArgument(_) => "InvalidArgument",
@@ -159,7 +159,7 @@ impl ServeError {
 
     /// The same error with its message rewritten by `f` (paths made
     /// relative, client strings cut).
-    pub fn map_message(self, f: impl FnOnce(String) -> String) -> ServeError {
+    pub(crate) fn map_message(self, f: impl FnOnce(String) -> String) -> ServeError {
         match self {
             ServeError::NotFound(m) => ServeError::NotFound(f(m)),
             ServeError::InvalidArgument(m) => ServeError::InvalidArgument(f(m)),
@@ -173,12 +173,12 @@ impl ServeError {
     }
 
     /// The message as a client gets it: at most [`MAX_MESSAGE`] bytes.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         clip(&self.to_string(), MAX_MESSAGE)
     }
 
     /// The gRPC status for this error.
-    pub fn grpc(&self) -> tonic::Status {
+    pub(crate) fn grpc(&self) -> tonic::Status {
         let m = self.message();
         match self {
             ServeError::NotFound(_) => tonic::Status::not_found(m),
@@ -195,7 +195,7 @@ impl ServeError {
 
     /// The HTTP status for this error (KServe v2 REST): 4xx for what the
     /// client can fix, 5xx for the server's side.
-    pub fn http_status(&self) -> http::StatusCode {
+    pub(crate) fn http_status(&self) -> http::StatusCode {
         match self {
             ServeError::NotFound(_) => http::StatusCode::NOT_FOUND,
             ServeError::InvalidArgument(_) => http::StatusCode::BAD_REQUEST,

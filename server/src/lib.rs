@@ -33,27 +33,28 @@
 //!   OpenTelemetry spans of requests and batches, exported over OTLP.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod app;
-pub mod args;
-pub mod auth;
+mod app;
+mod args;
+mod auth;
 pub mod batcher;
-pub mod config;
-pub mod conn;
+mod config;
+mod conn;
 pub mod core;
-pub mod error;
-pub mod grpc;
-pub mod http;
-pub mod limits;
-pub mod loader;
-pub mod protocol;
-pub mod registry;
-pub mod reload;
+mod error;
+mod grpc;
+mod http;
+mod limits;
+mod loader;
+mod protocol;
+mod registry;
+mod reload;
 pub mod scan;
-pub mod stall;
+mod stall;
 pub mod stats;
 pub mod tensors;
-pub mod trace;
+mod trace;
 
 pub use app::{Addresses, Server, Stopped, Stopper, run, start};
 pub use args::Args;

@@ -13,28 +13,28 @@
 use crate::registry::{Models, VersionState};
 
 /// No derived limit is smaller than this.
-pub const FLOOR: usize = 4 << 20;
+pub(crate) const FLOOR: usize = 4 << 20;
 
 /// Bytes added to every derived limit for names, shapes and parameters.
-pub const HEADROOM: usize = 64 << 10;
+pub(crate) const HEADROOM: usize = 64 << 10;
 
 /// The request size limits of the front ends, bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageLimits {
+pub(crate) struct MessageLimits {
     /// gRPC ModelInfer (and every other KServe call).
-    pub grpc_infer: usize,
+    pub(crate) grpc_infer: usize,
     /// gRPC Classify.
-    pub grpc_classify: usize,
+    pub(crate) grpc_classify: usize,
     /// REST bodies (after decompression).
-    pub rest: usize,
+    pub(crate) rest: usize,
     /// REST `/classify` bodies.
-    pub rest_image: usize,
+    pub(crate) rest_image: usize,
 }
 
 impl MessageLimits {
     /// `given` (`--max-message-bytes`) for every front end, or limits
     /// sized from `models` and `max_image_bytes`.
-    pub fn resolve(given: Option<usize>, models: &Models, max_image_bytes: usize) -> Self {
+    pub(crate) fn resolve(given: Option<usize>, models: &Models, max_image_bytes: usize) -> Self {
         if let Some(n) = given {
             return MessageLimits {
                 grpc_infer: n,
@@ -54,7 +54,7 @@ impl MessageLimits {
     }
 
     /// The largest of them (what a reader must be able to hold).
-    pub fn largest(&self) -> usize {
+    pub(crate) fn largest(&self) -> usize {
         self.grpc_infer
             .max(self.grpc_classify)
             .max(self.rest)
@@ -70,7 +70,7 @@ fn sized(tensor: usize, factor: usize) -> usize {
 }
 
 /// The largest float32 batch any served version takes, bytes.
-pub fn largest_tensor_bytes(models: &Models) -> usize {
+pub(crate) fn largest_tensor_bytes(models: &Models) -> usize {
     models
         .by_name
         .values()

@@ -20,11 +20,11 @@ use crate::stats::{Metrics, ModelStats};
 
 /// How a model's engines are made.
 #[derive(Debug, Clone)]
-pub struct ServingEngines {
+pub(crate) struct ServingEngines {
     /// Backend, device and their settings.
-    pub options: EngineOptions,
+    pub(crate) options: EngineOptions,
     /// Engine instances (and threads) per model.
-    pub instances: usize,
+    pub(crate) instances: usize,
 }
 
 impl ServingEngines {
@@ -42,26 +42,26 @@ impl ServingEngines {
 #[derive(Clone)]
 pub struct Loader {
     /// The repository root.
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
     /// How engines are made (before a model's config.pbtxt).
-    pub engines: ServingEngines,
+    pub(crate) engines: ServingEngines,
     /// How requests are batched (before a model's config.pbtxt).
-    pub batching: BatchConfig,
+    pub(crate) batching: BatchConfig,
     /// Where statistics are exported.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// A model's versions after a (re)load, and what went wrong on the way.
 pub struct Loaded {
     /// Every version on disk that its version policy serves, ascending.
-    pub versions: Vec<Arc<ModelVersion>>,
+    pub(crate) versions: Vec<Arc<ModelVersion>>,
     /// Versions whose new file failed while the previous one kept serving.
-    pub kept: Vec<(u64, Kept)>,
+    pub(crate) kept: Vec<(u64, Kept)>,
 }
 
 impl Loader {
     /// Loads the models named (all on disk when `names` is None).
-    pub fn load(&self, names: Option<&[String]>) -> Result<Models, RepositoryError> {
+    pub(crate) fn load(&self, names: Option<&[String]>) -> Result<Models, RepositoryError> {
         let mut models = Models::default();
         for name in scan::model_names(&self.root)?
             .iter()

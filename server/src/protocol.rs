@@ -7,13 +7,13 @@
 use rir_contract::Datatype;
 use serde::Serialize;
 
-pub use crate::stats::{InferStatistics, StatisticDuration};
+pub(crate) use crate::stats::{InferStatistics, StatisticDuration};
 
 /// Server name reported by ServerMetadata.
-pub const SERVER_NAME: &str = "rir";
+pub(crate) const SERVER_NAME: &str = "rir";
 
 /// The protocol extensions both front ends implement.
-pub const EXTENSIONS: [&str; 4] = [
+pub(crate) const EXTENSIONS: [&str; 4] = [
     "classification",
     "model_configuration",
     "model_repository",
@@ -22,142 +22,142 @@ pub const EXTENSIONS: [&str; 4] = [
 
 /// ServerMetadata.
 #[derive(Debug, Clone, Serialize)]
-pub struct ServerMetadata {
+pub(crate) struct ServerMetadata {
     /// Server name.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// Server version.
-    pub version: &'static str,
+    pub(crate) version: &'static str,
     /// Protocol extensions.
-    pub extensions: Vec<&'static str>,
+    pub(crate) extensions: Vec<&'static str>,
 }
 
 /// One tensor in ModelMetadata.
 #[derive(Debug, Clone, Serialize)]
-pub struct TensorMetadata {
+pub(crate) struct TensorMetadata {
     /// Tensor name.
-    pub name: String,
+    pub(crate) name: String,
     /// KServe datatype.
-    pub datatype: Datatype,
+    pub(crate) datatype: Datatype,
     /// Shape, `-1` for the batch.
-    pub shape: Vec<i64>,
+    pub(crate) shape: Vec<i64>,
 }
 
 /// ModelMetadata.
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelMetadata {
+pub(crate) struct ModelMetadata {
     /// Model name.
-    pub name: String,
+    pub(crate) name: String,
     /// Every version of the model in the repository.
-    pub versions: Vec<String>,
+    pub(crate) versions: Vec<String>,
     /// Always [`rir_contract::repository::PLATFORM`].
-    pub platform: &'static str,
+    pub(crate) platform: &'static str,
     /// Inputs.
-    pub inputs: Vec<TensorMetadata>,
+    pub(crate) inputs: Vec<TensorMetadata>,
     /// Outputs.
-    pub outputs: Vec<TensorMetadata>,
+    pub(crate) outputs: Vec<TensorMetadata>,
 }
 
 /// One input in ModelConfig (Triton's `ModelInput`).
 #[derive(Debug, Clone, Serialize)]
-pub struct ConfigInput {
+pub(crate) struct ConfigInput {
     /// Input name.
-    pub name: String,
+    pub(crate) name: String,
     /// Triton's data type name (`TYPE_FP32`).
-    pub data_type: &'static str,
+    pub(crate) data_type: &'static str,
     /// Triton's format name (`FORMAT_NCHW`).
-    pub format: &'static str,
+    pub(crate) format: &'static str,
     /// Dimensions without the batch.
-    pub dims: Vec<i64>,
+    pub(crate) dims: Vec<i64>,
 }
 
 /// One output in ModelConfig (Triton's `ModelOutput`).
 #[derive(Debug, Clone, Serialize)]
-pub struct ConfigOutput {
+pub(crate) struct ConfigOutput {
     /// Output name.
-    pub name: String,
+    pub(crate) name: String,
     /// Triton's data type name.
-    pub data_type: &'static str,
+    pub(crate) data_type: &'static str,
     /// Dimensions without the batch.
-    pub dims: Vec<i64>,
+    pub(crate) dims: Vec<i64>,
 }
 
 /// How a served version batches (Triton's `dynamic_batching`): the batch
 /// sizes its engines run at and how long a request may wait for company.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DynamicBatching {
+pub(crate) struct DynamicBatching {
     /// The batch buckets.
-    pub preferred_batch_size: Vec<usize>,
+    pub(crate) preferred_batch_size: Vec<usize>,
     /// The queue delay, microseconds.
-    pub max_queue_delay_microseconds: u64,
+    pub(crate) max_queue_delay_microseconds: u64,
 }
 
 /// The engine instances of a served version (Triton's `instance_group`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InstanceGroup {
+pub(crate) struct InstanceGroup {
     /// How many.
-    pub count: usize,
+    pub(crate) count: usize,
 }
 
 /// ModelConfig: the part of Triton's model configuration that describes a
 /// served version: what its file declares and what it is served with.
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelConfig {
+pub(crate) struct ModelConfig {
     /// Model name.
-    pub name: String,
+    pub(crate) name: String,
     /// Always [`rir_contract::repository::PLATFORM`].
-    pub platform: &'static str,
+    pub(crate) platform: &'static str,
     /// The engine serving it (`onnxruntime`, `tract`).
-    pub backend: &'static str,
+    pub(crate) backend: &'static str,
     /// Most images per request and per engine call (0 when not ready).
-    pub max_batch_size: usize,
+    pub(crate) max_batch_size: usize,
     /// Inputs.
-    pub input: Vec<ConfigInput>,
+    pub(crate) input: Vec<ConfigInput>,
     /// Outputs.
-    pub output: Vec<ConfigOutput>,
+    pub(crate) output: Vec<ConfigOutput>,
     /// How it batches, when it is ready.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dynamic_batching: Option<DynamicBatching>,
+    pub(crate) dynamic_batching: Option<DynamicBatching>,
     /// Its engine instances (empty when not ready).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub instance_group: Vec<InstanceGroup>,
+    pub(crate) instance_group: Vec<InstanceGroup>,
 }
 
 /// Statistics of one batch size (Triton's `InferBatchStatistics`).
 #[derive(Debug, Clone, Serialize)]
-pub struct BatchStatistics {
+pub(crate) struct BatchStatistics {
     /// Images in the batch.
-    pub batch_size: u64,
+    pub(crate) batch_size: u64,
     /// Not measured per batch: zero.
-    pub compute_input: StatisticDuration,
+    pub(crate) compute_input: StatisticDuration,
     /// Engine executions at this size and their time.
-    pub compute_infer: StatisticDuration,
+    pub(crate) compute_infer: StatisticDuration,
     /// Not measured per batch: zero.
-    pub compute_output: StatisticDuration,
+    pub(crate) compute_output: StatisticDuration,
 }
 
 /// Statistics of one model version (Triton's `ModelStatistics`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelStatistics {
     /// Model name.
-    pub name: String,
+    pub(crate) name: String,
     /// Version.
-    pub version: String,
+    pub(crate) version: String,
     /// Last inference, milliseconds since the Unix epoch.
-    pub last_inference: u64,
+    pub(crate) last_inference: u64,
     /// Images inferred.
     pub inference_count: u64,
     /// Engine executions.
-    pub execution_count: u64,
+    pub(crate) execution_count: u64,
     /// Per-request statistics.
-    pub inference_stats: InferStatistics,
+    pub(crate) inference_stats: InferStatistics,
     /// Per-batch-size statistics.
-    pub batch_stats: Vec<BatchStatistics>,
+    pub(crate) batch_stats: Vec<BatchStatistics>,
 }
 
 /// A model version's state in the repository index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ModelState {
+pub(crate) enum ModelState {
     /// Loaded and serving.
     Ready,
     /// Not serving: failed to load, or not loaded.
@@ -166,7 +166,7 @@ pub enum ModelState {
 
 impl ModelState {
     /// The protocol's name (`READY`, `UNAVAILABLE`).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ModelState::Ready => "READY",
             ModelState::Unavailable => "UNAVAILABLE",
@@ -176,13 +176,13 @@ impl ModelState {
 
 /// One entry of the repository index (Triton's `ModelIndex`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IndexEntry {
+pub(crate) struct IndexEntry {
     /// Model name.
-    pub name: String,
+    pub(crate) name: String,
     /// Version (empty for a model that is not loaded).
-    pub version: String,
+    pub(crate) version: String,
     /// Ready or not.
-    pub state: ModelState,
+    pub(crate) state: ModelState,
     /// Why, when something went wrong or the model is not loaded.
-    pub reason: String,
+    pub(crate) reason: String,
 }

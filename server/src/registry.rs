@@ -14,7 +14,7 @@ use crate::scan::{Fingerprint, ModelDescriptor, ModelError};
 use crate::stats::ModelStats;
 
 /// Whether a model version can serve, and with what.
-pub enum VersionState {
+pub(crate) enum VersionState {
     /// Loaded, warmed and taking requests.
     Ready {
         /// What the model takes and returns.
@@ -36,26 +36,26 @@ pub enum VersionState {
 /// One version of a served model: its state, engine name and statistics.
 pub struct ModelVersion {
     /// Version number.
-    pub version: u64,
+    pub(crate) version: u64,
     /// Ready, or unavailable with its reason.
-    pub state: VersionState,
+    pub(crate) state: VersionState,
     /// The engine serving it (`onnxruntime`, `tract`), for ModelConfig.
-    pub engine: &'static str,
+    pub(crate) engine: &'static str,
     /// Its statistics (shared with its batcher).
     pub stats: Arc<ModelStats>,
     /// The file it was loaded from, as it was then: a poll reloads the
     /// version when this changes.
-    pub fingerprint: Option<Fingerprint>,
+    pub(crate) fingerprint: Option<Fingerprint>,
 }
 
 impl ModelVersion {
     /// Whether requests can be served.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         matches!(self.state, VersionState::Ready { .. })
     }
 
     /// Ready or unavailable, as the protocol names it.
-    pub fn model_state(&self) -> ModelState {
+    pub(crate) fn model_state(&self) -> ModelState {
         match self.state {
             VersionState::Ready { .. } => ModelState::Ready,
             VersionState::Unavailable { .. } => ModelState::Unavailable,
@@ -71,7 +71,7 @@ impl ModelVersion {
     }
 
     /// Why the version does not serve (None when ready).
-    pub fn reason(&self) -> Option<String> {
+    pub(crate) fn reason(&self) -> Option<String> {
         match &self.state {
             VersionState::Ready { .. } => None,
             VersionState::Unavailable { error, .. } => Some(error.to_string()),
@@ -79,7 +79,7 @@ impl ModelVersion {
     }
 
     /// The ready parts, or UNAVAILABLE saying why model `name` cannot serve.
-    pub fn serving(&self, name: &str) -> Result<(&ModelDescriptor, &Batcher), ServeError> {
+    pub(crate) fn serving(&self, name: &str) -> Result<(&ModelDescriptor, &Batcher), ServeError> {
         match &self.state {
             VersionState::Ready { desc, batcher } => Ok((desc, batcher)),
             VersionState::Unavailable { error, .. } => Err(ServeError::Unavailable(format!(
@@ -92,21 +92,21 @@ impl ModelVersion {
 
 /// A version whose new file failed to load while its previous file serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kept {
+pub(crate) struct Kept {
     /// Why the new file failed.
-    pub reason: String,
+    pub(crate) reason: String,
     /// The failed file's fingerprint: a poll retries only when it changes.
-    pub failed: Option<Fingerprint>,
+    pub(crate) failed: Option<Fingerprint>,
 }
 
 /// Every served model, by name, then by version: one snapshot.
 #[derive(Clone, Default)]
 pub struct Models {
     /// Models by name; versions ascending.
-    pub by_name: BTreeMap<String, Vec<Arc<ModelVersion>>>,
+    pub(crate) by_name: BTreeMap<String, Vec<Arc<ModelVersion>>>,
     /// Versions still served from a previous file because their new file
     /// failed to load (shown by the repository index).
-    pub kept: BTreeMap<(String, u64), Kept>,
+    pub(crate) kept: BTreeMap<(String, u64), Kept>,
 }
 
 impl Models {
@@ -139,17 +139,17 @@ impl Models {
     }
 
     /// Names of all models.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.by_name.keys().cloned().collect()
     }
 
     /// Whether every model version is ready.
-    pub fn all_ready(&self) -> bool {
+    pub(crate) fn all_ready(&self) -> bool {
         self.by_name.values().flatten().all(|s| s.ready())
     }
 
     /// Stops serving `name` (and forgets any kept file of it).
-    pub fn remove(&mut self, name: &str) {
+    pub(crate) fn remove(&mut self, name: &str) {
         self.by_name.remove(name);
         self.kept.retain(|(n, _), _| n != name);
     }
@@ -179,7 +179,7 @@ impl Registry {
     }
 
     /// Replaces the snapshot with `change` applied to a copy of it.
-    pub fn swap(&self, change: impl FnOnce(&mut Models)) {
+    pub(crate) fn swap(&self, change: impl FnOnce(&mut Models)) {
         let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
         let mut next = Models::clone(&guard);
         change(&mut next);

@@ -67,18 +67,13 @@ impl Controller {
     }
 
     /// The registry it changes.
-    pub fn registry(&self) -> &Arc<Registry> {
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
 
     /// The repository's folder.
-    pub fn root(&self) -> &std::path::Path {
+    pub(crate) fn root(&self) -> &std::path::Path {
         &self.loader.root
-    }
-
-    /// The control mode.
-    pub fn mode(&self) -> ControlMode {
-        self.mode
     }
 
     fn explicit(&self) -> Result<(), ServeError> {
@@ -93,7 +88,7 @@ impl Controller {
 
     /// Every model version served, and every model on disk not loaded;
     /// only ready versions when `ready_only`.
-    pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
+    pub(crate) fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
         let models = self.registry.snapshot();
         let mut out = vec![];
         for (name, versions) in &models.by_name {
@@ -135,7 +130,7 @@ impl Controller {
     /// Loads model `name`, or reloads it when it is loaded (explicit mode).
     /// Fails when no version of it is ready afterwards, or when a new file
     /// failed and the previous one kept serving.
-    pub async fn load(&self, name: &str) -> Result<(), ServeError> {
+    pub(crate) async fn load(&self, name: &str) -> Result<(), ServeError> {
         self.explicit()?;
         let arrived = self.started.load(Ordering::SeqCst);
         let _one_at_a_time = self.lock.lock().await;
@@ -174,7 +169,7 @@ impl Controller {
 
     /// Stops serving model `name` (explicit mode); requests already
     /// running on it finish.
-    pub async fn unload(&self, name: &str) -> Result<(), ServeError> {
+    pub(crate) async fn unload(&self, name: &str) -> Result<(), ServeError> {
         self.explicit()?;
         let _one_at_a_time = self.lock.lock().await;
         if !self.registry.snapshot().by_name.contains_key(name) {
@@ -231,7 +226,7 @@ impl Controller {
 
     /// One poll: reloads every model whose files changed, loads new ones
     /// and unloads those gone from disk.
-    pub async fn poll_once(&self) {
+    pub(crate) async fn poll_once(&self) {
         let _one_at_a_time = self.lock.lock().await;
         let on_disk: BTreeSet<String> = match model_names(&self.loader.root) {
             Ok(n) => n.into_iter().collect(),

@@ -44,10 +44,10 @@ pub struct ModelDescriptor {
 #[error("model repository {}: {source}", path.display())]
 pub struct RepositoryError {
     /// The repository root.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// What the file system said.
     #[source]
-    pub source: Arc<std::io::Error>,
+    pub(crate) source: Arc<std::io::Error>,
 }
 
 /// Why a model's `config.pbtxt` cannot be used.
@@ -195,14 +195,14 @@ pub enum ModelError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
     /// Bytes.
-    pub len: u64,
+    pub(crate) len: u64,
     /// Last modification.
-    pub modified: std::time::SystemTime,
+    pub(crate) modified: std::time::SystemTime,
 }
 
 impl FileStamp {
     /// The stamp of `path`, or None when it cannot be read.
-    pub fn of(path: &Path) -> Option<Self> {
+    pub(crate) fn of(path: &Path) -> Option<Self> {
         let m = std::fs::metadata(path).ok()?;
         Some(FileStamp {
             len: m.len(),
@@ -216,9 +216,9 @@ impl FileStamp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint {
     /// The version's `model.onnx`.
-    pub model: FileStamp,
+    pub(crate) model: FileStamp,
     /// The model's `config.pbtxt`.
-    pub config: Option<FileStamp>,
+    pub(crate) config: Option<FileStamp>,
 }
 
 /// The model's Triton configuration, `<root>/<name>/config.pbtxt`, when
@@ -275,7 +275,7 @@ fn policy(config: &ModelConfig) -> Option<&PolicyChoice> {
 /// The versions of `available` (ascending) that serve: every one without a
 /// `config.pbtxt`; with one, those its version policy names (the latest
 /// when it names none, as in Triton).
-pub fn chosen_versions(config: Option<&ModelConfig>, available: &[u64]) -> Vec<u64> {
+pub(crate) fn chosen_versions(config: Option<&ModelConfig>, available: &[u64]) -> Vec<u64> {
     let Some(config) = config else {
         return available.to_vec();
     };
@@ -293,7 +293,7 @@ pub fn chosen_versions(config: Option<&ModelConfig>, available: &[u64]) -> Vec<u
 }
 
 /// Checks what a `config.pbtxt` says about tensors against the ONNX file.
-pub fn check_config(config: &ModelConfig, d: &ModelDescriptor) -> Result<(), ConfigError> {
+pub(crate) fn check_config(config: &ModelConfig, d: &ModelDescriptor) -> Result<(), ConfigError> {
     let [c, h, w] = d.chw;
     for t in &config.input {
         if t.name != d.input || (!t.dims.is_empty() && t.dims != [c as i64, h as i64, w as i64]) {
@@ -329,11 +329,11 @@ pub struct Found {
     /// Model name (the folder name).
     pub name: String,
     /// Version number (the sub-folder name).
-    pub version: u64,
+    pub(crate) version: u64,
     /// The file's fingerprint when it exists.
-    pub fingerprint: Option<Fingerprint>,
+    pub(crate) fingerprint: Option<Fingerprint>,
     /// What the model takes and returns, or why it cannot be served.
-    pub model: Result<ModelDescriptor, ModelError>,
+    pub(crate) model: Result<ModelDescriptor, ModelError>,
 }
 
 /// Describes one ONNX file, or says why it cannot be served.

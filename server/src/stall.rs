@@ -22,22 +22,22 @@ use prometheus::IntCounter;
 use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 /// Any error a request body may fail with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long a request body may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyTiming {
+pub(crate) struct BodyTiming {
     /// Longest wait for the next piece (zero: none).
-    pub idle: Duration,
+    pub(crate) idle: Duration,
     /// Longest time from the first poll to the last piece (zero: none): a
     /// body that trickles a byte just inside `idle` still ends.
-    pub total: Duration,
+    pub(crate) total: Duration,
 }
 
 /// Why a request body failed: nothing arrived for `after`, or all of it
 /// had not arrived `after` its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Stalled {
+pub(crate) enum Stalled {
     /// Nothing arrived for the idle timeout.
     #[error(
         "the request body stopped arriving: nothing for {} ms (--body-timeout-ms)",
@@ -55,7 +55,7 @@ pub enum Stalled {
 /// `body`, failing once nothing has arrived for `timing.idle` or all of
 /// it has not `timing.total` after it was first read (each never when
 /// zero) with the error `stalled` makes, counted in `stalls`.
-pub fn guarded<B>(
+pub(crate) fn guarded<B>(
     body: B,
     timing: BodyTiming,
     stalls: IntCounter,
@@ -133,7 +133,7 @@ impl<D: bytes::Buf> Body for Deadline<D> {
 }
 
 /// The [`Stalled`] that `error` is or wraps, if any.
-pub fn stalled_in(error: &(dyn std::error::Error + 'static)) -> Option<Stalled> {
+pub(crate) fn stalled_in(error: &(dyn std::error::Error + 'static)) -> Option<Stalled> {
     let mut next = Some(error);
     while let Some(e) = next {
         if let Some(s) = e.downcast_ref::<Stalled>() {

@@ -80,24 +80,24 @@ pub struct Metrics {
 /// what `ModelStatistics` counts, in the same call.
 pub struct TritonCounters {
     /// Successful requests (`nv_inference_request_success`).
-    pub success: IntCounterVec,
+    pub(crate) success: IntCounterVec,
     /// Failed requests (`nv_inference_request_failure`).
-    pub failure: IntCounterVec,
+    pub(crate) failure: IntCounterVec,
     /// Images inferred (`nv_inference_count`).
-    pub inferences: IntCounterVec,
+    pub(crate) inferences: IntCounterVec,
     /// Engine executions (`nv_inference_exec_count`).
-    pub executions: IntCounterVec,
+    pub(crate) executions: IntCounterVec,
     /// Time of successful requests, from arrival to response
     /// (`nv_inference_request_duration_us`).
-    pub request_us: CounterVec,
+    pub(crate) request_us: CounterVec,
     /// Their time in the batching queue (`nv_inference_queue_duration_us`).
-    pub queue_us: CounterVec,
+    pub(crate) queue_us: CounterVec,
     /// Their time decoding input (`nv_inference_compute_input_duration_us`).
-    pub input_us: CounterVec,
+    pub(crate) input_us: CounterVec,
     /// Their time in the engine (`nv_inference_compute_infer_duration_us`).
-    pub infer_us: CounterVec,
+    pub(crate) infer_us: CounterVec,
     /// Their time encoding output (`nv_inference_compute_output_duration_us`).
-    pub output_us: CounterVec,
+    pub(crate) output_us: CounterVec,
 }
 
 /// One model version's series of the Triton-named counters, looked up once
@@ -326,9 +326,9 @@ impl Metrics {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatisticDuration {
     /// How many times.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Nanoseconds in total.
-    pub ns: u64,
+    pub(crate) ns: u64,
 }
 
 impl StatisticDuration {
@@ -343,17 +343,17 @@ impl StatisticDuration {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct InferStatistics {
     /// Successful requests and their total time.
-    pub success: StatisticDuration,
+    pub(crate) success: StatisticDuration,
     /// Failed requests and their total time.
-    pub fail: StatisticDuration,
+    pub(crate) fail: StatisticDuration,
     /// Queue time of requests that ran.
-    pub queue: StatisticDuration,
+    pub(crate) queue: StatisticDuration,
     /// Time spent turning requests into engine input (decoding tensors or images).
-    pub compute_input: StatisticDuration,
+    pub(crate) compute_input: StatisticDuration,
     /// Engine time of requests that ran.
-    pub compute_infer: StatisticDuration,
+    pub(crate) compute_infer: StatisticDuration,
     /// Time spent turning engine output into responses.
-    pub compute_output: StatisticDuration,
+    pub(crate) compute_output: StatisticDuration,
 }
 
 /// Triton-style cumulative statistics of one model.
@@ -380,15 +380,15 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestTimes {
     /// From the handler's start to the response.
-    pub total: Duration,
+    pub(crate) total: Duration,
     /// Decoding the request into engine input.
-    pub input: Duration,
+    pub(crate) input: Duration,
     /// Waiting in the batcher's queue.
-    pub queue: Duration,
+    pub(crate) queue: Duration,
     /// In the engine.
-    pub infer: Duration,
+    pub(crate) infer: Duration,
     /// Encoding the response.
-    pub output: Duration,
+    pub(crate) output: Duration,
 }
 
 /// One model's statistics, shared by the service and the batcher.
@@ -420,7 +420,7 @@ impl ModelStats {
     /// Engine instance `instance` ran `images` real images padded with
     /// `padded` zero images up to its bucket, in `compute`; `inline` if on
     /// the requesting thread.
-    pub fn record_execution(
+    pub(crate) fn record_execution(
         &self,
         instance: usize,
         images: usize,
@@ -457,7 +457,7 @@ impl ModelStats {
     /// phases are counted together, under one lock, because Triton clients
     /// (perf_analyzer) require equal counts of compute input, infer and
     /// output in every snapshot.
-    pub fn record_success(&self, n: usize, t: &RequestTimes) {
+    pub(crate) fn record_success(&self, n: usize, t: &RequestTimes) {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -497,7 +497,7 @@ impl ModelStats {
     }
 
     /// A request failed with gRPC code `reason` after `total`.
-    pub fn record_failure(&self, reason: &str, total: Duration) {
+    pub(crate) fn record_failure(&self, reason: &str, total: Duration) {
         self.with(|s| s.requests.fail.add(total));
         self.metrics
             .requests
@@ -507,7 +507,7 @@ impl ModelStats {
     }
 
     /// A request expired in the queue after `queued` (recorded as a failure by the caller).
-    pub fn record_expired(&self, queued: Duration) {
+    pub(crate) fn record_expired(&self, queued: Duration) {
         self.metrics
             .queue_seconds
             .with_label_values(&[&self.model])
@@ -515,7 +515,7 @@ impl ModelStats {
     }
 
     /// Sets the queue-length gauge.
-    pub fn set_pending(&self, n: usize) {
+    pub(crate) fn set_pending(&self, n: usize) {
         self.metrics
             .pending
             .with_label_values(&[&self.model])

@@ -228,7 +228,7 @@ fn values(
 }
 
 /// `n` HWC u8 images to CHW floats in [0, 1].
-pub fn nhwc_to_nchw(pixels: &[u8], n: usize, [c, h, w]: [usize; 3]) -> Vec<f32> {
+pub(crate) fn nhwc_to_nchw(pixels: &[u8], n: usize, [c, h, w]: [usize; 3]) -> Vec<f32> {
     let mut out = vec![0f32; n * c * h * w];
     for i in 0..n {
         for y in 0..h {
@@ -317,10 +317,10 @@ pub enum ImageError {
 /// Encoded images up to this size whose header declares at most
 /// [`SMALL_IMAGE_PIXELS`] decode in tens of microseconds: less than waking
 /// a blocking-pool thread for them costs.
-pub const SMALL_IMAGE_BYTES: usize = 64 << 10;
+pub(crate) const SMALL_IMAGE_BYTES: usize = 64 << 10;
 
 /// Most pixels (128 x 128) an image may declare to be decoded in place.
-pub const SMALL_IMAGE_PIXELS: u64 = 128 * 128;
+pub(crate) const SMALL_IMAGE_PIXELS: u64 = 128 * 128;
 
 /// What an encoded image's header declares, read and checked against the
 /// limits before any pixel is decoded; it is read once per image and
@@ -372,7 +372,7 @@ impl ImageHeader {
     }
 
     /// Width x height as declared.
-    pub fn pixels(&self) -> u64 {
+    pub(crate) fn pixels(&self) -> u64 {
         u64::from(self.width) * u64::from(self.height)
     }
 
@@ -388,7 +388,11 @@ impl ImageHeader {
     /// decoder is held to the declared dimensions, so a small file that
     /// inflates to gigapixels (a decompression bomb) costs only the header
     /// read.
-    pub fn decode(&self, bytes: &[u8], [c, h, w]: [usize; 3]) -> Result<Vec<f32>, ImageError> {
+    pub(crate) fn decode(
+        &self,
+        bytes: &[u8],
+        [c, h, w]: [usize; 3],
+    ) -> Result<Vec<f32>, ImageError> {
         let format = self.format;
         let mut decoder_limits = image::Limits::default();
         decoder_limits.max_image_width = Some(self.width);
@@ -427,7 +431,7 @@ pub fn decode_image(
 }
 
 /// BYTES elements in Triton's raw layout: each a 4-byte little-endian length, then the bytes.
-pub fn bytes_raw(items: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn bytes_raw(items: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     for i in items {
         out.extend_from_slice(&(i.len() as u32).to_le_bytes());
@@ -438,7 +442,12 @@ pub fn bytes_raw(items: &[Vec<u8>]) -> Vec<u8> {
 
 /// The classification extension: for each of the `n` rows of `values`
 /// (`k` wide), the `top` best as `"value:index:label"` (label omitted when unknown).
-pub fn classification(values: &[f32], k: usize, top: usize, labels: &[String]) -> Vec<Vec<u8>> {
+pub(crate) fn classification(
+    values: &[f32],
+    k: usize,
+    top: usize,
+    labels: &[String],
+) -> Vec<Vec<u8>> {
     let mut out = vec![];
     for row in values.chunks_exact(k) {
         for (i, v) in top_k(row, top) {
@@ -453,7 +462,7 @@ pub fn classification(values: &[f32], k: usize, top: usize, labels: &[String]) -
 }
 
 /// Indices and values of the `k` largest entries, largest first.
-pub fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
+pub(crate) fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut idx: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
     idx.sort_by(|a, b| b.1.total_cmp(&a.1));
     idx.truncate(k.min(row.len()));

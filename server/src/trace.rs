@@ -38,23 +38,23 @@ use opentelemetry_sdk::trace::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceConfig {
     /// The OTLP receiver (a collector, Jaeger, Tempo ...); `None`: no traces.
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// OTLP over gRPC or over HTTP with protobuf bodies.
-    pub protocol: OtlpProtocol,
+    pub(crate) protocol: OtlpProtocol,
     /// Share of requests sampled, 0 to 1.
-    pub sample_ratio: f64,
+    pub(crate) sample_ratio: f64,
     /// A caller's sampled traceparent makes its request sampled whatever
     /// the ratio (OpenTelemetry's parent-based sampling). Off, the ratio
     /// decides alone, so a caller cannot make the server trace at will.
-    pub follow_caller: bool,
+    pub(crate) follow_caller: bool,
 }
 
 /// Longest span attribute or status text, bytes: model names and error
 /// messages come from clients, and a span holds them until exported.
-pub const MAX_TEXT: usize = 256;
+pub(crate) const MAX_TEXT: usize = 256;
 
 /// `text` cut to [`MAX_TEXT`] bytes at a character boundary.
-pub fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     crate::error::clip(text, MAX_TEXT)
 }
 
@@ -71,7 +71,7 @@ impl Default for TraceConfig {
 
 /// The OTLP transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OtlpProtocol {
+pub(crate) enum OtlpProtocol {
     /// OTLP/gRPC (a collector's port 4317).
     Grpc,
     /// OTLP/HTTP with protobuf bodies (port 4318; `/v1/traces` is added to
@@ -197,14 +197,14 @@ impl Tracing {
 
     /// The caller's trace context from W3C `traceparent`/`tracestate`
     /// headers (gRPC metadata or HTTP), or an empty one.
-    pub fn parent_of(headers: &http::HeaderMap) -> Context {
+    pub(crate) fn parent_of(headers: &http::HeaderMap) -> Context {
         TraceContextPropagator::new().extract(&Headers(headers))
     }
 
     /// Starts the server span of a request, now; `None` when the request
     /// is not sampled (nothing more is done for it then, `attributes` are
     /// not even made).
-    pub fn request(
+    pub(crate) fn request(
         &self,
         name: &'static str,
         parent: &Context,
@@ -252,7 +252,7 @@ impl Tracing {
 
 /// A sampled request's server span, and what its children are made with.
 #[derive(Debug)]
-pub struct RequestTrace {
+pub(crate) struct RequestTrace {
     tracing: Tracing,
     span: Span,
 }
@@ -260,7 +260,7 @@ pub struct RequestTrace {
 impl RequestTrace {
     /// Where the batch that runs this request finds its span (boxed: it
     /// rides in every queued request, traced or not, as an `Option`).
-    pub fn handle(&self) -> Box<BatchLink> {
+    pub(crate) fn handle(&self) -> Box<BatchLink> {
         Box::new(BatchLink {
             tracing: self.tracing.clone(),
             parent: self.span.span_context().clone(),
@@ -268,7 +268,7 @@ impl RequestTrace {
     }
 
     /// A child span over `from..to`.
-    pub fn stage(&self, name: &'static str, from: Instant, to: Instant) {
+    pub(crate) fn stage(&self, name: &'static str, from: Instant, to: Instant) {
         let cx = Context::new().with_remote_span_context(self.span.span_context().clone());
         let tracer = &self.tracing.0.tracer;
         let mut span = tracer
@@ -279,13 +279,8 @@ impl RequestTrace {
         span.end_with_timestamp(wall(to));
     }
 
-    /// Adds attributes to the request span.
-    pub fn annotate(&mut self, attributes: Vec<KeyValue>) {
-        self.span.set_attributes(attributes);
-    }
-
     /// Ends the request span now, with an error status when it failed.
-    pub fn end(mut self, error: Option<&str>) {
+    pub(crate) fn end(mut self, error: Option<&str>) {
         if let Some(e) = error {
             self.span.set_status(Status::error(clip(e)));
         }
@@ -302,7 +297,7 @@ pub struct BatchLink {
 
 /// Records the batch span of one engine run over `from..to`, if any of
 /// its requests is sampled: a child of the first, linked to all.
-pub fn record_batch<'a>(
+pub(crate) fn record_batch<'a>(
     links: impl Iterator<Item = &'a BatchLink>,
     from: Instant,
     to: Instant,

@@ -65,7 +65,7 @@ impl Budget {
 
     /// Holds `bytes` of the budget, or refuses at once when they do not
     /// fit beside what requests in flight hold.
-    pub fn take(&self, bytes: usize) -> Result<Share, ServeError> {
+    pub(crate) fn take(&self, bytes: usize) -> Result<Share, ServeError> {
         let units = bytes.div_ceil(UNIT).max(1);
         let refused = || {
             self.shed.inc();

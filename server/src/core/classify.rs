@@ -21,28 +21,28 @@ const DEFAULT_TOP_K: usize = 5;
 #[derive(Debug, Clone, Serialize)]
 pub struct Label {
     /// Class index.
-    pub index: u32,
+    pub(crate) index: u32,
     /// Class name (the index as text when the model has no names).
-    pub name: String,
+    pub(crate) name: String,
     /// Probability.
-    pub probability: f32,
+    pub(crate) probability: f32,
 }
 
 /// The answer to a classification of encoded images.
 #[derive(Debug, Clone, Serialize)]
 pub struct Classified {
     /// Model name.
-    pub model_name: String,
+    pub(crate) model_name: String,
     /// Version that answered.
-    pub model_version: String,
+    pub(crate) model_version: String,
     /// The best labels of each image, best first.
-    pub results: Vec<Vec<Label>>,
+    pub(crate) results: Vec<Vec<Label>>,
 }
 
 impl Core {
     /// The model classification uses: `name`; when empty, the default
     /// model, else the first model served.
-    pub fn classifier_name(&self, name: &str) -> Result<String, ServeError> {
+    pub(crate) fn classifier_name(&self, name: &str) -> Result<String, ServeError> {
         if !name.is_empty() {
             return Ok(name.to_string());
         }
@@ -60,7 +60,7 @@ impl Core {
     /// Classifies PNG or JPEG images: decodes and resizes each to the
     /// model's input, runs them as one request, and returns the `top_k`
     /// (0: 5) labels of each.
-    pub async fn classify<B: AsRef<[u8]>>(
+    pub(crate) async fn classify<B: AsRef<[u8]>>(
         &self,
         name: &str,
         version: &str,

@@ -20,26 +20,26 @@ use crate::trace::RequestTrace;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestedOutput {
     /// Output name.
-    pub name: String,
+    pub(crate) name: String,
     /// The classification extension: the top this many as strings.
-    pub classification: Option<usize>,
+    pub(crate) classification: Option<usize>,
 }
 
 /// An inference request in protocol-neutral form.
 #[derive(Debug, Clone)]
 pub struct InferRequest<'a> {
     /// Model name.
-    pub model: &'a str,
+    pub(crate) model: &'a str,
     /// Version (empty: the latest).
-    pub version: &'a str,
+    pub(crate) version: &'a str,
     /// The inputs as received.
-    pub inputs: Vec<TensorInput<'a>>,
+    pub(crate) inputs: Vec<TensorInput<'a>>,
     /// Requested outputs (empty: all, as tensors).
-    pub outputs: Vec<RequestedOutput>,
+    pub(crate) outputs: Vec<RequestedOutput>,
     /// When the client stops waiting.
-    pub deadline: Option<Instant>,
+    pub(crate) deadline: Option<Instant>,
     /// The caller's trace context (W3C traceparent), when traces are exported.
-    pub parent: Option<opentelemetry::Context>,
+    pub(crate) parent: Option<opentelemetry::Context>,
 }
 
 /// Values of one output.
@@ -53,7 +53,7 @@ pub enum OutputData {
 
 impl OutputData {
     /// KServe datatype.
-    pub fn datatype(&self) -> Datatype {
+    pub(crate) fn datatype(&self) -> Datatype {
         match self {
             OutputData::Fp32(_) => Datatype::Fp32,
             OutputData::Bytes(_) => Datatype::Bytes,
@@ -62,7 +62,7 @@ impl OutputData {
 
     /// The values in the KServe binary layout: little-endian floats, or
     /// each string as a 4-byte little-endian length and its bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         match self {
             OutputData::Fp32(v) => rir_proto::raw::f32_bytes(v),
             OutputData::Bytes(items) => tensors::bytes_raw(items),
@@ -74,28 +74,28 @@ impl OutputData {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputTensor {
     /// Output name.
-    pub name: String,
+    pub(crate) name: String,
     /// Shape, batch first.
-    pub shape: Vec<i64>,
+    pub(crate) shape: Vec<i64>,
     /// Values.
-    pub data: OutputData,
+    pub(crate) data: OutputData,
 }
 
 /// An inference response in protocol-neutral form.
 #[derive(Debug, Clone)]
 pub struct InferResult {
     /// Model name.
-    pub model_name: String,
+    pub(crate) model_name: String,
     /// Version that answered.
-    pub model_version: String,
+    pub(crate) model_version: String,
     /// The outputs, in the order asked for.
-    pub outputs: Vec<OutputTensor>,
+    pub(crate) outputs: Vec<OutputTensor>,
 }
 
 impl Core {
     /// Runs one inference request: checks it against the model, queues it
     /// for batching, and shapes the outputs asked for.
-    pub async fn infer(&self, r: InferRequest<'_>) -> Result<InferResult, ServeError> {
+    pub(crate) async fn infer(&self, r: InferRequest<'_>) -> Result<InferResult, ServeError> {
         let trace = self.trace_request("ModelInfer", r.parent.as_ref(), r.model, r.version);
         let result = self
             .infer_traced(r, trace.as_ref())
@@ -291,11 +291,11 @@ pub(super) async fn run(
 /// When a request's stages began, as its handler measured them.
 pub(super) struct Timeline {
     /// Its handling (and decoding) began.
-    pub decoding: Instant,
+    pub(crate) decoding: Instant,
     /// Decoding took this long.
-    pub input: Duration,
+    pub(crate) input: Duration,
     /// Shaping the response began.
-    pub encoding: Instant,
+    pub(crate) encoding: Instant,
 }
 
 /// Counts a success of `n` images handled along `times`, and gives a

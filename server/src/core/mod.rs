@@ -43,22 +43,22 @@ use crate::trace::{RequestTrace, Tracing};
 pub struct RequestPolicy {
     /// Model that classification uses when the request names none (None:
     /// the first model served).
-    pub default_model: Option<String>,
+    pub(crate) default_model: Option<String>,
     /// Refuse FP32 inputs holding NaN or infinite values (INVALID_ARGUMENT)
     /// instead of running them, as Triton does, through the model.
-    pub reject_nonfinite: bool,
+    pub(crate) reject_nonfinite: bool,
     /// Bounds on encoded images.
-    pub image_limits: ImageLimits,
+    pub(crate) image_limits: ImageLimits,
     /// Most images decoded at once on blocking threads (0: one per CPU).
-    pub max_decodes: usize,
+    pub(crate) max_decodes: usize,
     /// Requests that may wait for one of those threads.
-    pub max_decode_queue: usize,
+    pub(crate) max_decode_queue: usize,
     /// Bytes requests in flight may hold together ([`Budget`]).
-    pub max_inflight_bytes: usize,
+    pub(crate) max_inflight_bytes: usize,
     /// The deadline of a request that carries none (HTTP requests never
     /// do): past it, a request still queued is answered DEADLINE_EXCEEDED
     /// and not run. None: such requests wait as long as it takes.
-    pub default_timeout: Option<Duration>,
+    pub(crate) default_timeout: Option<Duration>,
 }
 
 /// What every front end shares: the served models, the controller that
@@ -104,13 +104,13 @@ impl Core {
     }
 
     /// The process's budget of request bytes in flight.
-    pub fn budget(&self) -> &Budget {
+    pub(crate) fn budget(&self) -> &Budget {
         &self.budget
     }
 
     /// Runs a request's CPU-heavy `job` off the async workers (bounded,
     /// under the request's deadline or the server's default).
-    pub async fn offload<T: Send + 'static>(
+    pub(crate) async fn offload<T: Send + 'static>(
         &self,
         deadline: Option<Instant>,
         job: impl FnOnce() -> T + Send + 'static,
@@ -119,13 +119,13 @@ impl Core {
     }
 
     /// The tracer, when traces are exported.
-    pub fn tracing(&self) -> Option<&Tracing> {
+    pub(crate) fn tracing(&self) -> Option<&Tracing> {
         self.tracing.as_ref()
     }
 
     /// The caller's trace context from a request's headers (gRPC metadata
     /// or HTTP), read only when traces are exported.
-    pub fn trace_parent(&self, headers: &http::HeaderMap) -> Option<opentelemetry::Context> {
+    pub(crate) fn trace_parent(&self, headers: &http::HeaderMap) -> Option<opentelemetry::Context> {
         self.tracing.as_ref().map(|_| Tracing::parent_of(headers))
     }
 
@@ -175,7 +175,7 @@ impl Core {
     }
 
     /// ServerMetadata.
-    pub fn server_metadata(&self) -> ServerMetadata {
+    pub(crate) fn server_metadata(&self) -> ServerMetadata {
         ServerMetadata {
             name: SERVER_NAME,
             version: env!("CARGO_PKG_VERSION"),
@@ -185,7 +185,7 @@ impl Core {
 
     /// `e` as a client may see it: the server's paths relative to the
     /// repository (never the server's disk layout), the message cut short.
-    pub fn public(&self, e: ServeError) -> ServeError {
+    pub(crate) fn public(&self, e: ServeError) -> ServeError {
         e.map_message(|m| self.relative(m))
     }
 
@@ -201,7 +201,11 @@ impl Core {
     }
 
     /// ModelMetadata.
-    pub fn model_metadata(&self, name: &str, version: &str) -> Result<ModelMetadata, ServeError> {
+    pub(crate) fn model_metadata(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelMetadata, ServeError> {
         let models = self.models();
         let (_, d) = loadable(&models, name, version).map_err(|e| self.public(e))?;
         let versions = models
@@ -230,7 +234,11 @@ impl Core {
     }
 
     /// ModelConfig.
-    pub fn model_config(&self, name: &str, version: &str) -> Result<ModelConfig, ServeError> {
+    pub(crate) fn model_config(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelConfig, ServeError> {
         let models = self.models();
         let (v, d) = loadable(&models, name, version)?;
         let batcher = match &v.state {
@@ -306,7 +314,7 @@ impl Core {
 
     /// Every model version served, and every model on disk not loaded;
     /// only ready versions when `ready_only`.
-    pub fn repository_index(&self, ready_only: bool) -> Vec<IndexEntry> {
+    pub(crate) fn repository_index(&self, ready_only: bool) -> Vec<IndexEntry> {
         let mut index = self.control.index(ready_only);
         for e in &mut index {
             e.reason = self.relative(std::mem::take(&mut e.reason));
@@ -345,7 +353,12 @@ impl Core {
     /// INVALID_ARGUMENT for a request its front end could not read (bad
     /// JSON, inconsistent tensors), counted as a failure of the model it
     /// names when that model exists.
-    pub fn invalid_request(&self, model: &str, version: &str, message: String) -> ServeError {
+    pub(crate) fn invalid_request(
+        &self,
+        model: &str,
+        version: &str,
+        message: String,
+    ) -> ServeError {
         match self.models().get(model, version) {
             Ok(v) => invalid(v, message),
             Err(_) => ServeError::InvalidArgument(message),

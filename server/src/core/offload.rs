@@ -43,7 +43,7 @@ impl Offload {
 
     /// Runs `job` on a blocking thread once one of the places is free,
     /// giving up at `deadline`; refused at once when the line is full.
-    pub async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         deadline: Option<Instant>,
         job: impl FnOnce() -> T + Send + 'static,

@@ -3,7 +3,7 @@
 //! optional TLS and bearer-token auth, grpc.health.v1, server reflection,
 //! HTTP/2 limits, and graceful shutdown.
 
-pub mod service;
+pub(crate) mod service;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -25,39 +25,39 @@ use service::Service;
 
 /// Settings of the gRPC front end.
 #[derive(Debug, Clone)]
-pub struct GrpcConfig {
+pub(crate) struct GrpcConfig {
     /// Largest request or response message, bytes (None: sized from the
     /// models, [`crate::limits`]).
-    pub max_message_bytes: Option<usize>,
+    pub(crate) max_message_bytes: Option<usize>,
     /// End a call whose request message stops arriving for this long
     /// (zero: never); the HTTP front end takes the same for its bodies.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// End a call whose request message has not all arrived this long
     /// after it began (zero: never); the same for HTTP bodies.
-    pub body_deadline: Duration,
+    pub(crate) body_deadline: Duration,
     /// PEM certificate and key for TLS, if TLS is on.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
     /// With TLS: a PEM CA bundle; clients must then present a certificate
     /// it signed (mutual TLS).
-    pub tls_client_ca: Option<PathBuf>,
+    pub(crate) tls_client_ca: Option<PathBuf>,
     /// Bearer token every call but health checks must carry, if auth is on.
-    pub auth_token: Option<crate::auth::Token>,
+    pub(crate) auth_token: Option<crate::auth::Token>,
     /// HTTP/2 settings.
-    pub http2: Http2Settings,
+    pub(crate) http2: Http2Settings,
 }
 
 /// The HTTP/2 settings that bound what one connection may hold or cost.
 #[derive(Debug, Clone, Copy)]
-pub struct Http2Settings {
+pub(crate) struct Http2Settings {
     /// Streams (calls) open at once on one connection; more are refused
     /// with REFUSED_STREAM, which clients retry.
-    pub max_concurrent_streams: u32,
+    pub(crate) max_concurrent_streams: u32,
     /// Size of a request's headers (HPACK-decoded), bytes.
-    pub max_header_list_bytes: u32,
+    pub(crate) max_header_list_bytes: u32,
     /// Ping an idle connection this often ...
-    pub keepalive_interval: Duration,
+    pub(crate) keepalive_interval: Duration,
     /// ... and close it when a ping goes unanswered this long.
-    pub keepalive_timeout: Duration,
+    pub(crate) keepalive_timeout: Duration,
 }
 
 impl Default for Http2Settings {
@@ -152,7 +152,7 @@ fn tls(config: &GrpcConfig) -> Result<Option<tonic::transport::ServerTlsConfig>,
 /// Serves `core` on the connections `gate` admits from `listener` until
 /// `shutdown` resolves, then reports NOT_SERVING on health, stops
 /// accepting and lets in-flight calls finish.
-pub async fn serve(
+pub(crate) async fn serve(
     core: Arc<Core>,
     config: &GrpcConfig,
     limits: &MessageLimits,

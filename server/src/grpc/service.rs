@@ -24,20 +24,20 @@ use crate::tensors::{TensorData, TensorInput};
 
 /// The gRPC service object (cheap to clone).
 #[derive(Clone)]
-pub struct Service {
+pub(crate) struct Service {
     /// The shared request path.
-    pub core: Arc<Core>,
+    pub(crate) core: Arc<Core>,
 }
 
 /// The deadline a client set with the `grpc-timeout` header, if any.
-pub fn deadline_of<T>(req: &Request<T>) -> Option<Instant> {
+pub(crate) fn deadline_of<T>(req: &Request<T>) -> Option<Instant> {
     let raw = req.metadata().get("grpc-timeout")?.to_str().ok()?;
     Instant::now().checked_add(grpc_timeout(raw)?)
 }
 
 /// A `grpc-timeout` value as the gRPC spec writes it: at most 8 digits and
 /// a unit (H, M, S, m, u, n). Anything else is no timeout.
-pub fn grpc_timeout(raw: &str) -> Option<Duration> {
+pub(crate) fn grpc_timeout(raw: &str) -> Option<Duration> {
     let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 /// A list of at most `N` entries, refused at the entry past `N`.
-pub fn at_most<'de, D, T, const N: usize>(d: D) -> Result<Vec<T>, D::Error>
+pub(crate) fn at_most<'de, D, T, const N: usize>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -46,7 +46,7 @@ where
 /// kept to their first [`Scalar::SHOWN`] characters (they only ever appear
 /// in an error).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Scalar {
+pub(crate) enum Scalar {
     /// `true` or `false`.
     Bool(bool),
     /// A non-negative integer.
@@ -61,10 +61,10 @@ pub enum Scalar {
 
 impl Scalar {
     /// Characters of a string parameter kept.
-    pub const SHOWN: usize = 64;
+    pub(crate) const SHOWN: usize = 64;
 
     /// The value as a non-negative integer.
-    pub fn as_u64(&self) -> Option<u64> {
+    pub(crate) fn as_u64(&self) -> Option<u64> {
         match self {
             Scalar::Unsigned(v) => Some(*v),
             _ => None,
@@ -72,7 +72,7 @@ impl Scalar {
     }
 
     /// The value as a boolean.
-    pub fn as_bool(&self) -> Option<bool> {
+    pub(crate) fn as_bool(&self) -> Option<bool> {
         match self {
             Scalar::Bool(b) => Some(*b),
             _ => None,
@@ -126,17 +126,17 @@ impl<'de> Deserialize<'de> for Scalar {
 /// A tensor's `data`: nested arrays of numbers, flattened row-major into
 /// `f32` as they are read.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Numbers {
+pub(crate) struct Numbers {
     /// The values.
-    pub values: Vec<f32>,
+    pub(crate) values: Vec<f32>,
     /// The first value that is not an integer from 0 to `u32::MAX`, as
     /// written (a UINT8 tensor refuses it).
-    pub not_unsigned: Option<String>,
+    pub(crate) not_unsigned: Option<String>,
 }
 
 impl Numbers {
     /// The values as unsigned integers, or the first that is not one.
-    pub fn unsigned(&self) -> Result<Vec<u32>, NotUnsigned> {
+    pub(crate) fn unsigned(&self) -> Result<Vec<u32>, NotUnsigned> {
         match &self.not_unsigned {
             Some(v) => Err(NotUnsigned(v.clone())),
             None => Ok(self.values.iter().map(|v| *v as u32).collect()),
@@ -154,7 +154,7 @@ impl Numbers {
 /// A value that is not an integer from 0 to `u32::MAX`, as written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0} is not an unsigned integer")]
-pub struct NotUnsigned(pub String);
+pub(crate) struct NotUnsigned(pub String);
 
 impl NotUnsigned {
     fn of(v: impl ToString) -> Self {

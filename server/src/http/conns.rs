@@ -31,19 +31,19 @@ use crate::conn::Admitted;
 /// How connections are served: their deadlines, TLS, and the counter of
 /// those cut.
 #[derive(Clone)]
-pub struct Serving {
+pub(crate) struct Serving {
     /// hyper's header read timeout (None: none).
-    pub header_timeout: Option<Duration>,
+    pub(crate) header_timeout: Option<Duration>,
     /// TLS, with the longest its handshake may take.
-    pub tls: Option<(TlsAcceptor, Duration)>,
+    pub(crate) tls: Option<(TlsAcceptor, Duration)>,
     /// `rir_connections_cut_total{front, reason="head"}` (TLS handshakes
     /// past their deadline count here too: they never sent a head).
-    pub heads_cut: IntCounter,
+    pub(crate) heads_cut: IntCounter,
 }
 
 /// Serves `app` on the connections `admitted` hands over until `shutdown`
 /// resolves, then lets requests in flight finish and returns.
-pub async fn serve(
+pub(crate) async fn serve(
     app: Router,
     mut admitted: mpsc::Receiver<Admitted>,
     serving: Serving,

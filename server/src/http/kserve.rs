@@ -21,7 +21,7 @@ use crate::tensors::{TensorData, TensorInput};
 
 /// Why a request body is not a KServe v2 inference request this server can read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// The JSON header is declared longer than the body.
     #[error("Inference-Header-Content-Length is {declared} but the body has {body} bytes")]
     HeaderLength {
@@ -77,78 +77,78 @@ pub enum DecodeError {
 /// A response that could not be written as JSON.
 #[derive(Debug, thiserror::Error)]
 #[error("encoding the response: {0}")]
-pub struct EncodeError(#[from] serde_json::Error);
+pub(crate) struct EncodeError(#[from] serde_json::Error);
 
 /// An inference request body as JSON, read with every list bounded
 /// ([`bounded`]): no `serde_json::Value` is built from a request.
 #[derive(Debug, Deserialize)]
-pub struct RequestJson {
+pub(crate) struct RequestJson {
     /// Echoed in the response.
     #[serde(default)]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// Request parameters (`binary_data_output`; others are skipped).
     #[serde(default)]
-    pub parameters: RequestParameters,
+    pub(crate) parameters: RequestParameters,
     /// Input tensors.
     #[serde(deserialize_with = "at_most::<_, InputJson, MAX_TENSORS>")]
-    pub inputs: Vec<InputJson>,
+    pub(crate) inputs: Vec<InputJson>,
     /// Requested outputs (none: all).
     #[serde(
         default,
         deserialize_with = "at_most::<_, OutputRequestJson, MAX_TENSORS>"
     )]
-    pub outputs: Vec<OutputRequestJson>,
+    pub(crate) outputs: Vec<OutputRequestJson>,
 }
 
 /// The request parameters this server reads; any other is skipped unread.
 #[derive(Debug, Default, Deserialize)]
-pub struct RequestParameters {
+pub(crate) struct RequestParameters {
     /// Outputs not named otherwise go back as binary data.
-    pub binary_data_output: Option<Scalar>,
+    pub(crate) binary_data_output: Option<Scalar>,
 }
 
 /// One input tensor of a JSON request.
 #[derive(Debug, Deserialize)]
-pub struct InputJson {
+pub(crate) struct InputJson {
     /// Input name.
-    pub name: String,
+    pub(crate) name: String,
     /// Shape, batch first.
     #[serde(deserialize_with = "at_most::<_, i64, MAX_DIMS>")]
-    pub shape: Vec<i64>,
+    pub(crate) shape: Vec<i64>,
     /// KServe datatype.
-    pub datatype: String,
+    pub(crate) datatype: String,
     /// `binary_data_size` when the values follow the JSON as bytes.
     #[serde(default)]
-    pub parameters: InputParameters,
+    pub(crate) parameters: InputParameters,
     /// The values (flat or nested row-major), when not binary.
     #[serde(default)]
-    pub data: Option<Numbers>,
+    pub(crate) data: Option<Numbers>,
 }
 
 /// The input parameters this server reads.
 #[derive(Debug, Default, Deserialize)]
-pub struct InputParameters {
+pub(crate) struct InputParameters {
     /// Bytes of this input's binary data after the JSON.
-    pub binary_data_size: Option<Scalar>,
+    pub(crate) binary_data_size: Option<Scalar>,
 }
 
 /// One requested output.
 #[derive(Debug, Deserialize)]
-pub struct OutputRequestJson {
+pub(crate) struct OutputRequestJson {
     /// Output name.
-    pub name: String,
+    pub(crate) name: String,
     /// `classification` (top k as strings) and `binary_data`.
     #[serde(default)]
-    pub parameters: OutputParameters,
+    pub(crate) parameters: OutputParameters,
 }
 
 /// The output parameters this server reads.
 #[derive(Debug, Default, Deserialize)]
-pub struct OutputParameters {
+pub(crate) struct OutputParameters {
     /// The classification extension: the top this many as strings.
-    pub classification: Option<Scalar>,
+    pub(crate) classification: Option<Scalar>,
     /// This output goes back as binary data.
-    pub binary_data: Option<Scalar>,
+    pub(crate) binary_data: Option<Scalar>,
 }
 
 /// Where an input's values are: a range of the body, or parsed JSON values.
@@ -161,9 +161,9 @@ enum Values {
 
 /// A request body read but not yet checked against a model.
 #[derive(Debug)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     /// The JSON part.
-    pub json: RequestJson,
+    pub(crate) json: RequestJson,
     values: Vec<Values>,
     /// The requested outputs, with their classification counts.
     outputs: Vec<RequestedOutput>,
@@ -197,7 +197,7 @@ fn param_bool(value: Option<&Scalar>, key: &'static str) -> Result<Option<bool>,
 /// Reads a request body. `header_length` is the value of
 /// `Inference-Header-Content-Length`: the JSON's length when binary data
 /// follows it, or None when the whole body is JSON.
-pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, DecodeError> {
+pub(crate) fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, DecodeError> {
     let json_len = header_length.unwrap_or(body.len());
     if json_len > body.len() {
         return Err(DecodeError::HeaderLength {
@@ -283,7 +283,7 @@ pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, Deco
 impl Decoded {
     /// The inputs as the core takes them; binary values borrow `body`,
     /// which must be the body [`decode`] read.
-    pub fn inputs<'a>(&'a self, body: &'a [u8]) -> Vec<TensorInput<'a>> {
+    pub(crate) fn inputs<'a>(&'a self, body: &'a [u8]) -> Vec<TensorInput<'a>> {
         self.json
             .inputs
             .iter()
@@ -302,7 +302,7 @@ impl Decoded {
     }
 
     /// The requested outputs (none: all), with their classification counts.
-    pub fn outputs(&self) -> Vec<RequestedOutput> {
+    pub(crate) fn outputs(&self) -> Vec<RequestedOutput> {
         self.outputs.clone()
     }
 
@@ -345,15 +345,15 @@ struct ResponseJson {
 
 /// A response body, and the JSON header's length when binary data follows it.
 #[derive(Debug)]
-pub struct Encoded {
+pub(crate) struct Encoded {
     /// The body.
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
     /// Length of the JSON part when outputs follow as binary data.
-    pub header_length: Option<usize>,
+    pub(crate) header_length: Option<usize>,
 }
 
 /// Writes the response body for `result` to the request `decoded`.
-pub fn encode(decoded: &Decoded, result: InferResult) -> Result<Encoded, EncodeError> {
+pub(crate) fn encode(decoded: &Decoded, result: InferResult) -> Result<Encoded, EncodeError> {
     let mut binary = vec![];
     let mut outputs = vec![];
     for o in result.outputs {

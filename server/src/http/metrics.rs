@@ -49,7 +49,7 @@ async fn scrape(State(e): State<Endpoint>, headers: HeaderMap) -> Response {
 /// Serves `metrics` on the connections `gate` admits from `listener`,
 /// over `tls` when given (with its handshake deadline), until `shutdown`
 /// resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     metrics: Arc<Metrics>,
     token: Option<Token>,
     listener: tokio::net::TcpListener,

@@ -5,11 +5,11 @@
 //! A web page at `/` lists the models and classifies a dropped image.
 //! [`metrics`] serves the Prometheus endpoint on a port of its own.
 
-pub mod bounded;
-pub mod conns;
-pub mod kserve;
-pub mod metrics;
-pub mod tls;
+pub(crate) mod bounded;
+pub(crate) mod conns;
+pub(crate) mod kserve;
+pub(crate) mod metrics;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,16 +35,16 @@ use crate::stall;
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Largest request body, bytes (after decompression, too).
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// Largest body of a `/classify` call (an encoded image), bytes.
-    pub max_image_body_bytes: usize,
+    pub(crate) max_image_body_bytes: usize,
     /// Answer 408 and close when a request body stops arriving for this
     /// long (zero: never).
-    pub body_timeout: std::time::Duration,
+    pub(crate) body_timeout: std::time::Duration,
     /// ... or has not all arrived this long after it began (zero: never).
-    pub body_deadline: std::time::Duration,
+    pub(crate) body_deadline: std::time::Duration,
     /// Bearer token every call but the health checks must carry, if auth is on.
-    pub auth_token: Option<Token>,
+    pub(crate) auth_token: Option<Token>,
 }
 
 /// Bodies up to this size, not compressed, are parsed on the thread that
@@ -54,11 +54,11 @@ const INLINE_BODY: usize = 64 << 10;
 
 /// The header that gives the JSON part's length when binary tensor data
 /// follows it (Triton's binary tensor data extension).
-pub const HEADER_LENGTH: &str = "inference-header-content-length";
+pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// An error answer: a status and `{"error": message}`.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -523,7 +523,7 @@ impl axum::extract::FromRef<AppState> for Arc<HttpConfig> {
 }
 
 /// Every route of the HTTP front end.
-pub fn router(core: Arc<Core>, config: HttpConfig) -> Router {
+pub(crate) fn router(core: Arc<Core>, config: HttpConfig) -> Router {
     let state = AppState {
         core,
         config: Arc::new(config),
@@ -572,7 +572,7 @@ pub fn router(core: Arc<Core>, config: HttpConfig) -> Router {
 
 /// Serves the HTTP front end on the connections `gate` admits from
 /// `listener` until `shutdown` resolves, then lets requests in flight finish.
-pub async fn serve(
+pub(crate) async fn serve(
     core: Arc<Core>,
     config: HttpConfig,
     listener: tokio::net::TcpListener,
@@ -604,7 +604,7 @@ pub async fn serve(
 
 /// Why a REST inference body cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// A `Content-Encoding` header that is not text.
     #[error("Content-Encoding is not text")]
     EncodingNotText,

@@ -14,7 +14,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use crate::error::ServerError;
 
 /// A TLS acceptor for the PEM certificate chain `cert` and key `key`.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServerError> {
+pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServerError> {
     let read = |what: &'static str, path: &Path| {
         std::fs::read(path).map_err(|source| ServerError::TlsFile {
             what,
