@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`ceiling`]: requests per second the load generator sustains against
 //!   a server that does no work (`rir_testkit::doubles::stub`).
-//! - [`compare`]: rir-loadtest's figures next to NVIDIA's perf_analyzer on
+//! - [`perf_analyzer`]: rir-loadtest's figures next to NVIDIA's perf_analyzer on
 //!   the same rir-serve, model and load.
 //! - [`server`]: rir-serve against the same model run in-process on ONNX
 //!   Runtime: latency added, throughput with batching off and on, memory
@@ -27,9 +27,9 @@
 //! - [`error`]: what stops a benchmark.
 
 pub mod ceiling;
-pub mod compare;
 pub mod error;
 pub mod hostile;
+pub mod perf_analyzer;
 pub mod point;
 pub mod served;
 pub mod server;

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rir_contract::ModelInfo;
+use rir_figures::median;
 use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_loadtest::report::Report;
-use rir_process::median;
 
 use crate::BenchError;
 use crate::point::{BenchOptions, closed, cores, workload};

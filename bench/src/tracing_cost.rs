@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use rir_figures::median;
 use rir_loadtest::report::Report;
-use rir_process::median;
 
 use crate::BenchError;
 use crate::point::{BenchOptions, closed, workload};

@@ -169,7 +169,7 @@ impl Checkpoint {
     }
 
     /// A model tensor by name, checked against the shape the spec implies.
-    pub fn expect(&self, name: &str, shape: &[usize]) -> Result<&Tensor, CheckpointError> {
+    pub fn shaped(&self, name: &str, shape: &[usize]) -> Result<&Tensor, CheckpointError> {
         let t = self.get(name)?;
         if t.shape != shape {
             return Err(CheckpointError::Shape {
@@ -286,7 +286,7 @@ mod tests {
         );
         let c = sample();
         let e = c
-            .expect("stem.conv.weight", &[3, 2])
+            .shaped("stem.conv.weight", &[3, 2])
             .unwrap_err()
             .to_string();
         assert!(

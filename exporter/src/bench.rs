@@ -21,7 +21,7 @@ use crate::precision::Precision;
 use crate::quantize::{QuantizeOptions, quantize_model};
 use prost::Message;
 use rir_checkpoint::synthetic::random_checkpoint;
-use rir_process::median;
+use rir_figures::median;
 
 /// Settings of one benchmark run.
 #[derive(Debug, Clone)]

@@ -236,7 +236,7 @@ fn raw_conv(
     pad: usize,
 ) -> Result<ConvBias, ExportError> {
     Ok(ConvBias {
-        weight: ck.expect(name, &shape)?.data.clone(),
+        weight: ck.shaped(name, &shape)?.data.clone(),
         shape,
         bias: vec![],
         stride,
@@ -334,7 +334,7 @@ fn literal_unit(
 ) -> Result<String, ExportError> {
     let mask = &ck.meta.spec.mask;
     let w = &ck
-        .expect(
+        .shaped(
             &format!("{}.conv.weight", u.name),
             &[u.out_ch, u.in_ch, 3, 3],
         )?

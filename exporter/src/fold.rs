@@ -90,7 +90,7 @@ impl Bn {
     /// Reads `{prefix}.weight`, `.bias`, `.running_mean`, `.running_var`.
     pub fn read(ck: &Checkpoint, prefix: &str, ch: usize) -> Result<Self, ExportError> {
         let get = |n: &str| -> Result<Vec<f32>, ExportError> {
-            Ok(ck.expect(&format!("{prefix}.{n}"), &[ch])?.data.clone())
+            Ok(ck.shaped(&format!("{prefix}.{n}"), &[ch])?.data.clone())
         };
         Ok(Bn {
             gamma: get("weight")?,
@@ -122,7 +122,7 @@ impl Bn {
 /// Reads a kernel as float64, checking its shape.
 fn kernel(ck: &Checkpoint, name: &str, shape: [usize; 4]) -> Result<Vec<f64>, ExportError> {
     Ok(ck
-        .expect(name, &shape)?
+        .shaped(name, &shape)?
         .data
         .iter()
         .map(|&v| v as f64)

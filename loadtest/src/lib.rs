@@ -17,10 +17,12 @@
 //!   [`session`]: a plan carried out, to an [`session::Outcome`] with its
 //!   exit status, and the merge of several generators' files.
 //! - [`run`]: one run: its driver and controller on shared state, then its
-//!   report. Inside it, `control` runs warm-up, duration or count, stability
-//!   windows, intervals and the fail-fast stop, feeding `progress`, the bar;
-//!   `drive` holds the closed- and open-loop drivers; `live`, the state
-//!   requests, drivers and controller share.
+//!   report. Inside it, `run::control` runs warm-up, duration or count,
+//!   stability windows, intervals and the fail-fast stop, feeding
+//!   `run::progress`, the bar; `run::drivers` holds the closed- and
+//!   open-loop drivers; `run::shared`, the state requests, drivers and
+//!   controller share. [`load`] is how much is offered; [`workload`], what
+//!   each request sends.
 //! - [`workload`]: what is sent: checking the model, building requests from
 //!   random tensors, raw tensor files or images, and the probe request;
 //!   [`hostile`]: the classes of bad request mixed into a run, each with the
@@ -42,16 +44,12 @@
 
 pub mod args;
 pub mod breakdown;
-mod control;
-mod drive;
 pub mod error;
 pub mod hostile;
-mod live;
 pub mod load;
 pub mod merge;
 pub mod plan;
 pub mod plot;
-mod progress;
 pub mod recorder;
 pub mod report;
 pub mod run;

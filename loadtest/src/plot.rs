@@ -11,7 +11,7 @@ use crate::report::Report;
 
 /// Draws `reports` to `path`: SVG when it ends in `.svg`, else PNG.
 pub fn sweep(path: &Path, title: &str, reports: &[Report]) -> Result<(), LoadError> {
-    if !rir_process::font::register_sans_serif() {
+    if !rir_figures::font::register_sans_serif() {
         return Err(LoadError::Plot(
             path.to_path_buf(),
             "plotters refused the embedded font".into(),

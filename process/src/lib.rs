@@ -2,13 +2,9 @@
 //! to stderr filtered by `RUST_LOG` (with a per-binary default), ONNX
 //! Runtime's telemetry off, a quiet death on a closed pipe, and errors
 //! printed with their causes and exit status 1. And what several of them
-//! measure of a process: its open-files limit, its resident memory, and
-//! the median of repeated measurements the benchmarks print.
+//! measure of a process: its open-files limit and its resident memory.
 
 use std::process::ExitCode;
-
-#[cfg(feature = "plot")]
-pub mod font;
 
 /// Runs a binary's body: sets up logging with `default_filter` (used when
 /// `RUST_LOG` is unset), then runs `body` and turns an error into
@@ -112,19 +108,6 @@ fn status_kib(pid: &str, field: &str) -> std::io::Result<u64> {
         })
 }
 
-/// The median of `values` (the mean of the middle two for an even count;
-/// 0 for none): what the benchmarks report of rounds measured in turn,
-/// since the machine's speed drifts by more than the differences.
-pub fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
 /// Runs `fut` to completion on a multi-threaded tokio runtime: the async
 /// binaries' (server, load tester, client) way into async code.
 #[cfg(feature = "async")]
@@ -135,14 +118,4 @@ pub fn block_on<F: std::future::Future>(fut: F) -> anyhow::Result<F::Output> {
         .build()
         .context("starting the async runtime")?
         .block_on(fut))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn median_of_odd_even_and_no_values() {
-        assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(super::median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(super::median(vec![]), 0.0);
-    }
 }

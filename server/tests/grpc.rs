@@ -891,8 +891,8 @@ async fn nvidia_perf_analyzer_measures_rir_serve_unchanged() {
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("Server:"), "{stdout}");
-        let pa =
-            rir_bench::compare::parse_perf_csv(&std::fs::read_to_string(&csv).unwrap()).unwrap();
+        let pa = rir_bench::perf_analyzer::parse_perf_csv(&std::fs::read_to_string(&csv).unwrap())
+            .unwrap();
         assert!(pa.ips > 0.0 && pa.p50 > 0.0, "-i {protocol}: {pa:?}");
     }
     s.shutdown().await.unwrap();

@@ -16,10 +16,11 @@ use crate::four_conv::FourConvNet;
 use crate::model::unit_mask;
 use crate::optim::{Optimizer, Rule};
 
-/// Which implementation of the network to time.
+/// How a unit's convolutions are written: one masked convolution, or
+/// four (the exporter's `Form` is another thing: a folded or literal graph).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Form {
+pub enum UnitForm {
     /// One masked convolution per unit (this project's model).
     OneConv,
     /// Four convolutions per unit, BN per stream (public implementations).
@@ -94,7 +95,7 @@ fn four_conv_optimizer(f: &FourConvNet, vs: &VarStore) -> Optimizer {
 /// train --bf16 --channels-last` runs them.
 pub fn measure(
     spec: &ModelSpec,
-    form: Form,
+    form: UnitForm,
     batch: usize,
     warmup: usize,
     steps: usize,
@@ -109,7 +110,7 @@ pub fn measure(
         crate::train::to_channels_last(&vs);
     }
     let (x, y) = batch_of(spec, batch, device, mixed);
-    let four = (form == Form::FourConv).then(|| FourConvNet::from_rir(&net));
+    let four = (form == UnitForm::FourConv).then(|| FourConvNet::from_rir(&net));
     let mut opt = match &four {
         None => Optimizer::new(&vs, Rule::sgd(0.9, false), 1e-4),
         Some(f) => four_conv_optimizer(f, &vs),

@@ -8,7 +8,7 @@
 //!   the baseline of the throughput benchmark.
 //! - [`bench`]: one training-throughput measurement (a `rir-train bench`
 //!   child process).
-//! - [`compare`]: the side-by-side table of `rir-train bench`: ours,
+//! - [`throughput`]: the side-by-side table of `rir-train bench`: ours,
 //!   four-conv and eager PyTorch, in child processes.
 //! - [`init`]: He-normal, He-uniform, Xavier-normal or orthogonal kernels,
 //!   seeded per variable.
@@ -30,7 +30,6 @@
 
 pub mod bench;
 pub mod ckpt;
-pub mod compare;
 pub mod device;
 pub mod error;
 pub mod four_conv;
@@ -45,6 +44,7 @@ pub mod session;
 pub mod stats;
 pub mod summary;
 pub mod sweep;
+pub mod throughput;
 pub mod train;
 
 pub use error::TrainError;

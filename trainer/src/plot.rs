@@ -25,7 +25,7 @@ pub fn curves(
     title: &str,
     runs: &[(&str, &[EpochMetrics])],
 ) -> Result<(), TrainError> {
-    if !rir_process::font::register_sans_serif() {
+    if !rir_figures::font::register_sans_serif() {
         return Err(TrainError::Plot(
             path.to_path_buf(),
             "plotters refused the embedded font".into(),
@@ -144,7 +144,7 @@ pub fn axes(path: &Path, title: &str, axes: &[Axis]) -> Result<(), TrainError> {
             "the runs do not differ in any option".into(),
         ));
     }
-    if !rir_process::font::register_sans_serif() {
+    if !rir_figures::font::register_sans_serif() {
         return Err(TrainError::Plot(
             path.to_path_buf(),
             "plotters refused the embedded font".into(),

@@ -313,7 +313,8 @@ mod tests {
     }
 
     fn fresh() -> Start {
-        let spec = crate::compare::spec_for("micro", Source::FashionMnist, Variant::Rir).unwrap();
+        let spec =
+            crate::throughput::spec_for("micro", Source::FashionMnist, Variant::Rir).unwrap();
         Start::Fresh {
             spec: Box::new(spec),
             config: TrainConfig {

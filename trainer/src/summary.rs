@@ -14,7 +14,7 @@ use crate::error::TrainError;
 use crate::plot;
 use crate::stats::Interval;
 use crate::train::LAST;
-use rir_process::median;
+use rir_figures::median;
 
 /// One run's figures.
 #[derive(Debug, Clone)]

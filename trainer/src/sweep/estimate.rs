@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tch::Device;
 
-use crate::bench::{Form, measure};
+use crate::bench::{UnitForm, measure};
 use crate::error::TrainError;
 use crate::recipe::Recipe;
 use crate::sweep::Space;
@@ -84,7 +84,7 @@ pub fn estimate(
                 // A few steps past libtorch's first (slow) ones.
                 let m = measure(
                     &spec,
-                    Form::OneConv,
+                    UnitForm::OneConv,
                     r.config.batch_size,
                     3,
                     8,

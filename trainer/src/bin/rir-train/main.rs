@@ -11,14 +11,14 @@ use clap::{Args, Parser, Subcommand};
 use rir_arch::Variant;
 use rir_arch::preset;
 use rir_data::Source;
-use rir_trainer::bench::Form;
+use rir_trainer::bench::UnitForm;
 use rir_trainer::recipe::{Runtime, TrainArgs};
 use rir_trainer::report::{ReportArgs, report};
 use rir_trainer::sweep::args::SweepCommand;
 use rir_trainer::sweep::pool::{Event, Pool};
 use rir_trainer::sweep::trial::{self, TrialEnd};
 use rir_trainer::sweep::{estimate, listing};
-use rir_trainer::{Outcome, compare, session};
+use rir_trainer::{Outcome, session, throughput};
 
 #[derive(Parser)]
 #[command(
@@ -108,7 +108,7 @@ struct ChildArgs {
     #[arg(long)]
     variant: Variant,
     #[arg(long, value_enum)]
-    form: Form,
+    form: UnitForm,
     #[arg(long)]
     batch: usize,
     #[arg(long)]
@@ -213,13 +213,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sweep { command } => sweep(command),
         Command::BenchChild(a) => {
             let device = session::setup_runtime(&a.runtime)?;
-            let spec = compare::spec_for(&a.preset, a.dataset, a.variant)?;
+            let spec = throughput::spec_for(&a.preset, a.dataset, a.variant)?;
             let (b, w, n) = (a.batch, a.warmup, a.steps);
             let m = rir_trainer::bench::measure(&spec, a.form, b, w, n, device, a.mixed);
             say(serde_json::to_string(&m)?)
         }
         Command::Plan(a) => {
-            let spec = compare::spec_for(&a.preset, a.dataset, a.variant)?;
+            let spec = throughput::spec_for(&a.preset, a.dataset, a.variant)?;
             say(rir_trainer::bench::layer_plan(&spec))
         }
     }
@@ -341,7 +341,7 @@ fn sweep_all(
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
     let cores = || std::thread::available_parallelism().map_or(1, |n| n.get() as i32);
-    let plan = compare::Plan {
+    let plan = throughput::Plan {
         presets: a.presets,
         source: a.dataset,
         variant: a.variant,

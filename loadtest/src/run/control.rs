@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::progress::Progress;
+use super::shared::{Shared, lock};
 use crate::LoadError;
-use crate::live::{Shared, lock};
 use crate::load::{RunOptions, Stability, Stop};
-use crate::progress::Progress;
 use crate::recorder::Recorder;
 use rir_client::server_counters::{Counters, Probe};
 use std::sync::atomic::Ordering;

@@ -1,6 +1,6 @@
 //! A TrueType font for plotters' text. plotters draws text only with a font
 //! it has been given, so one is embedded in the binaries: DejaVu Sans
-//! (`process/fonts/`, Bitstream Vera licence, `DejaVuSans-LICENSE.txt`). Plots
+//! (`figures/fonts/`, Bitstream Vera licence, `DejaVuSans-LICENSE.txt`). Plots
 //! never depend on the fonts a machine happens to have.
 
 use plotters::style::FontStyle;

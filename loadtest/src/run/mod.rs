@@ -1,23 +1,28 @@
-//! One run: the driver of its load ([`crate::drive`]) and its controller
-//! ([`crate::control`]) started on shared state ([`crate::live`]), then the
+//! One run: the driver of its load ([`drivers`]) and its controller
+//! ([`control`]) started on shared state ([`shared`]), then the
 //! report of what was measured, with a row per interval when asked for and
 //! the server's breakdown of each ([`crate::breakdown`]).
+
+mod control;
+mod drivers;
+mod progress;
+mod shared;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::LoadError;
 use crate::breakdown::Breakdown;
-use crate::control::{Measured, control};
-use crate::drive;
+use control::{Measured, control};
+
 use crate::error::RunError;
-use crate::live::Shared;
 use crate::load::{Load, RunOptions, Schedule, Stop};
-use crate::progress::Progress;
 use crate::recorder::Recorder;
 use crate::report::Report;
 use crate::workload::Workload;
+use progress::Progress;
 use rir_client::server_counters::Counters;
+use shared::Shared;
 
 /// The result of one run.
 pub struct Outcome {
@@ -62,9 +67,9 @@ pub async fn run(
     let shared = Arc::new(Shared::new(o.warmup.is_zero(), limit));
     let done = match load {
         Load::Closed { concurrency } => {
-            drive::closed(workload.clone(), shared.clone(), concurrency)
+            drivers::closed(workload.clone(), shared.clone(), concurrency)
         }
-        Load::Open { rate, arrivals } => drive::open(
+        Load::Open { rate, arrivals } => drivers::open(
             workload.clone(),
             shared.clone(),
             move |_| rate,
@@ -77,7 +82,7 @@ pub async fn run(
             arrivals,
         } => {
             let schedule = schedule.clone();
-            drive::open(
+            drivers::open(
                 workload.clone(),
                 shared.clone(),
                 move |t| schedule.rate_at(t),

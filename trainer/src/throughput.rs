@@ -17,7 +17,7 @@ use rir_arch::{ModelSpec, Variant, preset};
 use rir_contract::Device;
 use rir_data::Source;
 
-use crate::bench::{Form, Measurement, layer_plan};
+use crate::bench::{Measurement, UnitForm, layer_plan};
 use crate::error::TrainError;
 
 /// What to compare, and how.
@@ -52,7 +52,7 @@ pub struct Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Implementation {
     /// This project's trainer, in the given form.
-    Ours(Form),
+    Ours(UnitForm),
     /// Eager PyTorch on the same layer plan.
     PyTorch,
 }
@@ -94,18 +94,18 @@ pub fn spec_for(name: &str, source: Source, variant: Variant) -> Result<ModelSpe
 const ROWS: [(&str, Implementation, bool); 5] = [
     (
         "rir one-conv (ours)",
-        Implementation::Ours(Form::OneConv),
+        Implementation::Ours(UnitForm::OneConv),
         false,
     ),
     (
         "rir four-conv (tch)",
-        Implementation::Ours(Form::FourConv),
+        Implementation::Ours(UnitForm::FourConv),
         false,
     ),
     ("rir one-conv (PyTorch)", Implementation::PyTorch, false),
     (
         "bf16+CL one-conv (ours)",
-        Implementation::Ours(Form::OneConv),
+        Implementation::Ours(UnitForm::OneConv),
         true,
     ),
     ("bf16+CL (PyTorch)", Implementation::PyTorch, true),
@@ -163,7 +163,7 @@ impl Plan {
         )
     }
 
-    fn ours(&self, preset: &str, form: Form, mixed: bool) -> Result<Measurement, TrainError> {
+    fn ours(&self, preset: &str, form: UnitForm, mixed: bool) -> Result<Measurement, TrainError> {
         // The name `bench-child --form` parses.
         let form = clap::ValueEnum::to_possible_value(&form)
             .map(|v| v.get_name().to_string())
@@ -300,8 +300,8 @@ impl PresetRows {
     /// One-conv over four-conv in fp32: what folding the streams buys in
     /// training.
     pub fn speed_up(&self) -> Option<f64> {
-        let one = self.measured(Implementation::Ours(Form::OneConv), false)?;
-        let four = self.measured(Implementation::Ours(Form::FourConv), false)?;
+        let one = self.measured(Implementation::Ours(UnitForm::OneConv), false)?;
+        let four = self.measured(Implementation::Ours(UnitForm::FourConv), false)?;
         Some(one.img_per_s / four.img_per_s)
     }
 
@@ -340,10 +340,10 @@ impl PresetRows {
         let m = |i, mixed| self.measured(i, mixed);
         serde_json::json!({
             "preset": self.preset,
-            "one_conv": m(Implementation::Ours(Form::OneConv), false),
-            "four_conv": m(Implementation::Ours(Form::FourConv), false),
+            "one_conv": m(Implementation::Ours(UnitForm::OneConv), false),
+            "four_conv": m(Implementation::Ours(UnitForm::FourConv), false),
             "pytorch": m(Implementation::PyTorch, false),
-            "bf16_one_conv": m(Implementation::Ours(Form::OneConv), true),
+            "bf16_one_conv": m(Implementation::Ours(UnitForm::OneConv), true),
             "bf16_pytorch": m(Implementation::PyTorch, true),
         })
     }
@@ -370,10 +370,20 @@ mod tests {
         let mut p = PresetRows {
             preset: "tiny".into(),
             rows: vec![
-                row("one", Implementation::Ours(Form::OneConv), false, 300.0),
-                row("four", Implementation::Ours(Form::FourConv), false, 100.0),
+                row("one", Implementation::Ours(UnitForm::OneConv), false, 300.0),
+                row(
+                    "four",
+                    Implementation::Ours(UnitForm::FourConv),
+                    false,
+                    100.0,
+                ),
                 row("torch", Implementation::PyTorch, false, 200.0),
-                row("bf16 one", Implementation::Ours(Form::OneConv), true, 500.0),
+                row(
+                    "bf16 one",
+                    Implementation::Ours(UnitForm::OneConv),
+                    true,
+                    500.0,
+                ),
                 row("bf16 torch", Implementation::PyTorch, true, 1000.0),
             ],
         };

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, oneshot};
 
+use super::shared::Shared;
 use crate::LoadError;
-use crate::live::Shared;
 use crate::load::Arrivals;
 use crate::workload::Workload;
 
