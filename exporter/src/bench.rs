@@ -80,71 +80,14 @@ pub fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<Vec<BenchRow>, ExportError> {
     let mut rows = vec![];
-    let i = opts.input;
-    let per = i.channels * i.height * i.width;
     for name in &opts.presets {
-        let spec = preset::build(name, Variant::Rir, i, opts.classes)?;
-        let ck = dir.join(format!("{name}.safetensors"));
-        random_checkpoint(&spec, 1).write_atomic(&ck)?;
-        let mut engines = vec![];
-        let mut figures = vec![];
-        let ort = OrtOptions {
-            threads: opts.threads,
-            ..opts.ort.clone()
-        };
-        let mut models = vec![];
-        for form in [Form::Folded, Form::Unfolded] {
-            let path = dir.join(format!("{name}-{form:?}.onnx"));
-            models.push((export_file(&ck, &path, form, Precision::Fp32)?, path));
-        }
-        progress(&format!("{name}: quantizing"));
-        let path = dir.join(format!("{name}-int8.onnx"));
-        let pixels = random_pixels(CALIBRATION_IMAGES * per, 7);
-        let q = QuantizeOptions {
-            images: CALIBRATION_IMAGES,
-            ort: ort.clone(),
-            ..QuantizeOptions::default()
-        };
-        let (int8, _) = quantize_model(&models[0].0, &pixels, "", &q, |_, _| {})?;
-        rir_checkpoint::write_atomic(&path, &int8.encode_to_vec())?;
-        models.push((int8, path));
-        for (model, path) in models {
-            let g = model.graph.unwrap_or_default();
-            figures.push(FormFigures {
-                convs: g.node.iter().filter(|n| n.op_type == "Conv").count(),
-                nodes: g.node.len(),
-                ..FormFigures::default()
-            });
-            engines.push(OrtEngine::load(&path, &ort)?);
-        }
-        let one = vec![0.5f32; per];
-        let many = vec![0.5f32; 64 * per];
-        for e in engines.iter_mut() {
-            for _ in 0..3 {
-                e.run(&one, &[1, i.channels, i.height, i.width])?;
-            }
-            e.run(&many, &[64, i.channels, i.height, i.width])?;
-        }
-        let mut lat = [vec![], vec![], vec![]];
-        let mut thr = [vec![], vec![], vec![]];
-        for round in 0..opts.rounds {
-            progress(&format!("{name}: round {}/{}", round + 1, opts.rounds));
-            for (k, e) in engines.iter_mut().enumerate() {
-                for _ in 0..opts.latency_runs {
-                    let t = Instant::now();
-                    e.run(&one, &[1, i.channels, i.height, i.width])?;
-                    lat[k].push(t.elapsed().as_secs_f64() * 1e6);
-                }
-                let t = Instant::now();
-                for _ in 0..opts.throughput_runs {
-                    e.run(&many, &[64, i.channels, i.height, i.width])?;
-                }
-                thr[k].push((64 * opts.throughput_runs) as f64 / t.elapsed().as_secs_f64());
-            }
-        }
-        for ((f, l), t) in figures.iter_mut().zip(lat).zip(thr) {
-            f.latency_us = median(l);
-            f.throughput = median(t);
+        let (mut figures, mut engines) = prepare(opts, dir, name, &mut progress)?;
+        let medians = measure(opts, &mut engines, |round| {
+            progress(&format!("{name}: round {}/{}", round + 1, opts.rounds))
+        })?;
+        for (f, (latency_us, throughput)) in figures.iter_mut().zip(medians) {
+            f.latency_us = latency_us;
+            f.throughput = throughput;
         }
         rows.push(BenchRow {
             preset: name.clone(),
@@ -154,4 +97,92 @@ pub fn run(
         });
     }
     Ok(rows)
+}
+
+/// The folded, literal and int8 exports of a random checkpoint of preset
+/// `name`: their graph figures and their sessions, warmed up.
+fn prepare(
+    opts: &BenchOptions,
+    dir: &Path,
+    name: &str,
+    progress: &mut impl FnMut(&str),
+) -> Result<(Vec<FormFigures>, Vec<OrtEngine>), ExportError> {
+    let i = opts.input;
+    let per = i.channels * i.height * i.width;
+    let spec = preset::build(name, Variant::Rir, i, opts.classes)?;
+    let ck = dir.join(format!("{name}.safetensors"));
+    random_checkpoint(&spec, 1).write_atomic(&ck)?;
+    let ort = OrtOptions {
+        threads: opts.threads,
+        ..opts.ort.clone()
+    };
+    let mut models = vec![];
+    for form in [Form::Folded, Form::Unfolded] {
+        let path = dir.join(format!("{name}-{form:?}.onnx"));
+        models.push((export_file(&ck, &path, form, Precision::Fp32)?, path));
+    }
+    progress(&format!("{name}: quantizing"));
+    let path = dir.join(format!("{name}-int8.onnx"));
+    let pixels = random_pixels(CALIBRATION_IMAGES * per, 7);
+    let q = QuantizeOptions {
+        images: CALIBRATION_IMAGES,
+        ort: ort.clone(),
+        ..QuantizeOptions::default()
+    };
+    let (int8, _) = quantize_model(&models[0].0, &pixels, "", &q, |_, _| {})?;
+    rir_checkpoint::write_atomic(&path, &int8.encode_to_vec())?;
+    models.push((int8, path));
+    let (mut figures, mut engines) = (vec![], vec![]);
+    for (model, path) in models {
+        let g = model.graph.unwrap_or_default();
+        figures.push(FormFigures {
+            convs: g.node.iter().filter(|n| n.op_type == "Conv").count(),
+            nodes: g.node.len(),
+            ..FormFigures::default()
+        });
+        let mut e = OrtEngine::load(&path, &ort)?;
+        for _ in 0..3 {
+            e.run(&vec![0.5f32; per], &[1, i.channels, i.height, i.width])?;
+        }
+        e.run(
+            &vec![0.5f32; 64 * per],
+            &[64, i.channels, i.height, i.width],
+        )?;
+        engines.push(e);
+    }
+    Ok((figures, engines))
+}
+
+/// Batch-1 latency (µs) and batch-64 throughput (images/s) of each engine,
+/// medians over rounds in which every engine runs in turn.
+fn measure(
+    opts: &BenchOptions,
+    engines: &mut [OrtEngine],
+    mut round_started: impl FnMut(usize),
+) -> Result<Vec<(f64, f64)>, ExportError> {
+    let i = opts.input;
+    let per = i.channels * i.height * i.width;
+    let (one, many) = (vec![0.5f32; per], vec![0.5f32; 64 * per]);
+    let mut lat = vec![vec![]; engines.len()];
+    let mut thr = vec![vec![]; engines.len()];
+    for round in 0..opts.rounds {
+        round_started(round);
+        for (k, e) in engines.iter_mut().enumerate() {
+            for _ in 0..opts.latency_runs {
+                let t = Instant::now();
+                e.run(&one, &[1, i.channels, i.height, i.width])?;
+                lat[k].push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let t = Instant::now();
+            for _ in 0..opts.throughput_runs {
+                e.run(&many, &[64, i.channels, i.height, i.width])?;
+            }
+            thr[k].push((64 * opts.throughput_runs) as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(lat
+        .into_iter()
+        .map(median)
+        .zip(thr.into_iter().map(median))
+        .collect())
 }

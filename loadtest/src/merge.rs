@@ -129,27 +129,23 @@ fn merged_load(level: usize, parts: &[&Report]) -> Result<Load, MergeError> {
     })
 }
 
-fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
-    check_alike(level, parts)?;
+/// The record of every part's successes and failures added together: the
+/// same addition as a run's windows get, on what the reports kept.
+fn merged_record(level: usize, parts: &[&Report]) -> Result<Recorder, MergeError> {
     let mut record = Recorder::new();
     for (i, r) in parts.iter().enumerate() {
-        let histogram =
-            histogram_from_text(&r.histogram).map_err(|reason| MergeError::Histogram {
-                level,
-                run: i + 1,
-                reason,
-            })?;
+        let bad = |reason| MergeError::Histogram {
+            level,
+            run: i + 1,
+            reason,
+        };
+        let histogram = histogram_from_text(&r.histogram).map_err(bad)?;
         if histogram.len() != r.ok {
-            return Err(MergeError::Histogram {
-                level,
-                run: i + 1,
-                reason: HistogramTextError::Count {
-                    held: histogram.len(),
-                    ok: r.ok,
-                },
-            });
+            return Err(bad(HistogramTextError::Count {
+                held: histogram.len(),
+                ok: r.ok,
+            }));
         }
-        // The same addition as a run's windows get, on what the report kept.
         record.merge(&Recorder {
             latency: histogram,
             errors: r.errors.clone(),
@@ -160,19 +156,28 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
             not_sent: r.not_sent,
         });
     }
+    Ok(record)
+}
+
+/// Each replica's counts over every part.
+fn merged_replicas(parts: &[&Report]) -> Vec<ReplicaCount> {
+    let mut replicas: BTreeMap<String, ReplicaCount> = BTreeMap::new();
+    for c in parts.iter().flat_map(|r| &r.replicas) {
+        let m = replicas.entry(c.address.clone()).or_default();
+        m.address.clone_from(&c.address);
+        m.ok += c.ok;
+        m.failed += c.failed;
+        m.retried_elsewhere += c.retried_elsewhere;
+    }
+    replicas.into_values().collect()
+}
+
+fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
+    check_alike(level, parts)?;
+    let record = merged_record(level, parts)?;
     let sum = |f: fn(&Report) -> u64| parts.iter().map(|r| f(r)).sum::<u64>();
     let concurrency = parts.iter().map(|r| r.concurrency).sum::<Option<usize>>();
     let rate = parts.iter().map(|r| r.rate).sum::<Option<f64>>();
-    let mut replicas: BTreeMap<String, ReplicaCount> = BTreeMap::new();
-    for r in parts {
-        for c in &r.replicas {
-            let m = replicas.entry(c.address.clone()).or_default();
-            m.address.clone_from(&c.address);
-            m.ok += c.ok;
-            m.failed += c.failed;
-            m.retried_elsewhere += c.retried_elsewhere;
-        }
-    }
     let requests_per_s: f64 = parts.iter().map(|r| r.requests_per_s).sum();
     let stable = parts
         .iter()
@@ -201,7 +206,7 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
         stable,
         windows: parts.iter().map(|r| r.windows).max().unwrap_or(1),
         retried: sum(|r| r.retried),
-        replicas: replicas.into_values().collect(),
+        replicas: merged_replicas(parts),
         bad_requests: record.hostile,
         intervals: vec![],
         start_s: None,

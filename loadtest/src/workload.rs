@@ -210,66 +210,10 @@ impl Workload {
         if o.batch == 0 {
             return Err(WorkloadError::NoBatch.into());
         }
-        let mut first = None;
-        for r in replicas.members() {
-            let chan = r
-                .client
-                .first()
-                .cloned()
-                .ok_or(LoadError::Server(ServerError::NoConnection))?;
-            let mut client = GrpcInferenceServiceClient::new(chan);
-            check_live(&mut client)
-                .await
-                .map_err(|e| match replicas.len() {
-                    1 => e,
-                    _ => ServerError::Replica {
-                        address: r.address.clone(),
-                        source: Box::new(e),
-                    },
-                })?;
-            first.get_or_insert(client);
-        }
+        let first = live_replicas(&replicas).await?;
         let (calls, description) = match o.api {
-            Api::Infer => {
-                let Some(mut client) = first else {
-                    return Err(ServerError::NoConnection.into());
-                };
-                let meta = client
-                    .model_metadata(ModelMetadataRequest {
-                        name: o.model.clone(),
-                        version: o.version.clone(),
-                    })
-                    .await
-                    .map_err(|s| model_error(o, &s))?
-                    .into_inner();
-                let inputs = with_shapes(meta.inputs, &o.shapes);
-                let reqs = infer_requests(o, &inputs)?;
-                let description = format!(
-                    "ModelInfer {}{} batch {} ({})",
-                    o.model,
-                    version_suffix(&o.version),
-                    o.batch,
-                    describe_inputs(&inputs)
-                );
-                let calls: Vec<Call> = reqs.into_iter().map(Call::Infer).collect();
-                (calls, description)
-            }
-            Api::Classify => {
-                let reqs = classify_requests(o)?;
-                let description = format!(
-                    "Classify {}{} batch {} ({} images)",
-                    if o.model.is_empty() {
-                        "(server default)"
-                    } else {
-                        &o.model
-                    },
-                    version_suffix(&o.version),
-                    o.batch,
-                    reqs.len() * o.batch
-                );
-                let calls: Vec<Call> = reqs.into_iter().map(Call::Classify).collect();
-                (calls, description)
-            }
+            Api::Infer => grpc_infer_calls(first, o).await?,
+            Api::Classify => grpc_classify_calls(o)?,
         };
         let clients: Replicas<Vec<GrpcClients>> =
             replicas.map(|chans| chans.into_iter().map(GrpcClients::new).collect());
@@ -509,6 +453,71 @@ async fn rest_infer_posts(
         if o.json_tensors { "JSON" } else { "binary" }
     );
     Ok((posts, description))
+}
+
+/// Checks every replica is a live KServe server; the first one's client,
+/// which the model's metadata is asked of.
+async fn live_replicas(
+    replicas: &Replicas<Vec<Chan>>,
+) -> Result<GrpcInferenceServiceClient<Chan>, LoadError> {
+    let mut first = None;
+    for r in replicas.members() {
+        let chan = r.client.first().cloned().ok_or(ServerError::NoConnection)?;
+        let mut client = GrpcInferenceServiceClient::new(chan);
+        check_live(&mut client)
+            .await
+            .map_err(|e| match replicas.len() {
+                1 => e,
+                _ => ServerError::Replica {
+                    address: r.address.clone(),
+                    source: Box::new(e),
+                },
+            })?;
+        first.get_or_insert(client);
+    }
+    Ok(first.ok_or(ServerError::NoConnection)?)
+}
+
+/// ModelInfer requests for the model's inputs (its metadata, or the
+/// shapes given), and the run's description.
+async fn grpc_infer_calls(
+    mut client: GrpcInferenceServiceClient<Chan>,
+    o: &WorkloadOptions,
+) -> Result<(Vec<Call>, String), LoadError> {
+    let meta = client
+        .model_metadata(ModelMetadataRequest {
+            name: o.model.clone(),
+            version: o.version.clone(),
+        })
+        .await
+        .map_err(|s| model_error(o, &s))?
+        .into_inner();
+    let inputs = with_shapes(meta.inputs, &o.shapes);
+    let reqs = infer_requests(o, &inputs)?;
+    let description = format!(
+        "ModelInfer {}{} batch {} ({})",
+        o.model,
+        version_suffix(&o.version),
+        o.batch,
+        describe_inputs(&inputs)
+    );
+    Ok((reqs.into_iter().map(Call::Infer).collect(), description))
+}
+
+/// Classify requests of the images given, and the run's description.
+fn grpc_classify_calls(o: &WorkloadOptions) -> Result<(Vec<Call>, String), LoadError> {
+    let reqs = classify_requests(o)?;
+    let model = match o.model.is_empty() {
+        true => "(server default)",
+        false => &o.model,
+    };
+    let description = format!(
+        "Classify {model}{} batch {} ({} images)",
+        version_suffix(&o.version),
+        o.batch,
+        reqs.len() * o.batch
+    );
+    Ok((reqs.into_iter().map(Call::Classify).collect(), description))
 }
 
 /// The REST classification bodies (one image each) and their description.

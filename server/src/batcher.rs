@@ -424,29 +424,12 @@ fn execute(
     match result {
         Ok(outs) => {
             stats.record_execution(*id, images, rows - images, compute, inline);
-            let by_name: Vec<Option<&rir_infer::Output>> = desc
-                .outputs
-                .iter()
-                .map(|n| outs.iter().find(|o| &o.name == n))
-                .collect();
-            let mut row = 0;
-            for j in live {
-                let mut outputs = vec![];
-                for (k, o) in by_name.iter().enumerate() {
-                    let width = desc.output_widths[k];
-                    outputs.push(o.map_or_else(Vec::new, |o| {
-                        o.data[row * width..(row + j.n) * width].to_vec()
-                    }));
-                }
-                row += j.n;
-                let _ = j.reply.send(Ok(JobOutput {
-                    outputs,
-                    queue: started.saturating_duration_since(j.enqueued),
-                    compute,
-                    batch_size: images,
-                    ran_at: started,
-                }));
-            }
+            let run = Ran {
+                started,
+                compute,
+                images,
+            };
+            answer(live, &outs, desc, run);
         }
         Err(e) => {
             tracing::error!(model = %desc.name, "inference failed: {e}");
@@ -454,5 +437,43 @@ fn execute(
                 let _ = j.reply.send(Err(JobError::Engine(e.to_string())));
             }
         }
+    }
+}
+
+/// One engine run: when it began, how long it took, the images it held.
+#[derive(Clone, Copy)]
+struct Ran {
+    started: Instant,
+    compute: Duration,
+    images: usize,
+}
+
+/// Hands each job its rows of the batch's outputs, in the order the jobs
+/// were batched.
+fn answer(live: Vec<Job>, outs: &[rir_infer::Output], desc: &ModelDescriptor, run: Ran) {
+    let by_name: Vec<Option<&rir_infer::Output>> = desc
+        .outputs
+        .iter()
+        .map(|n| outs.iter().find(|o| &o.name == n))
+        .collect();
+    let mut row = 0;
+    for j in live {
+        let outputs = by_name
+            .iter()
+            .zip(&desc.output_widths)
+            .map(|(o, &width)| {
+                o.map_or_else(Vec::new, |o| {
+                    o.data[row * width..(row + j.n) * width].to_vec()
+                })
+            })
+            .collect();
+        row += j.n;
+        let _ = j.reply.send(Ok(JobOutput {
+            outputs,
+            queue: run.started.saturating_duration_since(j.enqueued),
+            compute: run.compute,
+            batch_size: run.images,
+            ran_at: run.started,
+        }));
     }
 }

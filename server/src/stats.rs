@@ -189,110 +189,61 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
         let r = Registry::new();
+        let m = Make(&r);
         // Durations: geometric buckets from 50 µs to about 6.5 s.
         let secs: Vec<f64> = (0..18).map(|i| 50e-6 * 2f64.powi(i)).collect();
         let sizes: Vec<f64> = (0..10).map(|i| 2f64.powi(i)).collect();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            registered(&r, IntCounterVec::new(Opts::new(name, help), labels))
-        };
-        let per_model = |name: &str, help: &str| counter(name, help, &["model"]);
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-            registered(&r, HistogramVec::new(opts, &["model"]))
-        };
-        let gauge = |name: &str, help: &str, label: &str| {
-            registered(&r, IntGaugeVec::new(Opts::new(name, help), &[label]))
-        };
-        let resident_memory = registered(
-            &r,
-            IntGauge::new(
-                "process_resident_memory_bytes",
-                "resident memory size in bytes",
-            ),
-        )?;
-        let open_fds = registered(
-            &r,
-            IntGauge::new("process_open_fds", "number of open file descriptors"),
-        )?;
-        let connections = gauge("rir_open_connections", "open client connections", "front")?;
-        let connections_refused = counter(
-            "rir_connections_refused_total",
-            "connections closed on arrival: over the limit, or silent",
-            &["front", "reason"],
-        )?;
-        let shed = counter(
-            "rir_requests_shed_total",
-            "requests answered at once, unread and unrun: memory budget spent, or decoders busy",
-            &["reason"],
-        )?;
-        let inflight_bytes = registered(
-            &r,
-            IntGauge::new(
-                "rir_inflight_request_bytes",
-                "bytes of the in-flight budget (--max-inflight-mb) held by requests",
-            ),
-        )?;
-        let connections_cut = counter(
-            "rir_connections_cut_total",
-            "connections closed by the server when a phase passed its deadline",
-            &["front", "reason"],
-        )?;
-        let requests = counter(
-            "rir_requests_total",
-            "gRPC inference requests by model, outcome and reason",
-            &["model", "outcome", "reason"],
-        )?;
+        let front = Front::register(&m)?;
         Ok(Metrics {
-            requests,
-            inferences: per_model("rir_inference_count", "images inferred")?,
-            executions: per_model("rir_execution_count", "engine executions (batches)")?,
-            queue_seconds: histogram(
+            requests: m.counter(
+                "rir_requests_total",
+                "gRPC inference requests by model, outcome and reason",
+                &["model", "outcome", "reason"],
+            )?,
+            inferences: m.per_model("rir_inference_count", "images inferred")?,
+            executions: m.per_model("rir_execution_count", "engine executions (batches)")?,
+            queue_seconds: m.histogram(
                 "rir_queue_seconds",
                 "time requests waited in the batching queue",
                 &secs,
             )?,
-            compute_seconds: histogram("rir_compute_seconds", "engine time per batch", &secs)?,
-            batch_size: histogram("rir_batch_size", "images per executed batch", &sizes)?,
-            pending: gauge(
-                "rir_pending_requests",
-                "requests waiting in the queue",
-                "model",
-            )?,
-            padded: per_model(
+            compute_seconds: m.histogram("rir_compute_seconds", "engine time per batch", &secs)?,
+            batch_size: m.histogram("rir_batch_size", "images per executed batch", &sizes)?,
+            pending: m.gauge("rir_pending_requests", "requests waiting in the queue", "model")?,
+            padded: m.per_model(
                 "rir_padded_images_total",
                 "zero images added to fill batches up to their bucket size",
             )?,
-            inline_executions: per_model(
+            inline_executions: m.per_model(
                 "rir_inline_executions_total",
                 "engine executions run on the thread that received the request, \
                  with no hand-off to an engine thread",
             )?,
-            instance_executions: counter(
+            instance_executions: m.counter(
                 "rir_instance_executions_total",
                 "engine executions by model and engine instance",
                 &["model", "instance"],
             )?,
-            loads: counter(
+            loads: m.counter(
                 "rir_model_loads_total",
                 "model version loads by outcome (ready, failed)",
                 &["model", "outcome"],
             )?,
-            loads_coalesced: per_model(
+            loads_coalesced: m.per_model(
                 "rir_model_loads_coalesced_total",
                 "load calls that took the result of a load of the same model that ran while they waited",
             )?,
-            stalled: counter(
-                "rir_stalled_requests_total",
-                "requests whose body stopped arriving for the body timeout",
-                &["front"],
+            connections: front.connections,
+            connections_refused: front.refused,
+            stalled: front.stalled,
+            shed: front.shed,
+            inflight_bytes: front.inflight_bytes,
+            connections_cut: front.cut,
+            resident_memory: m.plain_gauge(
+                "process_resident_memory_bytes",
+                "resident memory size in bytes",
             )?,
-            connections,
-            connections_refused,
-            shed,
-            inflight_bytes,
-            connections_cut,
-            resident_memory,
-            open_fds,
+            open_fds: m.plain_gauge("process_open_fds", "number of open file descriptors")?,
             triton: TritonCounters::new(&r)?,
             registry: r,
         })
@@ -307,6 +258,84 @@ impl Metrics {
             out = format!("# encoding failed: {e}\n");
         }
         out
+    }
+}
+
+/// Makes metrics and registers them in one registry.
+struct Make<'r>(&'r Registry);
+
+impl Make<'_> {
+    fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, prometheus::Error> {
+        registered(self.0, IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn per_model(&self, name: &str, help: &str) -> Result<IntCounterVec, prometheus::Error> {
+        self.counter(name, help, &["model"])
+    }
+
+    fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+    ) -> Result<HistogramVec, prometheus::Error> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        registered(self.0, HistogramVec::new(opts, &["model"]))
+    }
+
+    fn gauge(&self, name: &str, help: &str, label: &str) -> Result<IntGaugeVec, prometheus::Error> {
+        registered(self.0, IntGaugeVec::new(Opts::new(name, help), &[label]))
+    }
+
+    fn plain_gauge(&self, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+        registered(self.0, IntGauge::new(name, help))
+    }
+}
+
+/// The metrics of connections and of requests refused before they run.
+struct Front {
+    connections: IntGaugeVec,
+    refused: IntCounterVec,
+    stalled: IntCounterVec,
+    shed: IntCounterVec,
+    inflight_bytes: IntGauge,
+    cut: IntCounterVec,
+}
+
+impl Front {
+    fn register(m: &Make) -> Result<Self, prometheus::Error> {
+        Ok(Front {
+            connections: m.gauge("rir_open_connections", "open client connections", "front")?,
+            refused: m.counter(
+                "rir_connections_refused_total",
+                "connections closed on arrival: over the limit, or silent",
+                &["front", "reason"],
+            )?,
+            stalled: m.counter(
+                "rir_stalled_requests_total",
+                "requests whose body stopped arriving for the body timeout",
+                &["front"],
+            )?,
+            shed: m.counter(
+                "rir_requests_shed_total",
+                "requests answered at once, unread and unrun: memory budget spent, or decoders busy",
+                &["reason"],
+            )?,
+            inflight_bytes: m.plain_gauge(
+                "rir_inflight_request_bytes",
+                "bytes of the in-flight budget (--max-inflight-mb) held by requests",
+            )?,
+            cut: m.counter(
+                "rir_connections_cut_total",
+                "connections closed by the server when a phase passed its deadline",
+                &["front", "reason"],
+            )?,
+        })
     }
 }
 

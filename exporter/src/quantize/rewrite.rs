@@ -331,7 +331,20 @@ fn quantize_conv(
             what: "bias",
             name: b_name.to_string(),
         })?;
-    let (bcodes, bscales) = quantize_bias(&floats(b)?, x_grid.scale, &wg);
+    let bd = quantize_conv_bias(out, b, x_grid.scale, &wg)?;
+    Ok((deq, Some(bd)))
+}
+
+/// Adds the int32 bias `b` on the grid of the input's and the kernel's
+/// scales (with its `DequantizeLinear`) to `out`; returns its name.
+fn quantize_conv_bias(
+    out: &mut GraphProto,
+    b: &TensorProto,
+    input_scale: f32,
+    wg: &WeightGrid,
+) -> Result<String, ExportError> {
+    let b_name = &b.name;
+    let (bcodes, bscales) = quantize_bias(&floats(b)?, input_scale, wg);
     let c = bcodes.len();
     let (bq, bs, bz, bd) = (
         format!("{b_name}_int32"),
@@ -355,7 +368,7 @@ fn quantize_conv(
         .push(vector(bz.clone(), DataType::Int32, c, vec![0; 4 * c]));
     out.node
         .push(qdq_node("DequantizeLinear", [&bq, &bs, &bz], &bd, Some(0)));
-    Ok((deq, Some(bd)))
+    Ok(bd)
 }
 
 #[cfg(test)]

@@ -152,6 +152,44 @@ fn tls(config: &GrpcConfig) -> Result<Option<tonic::transport::ServerTlsConfig>,
 /// Serves `core` on the connections `gate` admits from `listener` until
 /// `shutdown` resolves, then reports NOT_SERVING on health, stops
 /// accepting and lets in-flight calls finish.
+/// The HTTP/2 transport with its limits and keep-alive, and TLS when
+/// configured.
+fn transport(config: &GrpcConfig) -> Result<tonic::transport::Server, ServerError> {
+    let h2 = config.http2;
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .http2_max_header_list_size(h2.max_header_list_bytes)
+        .http2_keepalive_interval(Some(h2.keepalive_interval))
+        .http2_keepalive_timeout(Some(h2.keepalive_timeout));
+    if let Some(tls) = tls(config)? {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+    Ok(builder)
+}
+
+/// Wraps each request body in the idle and total body deadlines; a body
+/// that stalls ends the call with DEADLINE_EXCEEDED, counted in the gate.
+fn body_deadlines(
+    config: &GrpcConfig,
+    gate: &Gate,
+) -> impl Fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> + Clone + use<> {
+    let timing = stall::BodyTiming {
+        idle: config.body_timeout,
+        total: config.body_deadline,
+    };
+    let stalls = gate.stalls();
+    move |req| {
+        let stalls = stalls.clone();
+        req.map(|body| {
+            tonic::body::Body::new(stall::guarded(body, timing, stalls, |s| {
+                Box::new(Status::deadline_exceeded(s.to_string()))
+            }))
+        })
+    }
+}
+
 pub(crate) async fn serve(
     core: Arc<Core>,
     config: &GrpcConfig,
@@ -181,17 +219,7 @@ pub(crate) async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
-    let h2 = config.http2;
-    let mut builder = tonic::transport::Server::builder()
-        .max_concurrent_streams(h2.max_concurrent_streams)
-        .http2_max_header_list_size(h2.max_header_list_bytes)
-        .http2_keepalive_interval(Some(h2.keepalive_interval))
-        .http2_keepalive_timeout(Some(h2.keepalive_timeout));
-    if let Some(tls) = tls(config)? {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| ServerError::Tls(e.to_string()))?;
-    }
+    let builder = transport(config)?;
     let on_shutdown = async move {
         shutdown.await;
         health
@@ -201,26 +229,14 @@ pub(crate) async fn serve(
             .set_not_serving::<ImageClassifierServer<Service>>()
             .await;
     };
-    let timing = stall::BodyTiming {
-        idle: config.body_timeout,
-        total: config.body_deadline,
-    };
-    let stalls = gate.stalls();
     let router = builder
         .layer(tower::util::MapRequestLayer::new(mark_spoke))
         .layer(tower::util::MapResponseLayer::new(
             oversized_to_resource_exhausted,
         ))
-        .layer(tower::util::MapRequestLayer::new(
-            move |req: http::Request<tonic::body::Body>| {
-                let stalls = stalls.clone();
-                req.map(|body| {
-                    tonic::body::Body::new(stall::guarded(body, timing, stalls, |s| {
-                        Box::new(Status::deadline_exceeded(s.to_string()))
-                    }))
-                })
-            },
-        ))
+        .layer(tower::util::MapRequestLayer::new(body_deadlines(
+            config, &gate,
+        )))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             inference,
             auth.clone(),

@@ -196,60 +196,55 @@ fn param_bool(value: Option<&Scalar>, key: &'static str) -> Result<Option<bool>,
 
 /// Reads a request body. `header_length` is the value of
 /// `Inference-Header-Content-Length`: the JSON's length when binary data
-/// follows it, or None when the whole body is JSON.
-pub(crate) fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, DecodeError> {
-    let json_len = header_length.unwrap_or(body.len());
-    if json_len > body.len() {
-        return Err(DecodeError::HeaderLength {
-            declared: json_len,
-            body: body.len(),
-        });
-    }
-    let mut json: RequestJson =
-        serde_json::from_slice(&body[..json_len]).map_err(|e| DecodeError::Json(e.to_string()))?;
-    let mut offset = json_len;
-    let mut values = Vec::with_capacity(json.inputs.len());
-    for input in &mut json.inputs {
-        let size = param(
-            input.parameters.binary_data_size.as_ref(),
-            "binary_data_size",
-            "a non-negative integer",
-            Scalar::as_u64,
-        )?;
-        let v = match (size, input.data.take()) {
-            (Some(_), Some(_)) => return Err(DecodeError::BothData(input.name.clone())),
-            (Some(size), None) => {
-                let end = usize::try_from(size)
-                    .ok()
-                    .and_then(|s| offset.checked_add(s))
-                    .filter(|end| *end <= body.len())
-                    .ok_or_else(|| DecodeError::BinaryShort {
-                        input: input.name.clone(),
-                        size,
-                        left: body.len() - offset,
-                    })?;
-                let r = offset..end;
-                offset = end;
-                Values::Binary(r)
-            }
-            (None, None) => return Err(DecodeError::NoData(input.name.clone())),
-            (None, Some(data)) if input.datatype == Datatype::Uint8.name() => Values::Uint(
-                data.unsigned()
-                    .map_err(|super::bounded::NotUnsigned(value)| DecodeError::Value {
-                        input: input.name.clone(),
-                        value,
-                    })?,
-            ),
-            (None, Some(data)) => Values::Fp32(data.values),
-        };
-        values.push(v);
-    }
-    if offset != body.len() {
-        return Err(DecodeError::Trailing(body.len() - offset));
-    }
-    let mut outputs = Vec::with_capacity(json.outputs.len());
+/// Where `input`'s values are: a range of the binary part after
+/// `offset` (moved past it), or the JSON `data` read as its datatype.
+fn input_values(
+    input: &mut InputJson,
+    body: &[u8],
+    offset: &mut usize,
+) -> Result<Values, DecodeError> {
+    let size = param(
+        input.parameters.binary_data_size.as_ref(),
+        "binary_data_size",
+        "a non-negative integer",
+        Scalar::as_u64,
+    )?;
+    Ok(match (size, input.data.take()) {
+        (Some(_), Some(_)) => return Err(DecodeError::BothData(input.name.clone())),
+        (Some(size), None) => {
+            let end = usize::try_from(size)
+                .ok()
+                .and_then(|s| offset.checked_add(s))
+                .filter(|end| *end <= body.len())
+                .ok_or_else(|| DecodeError::BinaryShort {
+                    input: input.name.clone(),
+                    size,
+                    left: body.len() - *offset,
+                })?;
+            let r = *offset..end;
+            *offset = end;
+            Values::Binary(r)
+        }
+        (None, None) => return Err(DecodeError::NoData(input.name.clone())),
+        (None, Some(data)) if input.datatype == Datatype::Uint8.name() => Values::Uint(
+            data.unsigned()
+                .map_err(|super::bounded::NotUnsigned(value)| DecodeError::Value {
+                    input: input.name.clone(),
+                    value,
+                })?,
+        ),
+        (None, Some(data)) => Values::Fp32(data.values),
+    })
+}
+
+/// The outputs asked for (with their classification extension), and the
+/// ones whose `binary_data` is set either way.
+fn requested_outputs(
+    asked: &[OutputRequestJson],
+) -> Result<(Vec<RequestedOutput>, HashMap<String, bool>), DecodeError> {
+    let mut outputs = Vec::with_capacity(asked.len());
     let mut binary_named = HashMap::new();
-    for o in &json.outputs {
+    for o in asked {
         let positive = |v: &Scalar| v.as_u64().filter(|k| *k > 0);
         let classification = param(
             o.parameters.classification.as_ref(),
@@ -266,6 +261,29 @@ pub(crate) fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decode
             binary_named.insert(o.name.clone(), b);
         }
     }
+    Ok((outputs, binary_named))
+}
+
+/// follows it, or None when the whole body is JSON.
+pub(crate) fn decode(body: &[u8], header_length: Option<usize>) -> Result<Decoded, DecodeError> {
+    let json_len = header_length.unwrap_or(body.len());
+    if json_len > body.len() {
+        return Err(DecodeError::HeaderLength {
+            declared: json_len,
+            body: body.len(),
+        });
+    }
+    let mut json: RequestJson =
+        serde_json::from_slice(&body[..json_len]).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let mut offset = json_len;
+    let mut values = Vec::with_capacity(json.inputs.len());
+    for input in &mut json.inputs {
+        values.push(input_values(input, body, &mut offset)?);
+    }
+    if offset != body.len() {
+        return Err(DecodeError::Trailing(body.len() - offset));
+    }
+    let (outputs, binary_named) = requested_outputs(&json.outputs)?;
     let binary_default = param_bool(
         json.parameters.binary_data_output.as_ref(),
         "binary_data_output",
