@@ -211,3 +211,147 @@ fn correct(raw: &[Vec<u8>], labels: &[u8]) -> Result<usize, ClientError> {
         .filter(|(row, label)| best(row) == **label as usize)
         .count())
 }
+
+/// Who recorded the accuracy a served model is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordedBy {
+    /// The trainer, evaluating the exported checkpoint.
+    Trainer,
+    /// The quantizer, measuring the int8 model it wrote.
+    Quantization,
+}
+
+impl RecordedBy {
+    /// What the figure is, in a sentence's words.
+    pub fn what(self) -> &'static str {
+        match self {
+            RecordedBy::Trainer => "trainer's evaluation of the exported checkpoint",
+            RecordedBy::Quantization => "int8 model's accuracy measured when it was quantized",
+        }
+    }
+
+    /// Who it is, as the subject of a sentence.
+    pub fn who(self) -> &'static str {
+        match self {
+            RecordedBy::Trainer => "the trainer",
+            RecordedBy::Quantization => "the quantization",
+        }
+    }
+}
+
+/// The served accuracy beside the one its model file records.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AgainstRecorded {
+    /// The recorded test accuracy (0 to 1).
+    pub recorded: f64,
+    /// Who recorded it.
+    pub by: RecordedBy,
+    /// The served accuracy (0 to 1).
+    pub served: f64,
+    /// Images the two figures are apart.
+    pub apart: u64,
+    /// Whether the served figure reproduces the recorded one (at most
+    /// 0.1 % apart: `rir_arch::meta::reproduces_recorded_accuracy`).
+    pub reproduced: bool,
+}
+
+/// A model file that records no accuracy to hold the server to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the model records no trainer accuracy ({})", onnx::keys::METRICS)]
+pub struct NothingRecorded;
+
+/// Judges `served` against what `info` records: an int8 model is held to
+/// the accuracy measured when it was quantized, any other to the
+/// trainer's.
+pub fn against_recorded(
+    info: &rir_contract::ModelInfo,
+    served: &Accuracy,
+) -> Result<AgainstRecorded, NothingRecorded> {
+    let (recorded, by) = match info.quantization().and_then(|q| q.test_accuracy) {
+        Some(int8) => (int8, RecordedBy::Quantization),
+        None => {
+            let trained = info.recorded_metrics().and_then(|m| m.test_accuracy());
+            (trained.ok_or(NothingRecorded)?, RecordedBy::Trainer)
+        }
+    };
+    let fraction = served.fraction();
+    Ok(AgainstRecorded {
+        recorded,
+        by,
+        served: fraction,
+        apart: ((fraction - recorded).abs() * served.total as f64).round() as u64,
+        reproduced: rir_arch::meta::reproduces_recorded_accuracy(fraction, recorded),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn info(meta: &[(&str, &str)]) -> rir_contract::ModelInfo {
+        rir_contract::ModelInfo {
+            inputs: vec![],
+            outputs: vec![],
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            op_types: vec![],
+            opset: 17,
+        }
+    }
+
+    const TRAINER: &str = r#"{"epochs": 30, "last": {"test_acc": 0.9452}}"#;
+
+    #[test]
+    fn the_served_figure_is_held_to_the_trainer_s_within_a_thousandth() {
+        let i = info(&[(onnx::keys::METRICS, TRAINER)]);
+        // 9,452 of 10,000 is the recorded figure; 9,442 is 10 images (0.1 %) off.
+        let at = |correct| Accuracy {
+            correct,
+            total: 10_000,
+        };
+        let j = against_recorded(&i, &at(9_442)).unwrap();
+        assert_eq!(
+            (j.by, j.apart, j.reproduced),
+            (RecordedBy::Trainer, 10, true)
+        );
+        let j = against_recorded(&i, &at(9_300)).unwrap();
+        assert_eq!((j.apart, j.reproduced), (152, false));
+    }
+
+    #[test]
+    fn an_int8_model_is_held_to_its_own_figure() {
+        let q = r#"{"method": "minmax", "images": 512, "seed": 0, "per_channel": true,
+            "max_code": 127, "convolutions": 18, "tensors": 40, "source_sha256": "x",
+            "test_accuracy": 0.9, "source_test_accuracy": 0.9452}"#;
+        let i = info(&[
+            (onnx::keys::METRICS, TRAINER),
+            (onnx::keys::QUANTIZATION, q),
+        ]);
+        let j = against_recorded(
+            &i,
+            &Accuracy {
+                correct: 9_000,
+                total: 10_000,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (j.by, j.recorded, j.reproduced),
+            (RecordedBy::Quantization, 0.9, true)
+        );
+        assert_eq!(
+            against_recorded(
+                &info(&[]),
+                &Accuracy {
+                    correct: 1,
+                    total: 1
+                }
+            ),
+            Err(NothingRecorded)
+        );
+    }
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rir_client::balance::Replicas;
 use rir_client::connect::{ConnectOptions, connect};
-use rir_testkit::server::TestServer;
+use rir_testserver::server::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_default_model_scores_what_the_trainer_measured() {
@@ -234,7 +234,7 @@ async fn rir_health_exit_statuses_and_the_container_healthcheck() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_int8_version_served_beside_the_fp32_one_scores_what_its_quantization_measured() {
     let repo = tempfile::tempdir().unwrap();
-    let int8 = rir_testkit::models::shipped_with_int8(repo.path());
+    let int8 = rir_testserver::models::shipped_with_int8(repo.path());
     let s = TestServer::start(Some(repo.path()), &[]).await;
     for version in ["1", "2"] {
         assert!(

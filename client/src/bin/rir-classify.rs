@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use rir_client::accuracy::{Accuracy, evaluate};
+use rir_client::accuracy::{Accuracy, against_recorded, evaluate};
 use rir_client::balance::{Replicas, Tally, replica_table};
 use rir_client::connect::{
     Chan, ClientAuthArgs, ConnectOptions, classify_client, connect_replicas, resolve,
@@ -136,46 +136,23 @@ async fn eval(cli: &Cli, source: Source, replicas: &Replicas<Chan>) -> Result<()
     }
 }
 
-/// Whether the served accuracy reproduces the one the trainer recorded in
-/// the model file `f`; an error with both figures when it does not.
-/// An int8 model is held to the accuracy measured when it was quantized.
+/// Whether the served accuracy reproduces the one the model file `f`
+/// records; an error with both figures when it does not.
 fn check_recorded(f: &Path, acc: &Accuracy) -> Result<()> {
     let info = rir_contract::ModelInfo::read(f)?;
-    // The figure, what it is, who recorded it, whose it is.
-    let (trained, whose, who, owner) = match info.quantization().and_then(|q| q.test_accuracy) {
-        Some(int8) => (
-            int8,
-            "int8 model's accuracy measured when it was quantized",
-            "its quantization recorded",
-            "the quantization",
-        ),
-        None => (
-            info.recorded_metrics()
-                .and_then(|m| m.test_accuracy())
-                .with_context(|| {
-                    format!(
-                        "{} records no trainer accuracy ({})",
-                        f.display(),
-                        rir_contract::onnx::keys::METRICS
-                    )
-                })?,
-            "trainer's evaluation of the exported checkpoint",
-            "the trainer recorded",
-            "the trainer",
-        ),
-    };
-    let served = acc.fraction();
-    println!("{whose} ({}): {:.2} %", f.display(), 100.0 * trained);
-    if !rir_arch::meta::reproduces_recorded_accuracy(served, trained) {
+    let j = against_recorded(&info, acc).with_context(|| f.display().to_string())?;
+    let (served, recorded) = (100.0 * j.served, 100.0 * j.recorded);
+    println!("{} ({}): {recorded:.2} %", j.by.what(), f.display());
+    if !j.reproduced {
         bail!(
-            "the served model scores {:.2} %, {who} {:.2} %",
-            100.0 * served,
-            100.0 * trained
+            "the served model scores {served:.2} %, {} recorded {recorded:.2} %",
+            j.by.who()
         );
     }
     println!(
-        "served accuracy reproduces {owner}'s ({} of {} images apart; at most 0.1 % may be)",
-        ((served - trained).abs() * acc.total as f64).round(),
+        "served accuracy reproduces {}'s ({} of {} images apart; at most 0.1 % may be)",
+        j.by.who(),
+        j.apart,
         acc.total
     );
     Ok(())
