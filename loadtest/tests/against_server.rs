@@ -13,7 +13,7 @@ use rir_loadtest::run::run;
 use rir_loadtest::workload::{Api, InputData, Workload, WorkloadOptions};
 use rir_testkit::doubles::stub::{Script, StubServer};
 use rir_testkit::images::png;
-use rir_testkit::server::TestServer;
+use rir_testserver::server::TestServer;
 
 fn options(api: Api, model: &str, batch: usize, input: InputData) -> WorkloadOptions {
     WorkloadOptions {
@@ -545,7 +545,7 @@ async fn rest_failures_are_reported_under_the_grpc_code_of_their_http_status() {
     // 404 and 503: the model unloaded mid-run, then loaded from a broken
     // file (explicit mode).
     let dir = tempfile::tempdir().unwrap();
-    rir_testkit::models::repository(dir.path());
+    rir_testserver::models::repository(dir.path());
     let flags = ["--model-control-mode", "explicit", "--load-model", "gray"];
     let s = TestServer::start(Some(dir.path()), &flags).await;
     let core = s.core().clone();

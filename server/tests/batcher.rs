@@ -9,7 +9,7 @@ use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_server::batcher::{BatchConfig, Batcher, INLINE_MAX_RUN, Job, JobError};
 use rir_server::scan::describe;
 use rir_server::stats::{Metrics, ModelStats};
-use rir_testkit::models::write_model;
+use rir_testserver::models::write_model;
 use tokio::sync::oneshot;
 
 /// Held by each test for its whole run. The inline path is one turn per

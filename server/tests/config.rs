@@ -11,8 +11,8 @@ use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
 use rir_proto::inference::{
     ModelInstanceGroup, model_config::SchedulingChoice, model_version_policy,
 };
-use rir_testkit::models::write_model;
-use rir_testkit::server::TestServer;
+use rir_testserver::models::write_model;
+use rir_testserver::server::TestServer;
 use tonic::Code;
 
 fn request(model: &str, version: &str, n: usize) -> pb::ModelInferRequest {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use rir_proto::inference::ServerLiveRequest;
 use rir_testkit::requests::fp32_request;
-use rir_testkit::server::TestServer;
 use rir_testkit::web::get;
+use rir_testserver::server::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -15,9 +15,9 @@ use rir_proto::inference::{
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
 use rir_testkit::images::png;
-use rir_testkit::models::{write_model, write_preset};
 use rir_testkit::requests::fp32_request;
-use rir_testkit::server::TestServer;
+use rir_testserver::models::{write_model, write_preset};
+use rir_testserver::server::TestServer;
 use tonic::Code;
 
 fn pixels(n: usize, per: usize, seed: u32) -> Vec<f32> {

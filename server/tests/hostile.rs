@@ -10,8 +10,8 @@ use rir_testkit::attacks::{
     CLASSIFY, MODEL_INFER, empty_entries, many_outputs_gzip, nested_arrays_gzip, raw_call,
 };
 use rir_testkit::requests::fp32_request;
-use rir_testkit::server::TestServer;
 use rir_testkit::web::call;
+use rir_testserver::server::TestServer;
 use tonic::Code;
 
 /// The most one hostile request may add to the server's peak RSS, MiB.

@@ -9,8 +9,8 @@ use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_proto::classify::ClassifyRequest;
 use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
 use rir_testkit::images::png;
-use rir_testkit::server::TestServer;
 use rir_testkit::web::{call, get};
+use rir_testserver::server::TestServer;
 use serde_json::{Value, json};
 
 fn pixels(n: usize, seed: u32) -> Vec<f32> {
@@ -701,7 +701,7 @@ async fn compressed_bodies_answer_as_plain_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_failure_is_500_over_http_and_internal_over_grpc() {
     let dir = tempfile::tempdir().unwrap();
-    rir_testkit::models::write_failing_on_bright_pixels(dir.path(), "fragile", 1);
+    rir_testserver::models::write_failing_on_bright_pixels(dir.path(), "fragile", 1);
     let s = TestServer::start(Some(dir.path()), &["--default-model", "fragile"]).await;
     let infer = format!("{}/v2/models/fragile/infer", s.http_url);
     // A pixel in [0, 1] runs (row 1 of the table); 7 makes the engine fail.

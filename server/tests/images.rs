@@ -7,7 +7,7 @@ use std::io::Write;
 
 use rir_proto::classify::ClassifyRequest;
 use rir_testkit::images::png;
-use rir_testkit::server::TestServer;
+use rir_testserver::server::TestServer;
 use tonic::Code;
 
 /// A valid grayscale PNG of `side` x `side` black pixels, compressed as it

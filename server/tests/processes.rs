@@ -21,10 +21,10 @@ use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceCli
 use rir_proto::inference::model_infer_request::InferInputTensor;
 use rir_proto::inference::{ModelInferRequest, ModelStatisticsRequest, ServerLiveRequest};
 use rir_testkit::binary::Launched;
-use rir_testkit::models::{write_model, write_preset};
 use rir_testkit::process::{spawn as spawn_server, spawn_on as spawn_server_on};
 use rir_testkit::requests::fp32_request;
 use rir_testkit::web::{call, get, metric};
+use rir_testserver::models::{write_model, write_preset};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use rir_arch::InputSpec;
 use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
-use rir_testkit::models::{repository, write_model};
-use rir_testkit::server::TestServer;
 use rir_testkit::web::call;
+use rir_testserver::models::{repository, write_model};
+use rir_testserver::server::TestServer;
 use tonic::Code;
 
 fn request(model: &str) -> pb::ModelInferRequest {

@@ -12,8 +12,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use rir_testkit::doubles::otlp_sink::OtlpSink;
 use rir_testkit::requests::fp32_request;
-use rir_testkit::server::TestServer;
 use rir_testkit::web::call;
+use rir_testserver::server::TestServer;
 use serde_json::json;
 
 const GRPC_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

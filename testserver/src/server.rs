@@ -14,7 +14,7 @@ use rir_server::core::Core;
 use rir_server::{Server, ServerError, Stopped};
 use tonic::transport::Channel;
 
-use crate::web;
+use rir_testkit::web;
 
 /// The flags every test server starts with unless the test gives its own:
 /// one ONNX Runtime thread that does not spin (two cores run the test and
