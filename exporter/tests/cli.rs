@@ -14,11 +14,13 @@ fn bin() -> Command {
 }
 
 /// Exports `ck` to `model` and runs `rir-export verify` on it with `data`.
+/// Exports `ck` with the binary, then verifies the file through the
+/// library (the whole test split of `data`): the typed verdict.
 fn export_and_verify(
     ck: &std::path::Path,
     model: &std::path::Path,
     data: &std::path::Path,
-) -> std::process::Output {
+) -> rir_exporter::pipeline::Verified {
     assert!(
         bin()
             .arg(ck)
@@ -28,13 +30,15 @@ fn export_and_verify(
             .unwrap()
             .success()
     );
-    bin()
-        .arg("verify")
-        .arg(model)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap()
+    let check = rir_exporter::pipeline::Check {
+        verify: rir_exporter::verify::VerifyOptions {
+            images: 10_000,
+            data_dir: Some(data.to_path_buf()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    rir_exporter::pipeline::verify_file(model, &check).unwrap()
 }
 
 #[test]
@@ -72,11 +76,11 @@ fn verify_scores_real_images_when_the_data_set_is_at_hand() {
     let data = dir.path().join("data");
     rir_testkit::data::write_fashion_mnist(&data, 10, 50, 28, true, 3).unwrap();
     let ck = write_random(dir.path(), &micro(Variant::Resnet), 2);
-    let out = export_and_verify(&ck, &dir.path().join("m.onnx"), &data);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("test accuracy on 50 images"), "{stdout}");
-    assert!(stdout.contains("100.00%"), "top-1 agreement: {stdout}");
+    let v = export_and_verify(&ck, &dir.path().join("m.onnx"), &data);
+    assert!(v.verdict.passed(), "{:?}", v.verdict.failures);
+    let (real, acc) = (v.report.real.unwrap(), v.report.accuracy.unwrap());
+    assert_eq!((acc.n, acc.full_split), (50, true));
+    assert_eq!(real.top1_agreement, 1.0);
 }
 
 #[test]
@@ -210,15 +214,15 @@ fn verify_fails_when_the_export_loses_the_trainers_accuracy() {
     });
     let path = dir.path().join("claim.safetensors");
     ck.write_atomic(&path).unwrap();
-    let out = export_and_verify(&path, &dir.path().join("claim.onnx"), &data);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}\n{err}",
-        String::from_utf8_lossy(&out.stdout)
+    let v = export_and_verify(&path, &dir.path().join("claim.onnx"), &data);
+    assert!(
+        matches!(
+            v.verdict.failures[..],
+            [rir_exporter::verdict::Failure::TrainerNotReproduced { recorded, .. }] if recorded == 0.99
+        ),
+        "{:?}",
+        v.verdict.failures
     );
-    assert!(err.contains("the trainer 99.00%"), "{err}");
 }
 
 #[test]

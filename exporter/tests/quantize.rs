@@ -108,34 +108,46 @@ fn verify_fails_on_a_spoiled_scale_and_on_a_wrong_or_missing_source() {
     t.raw_data = (s / 16.0).to_le_bytes().to_vec();
     let spoiled = dir.path().join("spoiled.onnx");
     std::fs::write(&spoiled, model.encode_to_vec()).unwrap();
+    // Through the library: the verdict and the errors are typed.
+    use rir_exporter::ExportError;
+    use rir_exporter::error::SourceError;
+    use rir_exporter::pipeline::{Check, verify_file};
+    use rir_exporter::verdict::Failure;
     let verify = |model: &Path, source: Option<&Path>| {
-        let mut c = bin();
-        c.arg("verify").arg(model).args(["--images", "2000"]);
-        if let Some(s) = source {
-            c.arg("--source").arg(s);
-        }
-        c.output().unwrap()
+        let check = Check {
+            verify: rir_exporter::verify::VerifyOptions {
+                images: 2000,
+                source: source.map(Path::to_path_buf),
+                ..Default::default()
+            },
+            ..Check::default()
+        };
+        verify_file(model, &check)
     };
-    let out = verify(&spoiled, Some(&shipped()));
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("FAILED: top-1 agreement"), "{all}");
+    let v = verify(&spoiled, Some(&shipped())).unwrap();
+    assert!(
+        matches!(v.verdict.failures[..], [Failure::Agreement { min, .. }, ..] if min == 99.5),
+        "{:?}",
+        v.verdict.failures
+    );
     // The untouched model passes on the same images.
-    let out = verify(&int8, Some(&shipped()));
-    assert!(out.status.success(), "{}", text(&out));
+    let v = verify(&int8, Some(&shipped())).unwrap();
+    assert!(v.verdict.passed(), "{:?}", v.verdict.failures);
 
-    let out = verify(&int8, None);
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("pass --source FP32.onnx"), "{all}");
+    let e = verify(&int8, None).unwrap_err();
+    assert!(
+        matches!(e, ExportError::Source(SourceError::Missing)),
+        "{e}"
+    );
     let other = dir.path().join("other.onnx");
     let mut bytes = std::fs::read(shipped()).unwrap();
     bytes.extend_from_slice(&[0xa0, 0x06, 0]); // an unknown field 100 appended: same model, other file
     std::fs::write(&other, bytes).unwrap();
-    let out = verify(&int8, Some(&other));
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("but the model was quantized from"), "{all}");
+    let e = verify(&int8, Some(&other)).unwrap_err();
+    assert!(
+        matches!(&e, ExportError::Source(SourceError::Mismatch { path, .. }) if *path == other),
+        "{e}"
+    );
 }
 
 #[test]
