@@ -19,6 +19,7 @@ use rir_data::Source;
 
 use crate::bench::{Measurement, UnitForm, layer_plan};
 use crate::error::TrainError;
+use crate::recipe::Runtime;
 
 /// What to compare, and how.
 #[derive(Debug, Clone)]
@@ -46,6 +47,74 @@ pub struct Plan {
     pub python: Option<PathBuf>,
     /// The executable whose `bench-child` subcommand measures our rows.
     pub exe: PathBuf,
+}
+
+/// `rir-train bench`'s flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Presets to measure, comma-separated.
+    #[arg(long, default_value = "tiny,small", value_delimiter = ',')]
+    pub presets: Vec<String>,
+    /// Data set whose image shape and class count to use (no data is read).
+    #[arg(long, default_value = "cifar10")]
+    pub dataset: Source,
+    /// Variant to measure.
+    #[arg(long, default_value = "rir")]
+    pub variant: Variant,
+    /// Images per step.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 40)]
+    pub steps: usize,
+    /// Python with torch 2.11 for the eager reference [default: python3 with
+    /// the whole torch that scripts/setup.sh installed on PYTHONPATH: on a
+    /// GPU machine the one libtorch comes from, on a CPU machine the one
+    /// `RIR_TORCH_REFERENCE=1` adds; without either the reference row is
+    /// skipped and says why].
+    #[arg(long, env = "RIR_TORCH_PYTHON")]
+    pub python: Option<PathBuf>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also measure bf16 convolutions with channels-last tensors, ours
+    /// against PyTorch's bf16 autocast with channels-last.
+    #[arg(long)]
+    pub bf16: bool,
+    #[command(flatten)]
+    pub runtime: Runtime,
+}
+
+impl BenchArgs {
+    /// The plan these flags describe (`exe` measures our rows), and where
+    /// the results' JSON goes.
+    pub fn plan(self, exe: PathBuf) -> (Plan, Option<PathBuf>) {
+        let cores = || std::thread::available_parallelism().map_or(1, |n| n.get() as i32);
+        let plan = Plan {
+            presets: self.presets,
+            source: self.dataset,
+            variant: self.variant,
+            batch: self.batch,
+            warmup: self.warmup,
+            steps: self.steps,
+            threads: self.runtime.threads.unwrap_or_else(cores),
+            device: self.runtime.device,
+            bf16: self.bf16,
+            python: self.python,
+            exe,
+        };
+        (plan, self.json)
+    }
+}
+
+/// Writes `results` as the JSON `--json` asks for.
+pub fn write_json(path: &Path, results: &[PresetRows]) -> Result<(), TrainError> {
+    let rows: Vec<_> = results.iter().map(|r| r.to_json()).collect();
+    let text = serde_json::to_string_pretty(&rows).unwrap_or_default();
+    std::fs::write(path, text).map_err(|e| TrainError::Io(path.to_path_buf(), e))
 }
 
 /// Which implementation a row measures.

@@ -18,6 +18,7 @@ use rir_trainer::sweep::args::SweepCommand;
 use rir_trainer::sweep::pool::{Event, Pool};
 use rir_trainer::sweep::trial::{self, TrialEnd};
 use rir_trainer::sweep::{estimate, listing};
+use rir_trainer::throughput::BenchArgs;
 use rir_trainer::{Outcome, session, throughput};
 
 #[derive(Parser)]
@@ -132,44 +133,6 @@ struct PlanArgs {
     /// Variant.
     #[arg(long, default_value = "rir")]
     variant: Variant,
-}
-
-#[derive(Args)]
-struct BenchArgs {
-    /// Presets to measure, comma-separated.
-    #[arg(long, default_value = "tiny,small", value_delimiter = ',')]
-    presets: Vec<String>,
-    /// Data set whose image shape and class count to use (no data is read).
-    #[arg(long, default_value = "cifar10")]
-    dataset: Source,
-    /// Variant to measure.
-    #[arg(long, default_value = "rir")]
-    variant: Variant,
-    /// Images per step.
-    #[arg(long, default_value_t = 128)]
-    batch: usize,
-    /// Untimed steps first.
-    #[arg(long, default_value_t = 5)]
-    warmup: usize,
-    /// Timed steps.
-    #[arg(long, default_value_t = 40)]
-    steps: usize,
-    /// Python with torch 2.11 for the eager reference [default: python3 with
-    /// the whole torch that scripts/setup.sh installed on PYTHONPATH: on a
-    /// GPU machine the one libtorch comes from, on a CPU machine the one
-    /// `RIR_TORCH_REFERENCE=1` adds; without either the reference row is
-    /// skipped and says why].
-    #[arg(long, env = "RIR_TORCH_PYTHON")]
-    python: Option<PathBuf>,
-    /// Also write the results as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Also measure bf16 convolutions with channels-last tensors, ours
-    /// against PyTorch's bf16 autocast with channels-last.
-    #[arg(long)]
-    bf16: bool,
-    #[command(flatten)]
-    runtime: Runtime,
 }
 
 fn main() -> ExitCode {
@@ -340,25 +303,11 @@ fn sweep_all(
 }
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
-    let cores = || std::thread::available_parallelism().map_or(1, |n| n.get() as i32);
-    let plan = throughput::Plan {
-        presets: a.presets,
-        source: a.dataset,
-        variant: a.variant,
-        batch: a.batch,
-        warmup: a.warmup,
-        steps: a.steps,
-        threads: a.runtime.threads.unwrap_or_else(cores),
-        device: a.runtime.device,
-        bf16: a.bf16,
-        python: a.python,
-        exe: std::env::current_exe()?,
-    };
+    let (plan, json) = a.plan(std::env::current_exe()?);
     println!("{}", plan.header());
     let results = plan.run(|rows| println!("{}", rows.table()))?;
-    if let Some(path) = a.json {
-        let rows: Vec<_> = results.iter().map(|r| r.to_json()).collect();
-        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
+    if let Some(path) = json {
+        throughput::write_json(&path, &results)?;
     }
     Ok(ExitCode::SUCCESS)
 }
