@@ -8,8 +8,12 @@ use std::process::{Command, Output};
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 
+use std::collections::BTreeMap;
+
 use crate::common::{micro, python_with_onnx, write_random};
 use rir_arch::Variant;
+use rir_contract::ModelInfo;
+use rir_exporter::quantize::{Method, QuantizeOptions, calibration_images, quantize_model};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rir-export"));
@@ -150,22 +154,115 @@ fn verify_fails_on_a_spoiled_scale_and_on_a_wrong_or_missing_source() {
     );
 }
 
+/// The shipped model quantized through the library with `opts` over 64
+/// calibration images: the rewrite alone, without the test split scored
+/// (what `quantize_file` adds to record the int8 accuracy).
+fn quantized(opts: impl FnOnce(&mut QuantizeOptions)) -> ModelProto {
+    static SOURCE: std::sync::OnceLock<(ModelProto, rir_data::Dataset)> =
+        std::sync::OnceLock::new();
+    let (model, data) = SOURCE.get_or_init(|| {
+        let bytes = std::fs::read(shipped()).unwrap();
+        let info = ModelInfo::from_bytes(&bytes).unwrap();
+        let data = rir_exporter::recorded::dataset(&info, None).unwrap();
+        (ModelProto::decode(bytes.as_slice()).unwrap(), data)
+    });
+    let mut o = QuantizeOptions {
+        images: 64,
+        ..QuantizeOptions::default()
+    };
+    opts(&mut o);
+    let images = calibration_images(data, &o).unwrap();
+    quantize_model(model, &images, "", &o, |_, _| {}).unwrap().0
+}
+
+/// The graph's initializers (the metadata, which records the options,
+/// left out): what the options actually changed.
+fn weights(m: &ModelProto) -> Vec<(String, Vec<u8>)> {
+    let g = m.graph.as_ref().unwrap();
+    g.initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.raw_data.clone()))
+        .collect()
+}
+
+/// Each activation grid's scale, by name.
+fn grid_scales(m: &ModelProto) -> Vec<(String, f32)> {
+    weights(m)
+        .into_iter()
+        .filter(|(n, _)| n.ends_with("_grid_scale"))
+        .map(|(n, b)| (n, f32::from_le_bytes(b[..4].try_into().unwrap())))
+        .collect()
+}
+
+/// Every int8 kernel code.
+fn kernel_codes(m: &ModelProto) -> Vec<i8> {
+    weights(m)
+        .into_iter()
+        .filter(|(n, _)| n.ends_with("_int8"))
+        .flat_map(|(_, b)| b.into_iter().map(|c| c as i8))
+        .collect()
+}
+
 #[test]
 fn calibration_is_reproducible_from_its_seed() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = |name: &str, seed: &str| {
-        let p = dir.path().join(name);
-        let out = quantize(
-            &shipped(),
-            &p,
-            &["--calibration-images", "64", "--seed", seed],
-        );
-        assert!(out.status.success(), "{}", text(&out));
-        std::fs::read(p).unwrap()
-    };
-    let (a, b, c) = (run("a.onnx", "3"), run("b.onnx", "3"), run("c.onnx", "4"));
-    assert!(a == b, "the same seed gives the same bytes");
+    // Compared on the graph alone: the metadata records the seed, so whole
+    // files would differ even if the seed were ignored.
+    let seeded = |seed| weights(&quantized(|o| o.seed = seed));
+    let (a, b, c) = (seeded(3), seeded(3), seeded(4));
+    assert!(a == b, "the same seed gives the same graph");
     assert!(a != c, "another seed draws other images, so other ranges");
+}
+
+#[test]
+fn each_calibration_method_and_kernel_grid_reaches_the_graph() {
+    let minmax = quantized(|_| {});
+    let by_name = |m: &ModelProto| grid_scales(m).into_iter().collect::<BTreeMap<_, _>>();
+    let widest = by_name(&minmax);
+    for method in [Method::Percentile, Method::Entropy] {
+        let m = quantized(|o| o.method = method);
+        let ranges = by_name(&m);
+        // Both clip: no range is wider than all the values seen, and some
+        // are narrower.
+        assert!(
+            ranges.iter().all(|(n, s)| *s <= widest[n] * 1.0001),
+            "{method:?}"
+        );
+        assert!(
+            ranges.iter().any(|(n, s)| *s < widest[n] * 0.999),
+            "{method:?}"
+        );
+        let q = ModelInfo::from_bytes(&m.encode_to_vec())
+            .unwrap()
+            .quantization()
+            .unwrap();
+        assert_eq!(q.method, method.as_str());
+    }
+    // Per channel, the largest |code| of each kernel row is 127; one scale
+    // per kernel leaves most rows short of it, and its scales are scalars.
+    let per_tensor = quantized(|o| o.weights.per_channel = false);
+    let scales = |m: &ModelProto| -> Vec<usize> {
+        let g = m.graph.as_ref().unwrap();
+        g.initializer
+            .iter()
+            .filter(|t| t.name.ends_with("weight_scale"))
+            .map(|t| t.dims.len())
+            .collect()
+    };
+    assert!(
+        scales(&minmax).iter().all(|d| *d == 1),
+        "vectors per channel"
+    );
+    assert!(
+        scales(&per_tensor).iter().all(|d| *d == 0),
+        "scalars per kernel"
+    );
+    // 7-bit kernels: every code within -63..=63, and the extremes reached.
+    let reduced = kernel_codes(&quantized(|o| o.weights.max_code = 63));
+    assert_eq!(reduced.iter().map(|c| c.unsigned_abs()).max(), Some(63));
+    assert_eq!(
+        kernel_codes(&minmax).iter().map(|c| c.unsigned_abs()).max(),
+        Some(127)
+    );
 }
 
 #[test]
@@ -175,31 +272,45 @@ fn int8_straight_from_a_checkpoint_calibrated_on_the_data_it_records() {
     rir_testkit::data::write_fashion_mnist(&data, 64, 20, 28, true, 5).unwrap();
     let ck = write_random(dir.path(), &micro(Variant::Rir), 4);
     let model = dir.path().join("repo/rir/2/model.onnx");
-    let out = bin()
-        .arg(&ck)
-        .arg("-o")
-        .arg(&model)
-        .args([
-            "--precision",
-            "int8",
-            "--calibration-images",
-            "32",
-            "--verify",
-            "--images",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    let all = text(&out);
-    assert!(out.status.success(), "{all}");
-    assert!(
-        all.contains("int8, minmax calibration on 32 images"),
-        "{all}"
-    );
-    assert!(all.contains("tract, random inputs"), "{all}");
+    // Through the library, verified on the 20 test images of the data set
+    // the checkpoint records: the int8 bound is judged, not skipped.
+    use rir_exporter::pipeline::{self, Check, ExportJob};
+    use rir_exporter::verdict::{Bounds, Confirmed};
+    let job = |min_agreement: f64| ExportJob {
+        checkpoint: ck.clone(),
+        output: model.clone(),
+        form: rir_exporter::Form::Folded,
+        precision: rir_exporter::Precision::Int8,
+        quantize: QuantizeOptions {
+            images: 32,
+            data_dir: Some(data.clone()),
+            ..QuantizeOptions::default()
+        },
+        triton_config: true,
+        check: Some(Check {
+            verify: rir_exporter::verify::VerifyOptions {
+                images: 20,
+                data_dir: Some(data.clone()),
+                ..Default::default()
+            },
+            bounds: Bounds {
+                min_agreement,
+                max_accuracy_drop: 100.0,
+                ..Bounds::default()
+            },
+        }),
+    };
+    // Random weights agree with their float32 source on some images: a bound
+    // of 0 % is met, one over 100 % never is.
+    let placed = pipeline::export(&job(0.0), |_, _| {}).unwrap();
+    let v = placed.verified.as_ref().unwrap();
+    assert!(v.verdict.passed(), "{:?}", v.verdict.failures);
+    assert_eq!(v.verdict.confirmed, Confirmed::Int8Bound);
+    assert_eq!(v.report.accuracy.unwrap().n, 20);
+    assert!(placed.placed() && model.is_file());
     assert!(dir.path().join("repo/rir/config.pbtxt").is_file());
+    let placed = pipeline::export(&job(100.01), |_, _| {}).unwrap();
+    assert!(!placed.placed(), "{:?}", placed.verified.unwrap().verdict);
 
     let out = bin()
         .arg(&ck)

@@ -493,6 +493,11 @@ mod tests {
             Buckets::powers_of_two(DEFAULT_MAX_BATCH)
         );
         assert_eq!(c.requests.default_timeout, Some(Duration::from_secs(30)));
+        // A body that stops arriving is given up after 30 s idle, 60 s whole.
+        assert_eq!(c.grpc.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.grpc.body_deadline, Duration::from_secs(60));
+        let off = config(&["--body-timeout-ms", "0"]).unwrap();
+        assert_eq!(off.grpc.body_timeout, Duration::ZERO, "0: wait for good");
     }
 
     #[test]

@@ -182,8 +182,10 @@ async fn an_http_body_that_stops_arriving_gets_408_and_its_connection_closed() {
         answer.to_ascii_lowercase().contains("connection: close"),
         "{answer}"
     );
+    // After the timeout, and not long after (the next check of the idle
+    // timer, plus a loaded machine's slack).
     assert!(
-        waited >= Duration::from_millis(500),
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(2500),
         "answered after {waited:?}"
     );
     assert_eq!(
@@ -217,6 +219,45 @@ async fn an_http_body_that_stops_arriving_gets_408_and_its_connection_closed() {
         s.metric(r#"rir_stalled_requests_total{front="http"}"#)
             .await,
         1.0
+    );
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_timeout_of_zero_waits_for_good() {
+    // With both body bounds off, a body paused for 1.5 s (three times the
+    // timeout the test above uses) is still read to its end and served.
+    let flags = ["--body-timeout-ms", "0", "--body-deadline-ms", "0"];
+    let s = TestServer::start(None, &flags).await;
+    let addr = host(&s.http_url).to_string();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": vec![0.5f32; 784]}]
+    }))
+    .unwrap();
+    let mut c = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v2/models/gray/infer HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&body[..10]).await.unwrap();
+    let (early, closed) = read_until_closed(&mut c, Duration::from_millis(1500)).await;
+    assert!(
+        !closed && early.is_empty(),
+        "answered a paused body: {early}"
+    );
+    c.write_all(&body[10..]).await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        s.metric(r#"rir_stalled_requests_total{front="http"}"#)
+            .await,
+        0.0
     );
     s.shutdown().await.unwrap();
 }
@@ -257,7 +298,11 @@ async fn a_grpc_message_that_stops_half_way_ends_its_call_with_deadline_exceeded
             body.trailers().await.unwrap().expect("trailers")
         }
     };
-    assert!(sent.elapsed() >= Duration::from_millis(500));
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(2500),
+        "ended after {waited:?}"
+    );
     assert_eq!(
         trailers["grpc-status"], "4",
         "DEADLINE_EXCEEDED: {trailers:?}"
