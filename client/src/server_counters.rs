@@ -421,6 +421,47 @@ impl Probe {
 mod tests {
     use super::*;
 
+    #[test]
+    fn grpc_statistics_map_field_by_field_and_add_every_version() {
+        use rir_proto::inference::{
+            InferStatistics, ModelStatistics, ModelStatisticsResponse, StatisticDuration,
+        };
+        let d = |count, ns| Some(StatisticDuration { count, ns });
+        // Every field a different number, so a field read in another's
+        // place shows; the failures must not count as successes.
+        let version = |k: u64| ModelStatistics {
+            name: "a".into(),
+            version: k.to_string(),
+            inference_count: 100 * k,
+            execution_count: 10 * k,
+            inference_stats: Some(InferStatistics {
+                success: d(k, 1_000 * k),
+                fail: d(7, 7_777),
+                queue: d(k, 20 * k),
+                compute_input: d(k, 30 * k),
+                compute_infer: d(k, 40 * k),
+                compute_output: d(k, 50 * k),
+            }),
+            ..Default::default()
+        };
+        let r = ModelStatisticsResponse {
+            model_stats: vec![version(1), version(2)],
+        };
+        assert_eq!(
+            Counters::of_statistics(&r),
+            Counters {
+                requests: 3,
+                request_ns: 3_000,
+                queue_ns: 60,
+                input_ns: 90,
+                infer_ns: 120,
+                output_ns: 150,
+                inferences: 300,
+                executions: 30,
+            }
+        );
+    }
+
     const PAGE: &str = "\
 # HELP nv_inference_request_success Successful requests.
 # TYPE nv_inference_request_success counter

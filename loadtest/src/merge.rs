@@ -268,6 +268,37 @@ mod tests {
     }
 
     #[test]
+    fn open_loop_reports_add_their_rates_errors_and_late_sends() {
+        use crate::load::Arrivals;
+        let open = |rate: f64, failed: u64, late: u64, not_sent: u64| {
+            let mut record = Recorder::new();
+            record.latency.record_n(2_000, 100).unwrap();
+            record.errors.insert("UNAVAILABLE".into(), failed);
+            record.messages.insert("UNAVAILABLE".into(), "down".into());
+            (record.late, record.not_sent) = (late, not_sent);
+            let load = Load::Open {
+                rate,
+                arrivals: Arrivals::Poisson,
+            };
+            let r = Report::new(&load, 1, 10.0, &record, None, 1);
+            serde_json::from_str::<Report>(&serde_json::to_string(&r).unwrap()).unwrap()
+        };
+        let m = merge(&[vec![open(100.0, 3, 5, 1)], vec![open(50.0, 4, 0, 2)]])
+            .unwrap()
+            .remove(0);
+        let poisson = Load::Open {
+            rate: 150.0,
+            arrivals: Arrivals::Poisson,
+        };
+        assert_eq!(m.load, poisson);
+        assert_eq!(m.label(), "rate 150/s poisson");
+        assert_eq!((m.ok, m.requests, m.failed()), (200, 207, 7));
+        assert_eq!(m.errors["UNAVAILABLE"], 7);
+        assert_eq!((m.late_sends, m.not_sent), (5, 3));
+        assert_eq!(m.rate, Some(150.0));
+    }
+
+    #[test]
     fn runs_that_cannot_be_added_are_refused_with_the_reason() {
         let a = run(1, &[(1_000, 10)], 1.0);
         let mut open = a.clone();

@@ -75,6 +75,40 @@ impl Search {
 mod tests {
     use super::*;
 
+    fn goal_report(ok: u64, failed: u64) -> Report {
+        let mut r = Report {
+            ok,
+            requests: ok + failed,
+            ..Report::default()
+        };
+        (r.latency_ms.p90, r.latency_ms.p99) = (5.0, 50.0);
+        if failed > 0 {
+            r.errors.insert("UNAVAILABLE".into(), failed);
+        }
+        r
+    }
+
+    #[test]
+    fn a_goal_is_met_on_its_percentile_and_never_with_a_failure() {
+        let p90 = Goal {
+            percentile: Percentile::P90,
+            bound_ms: 10.0,
+            max_level: 8,
+        };
+        // p90 (5 ms) is judged, not p99 (50 ms).
+        assert!(p90.met(&goal_report(100, 0)));
+        assert!(
+            !Goal {
+                percentile: Percentile::P99,
+                ..p90
+            }
+            .met(&goal_report(100, 0))
+        );
+        // Any failed request is a miss, and so is nothing answered.
+        assert!(!p90.met(&goal_report(100, 1)));
+        assert!(!p90.met(&goal_report(0, 0)));
+    }
+
     /// The levels a search tries against a server whose bound is met up to
     /// `knee`, and its answer.
     fn search(knee: u64, max: u64) -> (Vec<u64>, Option<u64>) {

@@ -158,6 +158,29 @@ mod tests {
     }
 
     #[test]
+    fn each_percentile_bound_reads_its_own_percentile() {
+        // Every percentile a different value: a bound judged on a
+        // neighbour's figure would pass or miss at the wrong place.
+        let mut r = report(1000, 0, 0.0, 1.0);
+        let l = &mut r.latency_ms;
+        (l.p50, l.p90, l.p95, l.p99, l.p999) = (1.0, 2.0, 3.0, 4.0, 5.0);
+        for (p, at) in [
+            (Percentile::P50, 1.0),
+            (Percentile::P90, 2.0),
+            (Percentile::P95, 3.0),
+            (Percentile::P99, 4.0),
+            (Percentile::P999, 5.0),
+        ] {
+            let bound = |ms| Thresholds {
+                max_latency_ms: vec![(p, ms)],
+                ..Thresholds::default()
+            };
+            assert!(bound(at).missed(&r).is_empty(), "{p:?} at its figure");
+            assert_eq!(bound(at - 0.5).missed(&r).len(), 1, "{p:?} just under");
+        }
+    }
+
+    #[test]
     fn each_bound_is_judged_on_its_own_figure() {
         let t = Thresholds {
             max_latency_ms: vec![(Percentile::P99, 10.0), (Percentile::P50, 10.0)],
