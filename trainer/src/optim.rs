@@ -262,6 +262,65 @@ mod tests {
     }
 
     #[test]
+    fn adam_keeps_its_betas_apart_under_a_changing_gradient() {
+        // Gradients g1 = [0.5, 3] then g2 = [1, -1]: the moments differ from
+        // the gradients, so swapping beta1 and beta2 changes the second step.
+        // By hand: m2 = b1 (1 - b1) g1 + (1 - b1) g2, v2 = b2 (1 - b2) g1^2
+        // + (1 - b2) g2^2, each bias-corrected by 1 - b^2.
+        let w = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let (b1, b2, eps, lr) = (0.9, 0.999, 1e-8, 0.1);
+        let rule = Rule::Adam {
+            beta1: b1,
+            beta2: b2,
+            eps,
+        };
+        let mut opt = Optimizer::from_named(vec![("w".into(), w.shallow_clone())], rule, 0.0);
+        let grads = [[0.5f32, 3.0], [1.0, -1.0]];
+        for g in &grads {
+            opt.zero_grad();
+            (&w * &Tensor::from_slice(g))
+                .sum(tch::Kind::Float)
+                .backward();
+            opt.step(lr);
+        }
+        for k in 0..2 {
+            let (g1, g2) = (f64::from(grads[0][k]), f64::from(grads[1][k]));
+            let w1 = [1.0, -2.0][k] - lr * g1 / (g1.abs() + eps);
+            let m2 = (b1 * (1.0 - b1) * g1 + (1.0 - b1) * g2) / (1.0 - b1 * b1);
+            let v2 = (b2 * (1.0 - b2) * g1 * g1 + (1.0 - b2) * g2 * g2) / (1.0 - b2 * b2);
+            let want = w1 - lr * m2 / (v2.sqrt() + eps);
+            let got = w.double_value(&[k as i64]);
+            assert!((got - want).abs() < 1e-5, "w[{k}] = {got}, by hand {want}");
+        }
+    }
+
+    #[test]
+    fn l2_decays_convolution_kernels_and_nothing_else() {
+        // Plain SGD at lr 0.1 and weight decay 0.5, zero gradient: a kernel
+        // (4-D, named *weight) shrinks by lr x wd x w; a BN scale (1-D) and a
+        // bias do not move.
+        let kernel = Tensor::full([1, 1, 1, 2], 2.0, (tch::Kind::Float, tch::Device::Cpu))
+            .set_requires_grad(true);
+        let bn =
+            Tensor::full([2], 2.0, (tch::Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let bias = Tensor::full([1, 1, 1, 2], 2.0, (tch::Kind::Float, tch::Device::Cpu))
+            .set_requires_grad(true);
+        let named = vec![
+            ("u.conv.weight".to_string(), kernel.shallow_clone()),
+            ("u.bn.weight".to_string(), bn.shallow_clone()),
+            ("u.conv.bias".to_string(), bias.shallow_clone()),
+        ];
+        let mut opt = Optimizer::from_named(named, Rule::sgd(0.0, false), 0.5);
+        opt.zero_grad();
+        ((&kernel + &bn + &bias).sum(tch::Kind::Float) * 0.0).backward();
+        opt.step(0.1);
+        // 2 - 0.1 x 0.5 x 2 = 1.9.
+        assert!((kernel.double_value(&[0, 0, 0, 0]) - 1.9).abs() < 1e-6);
+        assert_eq!(bn.double_value(&[0]), 2.0);
+        assert_eq!(bias.double_value(&[0, 0, 0, 1]), 2.0);
+    }
+
+    #[test]
     fn each_rule_keeps_its_named_buffers() {
         let w = Tensor::zeros([3], (tch::Kind::Float, tch::Device::Cpu));
         for (rule, n) in [
