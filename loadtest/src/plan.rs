@@ -364,6 +364,34 @@ mod tests {
     }
 
     #[test]
+    fn schedules_and_the_server_s_figures_come_from_the_command_line() {
+        let steps = plan(&["--rate", "100,200", "--step-seconds", "2"]).unwrap();
+        let want = Load::Scheduled {
+            schedule: Schedule::Steps {
+                rates: [100.0, 200.0].as_slice().into(),
+                step: Duration::from_secs(2),
+            },
+            arrivals: Arrivals::Constant,
+        };
+        assert_eq!(steps.levels, Levels::Fixed(vec![want]));
+        let ramp = plan(&["--rate", "100..300", "--ramp", "5", "--arrivals", "poisson"]).unwrap();
+        let want = Load::Scheduled {
+            schedule: Schedule::Ramp {
+                from: 100.0,
+                to: 300.0,
+                over: Duration::from_secs(5),
+            },
+            arrivals: Arrivals::Poisson,
+        };
+        assert_eq!(ramp.levels, Levels::Fixed(vec![want]));
+        let pages = plan(&["--metrics-url", "http://a:9090,http://b:9090/m"]).unwrap();
+        assert_eq!(
+            pages.figures,
+            ServerFigures::Metrics(vec!["http://a:9090".into(), "http://b:9090/m".into()])
+        );
+    }
+
+    #[test]
     fn a_search_over_one_rate_steps_by_it() {
         let p = plan(&[
             "--rate",

@@ -405,3 +405,20 @@ async fn sends_the_generator_could_not_make_are_counted_late_or_not_sent() {
     let table = rir_loadtest::report::table(std::slice::from_ref(&r));
     assert!(table.contains("were never sent"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generator_that_keeps_up_reports_no_late_sends() {
+    let _serial = one_at_a_time().await;
+    // Instant answers, 100/s for 1 s with room for every request in flight:
+    // the generator has 10 ms between sends, far more than a send takes,
+    // so none is more than 1 ms late (a loaded machine may delay one or two).
+    let load = Load::Open {
+        rate: 100.0,
+        arrivals: Arrivals::Constant,
+    };
+    let (r, _) = measure(Script::instant("stub"), load, for_seconds(0.0)).await;
+    let r = r.unwrap().report;
+    assert!(r.requests.abs_diff(100) <= 2, "{}", r.requests);
+    assert!(r.late_sends <= 2, "{} late of {}", r.late_sends, r.requests);
+    assert_eq!(r.not_sent, 0);
+}
