@@ -282,3 +282,48 @@ fn a_bf16_run_records_the_fp32_accuracy_and_the_bf16_one_apart() {
         m.test_loss
     );
 }
+
+#[test]
+fn the_init_flag_reaches_every_kernel_of_the_network() {
+    // Through a trainer built from a recipe, as `rir-train train --init`
+    // builds it, each kernel has the property its init promises, by hand:
+    // orthogonal rows (W Wᵀ = I where a kernel has no more rows than its
+    // fan-in), He-uniform within ±√(6 / fan_in).
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion(dir.path(), 16, 8);
+    let spec = common::micro(Variant::Rir);
+    let kernels = |init| {
+        let cfg = TrainConfig { init, ..config(1) };
+        let out = dir.path().join(format!("{init:?}"));
+        let t = Trainer::new(&spec, data.clone(), cfg, Device::Cpu, &out).unwrap();
+        t.vs.variables()
+            .into_iter()
+            .filter(|(_, v)| v.dim() == 4)
+            .map(|(n, v)| (n, v.copy()))
+            .collect::<Vec<_>>()
+    };
+    let mut checked = 0;
+    for (name, w) in kernels(rir_trainer::init::Init::Orthogonal) {
+        let out = w.size()[0];
+        let rows = w.view([out, -1]);
+        if out > rows.size()[1] {
+            continue;
+        }
+        let gram = rows.matmul(&rows.tr());
+        let eye = Tensor::eye(out, (Kind::Float, Device::Cpu));
+        assert!(
+            common::max_diff(&gram, &eye) < 1e-4,
+            "{name} is not orthogonal"
+        );
+        checked += 1;
+    }
+    assert!(checked > 5, "only {checked} kernels checked");
+    for (name, w) in kernels(rir_trainer::init::Init::HeUniform) {
+        let fan_in = (w.numel() as i64 / w.size()[0]) as f64;
+        let bound = (6.0 / fan_in).sqrt();
+        let largest = w.abs().max().double_value(&[]);
+        assert!(largest <= bound + 1e-6, "{name}: {largest} > {bound}");
+        // And near the bound: a uniform draw of many values reaches it.
+        assert!(largest > 0.8 * bound, "{name}: {largest} of {bound}");
+    }
+}
