@@ -125,7 +125,9 @@ fn a_grid_fans_out_over_processes_and_is_ranked_with_intervals() {
         "not ranked: {means:?}"
     );
     // Each interval, from the runs' own accuracies by hand: with two seeds
-    // a and b, mean ± t(0.975; 1) |a − b| / 2.
+    // a and b, mean ± t(0.975; 1) |a − b| / 2. At least one configuration's
+    // seeds score apart (else the check could not tell a width from none).
+    let mut widths = vec![];
     for r in &rows {
         let lr = r[3].trim_start_matches("lr=");
         let config = if lr == "0.1" { "c00" } else { "c01" };
@@ -134,6 +136,7 @@ fn a_grid_fans_out_over_processes_and_is_ranked_with_intervals() {
             .collect();
         let mean = (accs[0] + accs[1]) / 2.0;
         let half = 12.706_204_736 * (accs[0] - accs[1]).abs() / 2.0;
+        widths.push(half);
         assert_eq!(r[8], format!("{mean:.2} %"), "{r:?}");
         assert_eq!(
             r[9],
@@ -141,6 +144,10 @@ fn a_grid_fans_out_over_processes_and_is_ranked_with_intervals() {
             "{r:?}"
         );
     }
+    assert!(
+        widths.iter().any(|w| *w > 0.0),
+        "every interval is empty: {widths:?}"
+    );
     // The paired comparison: rir against cnn at each recipe and seed.
     let paired = stdout
         .lines()
