@@ -156,3 +156,84 @@ impl SpaceArgs {
         Ok(space)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &std::path::Path, space: Option<PathBuf>) -> SpaceArgs {
+        SpaceArgs {
+            dir: dir.join("sweep"),
+            space,
+            grid: vec![],
+            variants: None,
+            seeds: None,
+            epochs: None,
+            halving: None,
+            min_epochs: None,
+            train_args: vec![],
+        }
+    }
+
+    #[test]
+    fn a_space_file_is_read_and_flags_go_on_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("space.toml");
+        std::fs::write(
+            &file,
+            r#"
+            variants = ["rir", "cnn"]
+            seeds = [0, 1, 2]
+            epochs = 4
+            args = ["--preset", "micro"]
+            [grid]
+            lr = [0.2, 0.1]
+            [halving]
+            eta = 2
+            min-epochs = 1
+            "#,
+        )
+        .unwrap();
+        let mut a = args(dir.path(), Some(file.clone()));
+        a.epochs = Some(6);
+        let s = a.resolve().unwrap();
+        assert_eq!(s.axes.len(), 1);
+        assert_eq!(
+            (s.axes[0].key.as_str(), &s.axes[0].values[..]),
+            ("lr", &["0.2".to_string(), "0.1".to_string()][..])
+        );
+        assert_eq!((s.variants.len(), s.seeds.len()), (2, 3));
+        assert_eq!(s.epochs, 6, "the flag over the file's 4");
+        assert_eq!(
+            s.halving,
+            Some(Halving {
+                eta: 2,
+                min_epochs: 1
+            })
+        );
+        assert_eq!(s.len(), 2 * 2 * 3);
+    }
+
+    #[test]
+    fn a_space_file_that_cannot_be_read_or_trained_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        let err = args(dir.path(), Some(missing.clone()))
+            .resolve()
+            .unwrap_err();
+        assert!(
+            matches!(&err, TrainError::Io(p, _) if *p == missing),
+            "{err}"
+        );
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[grid]\nlr = [\"fast\"]\n").unwrap();
+        let err = args(dir.path(), Some(bad))
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("trial 0 (lr=fast)") && err.contains("'fast'"),
+            "{err}"
+        );
+    }
+}
