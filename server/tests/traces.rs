@@ -1,8 +1,9 @@
 //! OpenTelemetry traces over real sockets: rir-serve exports OTLP/gRPC to a
 //! receiver this test starts on loopback, which decodes the protobuf; the
 //! span tree, the caller's trace continued from `traceparent` (gRPC
-//! metadata and HTTP header), the batch span's links, an error's status,
-//! and sampling 0 exporting nothing are checked on what arrived.
+//! metadata and HTTP header), the batch span's links (one request and
+//! several), an error's status, Classify's span, and sampling at 0 and at
+//! 0.5 are checked on what arrived.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -283,4 +284,106 @@ async fn otlp_over_http_carries_the_same_spans() {
     assert_eq!(hex::encode(&request.parent_span_id), GRPC_CALLER);
     assert_eq!(kids.len(), 4, "{spans:#?}");
     sink.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_several_requests_links_each_and_a_ratio_samples_its_share() {
+    // A 300 ms queue delay batches eight concurrent calls into one engine
+    // run (inline runs are off with a delay); a ratio of 0.5 samples about
+    // half of 200 calls; Classify calls have their own request span.
+    let sink = OtlpSink::start().await.unwrap();
+    let flags = [
+        "--otlp-endpoint",
+        &sink.endpoint,
+        "--max-queue-delay-us",
+        "300000",
+        "--max-batch",
+        "8",
+    ];
+    let s = TestServer::start(None, &flags).await;
+    let c = s.kserve().await;
+    let burst: Vec<_> = (0..8)
+        .map(|k| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                c.model_infer(fp32_request("gray", 1, &image(k), true))
+                    .await
+            })
+        })
+        .collect();
+    for b in burst {
+        b.await.unwrap().unwrap();
+    }
+    let png = rir_testkit::images::png(28, 28, false);
+    let mut classifier = s.classifier().await;
+    classifier
+        .classify(rir_proto::classify::ClassifyRequest {
+            model_name: "gray".into(),
+            images: vec![png],
+            top_k: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let spans = sink.wait_for(8 * 4 + 1, Duration::from_secs(10)).await;
+    sink.shutdown().await;
+    let batches: Vec<&Span> = spans
+        .iter()
+        .filter(|b| b.name == "batch" && int(b, "rir.batch.requests") > 1)
+        .collect();
+    assert!(!batches.is_empty(), "no batch of several requests");
+    let b = batches[0];
+    let linked = int(b, "rir.batch.requests");
+    assert_eq!(linked as usize, b.links.len());
+    assert_eq!(int(b, "rir.batch.size"), linked, "one image per request");
+    assert_eq!(int(b, "rir.batch.padding"), 0, "no padding on the CPU");
+    assert_eq!(int(b, "rir.engine.instance"), 0);
+    assert!(matches!(
+        attribute(b, "rir.inline"),
+        Some(Any::BoolValue(false))
+    ));
+    // Every request a batch links is a ModelInfer span of this export.
+    for l in &b.links {
+        let r = spans
+            .iter()
+            .find(|s| s.span_id == l.span_id)
+            .expect("linked span");
+        assert_eq!(r.name, "ModelInfer");
+        assert!(matches!(
+            attribute(r, "rir.model_version"),
+            Some(Any::StringValue(_))
+        ));
+    }
+    assert!(
+        spans.iter().any(|s| s.name == "Classify"),
+        "no Classify span"
+    );
+
+    // A ratio between 0 and 1: of 200 calls, a binomial(200, 0.5) share is
+    // sampled; 60 to 140 holds with probability 1 - 2e-8.
+    let sink = OtlpSink::start().await.unwrap();
+    let flags = [
+        "--otlp-endpoint",
+        &sink.endpoint,
+        "--trace-sample-ratio",
+        "0.5",
+    ];
+    let s = TestServer::start(None, &flags).await;
+    let mut c = s.kserve().await;
+    for k in 0..200 {
+        c.model_infer(fp32_request("gray", 1, &image(k), true))
+            .await
+            .unwrap();
+    }
+    s.shutdown().await.unwrap();
+    // The drain exported everything at shutdown: wait for all that comes
+    // (at most 200 calls of five spans).
+    let spans = sink.wait_for(200 * 5, Duration::from_secs(3)).await;
+    sink.shutdown().await;
+    let sampled = spans.iter().filter(|s| s.name == "ModelInfer").count();
+    assert!(
+        (60..=140).contains(&sampled),
+        "{sampled} of 200 sampled at 0.5"
+    );
 }
