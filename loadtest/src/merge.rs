@@ -299,6 +299,73 @@ mod tests {
     }
 
     #[test]
+    fn replicas_stability_and_throughput_add_level_by_level() {
+        let at = |c: usize, ok: u64, stable: Option<bool>, replicas: &[(&str, u64, u64, u64)]| {
+            let mut r = run(c, &[(1_000, ok)], 10.0);
+            r.stable = stable;
+            r.batch = 2;
+            r.replicas = replicas
+                .iter()
+                .map(|&(a, ok, failed, retried)| ReplicaCount {
+                    address: a.into(),
+                    ok,
+                    failed,
+                    retried_elsewhere: retried,
+                })
+                .collect();
+            r
+        };
+        // Two levels per run; the second run's levels differ from the first's.
+        let a = vec![
+            at(1, 10, Some(true), &[("x", 6, 1, 0), ("y", 4, 0, 2)]),
+            at(4, 40, Some(true), &[]),
+        ];
+        let b = vec![
+            at(2, 20, Some(false), &[("x", 20, 2, 1)]),
+            at(8, 80, None, &[]),
+        ];
+        let m = merge(&[a, b]).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].concurrency, m[1].concurrency), (Some(3), Some(12)));
+        assert_eq!((m[0].ok, m[1].ok), (30, 120));
+        let x = m[0].replicas.iter().find(|r| r.address == "x").unwrap();
+        assert_eq!((x.ok, x.failed, x.retried_elsewhere), (26, 3, 1));
+        assert_eq!(m[0].replicas.len(), 2);
+        // Stable only when both say so; one run's word where the other has none.
+        assert_eq!((m[0].stable, m[1].stable), (Some(false), Some(true)));
+        // Images per second: requests per second times the batch of 2.
+        assert!((m[0].inferences_per_s - 2.0 * m[0].requests_per_s).abs() < 1e-9);
+        assert!(
+            (m[0].requests_per_s - 3.0).abs() < 1e-9,
+            "{}",
+            m[0].requests_per_s
+        );
+    }
+
+    #[test]
+    fn a_bad_histogram_or_load_names_its_level_and_run() {
+        let a = run(1, &[(1_000, 10)], 1.0);
+        let mut bad = a.clone();
+        bad.histogram.clear();
+        let err = merge(&[vec![a.clone(), a.clone()], vec![a.clone(), bad]]).unwrap_err();
+        assert!(err.to_string().starts_with("level 2 of run 2:"), "{err}");
+        let mut ramp = a.clone();
+        ramp.load = Load::Scheduled {
+            schedule: crate::load::Schedule::Ramp {
+                from: 1.0,
+                to: 2.0,
+                over: std::time::Duration::from_secs(1),
+            },
+            arrivals: crate::load::Arrivals::Constant,
+        };
+        let err = merge(&[vec![a.clone()], vec![a.clone()], vec![ramp]]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "level 1: run 3 has load rate 1..2/s over 1 s constant, run 1 has concurrency 1"
+        );
+    }
+
+    #[test]
     fn runs_that_cannot_be_added_are_refused_with_the_reason() {
         let a = run(1, &[(1_000, 10)], 1.0);
         let mut open = a.clone();

@@ -89,6 +89,17 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_lies_below_the_first_miss_even_when_a_higher_level_met() {
+        // A noisy machine: level 4 missed, then 6 met. The answer is the
+        // highest level met below the lowest miss, 2.
+        let mut s = Search::default();
+        for (level, met) in [(1, true), (2, true), (4, false), (6, true)] {
+            s.record(level, met);
+        }
+        assert_eq!(s.best(), Some(2));
+    }
+
+    #[test]
     fn a_goal_is_met_on_its_percentile_and_never_with_a_failure() {
         let p90 = Goal {
             percentile: Percentile::P90,

@@ -158,6 +158,39 @@ mod tests {
     }
 
     #[test]
+    fn bounds_hold_at_their_edge_and_none_set_is_empty() {
+        assert!(Thresholds::default().is_empty());
+        let one = |t: Thresholds| assert!(!t.is_empty(), "{t:?}");
+        one(Thresholds {
+            max_latency_ms: vec![(Percentile::P99, 1.0)],
+            ..Thresholds::default()
+        });
+        one(Thresholds {
+            max_error_rate: Some(0.0),
+            ..Thresholds::default()
+        });
+        one(Thresholds {
+            min_throughput: Some(0.0),
+            ..Thresholds::default()
+        });
+        // Exactly at a bound is within it: 10 of 1,000 failed against 0.01,
+        // 100 requests/s against a minimum of 100.
+        let t = Thresholds {
+            max_latency_ms: vec![],
+            max_error_rate: Some(0.01),
+            min_throughput: Some(100.0),
+        };
+        assert!(t.missed(&report(990, 10, 1.0, 100.0)).is_empty());
+        // No successful request misses every latency bound, and says so.
+        let t = Thresholds {
+            max_latency_ms: vec![(Percentile::P99, 1000.0)],
+            ..Thresholds::default()
+        };
+        let m = t.missed(&report(0, 5, 0.0, 0.0));
+        assert_eq!(m[0].measured, "p99 (no successful request)");
+    }
+
+    #[test]
     fn each_percentile_bound_reads_its_own_percentile() {
         // Every percentile a different value: a bound judged on a
         // neighbour's figure would pass or miss at the wrong place.
