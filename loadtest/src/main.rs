@@ -36,8 +36,11 @@ fn merge(a: &MergeArgs) -> Result<Outcome> {
         csv: a.csv.clone(),
         plot: None,
     };
-    let (_, outcome) = session::merge_files(&a.reports, &a.bounds.thresholds()?, &outputs)?;
-    Ok(outcome)
+    Ok(session::merge_files(
+        &a.reports,
+        &a.bounds.thresholds()?,
+        &outputs,
+    )?)
 }
 
 /// Prints the table, the search's answer and every bound missed.

@@ -216,7 +216,7 @@ pub fn merge_files(
     files: &[PathBuf],
     thresholds: &Thresholds,
     outputs: &Outputs,
-) -> Result<(usize, Outcome), LoadError> {
+) -> Result<Outcome, LoadError> {
     let runs = files
         .iter()
         .map(|p| {
@@ -234,17 +234,14 @@ pub fn merge_files(
         .collect::<Result<Vec<_>, _>>()?;
     let merged = crate::merge::merge(&runs)?;
     write_outputs(outputs, &merged)?;
-    Ok((
-        runs.len(),
-        Outcome {
-            description: format!("{} generators merged", runs.len()),
-            missed: missed(thresholds, &merged),
-            bounded: !thresholds.is_empty(),
-            mismatched: 0,
-            search: None,
-            reports: merged,
-        },
-    ))
+    Ok(Outcome {
+        description: format!("{} generators merged", runs.len()),
+        missed: missed(thresholds, &merged),
+        bounded: !thresholds.is_empty(),
+        mismatched: 0,
+        search: None,
+        reports: merged,
+    })
 }
 
 /// Runs `rir-bench` beside this executable (else on PATH) with `args`;

@@ -155,15 +155,36 @@ async fn read_until_closed(s: &mut TcpStream, wait: Duration) -> (String, bool) 
     }
 }
 
+/// A REST inference body of one 28x28 image.
+fn infer_body() -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": vec![0.5f32; 784]}]
+    }))
+    .unwrap()
+}
+
+/// The head of a REST inference POST of `length` body bytes to `addr`.
+fn infer_head(addr: &str, length: usize) -> String {
+    format!(
+        "POST /v2/models/gray/infer HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    )
+}
+
+/// The first bytes of the answer on `c` (within 10 s), as text.
+async fn first_answer(c: &mut TcpStream) -> String {
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_body_that_stops_arriving_gets_408_and_its_connection_closed() {
     let s = TestServer::start(None, &["--body-timeout-ms", "500"]).await;
     let addr = host(&s.http_url).to_string();
-    let headers = |length: usize| {
-        format!(
-            "POST /v2/models/gray/infer HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
-        )
-    };
+    let headers = |length: usize| infer_head(&addr, length);
     // Headers promising 100,000 bytes, then 10, then nothing: 408 with the
     // reason, and the connection closed, after the timeout, not before.
     let mut stalled = TcpStream::connect(&addr).await.unwrap();
@@ -196,10 +217,7 @@ async fn an_http_body_that_stops_arriving_gets_408_and_its_connection_closed() {
 
     // A slow client that keeps sending (a piece every 200 ms, each gap
     // under the timeout, the whole over it) is served.
-    let body = serde_json::to_vec(&serde_json::json!({
-        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": vec![0.5f32; 784]}]
-    }))
-    .unwrap();
+    let body = infer_body();
     let mut slow = TcpStream::connect(&addr).await.unwrap();
     slow.write_all(headers(body.len()).as_bytes())
         .await
@@ -208,12 +226,7 @@ async fn an_http_body_that_stops_arriving_gets_408_and_its_connection_closed() {
         slow.write_all(piece).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut answer = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    let answer = first_answer(&mut slow).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(
         s.metric(r#"rir_stalled_requests_total{front="http"}"#)
@@ -230,16 +243,11 @@ async fn a_body_timeout_of_zero_waits_for_good() {
     let flags = ["--body-timeout-ms", "0", "--body-deadline-ms", "0"];
     let s = TestServer::start(None, &flags).await;
     let addr = host(&s.http_url).to_string();
-    let body = serde_json::to_vec(&serde_json::json!({
-        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": vec![0.5f32; 784]}]
-    }))
-    .unwrap();
+    let body = infer_body();
     let mut c = TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /v2/models/gray/infer HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(infer_head(&addr, body.len()).as_bytes())
+        .await
+        .unwrap();
     c.write_all(&body[..10]).await.unwrap();
     let (early, closed) = read_until_closed(&mut c, Duration::from_millis(1500)).await;
     assert!(
@@ -247,12 +255,7 @@ async fn a_body_timeout_of_zero_waits_for_good() {
         "answered a paused body: {early}"
     );
     c.write_all(&body[10..]).await.unwrap();
-    let mut answer = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    let answer = first_answer(&mut c).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(
         s.metric(r#"rir_stalled_requests_total{front="http"}"#)

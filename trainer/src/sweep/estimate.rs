@@ -70,11 +70,13 @@ pub fn estimate(
     epochs: usize,
     device: Device,
 ) -> Result<Estimate, TrainError> {
-    let mut rates: Vec<(String, Rate)> = vec![];
+    // One measurement per distinct network, data set and batch.
+    type Key = (crate::recipe::Arch, &'static str, usize);
+    let mut rates: Vec<(Key, Rate)> = vec![];
     let mut per_epoch = vec![];
     for t in space.trials() {
         let r = space.recipe(&t, dir, space.epochs)?;
-        let key = format!("{:?} {} {}", r.arch, r.dataset.name(), r.config.batch_size);
+        let key = (r.arch.clone(), r.dataset.name(), r.config.batch_size);
         let rate = match rates.iter().find(|(k, _)| *k == key) {
             Some((_, rate)) => rate.img_per_s,
             None => {
