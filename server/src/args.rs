@@ -271,6 +271,12 @@ pub struct Args {
     /// and a caller only lends its trace id to the requests sampled.
     #[arg(long)]
     pub(crate) trace_follow_caller: bool,
+    /// How often finished spans are sent to the OTLP receiver,
+    /// milliseconds (the SDK's OTEL_BSP_SCHEDULE_DELAY); the spans still
+    /// held are sent at shutdown whatever the interval. Shorter keeps the
+    /// export queue short at high rates.
+    #[arg(long, default_value_t = crate::trace::EXPORT_EVERY.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) otlp_export_interval_ms: u64,
 }
 
 /// Flags that do not make a configuration together.
@@ -386,6 +392,7 @@ impl Args {
                 protocol: self.otlp_protocol,
                 sample_ratio: self.trace_sample_ratio,
                 follow_caller: self.trace_follow_caller,
+                export_every: Duration::from_millis(self.otlp_export_interval_ms),
             },
             repository: RepositoryConfig {
                 root: self.models,

@@ -47,6 +47,9 @@ pub struct TraceConfig {
     /// the ratio (OpenTelemetry's parent-based sampling). Off, the ratio
     /// decides alone, so a caller cannot make the server trace at will.
     pub(crate) follow_caller: bool,
+    /// Between exports of the finished spans (all that are left go at
+    /// shutdown).
+    pub(crate) export_every: Duration,
 }
 
 /// Longest span attribute or status text, bytes: model names and error
@@ -65,6 +68,7 @@ impl Default for TraceConfig {
             protocol: OtlpProtocol::Grpc,
             sample_ratio: 1.0,
             follow_caller: false,
+            export_every: EXPORT_EVERY,
         }
     }
 }
@@ -148,7 +152,7 @@ impl Tracing {
         let batches = BatchConfigBuilder::default()
             .with_max_queue_size(EXPORT_QUEUE)
             .with_max_export_batch_size(EXPORT_BATCH)
-            .with_scheduled_delay(EXPORT_EVERY)
+            .with_scheduled_delay(config.export_every)
             .build();
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batches)
@@ -332,9 +336,9 @@ const EXPORT_QUEUE: usize = 16_384;
 /// Spans per export call.
 const EXPORT_BATCH: usize = 2_048;
 
-/// Between exports (the SDK's default is 5 s; a shorter wait keeps the
-/// queue short at high rates).
-const EXPORT_EVERY: Duration = Duration::from_millis(500);
+/// Between exports by default (the SDK's default is 5 s; a shorter wait
+/// keeps the queue short at high rates).
+pub(crate) const EXPORT_EVERY: Duration = Duration::from_millis(500);
 
 /// OTLP/HTTP's client: hyper's, run on the server's runtime. The SDK
 /// exports from a thread of its own, where hyper would find no reactor.

@@ -2,8 +2,9 @@
 //! receiver this test starts on loopback, which decodes the protobuf; the
 //! span tree, the caller's trace continued from `traceparent` (gRPC
 //! metadata and HTTP header), the batch span's links (one request and
-//! several), an error's status, Classify's span, and sampling at 0 and at
-//! 0.5 are checked on what arrived.
+//! several, padded), an error's status, Classify's span, sampling at 0 and
+//! at 0.5 with and without following callers, and when spans are sent
+//! (every interval, and the rest at shutdown) are checked on what arrived.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -288,9 +289,10 @@ async fn otlp_over_http_carries_the_same_spans() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_several_requests_links_each_and_a_ratio_samples_its_share() {
-    // A 300 ms queue delay batches eight concurrent calls into one engine
-    // run (inline runs are off with a delay); a ratio of 0.5 samples about
-    // half of 200 calls; Classify calls have their own request span.
+    // A 300 ms queue delay batches five concurrent calls into one engine
+    // run (inline runs are off with a delay); with one session per bucket
+    // (1, 2, 4, 8) the five images run padded to 8. A ratio of 0.5 samples
+    // about half of 200 calls; Classify calls have their own request span.
     let sink = OtlpSink::start().await.unwrap();
     let flags = [
         "--otlp-endpoint",
@@ -299,10 +301,12 @@ async fn a_batch_of_several_requests_links_each_and_a_ratio_samples_its_share() 
         "300000",
         "--max-batch",
         "8",
+        "--session-per-bucket",
+        "true",
     ];
     let s = TestServer::start(None, &flags).await;
     let c = s.kserve().await;
-    let burst: Vec<_> = (0..8)
+    let burst: Vec<_> = (0..5)
         .map(|k| {
             let mut c = c.clone();
             tokio::spawn(async move {
@@ -326,18 +330,18 @@ async fn a_batch_of_several_requests_links_each_and_a_ratio_samples_its_share() 
         .await
         .unwrap();
     s.shutdown().await.unwrap();
-    let spans = sink.wait_for(8 * 4 + 1, Duration::from_secs(10)).await;
+    let spans = sink.wait_for(5 * 4 + 1, Duration::from_secs(10)).await;
     sink.shutdown().await;
     let batches: Vec<&Span> = spans
         .iter()
         .filter(|b| b.name == "batch" && int(b, "rir.batch.requests") > 1)
         .collect();
-    assert!(!batches.is_empty(), "no batch of several requests");
+    assert_eq!(batches.len(), 1, "one batch of the five: {batches:#?}");
     let b = batches[0];
-    let linked = int(b, "rir.batch.requests");
-    assert_eq!(linked as usize, b.links.len());
-    assert_eq!(int(b, "rir.batch.size"), linked, "one image per request");
-    assert_eq!(int(b, "rir.batch.padding"), 0, "no padding on the CPU");
+    assert_eq!(int(b, "rir.batch.requests"), 5);
+    assert_eq!(b.links.len(), 5);
+    assert_eq!(int(b, "rir.batch.size"), 5, "one image per request");
+    assert_eq!(int(b, "rir.batch.padding"), 8 - 5, "padded to bucket 8");
     assert_eq!(int(b, "rir.engine.instance"), 0);
     assert!(matches!(
         attribute(b, "rir.inline"),
@@ -386,4 +390,91 @@ async fn a_batch_of_several_requests_links_each_and_a_ratio_samples_its_share() 
         (60..=140).contains(&sampled),
         "{sampled} of 200 sampled at 0.5"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_callers_at_half_keeps_every_sampled_caller_and_half_the_rest() {
+    // --trace-follow-caller at 0.5: a caller that sampled is always
+    // followed, one that did not never is, and requests without a
+    // traceparent are sampled at the ratio (binomial(200, 0.5): 60 to 140
+    // holds with probability 1 - 2e-8).
+    let sink = OtlpSink::start().await.unwrap();
+    let flags = [
+        "--otlp-endpoint",
+        &sink.endpoint,
+        "--trace-sample-ratio",
+        "0.5",
+        "--trace-follow-caller",
+    ];
+    let s = TestServer::start(None, &flags).await;
+    let mut c = s.kserve().await;
+    let caller = |k: u32, flags: &str| (format!("{:032x}", 0x5eed_0000 + k), flags.to_string());
+    let callers: Vec<(String, String)> = (0..40)
+        .map(|k| caller(k, if k % 2 == 0 { "01" } else { "00" }))
+        .collect();
+    for (k, (trace, flags)) in callers.iter().enumerate() {
+        let req = fp32_request("gray", 1, &image(k as u32), true);
+        c.model_infer(with_traceparent(req, trace, GRPC_CALLER, flags))
+            .await
+            .unwrap();
+    }
+    for k in 0..200 {
+        c.model_infer(fp32_request("gray", 1, &image(k), true))
+            .await
+            .unwrap();
+    }
+    s.shutdown().await.unwrap();
+    let spans = sink.wait_for(240 * 5, Duration::from_secs(3)).await;
+    sink.shutdown().await;
+    let requests: Vec<String> = spans
+        .iter()
+        .filter(|s| s.name == "ModelInfer")
+        .map(|s| hex::encode(&s.trace_id))
+        .collect();
+    for (trace, flags) in &callers {
+        let exported = requests.iter().filter(|t| *t == trace).count();
+        let want = usize::from(flags == "01");
+        assert_eq!(exported, want, "caller {trace} with flags {flags}");
+    }
+    let own = requests
+        .iter()
+        .filter(|t| !callers.iter().any(|(c, _)| c == *t))
+        .count();
+    assert!((60..=140).contains(&own), "{own} of 200 sampled at 0.5");
+}
+
+/// Spans of one call that reached `sink` before the server stopped, and
+/// after: `interval` is --otlp-export-interval-ms.
+async fn exported_before_and_after_shutdown(interval: &str) -> (usize, usize) {
+    let sink = OtlpSink::start().await.unwrap();
+    let flags = [
+        "--otlp-endpoint",
+        &sink.endpoint,
+        "--otlp-export-interval-ms",
+        interval,
+    ];
+    let s = TestServer::start(None, &flags).await;
+    let mut c = s.kserve().await;
+    c.model_infer(fp32_request("gray", 1, &image(3), true))
+        .await
+        .unwrap();
+    let before = sink.wait_for(5, Duration::from_secs(2)).await.len();
+    s.shutdown().await.unwrap();
+    let after = sink.wait_for(5, Duration::from_secs(3)).await.len();
+    sink.shutdown().await;
+    (before, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_sent_every_interval_and_the_rest_at_shutdown() {
+    // Every 100 ms: a call's five spans arrive while the server runs.
+    assert_eq!(exported_before_and_after_shutdown("100").await, (5, 5));
+    // Every 10 minutes: nothing in the first two seconds; the shutdown
+    // sends them.
+    assert_eq!(exported_before_and_after_shutdown("600000").await, (0, 5));
+    // An interval of 0 is refused by the flag parser.
+    let err = rir_server::Args::try_parse_from(["rir-serve", "--otlp-export-interval-ms", "0"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--otlp-export-interval-ms"), "{err}");
 }
