@@ -87,6 +87,9 @@ mod tests {
             request_ns: request_us * 1000,
             queue_ns: queue_us * 1000,
             infer_ns: infer_us * 1000,
+            // A tenth of the engine's time on each side of it.
+            input_ns: infer_us * 100,
+            output_ns: infer_us * 100,
             inferences: 3 * requests,
             executions: requests,
             ..Counters::default()
@@ -100,12 +103,17 @@ mod tests {
         let d = after.since(&before);
         assert_eq!(d.requests, 30);
         let b = Breakdown::of(&d, Source::Metrics, 0.5).unwrap();
-        // 6000 us over 30 requests; 1000 us of queue, 4000 of compute.
+        // 6000 us over 30 requests; 1000 us of queue, 4000 of engine, 400
+        // each of input and output.
         assert!((b.server_ms - 6.0 / 30.0).abs() < 1e-9, "{b:?}");
         assert!((b.queue_ms - 1.0 / 30.0).abs() < 1e-9);
-        assert!((b.compute_ms() - 4.0 / 30.0).abs() < 1e-9);
+        assert!((b.compute_input_ms - 0.4 / 30.0).abs() < 1e-9);
+        assert!((b.compute_output_ms - 0.4 / 30.0).abs() < 1e-9);
+        assert!((b.compute_ms() - 4.8 / 30.0).abs() < 1e-9);
         assert!((b.avg_batch - 3.0).abs() < 1e-9);
         assert!((b.outside_ms - (0.5 - b.server_ms)).abs() < 1e-12);
+        // The table's `rest`: the client's 0.5 ms less queue and compute.
+        assert!((b.rest_ms() - (0.5 - 5.8 / 30.0)).abs() < 1e-12, "{b:?}");
         assert_eq!(
             Breakdown::of(&Counters::default(), Source::Metrics, 1.0),
             None

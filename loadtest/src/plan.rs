@@ -453,6 +453,47 @@ mod tests {
     }
 
     #[test]
+    fn connection_run_and_request_flags_reach_the_plan() {
+        let p = plan(&[
+            "--tls",
+            "--tls-domain",
+            "serve.example",
+            "--connections",
+            "4",
+            "--stability",
+            "5",
+            "--window",
+            "2",
+            "--timeout",
+            "0",
+            "-q",
+            "--max-error-rate",
+            "0.5",
+        ])
+        .unwrap();
+        let c = &p.connect;
+        assert!(c.tls);
+        assert_eq!(c.tls_domain.as_deref(), Some("serve.example"));
+        assert_eq!(c.connections, 4);
+        // 5 % is a tolerance of 0.05, over windows of 2 s.
+        let s = p.run.stability.unwrap();
+        assert_eq!((s.tolerance, s.window), (0.05, Duration::from_secs(2)));
+        assert!(!p.run.progress, "-q turns the progress bars off");
+        assert_eq!(p.workload.timeout, None, "--timeout 0: no deadline");
+        assert_eq!(p.thresholds.max_error_rate, Some(0.5));
+        let p = plan(&["--timeout", "2", "--interval", "0.5"]).unwrap();
+        assert_eq!(p.workload.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(p.run.interval, Some(Duration::from_millis(500)));
+        assert!(p.run.progress);
+        let err = |flags: &[&str]| plan(flags).unwrap_err();
+        assert_eq!(err(&["--stability", "0"]), PlanError::Stability(0.0));
+        assert_eq!(
+            err(&["--interval", "0"]),
+            PlanError::NotPositiveSeconds { flag: "--interval" }
+        );
+    }
+
+    #[test]
     fn every_bound_is_carried_to_its_percentile() {
         let p = plan(&[
             "--max-p50-ms",

@@ -287,6 +287,31 @@ mod tests {
     }
 
     #[test]
+    fn every_report_is_judged_by_every_bound() {
+        use crate::load::Load;
+        use crate::thresholds::Percentile;
+        let report = |concurrency: usize, p50: f64| Report {
+            load: Load::Closed { concurrency },
+            requests: 100,
+            ok: 100,
+            latency_ms: crate::report::Latency {
+                p50,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let bound = Thresholds {
+            max_latency_ms: vec![(Percentile::P50, 1.0)],
+            ..Default::default()
+        };
+        // Two of three levels over 1 ms at p50: two misses, named by load.
+        let misses = missed(&bound, &[report(1, 0.5), report(8, 1.5), report(64, 3.0)]);
+        let loads: Vec<&str> = misses.iter().map(|m| m.load.as_str()).collect();
+        assert_eq!(loads, ["concurrency 8", "concurrency 64"]);
+        assert!(missed(&Thresholds::default(), &[report(64, 3.0)]).is_empty());
+    }
+
+    #[test]
     fn the_exit_status_policy() {
         assert_eq!(outcome(0, None, 0).exit_code(), 0);
         assert_eq!(outcome(0, Some(Some(2)), 0).exit_code(), 0);

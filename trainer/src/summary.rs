@@ -554,7 +554,30 @@ mod tests {
         assert!((p[0].difference.mean - 1.5).abs() < 1e-9, "{:?}", p[0]);
         assert_eq!(p[0].a_ahead, 2);
         let table = paired_table(&runs);
-        assert!(table.contains("| rir − cnn | +1.50 pp |"), "{table}");
+        // Differences 1 and 2: half-width t(1) 12.706 × 0.5 = 6.35, so the
+        // interval holds zero and the sign is not settled.
+        assert!(
+            table.contains("| rir − cnn | +1.50 pp | [-4.85, +7.85] pp | 2 | 2 | no |"),
+            "{table}"
+        );
+        // Differences 1.0, 1.2 and 1.4 over three seeds: sd 0.2, half-width
+        // t(2) 4.303 × 0.2 / √3 = 0.50, [0.70, 1.70]: settled. One pair
+        // has no interval, and settles nothing.
+        let close = vec![
+            run("rir", 0.1, 0, 1, &[0.810]),
+            run("cnn", 0.1, 0, 1, &[0.800]),
+            run("rir", 0.1, 1, 1, &[0.812]),
+            run("cnn", 0.1, 1, 1, &[0.800]),
+            run("rir", 0.1, 2, 1, &[0.814]),
+            run("cnn", 0.1, 2, 1, &[0.800]),
+        ];
+        let table = paired_table(&close);
+        assert!(
+            table.contains("| rir − cnn | +1.20 pp | [+0.70, +1.70] pp | 3 | 3 | yes |"),
+            "{table}"
+        );
+        let one = paired_table(&close[..2]);
+        assert!(one.contains("| +1.00 pp | n = 1 | 1 | 1 | no |"), "{one}");
         let axes = axes(&runs);
         assert_eq!(axes.len(), 1);
         assert_eq!(

@@ -105,11 +105,33 @@ fn checkpoint_round_trips_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::fashion(&dir.path().join("data"), 64, 16);
     let spec = common::micro(Variant::Rir);
-    // Every optimizer's buffers (and Adam's step count) come back as saved.
-    for kind in [
-        OptimizerKind::Sgd,
-        OptimizerKind::Adam,
-        OptimizerKind::Rmsprop,
+    // Every optimizer's buffers (and Adam's step count) come back as saved,
+    // and its rule with the settings the run was given (none of them the
+    // default), written out here by hand.
+    use rir_trainer::optim::Rule;
+    for (kind, rule) in [
+        (
+            OptimizerKind::Sgd,
+            Rule::Sgd {
+                momentum: 0.7,
+                nesterov: true,
+            },
+        ),
+        (
+            OptimizerKind::Adam,
+            Rule::Adam {
+                beta1: 0.8,
+                beta2: 0.95,
+                eps: 1e-6,
+            },
+        ),
+        (
+            OptimizerKind::Rmsprop,
+            Rule::RmsProp {
+                alpha: 0.9,
+                eps: 1e-6,
+            },
+        ),
     ] {
         let out = dir.path().join(format!("run-{kind:?}"));
         let cfg = TrainConfig {
@@ -119,6 +141,12 @@ fn checkpoint_round_trips_exactly() {
             } else {
                 1e-3
             },
+            momentum: 0.7,
+            nesterov: true,
+            beta1: 0.8,
+            beta2: 0.95,
+            rms_alpha: 0.9,
+            eps: 1e-6,
             ..config(1)
         };
         let mut t = Trainer::new(&spec, data.clone(), cfg, Device::Cpu, &out).unwrap();
@@ -135,7 +163,9 @@ fn checkpoint_round_trips_exactly() {
             assert_eq!(*na, nb);
             assert!(a.equal(&b), "{na} differs after a round trip");
         }
-        assert_eq!((r.opt.steps, r.opt.rule), (t.opt.steps, t.opt.rule));
+        assert_eq!(r.opt.rule, rule);
+        assert_eq!(r.opt.steps, 4, "64 images in steps of 16");
+        assert_eq!(t.opt.steps, 4);
         for (pa, pb) in t.opt.params.iter().zip(&r.opt.params) {
             assert_eq!(pa.state.len(), r.opt.rule.buffers().len());
             for (a, b) in pa.state.iter().zip(&pb.state) {
