@@ -201,6 +201,15 @@ struct ServerArgs {
     /// More rir-serve arguments, space-separated (e.g. "--ort-spin false --instances 2").
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     server_args: String,
+    /// Pinned mode: this process (the load generator) on core 0, rir-serve
+    /// and the in-process engine on core 1 (ORT threads 1 unless
+    /// --threads says otherwise), so the server's figures hold its own
+    /// cost only. Without it all share every core.
+    #[arg(long)]
+    pin: bool,
+    /// Alternating rounds per comparison; -d is split among them.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
 }
 
 #[derive(Args)]
@@ -272,7 +281,7 @@ fn main() -> ExitCode {
             let text = match cli.command {
                 BenchCommand::Ceiling(c) => ceiling(&bench_options(&c)?).await?,
                 BenchCommand::Compare(a) => compare(&a.options()?).await?,
-                BenchCommand::Server(a) => server(&a.options()?).await?,
+                BenchCommand::Server(a) => server(&a.options()?).await?.table(),
                 BenchCommand::Soak(a) => return run_soak(a).await,
                 BenchCommand::Hostile(a) => return run_hostile(a).await,
                 BenchCommand::Tracing(a) => tracing_cost(&a.options()?).await?,
@@ -303,6 +312,8 @@ impl ServerArgs {
             max_batch: self.max_batch,
             soak: seconds(self.soak, "--soak")?,
             server_args: words(&self.server_args),
+            pin: self.pin,
+            rounds: self.rounds as usize,
             common: bench_options(&self.common)?,
         })
     }

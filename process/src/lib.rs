@@ -2,9 +2,12 @@
 //! to stderr filtered by `RUST_LOG` (with a per-binary default), ONNX
 //! Runtime's telemetry off, a quiet death on a closed pipe, and errors
 //! printed with their causes and exit status 1. And what several of them
-//! measure of a process: its open-files limit and its resident memory.
+//! measure of a process: its open-files limit, its resident memory, and
+//! its CPU time and cores ([`cpu`]).
 
 use std::process::ExitCode;
+
+pub mod cpu;
 
 /// Runs a binary's body: sets up logging with `default_filter` (used when
 /// `RUST_LOG` is unset), then runs `body` and turns an error into

@@ -1,128 +1,129 @@
 //! rir-serve against the same model run in-process on ONNX Runtime, on
-//! this machine, in alternating rounds: the latency the server adds at
-//! concurrency 1 with batching off, the throughput it reaches with batching
-//! on against in-process batches, and its memory under sustained load.
+//! this machine, in alternating rounds: the default (batching on) against
+//! batching off at each concurrency, the latency the server adds at
+//! concurrency 1, the throughput it reaches against in-process batches,
+//! the server's own CPU per request beyond the engine's run, and its memory
+//! under sustained load.
+//!
+//! Pinned mode puts this process (the load generator) on core 0 and the
+//! server and the in-process reference on core 1, so the server's figures
+//! are not mixed with the client's cost; the shared mode lets all of them
+//! use every core, as a user's first test on one machine does.
 
-use std::fmt::Write as _;
-use std::path::Path;
-use std::time::{Duration, Instant};
+mod cost;
+mod local;
+mod render;
 
-use rir_contract::ModelInfo;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
 use rir_figures::median;
-use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_loadtest::report::Report;
+use rir_loadtest::workload::Workload;
+use rir_testkit::process::{ServerProcess, spawn};
+
+pub use cost::Cost;
+use cost::Meter;
+use local::{Local, blocking};
 
 use crate::BenchError;
 use crate::point::{BenchOptions, closed, cores, workload};
 use crate::served::Served;
-use rir_testkit::process::spawn;
 
 /// Settings of the server benchmark.
 #[derive(Debug, Clone)]
 pub struct ServerBenchOptions {
     /// Server and model.
     pub served: Served,
-    /// ONNX Runtime intra-op threads, in-process and in the server (0: its default).
+    /// ONNX Runtime intra-op threads, in-process and in the server (0: its
+    /// default, or 1 when pinned: the server has one core).
     pub threads: usize,
     /// Largest batch when batching is on.
     pub max_batch: usize,
     /// Sustained load at the highest concurrency for the memory figure.
     pub soak: Duration,
-    /// More rir-serve arguments (for example `--ort-spin false`).
+    /// More rir-serve arguments (for example `--ort-spin false`), given to
+    /// both configurations.
     pub server_args: Vec<String>,
+    /// The client on core 0, the server and the in-process engine on core 1.
+    pub pin: bool,
+    /// Alternating rounds per comparison.
+    pub rounds: usize,
     /// Shared settings.
     pub common: BenchOptions,
 }
 
-/// The model run in this process: the reference the server is measured
-/// against.
-struct Local {
-    engine: OrtEngine,
-    /// Random input for the largest batch.
-    data: Vec<f32>,
-    /// Item dimensions (C, H, W).
-    dims: Vec<usize>,
+/// The cores of the pinned mode.
+const CLIENT_CORE: usize = 0;
+const SERVER_CORE: usize = 1;
+
+/// One measurement of one configuration: the load tester's report and the
+/// server's CPU over it.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// What the client measured.
+    pub report: Report,
+    /// What the server spent.
+    pub cost: Cost,
 }
 
-impl Local {
-    fn load(path: &Path, threads: usize, big: usize) -> Result<Local, BenchError> {
-        let info = ModelInfo::read(path)?;
-        let dims: Vec<usize> = info
-            .inputs
-            .first()
-            .ok_or_else(|| BenchError::Setup(format!("{} has no input", path.display())))?
-            .dims
+/// Batching off and the default at one concurrency, round by round.
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// Closed-loop concurrency.
+    pub concurrency: usize,
+    /// `--max-batch 1`, one sample per round.
+    pub off: Vec<Sample>,
+    /// The default (batching on), one sample per round, each right after
+    /// the round's `off`.
+    pub on: Vec<Sample>,
+}
+
+impl Point {
+    /// The median over rounds of `f` of the samples.
+    pub fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+        median(samples.iter().map(f).collect())
+    }
+
+    /// The lowest and highest over rounds of `f`.
+    pub fn spread(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64) {
+        samples
             .iter()
-            .skip(1)
-            .map(|d| d.unwrap_or(1))
-            .collect();
-        let item: usize = dims.iter().product();
-        let mut rng = fastrand::Rng::with_seed(0);
-        let data: Vec<f32> = (0..item * big).map(|_| rng.f32()).collect();
-        let engine = OrtEngine::load(
-            path,
-            &OrtOptions {
-                threads,
-                ..Default::default()
-            },
-        )?;
-        let mut local = Local { engine, data, dims };
-        for _ in 0..20 {
-            local.run(1)?;
-        }
-        for _ in 0..3 {
-            local.run(big)?;
-        }
-        Ok(local)
+            .map(f)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            })
     }
 
-    fn run(&mut self, n: usize) -> Result<(), BenchError> {
-        let item: usize = self.dims.iter().product();
-        let shape = [vec![n], self.dims.clone()].concat();
-        self.engine.run(&self.data[..n * item], &shape)?;
-        Ok(())
+    /// The default's images/s over batching off's in the same round,
+    /// median over rounds.
+    pub fn ratio(&self) -> f64 {
+        median(
+            self.on
+                .iter()
+                .zip(&self.off)
+                .map(|(a, b)| a.report.inferences_per_s / b.report.inferences_per_s)
+                .collect(),
+        )
     }
 
-    /// Median latency of batch-1 runs for `duration`, ms.
-    fn p50(&mut self, duration: Duration) -> Result<f64, BenchError> {
-        let mut lat = Vec::new();
-        let t0 = Instant::now();
-        while t0.elapsed() < duration || lat.len() < 100 {
-            let t = Instant::now();
-            self.run(1)?;
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok(median(lat))
-    }
-
-    /// Images per second at batch `n` for `duration`.
-    fn throughput(&mut self, n: usize, duration: Duration) -> Result<f64, BenchError> {
-        let (t0, mut runs) = (Instant::now(), 0usize);
-        while t0.elapsed() < duration || runs < 10 {
-            self.run(n)?;
-            runs += 1;
-        }
-        Ok((runs * n) as f64 / t0.elapsed().as_secs_f64())
+    /// Whether the default is at least as fast as batching off within the
+    /// rounds' spread: its median images/s is not below batching off's
+    /// slowest round.
+    pub fn default_not_slower(&self) -> bool {
+        let ips = |s: &Sample| s.report.inferences_per_s;
+        Point::median_of(&self.on, ips) >= Point::spread(&self.off, ips).0
     }
 }
 
-/// Runs `f` on `local` off the async threads and hands `local` back.
-async fn blocking<T: Send + 'static>(
-    mut local: Local,
-    f: impl FnOnce(&mut Local) -> Result<T, BenchError> + Send + 'static,
-) -> Result<(Local, T), BenchError> {
-    tokio::task::spawn_blocking(move || {
-        let r = f(&mut local)?;
-        Ok((local, r))
-    })
-    .await?
-}
-
-/// In-process and server figures of the alternating rounds.
-#[derive(Default)]
-struct Rounds {
-    local: Vec<f64>,
-    server: Vec<f64>,
+/// In-process and server figures of alternating rounds.
+#[derive(Debug, Clone, Default)]
+pub struct Rounds {
+    /// In-process, one per round.
+    pub local: Vec<f64>,
+    /// The server's, each right after the round's in-process figure.
+    pub server: Vec<f64>,
 }
 
 impl Rounds {
@@ -133,7 +134,7 @@ impl Rounds {
 
     /// Medians of the in-process figures, the server figures, and the
     /// per-round differences (server minus in-process) and ratios.
-    fn medians(&self) -> (f64, f64, f64, f64) {
+    pub fn medians(&self) -> (f64, f64, f64, f64) {
         let pairs = || self.local.iter().zip(&self.server);
         (
             median(self.local.clone()),
@@ -144,175 +145,212 @@ impl Rounds {
     }
 }
 
-/// Alternating rounds per comparison: the machine's speed drifts by more
-/// than the differences measured, so each server figure is set against an
-/// in-process figure taken just before it.
-const ROUNDS: usize = 5;
-
-/// What the benchmark measured, for its table.
-#[derive(Default)]
-struct Figures {
-    /// Each configuration's closed-loop points, labelled.
-    rows: Vec<(String, Report)>,
-    /// Batch-1 p50, ms: in-process and the server with batching off.
-    latency: Rounds,
-    /// Images/s: in-process at the largest batch and the server with batching on.
-    throughput: Rounds,
-    /// The server's RSS after warm-up and after the sustained load, MiB.
-    rss: (f64, f64),
+/// The memory figure: RSS before and after the sustained load.
+#[derive(Debug, Clone)]
+pub struct Soak {
+    /// RSS after warm-up, MiB.
+    pub rss_before: f64,
+    /// RSS after the load, MiB.
+    pub rss_after: f64,
     /// The sustained load's report.
-    soak: Option<Report>,
+    pub report: Report,
+}
+
+/// What the server benchmark measured.
+#[derive(Debug, Clone)]
+pub struct ServerFigures {
+    /// The model's name and file.
+    pub model: (String, PathBuf),
+    /// CPUs of this process at start.
+    pub cores: usize,
+    /// Intra-op threads used (0: ONNX Runtime's default).
+    pub threads: usize,
+    /// Whether client and server had a core each.
+    pub pinned: bool,
+    /// Length of one round's measurement.
+    pub slice: Duration,
+    /// The largest batch (in-process, and the server's with batching on).
+    pub max_batch: usize,
+    /// More rir-serve arguments given.
+    pub server_args: Vec<String>,
+    /// Batching off against the default, per concurrency.
+    pub points: Vec<Point>,
+    /// Batch-1 p50, ms: in-process against the default server at
+    /// concurrency 1.
+    pub latency: Rounds,
+    /// Images/s: in-process at the largest batch against the default
+    /// server at the highest concurrency.
+    pub throughput: Rounds,
+    /// The memory figure, when asked for.
+    pub soak: Option<Soak>,
+}
+
+impl ServerFigures {
+    /// Latency the default server adds at concurrency 1, µs (median of the
+    /// per-round differences).
+    pub fn added_us(&self) -> f64 {
+        self.latency.medians().2 * 1e3
+    }
+
+    /// The default server's images/s over in-process at the largest batch
+    /// (median of the per-round ratios).
+    pub fn throughput_ratio(&self) -> f64 {
+        self.throughput.medians().3
+    }
+
+    /// The highest concurrency measured.
+    pub fn top(&self) -> usize {
+        self.points.iter().map(|p| p.concurrency).max().unwrap_or(1)
+    }
+}
+
+/// A rir-serve the benchmark started, the requests it is sent and its meter.
+struct Running {
+    process: ServerProcess,
+    workload: Arc<Workload>,
+    meter: Meter,
+}
+
+impl Running {
+    async fn start(
+        o: &ServerBenchOptions,
+        max_batch: usize,
+        threads: usize,
+    ) -> Result<Running, BenchError> {
+        let Served {
+            models,
+            model,
+            serve_bin,
+        } = &o.served;
+        let args: Vec<String> = [
+            "--max-batch",
+            &max_batch.to_string(),
+            "--threads",
+            &threads.to_string(),
+            "--instances",
+            "1",
+            "--device",
+            "cpu",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain(o.server_args.iter().cloned())
+        .collect();
+        let process = spawn(serve_bin, models, &args).await?;
+        if o.pin {
+            let pid = process.pid().to_string();
+            rir_process::cpu::pin_process(&pid, &[SERVER_CORE]).map_err(|e| {
+                BenchError::io(format!("holding rir-serve {pid} to core {SERVER_CORE}"), e)
+            })?;
+        }
+        let workload = Arc::new(workload(&process.url, model).await?);
+        let chan = rir_client::connect::connect(&rir_client::connect::ConnectOptions {
+            url: process.url.clone(),
+            ..Default::default()
+        })
+        .await?
+        .remove(0);
+        let meter = Meter::new(process.pid(), model, chan);
+        Ok(Running {
+            process,
+            workload,
+            meter,
+        })
+    }
+
+    /// One closed-loop point at `concurrency` with the server's cost.
+    async fn sample(&mut self, concurrency: usize, o: &BenchOptions) -> Result<Sample, BenchError> {
+        self.meter.start().await?;
+        let report = closed(&self.workload, concurrency, o).await?;
+        let cost = self.meter.stop().await?;
+        Ok(Sample { report, cost })
+    }
 }
 
 /// rir-serve next to in-process ONNX Runtime on the same model.
-pub async fn server(o: &ServerBenchOptions) -> Result<String, BenchError> {
+pub async fn server(o: &ServerBenchOptions) -> Result<ServerFigures, BenchError> {
+    let cores = cores();
+    if o.pin && cores < 2 {
+        return Err(BenchError::Setup(format!(
+            "--pin needs two cores, this process has {cores}"
+        )));
+    }
+    let (client_core, server_core) = match o.pin {
+        true => (Some(CLIENT_CORE), Some(SERVER_CORE)),
+        false => (None, None),
+    };
+    if let Some(c) = client_core {
+        rir_process::cpu::pin_process("self", &[c])
+            .map_err(|e| BenchError::io(format!("holding the client to core {c}"), e))?;
+    }
+    let threads = match (o.pin, o.threads) {
+        (true, 0) => 1,
+        (_, n) => n,
+    };
     let path = o.served.latest_model()?;
-    let slice = (o.common.duration / ROUNDS as u32).max(Duration::from_millis(500));
-    let (threads, big) = (o.threads, o.max_batch);
+    let rounds = o.rounds.max(1);
+    let slice = (o.common.duration / rounds as u32).max(Duration::from_millis(500));
+    let big = o.max_batch;
     let mut local = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || Local::load(&path, threads, big)).await??
+        tokio::task::spawn_blocking(move || Local::load(&path, threads, big, server_core)).await??
     };
-    let mut figures = Figures::default();
-    for (batching, max_batch) in [("off", 1), ("on", big)] {
-        local = measure(o, batching, max_batch, slice, local, &mut figures).await?;
-    }
-    Ok(render(o, &path, slice, &figures))
-}
-
-/// Starts rir-serve with `max_batch` and measures it: its closed-loop
-/// points, the alternating rounds against `local`, and with batching on the
-/// sustained load; gives `local` back.
-async fn measure(
-    o: &ServerBenchOptions,
-    batching: &str,
-    max_batch: usize,
-    slice: Duration,
-    mut local: Local,
-    f: &mut Figures,
-) -> Result<Local, BenchError> {
-    let Served {
-        models,
-        model,
-        serve_bin,
-    } = &o.served;
-    let (big, top) = (o.max_batch, top(o));
-    let args: Vec<String> = [
-        "--max-batch",
-        &max_batch.to_string(),
-        "--threads",
-        &o.threads.to_string(),
-        "--instances",
-        "1",
-        "--device",
-        "cpu",
-    ]
-    .map(String::from)
-    .into_iter()
-    .chain(o.server_args.iter().cloned())
-    .collect();
-    let srv = spawn(serve_bin, models, &args).await?;
-    let w = std::sync::Arc::new(workload(&srv.url, model).await?);
-    for &c in &o.common.concurrency {
-        let label = format!("batching {batching}");
-        f.rows.push((label, closed(&w, c, &o.common).await?));
-    }
+    let mut off = Running::start(o, 1, threads).await?;
+    let mut on = Running::start(o, big, threads).await?;
     let round = BenchOptions {
         warmup: Duration::from_millis(300),
         duration: slice,
         ..o.common.clone()
     };
-    for _ in 0..ROUNDS {
-        if max_batch == 1 {
-            let (l, p50) = blocking(local, move |l| l.p50(slice)).await?;
-            local = l;
-            f.latency
-                .push(p50, closed(&w, 1, &round).await?.latency_ms.p50);
-        } else {
-            let (l, ips) = blocking(local, move |l| l.throughput(big, slice)).await?;
-            local = l;
-            f.throughput
-                .push(ips, closed(&w, top, &round).await?.inferences_per_s);
+    let mut f = ServerFigures {
+        model: (o.served.model.clone(), path),
+        cores,
+        threads,
+        pinned: o.pin,
+        slice,
+        max_batch: big,
+        server_args: o.server_args.clone(),
+        points: vec![],
+        latency: Rounds::default(),
+        throughput: Rounds::default(),
+        soak: None,
+    };
+    for &c in &o.common.concurrency {
+        let mut p = Point {
+            concurrency: c,
+            off: vec![],
+            on: vec![],
+        };
+        for _ in 0..rounds {
+            p.off.push(off.sample(c, &round).await?);
+            p.on.push(on.sample(c, &round).await?);
         }
+        f.points.push(p);
     }
-    if max_batch > 1 && !o.soak.is_zero() {
-        let warm = srv.rss_mib()?;
+    let top = f.top();
+    for _ in 0..rounds {
+        let (l, p50) = blocking(local, client_core, move |l| l.p50(slice)).await?;
+        let server = closed(&on.workload, 1, &round).await?;
+        f.latency.push(p50, server.latency_ms.p50);
+        let (l, ips) = blocking(l, client_core, move |l| l.throughput(big, slice)).await?;
+        local = l;
+        let server = closed(&on.workload, top, &round).await?;
+        f.throughput.push(ips, server.inferences_per_s);
+    }
+    drop(off);
+    if !o.soak.is_zero() {
+        let rss_before = on.process.rss_mib()?;
         let soak = BenchOptions {
             warmup: Duration::ZERO,
             duration: o.soak,
             ..o.common.clone()
         };
-        f.soak = Some(closed(&w, top, &soak).await?);
-        f.rss = (warm, srv.rss_mib()?);
+        let report = closed(&on.workload, top, &soak).await?;
+        f.soak = Some(Soak {
+            rss_before,
+            rss_after: on.process.rss_mib()?,
+            report,
+        });
     }
-    Ok(local)
-}
-
-/// The highest concurrency measured: where throughput and memory are read.
-fn top(o: &ServerBenchOptions) -> usize {
-    o.common.concurrency.iter().copied().max().unwrap_or(64)
-}
-
-/// The benchmark's table and summary.
-fn render(o: &ServerBenchOptions, path: &Path, slice: Duration, f: &Figures) -> String {
-    let (big, top) = (o.max_batch, top(o));
-    let mut out = String::new();
-    let threads = match o.threads {
-        0 => "default".to_string(),
-        n => n.to_string(),
-    };
-    let extra = match o.server_args.is_empty() {
-        true => String::new(),
-        false => format!(", rir-serve {}", o.server_args.join(" ")),
-    };
-    let _ = writeln!(
-        out,
-        "rir-serve vs in-process ONNX Runtime: {} ({}), {} cores, ORT threads {threads}, {} s per point{extra}\n",
-        o.served.model,
-        path.display(),
-        cores(),
-        o.common.duration.as_secs_f64(),
-    );
-    let _ = writeln!(
-        out,
-        "{:<40} {:>10} {:>12} {:>10} {:>10}",
-        "", "p50 ms", "images/s", "p99 ms", "errors"
-    );
-    for (label, r) in &f.rows {
-        let _ = writeln!(
-            out,
-            "{:<40} {:>10.3} {:>12.1} {:>10.3} {:>10}",
-            format!("server, {}, {label}", r.load),
-            r.latency_ms.p50,
-            r.inferences_per_s,
-            r.latency_ms.p99,
-            r.failed()
-        );
-    }
-    let (lat_local, lat_server, added, _) = f.latency.medians();
-    let (ips_local, ips_server, _, ratio) = f.throughput.medians();
-    let _ = writeln!(
-        out,
-        "\n{ROUNDS} alternating rounds of {:.1} s (in-process, then server), medians:\n\
-         batch-1 p50: in-process {lat_local:.3} ms, server at concurrency 1 with batching off {lat_server:.3} ms\n\
-         latency added (median of the per-round differences): {:.0} us (goal <= 100 us)\n\
-         throughput: in-process batch {big} {ips_local:.1} images/s, server at concurrency {top} with batching {ips_server:.1} images/s\n\
-         ratio (median of the per-round ratios): {ratio:.2}x (goal >= 0.8x)",
-        slice.as_secs_f64(),
-        added * 1e3
-    );
-    if let Some(r) = &f.soak {
-        let _ = writeln!(
-            out,
-            "RSS after warm-up {:.1} MiB, after {:.0} s at concurrency {top}: {:.1} MiB ({:+.1} %, goal < 10 %); {:.1} images/s, p99 {:.3} ms, {} errors during it",
-            f.rss.0,
-            o.soak.as_secs_f64(),
-            f.rss.1,
-            100.0 * (f.rss.1 / f.rss.0 - 1.0),
-            r.inferences_per_s,
-            r.latency_ms.p99,
-            r.failed()
-        );
-    }
-    out
+    Ok(f)
 }
