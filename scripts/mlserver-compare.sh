@@ -9,12 +9,15 @@
 # --shape; its REST side has no binary tensor extension, hence
 # --json-tensors for both servers there.
 #
-# Usage: bash scripts/mlserver-compare.sh [SECONDS_PER_POINT]
+# Usage: bash scripts/mlserver-compare.sh [SECONDS_PER_POINT] [ROUNDS] [CONCURRENCIES]
+#   (defaults 5, 2 and "1 8 64")
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 SECS="${1:-5}"
+ROUNDS="${2:-2}"
+CONC="${3:-1 8 64}"
 VENV="$ROOT/.deps/mlserver"
 if [[ ! -x "$VENV/bin/mlserver" ]]; then
   echo "[mlserver-compare] pip: mlserver 1.7.1 and onnxruntime 1.31.1 into $VENV" >&2
@@ -39,11 +42,28 @@ for _ in $(seq 60); do
     curl -sf localhost:18000/v2/models/rir-fashion-mnist/ready >/dev/null && break
   sleep 1
 done
-L=(target/release/rir-loadtest -m rir-fashion-mnist -c 1,8 -w 1 -d "$SECS" -q)
-row() { local name="$1"; shift; "${L[@]}" "$@" | tail -2 | sed "s/^/$name  /"; }
+L=(target/release/rir-loadtest -m rir-fashion-mnist -w 1 -d "$SECS" -q --no-server-stats)
+row() { local name="$1"; shift; "${L[@]}" "$@" | tail -1 | sed "s/^/$name  /"; }
 echo "server / protocol          load           req/s  infer/s  avg ms  stddev    p50    p90    p95    p99  p99.9    max  requests  errors"
-row "rir-serve gRPC          " -i grpc -u 127.0.0.1:18001
-row "rir-serve REST binary   " -i http -u 127.0.0.1:18000
-row "rir-serve REST JSON     " -i http -u 127.0.0.1:18000 --json-tensors
-row "MLServer gRPC           " -i grpc -u 127.0.0.1:8081 --shape image:1,28,28
-row "MLServer REST JSON      " -i http -u 127.0.0.1:8080 --json-tensors --shape image:1,28,28
+# gRPC at each concurrency, the two servers alternating, ROUNDS times: the
+# machine drifts between runs by more than a single run can tell.
+OUT="$REPO/rows.txt"
+for round in $(seq "$ROUNDS"); do
+  for c in $CONC; do
+    row "rir-serve gRPC  round $round" -i grpc -u 127.0.0.1:18001 -c "$c" | tee -a "$OUT"
+    row "MLServer gRPC   round $round" -i grpc -u 127.0.0.1:8081 --shape image:1,28,28 -c "$c" | tee -a "$OUT"
+  done
+done
+# REST once, at the lowest concurrency (MLServer has no binary tensors).
+first="${CONC%% *}"
+row "rir-serve REST binary   " -i http -u 127.0.0.1:18000 -c "$first"
+row "rir-serve REST JSON     " -i http -u 127.0.0.1:18000 --json-tensors -c "$first"
+row "MLServer REST JSON      " -i http -u 127.0.0.1:8080 --json-tensors --shape image:1,28,28 -c "$first"
+# rir-serve's requests/s over MLServer's in the same round, per concurrency.
+echo
+awk '{ who = $1; round = $4; c = $6; rps = $7
+       if (who == "rir-serve") r[c, round] = rps; else m[c, round] = rps
+       cs[c] = 1; rounds[round] = 1 }
+     END { for (c in cs) { line = sprintf("gRPC, concurrency %s: rir-serve / MLServer", c)
+             for (k in rounds) line = line sprintf("  round %s %.1fx", k, r[c, k] / m[c, k])
+             print line } }' "$OUT" | sort -t' ' -k3n
