@@ -361,6 +361,7 @@ fn spawn_fronts(
     let (metrics_stop, metrics_stopped) = watch::channel(false);
     let metrics = tokio::spawn(crate::http::metrics::serve(
         metrics.clone(),
+        core.clone(),
         config.metrics_token.clone(),
         listeners.metrics,
         Gate::new(limits, "metrics", metrics),

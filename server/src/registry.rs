@@ -110,6 +110,17 @@ pub struct Models {
 }
 
 impl Models {
+    /// Every version as `(model, version, ready)`: what `rir_model_ready`
+    /// reports.
+    pub(crate) fn readiness(&self) -> impl Iterator<Item = (&str, u64, bool)> {
+        self.by_name.iter().flat_map(|(name, versions)| {
+            versions.iter().map(move |v| {
+                let ready = matches!(v.state, VersionState::Ready { .. });
+                (name.as_str(), v.version, ready)
+            })
+        })
+    }
+
     /// Version `version` of `name` (empty: the latest ready version, or the
     /// latest when none is ready).
     pub fn get(&self, name: &str, version: &str) -> Result<&Arc<ModelVersion>, ServeError> {

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub inferences: IntCounterVec,
     /// Engine executions (batches).
     pub executions: IntCounterVec,
+    /// Seconds successful requests spent in the server, arrival to answer
+    /// (what a p99 alert reads).
+    pub request_seconds: HistogramVec,
     /// Seconds requests waited in the queue.
     pub queue_seconds: HistogramVec,
     /// Seconds the engine took per batch.
@@ -69,6 +72,12 @@ pub struct Metrics {
     pub resident_memory: IntGauge,
     /// Open file descriptors of this process (the same).
     pub open_fds: IntGauge,
+    /// When the process started, seconds since the epoch (the name the
+    /// Prometheus client libraries use): a change is a restart.
+    pub start_time: IntGauge,
+    /// Each model version: 1 while ready, 0 while unavailable; read from
+    /// the served snapshot at every scrape.
+    pub model_ready: IntGaugeVec,
     /// The same per-request figures under Triton's names.
     pub triton: TritonCounters,
 }
@@ -202,6 +211,11 @@ impl Metrics {
             )?,
             inferences: m.per_model("rir_inference_count", "images inferred")?,
             executions: m.per_model("rir_execution_count", "engine executions (batches)")?,
+            request_seconds: m.histogram(
+                "rir_request_seconds",
+                "time successful requests spent in the server, arrival to answer",
+                &secs,
+            )?,
             queue_seconds: m.histogram(
                 "rir_queue_seconds",
                 "time requests waited in the batching queue",
@@ -244,9 +258,39 @@ impl Metrics {
                 "resident memory size in bytes",
             )?,
             open_fds: m.plain_gauge("process_open_fds", "number of open file descriptors")?,
+            start_time: {
+                let g = m.plain_gauge(
+                    "process_start_time_seconds",
+                    "start time of the process since the epoch, seconds",
+                )?;
+                let now = SystemTime::now().duration_since(UNIX_EPOCH);
+                g.set(now.map_or(0, |d| d.as_secs() as i64));
+                g
+            },
+            model_ready: registered(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rir_model_ready",
+                        "1 while a model version serves, 0 while it is unavailable",
+                    ),
+                    &["model", "version"],
+                ),
+            )?,
             triton: TritonCounters::new(&r)?,
             registry: r,
         })
+    }
+
+    /// Sets `rir_model_ready` to the versions listed, as `(model, version,
+    /// ready)`, and drops the series of versions no longer listed.
+    pub(crate) fn set_ready<'a>(&self, versions: impl Iterator<Item = (&'a str, u64, bool)>) {
+        self.model_ready.reset();
+        for (model, version, ready) in versions {
+            self.model_ready
+                .with_label_values(&[model, &version.to_string()])
+                .set(i64::from(ready));
+        }
     }
 
     /// The text exposition format of every metric.
@@ -508,6 +552,9 @@ impl ModelStats {
         m.queue_seconds
             .with_label_values(&[&self.model])
             .observe(queue.as_secs_f64());
+        m.request_seconds
+            .with_label_values(&[&self.model])
+            .observe(t.total.as_secs_f64());
         m.requests
             .with_label_values(&[&self.model, "ok", "OK"])
             .inc();

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::auth::{Token, bearer_matches};
 use crate::conn::Gate;
+use crate::core::Core;
 use crate::error::ServerError;
 use crate::stats::Metrics;
 
@@ -25,6 +26,8 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4";
 #[derive(Clone)]
 struct Endpoint {
     metrics: Arc<Metrics>,
+    /// Where the served models' readiness is read at each scrape.
+    core: Arc<Core>,
     token: Option<Token>,
 }
 
@@ -43,6 +46,7 @@ async fn scrape(State(e): State<Endpoint>, headers: HeaderMap) -> Response {
         )
             .into_response();
     }
+    e.metrics.set_ready(e.core.models().readiness());
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], e.metrics.render()).into_response()
 }
 
@@ -51,15 +55,18 @@ async fn scrape(State(e): State<Endpoint>, headers: HeaderMap) -> Response {
 /// resolves.
 pub(crate) async fn serve(
     metrics: Arc<Metrics>,
+    core: Arc<Core>,
     token: Option<Token>,
     listener: tokio::net::TcpListener,
     gate: Gate,
     tls: Option<(tokio_rustls::TlsAcceptor, std::time::Duration)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let app = Router::new()
-        .fallback(scrape)
-        .with_state(Endpoint { metrics, token });
+    let app = Router::new().fallback(scrape).with_state(Endpoint {
+        metrics,
+        core,
+        token,
+    });
     let serving = super::conns::Serving {
         header_timeout: gate.header_timeout(),
         tls,
