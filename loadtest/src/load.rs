@@ -418,6 +418,61 @@ mod tests {
     }
 
     #[test]
+    fn generators_schedules_add_only_when_alike_and_every_load_has_its_rate() {
+        let ms = Duration::from_millis;
+        let steps = |rates: Vec<f64>, step: u64| Load::Scheduled {
+            schedule: Schedule::Steps {
+                rates: rates.into(),
+                step: ms(step),
+            },
+            arrivals: Arrivals::Constant,
+        };
+        let ramp = |from: f64, to: f64, over: u64| Load::Scheduled {
+            schedule: Schedule::Ramp {
+                from,
+                to,
+                over: ms(over),
+            },
+            arrivals: Arrivals::Poisson,
+        };
+        let a = steps(vec![100.0, 300.0], 2000);
+        let b = steps(vec![10.0, 30.0], 2000);
+        assert_eq!(
+            Load::sum([&a, &b]),
+            Some(steps(vec![110.0, 330.0], 2000))
+        );
+        // Another step length, another count of steps: not one schedule.
+        assert_eq!(Load::sum([&a, &steps(vec![10.0, 30.0], 1000)]), None);
+        assert_eq!(Load::sum([&a, &steps(vec![10.0], 2000)]), None);
+        assert_eq!(
+            Load::sum([&ramp(100.0, 500.0, 4000), &ramp(50.0, 70.0, 4000)]),
+            Some(ramp(150.0, 570.0, 4000))
+        );
+        assert_eq!(
+            Load::sum([&ramp(100.0, 500.0, 4000), &ramp(50.0, 70.0, 3000)]),
+            None
+        );
+        // The rate at a point: none in closed loop; a span of no length
+        // gives the rate at its start, a later span its own mean.
+        let t = ms(2500);
+        assert_eq!(Load::Closed { concurrency: 3 }.rate_at(t), None);
+        let open = Load::Open {
+            rate: 40.0,
+            arrivals: Arrivals::Constant,
+        };
+        assert_eq!(open.rate_at(t), Some(40.0));
+        assert_eq!(a.rate_at(t), Some(300.0));
+        let Load::Scheduled { schedule, .. } = &a else {
+            unreachable!()
+        };
+        assert_eq!(schedule.mean_rate(2.5, 2.5), 300.0);
+        // 1.5 s: 0.5 at 100 and 1 at 300, 350 sends.
+        assert!((schedule.mean_rate(1.5, 3.0) - 350.0 / 1.5).abs() < 1e-9);
+        assert_eq!(format!("{a}"), "rate 100,300/s steps of 2 s constant");
+        assert_eq!(concurrencies("4..4").unwrap(), [4]);
+    }
+
+    #[test]
     fn schedules_give_the_rate_and_the_sends_of_any_span() {
         let ms = Duration::from_millis;
         let steps = Schedule::Steps {
