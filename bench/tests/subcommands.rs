@@ -43,9 +43,12 @@ fn the_four_benchmarks_run_end_to_end_in_short_form() {
                 "0",
                 "--threads",
                 "1",
+                "--rounds",
+                "1",
+                "--pin",
                 "-q",
             ],
-            "latency added (median of the per-round differences)",
+            "pinned: client on core 0, server and in-process engine on core 1",
         ),
         (
             &[
