@@ -437,10 +437,7 @@ mod tests {
         };
         let a = steps(vec![100.0, 300.0], 2000);
         let b = steps(vec![10.0, 30.0], 2000);
-        assert_eq!(
-            Load::sum([&a, &b]),
-            Some(steps(vec![110.0, 330.0], 2000))
-        );
+        assert_eq!(Load::sum([&a, &b]), Some(steps(vec![110.0, 330.0], 2000)));
         // Another step length, another count of steps: not one schedule.
         assert_eq!(Load::sum([&a, &steps(vec![10.0, 30.0], 1000)]), None);
         assert_eq!(Load::sum([&a, &steps(vec![10.0], 2000)]), None);

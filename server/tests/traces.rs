@@ -364,54 +364,30 @@ async fn a_batch_of_several_requests_links_each_and_a_ratio_samples_its_share() 
         "no Classify span"
     );
 
-    // A ratio between 0 and 1: of 200 calls, a binomial(200, 0.5) share is
-    // sampled; 60 to 140 holds with probability 1 - 2e-8.
-    let sink = OtlpSink::start().await.unwrap();
-    let flags = [
-        "--otlp-endpoint",
-        &sink.endpoint,
-        "--trace-sample-ratio",
-        "0.5",
-    ];
-    let s = TestServer::start(None, &flags).await;
-    let mut c = s.kserve().await;
-    for k in 0..200 {
-        c.model_infer(fp32_request("gray", 1, &image(k), true))
-            .await
-            .unwrap();
-    }
-    s.shutdown().await.unwrap();
-    // The drain exported everything at shutdown: wait for all that comes
-    // (at most 200 calls of five spans).
-    let spans = sink.wait_for(200 * 5, Duration::from_secs(3)).await;
-    sink.shutdown().await;
-    let sampled = spans.iter().filter(|s| s.name == "ModelInfer").count();
+    // A ratio between 0 and 1: a binomial(200, 0.5) share of 200 calls.
+    let sampled = at_half(&[], &[]).await.len();
     assert!(
         (60..=140).contains(&sampled),
         "{sampled} of 200 sampled at 0.5"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn following_callers_at_half_keeps_every_sampled_caller_and_half_the_rest() {
-    // --trace-follow-caller at 0.5: a caller that sampled is always
-    // followed, one that did not never is, and requests without a
-    // traceparent are sampled at the ratio (binomial(200, 0.5): 60 to 140
-    // holds with probability 1 - 2e-8).
+/// A server at `--trace-sample-ratio 0.5` with `flags` gets one call from
+/// each of `callers` (trace id, traceparent flags), then 200 calls without
+/// a traceparent; the trace ids of the request spans exported. Of the 200,
+/// a binomial(200, 0.5) share is sampled: 60 to 140 holds with probability
+/// 1 - 2e-8.
+async fn at_half(flags: &[&str], callers: &[(String, String)]) -> Vec<String> {
     let sink = OtlpSink::start().await.unwrap();
-    let flags = [
+    let mut all = vec![
         "--otlp-endpoint",
         &sink.endpoint,
         "--trace-sample-ratio",
         "0.5",
-        "--trace-follow-caller",
     ];
-    let s = TestServer::start(None, &flags).await;
+    all.extend_from_slice(flags);
+    let s = TestServer::start(None, &all).await;
     let mut c = s.kserve().await;
-    let caller = |k: u32, flags: &str| (format!("{:032x}", 0x5eed_0000 + k), flags.to_string());
-    let callers: Vec<(String, String)> = (0..40)
-        .map(|k| caller(k, if k % 2 == 0 { "01" } else { "00" }))
-        .collect();
     for (k, (trace, flags)) in callers.iter().enumerate() {
         let req = fp32_request("gray", 1, &image(k as u32), true);
         c.model_infer(with_traceparent(req, trace, GRPC_CALLER, flags))
@@ -424,13 +400,30 @@ async fn following_callers_at_half_keeps_every_sampled_caller_and_half_the_rest(
             .unwrap();
     }
     s.shutdown().await.unwrap();
-    let spans = sink.wait_for(240 * 5, Duration::from_secs(3)).await;
+    // The drain exported everything at shutdown: wait for all that comes
+    // (at most five spans a call).
+    let spans = sink
+        .wait_for((callers.len() + 200) * 5, Duration::from_secs(3))
+        .await;
     sink.shutdown().await;
-    let requests: Vec<String> = spans
+    spans
         .iter()
         .filter(|s| s.name == "ModelInfer")
         .map(|s| hex::encode(&s.trace_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_callers_at_half_keeps_every_sampled_caller_and_half_the_rest() {
+    // --trace-follow-caller at 0.5: a caller that sampled is always
+    // followed, one that did not never is, and requests without a
+    // traceparent are sampled at the ratio (binomial(200, 0.5): 60 to 140
+    // holds with probability 1 - 2e-8).
+    let caller = |k: u32, flags: &str| (format!("{:032x}", 0x5eed_0000 + k), flags.to_string());
+    let callers: Vec<(String, String)> = (0..40)
+        .map(|k| caller(k, if k % 2 == 0 { "01" } else { "00" }))
         .collect();
+    let requests = at_half(&["--trace-follow-caller"], &callers).await;
     for (trace, flags) in &callers {
         let exported = requests.iter().filter(|t| *t == trace).count();
         let want = usize::from(flags == "01");
