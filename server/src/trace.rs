@@ -409,6 +409,32 @@ mod tests {
     }
 
     #[test]
+    fn the_draw_comes_out_true_at_the_ratio() {
+        // 20,000 draws: binomial standard deviations 42 at 0.1 and 71 at
+        // 0.5; the bounds are six of them wide (a false failure about once
+        // in 500 million runs).
+        let share = |ratio: f64| (0..20_000).filter(|_| drawn(ratio)).count();
+        assert_eq!(share(1.0), 20_000);
+        assert_eq!(share(0.0), 0);
+        let tenth = share(0.1);
+        assert!((1_750..=2_250).contains(&tenth), "{tenth} of 20,000 at 0.1");
+        let half = share(0.5);
+        assert!((9_575..=10_425).contains(&half), "{half} of 20,000 at 0.5");
+    }
+
+    #[test]
+    fn texts_from_clients_are_cut_at_a_character_boundary() {
+        assert_eq!(clip("gray"), "gray");
+        // 200 two-byte characters: 400 bytes, cut to 128 of them (256
+        // bytes) and marked.
+        let long = "é".repeat(200);
+        assert_eq!(clip(&long), format!("{}…", "é".repeat(128)));
+        // A cut inside a character backs off to its start.
+        let text = format!("a{}", "é".repeat(200));
+        assert_eq!(clip(&text), format!("a{}…", "é".repeat(127)));
+    }
+
+    #[test]
     fn an_http_endpoint_without_a_path_posts_to_v1_traces() {
         assert_eq!(http_traces_url("http://c:4318"), "http://c:4318/v1/traces");
         assert_eq!(http_traces_url("http://c:4318/"), "http://c:4318/v1/traces");
