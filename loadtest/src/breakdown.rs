@@ -92,7 +92,6 @@ mod tests {
             output_ns: infer_us * 100,
             inferences: 3 * requests,
             executions: requests,
-            ..Counters::default()
         }
     }
 

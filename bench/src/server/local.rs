@@ -123,3 +123,20 @@ pub(crate) async fn blocking<T: Send + 'static>(
     })
     .await?
 }
+
+/// Loads the engine off the async threads, on `server_core` (where its
+/// pool threads then stay), and hands the blocking thread back to
+/// `client_core`.
+pub(crate) async fn blocking_load(
+    path: std::path::PathBuf,
+    threads: usize,
+    big: usize,
+    (server_core, client_core): (Option<usize>, Option<usize>),
+) -> Result<Local, BenchError> {
+    tokio::task::spawn_blocking(move || {
+        let local = Local::load(&path, threads, big, server_core);
+        pin_here(client_core)?;
+        local
+    })
+    .await?
+}

@@ -25,7 +25,7 @@ use rir_testkit::process::{ServerProcess, spawn};
 
 pub use cost::Cost;
 use cost::Meter;
-use local::{Local, blocking};
+use local::{blocking, blocking_load};
 
 use crate::BenchError;
 use crate::point::{BenchOptions, closed, cores, workload};
@@ -253,7 +253,9 @@ impl Running {
             ..Default::default()
         })
         .await?
-        .remove(0);
+        .into_iter()
+        .next()
+        .ok_or_else(|| BenchError::Server(format!("no channel to {}", process.url)))?;
         let meter = Meter::new(process.pid(), model, chan);
         Ok(Running {
             process,
@@ -297,7 +299,7 @@ pub async fn server(o: &ServerBenchOptions) -> Result<ServerFigures, BenchError>
     let big = o.max_batch;
     let mut local = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || Local::load(&path, threads, big, server_core)).await??
+        blocking_load(path, threads, big, (server_core, client_core)).await?
     };
     let mut off = Running::start(o, 1, threads).await?;
     let mut on = Running::start(o, big, threads).await?;
