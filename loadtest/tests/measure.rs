@@ -324,20 +324,24 @@ async fn rate_steps_and_ramps_send_what_they_schedule() {
     };
     let (r, received) = measure(Script::instant("stub"), steps, for_seconds(0.3)).await;
     let r = r.unwrap().report;
-    // Each row's planned rate, and the rate measured: answers over the
-    // row's own seconds.
+    // Each row's planned rate (the schedule's mean over the row's span as
+    // measured, so within 2 %), and the rate measured: answers over the
+    // row's own seconds. The last row runs until the run stops, which
+    // came up to 0.1 s after its last send under the whole suite's load
+    // (120 answers over 0.70 s), so it is held to 20 %.
     let rows: Vec<(u64, f64, f64)> = r
         .intervals
         .iter()
         .map(|i| (i.requests, i.rate.unwrap(), i.requests_per_s))
         .collect();
     assert_eq!(rows.len(), 3, "{rows:?}");
-    for ((n, planned, measured), (want_n, want_rate)) in
-        rows.iter().zip([(60, 100.0), (180, 300.0), (120, 200.0)])
+    for ((n, planned, measured), (want_n, want_rate, slack)) in
+        rows.iter()
+            .zip([(60, 100.0, 0.05), (180, 300.0, 0.05), (120, 200.0, 0.2)])
     {
         assert!(n.abs_diff(want_n) <= 2, "{rows:?}");
-        assert!((planned - want_rate).abs() < 1e-9, "{rows:?}");
-        assert!((measured / want_rate - 1.0).abs() < 0.05, "{rows:?}");
+        assert!((planned / want_rate - 1.0).abs() < 0.02, "{rows:?}");
+        assert!((measured / want_rate - 1.0).abs() < slack, "{rows:?}");
     }
     assert!(
         r.intervals[1].label().starts_with("rate 300/s, 0.6-1.2 s"),
