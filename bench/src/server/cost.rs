@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use rir_client::connect::Chan;
+use rir_client::server_counters::Counters;
 use rir_proto::inference::ModelStatisticsRequest;
 use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 
@@ -86,22 +87,20 @@ impl Meter {
             .await
             .map_err(|s| BenchError::Server(format!("reading statistics: {}", s.message())))?
             .into_inner();
-        let mut r = Reading {
+        // Each batch's engine time once: the per-request counters credit a
+        // batch's run to every request in it.
+        let engine_ns = answer
+            .model_stats
+            .iter()
+            .flat_map(|m| &m.batch_stats)
+            .map(|b| b.compute_infer.unwrap_or_default().ns)
+            .sum();
+        Ok(Reading {
             cpu: rir_process::cpu::cpu_time(&self.pid)
                 .map_err(|e| BenchError::io(format!("reading the CPU time of {}", self.pid), e))?,
-            engine_ns: 0,
-            requests: 0,
-        };
-        for m in &answer.model_stats {
-            let ns = |d: Option<rir_proto::inference::StatisticDuration>| d.unwrap_or_default();
-            r.requests += ns(m.inference_stats.unwrap_or_default().success).count;
-            r.engine_ns += m
-                .batch_stats
-                .iter()
-                .map(|b| ns(b.compute_infer).ns)
-                .sum::<u64>();
-        }
-        Ok(r)
+            engine_ns,
+            requests: Counters::of_statistics(&answer).requests,
+        })
     }
 
     /// Starts a measurement.

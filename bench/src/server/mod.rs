@@ -297,10 +297,7 @@ pub async fn server(o: &ServerBenchOptions) -> Result<ServerFigures, BenchError>
     let rounds = o.rounds.max(1);
     let slice = (o.common.duration / rounds as u32).max(Duration::from_millis(500));
     let big = o.max_batch;
-    let mut local = {
-        let path = path.clone();
-        blocking_load(path, threads, big, (server_core, client_core)).await?
-    };
+    let mut local = blocking_load(path.clone(), threads, big, (server_core, client_core)).await?;
     let mut off = Running::start(o, 1, threads).await?;
     let mut on = Running::start(o, big, threads).await?;
     let round = BenchOptions {
