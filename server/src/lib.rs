@@ -30,7 +30,9 @@
 //! - [`batcher`]: the per-model queue and dynamic batching onto engine threads.
 //! - [`tensors`]: request tensors and images to float32 NCHW; outputs back.
 //! - [`stats`]: Triton statistics and Prometheus metrics; [`trace`]:
-//!   OpenTelemetry spans of requests and batches, exported over OTLP.
+//!   OpenTelemetry spans of requests and batches, exported over OTLP;
+//!   [`live`]: the web page's charts, sampled from the statistics while
+//!   someone watches; `latency`: the fine latency buckets they read.
 
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
@@ -45,7 +47,9 @@ pub mod core;
 mod error;
 mod grpc;
 mod http;
+mod latency;
 mod limits;
+pub mod live;
 mod loader;
 mod protocol;
 mod registry;

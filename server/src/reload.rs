@@ -71,6 +71,11 @@ impl Controller {
         &self.registry
     }
 
+    /// The metrics its loads and every served version count into.
+    pub(crate) fn metrics(&self) -> &Arc<crate::stats::Metrics> {
+        &self.loader.metrics
+    }
+
     /// The repository's folder.
     pub(crate) fn root(&self) -> &std::path::Path {
         &self.loader.root

@@ -447,6 +447,11 @@ pub struct Snapshot {
     /// ModelStatistics has no field for it: it is in this snapshot and in
     /// the Prometheus metric `rir_padded_images_total`.
     pub padded_count: u64,
+    /// Successful requests per latency bucket ([`crate::latency`]), arrival
+    /// to answer: what the live view reads percentiles from.
+    pub latency: Vec<u64>,
+    /// Failed requests by gRPC code name (`InvalidArgument`, ...).
+    pub failures: BTreeMap<String, u64>,
 }
 
 /// Where a successful request's time went, as Triton reports it.
@@ -481,7 +486,10 @@ impl ModelStats {
             model: model.to_string(),
             triton: metrics.triton.series(model, &version.to_string()),
             metrics,
-            inner: Mutex::new(Snapshot::default()),
+            inner: Mutex::new(Snapshot {
+                latency: vec![0; crate::latency::BUCKETS],
+                ..Snapshot::default()
+            }),
         }
     }
 
@@ -543,6 +551,9 @@ impl ModelStats {
             r.compute_output.add(t.output);
             s.inference_count += n as u64;
             s.last_inference_ms = now_ms;
+            if let Some(c) = s.latency.get_mut(crate::latency::bucket(t.total)) {
+                *c += 1;
+            }
         });
         let queue = t.queue;
         let m = &self.metrics;
@@ -574,7 +585,13 @@ impl ModelStats {
 
     /// A request failed with gRPC code `reason` after `total`.
     pub(crate) fn record_failure(&self, reason: &str, total: Duration) {
-        self.with(|s| s.requests.fail.add(total));
+        self.with(|s| {
+            s.requests.fail.add(total);
+            match s.failures.get_mut(reason) {
+                Some(n) => *n += 1,
+                None => drop(s.failures.insert(reason.to_string(), 1)),
+            }
+        });
         self.metrics
             .requests
             .with_label_values(&[&self.model, "error", reason])

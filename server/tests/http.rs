@@ -9,7 +9,7 @@ use rir_infer::{Engine, OrtEngine, OrtOptions};
 use rir_proto::classify::ClassifyRequest;
 use rir_proto::inference::{self as pb, model_infer_request::InferInputTensor};
 use rir_testkit::images::png;
-use rir_testkit::web::{call, get};
+use rir_testkit::web::{call, get, headless_dom};
 use rir_testserver::server::TestServer;
 use serde_json::{Value, json};
 
@@ -372,6 +372,7 @@ async fn a_bearer_token_guards_everything_but_health() {
     let routes = [
         ("GET", format!("{base}/v2"), vec![]),
         ("GET", format!("{base}/v2/models/gray"), vec![]),
+        ("GET", format!("{base}/v2/rir/live"), vec![]),
         ("POST", format!("{base}/v2/models/gray/infer"), infer),
         (
             "POST",
@@ -552,20 +553,9 @@ async fn the_web_page_classifies_an_image_in_a_real_browser() {
         s.http_url,
         query_escape(&format!("data:image/png;base64,{}", base64(&image)))
     );
-    let chromium = std::env::var("RIR_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let dom = tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(&chromium)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-            .arg("--virtual-time-budget=15000")
-            .arg(&url)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("{chromium}: {e} (scripts/test.sh installs Debian's chromium)")
-            });
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .await
-    .unwrap();
+    let dom = tokio::task::spawn_blocking(move || headless_dom(&url, 15000))
+        .await
+        .unwrap();
     assert!(
         dom.contains("data-classified=\"yes\""),
         "the page did not classify:\n{dom}"

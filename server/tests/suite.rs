@@ -14,6 +14,8 @@ mod connections;
 mod grpc;
 #[path = "http.rs"]
 mod http;
+#[path = "live.rs"]
+mod live;
 #[path = "monitoring.rs"]
 mod monitoring;
 #[path = "processes.rs"]

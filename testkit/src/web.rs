@@ -114,3 +114,25 @@ pub fn serve_file(body: Vec<u8>) -> String {
     });
     url
 }
+
+/// The DOM of `url` as Debian's headless Chromium (`$RIR_CHROMIUM`, else
+/// `chromium`) leaves it after `virtual_ms` of the page's virtual time:
+/// timers run as fast as the page's network calls allow, so a page that
+/// polls every second polls `virtual_ms / 1000` times.
+pub fn headless_dom(url: &str, virtual_ms: u32) -> String {
+    let chromium = std::env::var("RIR_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let out = std::process::Command::new(&chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("--virtual-time-budget={virtual_ms}"))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("{chromium}: {e} (scripts/test.sh installs Debian's chromium)"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of attribute `name` on the first element that has it in
+/// `dom` (as Chromium serializes it: `name="value"`).
+pub fn attribute<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
+    let (_, rest) = dom.split_once(&format!(" {name}=\""))?;
+    Some(rest.split_once('"')?.0)
+}

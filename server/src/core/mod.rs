@@ -7,11 +7,13 @@
 //!   server and its models (metadata, configuration, statistics, the
 //!   repository);
 //! - [`infer`]: ModelInfer, in protocol-neutral types;
-//! - [`classify`]: classification of encoded images.
+//! - [`classify`]: classification of encoded images;
+//! - `live`: what the live view samples, and its report.
 
 mod budget;
 mod classify;
 mod infer;
+mod live;
 mod offload;
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ pub use infer::{InferRequest, InferResult, OutputData, OutputTensor, RequestedOu
 pub use offload::Offload;
 
 use crate::error::ServeError;
+use crate::live::LiveView;
 use crate::protocol::{
     BatchStatistics, ConfigInput, ConfigOutput, DynamicBatching, EXTENSIONS, IndexEntry,
     InstanceGroup, ModelConfig, ModelMetadata, ModelStatistics, SERVER_NAME, ServerMetadata,
@@ -79,6 +82,8 @@ pub struct Core {
     budget: Budget,
     /// Where request spans go, when traces are exported.
     tracing: Option<Tracing>,
+    /// The web page's charts: samples while someone watches.
+    live: LiveView,
 }
 
 impl Core {
@@ -100,6 +105,7 @@ impl Core {
             offload,
             budget,
             tracing,
+            live: LiveView::new(),
         }
     }
 

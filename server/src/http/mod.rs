@@ -182,6 +182,26 @@ async fn model_statistics(
     ))
 }
 
+/// `?since=SECONDS` of a live view call.
+#[derive(Debug, Deserialize)]
+struct LiveQuery {
+    #[serde(default = "all_windows")]
+    since: f64,
+}
+
+fn all_windows() -> f64 {
+    -1.0
+}
+
+/// The live view's data for the page's charts ([`crate::live`]).
+async fn live_view(
+    State(core): Shared,
+    query: Result<Query<LiveQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(json(core.live_report(query.since)))
+}
+
 /// The body of `POST /v2/repository/index`.
 #[derive(Debug, Default, Deserialize)]
 struct IndexRequest {
@@ -549,6 +569,7 @@ pub(crate) fn router(core: Arc<Core>, config: HttpConfig) -> Router {
     let guarded = models
         .route("/v2", get(server_metadata))
         .route("/v2/models/stats", get(all_statistics))
+        .route("/v2/rir/live", get(live_view))
         .merge(control)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let largest = state
