@@ -109,13 +109,20 @@ impl LiveView {
     /// minute from now.
     pub(crate) fn windows_since<S: Source>(source: &Arc<S>, since: f64) -> Vec<Window> {
         let view = source.live();
+        let starts = !view.sampling.swap(true, Ordering::SeqCst);
+        // The first window starts at this call, not whenever the sampler
+        // task first runs: what is answered after it falls in a window.
+        let baseline = starts.then(|| source.sample());
         let windows = {
             let mut h = view.history();
             h.watched_until = Some(Instant::now() + WATCHED_FOR);
+            if baseline.is_some() {
+                h.last = baseline;
+            }
             let first = h.windows.partition_point(|w| w.t <= since);
             h.windows.range(first..).cloned().collect()
         };
-        if !view.sampling.swap(true, Ordering::SeqCst) {
+        if starts {
             tokio::spawn(sample_while_watched(Arc::downgrade(source)));
         }
         windows
@@ -143,7 +150,7 @@ impl LiveView {
 
 /// The sampler: a sample every [`EVERY`] while someone watches.
 async fn sample_while_watched<S: Source>(source: Weak<S>) {
-    let mut tick = tokio::time::interval(EVERY);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
