@@ -145,6 +145,7 @@ async fn ours(
             max_windows: 10,
         }),
         interval: None,
+        timeline: None,
         max_in_flight: 1,
         seed: 0,
         progress: o.progress,

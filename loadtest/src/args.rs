@@ -78,6 +78,10 @@ pub struct MergeArgs {
     /// Write the merged reports as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Write the merged reports as one self-contained HTML report (as
+    /// `--html` of a run; intervals are merged by position).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub bounds: BoundArgs,
 }
@@ -237,6 +241,13 @@ pub struct TestArgs {
     /// Sweep: draw latency against throughput (.png or .svg).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write one self-contained HTML report, readable offline: the command
+    /// and settings, the table, latency against throughput, throughput and
+    /// p50/p99 over time (a schedule's steps and ramps marked; without
+    /// --interval the run is split about 120 times for it), the latency
+    /// spectrum, the server's breakdown, errors by kind, a search's answer.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// No progress bar.
     #[arg(short = 'q', long)]
     pub quiet: bool,

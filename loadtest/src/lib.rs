@@ -34,7 +34,8 @@
 //! - [`merge`]: the reports of several generator hosts made into one, by
 //!   adding their histograms.
 //! - [`report`]: the figures of a run, as a table, JSON and CSV; [`plot`]:
-//!   latency against throughput for a sweep.
+//!   latency against throughput for a sweep; [`html`]: the whole run as
+//!   one self-contained HTML report with its charts.
 //! - [`breakdown`]: the server's account of a measurement (its queue and
 //!   compute per request, from its statistics or metrics) beside the
 //!   client's latency.
@@ -46,6 +47,7 @@ pub mod args;
 pub mod breakdown;
 pub mod error;
 pub mod hostile;
+pub mod html;
 pub mod load;
 pub mod merge;
 pub mod plan;

@@ -183,6 +183,14 @@ pub enum Load {
     },
 }
 
+impl RunOptions {
+    /// How long each split of the measurement is: the interval, else the
+    /// timeline's.
+    pub fn split(&self) -> Option<Duration> {
+        self.interval.or(self.timeline)
+    }
+}
+
 impl Load {
     /// Short label, e.g. `concurrency 8` or `rate 200/s poisson`.
     pub fn label(&self) -> String {
@@ -286,6 +294,10 @@ pub struct RunOptions {
     /// Without stability windows: also report each interval of this length
     /// (a soak's figures over time).
     pub interval: Option<Duration>,
+    /// Without `interval`: split the measurement every this long all the
+    /// same, into the report's `timeline` rather than its rows (what
+    /// `--html` draws over time).
+    pub timeline: Option<Duration>,
     /// Open loop: most requests in flight; when reached, sends wait (and
     /// their latency still counts from the intended time).
     pub max_in_flight: usize,

@@ -35,6 +35,7 @@ fn merge(a: &MergeArgs) -> Result<Outcome> {
         json: a.json.clone(),
         csv: a.csv.clone(),
         plot: None,
+        html: a.html.clone(),
     };
     Ok(session::merge_files(
         &a.reports,

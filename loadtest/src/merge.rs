@@ -172,6 +172,26 @@ fn merged_replicas(parts: &[&Report]) -> Vec<ReplicaCount> {
     replicas.into_values().collect()
 }
 
+/// The k-th intervals (or timeline splits) of every part merged, for as
+/// many as every part has: runs made at the same time split at about the
+/// same moments.
+fn merged_splits(
+    level: usize,
+    parts: &[&Report],
+    pick: fn(&Report) -> &Vec<Report>,
+) -> Result<Vec<Report>, MergeError> {
+    let n = parts.iter().map(|r| pick(r).len()).min().unwrap_or(0);
+    (0..n)
+        .map(|k| {
+            let split: Vec<&Report> = parts.iter().map(|r| &pick(r)[k]).collect();
+            let mut merged = merge_level(level, &split)?;
+            merged.span.clone_from(&split[0].span);
+            merged.start_s = split[0].start_s;
+            Ok(merged)
+        })
+        .collect()
+}
+
 fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
     check_alike(level, parts)?;
     let record = merged_record(level, parts)?;
@@ -208,7 +228,8 @@ fn merge_level(level: usize, parts: &[&Report]) -> Result<Report, MergeError> {
         retried: sum(|r| r.retried),
         replicas: merged_replicas(parts),
         bad_requests: record.hostile,
-        intervals: vec![],
+        intervals: merged_splits(level, parts, |r| &r.intervals)?,
+        timeline: merged_splits(level, parts, |r| &r.timeline)?,
         start_s: None,
         // Each generator's server figures already cover every generator's
         // requests: the server saw them all. They stay in the parts.

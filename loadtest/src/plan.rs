@@ -113,6 +113,8 @@ pub struct Outputs {
     pub csv: Option<PathBuf>,
     /// `--plot`.
     pub plot: Option<PathBuf>,
+    /// `--html`.
+    pub html: Option<PathBuf>,
 }
 
 /// Everything a load test does, checked.
@@ -179,6 +181,7 @@ impl TestArgs {
                 json: self.json.clone(),
                 csv: self.csv.clone(),
                 plot: self.plot.clone(),
+                html: self.html.clone(),
             },
         })
     }
@@ -256,11 +259,21 @@ impl TestArgs {
             Some(v) => Some(seconds(v, "--interval")?),
             None => None,
         };
+        // The HTML report draws a run over time: without --interval, it is
+        // split about 120 times (every 1 to 60 s) into its timeline.
+        let timeline = match (&self.html, interval, &stop) {
+            (Some(_), None, Stop::Duration(d)) => {
+                Some(d.div_f64(120.0).clamp(Duration::from_secs(1), Duration::from_secs(60)))
+            }
+            (Some(_), None, Stop::Requests(_)) => Some(Duration::from_secs(1)),
+            _ => None,
+        };
         Ok(RunOptions {
             warmup: seconds(self.warmup, "--warmup")?,
             stop,
             stability,
             interval,
+            timeline,
             max_in_flight: self.max_in_flight,
             seed: self.seed,
             progress: !self.quiet,

@@ -87,6 +87,10 @@ pub struct Report {
     /// With `--interval`: the same figures for each interval.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub intervals: Vec<Report>,
+    /// Without --interval but with `--html`: the same figures every
+    /// second or so, drawn over time and not listed as rows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Report>,
     /// An interval's start, seconds from the start of the measurement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_s: Option<f64>,
@@ -179,6 +183,7 @@ impl Report {
             replicas: vec![],
             bad_requests: record.hostile.clone(),
             intervals: vec![],
+            timeline: vec![],
             start_s: None,
             server: None,
             generators: None,

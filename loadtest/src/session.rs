@@ -12,6 +12,7 @@ use rir_client::connect::{Target, connect_replicas, resolve};
 use rir_client::http::HttpClient;
 
 use crate::LoadError;
+use crate::load::Stop;
 use crate::args::Protocol;
 use crate::plan::{Levels, Outputs, ServerFigures, Step, TestPlan};
 use crate::report::{Report, csv};
@@ -99,14 +100,97 @@ pub async fn execute(plan: &TestPlan) -> Result<Outcome, LoadError> {
         Some(SearchResult { knee: None, .. }) => &[][..],
         None => &reports[..],
     };
-    Ok(Outcome {
+    let outcome = Outcome {
         missed: missed(&plan.thresholds, judged),
         bounded: !plan.thresholds.is_empty(),
         mismatched: reports.iter().map(Report::bad_mismatched).sum(),
         description: workload.description.clone(),
         search,
         reports,
-    })
+    };
+    if let Some(p) = &plan.outputs.html {
+        write_html(p, &outcome, settings(plan))?;
+    }
+    Ok(outcome)
+}
+
+/// Writes `outcome` as the HTML report at `path`, with `settings`.
+fn write_html(
+    path: &Path,
+    outcome: &Outcome,
+    settings: Vec<(String, String)>,
+) -> Result<(), LoadError> {
+    crate::html::write(
+        path,
+        &crate::html::Page {
+            title: outcome.description.clone(),
+            command: command_line(),
+            settings,
+            reports: &outcome.reports,
+            search: outcome.search.as_ref(),
+            missed: &outcome.missed,
+            bounded: outcome.bounded,
+        },
+    )
+}
+
+/// This process's command line, each argument quoted when it needs to be.
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+            match plain {
+                true => a,
+                false => format!("'{}'", a.replace('\'', r"'\''")),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The settings a report shows: what the command line left to defaults too.
+fn settings(plan: &TestPlan) -> Vec<(String, String)> {
+    let w = &plan.workload;
+    let r = &plan.run;
+    let secs = |d: std::time::Duration| format!("{} s", d.as_secs_f64());
+    let mut s = vec![
+        ("server".to_string(), plan.urls.join(", ")),
+        ("protocol".into(), format!("{:?}", plan.protocol).to_lowercase()),
+        ("API".into(), format!("{:?}", w.api).to_lowercase()),
+        (
+            "model".into(),
+            match w.version.is_empty() {
+                true => w.model.clone(),
+                false => format!("{} version {}", w.model, w.version),
+            },
+        ),
+        ("batch".into(), w.batch.to_string()),
+        ("input".into(), format!("{:?}", w.input)),
+        ("warm-up".into(), secs(r.warmup)),
+        (
+            "measurement".into(),
+            match r.stop {
+                Stop::Duration(d) => format!("{} per level", secs(d)),
+                Stop::Requests(n) => format!("{n} requests per level"),
+            },
+        ),
+        (
+            "server figures".into(),
+            format!("{:?}", plan.figures).to_lowercase(),
+        ),
+    ];
+    if let Some(d) = r.interval {
+        s.push(("interval".into(), secs(d)));
+    }
+    if let Some(d) = r.timeline {
+        s.push(("over-time split".into(), secs(d)));
+    }
+    if plan.bad_fraction > 0.0 {
+        s.push(("bad requests".into(), format!("{} of all", plan.bad_fraction)));
+    }
+    s
 }
 
 /// The workload over every replica, by the protocol asked for, with the
@@ -234,14 +318,19 @@ pub fn merge_files(
         .collect::<Result<Vec<_>, _>>()?;
     let merged = crate::merge::merge(&runs)?;
     write_outputs(outputs, &merged)?;
-    Ok(Outcome {
+    let outcome = Outcome {
         description: format!("{} generators merged", runs.len()),
         missed: missed(thresholds, &merged),
         bounded: !thresholds.is_empty(),
         mismatched: 0,
         search: None,
         reports: merged,
-    })
+    };
+    if let Some(p) = &outputs.html {
+        let inputs = files.iter().map(|f| f.display().to_string()).collect();
+        write_html(p, &outcome, vec![("merged reports".into(), inputs)])?;
+    }
+    Ok(outcome)
 }
 
 /// Runs `rir-bench` beside this executable (else on PATH) with `args`;

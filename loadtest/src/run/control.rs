@@ -93,7 +93,7 @@ pub(crate) async fn control(
     let windows = lock(&sh.windows);
     Ok(match stable {
         Some(ok) => stable_measurement(&windows, &starts, &c.marks, ok),
-        None => fixed_measurement(&windows, starts, end, &c.marks, o.interval.is_some()),
+        None => fixed_measurement(&windows, starts, end, &c.marks, o.split().is_some()),
     })
 }
 
@@ -196,7 +196,7 @@ impl Controller<'_> {
             Stop::Duration(d) => Some(starts[0] + d),
             Stop::Requests(_) => None,
         };
-        let mut next_split = self.o.interval.map(|d| starts[0] + d);
+        let mut next_split = self.o.split().map(|d| starts[0] + d);
         while end.is_none_or(|end| Instant::now() < end) && !self.finished {
             let left = end.map_or(TICK, |end| end.saturating_duration_since(Instant::now()));
             let left = next_split.map_or(left, |t| {
@@ -204,7 +204,7 @@ impl Controller<'_> {
             });
             tokio::time::sleep(TICK.min(left)).await;
             self.tick()?;
-            if let (Some(t), Some(d)) = (next_split, self.o.interval)
+            if let (Some(t), Some(d)) = (next_split, self.o.split())
                 && Instant::now() >= t
                 && end.is_none_or(|end| t < end)
             {

@@ -132,7 +132,7 @@ fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured) -> Out
             .and_then(|(c, s)| Breakdown::of(c, s, r.latency_ms.avg))
     };
     report.server = breakdown(&m.server, &report);
-    report.intervals = m
+    let splits: Vec<Report> = m
         .intervals
         .iter()
         .map(|i| {
@@ -140,7 +140,7 @@ fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured) -> Out
             let mut r = Report::new(load, workload.batch, secs, &i.record, None, 1);
             r.server = breakdown(&i.server, &r);
             // One precision for every row: the nominal interval's.
-            let span = if o.interval.is_some_and(|d| d.as_secs_f64() < 10.0) {
+            let span = if o.split().is_some_and(|d| d.as_secs_f64() < 10.0) {
                 format!("{:.1}-{:.1} s", start, start + secs)
             } else {
                 format!("{:.0}-{:.0} s", start, start + secs)
@@ -158,6 +158,11 @@ fn outcome(workload: &Workload, load: &Load, o: &RunOptions, m: Measured) -> Out
             r
         })
         .collect();
+    // Rows with --interval (or a schedule's); else only the timeline.
+    match o.interval {
+        Some(_) => report.intervals = splits,
+        None => report.timeline = splits,
+    }
     Outcome {
         report,
         record: m.record,
