@@ -262,9 +262,10 @@ impl TestArgs {
         // The HTML report draws a run over time: without --interval, it is
         // split about 120 times (every 1 to 60 s) into its timeline.
         let timeline = match (&self.html, interval, &stop) {
-            (Some(_), None, Stop::Duration(d)) => {
-                Some(d.div_f64(120.0).clamp(Duration::from_secs(1), Duration::from_secs(60)))
-            }
+            (Some(_), None, Stop::Duration(d)) => Some(
+                d.div_f64(120.0)
+                    .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            ),
             (Some(_), None, Stop::Requests(_)) => Some(Duration::from_secs(1)),
             _ => None,
         };

@@ -12,8 +12,8 @@ use rir_client::connect::{Target, connect_replicas, resolve};
 use rir_client::http::HttpClient;
 
 use crate::LoadError;
-use crate::load::Stop;
 use crate::args::Protocol;
+use crate::load::Stop;
 use crate::plan::{Levels, Outputs, ServerFigures, Step, TestPlan};
 use crate::report::{Report, csv};
 use crate::run::run;
@@ -157,7 +157,10 @@ fn settings(plan: &TestPlan) -> Vec<(String, String)> {
     let secs = |d: std::time::Duration| format!("{} s", d.as_secs_f64());
     let mut s = vec![
         ("server".to_string(), plan.urls.join(", ")),
-        ("protocol".into(), format!("{:?}", plan.protocol).to_lowercase()),
+        (
+            "protocol".into(),
+            format!("{:?}", plan.protocol).to_lowercase(),
+        ),
         ("API".into(), format!("{:?}", w.api).to_lowercase()),
         (
             "model".into(),
@@ -188,7 +191,10 @@ fn settings(plan: &TestPlan) -> Vec<(String, String)> {
         s.push(("over-time split".into(), secs(d)));
     }
     if plan.bad_fraction > 0.0 {
-        s.push(("bad requests".into(), format!("{} of all", plan.bad_fraction)));
+        s.push((
+            "bad requests".into(),
+            format!("{} of all", plan.bad_fraction),
+        ));
     }
     s
 }

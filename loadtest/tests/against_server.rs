@@ -48,6 +48,7 @@ async fn count(w: Workload, n: u64) -> rir_loadtest::report::Report {
         stop: Stop::Requests(n),
         stability: None,
         interval: None,
+        timeline: None,
         max_in_flight: 100,
         seed: 0,
         progress: false,
@@ -530,6 +531,7 @@ async fn rest_run_while<F: std::future::Future<Output = ()>>(
         stop: Stop::Duration(Duration::from_secs_f64(seconds)),
         stability: None,
         interval: None,
+        timeline: None,
         max_in_flight: 100,
         seed: 0,
         progress: false,
@@ -717,6 +719,117 @@ async fn thresholds_fail_the_run_with_status_3_naming_each_bound_missed() {
     stub.shutdown().await;
 }
 
+/// Whether `a` and `b` agree to 12 digits (serde_json reads floats to
+/// within an ulp or so without its float_roundtrip feature).
+fn same(a: &[(f64, f64)], b: &[(f64, f64)]) -> bool {
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1e-300);
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(p, q)| close(p.0, q.0) && close(p.1, q.1))
+}
+
+/// The `(x, y)` of every point of series `name` in an HTML report's DOM.
+fn drawn(dom: &str, name: &str) -> Vec<(f64, f64)> {
+    let tag = format!("class=\"point\" data-series=\"{name}\" data-x=\"");
+    dom.split(&tag)
+        .skip(1)
+        .map(|rest| {
+            let (x, rest) = rest.split_once('"').unwrap();
+            let y = rest.split_once("data-y=\"").unwrap().1;
+            (
+                x.parse().unwrap(),
+                y.split_once('"').unwrap().0.parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_html_report_opens_offline_and_its_charts_hold_the_runs_points() {
+    // A sweep against a stub that takes 0.3 ms and fails every seventh
+    // request; the report, opened by headless Chromium with no network,
+    // draws each level where the run's JSON puts it.
+    let stub = StubServer::start(Script {
+        delay: Some(Arc::new(|_| Duration::from_micros(300))),
+        error: Some(Arc::new(|n| {
+            (n % 7 == 6).then_some(tonic::Code::Unavailable)
+        })),
+        ..Script::instant("stub")
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    let (url, json, html) = (stub.url.clone(), p("r.json"), p("r.html"));
+    let out = tokio::task::spawn_blocking(move || {
+        let out = cli(&[
+            "-u", &url, "-m", "stub", "-c", "1..4", "-w", "0.2", "-d", "1.5", "-q", "--json",
+            &json, "--html", &html,
+        ]);
+        let dom = rir_testkit::web::headless_dom_offline(&format!("file://{html}"), 1000);
+        (out, dom)
+    })
+    .await
+    .unwrap();
+    let (out, dom) = out;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("r.json")).unwrap()).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 3);
+    assert!(dom.contains("rir-loadtest report"), "{dom}");
+    let f = |r: &serde_json::Value, k: &str| r["latency_ms"][k].as_f64().unwrap();
+    let at = |r: &serde_json::Value, k: &str| (r["inferences_per_s"].as_f64().unwrap(), f(r, k));
+    for k in ["p50", "p99"] {
+        let want: Vec<(f64, f64)> = reports.iter().map(|r| at(r, k)).collect();
+        let got = drawn(&dom, k);
+        // The sweep's points first; then the same series name over time.
+        assert!(same(&got[..3], &want), "{k}: {got:?} drawn, {want:?} run");
+    }
+    // Over time: each level's timeline splits (the run had no --interval),
+    // one point each, their rates as the JSON has them.
+    let splits: Vec<f64> = reports
+        .iter()
+        .flat_map(|r| r["timeline"].as_array().unwrap())
+        .map(|s| s["requests_per_s"].as_f64().unwrap())
+        .collect();
+    assert!(splits.len() >= 3, "{reports:?}");
+    let rates: Vec<(f64, f64)> = drawn(&dom, "requests/s")
+        .iter()
+        .map(|p| (0.0, p.1))
+        .collect();
+    let splits: Vec<(f64, f64)> = splits.into_iter().map(|r| (0.0, r)).collect();
+    assert!(same(&rates, &splits), "{rates:?} drawn, {splits:?} run");
+    // The spectrum at p90 (x = 1) is the level's p90.
+    for r in reports {
+        let curve = drawn(
+            &dom,
+            r["load"]["concurrency"]
+                .as_u64()
+                .map(|c| format!("concurrency {c}"))
+                .unwrap()
+                .as_str(),
+        );
+        let p90: Vec<(f64, f64)> = curve.into_iter().filter(|p| p.0 == 1.0).collect();
+        assert!(same(&p90, &[(1.0, f(r, "p90"))]), "{p90:?}");
+    }
+    // Errors by kind: each level's UNAVAILABLE count, as the JSON has it.
+    for r in reports {
+        let n = r["errors"]["UNAVAILABLE"].as_u64().unwrap();
+        assert!(n > 0);
+        assert!(
+            dom.contains(&format!("<td>UNAVAILABLE</td><td class=\"n\">{n}</td>")),
+            "{n}"
+        );
+    }
+    stub.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_adds_the_histograms_of_two_generators_run_at_once() {
     // Two generator processes against one rir-serve at the same time, then
@@ -743,7 +856,18 @@ async fn merge_adds_the_histograms_of_two_generators_run_at_once() {
         serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
     };
     let merged = p("m.json");
-    let out = cli(&["merge", &a, &b, "--json", &merged, "--max-error-rate", "0"]);
+    let html = p("m.html");
+    let out = cli(&[
+        "merge",
+        &a,
+        &b,
+        "--json",
+        &merged,
+        "--html",
+        &html,
+        "--max-error-rate",
+        "0",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -772,6 +896,16 @@ async fn merge_adds_the_histograms_of_two_generators_run_at_once() {
     assert!((f(m, "avg") - weighted).abs() <= weighted * 1e-6, "{m}");
     let rps = ra["requests_per_s"].as_f64().unwrap() + rb["requests_per_s"].as_f64().unwrap();
     assert!((m["requests_per_s"].as_f64().unwrap() - rps).abs() < 1e-6);
+    // The merged HTML report: its row holds the merged count, and its
+    // verdict the bound that was met.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("2 generators merged"));
+    assert!(
+        page.contains("<tr class=\"level\"><td>concurrency 3</td>"),
+        "{page}"
+    );
+    assert!(page.contains("<td class=\"n\">500</td>"), "{page}");
+    assert!(page.contains("Every bound was met."));
 
     // A bound the merged run misses: status 3; a single file: bad use (2);
     // runs of another batch: status 1 naming what differs.

@@ -53,6 +53,7 @@ fn requests(n: u64) -> RunOptions {
         stop: Stop::Requests(n),
         stability: None,
         interval: None,
+        timeline: None,
         max_in_flight: 10_000,
         seed: 7,
         progress: false,

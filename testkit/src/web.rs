@@ -120,10 +120,26 @@ pub fn serve_file(body: Vec<u8>) -> String {
 /// timers run as fast as the page's network calls allow, so a page that
 /// polls every second polls `virtual_ms / 1000` times.
 pub fn headless_dom(url: &str, virtual_ms: u32) -> String {
+    dump_dom(url, virtual_ms, &[])
+}
+
+/// The same with no network: every host name fails to resolve and every
+/// request goes to a proxy that is not there (a `file://` page that opens
+/// this way needs nothing from outside).
+pub fn headless_dom_offline(url: &str, virtual_ms: u32) -> String {
+    let cut = [
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=http://127.0.0.1:9",
+    ];
+    dump_dom(url, virtual_ms, &cut)
+}
+
+fn dump_dom(url: &str, virtual_ms: u32, extra: &[&str]) -> String {
     let chromium = std::env::var("RIR_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let out = std::process::Command::new(&chromium)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
         .arg(format!("--virtual-time-budget={virtual_ms}"))
+        .args(extra)
         .arg(url)
         .output()
         .unwrap_or_else(|e| panic!("{chromium}: {e} (scripts/test.sh installs Debian's chromium)"));

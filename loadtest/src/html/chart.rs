@@ -162,7 +162,10 @@ impl LineChart {
                 escape(label)
             );
         }
-        legend(&mut out, self.series.iter().map(|s| (s.name.as_str(), s.dashed)));
+        legend(
+            &mut out,
+            self.series.iter().map(|s| (s.name.as_str(), s.dashed)),
+        );
         out.push_str("</svg>");
         out
     }
@@ -324,7 +327,11 @@ impl Frame {
                 format!("{pen}{:.1},{:.1}", self.x(*x), self.y(*y))
             })
             .collect();
-        let dash = if s.dashed { r#" stroke-dasharray="7 4""# } else { "" };
+        let dash = if s.dashed {
+            r#" stroke-dasharray="7 4""#
+        } else {
+            ""
+        };
         let _ = write!(
             out,
             r#"<path class="series" data-series="{}" d="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
@@ -379,7 +386,11 @@ fn legend<'a>(out: &mut String, entries: impl Iterator<Item = (&'a str, bool)>) 
     let entries: Vec<(&str, bool)> = entries.collect();
     let names: Vec<&str> = entries.iter().map(|e| e.0).collect();
     for (i, ((name, dashed), (x, row))) in entries.iter().zip(legend_layout(&names)).enumerate() {
-        let dash = if *dashed { r#" stroke-dasharray="5 3""# } else { "" };
+        let dash = if *dashed {
+            r#" stroke-dasharray="5 3""#
+        } else {
+            ""
+        };
         let y = 16.0 + 16.0 * row as f64;
         let _ = write!(
             out,
@@ -400,7 +411,8 @@ mod tests {
     #[test]
     fn axis_tops_are_round_and_numbers_short() {
         assert_eq!(nice_max(0.0), 1.0);
-        assert_eq!(nice_max(7.3), 10.0);
+        assert_eq!(nice_max(7.3), 8.0);
+        assert_eq!(nice_max(9.0), 10.0);
         assert_eq!(nice_max(2.0), 2.0);
         assert_eq!(nice_max(2.1), 2.5);
         assert_eq!(nice_max(430.0), 500.0);
@@ -416,7 +428,10 @@ mod tests {
 
     #[test]
     fn text_is_escaped_and_points_carry_their_values() {
-        assert_eq!(escape(r#"<b a="1">&'"#), "&lt;b a=&quot;1&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape(r#"<b a="1">&'"#),
+            "&lt;b a=&quot;1&quot;&gt;&amp;&#39;"
+        );
         let chart = LineChart {
             x_title: "x".into(),
             y_title: "y".into(),

@@ -201,7 +201,10 @@ fn sweep(out: &mut String, page: &Page) {
     section(out, "sweep", "Latency against throughput");
     let series = |name: &str, pick: fn(&Report) -> f64| Series {
         name: name.into(),
-        points: reports.iter().map(|r| (r.inferences_per_s, pick(r))).collect(),
+        points: reports
+            .iter()
+            .map(|r| (r.inferences_per_s, pick(r)))
+            .collect(),
         labels: reports.iter().map(Report::label).collect(),
         ..Series::default()
     };
@@ -267,7 +270,10 @@ fn over_time(out: &mut String, reports: &[Report]) {
             marks.push((offset, brief(r)));
         }
         for s in parts {
-            let (start, end) = (s.start_s.unwrap_or(0.0), s.start_s.unwrap_or(0.0) + s.seconds);
+            let (start, end) = (
+                s.start_s.unwrap_or(0.0),
+                s.start_s.unwrap_or(0.0) + s.seconds,
+            );
             let mid = offset + (start + end) / 2.0;
             let label = s.label();
             rate.points.push((mid, s.requests_per_s));
@@ -282,7 +288,10 @@ fn over_time(out: &mut String, reports: &[Report]) {
         if let Load::Scheduled { schedule, .. } = &r.load {
             scheduled(schedule, offset, &mut offered, &mut marks);
         }
-        offset += parts.iter().map(|s| s.start_s.unwrap_or(0.0) + s.seconds).fold(0.0, f64::max);
+        offset += parts
+            .iter()
+            .map(|s| s.start_s.unwrap_or(0.0) + s.seconds)
+            .fold(0.0, f64::max);
     }
     let x_range = Some((0.0, offset.max(1e-3)));
     let mut series = vec![rate];
@@ -329,7 +338,10 @@ fn scheduled(schedule: &Schedule, offset: f64, line: &mut Series, marks: &mut Ve
         Schedule::Ramp { .. } => {
             line.points.push((offset, at(0.0)));
             line.points.push((offset + len, at(len)));
-            marks.push((offset, format!("ramp {}→{}/s", short(at(0.0)), short(at(len)))));
+            marks.push((
+                offset,
+                format!("ramp {}→{}/s", short(at(0.0)), short(at(len))),
+            ));
         }
     }
 }
@@ -340,7 +352,9 @@ fn spectrum(out: &mut String, reports: &[Report]) {
     let curves: Vec<Series> = reports
         .iter()
         .filter_map(|r| {
-            let h = histogram_from_text(&r.histogram).ok().filter(|h| !h.is_empty())?;
+            let h = histogram_from_text(&r.histogram)
+                .ok()
+                .filter(|h| !h.is_empty())?;
             // x = -log10(1 - q): 0 at the median's left edge, 1 at p90, 2 at p99...
             let top = (h.len() as f64).log10().min(5.0);
             let steps = (top * 10.0).floor() as usize;
@@ -435,7 +449,7 @@ fn breakdown(out: &mut String, reports: &[Report]) {
     let _ = write!(
         out,
         "<p class=\"note\">From the server's {}. \"Outside\" is the client's mean latency less the server's: the network, both protocol stacks and the client.</p></section>",
-        escape(&source)
+        escape(source)
     );
 }
 
@@ -463,7 +477,10 @@ fn errors(out: &mut String, reports: &[Report]) {
         }
         out.push_str("</table>");
     }
-    let bad: Vec<&Report> = reports.iter().filter(|r| !r.bad_requests.is_empty()).collect();
+    let bad: Vec<&Report> = reports
+        .iter()
+        .filter(|r| !r.bad_requests.is_empty())
+        .collect();
     if !bad.is_empty() {
         out.push_str("<h2 style=\"margin-top:14px\">Bad requests mixed in</h2><table><tr><th>load</th><th>class</th><th>sent</th><th>answered with another status than owed</th></tr>");
         for r in bad {
@@ -481,4 +498,198 @@ fn errors(out: &mut String, reports: &[Report]) {
         out.push_str("</table>");
     }
     out.push_str("</section>");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use hdrhistogram::Histogram;
+    use rir_client::server_counters::Source;
+
+    use super::*;
+    use crate::breakdown::Breakdown;
+    use crate::load::Arrivals;
+    use crate::recorder::histogram_text;
+    use crate::report::Latency;
+    use crate::thresholds::Percentile;
+
+    /// A level at concurrency `c`: `images_per_s`, p50 and p99 as given,
+    /// and a histogram of 1..=1000 µs (its p90 is 0.9 ms, its p99 0.99 ms).
+    fn level(c: usize, images_per_s: f64, p50: f64, p99: f64) -> Report {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for us in 1..=1000 {
+            h.record(us).unwrap();
+        }
+        Report {
+            load: Load::Closed { concurrency: c },
+            concurrency: Some(c),
+            batch: 1,
+            seconds: 1.0,
+            requests: 1000,
+            ok: 1000,
+            requests_per_s: images_per_s,
+            inferences_per_s: images_per_s,
+            latency_ms: Latency {
+                p50,
+                p99,
+                ..Latency::default()
+            },
+            histogram: histogram_text(&h),
+            ..Report::default()
+        }
+    }
+
+    fn page(reports: &[Report], search: Option<&SearchResult>) -> String {
+        render(&Page {
+            title: "a run".into(),
+            command: "rir-loadtest -c 1,2".into(),
+            settings: vec![("batch".into(), "1".into())],
+            reports,
+            search,
+            missed: &[],
+            bounded: false,
+        })
+    }
+
+    /// The `(x, y)` of every point of series `name` in `html`.
+    fn points(html: &str, name: &str) -> Vec<(f64, f64)> {
+        let tag = format!("class=\"point\" data-series=\"{name}\" data-x=\"");
+        html.split(&tag)
+            .skip(1)
+            .map(|rest| {
+                let (x, rest) = rest.split_once('"').unwrap();
+                let y = rest
+                    .split_once("data-y=\"")
+                    .unwrap()
+                    .1
+                    .split_once('"')
+                    .unwrap()
+                    .0;
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sweep_draws_each_level_and_rings_the_searchs_answer() {
+        let reports = [
+            level(1, 800.0, 1.1, 2.0),
+            level(2, 1500.0, 1.3, 2.6),
+            level(4, 1700.0, 2.2, 7.5),
+        ];
+        let search = SearchResult {
+            goal: crate::search::Goal {
+                percentile: Percentile::P99,
+                bound_ms: 3.0,
+                max_level: 64,
+            },
+            knee: Some(1),
+        };
+        let html = page(&reports, Some(&search));
+        assert_eq!(
+            points(&html, "p50"),
+            [(800.0, 1.1), (1500.0, 1.3), (1700.0, 2.2)]
+        );
+        assert_eq!(
+            points(&html, "p99"),
+            [(800.0, 2.0), (1500.0, 2.6), (1700.0, 7.5)]
+        );
+        assert!(
+            html.contains(r#"class="ring" data-x="1500" data-y="2.6""#),
+            "the answer"
+        );
+        assert!(html.contains(r#"class="bound" data-y="3""#), "the bound");
+        assert!(html.contains(r#"id="knee" data-load="concurrency 2""#));
+        // The spectrum of 1..=1000 µs: 0.9 ms at p90 (x = 1), 0.99 ms at
+        // p99 (x = 2), and it stops at 1000 samples' resolution (x = 3).
+        let spectrum = points(&html, "concurrency 4");
+        assert!(
+            spectrum.contains(&(1.0, 0.9)) && spectrum.contains(&(2.0, 0.99)),
+            "{spectrum:?}"
+        );
+        assert_eq!(spectrum.last().map(|p| p.0), Some(3.0));
+        assert_eq!(html.matches("<tr class=\"level\">").count(), 3);
+        assert!(
+            !html.contains("id=\"over-time\""),
+            "no splits, no chart over time"
+        );
+    }
+
+    #[test]
+    fn a_schedule_is_drawn_over_time_with_its_steps_marked() {
+        let schedule = Schedule::Steps {
+            rates: Arc::from([100.0, 200.0, 400.0]),
+            step: Duration::from_secs(2),
+        };
+        let mut r = level(1, 230.0, 1.0, 2.0);
+        r.load = Load::Scheduled {
+            schedule,
+            arrivals: Arrivals::Constant,
+        };
+        r.intervals = [(0.0, 101.0), (2.0, 198.0), (4.0, 395.0)]
+            .into_iter()
+            .map(|(start, rate)| Report {
+                start_s: Some(start),
+                seconds: 2.0,
+                requests_per_s: rate,
+                ok: 10,
+                latency_ms: Latency {
+                    p50: rate / 100.0,
+                    p99: rate / 50.0,
+                    ..Latency::default()
+                },
+                ..Report::default()
+            })
+            .collect();
+        let html = page(&[r], None);
+        assert_eq!(
+            points(&html, "requests/s"),
+            [(1.0, 101.0), (3.0, 198.0), (5.0, 395.0)]
+        );
+        assert_eq!(points(&html, "p99")[2], (5.0, 7.9));
+        // The offered rate as steps: 100/s on 0..2 s, 200/s on 2..4, 400/s on 4..6.
+        assert!(html.contains(r#"data-series="offered (schedule)" d="M"#));
+        assert!(html.contains(">200/s</text>") && html.contains(">400/s</text>"));
+    }
+
+    #[test]
+    fn the_breakdown_stacks_the_servers_parts_and_errors_are_escaped() {
+        let mut r = level(8, 2000.0, 3.0, 6.0);
+        r.server = Some(Breakdown {
+            source: Source::Statistics,
+            requests: 1000,
+            executions: 250,
+            avg_batch: 4.0,
+            queue_ms: 1.0,
+            compute_input_ms: 0.1,
+            compute_infer_ms: 2.0,
+            compute_output_ms: 0.1,
+            server_ms: 3.5,
+            outside_ms: 0.8,
+        });
+        r.errors = BTreeMap::from([("UNAVAILABLE".to_string(), 50)]);
+        r.requests = 1050;
+        r.error_messages = BTreeMap::from([(
+            "UNAVAILABLE".to_string(),
+            "<img src=x onerror=alert(1)>".to_string(),
+        )]);
+        let html = page(&[r], None);
+        // 3.5 - 1.0 - 0.1 - 2.0 - 0.1 = 0.3 ms of the server's own.
+        let own = html
+            .split("data-part=\"rest in server\" data-y=\"")
+            .nth(1)
+            .unwrap();
+        let own: f64 = own.split_once('"').unwrap().0.parse().unwrap();
+        assert!((own - 0.3).abs() < 1e-9, "{own}");
+        assert!(html.contains(r#"data-bar="c=8" data-part="outside the server" data-y="0.8""#));
+        assert!(html.contains("<td class=\"n\">50</td><td class=\"n\">4.76 %</td>"));
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(!html.contains("<img"), "the server's message stays text");
+        // Nothing to fetch: no script, no link, no source, no URL in CSS.
+        for fetch in ["<script", "<link", " src=", " href=", "url(", "@import"] {
+            assert!(!html.replace("&lt;img src=", "").contains(fetch), "{fetch}");
+        }
+    }
 }
