@@ -115,6 +115,7 @@ pub async fn poisson(
         stop: Stop::Duration(duration),
         stability: None,
         interval,
+        timeline: None,
         max_in_flight: 10_000,
         seed: 1,
         progress,
