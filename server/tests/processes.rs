@@ -86,6 +86,7 @@ async fn a_replica_killed_mid_run_loses_no_request() {
         stop: Stop::Duration(Duration::from_secs(3)),
         stability: None,
         interval: None,
+        timeline: None,
         max_in_flight: 100,
         seed: 0,
         progress: false,
@@ -281,6 +282,7 @@ async fn kill_9_under_open_loop_load_counts_every_request_and_the_restart_serves
         // Intervals show when answers came: from the first server, none
         // while nothing listened, then from the restarted one.
         interval: Some(Duration::from_millis(100)),
+        timeline: None,
         max_in_flight: 1_000,
         seed: 0,
         progress: false,

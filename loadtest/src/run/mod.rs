@@ -110,6 +110,7 @@ fn scheduled_options(o: &RunOptions, schedule: &Schedule) -> Result<RunOptions, 
     Ok(RunOptions {
         stop: Stop::Duration(schedule.length()),
         interval: Some(o.interval.unwrap_or_else(|| schedule.row())),
+        timeline: None,
         ..o.clone()
     })
 }
