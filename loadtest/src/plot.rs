@@ -1,5 +1,6 @@
 //! The sweep's picture: latency (p50 and p99) against throughput, one point
-//! per load level, the shape users look for to find a server's knee.
+//! per load level, the shape users look for to find a server's knee, each
+//! p99 point labelled with its load where the label has room.
 
 use std::path::Path;
 
@@ -69,8 +70,11 @@ fn draw<DB: DrawingBackend>(
         .map_err(e)?;
     chart
         .configure_mesh()
-        .x_desc("throughput, inferences/s")
+        .x_desc("throughput, images/s")
         .y_desc("latency, ms")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(e)?;
     let series: [Curve; 2] = [
@@ -93,24 +97,64 @@ fn draw<DB: DrawingBackend>(
             .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
             .map_err(e)?;
     }
+    // Each p99 point's load, above it, unless it would cover a label
+    // already placed.
+    let at: Vec<(i32, i32)> = reports
+        .iter()
+        .map(|r| chart.backend_coord(&(r.inferences_per_s, r.latency_ms.p99)))
+        .collect();
+    let style = ("sans-serif", 15).into_font().color(&BLACK);
     chart
-        .draw_series(reports.iter().map(|r| {
-            Text::new(
-                r.concurrency
-                    .map(|c| format!("c={c}"))
-                    .unwrap_or_else(|| r.label()),
-                (r.inferences_per_s, r.latency_ms.p99),
-                ("sans-serif", 13),
-            )
+        .draw_series(labelled(&at).into_iter().map(|i| {
+            let r = &reports[i];
+            let text = r
+                .concurrency
+                .map(|c| format!("c={c}"))
+                .unwrap_or_else(|| r.label());
+            let point = (r.inferences_per_s, r.latency_ms.p99);
+            EmptyElement::at(point) + Text::new(text, (-10, -24), style.clone())
         }))
         .map_err(e)?;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 15))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
         .map_err(e)?;
     root.present().map_err(e)?;
     Ok(())
+}
+
+/// Which of the points at pixel positions `at` get a label: each in turn,
+/// unless its label box (56 by 20 pixels above the point) would overlap
+/// one already placed.
+fn labelled(at: &[(i32, i32)]) -> Vec<usize> {
+    let mut placed: Vec<(i32, i32)> = Vec::new();
+    let mut chosen = Vec::new();
+    for (i, &(x, y)) in at.iter().enumerate() {
+        if placed
+            .iter()
+            .all(|&(px, py)| (x - px).abs() >= 56 || (y - py).abs() >= 20)
+        {
+            placed.push((x, y));
+            chosen.push(i);
+        }
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::labelled;
+
+    #[test]
+    fn labels_that_would_overlap_are_left_out() {
+        // 0 and 2 are far apart; 1 sits 30 px right of 0 at the same height,
+        // 3 is 30 px right of 2 but 25 px lower: room for both.
+        let at = [(100, 300), (130, 305), (400, 200), (430, 225), (700, 50)];
+        assert_eq!(labelled(&at), [0, 2, 3, 4]);
+        assert_eq!(labelled(&[]), Vec::<usize>::new());
+    }
 }
