@@ -3,6 +3,10 @@
 # thing under real traffic:
 #   live-view.png    rir-serve's page while rir-loadtest sweeps concurrency
 #                    1..32 and a few malformed requests come in.
+#   loadtest-report.png, loadtest-schedule.png
+#                    rir-loadtest --html reports (kept whole in
+#                    docs/results/): a latency-threshold search, and a rate
+#                    schedule's over-time section.
 #
 # Usage: bash scripts/screenshots.sh
 set -euo pipefail
@@ -32,3 +36,11 @@ for _ in $(seq 12); do
 done
 wait "$LOAD"
 shoot "http://$HTTP/" docs/img/live-view.png 1100 1250
+
+# The load tester's HTML reports, against the same server.
+target/release/rir-loadtest -u 127.0.0.1:18201 -m rir-fashion-mnist -d 3 -w 1 -q \
+  --latency-threshold 10 --html docs/results/loadtest-report.html > /dev/null || true
+target/release/rir-loadtest -u 127.0.0.1:18201 -m rir-fashion-mnist -w 1 -q \
+  --rate 300,900,1500,600 --step-seconds 4 --html docs/results/loadtest-schedule.html > /dev/null
+shoot "file://$ROOT/docs/results/loadtest-report.html" docs/img/loadtest-report.png 1050 2300
+shoot "file://$ROOT/docs/results/loadtest-schedule.html" docs/img/loadtest-schedule.png 1050 1900

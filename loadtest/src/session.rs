@@ -13,7 +13,7 @@ use rir_client::http::HttpClient;
 
 use crate::LoadError;
 use crate::args::Protocol;
-use crate::load::Stop;
+use crate::load::{Load, Stop};
 use crate::plan::{Levels, Outputs, ServerFigures, Step, TestPlan};
 use crate::report::{Report, csv};
 use crate::run::run;
@@ -155,6 +155,13 @@ fn settings(plan: &TestPlan) -> Vec<(String, String)> {
     let w = &plan.workload;
     let r = &plan.run;
     let secs = |d: std::time::Duration| format!("{} s", d.as_secs_f64());
+    let schedule = match &plan.levels {
+        Levels::Fixed(loads) => loads.iter().find_map(|l| match l {
+            Load::Scheduled { schedule, .. } => Some(schedule),
+            _ => None,
+        }),
+        Levels::Search { .. } => None,
+    };
     let mut s = vec![
         ("server".to_string(), plan.urls.join(", ")),
         (
@@ -174,9 +181,10 @@ fn settings(plan: &TestPlan) -> Vec<(String, String)> {
         ("warm-up".into(), secs(r.warmup)),
         (
             "measurement".into(),
-            match r.stop {
-                Stop::Duration(d) => format!("{} per level", secs(d)),
-                Stop::Requests(n) => format!("{n} requests per level"),
+            match (schedule, &r.stop) {
+                (Some(s), _) => format!("{}, a row per {}", secs(s.length()), secs(s.row())),
+                (None, Stop::Duration(d)) => format!("{} per level", secs(*d)),
+                (None, Stop::Requests(n)) => format!("{n} requests per level"),
             },
         ),
         (
@@ -187,7 +195,7 @@ fn settings(plan: &TestPlan) -> Vec<(String, String)> {
     if let Some(d) = r.interval {
         s.push(("interval".into(), secs(d)));
     }
-    if let Some(d) = r.timeline {
+    if let Some(d) = r.timeline.filter(|_| schedule.is_none()) {
         s.push(("over-time split".into(), secs(d)));
     }
     if plan.bad_fraction > 0.0 {

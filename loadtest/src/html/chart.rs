@@ -45,7 +45,7 @@ pub(crate) fn short(v: f64) -> String {
         _ if a == 0.0 => "0".into(),
         _ if a >= 10_000.0 => format!("{}k", trim(v / 1000.0, 1)),
         _ if a >= 100.0 => format!("{v:.0}"),
-        _ if a >= 10.0 => trim(v, 1),
+        _ if a >= 10.0 => trim(v, 2),
         _ if a >= 1.0 => trim(v, 2),
         _ => trim(v, 3),
     }

@@ -76,7 +76,7 @@ h1 { font-size: 22px; margin: 8px 0 0; } h2 { font-size: 16px; margin: 0 0 8px; 
 section { background: #fff; border-radius: 8px; padding: 14px 18px; margin: 14px 0; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { padding: 4px 8px; border-bottom: 1px solid #eceef1; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child { text-align: left; white-space: normal; }
 td.n { font-variant-numeric: tabular-nums; }
 code { background: #f0f2f5; padding: 2px 5px; border-radius: 4px; word-break: break-all; }
 .ok { color: #17803d; font-weight: 600; } .missed { color: #b42318; font-weight: 600; }
