@@ -80,6 +80,9 @@ pub struct Metrics {
     pub model_ready: IntGaugeVec,
     /// The same per-request figures under Triton's names.
     pub triton: TritonCounters,
+    /// Held from resetting `model_ready` to rendering it: two scrapes at
+    /// once never see the other's half-rebuilt gauge.
+    scrape: Mutex<()>,
 }
 
 /// Triton's per-request counters under Triton's names (`nv_inference_*`,
@@ -278,13 +281,26 @@ impl Metrics {
                 ),
             )?,
             triton: TritonCounters::new(&r)?,
+            scrape: Mutex::new(()),
             registry: r,
         })
     }
 
-    /// Sets `rir_model_ready` to the versions listed, as `(model, version,
-    /// ready)`, and drops the series of versions no longer listed.
-    pub(crate) fn set_ready<'a>(&self, versions: impl Iterator<Item = (&'a str, u64, bool)>) {
+    /// The text exposition format of every metric, `rir_model_ready` set
+    /// first to the versions listed as `(model, version, ready)` (the
+    /// series of versions no longer listed dropped), under one lock.
+    pub(crate) fn render_with_ready<'a>(
+        &self,
+        versions: impl Iterator<Item = (&'a str, u64, bool)>,
+    ) -> String {
+        let _one_scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.set_ready(versions);
+        self.render()
+    }
+
+    /// Sets `rir_model_ready` to the versions listed (see
+    /// [`Metrics::render_with_ready`]).
+    fn set_ready<'a>(&self, versions: impl Iterator<Item = (&'a str, u64, bool)>) {
         self.model_ready.reset();
         for (model, version, ready) in versions {
             self.model_ready
@@ -618,5 +634,34 @@ impl ModelStats {
     /// A copy of the counters.
     pub fn snapshot(&self) -> Snapshot {
         self.with(|s| s.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrapes_at_once_each_see_every_ready_version() {
+        // Two scrapes racing: without the scrape lock, one renders while
+        // the other has just reset the gauge, and a ready version vanishes
+        // from its page.
+        let m = std::sync::Arc::new(Metrics::new().unwrap());
+        let series = "rir_model_ready{model=\"m\",version=\"1\"} 1";
+        let scrapers: Vec<_> = (0..2)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    (0..5000)
+                        .filter(|_| {
+                            let page = m.render_with_ready([("m", 1, true)].into_iter());
+                            !page.contains(series)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let missing: usize = scrapers.into_iter().map(|s| s.join().unwrap()).sum();
+        assert_eq!(missing, 0, "{missing} of 10000 pages lacked {series}");
     }
 }

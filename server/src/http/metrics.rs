@@ -46,8 +46,8 @@ async fn scrape(State(e): State<Endpoint>, headers: HeaderMap) -> Response {
         )
             .into_response();
     }
-    e.metrics.set_ready(e.core.models().readiness());
-    ([(header::CONTENT_TYPE, TEXT_FORMAT)], e.metrics.render()).into_response()
+    let text = e.metrics.render_with_ready(e.core.models().readiness());
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
 }
 
 /// Serves `metrics` on the connections `gate` admits from `listener`,
