@@ -204,6 +204,15 @@ mod tests {
             (0, 255, 0)
         );
         assert!((r.dequantize(50) - 1.0).abs() < 1e-6);
+        // Back from codes on the signed grid: (q - 64) * 4/255.
+        assert_eq!(a.dequantize(64), 0.0);
+        assert!((a.dequantize(0) + 256.0 / 255.0).abs() < 1e-6);
+        assert!((a.dequantize(255) - 764.0 / 255.0).abs() < 1e-6);
+        // A kernel row of zeros keeps scale 1 (not 0, which would make
+        // every later division by it infinite) and codes 0.
+        let z = quantize_weights(&[0.0, 0.0, 1.27, 0.0], 2, WeightScheme::default());
+        assert_eq!(z.scales, [1.0, 0.01]);
+        assert_eq!(z.codes, [0, 0, 127, 0]);
         // A range that excludes 0 is widened to hold it.
         assert_eq!(ActivationGrid::spanning(2.0, 5.1), r);
         assert_eq!(ActivationGrid::spanning(0.0, 0.0).scale, 1.0);

@@ -123,3 +123,98 @@ pub fn plan(graph: &GraphProto) -> Result<Plan, ExportError> {
     }
     Ok(plan)
 }
+
+#[cfg(test)]
+mod tests {
+    use tract_onnx::pb::{NodeProto, TensorProto};
+
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..NodeProto::default()
+        }
+    }
+
+    fn graph(nodes: Vec<NodeProto>) -> GraphProto {
+        GraphProto {
+            node: nodes,
+            initializer: ["w0", "w1", "w2", "w3"]
+                .map(|n| TensorProto {
+                    name: n.into(),
+                    ..TensorProto::default()
+                })
+                .to_vec(),
+            ..GraphProto::default()
+        }
+    }
+
+    fn calibrated(non_negative: bool) -> Grid {
+        Grid::Calibrated { non_negative }
+    }
+
+    #[test]
+    fn the_body_from_the_first_relu_is_quantized_and_sole_relus_fold_into_their_producer() {
+        let g = graph(vec![
+            node("Conv", &["x", "w0"], "a"), // 0: the stem, on the float image
+            node("Relu", &["a"], "b"),       // 1: the int8 region starts here
+            node("Conv", &["b", "w1"], "c"), // 2
+            node("Relu", &["c"], "d"),       // 3: c's only consumer: folded into 2
+            node("Pad", &["d"], "e"),        // 4: d's codes, moved
+            node("Slice", &["e"], "f"),      // 5: still d's
+            node("Conv", &["f", "w2"], "g"), // 6
+            node("Add", &["g", "d"], "h"),   // 7
+            node("Relu", &["h"], "i"),       // 8: folded into 7
+            node("Conv", &["i", "w3"], "k"), // 9
+            node("Relu", &["k"], "l"),       // 10: k has two consumers: kept
+            node("Add", &["k", "l"], "m"),   // 11
+            node("Conv", &["m", "x"], "n"),  // 12: a kernel that is no weight
+            node("GlobalAveragePool", &["m"], "p"),
+        ]);
+        let p = plan(&g).unwrap();
+        assert_eq!(p.convs, [2, 6, 9]);
+        assert_eq!(p.fused_relus, HashMap::from([(3, 2), (8, 7)]));
+        let want = [
+            ("b", calibrated(true)),
+            ("d", calibrated(true)),
+            ("e", Grid::SameAs("d".into())),
+            ("f", Grid::SameAs("d".into())),
+            ("g", calibrated(false)),
+            ("i", calibrated(true)),
+            ("k", calibrated(false)),
+            ("l", calibrated(true)),
+            ("m", calibrated(false)),
+        ]
+        .map(|(n, g)| (n.to_string(), g));
+        assert_eq!(p.tensors, want);
+        let measured: Vec<(&str, bool)> = p.calibrated().collect();
+        assert_eq!(
+            measured,
+            [
+                ("b", true),
+                ("d", true),
+                ("g", false),
+                ("i", true),
+                ("k", false),
+                ("l", true),
+                ("m", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_graph_with_no_convolution_after_a_relu_has_nothing_to_quantize() {
+        let g = graph(vec![
+            node("Conv", &["x", "w0"], "a"),
+            node("Relu", &["a"], "b"),
+            node("GlobalAveragePool", &["b"], "c"),
+        ]);
+        assert!(matches!(
+            plan(&g),
+            Err(ExportError::Graph(GraphError::NothingToQuantize))
+        ));
+    }
+}
