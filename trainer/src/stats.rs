@@ -57,6 +57,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_interval_excludes_zero_only_strictly_and_only_with_a_width() {
+        let at = |mean: f64, half: Option<f64>| Interval { mean, half, n: 3 }.excludes_zero();
+        assert!(at(2.0, Some(1.0)), "1..3");
+        assert!(at(-2.0, Some(1.0)), "-3..-1");
+        assert!(!at(1.0, Some(1.0)), "0..2 touches zero");
+        assert!(!at(-1.0, Some(1.0)), "-2..0 touches zero");
+        assert!(!at(0.5, Some(1.0)), "-0.5..1.5 holds zero");
+        assert!(!at(2.0, None), "one seed: no interval, nothing settled");
+    }
+
+    #[test]
     fn intervals_match_values_worked_out_by_hand() {
         // 1, 2, 3, 4: mean 2.5, s = sqrt(5/3), t(0.975; 3) = 3.182446305.
         let i = Interval::of(&[1.0, 2.0, 3.0, 4.0]);
