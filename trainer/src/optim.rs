@@ -217,6 +217,28 @@ mod tests {
     }
 
     #[test]
+    fn a_large_eps_is_added_to_the_denominator() {
+        // eps = 1, which the defaults' 1e-8 hides. Adam with a constant
+        // gradient: m̂ = g, v̂ = g², each step g / (|g| + 1): 1/3 and 3/4.
+        close(
+            two_steps(Rule::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1.0,
+            }),
+            [[0.966_667, -2.075], [0.933_333, -2.15]],
+        );
+        // RMSprop: s1 = 0.01 g², step g / (0.1 |g| + 1); s2 = 0.0199 g².
+        close(
+            two_steps(Rule::RmsProp {
+                alpha: 0.99,
+                eps: 1.0,
+            }),
+            [[0.952_381, -2.230_769], [0.905_675, -2.441_562]],
+        );
+    }
+
+    #[test]
     fn sgd_steps_match_the_hand_computed_updates() {
         // b1 = g; w1 = w0 - 0.1 g. b2 = 0.9 g + g = 1.9 g; w2 = w1 - 0.19 g.
         close(

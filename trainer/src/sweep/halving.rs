@@ -208,6 +208,16 @@ mod tests {
     use crate::sweep::space::Declared;
 
     #[test]
+    fn a_ledger_not_yet_written_is_empty_and_one_that_cannot_be_read_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Ledger::load(dir.path()).unwrap(), Ledger::default());
+        // A folder where the file should be: reading fails, and the sweep
+        // must not take that for "no decision yet" and redo every rung.
+        std::fs::create_dir(dir.path().join(DECISIONS)).unwrap();
+        assert!(matches!(Ledger::load(dir.path()), Err(TrainError::Io(..))));
+    }
+
+    #[test]
     fn budgets_grow_by_eta_up_to_the_maximum() {
         let h = |eta, min_epochs| Halving { eta, min_epochs };
         assert_eq!(budgets(h(3, 1), 9), [1, 3, 9]);
