@@ -729,22 +729,6 @@ fn same(a: &[(f64, f64)], b: &[(f64, f64)]) -> bool {
             .all(|(p, q)| close(p.0, q.0) && close(p.1, q.1))
 }
 
-/// The `(x, y)` of every point of series `name` in an HTML report's DOM.
-fn drawn(dom: &str, name: &str) -> Vec<(f64, f64)> {
-    let tag = format!("class=\"point\" data-series=\"{name}\" data-x=\"");
-    dom.split(&tag)
-        .skip(1)
-        .map(|rest| {
-            let (x, rest) = rest.split_once('"').unwrap();
-            let y = rest.split_once("data-y=\"").unwrap().1;
-            (
-                x.parse().unwrap(),
-                y.split_once('"').unwrap().0.parse().unwrap(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_line_html_report_opens_offline_and_its_charts_hold_the_runs_points() {
     // A sweep against a stub that takes 0.3 ms and fails every seventh
@@ -787,7 +771,7 @@ async fn command_line_html_report_opens_offline_and_its_charts_hold_the_runs_poi
     let at = |r: &serde_json::Value, k: &str| (r["inferences_per_s"].as_f64().unwrap(), f(r, k));
     for k in ["p50", "p99"] {
         let want: Vec<(f64, f64)> = reports.iter().map(|r| at(r, k)).collect();
-        let got = drawn(&dom, k);
+        let got = rir_testkit::web::svg_points(&dom, k);
         // The sweep's points first; then the same series name over time.
         assert!(same(&got[..3], &want), "{k}: {got:?} drawn, {want:?} run");
     }
@@ -799,7 +783,7 @@ async fn command_line_html_report_opens_offline_and_its_charts_hold_the_runs_poi
         .map(|s| s["requests_per_s"].as_f64().unwrap())
         .collect();
     assert!(splits.len() >= 3, "{reports:?}");
-    let rates: Vec<(f64, f64)> = drawn(&dom, "requests/s")
+    let rates: Vec<(f64, f64)> = rir_testkit::web::svg_points(&dom, "requests/s")
         .iter()
         .map(|p| (0.0, p.1))
         .collect();
@@ -807,7 +791,7 @@ async fn command_line_html_report_opens_offline_and_its_charts_hold_the_runs_poi
     assert!(same(&rates, &splits), "{rates:?} drawn, {splits:?} run");
     // The spectrum at p90 (x = 1) is the level's p90.
     for r in reports {
-        let curve = drawn(
+        let curve = rir_testkit::web::svg_points(
             &dom,
             r["load"]["concurrency"]
                 .as_u64()

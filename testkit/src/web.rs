@@ -152,3 +152,18 @@ pub fn attribute<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
     let (_, rest) = dom.split_once(&format!(" {name}=\""))?;
     Some(rest.split_once('"')?.0)
 }
+
+/// The `(x, y)` of every point of series `series` in an HTML page or SVG
+/// whose points are written as `class="point" data-series="NAME"
+/// data-x="X" data-y="Y"` (rir-loadtest's reports), in document order.
+pub fn svg_points(html: &str, series: &str) -> Vec<(f64, f64)> {
+    let tag = format!("class=\"point\" data-series=\"{series}\" data-x=\"");
+    html.split(&tag)
+        .skip(1)
+        .filter_map(|rest| {
+            let (x, rest) = rest.split_once('"')?;
+            let y = rest.split_once("data-y=\"")?.1.split_once('"')?.0;
+            Some((x.parse().ok()?, y.parse().ok()?))
+        })
+        .collect()
+}

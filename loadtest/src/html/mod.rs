@@ -553,23 +553,8 @@ mod tests {
         })
     }
 
-    /// The `(x, y)` of every point of series `name` in `html`.
     fn points(html: &str, name: &str) -> Vec<(f64, f64)> {
-        let tag = format!("class=\"point\" data-series=\"{name}\" data-x=\"");
-        html.split(&tag)
-            .skip(1)
-            .map(|rest| {
-                let (x, rest) = rest.split_once('"').unwrap();
-                let y = rest
-                    .split_once("data-y=\"")
-                    .unwrap()
-                    .1
-                    .split_once('"')
-                    .unwrap()
-                    .0;
-                (x.parse().unwrap(), y.parse().unwrap())
-            })
-            .collect()
+        rir_testkit::web::svg_points(html, name)
     }
 
     #[test]
