@@ -485,11 +485,46 @@ pub struct RequestTimes {
     pub(crate) output: Duration,
 }
 
+/// One model's series of the `rir_*` metrics that carry only its name,
+/// looked up once so that a request only adds to them.
+struct ModelSeries {
+    inferences: IntCounter,
+    executions: IntCounter,
+    padded: IntCounter,
+    inline_executions: IntCounter,
+    succeeded: IntCounter,
+    request_seconds: prometheus::Histogram,
+    queue_seconds: prometheus::Histogram,
+    compute_seconds: prometheus::Histogram,
+    batch_size: prometheus::Histogram,
+    pending: IntGauge,
+}
+
+impl ModelSeries {
+    fn of(m: &Metrics, model: &str) -> Self {
+        let one = [model];
+        ModelSeries {
+            inferences: m.inferences.with_label_values(&one),
+            executions: m.executions.with_label_values(&one),
+            padded: m.padded.with_label_values(&one),
+            inline_executions: m.inline_executions.with_label_values(&one),
+            succeeded: m.requests.with_label_values(&[model, "ok", "OK"]),
+            request_seconds: m.request_seconds.with_label_values(&one),
+            queue_seconds: m.queue_seconds.with_label_values(&one),
+            compute_seconds: m.compute_seconds.with_label_values(&one),
+            batch_size: m.batch_size.with_label_values(&one),
+            pending: m.pending.with_label_values(&one),
+        }
+    }
+}
+
 /// One model's statistics, shared by the service and the batcher.
 pub struct ModelStats {
     model: String,
     /// Its series of the Triton-named counters.
     triton: TritonSeries,
+    /// Its series of the `rir_*` metrics.
+    series: ModelSeries,
     metrics: std::sync::Arc<Metrics>,
     inner: Mutex<Snapshot>,
 }
@@ -501,6 +536,7 @@ impl ModelStats {
         ModelStats {
             model: model.to_string(),
             triton: metrics.triton.series(model, &version.to_string()),
+            series: ModelSeries::of(&metrics, model),
             metrics,
             inner: Mutex::new(Snapshot {
                 latency: vec![0; crate::latency::BUCKETS],
@@ -530,24 +566,19 @@ impl ModelStats {
             s.padded_count += padded as u64;
             s.batches.entry(images).or_default().add(compute);
         });
-        let m = &self.metrics;
-        m.padded
-            .with_label_values(&[&self.model])
-            .inc_by(padded as u64);
-        m.executions.with_label_values(&[&self.model]).inc();
+        let m = &self.series;
+        m.padded.inc_by(padded as u64);
+        m.executions.inc();
         self.triton.executions.inc();
-        m.instance_executions
+        self.metrics
+            .instance_executions
             .with_label_values(&[self.model.as_str(), &instance.to_string()])
             .inc();
         if inline {
-            m.inline_executions.with_label_values(&[&self.model]).inc();
+            m.inline_executions.inc();
         }
-        m.compute_seconds
-            .with_label_values(&[&self.model])
-            .observe(compute.as_secs_f64());
-        m.batch_size
-            .with_label_values(&[&self.model])
-            .observe(images as f64);
+        m.compute_seconds.observe(compute.as_secs_f64());
+        m.batch_size.observe(images as f64);
     }
 
     /// A request of `n` images succeeded; `t` says where its time went. The
@@ -571,20 +602,11 @@ impl ModelStats {
                 *c += 1;
             }
         });
-        let queue = t.queue;
-        let m = &self.metrics;
-        m.inferences
-            .with_label_values(&[&self.model])
-            .inc_by(n as u64);
-        m.queue_seconds
-            .with_label_values(&[&self.model])
-            .observe(queue.as_secs_f64());
-        m.request_seconds
-            .with_label_values(&[&self.model])
-            .observe(t.total.as_secs_f64());
-        m.requests
-            .with_label_values(&[&self.model, "ok", "OK"])
-            .inc();
+        let m = &self.series;
+        m.inferences.inc_by(n as u64);
+        m.queue_seconds.observe(t.queue.as_secs_f64());
+        m.request_seconds.observe(t.total.as_secs_f64());
+        m.succeeded.inc();
         let tr = &self.triton;
         tr.success.inc();
         tr.inferences.inc_by(n as u64);
@@ -617,18 +639,12 @@ impl ModelStats {
 
     /// A request expired in the queue after `queued` (recorded as a failure by the caller).
     pub(crate) fn record_expired(&self, queued: Duration) {
-        self.metrics
-            .queue_seconds
-            .with_label_values(&[&self.model])
-            .observe(queued.as_secs_f64());
+        self.series.queue_seconds.observe(queued.as_secs_f64());
     }
 
     /// Sets the queue-length gauge.
     pub(crate) fn set_pending(&self, n: usize) {
-        self.metrics
-            .pending
-            .with_label_values(&[&self.model])
-            .set(n as i64);
+        self.series.pending.set(n as i64);
     }
 
     /// A copy of the counters.
