@@ -300,6 +300,14 @@ mod tests {
     }
 
     #[test]
+    fn the_run_folder_is_out_else_named_for_the_data_variant_preset_and_seed() {
+        let r = parse(&["--seed=7"]).unwrap();
+        assert_eq!(r.folder(), PathBuf::from("runs/fashion-mnist-rir-tiny-s7"));
+        let r = parse(&["--seed=7", "--out=elsewhere/run"]).unwrap();
+        assert_eq!(r.folder(), PathBuf::from("elsewhere/run"));
+    }
+
+    #[test]
     fn the_paper_defaults_and_every_flag_reach_the_recipe() {
         let r = parse(&[]).unwrap();
         assert_eq!((r.config.epochs, r.config.eval_batch_size), (82, 500));
