@@ -393,5 +393,37 @@ mod tests {
             judge(&r, &Bounds::default()).confirmed,
             Confirmed::TrainerAccuracy
         );
+        // Part of the split, or no figure recorded: only the tolerance is
+        // confirmed.
+        for (full_split, recorded) in [(false, Some(0.99)), (true, None)] {
+            let r = Report {
+                accuracy: Some(Accuracy {
+                    full_split,
+                    recorded,
+                    ..acc(0.99, 0.99)
+                }),
+                ..Report::default()
+            };
+            let v = judge(&r, &Bounds::default());
+            assert!(v.passed());
+            assert_eq!(v.confirmed, Confirmed::Tolerance);
+        }
+    }
+
+    #[test]
+    fn a_difference_at_the_tolerance_passes_and_any_failure_fails() {
+        let r = Report {
+            random: cmp(1e-3, 1.0, 1.0),
+            ..Report::default()
+        };
+        let v = judge(&r, &Bounds::default());
+        assert_eq!((v.worst, v.tolerance), (1e-3, 1e-3));
+        assert!(v.passed(), "at the bound is within it");
+        let r = Report {
+            random: cmp(1.5e-3, 1.0, 1.0),
+            ..Report::default()
+        };
+        assert!(!judge(&r, &Bounds::default()).passed());
+        assert!(!judge(&int8(0.9, 0.9, 0.9), &Bounds::default()).passed());
     }
 }
