@@ -286,6 +286,38 @@ fn run_passes(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_signed_percentile_range_clips_exactly_the_share_beyond_it_on_each_side() {
+        // 100,000 values over [-1, 1]: 10 at -1 (bin 0), 10 at +1 (bin
+        // 2047), the rest in bins 512 and 1535. The 0.01 % cut is 10
+        // values: the 10 on each side go, the next bin is kept. Bin k
+        // starts at -1 + 2k/2048: bin 512 at -0.5; the top of bin 1535
+        // (the start of 1536) at 0.5.
+        let mut histogram = vec![0u64; BINS];
+        histogram[0] = 10;
+        histogram[512] = 50_000;
+        histogram[1535] = 49_980;
+        histogram[BINS - 1] = 10;
+        let o = Observed {
+            min: -1.0,
+            max: 1.0,
+            abs_histogram: vec![],
+            histogram,
+        };
+        assert_eq!(o.range(Method::Percentile, false), (-0.5, 0.5));
+        assert_eq!(
+            o.range(Method::Percentile, true),
+            (0.0, 0.5),
+            "a Relu's floor is 0"
+        );
+        assert_eq!(o.range(Method::MinMax, false), (-1.0, 1.0));
+        // One more value at -1 than the cut: the lower range keeps it.
+        let mut wider = o.clone();
+        wider.histogram[0] = 11;
+        wider.histogram[512] -= 1;
+        assert_eq!(wider.range(Method::Percentile, false), (-1.0, 0.5));
+    }
+
     fn observed(values: &[f32]) -> Observed {
         let mut o = Observed::new();
         o.record(values);
