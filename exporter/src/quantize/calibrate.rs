@@ -328,6 +328,40 @@ mod tests {
     }
 
     #[test]
+    fn the_second_pass_bins_values_over_the_first_passs_extremes() {
+        // Over [-1, 1]: x lands in bin (x + 1) / 2 * 2048 (the top one
+        // kept in the last bin); |x| in |x| / 1 * 2048.
+        let o = observed(&[-1.0, 0.0, 0.5, 1.0, 0.5]);
+        let nonzero = |h: &[u64]| -> Vec<(usize, u64)> {
+            h.iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, c)| (i, *c))
+                .collect()
+        };
+        assert_eq!((o.min, o.max), (-1.0, 1.0));
+        assert_eq!(
+            nonzero(&o.histogram),
+            [(0, 1), (1024, 1), (1536, 2), (2047, 1)]
+        );
+        assert_eq!(nonzero(&o.abs_histogram), [(0, 1), (1024, 2), (2047, 2)]);
+    }
+
+    #[test]
+    fn methods_read_back_from_their_names() {
+        for (m, name) in [
+            (Method::MinMax, "minmax"),
+            (Method::Percentile, "percentile"),
+            (Method::Entropy, "entropy"),
+        ] {
+            assert_eq!(m.as_str(), name);
+            assert_eq!(name.parse::<Method>(), Ok(m));
+        }
+        let e = "kl".parse::<Method>().unwrap_err();
+        assert!(e.contains("unknown calibration `kl`"), "{e}");
+    }
+
+    #[test]
     fn ranges_of_each_method() {
         // 0..=9999 hundredths, plus one outlier at 1000.
         let mut v: Vec<f32> = (0..10_000).map(|i| i as f32 / 100.0).collect();
