@@ -348,6 +348,19 @@ mod tests {
     }
 
     #[test]
+    fn entropy_keeps_the_bins_whose_two_codes_lose_least_worked_by_hand() {
+        // [4, 4, 0, 1] on 2 codes. Keep 2: P = [4, 4 + 1 clipped], Q =
+        // [4, 4]: KL = 4/9 ln(8/9) + 5/9 ln(10/9) = 0.0062. Keep 3: P =
+        // [4, 4, 1], Q = [4, 4, 0]: the 1 has no code, KL about 2.8.
+        // Keep 4: codes {0, 1} and {2, 3}, Q = [4, 4, 0, 1] = P: KL 0.
+        assert_eq!(entropy_threshold(&[4, 4, 0, 1], 2), 4);
+        // Doubling the mass at the far end only makes keeping it better;
+        // an empty tail beyond the codes changes nothing.
+        assert_eq!(entropy_threshold(&[4, 4, 0, 2], 2), 4);
+        assert_eq!(entropy_threshold(&[4, 4], 2), 2);
+    }
+
+    #[test]
     fn methods_read_back_from_their_names() {
         for (m, name) in [
             (Method::MinMax, "minmax"),
