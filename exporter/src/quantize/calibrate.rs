@@ -358,6 +358,14 @@ mod tests {
         // an empty tail beyond the codes changes nothing.
         assert_eq!(entropy_threshold(&[4, 4, 0, 2], 2), 4);
         assert_eq!(entropy_threshold(&[4, 4], 2), 2);
+        // Longer ones, the divergence of each keep worked out apart (a
+        // Python transcription of the method as the module describes it):
+        // keeps 2..8 of [8, 0, 6, 3, 0, 0, 1, 1] on 2 codes: 15.32, 0.0455,
+        // 0.0073, 2.60, 2.58, 0.0175, 0.0628: keep 4, the tail clipped.
+        assert_eq!(entropy_threshold(&[8, 0, 6, 3, 0, 0, 1, 1], 2), 4);
+        // Keeps 3..10 of [10, 9, 1, 0, 0, 0, 0, 1, 0, 1] on 3 codes: 0.0545,
+        // 2.21, 2.37, 2.21, 2.21, 0.0177, 1.29, 0.221: keep 8.
+        assert_eq!(entropy_threshold(&[10, 9, 1, 0, 0, 0, 0, 1, 0, 1], 3), 8);
     }
 
     #[test]
