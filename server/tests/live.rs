@@ -139,11 +139,18 @@ async fn nothing_is_sampled_before_someone_watches_and_since_skips_windows_seen(
     let after = get(format!("{}/v2/rir/live?since={since}", s.http_url))
         .await
         .json();
+    // The windows after the first, and any that ended since the last call.
+    let (seen, rest) = (
+        later["windows"].as_array().unwrap(),
+        after["windows"].as_array().unwrap(),
+    );
+    assert!(rest.len() >= n - 1, "{rest:?}");
     assert_eq!(
-        after["windows"].as_array().unwrap().len(),
-        n - 1,
+        rest[..n - 1],
+        seen[1..],
         "since= leaves out the windows already seen"
     );
+    assert!(rest.iter().all(|w| w["t"].as_f64().unwrap() > since));
     let bad = get(format!("{}/v2/rir/live?since=soon", s.http_url)).await;
     assert_eq!(bad.status, 400, "{}", bad.text());
     s.shutdown().await.unwrap();
