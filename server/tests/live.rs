@@ -134,7 +134,7 @@ async fn nothing_is_sampled_before_someone_watches_and_since_skips_windows_seen(
         .await
         .json();
     let n = later["windows"].as_array().unwrap().len();
-    assert!((2..=3).contains(&n), "{n} windows after 2.3 s: {later}");
+    assert!((1..=4).contains(&n), "{n} windows after 2.3 s: {later}");
     let since = later["windows"][0]["t"].as_f64().unwrap();
     let after = get(format!("{}/v2/rir/live?since={since}", s.http_url))
         .await
