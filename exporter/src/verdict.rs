@@ -395,12 +395,15 @@ mod tests {
         );
         // Part of the split, or no figure recorded: only the tolerance is
         // confirmed.
+        let v = judge(&r, &Bounds::default());
+        assert!(v.passed(), "reproduced: {:?}", v.failures);
+        // A figure that does not come back counts only on the whole split.
         for (full_split, recorded) in [(false, Some(0.99)), (true, None)] {
             let r = Report {
                 accuracy: Some(Accuracy {
                     full_split,
                     recorded,
-                    ..acc(0.99, 0.99)
+                    ..acc(0.90, 0.99)
                 }),
                 ..Report::default()
             };
@@ -425,5 +428,13 @@ mod tests {
         };
         assert!(!judge(&r, &Bounds::default()).passed());
         assert!(!judge(&int8(0.9, 0.9, 0.9), &Bounds::default()).passed());
+        // A drop exactly at its bound (25 points: 0.75 to 0.5, both exact
+        // in binary) is met.
+        let at_bound = Bounds {
+            max_accuracy_drop: 25.0,
+            ..Bounds::default()
+        };
+        assert!(judge(&int8(1.0, 0.5, 0.75), &at_bound).passed());
+        assert!(!judge(&int8(1.0, 0.49, 0.75), &at_bound).passed());
     }
 }
