@@ -616,6 +616,28 @@ mod tests {
             .contains("ETA")
         );
         assert!("lr".parse::<Axis>().is_err());
+        assert!(with(&|s| s.axes[0].values.clear()).contains("empty value"));
+        assert!(with(&|s| s.axes[0].values = vec!["".into()]).contains("empty value"));
+        assert!(with(&|s| s.variants.clear()).contains("distinct variants"));
+        assert!(with(&|s| s.seeds.clear()).contains("distinct seeds"));
+        let halving = |min_epochs| {
+            move |s: &mut Space| {
+                s.halving = Some(Halving { eta: 2, min_epochs });
+            }
+        };
+        assert!(with(&halving(0)).contains("--min-epochs 0"));
+        let past = space().epochs + 1;
+        assert!(with(&halving(past)).contains("must be between 1 and --epochs"));
+        // At --epochs itself: allowed.
+        let mut ok = space();
+        halving(ok.epochs)(&mut ok);
+        ok.check().unwrap();
+        assert!(Declared::default().is_empty());
+        let seeds = Declared {
+            seeds: Some(vec![1]),
+            ..Declared::default()
+        };
+        assert!(!seeds.is_empty());
     }
 
     #[test]
