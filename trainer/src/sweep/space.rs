@@ -503,6 +503,16 @@ mod tests {
     fn every_index_is_one_trial_and_every_trial_one_index() {
         let s = space();
         assert_eq!((s.configs(), s.arms(), s.len()), (6, 12, 24));
+        assert!(!s.is_empty());
+        let mut none = s.clone();
+        none.seeds.clear();
+        assert!(none.is_empty());
+        assert_eq!(
+            s.describe(),
+            "  lr: 0.1, 0.05, 0.02\n  optimizer: sgd, adam\n  variants: rir, resnet\n  \
+             seeds: 0, 7\n  shared options: --preset micro\n  \
+             6 configurations x 2 variants x 2 seeds = 24 trials"
+        );
         let trials = s.trials();
         assert_eq!(trials.len(), 24);
         let mut seen = std::collections::HashSet::new();
