@@ -486,6 +486,8 @@ mod tests {
         let find = |n: &str| r.added.iter().find(|t| t.name == n).unwrap();
         // Scale 1/127: 1.0 is 127, -0.25 is -31.75, rounded to -32.
         assert_eq!(find("w2_int8").raw_data, [127, (-32i8) as u8]);
+        assert_eq!(find("w2_int8").data_type, DataType::Int8 as i32);
+        assert_eq!(find("w2_int8").dims, [1, 1, 1, 2], "the kernel's shape");
         // The bias scale is 0.5 x 1/127: 0.5 is 127.
         assert_eq!(find("b2_int32").raw_data, 127i32.to_le_bytes());
         assert_eq!(r.replaced, HashSet::from(["w2".into(), "b2".into()]));
@@ -501,6 +503,23 @@ mod tests {
         );
         let scale = r.added.iter().find(|t| t.name == "r_grid_scale").unwrap();
         assert_eq!(scale.raw_data, 0.5f32.to_le_bytes());
+        // A scalar float scale and a scalar uint8 zero point, as ONNX's
+        // per-tensor QuantizeLinear takes them.
+        assert!(scale.dims.is_empty());
+        assert_eq!(scale.data_type, DataType::Float as i32);
+        let zero = r
+            .added
+            .iter()
+            .find(|t| t.name == "r_grid_zero_point")
+            .unwrap();
+        assert_eq!(zero.data_type, DataType::Uint8 as i32);
+        let q = &r.nodes[1].1;
+        assert_eq!(q.input, ["r", "r_grid_scale", "r_grid_zero_point"]);
+        assert_eq!(q.name, "QuantizeLinear_r_q");
+        assert_eq!(
+            r.nodes[2].1.input,
+            ["r_q", "r_grid_scale", "r_grid_zero_point"]
+        );
     }
 
     #[test]
