@@ -483,6 +483,14 @@ mod tests {
             ]
         );
         assert_eq!(r.nodes[3].1.input, ["r_dq", "w2_dq", "b2_dq"]);
+        // Per channel: the kernel's dequantization runs along axis 0.
+        let axis: Vec<(&str, i64)> = r.nodes[1]
+            .1
+            .attribute
+            .iter()
+            .map(|a| (a.name.as_str(), a.i))
+            .collect();
+        assert_eq!(axis, [("axis", 0)]);
         let find = |n: &str| r.added.iter().find(|t| t.name == n).unwrap();
         // Scale 1/127: 1.0 is 127, -0.25 is -31.75, rounded to -32.
         assert_eq!(find("w2_int8").raw_data, [127, (-32i8) as u8]);
