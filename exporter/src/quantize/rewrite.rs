@@ -532,10 +532,67 @@ mod tests {
 
     #[test]
     fn drop_dead_initializers_keeps_only_what_is_still_read() {
-        let (g, p, grids) = fixture();
+        let (mut g, p, grids) = fixture();
+        // An initializer nothing reads and nothing replaced: not this
+        // pass's to drop.
+        g.initializer.push(f32s("spare", &[1], &[1.0]));
         let r = through(&g, &p, &grids, "drop-dead-initializers");
         let kept: Vec<&str> = r.kept.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(kept, ["w", "b"]);
+        assert_eq!(kept, ["w", "b", "spare"]);
+    }
+
+    #[test]
+    fn the_whole_rewrite_returns_the_rewritten_nodes_and_initializers() {
+        let (g, p, grids) = fixture();
+        let out = rewrite(&g, &p, &grids, SCHEME).unwrap();
+        let ops: Vec<String> = out
+            .node
+            .iter()
+            .map(|n| format!("{}>{}", n.op_type, n.output[0]))
+            .collect();
+        assert_eq!(ops.len(), 6, "{ops:?}");
+        assert_eq!(
+            ops[..3],
+            ["Conv>r", "QuantizeLinear>r_q", "DequantizeLinear>r_dq"]
+        );
+        assert_eq!(ops[5], "Conv>y");
+        let names: HashSet<&str> = out.initializer.iter().map(|t| t.name.as_str()).collect();
+        for n in [
+            "w",
+            "b",
+            "w2_int8",
+            "b2_int32",
+            "r_grid_scale",
+            "r_grid_zero_point",
+        ] {
+            assert!(names.contains(n), "{n}: {names:?}");
+        }
+        assert!(!names.contains("w2") && !names.contains("b2"), "{names:?}");
+    }
+
+    #[test]
+    fn a_pad_passes_its_input_s_grid_on() {
+        // Conv > Relu (folded) > Pad > Conv: the Pad's output is quantized
+        // on r's grid, with r's scale and zero point, no grid of its own.
+        let (mut g, _, grids) = fixture();
+        g.node = vec![
+            node("Conv", &["x", "w", "b"], "c"),
+            node("Relu", &["c"], "r"),
+            node("Pad", &["r"], "p"),
+            node("Conv", &["p", "w2", "b2"], "y"),
+        ];
+        let plan = Plan {
+            convs: vec![3],
+            fused_relus: HashMap::from([(1, 0)]),
+            tensors: vec![
+                ("r".into(), Grid::Calibrated { non_negative: true }),
+                ("p".into(), Grid::SameAs("r".into())),
+            ],
+        };
+        let r = through(&g, &plan, &grids, "insert-qdq");
+        let q = r.nodes.iter().find(|(_, n)| n.output[0] == "p_q").unwrap();
+        assert_eq!(q.1.input, ["p", "r_grid_scale", "r_grid_zero_point"]);
+        assert!(!r.added.iter().any(|t| t.name.starts_with("p_grid")));
     }
 
     #[test]
