@@ -173,6 +173,8 @@ mod tests {
             node("Add", &["k", "l"], "m"),   // 11
             node("Conv", &["m", "x"], "n"),  // 12: a kernel that is no weight
             node("GlobalAveragePool", &["m"], "p"),
+            node("Add", &["m", "a"], "q"), // a is float (the stem's): stays float
+            node("Pad", &["a"], "s"),      // so does a Pad of it
         ]);
         let p = plan(&g).unwrap();
         assert_eq!(p.convs, [2, 6, 9]);
