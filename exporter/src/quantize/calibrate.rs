@@ -369,6 +369,42 @@ mod tests {
     }
 
     #[test]
+    fn an_entropy_range_clips_at_its_threshold_bin() {
+        // |x| over [0, 2048] in 2048 bins: 100 and 10 alternating in the
+        // first 300, one outlier in the last. Worked out apart (a Python
+        // transcription of the method): keep 298 bins on 256 codes
+        // (divergence 0.109), so the range ends at 2048 x 298 / 2048.
+        let mut abs_histogram = vec![0u64; BINS];
+        for (i, c) in abs_histogram.iter_mut().take(300).enumerate() {
+            *c = if i % 2 == 0 { 100 } else { 10 };
+        }
+        abs_histogram[BINS - 1] = 1;
+        assert_eq!(entropy_threshold(&abs_histogram, 256), 298);
+        let o = Observed {
+            min: 0.0,
+            max: 2048.0,
+            abs_histogram,
+            histogram: vec![],
+        };
+        assert_eq!(o.range(Method::Entropy, true), (0.0, 298.0));
+    }
+
+    #[test]
+    fn the_second_pass_scales_by_the_extreme() {
+        // Over [-2, 2]: x in bin (x + 2) / 4 * 2048, |x| in |x| / 2 * 2048.
+        let o = observed(&[-2.0, 0.0, 1.0, 2.0]);
+        let at = |h: &[u64]| -> Vec<usize> {
+            h.iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        assert_eq!(at(&o.histogram), [0, 1024, 1536, 2047]);
+        assert_eq!(at(&o.abs_histogram), [0, 1024, 2047]);
+    }
+
+    #[test]
     fn methods_read_back_from_their_names() {
         for (m, name) in [
             (Method::MinMax, "minmax"),
