@@ -496,6 +496,9 @@ mod tests {
         assert_eq!(find("w2_int8").raw_data, [127, (-32i8) as u8]);
         assert_eq!(find("w2_int8").data_type, DataType::Int8 as i32);
         assert_eq!(find("w2_int8").dims, [1, 1, 1, 2], "the kernel's shape");
+        // Per channel: one scale and zero point per output channel (1 here).
+        assert_eq!(find("w2_scale").dims, [1]);
+        assert_eq!(find("w2_zero_point").dims, [1]);
         // The bias scale is 0.5 x 1/127: 0.5 is 127.
         assert_eq!(find("b2_int32").raw_data, 127i32.to_le_bytes());
         assert_eq!(r.replaced, HashSet::from(["w2".into(), "b2".into()]));

@@ -655,6 +655,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = space();
         assert_eq!(Space::load(dir.path()).unwrap(), None);
+        // A folder where the plan should be: an error, not "no sweep yet".
+        let odd = tempfile::tempdir().unwrap();
+        std::fs::create_dir(odd.path().join(PLAN)).unwrap();
+        assert!(matches!(Space::load(odd.path()), Err(TrainError::Io(..))));
         s.bind(dir.path()).unwrap();
         s.bind(dir.path()).unwrap();
         assert_eq!(Space::load(dir.path()).unwrap(), Some(s.clone()));
