@@ -7,7 +7,6 @@
 mod window;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -66,6 +65,10 @@ struct History {
     windows: VecDeque<Window>,
     /// Until when someone is taken to watch.
     watched_until: Option<Instant>,
+    /// Whether a sampler task runs: set with the watch, cleared with the
+    /// history, under the same lock, so a call never finds a sampler that
+    /// is about to stop.
+    sampling: bool,
 }
 
 /// The live view's state: the sampler's history and whether it runs.
@@ -73,8 +76,6 @@ pub(crate) struct LiveView {
     /// When the server started: time 0 of every window.
     started: Instant,
     history: Mutex<History>,
-    /// Whether a sampler task runs.
-    sampling: AtomicBool,
 }
 
 /// Where the sampler reads the statistics: the server's core, held weakly
@@ -91,7 +92,6 @@ impl LiveView {
         LiveView {
             started: Instant::now(),
             history: Mutex::new(History::default()),
-            sampling: AtomicBool::new(false),
         }
     }
 
@@ -108,20 +108,19 @@ impl LiveView {
     /// the sampler of `source` when none runs, and keeps it running for a
     /// minute from now.
     pub(crate) fn windows_since<S: Source>(source: &Arc<S>, since: f64) -> Vec<Window> {
-        let view = source.live();
-        let starts = !view.sampling.swap(true, Ordering::SeqCst);
-        // The first window starts at this call, not whenever the sampler
-        // task first runs: what is answered after it falls in a window.
-        let baseline = starts.then(|| source.sample());
-        let windows = {
-            let mut h = view.history();
-            h.watched_until = Some(Instant::now() + WATCHED_FOR);
-            if baseline.is_some() {
-                h.last = baseline;
-            }
-            let first = h.windows.partition_point(|w| w.t <= since);
-            h.windows.range(first..).cloned().collect()
-        };
+        let mut h = source.live().history();
+        h.watched_until = Some(Instant::now() + WATCHED_FOR);
+        let starts = !h.sampling;
+        if starts {
+            // The first window starts at this call, not whenever the
+            // sampler task first runs: what is answered after it falls in
+            // a window.
+            h.sampling = true;
+            h.last = Some(source.sample());
+        }
+        let first = h.windows.partition_point(|w| w.t <= since);
+        let windows = h.windows.range(first..).cloned().collect();
+        drop(h);
         if starts {
             tokio::spawn(sample_while_watched(Arc::downgrade(source)));
         }
@@ -129,7 +128,8 @@ impl LiveView {
     }
 
     /// Adds `sample`: the window from the last one to it. False once
-    /// nobody has watched for a minute (the history is then dropped).
+    /// nobody has watched for a minute (the history is then dropped, the
+    /// sampler marked stopped).
     fn push(&self, sample: Sample) -> bool {
         let mut h = self.history();
         if h.watched_until.is_none_or(|until| Instant::now() > until) {
@@ -157,9 +157,7 @@ async fn sample_while_watched<S: Source>(source: Weak<S>) {
         let Some(source) = source.upgrade() else {
             return;
         };
-        let view = source.live();
-        if !view.push(source.sample()) {
-            view.sampling.store(false, Ordering::SeqCst);
+        if !source.live().push(source.sample()) {
             tracing::debug!("nobody watches the live view: its sampler stops");
             return;
         }
