@@ -110,15 +110,19 @@ pub struct Models {
 }
 
 impl Models {
+    /// Every version of every model, with its model's name, by name then
+    /// version.
+    pub(crate) fn versions(&self) -> impl Iterator<Item = (&String, &Arc<ModelVersion>)> {
+        self.by_name
+            .iter()
+            .flat_map(|(name, versions)| versions.iter().map(move |v| (name, v)))
+    }
+
     /// Every version as `(model, version, ready)`: what `rir_model_ready`
     /// reports.
     pub(crate) fn readiness(&self) -> impl Iterator<Item = (&str, u64, bool)> {
-        self.by_name.iter().flat_map(|(name, versions)| {
-            versions.iter().map(move |v| {
-                let ready = matches!(v.state, VersionState::Ready { .. });
-                (name.as_str(), v.version, ready)
-            })
-        })
+        self.versions()
+            .map(|(name, v)| (name.as_str(), v.version, v.ready()))
     }
 
     /// Version `version` of `name` (empty: the latest ready version, or the

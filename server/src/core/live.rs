@@ -18,9 +18,7 @@ impl Source for Core {
         Sample {
             at_s: self.live.uptime_s(),
             models: models
-                .by_name
-                .iter()
-                .flat_map(|(name, versions)| versions.iter().map(move |v| (name, v)))
+                .versions()
                 .map(|(name, v)| {
                     let key = (name.clone(), v.version, Arc::as_ptr(&v.stats) as usize);
                     (key, Counters::of(&v.stats.snapshot()))
@@ -45,9 +43,7 @@ impl Core {
         let windows = LiveView::windows_since(self, since);
         let models = self.models();
         let rows = models
-            .by_name
-            .iter()
-            .flat_map(|(name, versions)| versions.iter().map(move |v| (name, v)))
+            .versions()
             .map(|(name, v)| {
                 let s = v.stats.snapshot();
                 ModelRow {

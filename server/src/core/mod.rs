@@ -299,11 +299,7 @@ impl Core {
     ) -> Result<Vec<ModelStatistics>, ServeError> {
         let models = self.models();
         let versions: Vec<(&String, &Arc<ModelVersion>)> = if name.is_empty() {
-            models
-                .by_name
-                .iter()
-                .flat_map(|(n, v)| v.iter().map(move |s| (n, s)))
-                .collect()
+            models.versions().collect()
         } else {
             let v = models.get(name, version)?;
             let (name, _) = models
