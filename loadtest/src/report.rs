@@ -231,15 +231,16 @@ impl Report {
     }
 }
 
-const COLUMNS: [&str; 13] = [
+pub(crate) const COLUMNS: [&str; 13] = [
     "load", "req/s", "infer/s", "avg ms", "stddev", "p50", "p90", "p95", "p99", "p99.9", "max",
     "requests", "errors",
 ];
 
 /// The split of `avg ms`, shown when a row has the server's breakdown.
-const SERVER_COLUMNS: [&str; 3] = ["queue", "compute", "rest"];
+pub(crate) const SERVER_COLUMNS: [&str; 3] = ["queue", "compute", "rest"];
 
-fn cells(r: &Report, server: bool) -> Vec<String> {
+/// One row of the table: [`COLUMNS`], then [`SERVER_COLUMNS`] when `server`.
+pub(crate) fn cells(r: &Report, server: bool) -> Vec<String> {
     let l = &r.latency_ms;
     let f = |v: f64| format!("{v:.3}");
     let mut cells = vec![

@@ -158,37 +158,25 @@ fn verdict(out: &mut String, page: &Page) {
 }
 
 fn summary(out: &mut String, reports: &[Report]) {
+    use crate::report::{COLUMNS, SERVER_COLUMNS, cells};
     section(out, "summary", "Summary");
-    out.push_str(
-        "<table><tr><th>load</th><th>req/s</th><th>images/s</th><th>avg ms</th><th>p50</th>\
-         <th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>requests</th>\
-         <th>errors</th><th>late sends</th></tr>",
-    );
-    for r in reports {
-        let l = &r.latency_ms;
-        let _ = write!(out, "<tr class=\"level\"><td>{}</td>", escape(&r.label()));
-        for v in [
-            r.requests_per_s,
-            r.inferences_per_s,
-            l.avg,
-            l.p50,
-            l.p90,
-            l.p95,
-            l.p99,
-            l.p999,
-            l.max,
-        ] {
-            let _ = write!(out, "<td class=\"n\">{v:.3}</td>");
-        }
-        let _ = write!(
-            out,
-            "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            r.requests,
-            r.failed(),
-            r.late_sends
-        );
+    // The terminal's table, row for row, with the late sends beside it.
+    let server = reports.iter().any(|r| r.server.is_some());
+    let extra: &[&str] = if server { &SERVER_COLUMNS } else { &[] };
+    out.push_str("<table><tr>");
+    for c in COLUMNS.iter().chain(extra).chain(&["late sends"]) {
+        let _ = write!(out, "<th>{}</th>", escape(c));
     }
-    out.push_str("</table><p class=\"note\">Latency in milliseconds, of the successful requests, as the client measured it.</p></section>");
+    out.push_str("</tr>");
+    for r in reports {
+        let row = cells(r, server);
+        let _ = write!(out, "<tr class=\"level\"><td>{}</td>", escape(&row[0]));
+        for c in row[1..].iter().chain([&r.late_sends.to_string()]) {
+            let _ = write!(out, "<td class=\"n\">{}</td>", escape(c));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table><p class=\"note\">Latency in milliseconds, of the successful requests, as the client measured it; queue, compute and rest are the server's account of the average.</p></section>");
 }
 
 /// Latency against throughput, one point per level; a search's bound and
