@@ -163,7 +163,7 @@ fn summary(out: &mut String, reports: &[Report]) {
     // The terminal's table, row for row, with the late sends beside it.
     let server = reports.iter().any(|r| r.server.is_some());
     let extra: &[&str] = if server { &SERVER_COLUMNS } else { &[] };
-    out.push_str("<table><tr>");
+    out.push_str("<div style=\"overflow-x: auto\"><table><tr>");
     for c in COLUMNS.iter().chain(extra).chain(&["late sends"]) {
         let _ = write!(out, "<th>{}</th>", escape(c));
     }
@@ -176,7 +176,7 @@ fn summary(out: &mut String, reports: &[Report]) {
         }
         out.push_str("</tr>");
     }
-    out.push_str("</table><p class=\"note\">Latency in milliseconds, of the successful requests, as the client measured it; queue, compute and rest are the server's account of the average.</p></section>");
+    out.push_str("</table></div><p class=\"note\">Latency in milliseconds, of the successful requests, as the client measured it; queue, compute and rest are the server's account of the average.</p></section>");
 }
 
 /// Latency against throughput, one point per level; a search's bound and
