@@ -94,14 +94,8 @@ pub async fn execute(plan: &TestPlan) -> Result<Outcome, LoadError> {
     if let Some(p) = &plan.outputs.plot {
         crate::plot::sweep(p, &workload.description, &reports)?;
     }
-    // The thresholds judge a search's answer, not the levels that missed.
-    let judged = match &search {
-        Some(SearchResult { knee: Some(i), .. }) => std::slice::from_ref(&reports[*i]),
-        Some(SearchResult { knee: None, .. }) => &[][..],
-        None => &reports[..],
-    };
     let outcome = Outcome {
-        missed: missed(&plan.thresholds, judged),
+        missed: missed(&plan.thresholds, judged(search.as_ref(), &reports)),
         bounded: !plan.thresholds.is_empty(),
         mismatched: reports.iter().map(Report::bad_mismatched).sum(),
         description: workload.description.clone(),
@@ -134,20 +128,35 @@ fn write_html(
     )
 }
 
+/// The reports the thresholds judge: a search's answer alone (none when
+/// no level met its goal), else every report.
+fn judged<'a>(search: Option<&SearchResult>, reports: &'a [Report]) -> &'a [Report] {
+    match search {
+        Some(SearchResult { knee: Some(i), .. }) => std::slice::from_ref(&reports[*i]),
+        Some(SearchResult { knee: None, .. }) => &[],
+        None => reports,
+    }
+}
+
 /// This process's command line, each argument quoted when it needs to be.
 fn command_line() -> String {
     std::env::args()
-        .map(|a| {
-            let plain = !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
-            match plain {
-                true => a,
-                false => format!("'{}'", a.replace('\'', r"'\''")),
-            }
-        })
+        .map(shell_word)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `arg` as a POSIX shell reads it back: bare when it holds only characters
+/// no shell treats specially, else in single quotes.
+fn shell_word(arg: String) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    match plain {
+        true => arg,
+        false => format!("'{}'", arg.replace('\'', r"'\''")),
+    }
 }
 
 /// The settings a report shows: what the command line left to defaults too.
@@ -250,11 +259,28 @@ async fn search(
     goal: Goal,
     step: Option<Step>,
 ) -> Result<(Vec<Report>, Option<usize>), LoadError> {
+    search_levels(goal, |level| async move {
+        let load = Levels::at(step, level);
+        Ok(run(workload.clone(), load, &plan.run).await?.report)
+    })
+    .await
+}
+
+/// The search's course over levels, whatever runs each: tries the levels
+/// [`Search`] asks for, by `try_level`, until the answer is known; the
+/// reports sorted by level, and the index of the answer among them.
+async fn search_levels<F, R>(
+    goal: Goal,
+    mut try_level: F,
+) -> Result<(Vec<Report>, Option<usize>), LoadError>
+where
+    F: FnMut(u64) -> R,
+    R: std::future::Future<Output = Result<Report, LoadError>>,
+{
     let mut state = Search::default();
     let mut tried: Vec<(u64, Report)> = Vec::new();
     while let Some(level) = state.next(goal.max_level) {
-        let load = Levels::at(step, level);
-        let report = run(workload.clone(), load, &plan.run).await?.report;
+        let report = try_level(level).await?;
         let met = goal.met(&report);
         tracing::info!(
             "search: {}: {} {:.3} ms, {} failed: {}",
@@ -350,21 +376,30 @@ pub fn merge_files(
 /// Runs `rir-bench` beside this executable (else on PATH) with `args`;
 /// its exit status.
 pub fn forward_to_bench(args: &[String]) -> Result<u8, LoadError> {
-    let beside = std::env::current_exe()
-        .ok()
-        .map(|me| me.with_file_name("rir-bench"))
-        .filter(|p| p.exists());
-    let bin = beside.unwrap_or_else(|| PathBuf::from("rir-bench"));
+    forward(bench_beside(std::env::current_exe().ok().as_deref()), args)
+}
+
+/// The `rir-bench` beside the executable `me` when there is one, else the
+/// bare name for PATH to find.
+fn bench_beside(me: Option<&Path>) -> PathBuf {
+    me.map(|me| me.with_file_name("rir-bench"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("rir-bench"))
+}
+
+/// Runs `bin` with `args`; its exit status, 1 when a signal ended it.
+fn forward(bin: PathBuf, args: &[String]) -> Result<u8, LoadError> {
     let status = std::process::Command::new(&bin)
         .args(args)
         .status()
         .map_err(|source| LoadError::Bench { bin, source })?;
-    Ok(status.code().unwrap_or(1).clamp(0, 255) as u8)
+    Ok(status.code().map_or(1, |c| c.clamp(0, 255) as u8))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::Load;
 
     fn outcome(mismatched: u64, knee: Option<Option<usize>>, missed: usize) -> Outcome {
         let miss = Miss {
@@ -412,6 +447,298 @@ mod tests {
         let loads: Vec<&str> = misses.iter().map(|m| m.load.as_str()).collect();
         assert_eq!(loads, ["concurrency 8", "concurrency 64"]);
         assert!(missed(&Thresholds::default(), &[report(64, 3.0)]).is_empty());
+    }
+
+    /// `n` successes of `micros` each at concurrency `c` over one second,
+    /// through JSON as `--json` writes it.
+    fn report_of(c: usize, micros: u64, n: u64) -> Report {
+        let mut record = crate::recorder::Recorder::new();
+        record.latency.record_n(micros, n).unwrap();
+        let r = Report::new(&Load::Closed { concurrency: c }, 1, 1.0, &record, None, 1);
+        serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap()
+    }
+
+    fn goal(bound_ms: f64, max_level: u64) -> Goal {
+        Goal {
+            percentile: crate::thresholds::Percentile::P99,
+            bound_ms,
+            max_level,
+        }
+    }
+
+    #[test]
+    fn a_search_judges_its_answer_alone() {
+        let reports = [report_of(1, 100, 1), report_of(2, 200, 1)];
+        let at = |knee| SearchResult {
+            goal: goal(1.0, 2),
+            knee,
+        };
+        let loads = |r: &[Report]| r.iter().map(|r| r.load.label()).collect::<Vec<_>>();
+        assert_eq!(
+            loads(judged(None, &reports)),
+            ["concurrency 1", "concurrency 2"]
+        );
+        assert_eq!(
+            loads(judged(Some(&at(Some(1))), &reports)),
+            ["concurrency 2"]
+        );
+        assert_eq!(
+            loads(judged(Some(&at(Some(0))), &reports)),
+            ["concurrency 1"]
+        );
+        assert!(judged(Some(&at(None)), &reports).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_search_runs_the_levels_it_needs_and_sorts_them() {
+        // A server whose p99 is 0.1 ms per level: with a bound of 1 ms the
+        // highest level that meets it is 10. By hand, the course is
+        // 1, 2, 4, 8, 16 (missed), then halving: 12 (missed), 10, 11 (missed).
+        let mut asked = Vec::new();
+        let (reports, knee) = search_levels(goal(1.0, 64), |level| {
+            asked.push(level);
+            async move { Ok(report_of(level as usize, level * 100, 10)) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(asked, [1, 2, 4, 8, 16, 12, 10, 11]);
+        let levels: Vec<_> = reports.iter().map(|r| r.concurrency).collect();
+        let want = [1, 2, 4, 8, 10, 11, 12, 16].map(Some);
+        assert_eq!(levels, want);
+        assert_eq!(knee, Some(4), "index of level 10 among the sorted");
+        // Not even level 1 meets a bound of 0.05 ms: one level, no answer.
+        let (reports, knee) = search_levels(goal(0.05, 64), |level| async move {
+            Ok(report_of(level as usize, level * 100, 10))
+        })
+        .await
+        .unwrap();
+        assert_eq!((reports.len(), knee), (1, None));
+        // A level that cannot run ends the search with its error.
+        let failed = search_levels(goal(1.0, 64), |level| async move {
+            match level {
+                1 => Ok(report_of(1, 100, 10)),
+                _ => Err(LoadError::io(
+                    Path::new("level 2"),
+                    std::io::Error::other("down"),
+                )),
+            }
+        })
+        .await;
+        assert!(matches!(failed, Err(LoadError::Io { .. })), "{failed:?}");
+    }
+
+    #[test]
+    fn a_shell_reads_each_word_back_as_it_was() {
+        assert_eq!(shell_word("--rate=1,2".into()), "--rate=1,2");
+        assert_eq!(
+            shell_word("http://h:1/a@b%c+d_e".into()),
+            "http://h:1/a@b%c+d_e"
+        );
+        assert_eq!(shell_word("".into()), "''");
+        assert_eq!(shell_word("a b".into()), "'a b'");
+        assert_eq!(shell_word("it's".into()), r"'it'\''s'");
+        // The reference: /bin/sh itself, on words that a shell would split,
+        // expand or glob.
+        let words = ["$HOME", "a b", "it's", "*", "x;y", "é", "", "a\"b", "~"];
+        let line = words.map(|w| shell_word(w.to_string())).join(" ");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf '%s\\n' {line}")])
+            .output()
+            .unwrap();
+        let back: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+        assert_eq!(back, words);
+    }
+
+    fn plan_of(flags: &[&str]) -> TestPlan {
+        use clap::Parser;
+        let cli = crate::args::Cli::try_parse_from([&["rir-loadtest"][..], flags].concat());
+        cli.unwrap().test.plan().unwrap()
+    }
+
+    #[test]
+    fn the_settings_name_what_the_flags_left_to_defaults() {
+        let rows = settings(&plan_of(&[]));
+        let row = |rows: &[(String, String)], key: &str| {
+            rows.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        };
+        let defaults = [
+            ("server", "127.0.0.1:8001"),
+            ("protocol", "grpc"),
+            ("API", "infer"),
+            ("model", "rir-fashion-mnist"),
+            ("batch", "1"),
+            ("warm-up", "2 s"),
+            ("measurement", "10 s per level"),
+            ("server figures", "statistics"),
+        ];
+        for (key, want) in defaults {
+            assert_eq!(row(&rows, key).as_deref(), Some(want), "{key}");
+        }
+        for absent in ["interval", "over-time split", "bad requests"] {
+            assert_eq!(row(&rows, absent), None, "{absent}");
+        }
+        let rows = settings(&plan_of(&[
+            "-u",
+            "a:1,b:2",
+            "-i",
+            "http",
+            "-m",
+            "m",
+            "--model-version",
+            "3",
+            "--api",
+            "classify",
+            "-b",
+            "4",
+            "-w",
+            "0.5",
+            "-n",
+            "300",
+            "--interval",
+            "2",
+            "--bad-fraction",
+            "0.25",
+            "--no-server-stats",
+        ]));
+        let given = [
+            ("server", "a:1, b:2"),
+            ("protocol", "http"),
+            ("API", "classify"),
+            ("model", "m version 3"),
+            ("batch", "4"),
+            ("warm-up", "0.5 s"),
+            ("measurement", "300 requests per level"),
+            ("server figures", "off"),
+            ("interval", "2 s"),
+            ("bad requests", "0.25 of all"),
+        ];
+        for (key, want) in given {
+            assert_eq!(row(&rows, key).as_deref(), Some(want), "{key}");
+        }
+        // The HTML report's split shows when it is the report's own, and a
+        // schedule is measured by its steps.
+        let rows = settings(&plan_of(&["-d", "240", "--html", "r.html"]));
+        assert_eq!(row(&rows, "over-time split").as_deref(), Some("2 s"));
+        let rows = settings(&plan_of(&[
+            "-r",
+            "100,300",
+            "--step-seconds",
+            "3",
+            "--html",
+            "r.html",
+        ]));
+        assert_eq!(
+            row(&rows, "measurement").as_deref(),
+            Some("6 s, a row per 3 s")
+        );
+        assert_eq!(row(&rows, "over-time split"), None);
+    }
+
+    #[test]
+    fn reports_are_written_where_asked_and_read_back_for_merging() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        let a = vec![report_of(1, 1_000, 30), report_of(4, 2_000, 40)];
+        let b = vec![report_of(1, 3_000, 10), report_of(2, 5_000, 60)];
+        for (name, reports) in [("a.json", &a), ("b.json", &b)] {
+            let o = Outputs {
+                json: Some(at(name)),
+                csv: Some(at(&format!("{name}.csv"))),
+                ..Default::default()
+            };
+            write_outputs(&o, reports).unwrap();
+            let csv = std::fs::read_to_string(at(&format!("{name}.csv"))).unwrap();
+            assert_eq!(csv.lines().count(), 3, "a header and a row per report");
+            assert!(
+                csv.lines().nth(1).unwrap().starts_with("concurrency 1,"),
+                "{csv}"
+            );
+        }
+        // Nothing asked, nothing written.
+        write_outputs(&Outputs::default(), &a).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+
+        let bound = Thresholds {
+            max_latency_ms: vec![(crate::thresholds::Percentile::P50, 4.0)],
+            ..Default::default()
+        };
+        let out = Outputs {
+            json: Some(at("merged.json")),
+            html: Some(at("merged.html")),
+            ..Default::default()
+        };
+        let outcome = merge_files(&[at("a.json"), at("b.json")], &bound, &out).unwrap();
+        assert_eq!(outcome.description, "2 generators merged");
+        // Level by level, by hand: 30 + 10 and 40 + 60 requests; the second
+        // level's p50 is 5 ms (rank 50 of 100 falls among the 60 at 5 ms),
+        // over the bound of 4; the first's is 1 ms.
+        let counts: Vec<_> = outcome
+            .reports
+            .iter()
+            .map(|r| (r.ok, r.concurrency))
+            .collect();
+        assert_eq!(counts, [(40, Some(2)), (100, Some(6))]);
+        let missed: Vec<_> = outcome.missed.iter().map(|m| m.load.as_str()).collect();
+        assert_eq!(missed, ["concurrency 6"]);
+        assert!(outcome.bounded && outcome.search.is_none());
+        assert_eq!(outcome.exit_code(), MISSED);
+        let written: Vec<Report> =
+            serde_json::from_str(&std::fs::read_to_string(at("merged.json")).unwrap()).unwrap();
+        assert_eq!(written.iter().map(|r| r.ok).collect::<Vec<_>>(), [40, 100]);
+        let html = std::fs::read_to_string(at("merged.html")).unwrap();
+        assert!(
+            html.contains("a.json") && html.contains("b.json"),
+            "inputs named"
+        );
+
+        // What cannot be read is named, by kind.
+        let missing = merge_files(&[at("a.json"), at("none.json")], &bound, &out);
+        assert!(
+            matches!(&missing, Err(LoadError::MergeInput(MergeInputError::Read { path, .. })) if path == &at("none.json")),
+            "{missing:?}"
+        );
+        let not_reports = merge_files(&[at("a.json"), at("a.json.csv")], &bound, &out);
+        assert!(
+            matches!(&not_reports, Err(LoadError::MergeInput(MergeInputError::NotReports { path, .. })) if path == &at("a.json.csv")),
+            "{not_reports:?}"
+        );
+        // A file that cannot be written is an error, not a silent skip.
+        let into_a_folder = Outputs {
+            csv: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert!(write_outputs(&into_a_folder, &a).is_err());
+        let into_a_folder = Outputs {
+            json: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert!(write_outputs(&into_a_folder, &a).is_err());
+    }
+
+    #[test]
+    fn bench_is_the_one_beside_this_binary_else_the_one_on_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let me = dir.path().join("rir-loadtest");
+        assert_eq!(bench_beside(Some(&me)), PathBuf::from("rir-bench"));
+        assert_eq!(bench_beside(None), PathBuf::from("rir-bench"));
+        let got = dir.path().join("got");
+        let beside = dir.path().join("rir-bench");
+        let script = format!(
+            "#!/bin/sh\nprintf '%s|' \"$@\" > '{}'\nexit 7\n",
+            got.display()
+        );
+        std::fs::write(&beside, script).unwrap();
+        std::fs::set_permissions(&beside, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(bench_beside(Some(&me)), beside);
+        let args = ["soak", "a dir", "-q"].map(String::from);
+        assert_eq!(forward(beside, &args).unwrap(), 7);
+        assert_eq!(std::fs::read_to_string(&got).unwrap(), "soak|a dir|-q|");
+        // Ended by a signal: no exit code, so 1.
+        let killed = ["-c", "kill -9 $$"].map(String::from);
+        assert_eq!(forward("sh".into(), &killed).unwrap(), 1);
+        let absent = forward(dir.path().join("nothing"), &[]);
+        assert!(matches!(absent, Err(LoadError::Bench { .. })), "{absent:?}");
     }
 
     #[test]
