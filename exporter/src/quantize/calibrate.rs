@@ -452,4 +452,88 @@ mod tests {
         g[2047] = 1;
         assert!(entropy_threshold(&g, 128) < 2048);
     }
+
+    /// `image` [batch, 1, 2, 2] -> Relu -> `r` -> Neg -> `y`, the graph's
+    /// only output.
+    fn relu_neg() -> ModelProto {
+        use crate::graph::{GraphBuilder, value_info};
+        let mut g = GraphBuilder::default();
+        g.node("Relu", &["image"], vec![], Some("r"));
+        g.node("Neg", &["r"], vec![], Some("y"));
+        let dims = [None, Some(1), Some(2), Some(2)];
+        let graph = g.finish(
+            "t",
+            vec![value_info("image", &dims)],
+            vec![value_info("y", &dims)],
+        );
+        ModelProto {
+            ir_version: crate::export::IR_VERSION,
+            opset_import: vec![tract_onnx::pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: crate::export::OPSET,
+            }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn onnx_runtime_shows_every_image_of_an_inner_tensor_once_per_pass() {
+        // 40 images of 4 pixels, pixel k of all 160 = k / 160 - 0.5: the
+        // Relu's output `r` is 0 for k <= 80 (81 values) and k / 160 - 0.5
+        // above, up to 79 / 160. Batches of 32 and 8; two passes.
+        let images: Vec<f32> = (0..160).map(|k| k as f32 / 160.0 - 0.5).collect();
+        let mut steps = Vec::new();
+        let seen = observe(
+            &relu_neg(),
+            &["r", "y"],
+            &images,
+            [1, 2, 2],
+            &OrtOptions::default(),
+            |done, of| steps.push((done, of)),
+        )
+        .unwrap();
+        assert_eq!(steps, [(1, 4), (2, 4), (3, 4), (4, 4)]);
+        let top = 159f32 / 160.0 - 0.5;
+        let (r, y) = (&seen[0], &seen[1]);
+        assert_eq!((r.min, r.max), (0.0, top));
+        assert_eq!((y.min, y.max), (-top, 0.0));
+        for o in [r, y] {
+            assert_eq!(o.histogram.iter().sum::<u64>(), 160, "each value once");
+            assert_eq!(o.abs_histogram.iter().sum::<u64>(), 160);
+            assert_eq!((o.abs_histogram[0], o.abs_histogram[BINS - 1]), (81, 1));
+        }
+        // The zeros are the bottom of r's range and the top of y's; the
+        // extreme is the other end of each.
+        assert_eq!((r.histogram[0], r.histogram[BINS - 1]), (81, 1));
+        assert_eq!((y.histogram[0], y.histogram[BINS - 1]), (1, 81));
+        // The graph given is not changed; a tensor it lacks is an error.
+        assert_eq!(relu_neg().graph.unwrap().output.len(), 1);
+        let absent = observe(
+            &relu_neg(),
+            &["nowhere"],
+            &images,
+            [1, 2, 2],
+            &OrtOptions::default(),
+            |_, _| {},
+        );
+        assert!(absent.is_err());
+    }
+
+    #[test]
+    fn a_tensor_made_an_output_is_named_float32_of_any_shape() {
+        let m = with_outputs(&relu_neg(), &["r", "image"]);
+        let outputs = &m.graph.as_ref().unwrap().output;
+        let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["y", "r", "image"]);
+        for o in &outputs[1..] {
+            let Some(type_proto::Value::TensorType(t)) =
+                o.r#type.as_ref().and_then(|t| t.value.as_ref())
+            else {
+                panic!("{o:?} is not a tensor");
+            };
+            assert_eq!((t.elem_type, &t.shape), (DataType::Float as i32, &None));
+        }
+        assert_eq!(m.graph.unwrap().node, relu_neg().graph.unwrap().node);
+    }
 }
