@@ -741,6 +741,119 @@ mod tests {
         assert!(matches!(absent, Err(LoadError::Bench { .. })), "{absent:?}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plans_carried_out_against_a_real_server() {
+        let server = rir_testserver::server::TestServer::start(None, &[]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name).display().to_string();
+        let (json, csv, html, plot) = (at("r.json"), at("r.csv"), at("r.html"), at("r.svg"));
+        let base = ["-m", "gray", "-n", "30", "-w", "0", "-q"];
+        let with = |flags: &[&str]| plan_of(&[&base[..], flags].concat());
+        let url = server.url.as_str();
+        let loads = |o: &Outcome| o.reports.iter().map(|r| r.load.label()).collect::<Vec<_>>();
+
+        // Two levels, every output, a bound met, bad requests mixed in.
+        let o = execute(&with(&[
+            "-u",
+            url,
+            "-c",
+            "1,2",
+            "--bad-fraction",
+            "0.3",
+            "--max-p50-ms",
+            "60000",
+            "--json",
+            &json,
+            "--csv",
+            &csv,
+            "--html",
+            &html,
+            "--plot",
+            &plot,
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(loads(&o), ["concurrency 1", "concurrency 2"]);
+        assert!(
+            o.reports.iter().all(|r| r.ok > 0 && r.server.is_some()),
+            "{o:?}"
+        );
+        let bad: u64 = o
+            .reports
+            .iter()
+            .flat_map(|r| r.bad_requests.values())
+            .map(|c| c.sent)
+            .sum();
+        assert!(bad > 0, "bad requests were mixed in");
+        assert_eq!((o.mismatched, o.bounded, o.missed.len()), (0, true, 0));
+        assert!(o.description.contains("gray"), "{}", o.description);
+        assert_eq!(o.exit_code(), 0);
+        let written: Vec<Report> =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let oks = |r: &[Report]| r.iter().map(|r| r.ok).collect::<Vec<_>>();
+        assert_eq!(oks(&written), oks(&o.reports));
+        assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 3);
+        assert!(
+            std::fs::read_to_string(&html)
+                .unwrap()
+                .contains("concurrency 2")
+        );
+        assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+
+        // The server's figures: off, or from the metrics page; REST too.
+        let o = execute(&with(&["-u", url, "--no-server-stats"]))
+            .await
+            .unwrap();
+        assert!(
+            o.reports[0].ok > 0 && o.reports[0].server.is_none(),
+            "{o:?}"
+        );
+        let metrics = server.metrics_url.as_str();
+        let o = execute(&with(&["-u", url, "--metrics-url", metrics]))
+            .await
+            .unwrap();
+        assert!(o.reports[0].server.is_some(), "{o:?}");
+        let o = execute(&with(&["-i", "http", "-u", &server.http_url]))
+            .await
+            .unwrap();
+        assert!(o.reports[0].ok > 0, "{o:?}");
+
+        // A search that meets its goal up to its highest level: the bounds
+        // judge its answer alone, the highest.
+        let o = execute(&with(&[
+            "-u",
+            url,
+            "--latency-threshold",
+            "60000",
+            "--search-max",
+            "2",
+            "--max-p50-ms",
+            "0.0001",
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(loads(&o), ["concurrency 1", "concurrency 2"]);
+        assert_eq!(o.search.as_ref().map(|s| s.knee), Some(Some(1)));
+        let missed: Vec<_> = o.missed.iter().map(|m| m.load.as_str()).collect();
+        assert_eq!(missed, ["concurrency 2"]);
+        // One nothing meets: one level, no answer, nothing judged, exit 3.
+        let o = execute(&with(&[
+            "-u",
+            url,
+            "--latency-threshold",
+            "0.0001",
+            "--max-p50-ms",
+            "0.0001",
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(loads(&o), ["concurrency 1"]);
+        assert_eq!(o.search.as_ref().map(|s| s.knee), Some(None));
+        assert!(o.missed.is_empty());
+        assert_eq!(o.exit_code(), MISSED);
+        server.shutdown().await.unwrap();
+    }
+
     #[test]
     fn the_exit_status_policy() {
         assert_eq!(outcome(0, None, 0).exit_code(), 0);
