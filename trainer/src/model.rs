@@ -23,8 +23,12 @@ pub enum Precision {
     /// float32 ONNX export, which evaluations use so that the accuracy they
     /// record is the one the export reproduces.
     Fp32Exact,
-    /// Convolutions in bfloat16 on float32 master weights; BatchNorm, the
-    /// shortcut sums and the loss stay in float32.
+    /// Activations in bfloat16 from the stem's convolution to the head's,
+    /// as PyTorch's autocast keeps them: every convolution, BatchNorm
+    /// output, shortcut sum and ReLU is bfloat16. The master weights, the
+    /// BatchNorm parameters and running statistics, the pooled logits and
+    /// the loss stay float32 (each kernel is cast to bfloat16 where it is
+    /// used, and its gradient comes back in float32).
     Bf16,
 }
 
@@ -52,7 +56,8 @@ impl BatchNorm {
         }
     }
 
-    /// Applies BN with batch statistics (`train`) or running statistics.
+    /// Applies BN with batch statistics (`train`) or running statistics;
+    /// the output has the input's kind, the statistics stay float32.
     pub fn forward(&self, x: &Tensor, train: bool, spec: &ModelSpec) -> Tensor {
         x.batch_norm(
             Some(&self.weight),
@@ -197,7 +202,9 @@ impl ShortcutOp {
     }
 }
 
-/// A convolution without bias, in the requested precision, returning float32.
+/// A convolution without bias, in the requested precision: float32 out
+/// of float32, bfloat16 out of anything in [`Precision::Bf16`] (a bfloat16
+/// input is not cast again).
 pub fn conv(x: &Tensor, w: &Tensor, stride: usize, pad: usize, precision: Precision) -> Tensor {
     let (s, p) = (stride as i64, pad as i64);
     match precision {
@@ -216,17 +223,14 @@ pub fn conv(x: &Tensor, w: &Tensor, stride: usize, pad: usize, precision: Precis
             true,
             false,
         ),
-        Precision::Bf16 => x
-            .to_kind(Kind::BFloat16)
-            .conv2d(
-                &w.to_kind(Kind::BFloat16),
-                None::<Tensor>,
-                [s, s],
-                [p, p],
-                [1, 1],
-                1,
-            )
-            .to_kind(Kind::Float),
+        Precision::Bf16 => x.to_kind(Kind::BFloat16).conv2d(
+            &w.to_kind(Kind::BFloat16),
+            None::<Tensor>,
+            [s, s],
+            [p, p],
+            [1, 1],
+            1,
+        ),
     }
 }
 
