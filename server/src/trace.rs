@@ -408,6 +408,61 @@ mod tests {
         assert!(!none.span().span_context().is_valid());
     }
 
+    fn exporting(protocol: OtlpProtocol, sample_ratio: f64, follow_caller: bool) -> Tracing {
+        let config = TraceConfig {
+            // Nothing listens there; nothing is exported before shutdown.
+            endpoint: Some("http://127.0.0.1:9".into()),
+            protocol,
+            sample_ratio,
+            follow_caller,
+            export_every: Duration::from_secs(3600),
+        };
+        Tracing::start(&config)
+            .unwrap()
+            .expect("an endpoint starts an exporter")
+    }
+
+    fn caller(sampled: bool) -> Context {
+        let mut h = http::HeaderMap::new();
+        let flags = if sampled { "01" } else { "00" };
+        let header = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+        h.insert("traceparent", header.parse().unwrap());
+        Tracing::parent_of(&h)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_ratio_decides_alone_unless_the_caller_is_followed() {
+        let off = TraceConfig {
+            endpoint: None,
+            protocol: OtlpProtocol::Grpc,
+            sample_ratio: 1.0,
+            follow_caller: false,
+            export_every: Duration::from_secs(1),
+        };
+        assert!(
+            Tracing::start(&off).unwrap().is_none(),
+            "no endpoint, no exporter"
+        );
+        let sampled =
+            |t: &Tracing, parent: &Context| t.request("ModelInfer", parent, Vec::new).is_some();
+        let root = Context::new();
+        for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+            let t = |ratio, follow| exporting(protocol, ratio, follow);
+            // The ratio alone: 1 samples a request, 0 none, a caller's
+            // sampled flag or not.
+            assert!(sampled(&t(1.0, false), &root));
+            assert!(sampled(&t(1.0, false), &caller(false)));
+            assert!(!sampled(&t(0.0, false), &root));
+            assert!(!sampled(&t(0.0, false), &caller(true)));
+            // Following the caller: its flag decides; the ratio decides
+            // the requests that come without one.
+            assert!(sampled(&t(0.0, true), &caller(true)));
+            assert!(!sampled(&t(1.0, true), &caller(false)));
+            assert!(sampled(&t(1.0, true), &root));
+            assert!(!sampled(&t(0.0, true), &root));
+        }
+    }
+
     #[test]
     fn the_draw_comes_out_true_at_the_ratio() {
         // 20,000 draws: binomial standard deviations 42 at 0.1 and 71 at
