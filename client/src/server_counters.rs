@@ -538,4 +538,64 @@ rir_requests_total{model=\"a\"} 99
         );
         assert!(Counters::of_statistics_json(&serde_json::json!({"x": 1})).is_err());
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_probe_reads_what_a_real_server_counted() {
+        use crate::connect::{ConnectOptions, connect};
+        use rir_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+        let server = rir_testserver::server::TestServer::start(None, &[]).await;
+        // The measurement: 7 requests of 3 images each to gray's latest
+        // version, and nothing else to it.
+        let mut kserve = server.kserve().await;
+        let images = vec![0.5f32; 3 * 28 * 28];
+        for _ in 0..7 {
+            let request = rir_testkit::requests::fp32_request("gray", 3, &images, true);
+            kserve.model_infer(request).await.unwrap();
+        }
+        let options = ConnectOptions {
+            url: server.url.clone(),
+            ..Default::default()
+        };
+        let channel = connect(&options).await.unwrap().remove(0);
+        let grpc = GrpcInferenceServiceClient::new(channel);
+        let http = || HttpClient::new(&server.http_url, None, Duration::from_secs(5)).unwrap();
+        let metrics = std::slice::from_ref(&server.metrics_url);
+        // Each source, one replica; the same server read twice counts twice.
+        let probes = [
+            Probe::grpc(vec![grpc.clone()], "gray", ""),
+            Probe::grpc(vec![grpc.clone(), grpc.clone()], "gray", ""),
+            Probe::rest(vec![http()], "gray", ""),
+            Probe::rest(vec![http(), http()], "gray", ""),
+            Probe::metrics(metrics, "gray", "").unwrap(),
+            Probe::metrics(&[metrics[0].clone(), metrics[0].clone()], "gray", "").unwrap(),
+        ];
+        for (probe, times) in probes.iter().zip([1, 2, 1, 2, 1, 2]) {
+            let c = probe.read().await.expect("the server gives its counters");
+            assert_eq!(
+                (c.requests, c.inferences),
+                (7 * times, 21 * times),
+                "{:?}",
+                probe.source
+            );
+            assert!(
+                c.request_ns >= c.queue_ns + c.infer_ns && c.infer_ns > 0,
+                "{c:?}"
+            );
+        }
+        assert_eq!(probes[0].source, Source::Statistics);
+        assert_eq!(probes[4].source, Source::Metrics);
+        // Version 1 was never asked for: it counts nothing.
+        let v1 = Probe::rest(vec![http()], "gray", "1").read().await.unwrap();
+        assert_eq!(v1.requests, 0);
+        // A model the server lacks: no counters, and none from then on.
+        for probe in [
+            Probe::grpc(vec![grpc.clone()], "nothing", ""),
+            Probe::rest(vec![http()], "nothing", ""),
+            Probe::metrics(metrics, "nothing", "").unwrap(),
+        ] {
+            assert_eq!(probe.read().await, None, "{:?}", probe.source);
+            assert!(probe.failed.load(Ordering::Relaxed));
+        }
+        server.shutdown().await.unwrap();
+    }
 }
