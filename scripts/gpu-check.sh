@@ -139,8 +139,7 @@ sweep() { # NAME ARGS...: a closed-loop sweep against the running server
 
 step "rir-serve --device $DEVICE: served accuracy against the trainer's"
 check serve default
-logged "$OUT/served-accuracy.txt" "$BIN/rir-classify" -u "127.0.0.1:$PORT" -m "$MODEL" \
-  --eval fashion-mnist --data-dir "$DATA" --model-file "$REPO/$MODEL/1/model.onnx"
+served_accuracy default "$REPO/$MODEL/1/model.onnx"
 
 step "load: default server (batching on, power-of-two buckets, a session per bucket, TF32, NHWC), concurrency 1..64"
 sweep default -c 1,8,64
@@ -148,9 +147,14 @@ step "load: client batches of 64 (peak throughput)"
 sweep default-b64 -b 64 -c 2,4,8
 stop_server
 
-configuration() { # NAME ARGS...: serve with ARGS, sweep concurrency $CONC (default 1..64; B64=1: and client batches of 64), stop
+served_accuracy() { # NAME MODEL_FILE: the whole test split through the running server, against the trainer's record
+  logged "$OUT/served-accuracy-$1.txt" "$BIN/rir-classify" -u "127.0.0.1:$PORT" -m "$MODEL" \
+    --eval fashion-mnist --data-dir "$DATA" --model-file "$2"
+}
+configuration() { # NAME ARGS...: serve with ARGS, sweep concurrency $CONC (default 1..64; B64=1: and client batches of 64; EVAL=1: served accuracy first), stop
   local name="$1"; shift
   if serve "$name" "$@"; then
+    [ "${EVAL:-0}" = 0 ] || served_accuracy "$name" "${SERVE_REPO:-$REPO}/$MODEL/1/model.onnx"
     sweep "$name" -c "${CONC:-1,8,64}"
     [ "${B64:-0}" = 0 ] || sweep "$name-b64" -b 64 -c 2,4,8
     stop_server
@@ -161,17 +165,18 @@ configuration() { # NAME ARGS...: serve with ARGS, sweep concurrency $CONC (defa
   fi
 }
 for cfg in "shared-session:--session-per-bucket false" \
-           "exact-fp32:--cuda-tf32 false --cuda-nhwc false" \
            "batching-off:--max-batch 1"; do
   name="${cfg%%:*}"; args="${cfg#*:}"
   step "load: $name ($args)"
   # shellcheck disable=SC2086
   configuration "$name" $args
 done
+step "served accuracy and load: exact-fp32 (--cuda-tf32 false --cuda-nhwc false), what TF32 costs in accuracy"
+EVAL=1 configuration exact-fp32 --cuda-tf32 false --cuda-nhwc false
 step "load: inline-off (--run-inline false: every request handed to an engine thread), concurrency 1"
 CONC=1 configuration inline-off --run-inline false
-step "load: the fp16 export on the default server (and client batches of 64)"
-SERVE_REPO="$REPO16" B64=1 configuration fp16
+step "served accuracy and load: the fp16 export on the default server (and client batches of 64)"
+SERVE_REPO="$REPO16" B64=1 EVAL=1 configuration fp16
 
 step "eager PyTorch in-process (the reference): batch-1 latency, batch-64 throughput"
 PLAN="$("$BIN/rir-train" plan --preset "$PRESET" --dataset fashion-mnist)"
@@ -200,6 +205,13 @@ for mixed in ("false", "true"):
         t = json.loads(open(p).read().strip().splitlines()[-1])
         print(f"| eager PyTorch in-process{' bf16' if mixed == 'true' else ''} | batch 1 / batch {t['batch']} "
               f"| | {t['img_per_s']:.0f} (b{t['batch']}) | {t['batch1_p50_ms']:.3f} (b1) | {t['batch1_p99_ms']:.3f} (b1) | |")
+print()
+print("| served | accuracy on the test split |")
+print("|---|---|")
+for path in sorted(glob.glob(os.path.join(out, "served-accuracy-*.txt"))):
+    name = os.path.basename(path)[len("served-accuracy-"):-4]
+    lines = [l for l in open(path) if "top-1" in l]
+    print(f"| {name} | {lines[-1].split(': ', 1)[-1].strip() if lines else 'no figure (see the log)'} |")
 PY
 echo "failed steps: $FAILED"
 exit "$FAILED"
