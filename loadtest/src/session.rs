@@ -793,11 +793,11 @@ mod tests {
         let oks = |r: &[Report]| r.iter().map(|r| r.ok).collect::<Vec<_>>();
         assert_eq!(oks(&written), oks(&o.reports));
         assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 3);
-        assert!(
-            std::fs::read_to_string(&html)
-                .unwrap()
-                .contains("concurrency 2")
-        );
+        let page = std::fs::read_to_string(&html).unwrap();
+        assert!(page.contains("concurrency 2"), "the levels");
+        let me = std::env::args().next().unwrap();
+        assert!(page.contains(&me), "the command line, from {me}");
+        assert!(page.contains("0.3 of all"), "the settings");
         assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
 
         // The server's figures: off, or from the metrics page; REST too.
