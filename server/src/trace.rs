@@ -463,6 +463,106 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_stages_and_batches_reach_a_receiver_as_built_over_both_protocols() {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use opentelemetry_proto::tonic::trace::v1::Span as Sent;
+        use opentelemetry_proto::tonic::trace::v1::span::SpanKind as Kind;
+        use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+        let attribute = |s: &Sent, key: &str| {
+            let a = s.attributes.iter().find(|a| a.key == key);
+            a.and_then(|a| a.value.clone()).and_then(|v| v.value)
+        };
+        for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+            let sink = rir_testkit::doubles::otlp_sink::OtlpSink::start()
+                .await
+                .unwrap();
+            let endpoint = match protocol {
+                OtlpProtocol::Grpc => sink.endpoint.clone(),
+                OtlpProtocol::HttpProtobuf => sink.http_endpoint.clone(),
+            };
+            let config = TraceConfig {
+                endpoint: Some(endpoint),
+                protocol,
+                sample_ratio: 1.0,
+                follow_caller: false,
+                // Nothing goes before the shutdown sends it.
+                export_every: Duration::from_secs(3600),
+            };
+            let t = Tracing::start(&config).unwrap().unwrap();
+            let model = || vec![KeyValue::new("model", "gray")];
+            let infer = t.request("ModelInfer", &caller(true), model).unwrap();
+            let classify = t.request("Classify", &Context::new(), Vec::new).unwrap();
+            let t0 = Instant::now() - Duration::from_millis(50);
+            let ms = |n| t0 + Duration::from_millis(n);
+            infer.stage("queue", ms(0), ms(10));
+            let links = [infer.handle(), classify.handle()];
+            let size = || vec![KeyValue::new("batch.size", 2i64)];
+            record_batch(links.iter().map(|l| &**l), ms(10), ms(30), size);
+            record_batch(std::iter::empty(), ms(0), ms(1), || {
+                unreachable!("no batch")
+            });
+            infer.end(None);
+            classify.end(Some("engine failed"));
+            tokio::task::spawn_blocking(move || t.shutdown())
+                .await
+                .unwrap();
+            let spans = sink.wait_for(4, Duration::from_secs(5)).await;
+            let by = |name: &str| spans.iter().find(|s| s.name == name).unwrap();
+            let names: std::collections::BTreeSet<&str> =
+                spans.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, ["Classify", "ModelInfer", "batch", "queue"].into());
+            assert_eq!(spans.len(), 4, "{protocol:?}: one each");
+            let (infer, classify) = (by("ModelInfer"), by("Classify"));
+            // The request: the caller's child in the caller's trace.
+            let caller_trace =
+                opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
+                    .unwrap();
+            assert_eq!(infer.trace_id, caller_trace.to_bytes());
+            assert_eq!(infer.parent_span_id, hex_bytes("00f067aa0ba902b7"));
+            assert_eq!(infer.kind, Kind::Server as i32);
+            assert_eq!(
+                attribute(infer, "model"),
+                Some(Value::StringValue("gray".into()))
+            );
+            assert_ne!(
+                infer.status.as_ref().map(|s| s.code),
+                Some(StatusCode::Error as i32)
+            );
+            // Without a caller: a trace of its own; a failure is its status.
+            assert!(classify.parent_span_id.is_empty() && classify.trace_id != infer.trace_id);
+            let status = classify.status.as_ref().unwrap();
+            assert_eq!(
+                (status.code, status.message.as_str()),
+                (StatusCode::Error as i32, "engine failed")
+            );
+            // The stage and the batch: children of the first request, over
+            // the times given; the batch linked to both requests.
+            for (name, ns) in [("queue", 10_000_000), ("batch", 20_000_000)] {
+                let s = by(name);
+                assert_eq!(
+                    (&s.trace_id, &s.parent_span_id),
+                    (&infer.trace_id, &infer.span_id)
+                );
+                assert_eq!(s.kind, Kind::Internal as i32);
+                let took = s.end_time_unix_nano as i64 - s.start_time_unix_nano as i64;
+                assert!((took - ns).abs() < 1_000_000, "{name} took {took} ns");
+            }
+            let batch = by("batch");
+            let linked: Vec<_> = batch.links.iter().map(|l| l.span_id.clone()).collect();
+            assert_eq!(linked, [infer.span_id.clone(), classify.span_id.clone()]);
+            assert_eq!(attribute(batch, "batch.size"), Some(Value::IntValue(2)));
+            sink.shutdown().await;
+        }
+    }
+
+    fn hex_bytes(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     #[test]
     fn the_draw_comes_out_true_at_the_ratio() {
         // 20,000 draws: binomial standard deviations 42 at 0.1 and 71 at
