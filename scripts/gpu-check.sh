@@ -2,9 +2,10 @@
 # The whole GPU story in one command, on a bare GPU host (nothing is
 # downloaded): the trainer against eager PyTorch, a short real training run,
 # export and verification on CUDA, a float16 export verified against its
-# float32 twin, rir-serve on the CUDA provider with its served accuracy, a
-# load sweep with batching on and off, with each CUDA lever and on the
-# float16 export, eager PyTorch inference in-process for comparison, and a
+# float32 twin, rir-serve on the CUDA provider with its served accuracy
+# (TF32 by default, exact float32, and the float16 export, each held to the
+# trainer's record), a load sweep with batching on and off, with each CUDA
+# lever and on the float16 export, eager PyTorch inference in-process for comparison, and a
 # summary table. Budget: under 8 minutes on one H200 (measured: about 4.5
 # minutes of steps, see README "GPU").
 #
@@ -137,6 +138,11 @@ sweep() { # NAME ARGS...: a closed-loop sweep against the running server
     -d "$SECS" --connections 8 -q --json "$OUT/load-$name.json" "$@"
 }
 
+served_accuracy() { # NAME MODEL_FILE: the whole test split through the running server, against the trainer's record
+  logged "$OUT/served-accuracy-$1.txt" "$BIN/rir-classify" -u "127.0.0.1:$PORT" -m "$MODEL" \
+    --eval fashion-mnist --data-dir "$DATA" --model-file "$2"
+}
+
 step "rir-serve --device $DEVICE: served accuracy against the trainer's"
 check serve default
 served_accuracy default "$REPO/$MODEL/1/model.onnx"
@@ -147,10 +153,6 @@ step "load: client batches of 64 (peak throughput)"
 sweep default-b64 -b 64 -c 2,4,8
 stop_server
 
-served_accuracy() { # NAME MODEL_FILE: the whole test split through the running server, against the trainer's record
-  logged "$OUT/served-accuracy-$1.txt" "$BIN/rir-classify" -u "127.0.0.1:$PORT" -m "$MODEL" \
-    --eval fashion-mnist --data-dir "$DATA" --model-file "$2"
-}
 configuration() { # NAME ARGS...: serve with ARGS, sweep concurrency $CONC (default 1..64; B64=1: and client batches of 64; EVAL=1: served accuracy first), stop
   local name="$1"; shift
   if serve "$name" "$@"; then
