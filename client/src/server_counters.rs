@@ -475,6 +475,10 @@ nv_inference_request_duration_us{model=\"a\",version=\"2\"} 6000.5
 nv_inference_queue_duration_us{model=\"a\",version=\"2\"} 1000
 # TYPE nv_inference_compute_infer_duration_us counter
 nv_inference_compute_infer_duration_us{model=\"a\",version=\"2\"} 4000
+# TYPE nv_inference_compute_input_duration_us counter
+nv_inference_compute_input_duration_us{model=\"a\",version=\"2\"} 300
+# TYPE nv_inference_compute_output_duration_us counter
+nv_inference_compute_output_duration_us{model=\"a\",version=\"2\"} 500
 # TYPE nv_inference_count counter
 nv_inference_count{model=\"a\",version=\"2\"} 60
 # TYPE nv_inference_exec_count counter
@@ -495,9 +499,9 @@ rir_requests_total{model=\"a\"} 99
                 requests: 30,
                 request_ns: 6_000_500,
                 queue_ns: 1_000_000,
-                input_ns: 0,
+                input_ns: 300_000,
                 infer_ns: 4_000_000,
-                output_ns: 0,
+                output_ns: 500_000,
                 inferences: 60,
                 executions: 20,
             }
@@ -507,6 +511,91 @@ rir_requests_total{model=\"a\"} 99
         assert_eq!(
             none.to_string(),
             "no nv_inference_request_success counter of model \"c\" on the page"
+        );
+    }
+
+    #[test]
+    fn a_run_s_counters_are_the_differences_field_by_field() {
+        let earlier = Counters {
+            requests: 1,
+            request_ns: 2,
+            queue_ns: 3,
+            input_ns: 4,
+            infer_ns: 5,
+            output_ns: 6,
+            inferences: 7,
+            executions: 8,
+        };
+        let now = Counters {
+            requests: 11,
+            request_ns: 22,
+            queue_ns: 33,
+            input_ns: 44,
+            infer_ns: 55,
+            output_ns: 66,
+            inferences: 77,
+            executions: 88,
+        };
+        let want = Counters {
+            requests: 10,
+            request_ns: 20,
+            queue_ns: 30,
+            input_ns: 40,
+            infer_ns: 50,
+            output_ns: 60,
+            inferences: 70,
+            executions: 80,
+        };
+        assert_eq!(now.since(&earlier), want);
+        // A counter that went back (a restart) counts zero, not a wrap.
+        assert_eq!(earlier.since(&now), Counters::default());
+    }
+
+    #[test]
+    fn sources_are_named_as_json_csv_and_the_table_show_them() {
+        assert_eq!(Source::Statistics.name(), "statistics");
+        assert_eq!(Source::Metrics.name(), "metrics");
+        assert_eq!(Source::Statistics.label(), "KServe statistics");
+        assert_eq!(Source::Metrics.label(), "Prometheus metrics");
+        let json = serde_json::to_string(&[Source::Statistics, Source::Metrics]).unwrap();
+        assert_eq!(
+            json, r#"["statistics","metrics"]"#,
+            "the serde names are the same"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_cannot_read_says_so_once_and_reads_no_more() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Log(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _on = tracing::subscriber::set_default(subscriber);
+        // Nothing listens on port 9 of the loopback: the read is refused.
+        let dead = HttpClient::new("127.0.0.1:9", None, Duration::from_secs(1)).unwrap();
+        let probe = Probe::rest(vec![dead], "m", "");
+        for _ in 0..3 {
+            assert_eq!(probe.read().await, None);
+        }
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("no server statistics").count(), 1, "{text}");
+        assert!(
+            text.contains("KServe statistics: "),
+            "names the source: {text}"
         );
     }
 
