@@ -479,10 +479,10 @@ mod tests {
 
     #[test]
     fn onnx_runtime_shows_every_image_of_an_inner_tensor_once_per_pass() {
-        // 40 images of 4 pixels, pixel k of all 160 = k / 160 - 0.5: the
-        // Relu's output `r` is 0 for k <= 80 (81 values) and k / 160 - 0.5
-        // above, up to 79 / 160. Batches of 32 and 8; two passes.
-        let images: Vec<f32> = (0..160).map(|k| k as f32 / 160.0 - 0.5).collect();
+        // 72 images of 4 pixels, pixel k of all 288 = k / 288 - 0.5: the
+        // Relu's output `r` is 0 for k <= 144 (145 values) and k / 288 - 0.5
+        // above, up to 143 / 288. Batches of 32, 32 and 8; two passes.
+        let images: Vec<f32> = (0..288).map(|k| k as f32 / 288.0 - 0.5).collect();
         let mut steps = Vec::new();
         let seen = observe(
             &relu_neg(),
@@ -493,20 +493,20 @@ mod tests {
             |done, of| steps.push((done, of)),
         )
         .unwrap();
-        assert_eq!(steps, [(1, 4), (2, 4), (3, 4), (4, 4)]);
-        let top = 159f32 / 160.0 - 0.5;
+        assert_eq!(steps, (1..=6).map(|k| (k, 6)).collect::<Vec<_>>());
+        let top = 287f32 / 288.0 - 0.5;
         let (r, y) = (&seen[0], &seen[1]);
         assert_eq!((r.min, r.max), (0.0, top));
         assert_eq!((y.min, y.max), (-top, 0.0));
         for o in [r, y] {
-            assert_eq!(o.histogram.iter().sum::<u64>(), 160, "each value once");
-            assert_eq!(o.abs_histogram.iter().sum::<u64>(), 160);
-            assert_eq!((o.abs_histogram[0], o.abs_histogram[BINS - 1]), (81, 1));
+            assert_eq!(o.histogram.iter().sum::<u64>(), 288, "each value once");
+            assert_eq!(o.abs_histogram.iter().sum::<u64>(), 288);
+            assert_eq!((o.abs_histogram[0], o.abs_histogram[BINS - 1]), (145, 1));
         }
         // The zeros are the bottom of r's range and the top of y's; the
         // extreme is the other end of each.
-        assert_eq!((r.histogram[0], r.histogram[BINS - 1]), (81, 1));
-        assert_eq!((y.histogram[0], y.histogram[BINS - 1]), (1, 81));
+        assert_eq!((r.histogram[0], r.histogram[BINS - 1]), (145, 1));
+        assert_eq!((y.histogram[0], y.histogram[BINS - 1]), (1, 145));
         // The graph given is not changed; a tensor it lacks is an error.
         assert_eq!(relu_neg().graph.unwrap().output.len(), 1);
         let absent = observe(
