@@ -140,7 +140,7 @@ sweep() { # NAME ARGS...: a closed-loop sweep against the running server
 
 served_accuracy() { # NAME MODEL_FILE: the whole test split through the running server, against the trainer's record
   logged "$OUT/served-accuracy-$1.txt" "$BIN/rir-classify" -u "127.0.0.1:$PORT" -m "$MODEL" \
-    --eval fashion-mnist --data-dir "$DATA" --model-file "$2"
+    --eval fashion-mnist --data-dir "$DATA" --model-file "$2" --outputs "$OUT/served-outputs-$1.csv"
 }
 
 step "rir-serve --device $DEVICE: served accuracy against the trainer's"
@@ -214,6 +214,28 @@ for path in sorted(glob.glob(os.path.join(out, "served-accuracy-*.txt"))):
     name = os.path.basename(path)[len("served-accuracy-"):-4]
     lines = [l for l in open(path) if "top-1" in l]
     print(f"| {name} | {lines[-1].split(': ', 1)[-1].strip() if lines else 'no figure (see the log)'} |")
+
+# Image by image against exact float32: how many predictions each serving
+# changes, and the largest score difference.
+def outputs(name):
+    path = os.path.join(out, f"served-outputs-{name}.csv")
+    if not os.path.exists(path):
+        return None
+    rows = [l.rstrip("\n").split(",") for l in open(path)][1:]
+    return [(int(r[2]), [float(v) for v in r[3:]]) for r in rows]
+exact = outputs("exact-fp32")
+if exact:
+    print()
+    print("| served | predictions unlike exact fp32 | largest score difference |")
+    print("|---|---|---|")
+    for name in ("default", "fp16"):
+        other = outputs(name)
+        if other is None or len(other) != len(exact):
+            print(f"| {name} | no comparison (see the log) | |")
+            continue
+        changed = sum(a[0] != b[0] for a, b in zip(exact, other))
+        apart = max(abs(x - y) for a, b in zip(exact, other) for x, y in zip(a[1], b[1]))
+        print(f"| {name} | {changed} of {len(exact)} | {apart:.3g} |")
 PY
 echo "failed steps: $FAILED"
 exit "$FAILED"

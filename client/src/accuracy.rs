@@ -31,6 +31,56 @@ impl Accuracy {
     }
 }
 
+/// A split through the server: its accuracy and every image's scores, so
+/// two servings of one model (TF32 and exact float32, say) can be compared
+/// image by image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Correct top-1 predictions.
+    pub accuracy: Accuracy,
+    /// Scores per image.
+    pub classes: usize,
+    /// Every image's scores, in the split's order, `classes` each.
+    pub scores: Vec<f32>,
+}
+
+impl Evaluation {
+    /// Each image's predicted class: the index of its highest score.
+    pub fn predictions(&self) -> Vec<usize> {
+        self.scores
+            .chunks_exact(self.classes.max(1))
+            .map(argmax)
+            .collect()
+    }
+
+    /// `image,label,predicted,score_0,...`, a row per image: what
+    /// `rir-classify --eval --outputs` writes.
+    pub fn csv(&self, labels: &[u8]) -> String {
+        let mut out = String::from("image,label,predicted");
+        for k in 0..self.classes {
+            out.push_str(&format!(",score_{k}"));
+        }
+        out.push('\n');
+        let rows = self.scores.chunks_exact(self.classes.max(1));
+        for (i, (row, label)) in rows.zip(labels).enumerate() {
+            out.push_str(&format!("{i},{label},{}", argmax(row)));
+            for v in row {
+                out.push_str(&format!(",{v}"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// The index of the highest value (the first of equals; 0 when empty).
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map_or(0, |(k, _)| k)
+}
+
 fn status(what: &str, s: tonic::Status) -> ClientError {
     ClientError::Setup(format!(
         "{what} failed with {}: {}",
@@ -53,7 +103,7 @@ pub async fn evaluate(
     batch: usize,
     tally: &mut Tally,
     mut progress: impl FnMut(usize),
-) -> Result<Accuracy, ClientError> {
+) -> Result<Evaluation, ClientError> {
     let replicas = Replicas::new(
         replicas
             .members()
@@ -69,6 +119,7 @@ pub async fn evaluate(
         correct: 0,
         total: 0,
     };
+    let mut all = Vec::new();
     for (call, start) in (0..split.len()).step_by(batch).enumerate() {
         let n = batch.min(split.len() - start);
         let pixels = &split.images[start * item..(start + n) * item];
@@ -85,11 +136,22 @@ pub async fn evaluate(
             .map_err(|s| status("ModelInfer", s))?
             .into_inner();
         let labels = &split.labels[start..start + n];
-        acc.correct += correct(&resp.raw_output_contents, labels)?;
+        let scores = scores_of(&resp.raw_output_contents, n)?;
+        let classes = scores.len() / n;
+        acc.correct += scores
+            .chunks_exact(classes)
+            .zip(labels)
+            .filter(|(row, label)| argmax(row) == **label as usize)
+            .count();
         acc.total += n;
+        all.extend(scores);
         progress(acc.total);
     }
-    Ok(acc)
+    Ok(Evaluation {
+        accuracy: acc,
+        classes: all.len() / acc.total.max(1),
+        scores: all,
+    })
 }
 
 /// The model's input and the output whose argmax is the prediction.
@@ -184,32 +246,20 @@ async fn max_batch(replicas: &Replicas<Kserve>, model: &str) -> usize {
         .map_or(0, |m| m.max(0) as usize)
 }
 
-/// How many rows of the raw scores (one row per label) have their largest
-/// score at the label.
-fn correct(raw: &[Vec<u8>], labels: &[u8]) -> Result<usize, ClientError> {
+/// The raw scores of `n` images: the same number for each, and at least
+/// one (an empty answer would make rows of no scores).
+fn scores_of(raw: &[Vec<u8>], n: usize) -> Result<Vec<f32>, ClientError> {
     let bytes = raw
         .first()
         .ok_or_else(|| ClientError::Setup("the server answered without raw output".into()))?;
     let scores = rir_proto::raw::f32s(bytes);
-    let n = labels.len();
-    if n == 0 || !scores.len().is_multiple_of(n) {
+    if n == 0 || scores.is_empty() || !scores.len().is_multiple_of(n) {
         return Err(ClientError::Setup(format!(
             "{} scores for {n} images",
             scores.len()
         )));
     }
-    let classes = scores.len() / n;
-    let best = |row: &[f32]| {
-        row.iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(k, _)| k)
-    };
-    Ok(scores
-        .chunks_exact(classes)
-        .zip(labels)
-        .filter(|(row, label)| best(row) == **label as usize)
-        .count())
+    Ok(scores)
 }
 
 /// Who recorded the accuracy a served model is held to.
@@ -304,6 +354,32 @@ mod tests {
     }
 
     const TRAINER: &str = r#"{"epochs": 30, "last": {"test_acc": 0.9452}}"#;
+
+    #[test]
+    fn predictions_and_the_csv_of_scores_by_hand() {
+        let ev = Evaluation {
+            accuracy: Accuracy {
+                correct: 1,
+                total: 2,
+            },
+            classes: 3,
+            scores: vec![0.1, 0.9, 0.9, 2.0, -1.5, 0.0],
+        };
+        // A tie goes to the first class, as torch's argmax has it.
+        assert_eq!(ev.predictions(), [1, 0]);
+        assert_eq!(
+            ev.csv(&[2, 0]),
+            "image,label,predicted,score_0,score_1,score_2\n0,2,1,0.1,0.9,0.9\n1,0,0,2,-1.5,0\n"
+        );
+        // An answer with no scores is an error, not rows of nothing.
+        assert!(scores_of(&[vec![]], 2).is_err());
+        assert!(scores_of(&[], 2).is_err());
+        assert!(scores_of(&[rir_proto::raw::f32_bytes(&[1.0, 2.0, 3.0])], 2).is_err());
+        assert_eq!(
+            scores_of(&[rir_proto::raw::f32_bytes(&[1.0, 2.0])], 2).unwrap(),
+            [1.0, 2.0]
+        );
+    }
 
     #[test]
     fn the_served_figure_is_held_to_the_trainer_s_within_a_thousandth() {

@@ -33,7 +33,7 @@ async fn the_served_default_model_scores_what_the_trainer_measured() {
     .await
     .unwrap();
     let replicas = Replicas::new(vec![(s.url.clone(), chans[0].clone())]);
-    let acc = rir_client::accuracy::evaluate(
+    let ev = rir_client::accuracy::evaluate(
         &replicas,
         "rir-fashion-mnist",
         &data.test,
@@ -44,12 +44,62 @@ async fn the_served_default_model_scores_what_the_trainer_measured() {
     )
     .await
     .unwrap();
+    let acc = ev.accuracy;
     assert_eq!(acc.total, 10_000);
     assert_eq!(
         acc.correct,
         (trained * 10_000.0).round() as usize,
         "trainer recorded {trained}"
     );
+    // Every image's scores, in the split's order: image 7's are what the
+    // server answers for image 7 sent alone; the predictions are their
+    // argmax and score the accuracy above against the labels.
+    assert_eq!((ev.classes, ev.scores.len()), (10, 100_000));
+    let pixels: Vec<f32> = data.test.images[7 * 784..8 * 784]
+        .iter()
+        .map(|&p| p as f32 / 255.0)
+        .collect();
+    let request = rir_testkit::requests::fp32_request("rir-fashion-mnist", 1, &pixels, true);
+    let alone = s
+        .kserve()
+        .await
+        .model_infer(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let at = alone
+        .outputs
+        .iter()
+        .position(|o| o.name == "logits")
+        .unwrap();
+    let alone = rir_proto::raw::f32s(&alone.raw_output_contents[at]);
+    let in_batch = &ev.scores[70..80];
+    let apart = alone
+        .iter()
+        .zip(in_batch)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(apart < 1e-4, "{alone:?} alone, {in_batch:?} in a batch");
+    let predictions = ev.predictions();
+    let hits = predictions
+        .iter()
+        .zip(&data.test.labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count();
+    assert_eq!(hits, acc.correct);
+    // The CSV `--outputs` writes: a header, then image 7's row as above.
+    let csv = ev.csv(&data.test.labels);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 10_001);
+    assert!(
+        lines[0].starts_with("image,label,predicted,score_0,") && lines[0].ends_with(",score_9")
+    );
+    let row: Vec<&str> = lines[8].split(',').collect();
+    let label = data.test.labels[7].to_string();
+    let predicted = predictions[7].to_string();
+    assert_eq!(row[..3], ["7", label.as_str(), predicted.as_str()]);
+    let scores: Vec<f32> = row[3..].iter().map(|v| v.parse().unwrap()).collect();
+    assert_eq!(scores, in_batch, "scores written exactly");
     s.shutdown().await.unwrap();
 }
 

@@ -59,6 +59,11 @@ struct Cli {
     /// and a difference is an error.
     #[arg(long, requires = "eval")]
     model_file: Option<PathBuf>,
+    /// With --eval: write every image's label, prediction and scores here
+    /// as CSV (`image,label,predicted,score_0,...`), to compare two
+    /// servings of a model image by image.
+    #[arg(long, requires = "eval", value_name = "FILE")]
+    outputs: Option<PathBuf>,
     /// Images per ModelInfer request with --eval.
     #[arg(long, default_value_t = 100)]
     batch: usize,
@@ -107,7 +112,7 @@ async fn eval(cli: &Cli, source: Source, replicas: &Replicas<Chan>) -> Result<()
     bar.set_prefix(format!("{} test split", source.name()));
     let t = Instant::now();
     let mut tally = Tally::default();
-    let acc = evaluate(
+    let evaluation = evaluate(
         replicas,
         model,
         &data.test,
@@ -118,6 +123,11 @@ async fn eval(cli: &Cli, source: Source, replicas: &Replicas<Chan>) -> Result<()
     )
     .await?;
     bar.finish_and_clear();
+    let acc = evaluation.accuracy;
+    if let Some(path) = &cli.outputs {
+        std::fs::write(path, evaluation.csv(&data.test.labels))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     print!(
         "{}",
         replica_table(&tally.by_replica(&replicas.addresses()))
