@@ -389,35 +389,39 @@ mod tests {
 
     #[test]
     fn the_caller_s_traceparent_is_read_from_headers() {
-        let mut h = http::HeaderMap::new();
-        h.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
-        let cx = Tracing::parent_of(&h);
+        let cx = caller(true);
         let sc = cx.span().span_context().clone();
-        assert_eq!(
-            sc.trace_id().to_string(),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert_eq!(sc.trace_id().to_string(), CALLER_TRACE);
+        assert_eq!(sc.span_id().to_string(), CALLER_SPAN);
         assert!(sc.is_sampled() && sc.is_remote());
         let none = Tracing::parent_of(&http::HeaderMap::new());
         assert!(!none.span().span_context().is_valid());
     }
 
-    fn exporting(protocol: OtlpProtocol, sample_ratio: f64, follow_caller: bool) -> Tracing {
-        let config = TraceConfig {
-            // Nothing listens there; nothing is exported before shutdown.
-            endpoint: Some("http://127.0.0.1:9".into()),
+    /// The trace and span of the caller in [`caller`]'s `traceparent`.
+    const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+    fn config(
+        endpoint: Option<String>,
+        protocol: OtlpProtocol,
+        ratio: f64,
+        follow: bool,
+    ) -> TraceConfig {
+        TraceConfig {
+            endpoint,
             protocol,
-            sample_ratio,
-            follow_caller,
+            sample_ratio: ratio,
+            follow_caller: follow,
+            // Nothing goes before the shutdown sends it.
             export_every: Duration::from_secs(3600),
-        };
-        Tracing::start(&config)
+        }
+    }
+
+    fn exporting(protocol: OtlpProtocol, sample_ratio: f64, follow_caller: bool) -> Tracing {
+        // Nothing listens there; nothing is exported before shutdown.
+        let endpoint = Some("http://127.0.0.1:9".into());
+        Tracing::start(&config(endpoint, protocol, sample_ratio, follow_caller))
             .unwrap()
             .expect("an endpoint starts an exporter")
     }
@@ -425,20 +429,14 @@ mod tests {
     fn caller(sampled: bool) -> Context {
         let mut h = http::HeaderMap::new();
         let flags = if sampled { "01" } else { "00" };
-        let header = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+        let header = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}");
         h.insert("traceparent", header.parse().unwrap());
         Tracing::parent_of(&h)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn the_ratio_decides_alone_unless_the_caller_is_followed() {
-        let off = TraceConfig {
-            endpoint: None,
-            protocol: OtlpProtocol::Grpc,
-            sample_ratio: 1.0,
-            follow_caller: false,
-            export_every: Duration::from_secs(1),
-        };
+        let off = config(None, OtlpProtocol::Grpc, 1.0, false);
         assert!(
             Tracing::start(&off).unwrap().is_none(),
             "no endpoint, no exporter"
@@ -481,15 +479,9 @@ mod tests {
                 OtlpProtocol::Grpc => sink.endpoint.clone(),
                 OtlpProtocol::HttpProtobuf => sink.http_endpoint.clone(),
             };
-            let config = TraceConfig {
-                endpoint: Some(endpoint),
-                protocol,
-                sample_ratio: 1.0,
-                follow_caller: false,
-                // Nothing goes before the shutdown sends it.
-                export_every: Duration::from_secs(3600),
-            };
-            let t = Tracing::start(&config).unwrap().unwrap();
+            let t = Tracing::start(&config(Some(endpoint), protocol, 1.0, false))
+                .unwrap()
+                .unwrap();
             let model = || vec![KeyValue::new("model", "gray")];
             let infer = t.request("ModelInfer", &caller(true), model).unwrap();
             let classify = t.request("Classify", &Context::new(), Vec::new).unwrap();
@@ -515,11 +507,8 @@ mod tests {
             assert_eq!(spans.len(), 4, "{protocol:?}: one each");
             let (infer, classify) = (by("ModelInfer"), by("Classify"));
             // The request: the caller's child in the caller's trace.
-            let caller_trace =
-                opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
-                    .unwrap();
-            assert_eq!(infer.trace_id, caller_trace.to_bytes());
-            assert_eq!(infer.parent_span_id, hex_bytes("00f067aa0ba902b7"));
+            assert_eq!(infer.trace_id, hex::decode(CALLER_TRACE).unwrap());
+            assert_eq!(infer.parent_span_id, hex::decode(CALLER_SPAN).unwrap());
             assert_eq!(infer.kind, Kind::Server as i32);
             assert_eq!(
                 attribute(infer, "model"),
@@ -554,13 +543,6 @@ mod tests {
             assert_eq!(attribute(batch, "batch.size"), Some(Value::IntValue(2)));
             sink.shutdown().await;
         }
-    }
-
-    fn hex_bytes(hex: &str) -> Vec<u8> {
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect()
     }
 
     #[test]
