@@ -349,14 +349,15 @@ fn positive_seconds(value: f64, flag: &'static str) -> Result<Duration, PlanErro
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use clap::Parser;
 
     use super::*;
     use crate::args::Cli;
     use crate::load::Arrivals;
 
-    fn plan(flags: &[&str]) -> Result<TestPlan, PlanError> {
+    /// The plan of `rir-loadtest FLAGS` (other modules' tests use it too).
+    pub(crate) fn plan(flags: &[&str]) -> Result<TestPlan, PlanError> {
         let cli = Cli::try_parse_from([&["rir-loadtest"][..], flags].concat()).unwrap();
         cli.test.plan()
     }

@@ -550,9 +550,7 @@ mod tests {
     }
 
     fn plan_of(flags: &[&str]) -> TestPlan {
-        use clap::Parser;
-        let cli = crate::args::Cli::try_parse_from([&["rir-loadtest"][..], flags].concat());
-        cli.unwrap().test.plan().unwrap()
+        crate::plan::tests::plan(flags).unwrap()
     }
 
     #[test]
