@@ -46,11 +46,6 @@ pub fn build_model(
     let ds = &ck.meta.dataset;
     let graph = build_graph(ck, form, precision)?;
     Ok(ModelProto {
-        ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
         producer_name: "rir-export".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         model_version: 1,
@@ -60,10 +55,23 @@ pub fn build_model(
             ds.name,
             precision.as_str()
         ),
-        graph: Some(graph),
         metadata_props: metadata(ck, form, precision, sha256)?,
-        ..Default::default()
+        ..model_of(graph)
     })
+}
+
+/// A model of `graph` alone, in the IR version and opset every export
+/// writes.
+pub fn model_of(graph: tract_onnx::pb::GraphProto) -> ModelProto {
+    ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
 }
 
 /// The graph: normalization in float32, the body in `precision` (folded or

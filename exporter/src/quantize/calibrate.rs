@@ -466,15 +466,7 @@ mod tests {
             vec![value_info("image", &dims)],
             vec![value_info("y", &dims)],
         );
-        ModelProto {
-            ir_version: crate::export::IR_VERSION,
-            opset_import: vec![tract_onnx::pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: crate::export::OPSET,
-            }],
-            graph: Some(graph),
-            ..Default::default()
-        }
+        crate::export::model_of(graph)
     }
 
     #[test]
