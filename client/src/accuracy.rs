@@ -119,7 +119,7 @@ pub async fn evaluate(
         correct: 0,
         total: 0,
     };
-    let mut all = Vec::new();
+    let (mut all, mut classes) = (Vec::new(), 0);
     for (call, start) in (0..split.len()).step_by(batch).enumerate() {
         let n = batch.min(split.len() - start);
         let pixels = &split.images[start * item..(start + n) * item];
@@ -137,7 +137,7 @@ pub async fn evaluate(
             .into_inner();
         let labels = &split.labels[start..start + n];
         let scores = scores_of(&resp.raw_output_contents, n)?;
-        let classes = scores.len() / n;
+        classes = row_width(classes, scores.len() / n)?;
         acc.correct += scores
             .chunks_exact(classes)
             .zip(labels)
@@ -149,7 +149,7 @@ pub async fn evaluate(
     }
     Ok(Evaluation {
         accuracy: acc,
-        classes: all.len() / acc.total.max(1),
+        classes,
         scores: all,
     })
 }
@@ -244,6 +244,19 @@ async fn max_batch(replicas: &Replicas<Kserve>, model: &str) -> usize {
         .and_then(|r| r.into_inner().config)
         .and_then(|c| c.max_batch_size)
         .map_or(0, |m| m.max(0) as usize)
+}
+
+/// Scores per image: `now`'s count when none is known yet (0), else the
+/// known one, which every answer must keep (rows of a changing width
+/// would run into each other).
+fn row_width(known: usize, now: usize) -> Result<usize, ClientError> {
+    match known {
+        0 => Ok(now),
+        k if k == now => Ok(k),
+        k => Err(ClientError::Setup(format!(
+            "the server answered {k} scores an image, then {now}"
+        ))),
+    }
 }
 
 /// The raw scores of `n` images: the same number for each, and at least
@@ -371,6 +384,11 @@ mod tests {
             ev.csv(&[2, 0]),
             "image,label,predicted,score_0,score_1,score_2\n0,2,1,0.1,0.9,0.9\n1,0,0,2,-1.5,0\n"
         );
+        // Every answer keeps the first one's scores per image.
+        assert_eq!(row_width(0, 10).unwrap(), 10);
+        assert_eq!(row_width(10, 10).unwrap(), 10);
+        let changed = row_width(10, 11).unwrap_err().to_string();
+        assert!(changed.contains("10 scores an image, then 11"), "{changed}");
         // An answer with no scores is an error, not rows of nothing.
         assert!(scores_of(&[vec![]], 2).is_err());
         assert!(scores_of(&[], 2).is_err());
