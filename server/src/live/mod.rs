@@ -97,7 +97,7 @@ impl LiveView {
 
     /// Seconds since the server started.
     pub(crate) fn uptime_s(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+        seconds(self.started.elapsed())
     }
 
     fn history(&self) -> std::sync::MutexGuard<'_, History> {
@@ -148,6 +148,16 @@ impl LiveView {
     }
 }
 
+/// `d` in seconds, to the microsecond. A window's end comes back as a
+/// caller's `since`, compared exactly; in whole microseconds it is a short
+/// decimal that every JSON reader reads back to the same float, where
+/// `as_secs_f64`'s 17-digit values are read one step off by some (serde_json
+/// without `float_roundtrip`: 396 of 200,000), which would return a window
+/// the caller has already seen.
+fn seconds(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1e6
+}
+
 /// The sampler: a sample every [`EVERY`] while someone watches.
 async fn sample_while_watched<S: Source>(source: Weak<S>) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
@@ -186,6 +196,23 @@ pub(crate) fn refusals(counters: &[(&str, &prometheus::IntCounterVec)]) -> BTree
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_ends_read_back_exactly_through_json() {
+        // The instant a test caught read back one step below itself.
+        let caught = Duration::from_nanos(2_502_329_448);
+        let back =
+            |v: f64| serde_json::from_str::<f64>(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert_ne!(back(caught.as_secs_f64()), caught.as_secs_f64());
+        assert_eq!(seconds(caught), 2.502329);
+        // 75,767 instants over ten minutes, a prime number of nanoseconds
+        // apart.
+        for ns in (0..600_000_000_000u64).step_by(7_919_113) {
+            let t = seconds(Duration::from_nanos(ns));
+            assert_eq!(back(t), t, "{ns} ns");
+            assert!((t - ns as f64 / 1e9).abs() < 1e-6);
+        }
+    }
 
     fn sample(at_s: f64) -> Sample {
         Sample {
