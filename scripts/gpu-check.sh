@@ -5,7 +5,8 @@
 # float32 twin, rir-serve on the CUDA provider with its served accuracy
 # (TF32 by default, exact float32, and the float16 export, each held to the
 # trainer's record), a load sweep with batching on and off, with each CUDA
-# lever and on the float16 export, eager PyTorch inference in-process for comparison, and a
+# lever (CUDA graphs and bound device buffers among them) and on the float16
+# export, eager PyTorch inference in-process for comparison, and a
 # summary table. Budget: under 8 minutes on one H200 (measured: about 4.5
 # minutes of steps, see README "GPU").
 #
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
     --bin) BIN="$2"; shift 2 ;;
     --data) DATA="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -179,6 +180,14 @@ step "load: inline-off (--run-inline false: every request handed to an engine th
 CONC=1 configuration inline-off --run-inline false
 step "served accuracy and load: the fp16 export on the default server (and client batches of 64)"
 SERVE_REPO="$REPO16" B64=1 EVAL=1 configuration fp16
+step "load: bound buffers alone (--io-binding true: per-bucket device buffers, explicit copies), concurrency 1"
+CONC=1 configuration io-binding --io-binding true
+if [ "$DEVICE" = cpu ]; then
+  echo "CUDA graphs: skipped on the CPU (rir-serve refuses --cuda-graph with --device cpu)"
+else
+  step "served accuracy and load: CUDA graphs (--cuda-graph true, a graph per bucket), concurrency 1..64"
+  EVAL=1 configuration cuda-graph --cuda-graph true
+fi
 
 step "eager PyTorch in-process (the reference): batch-1 latency, batch-64 throughput"
 PLAN="$("$BIN/rir-train" plan --preset "$PRESET" --dataset fashion-mnist)"
@@ -228,8 +237,10 @@ if exact:
     print()
     print("| served | predictions unlike exact fp32 | largest score difference |")
     print("|---|---|---|")
-    for name in ("default", "fp16"):
+    for name in ("default", "fp16", "cuda-graph"):
         other = outputs(name)
+        if other is None and name == "cuda-graph":
+            continue
         if other is None or len(other) != len(exact):
             print(f"| {name} | no comparison (see the log) | |")
             continue

@@ -28,6 +28,11 @@ pub struct CudaOptions {
     pub prefer_nhwc: bool,
     /// Upper bound of the provider's memory arena, bytes (None: no bound).
     pub memory_limit: Option<usize>,
+    /// Capture each session's kernels in a CUDA graph and replay it, which
+    /// removes the per-kernel launch cost that dominates batch-1 calls. A
+    /// graph has one shape and fixed buffers, so such a session runs
+    /// through [`crate::OrtOptions::bound_io`]'s binding at one batch size.
+    pub graph: bool,
 }
 
 impl CudaOptions {
@@ -39,6 +44,7 @@ impl CudaOptions {
             tf32: false,
             prefer_nhwc: false,
             memory_limit: None,
+            graph: false,
         }
     }
 

@@ -6,6 +6,8 @@
 //! compares them; the server pools engines per model.
 //!
 //! # Layout
+//! - `bound`: runs through an IoBinding whose buffers never move (what
+//!   CUDA graphs need).
 //! - [`device`]: the CUDA execution provider's settings ([`Device`] itself
 //!   is `rir-contract`'s).
 //! - [`engine`]: the [`Engine`] trait and its output type.
@@ -18,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bound;
 pub mod device;
 pub mod engine;
 pub mod error;

@@ -41,7 +41,7 @@ pub struct EngineOptions {
     /// whenever a session's batch size changes (about 290 ms on an H200),
     /// so a shared session collapses under dynamic batching there, while
     /// on the CPU one session is cheaper. tract always gets one plan per
-    /// bucket.
+    /// bucket, and so does a session that replays a CUDA graph.
     pub per_bucket: Option<bool>,
 }
 
@@ -185,7 +185,14 @@ pub fn load_bucketed(
         Backend::Tract => load_engine(path, options, sizes.first().copied())?,
         Backend::Ort => {
             let ort = OrtEngine::load(path, &options.ort)?;
-            let per_bucket = options.per_bucket.unwrap_or(ort.on_cuda());
+            if options.ort.cuda.graph && !ort.on_cuda() {
+                tracing::warn!(
+                    "{}: CUDA graphs asked for, but the session runs on the CPU: served without",
+                    path.display()
+                );
+            }
+            // A graph is captured at one batch size: a session per bucket.
+            let per_bucket = ort.cuda_graph() || options.per_bucket.unwrap_or(ort.on_cuda());
             if !per_bucket || sizes.len() < 2 {
                 return Ok(Box::new(ort));
             }

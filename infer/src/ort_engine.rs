@@ -16,6 +16,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
+use crate::bound::Bound;
 use crate::device::{ConvSearch, CudaOptions, Device, NoCuda};
 use crate::engine::{Engine, Output};
 use crate::error::InferError;
@@ -36,6 +37,10 @@ pub struct OrtOptions {
     /// server it takes CPU from the threads that receive and answer
     /// requests.
     pub spin: bool,
+    /// Run through an IoBinding whose input and outputs are preallocated on
+    /// the session's device, one set per batch size, with explicit copies
+    /// in and out (always on when [`CudaOptions::graph`] is).
+    pub bound_io: bool,
 }
 
 impl Default for OrtOptions {
@@ -48,6 +53,7 @@ impl Default for OrtOptions {
             device: Device::Cpu,
             cuda: CudaOptions::default(),
             spin: true,
+            bound_io: false,
         }
     }
 }
@@ -106,11 +112,21 @@ pub fn environment(library: Option<&Path>) -> Result<&'static Environment, Infer
         .map_err(Clone::clone)
 }
 
+/// Runs before a graph session's first answer: ONNX Runtime's CUDA
+/// provider makes its allocations in a regular run, captures the graph in
+/// the next and replays it from then on.
+const CAPTURE_RUNS: usize = 3;
+
 /// One ONNX Runtime session.
 pub struct OrtEngine {
     session: Session,
     input: String,
     cuda: bool,
+    /// `Some` when runs go through bound buffers: the bindings made so far,
+    /// one per input shape.
+    bound: Option<Vec<Bound>>,
+    /// A CUDA graph is captured: one input shape only.
+    graph: bool,
 }
 
 fn model_err(path: &Path) -> impl Fn(String) -> InferError + '_ {
@@ -168,16 +184,56 @@ impl OrtEngine {
             .first()
             .map(|i| i.name().to_string())
             .ok_or_else(|| err("the model has no input".into()))?;
+        let graph = cuda && options.cuda.graph;
         Ok(OrtEngine {
             session,
             input,
             cuda,
+            bound: (options.bound_io || graph).then(Vec::new),
+            graph,
         })
     }
 
     /// Whether this session runs on the CUDA execution provider.
     pub fn on_cuda(&self) -> bool {
         self.cuda
+    }
+
+    /// Whether this session replays a CUDA graph (and so runs one batch
+    /// size only).
+    pub fn cuda_graph(&self) -> bool {
+        self.graph
+    }
+
+    /// A run through the binding for `shape`, made on the first run at
+    /// that shape. A graph session has one: ONNX Runtime captures the graph
+    /// at the first shape and cannot replay it at another.
+    fn run_bound(&mut self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>, String> {
+        let bound = self.bound.get_or_insert_with(Vec::new);
+        let at = match bound.iter().position(|b| b.shape() == shape) {
+            Some(at) => at,
+            None => {
+                if let (true, Some(first)) = (self.graph, bound.first()) {
+                    return Err(format!(
+                        "this session's CUDA graph was captured at input shape {:?}, not {shape:?} \
+                         (a graph session runs one batch size; serve with one session per bucket)",
+                        first.shape()
+                    ));
+                }
+                let mut made = Bound::new(&self.session, &self.input, shape, self.cuda)?;
+                if self.graph {
+                    // ONNX Runtime captures the graph after a regular run
+                    // or two: do them now (the server's warm-up), not on
+                    // the first requests.
+                    for _ in 0..CAPTURE_RUNS {
+                        made.run(&mut self.session, input)?;
+                    }
+                }
+                bound.push(made);
+                bound.len() - 1
+            }
+        };
+        bound[at].run(&mut self.session, input)
     }
 }
 
@@ -239,7 +295,8 @@ fn with_cuda(
             ConvSearch::Default => ConvAlgorithmSearch::Default,
         })
         .with_tf32(o.tf32)
-        .with_prefer_nhwc(o.prefer_nhwc);
+        .with_prefer_nhwc(o.prefer_nhwc)
+        .with_cuda_graph(o.graph);
     if let Some(limit) = o.memory_limit {
         ep = ep.with_memory_limit(limit);
     }
@@ -266,6 +323,9 @@ impl Engine for OrtEngine {
             engine: "onnxruntime",
             detail,
         };
+        if self.bound.is_some() {
+            return self.run_bound(input, shape).map_err(fail);
+        }
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let tensor = TensorRef::from_array_view((dims, input)).map_err(|e| fail(e.to_string()))?;
         let outputs = self

@@ -119,6 +119,18 @@ pub struct Args {
     /// Upper bound of the CUDA provider's memory arena, MiB (0: none).
     #[arg(long, default_value_t = 0)]
     pub(crate) cuda_mem_limit_mb: usize,
+    /// Experimental, not yet measured on a GPU: capture each bucket's
+    /// session in a CUDA graph and replay it, removing the kernel launches
+    /// that dominate batch-1 latency. Needs the CUDA provider (--device
+    /// cuda or auto; on a CPU fallback it is off, with a warning), the ort
+    /// backend and one session per bucket; implies --io-binding.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub(crate) cuda_graph: bool,
+    /// Run ONNX Runtime through an IoBinding with input and output buffers
+    /// preallocated on the session's device per bucket, copied into and
+    /// out of explicitly (on the CPU it only adds two copies per call).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub(crate) io_binding: bool,
 
     /// Longest a request waits for others to batch with, microseconds (0: batch what is queued).
     #[arg(long, default_value_t = 0)]
@@ -310,6 +322,9 @@ pub enum FlagError {
          or pass --allow-unauthenticated-model-control"
     )]
     OpenModelControl(String),
+    /// CUDA graphs asked for where they cannot run.
+    #[error("--cuda-graph: {0}")]
+    CudaGraph(&'static str),
 }
 
 /// Whether `addr` (`host:port`) listens on loopback only.
@@ -353,6 +368,7 @@ impl Args {
         if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
             return Err(FlagError::SampleRatio(self.trace_sample_ratio.to_string()));
         }
+        self.check_cuda_graph()?;
         let listen = self.listen()?;
         self.check_model_control(&listen)?;
         Ok(Config {
@@ -403,6 +419,25 @@ impl Args {
         })
     }
 
+    /// A CUDA graph has one shape, fixed buffers and the CUDA provider: it
+    /// needs ONNX Runtime, a device that may be CUDA, and a session per
+    /// bucket.
+    fn check_cuda_graph(&self) -> Result<(), FlagError> {
+        if !self.cuda_graph {
+            return Ok(());
+        }
+        let refusal = match (self.backend, self.device, self.session_per_bucket) {
+            (Backend::Tract, ..) => "needs --backend ort (tract runs on the CPU)",
+            (_, Device::Cpu, _) => "needs the CUDA provider: --device cuda or auto, not cpu",
+            (_, _, Some(false)) => {
+                "needs one session per bucket (a graph is captured at one batch size); \
+                 leave out --session-per-bucket false"
+            }
+            _ => return Ok(()),
+        };
+        Err(FlagError::CudaGraph(refusal))
+    }
+
     /// Explicit model control reachable from the network needs a token,
     /// or the operator's word that it may go without.
     fn check_model_control(&self, listen: &Listen) -> Result<(), FlagError> {
@@ -449,12 +484,14 @@ impl Args {
                     threads: self.threads,
                     device: self.device,
                     spin: self.ort_spin,
+                    bound_io: self.io_binding,
                     cuda: CudaOptions {
                         conv_search: self.cudnn_conv_search,
                         tf32: self.cuda_tf32,
                         prefer_nhwc: self.cuda_nhwc,
                         memory_limit: (self.cuda_mem_limit_mb > 0)
                             .then_some(self.cuda_mem_limit_mb << 20),
+                        graph: self.cuda_graph,
                     },
                 },
                 per_bucket: self.session_per_bucket,
@@ -531,6 +568,31 @@ mod tests {
         ));
         let list = config(&["--max-batch", "32", "--batch-buckets", "1,8"]).unwrap();
         assert_eq!(list.batching.buckets.sizes(), &[1, 8, 32]);
+    }
+
+    #[test]
+    fn cuda_graphs_are_refused_where_they_cannot_run() {
+        let graph = |more: &[&str]| config(&[&["--cuda-graph", "true"], more].concat());
+        for (more, says) in [
+            (&["--backend", "tract"][..], "--backend ort"),
+            (&["--device", "cpu"][..], "--device cuda or auto"),
+            (
+                &["--session-per-bucket", "false"][..],
+                "one session per bucket",
+            ),
+        ] {
+            let err = graph(more).unwrap_err();
+            assert!(
+                matches!(err, FlagError::CudaGraph(_)) && err.to_string().contains(says),
+                "{more:?}: {err}"
+            );
+        }
+        for device in ["auto", "cuda"] {
+            let c = graph(&["--device", device]).unwrap();
+            assert!(c.engines.options.ort.cuda.graph, "{device}");
+        }
+        let c = config(&["--io-binding", "true"]).unwrap();
+        assert!(c.engines.options.ort.bound_io && !c.engines.options.ort.cuda.graph);
     }
 
     #[test]

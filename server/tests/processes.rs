@@ -793,3 +793,73 @@ fn cuda_flags_parse_and_a_bad_value_names_its_flag() {
         assert!(stderr.contains(flag) && stderr.contains(value), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_buffers_serve_tracts_answers_and_cuda_graphs_off_the_gpu_are_refused_or_warned() {
+    use rir_infer::engine::{max_abs_diff, output};
+    use rir_infer::{Engine, TractEngine};
+
+    let repository = models();
+    let models = repository.display().to_string();
+    let out = std::process::Command::new(serve_bin())
+        .args(flags(&models, &["--cuda-graph", "true", "--device", "cpu"]))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--cuda-graph: needs the CUDA provider"),
+        "{stderr}"
+    );
+
+    // Bound buffers per bucket (1, 2 and 4), batches of 1 to 4 images, so
+    // that 3 is padded to a bound 4 and each size is bound again after
+    // another ran; with --cuda-graph on a host without CUDA, served
+    // without graphs and said so.
+    let server = Launched::start(
+        serve_bin(),
+        &flags(
+            &models,
+            &[
+                "--io-binding",
+                "true",
+                "--cuda-graph",
+                "true",
+                "--max-batch",
+                "4",
+            ],
+        ),
+        &[],
+    )
+    .unwrap();
+    let model = repository.join("rir-fashion-mnist/1/model.onnx");
+    let mut tract = TractEngine::load(&model).unwrap();
+    let mut client = GrpcInferenceServiceClient::connect(server.url())
+        .await
+        .unwrap();
+    for (k, n) in [1usize, 4, 2, 3, 1, 4].into_iter().enumerate() {
+        let data: Vec<f32> = (0..n * 784)
+            .map(|i| ((i * 13 + k * 101) % 256) as f32 / 255.0)
+            .collect();
+        let r = client
+            .model_infer(fp32_request("rir-fashion-mnist", n, &data, true))
+            .await
+            .unwrap()
+            .into_inner();
+        let want = tract.run(&data, &[n, 1, 28, 28]).unwrap();
+        for (o, raw) in r.outputs.iter().zip(&r.raw_output_contents) {
+            let got = rir_proto::raw::f32s(raw);
+            let diff = max_abs_diff(&got, &output(&want, &o.name).unwrap().data);
+            assert!(diff < 1e-4, "{} at batch {n}: {diff}", o.name);
+        }
+    }
+    let (status, log) = server.stop(libc::SIGINT);
+    assert!(status.success(), "{status}\n{log}");
+    rir_infer::ort_engine::environment(None).unwrap();
+    if rir_infer::ort_engine::cuda_provider().is_err() {
+        assert!(
+            log.contains("CUDA graphs asked for, but the session runs on the CPU"),
+            "{log}"
+        );
+    }
+}
