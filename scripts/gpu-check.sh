@@ -75,9 +75,8 @@ logged() { # FILE CMD...: as check, with the output also written to FILE
 }
 
 # libtorch and the CUDA 13 libraries from the host's python torch.
-TORCH_LIB="$("$PY" -c 'import os, torch; assert torch.__version__.startswith("2.11"), torch.__version__; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
-NV_LIBS="$(find "$(dirname "$(dirname "$TORCH_LIB")")/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | paste -sd: || true)"
-export LD_LIBRARY_PATH="$ORT_DIR:$TORCH_LIB${NV_LIBS:+:$NV_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+source scripts/gpu-env.sh
+export LD_LIBRARY_PATH="$ORT_DIR:$LD_LIBRARY_PATH"
 export ORT_DYLIB_PATH="$ORT_LIB"
 export RIR_SERVE_BIN="$BIN/rir-serve"
 if command -v nvidia-smi >/dev/null; then

@@ -20,7 +20,8 @@
 //! - [`session`]: a run as the CLI drives it: fresh or resumed, what is
 //!   printed at its start and end, evaluating a saved checkpoint.
 //! - [`summary`]: the tables of `rir-train report` over finished runs;
-//!   [`report`]: the command that reads, ranks and draws them.
+//!   [`report`]: the command that reads, ranks and draws them;
+//!   [`runlog`]: a run read back from its `metrics.jsonl` alone.
 //! - [`stats`]: t-intervals of means and of paired differences.
 //! - [`sweep`]: search spaces, their trials, successive halving.
 //! - [`ckpt`]: libtorch variables to and from `rir_checkpoint` files.
@@ -39,6 +40,7 @@ pub mod optim;
 pub mod plot;
 pub mod recipe;
 pub mod report;
+pub mod runlog;
 pub mod schedule;
 pub mod session;
 pub mod stats;

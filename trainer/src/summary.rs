@@ -12,8 +12,9 @@ use rir_checkpoint::Checkpoint;
 
 use crate::error::TrainError;
 use crate::plot;
+use crate::runlog;
 use crate::stats::Interval;
-use crate::train::LAST;
+use crate::train::{LAST, METRICS};
 use rir_figures::median;
 
 /// One run's figures.
@@ -64,13 +65,13 @@ impl RunSummary {
 const MAX_DEPTH: usize = 4;
 
 /// The run folders at or below `paths`: a folder holding `last.safetensors`
-/// is a run; any other folder is searched (in name order, at most
+/// (or only `metrics.jsonl`) is a run; any other folder is searched (in name order, at most
 /// [`MAX_DEPTH`] levels down) for runs. Runs copied back from several
 /// machines, or a sweep Job's volume, can so be named by the folders that
 /// hold them. A path with no run at or below it is an error.
 pub fn find_runs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TrainError> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), TrainError> {
-        if dir.join(LAST).is_file() {
+        if is_run(dir) {
             out.push(dir.to_path_buf());
             return Ok(());
         }
@@ -94,7 +95,7 @@ pub fn find_runs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TrainError> {
         walk(p, 0, &mut out)?;
         if out.len() == before {
             return Err(TrainError::Config(format!(
-                "no run (a folder with {LAST}) at or below {}",
+                "no run (a folder with {LAST} or {METRICS}) at or below {}",
                 p.display()
             )));
         }
@@ -130,20 +131,36 @@ pub fn merge(runs: Vec<RunSummary>) -> (Vec<RunSummary>, Vec<(PathBuf, PathBuf)>
     (kept, dropped)
 }
 
-/// Reads `<folder>/last.safetensors`.
+/// Whether `folder` holds a run: its checkpoint, or (a run kept as its
+/// log, [`crate::runlog`]) its `metrics.jsonl`.
+pub fn is_run(folder: &Path) -> bool {
+    folder.join(LAST).is_file() || folder.join(METRICS).is_file()
+}
+
+/// Reads `<folder>/last.safetensors`, or without one `<folder>/metrics.jsonl`.
 pub fn read_run(folder: &Path) -> Result<RunSummary, TrainError> {
-    let ck = Checkpoint::read(&folder.join(LAST))?;
-    let meta = ck.meta;
-    let cost = meta.spec.cost();
+    let (spec, config, history) = match Checkpoint::read(&folder.join(LAST)) {
+        Ok(ck) => (
+            ck.meta.spec,
+            ck.meta.training.config,
+            ck.meta.training.history,
+        ),
+        Err(_) if !folder.join(LAST).exists() => {
+            let log = runlog::read(&folder.join(METRICS))?;
+            (log.spec, log.config, log.history)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let cost = spec.cost();
     Ok(RunSummary {
         folder: folder.to_path_buf(),
-        variant: meta.spec.variant.name().to_string(),
-        describe: meta.spec.describe(),
-        seed: meta.training.config["seed"].as_u64().unwrap_or(0),
+        variant: spec.variant.name().to_string(),
+        describe: spec.describe(),
+        seed: config["seed"].as_u64().unwrap_or(0),
         params: cost.params,
         macs: cost.macs,
-        config: meta.training.config,
-        history: meta.training.history,
+        config,
+        history,
     })
 }
 

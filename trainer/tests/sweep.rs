@@ -390,3 +390,82 @@ fn a_trial_that_diverges_is_an_outcome_not_a_failed_sweep() {
     // The plan's trial-epochs: 2 trials of 1 epoch, then 1 trial of 1 more.
     assert_eq!(listing.trial_epochs, 3);
 }
+
+#[test]
+fn a_sweep_packed_without_checkpoints_reports_the_same_and_trains_only_what_is_missing() {
+    use rir_trainer::summary::{paired_table, read_run, table};
+    use rir_trainer::sweep::pack::pack;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path());
+    let out = dir.path().join("sweep");
+    let space = ["--variants", "rir,cnn", "--seeds", "0,1", "--epochs", "2"];
+    let all = sweep(&["all", "-j", "2"], &out, &space, &data)
+        .output()
+        .unwrap();
+    assert!(all.status.success(), "{:?}", text(&all));
+
+    // The pack: the plan and four logs, no checkpoint.
+    let kept = dir.path().join("kept");
+    let packed = pack(&out, &kept).unwrap();
+    let trials = ["c00-cnn-s0", "c00-cnn-s1", "c00-rir-s0", "c00-rir-s1"];
+    assert_eq!(packed.kept, trials);
+    assert!(packed.left_out.is_empty(), "{packed:?}");
+    assert!(kept.join("sweep.json").is_file());
+    for t in trials {
+        assert!(!kept.join(t).join("last.safetensors").exists(), "{t}");
+    }
+    // Each log says what its checkpoint says (two records written apart).
+    let from = |root: &Path| -> Vec<_> {
+        trials
+            .iter()
+            .map(|t| read_run(&root.join(t)).unwrap())
+            .collect()
+    };
+    let (checkpoints, logs) = (from(&out), from(&kept));
+    for (c, l) in checkpoints.iter().zip(&logs) {
+        assert_eq!(c.history.len(), 2, "{}", c.folder.display());
+        assert_eq!(c.history, l.history, "{}", c.folder.display());
+        assert_eq!(
+            (&c.variant, c.seed, c.params),
+            (&l.variant, l.seed, l.params)
+        );
+        assert_eq!(c.config, l.config);
+    }
+    assert_eq!(table(&checkpoints), table(&logs));
+    assert_eq!(paired_table(&checkpoints), paired_table(&logs));
+    assert!(paired_table(&logs).contains("rir − cnn"));
+
+    // One trial cut short in the pack (a slice that ran out of time before
+    // the pack was made by hand): `sweep all` trains that one, from the
+    // start, and no other.
+    let cut = kept.join("c00-cnn-s1/metrics.jsonl");
+    let log = std::fs::read_to_string(&cut).unwrap();
+    let first_epoch: Vec<&str> = log.lines().take(2).collect();
+    std::fs::write(&cut, first_epoch.join("\n") + "\n").unwrap();
+    let again = sweep(&["all", "-j", "1"], &kept, &space, &data)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{:?}", text(&again));
+    assert_eq!(history(&kept.join("c00-cnn-s1")).len(), 2);
+    for t in ["c00-cnn-s0", "c00-rir-s0", "c00-rir-s1"] {
+        assert!(
+            !kept.join(t).join("last.safetensors").exists(),
+            "{t} trained again"
+        );
+    }
+    // A logged trial asked for by its index is not trained again either.
+    let one = sweep(&["run", "--index", "0"], &kept, &space, &data)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&one);
+    assert!(one.status.success(), "{stderr}");
+    assert!(stdout.contains("has trained (its log is kept"), "{stdout}");
+    assert_eq!(
+        std::fs::read_dir(&kept)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().join("last.safetensors").exists())
+            .count(),
+        1
+    );
+}

@@ -58,6 +58,18 @@ pub enum SweepCommand {
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
     },
+    /// Copy the sweep's plan and its finished trials' logs, without
+    /// checkpoints, into a folder: the few small files that carry a sweep
+    /// trained in slices from one machine to the next. `sweep all` on a
+    /// folder made from them trains only the trials not in it.
+    Pack {
+        /// Sweep folder.
+        #[arg(long, default_value = "runs/sweep")]
+        dir: PathBuf,
+        /// Folder to write (created; its files of the same names replaced).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 /// The search space as the command line gives it.

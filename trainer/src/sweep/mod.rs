@@ -11,11 +11,14 @@
 //!   it takes here.
 //! - [`trial`]: one trial trained in this process (`sweep run`);
 //!   [`pool`]: all of them in child processes, N at a time (`sweep all`).
+//! - [`pack`]: the plan and the finished trials' logs, without
+//!   checkpoints (`sweep pack`).
 
 pub mod args;
 pub mod estimate;
 pub mod halving;
 pub mod listing;
+pub mod pack;
 pub mod pool;
 pub mod space;
 pub mod trial;
@@ -28,7 +31,8 @@ pub use halving::{Ledger, Rungs};
 pub use space::{Axis, Declared, Halving, PLAN, Space, Trial};
 
 use crate::error::TrainError;
-use crate::train::LAST;
+use crate::runlog;
+use crate::train::{LAST, METRICS};
 
 /// Where a trial stands, read from its folder.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -66,17 +70,16 @@ pub const DIVERGED: &str = "diverged.txt";
 /// checkpoint).
 pub fn progress(folder: &Path) -> Result<Progress, TrainError> {
     let path = folder.join(LAST);
-    let accuracies = if path.is_file() {
-        let ck = Checkpoint::read(&path)?;
-        ck.meta
-            .training
-            .history
-            .iter()
-            .map(|m| m.test_acc)
-            .collect()
+    let log = folder.join(METRICS);
+    let history = if path.is_file() {
+        Checkpoint::read(&path)?.meta.training.history
+    } else if log.is_file() {
+        // A trial kept as its log (its checkpoint not brought back).
+        runlog::read(&log)?.history
     } else {
         vec![]
     };
+    let accuracies = history.iter().map(|m| m.test_acc).collect();
     let marker = folder.join(DIVERGED);
     let diverged = match std::fs::read_to_string(&marker) {
         Ok(why) => Some(why.trim().to_string()),

@@ -62,6 +62,10 @@ pub enum TrialEnd {
     DivergedBefore(String),
     /// It diverged now; recorded in its folder.
     Diverged(String),
+    /// It had trained its epochs already and its folder keeps only its log
+    /// (a run brought back from another machine without its checkpoint):
+    /// nothing to resume, nothing trained again.
+    Logged,
 }
 
 /// Test accuracy of trial `t` after `epochs`, if it trained that far.
@@ -111,8 +115,12 @@ pub fn run(
     space.bind(dir)?;
     let (t, epochs) = locate(space, dir, place)?;
     let folder = space.folder(dir, &t);
-    if let Some(why) = sweep::progress(&folder)?.diverged {
+    let progress = sweep::progress(&folder)?;
+    if let Some(why) = progress.diverged {
         return Ok(TrialEnd::DivergedBefore(why));
+    }
+    if progress.accuracies.len() >= epochs && !folder.join(LAST).is_file() {
+        return Ok(TrialEnd::Logged);
     }
     let mut recipe = space.recipe(&t, dir, epochs)?;
     recipe.resume = folder.join(LAST).is_file();

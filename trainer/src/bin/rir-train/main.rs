@@ -17,7 +17,7 @@ use rir_trainer::report::{ReportArgs, report};
 use rir_trainer::sweep::args::SweepCommand;
 use rir_trainer::sweep::pool::{Event, Pool};
 use rir_trainer::sweep::trial::{self, TrialEnd};
-use rir_trainer::sweep::{estimate, listing};
+use rir_trainer::sweep::{estimate, listing, pack};
 use rir_trainer::throughput::BenchArgs;
 use rir_trainer::{Outcome, session, throughput};
 
@@ -256,6 +256,12 @@ fn sweep(command: SweepCommand) -> Result<ExitCode> {
                     println!("trial {i} of rung {r} diverged before and stays so: {why}")
                 }
                 TrialEnd::Diverged(_) => {}
+                TrialEnd::Logged => {
+                    let (i, r) = (place.index, place.rung);
+                    println!(
+                        "trial {i} of rung {r} has trained (its log is kept, not its checkpoint)"
+                    )
+                }
             }
         }
         SweepCommand::All {
@@ -263,6 +269,17 @@ fn sweep(command: SweepCommand) -> Result<ExitCode> {
             jobs,
             device,
         } => return sweep_all(&space, jobs, device),
+        SweepCommand::Pack { dir, to } => {
+            let packed = pack::pack(&dir, &to)?;
+            for (name, why) in &packed.left_out {
+                println!("left out {name}: {why}");
+            }
+            println!(
+                "packed {} finished trials into {}",
+                packed.kept.len(),
+                to.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
