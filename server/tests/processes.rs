@@ -863,3 +863,53 @@ async fn bound_buffers_serve_tracts_answers_and_cuda_graphs_off_the_gpu_are_refu
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_on_a_taken_port_says_so_and_spawn_tries_new_ports() {
+    // The port taken: the error carries the server's own words.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let err = spawn_server_on(serve_bin(), &models(), port, &args(&[]))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("Address already in use") && err.contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    // A stand-in that fails as a taken port does `fails` times, then runs
+    // the server: spawn starts it on its third try, not on a fourth.
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = |fails: usize| {
+        let script = dir.path().join(format!("serve-{fails}.sh"));
+        let count = dir.path().join(format!("tries-{fails}"));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {count}\n\
+                 if [ $n -le {fails} ]; then echo 'error: binding 127.0.0.1:1: Address already in use (os error 98)' >&2; exit 1; fi\n\
+                 exec {serve} \"$@\"\n",
+                count = count.display(),
+                serve = serve_bin().display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (script, count)
+    };
+    let tries = |count: &Path| std::fs::read_to_string(count).unwrap().trim().to_string();
+    let (script, count) = stand_in(2);
+    let server = spawn_server(&script, &models(), &args(&[])).await.unwrap();
+    assert_eq!(tries(&count), "3");
+    drop(server);
+    let (script, count) = stand_in(5);
+    let err = spawn_server(&script, &models(), &args(&[]))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("Address already in use"), "{err}");
+    assert_eq!(tries(&count), "3", "three tries, then the error");
+}

@@ -37,12 +37,20 @@ impl ProcessError {
     }
 }
 
+/// How long one readiness probe may take.
+const PROBE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Lines of a failed server's log that its error carries.
+const LOG_LINES: usize = 20;
+
 /// How long a started server may take to report ready.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
 /// A rir-serve child process on loopback ports.
 pub struct ServerProcess {
     child: Child,
+    /// Its standard error, read back when it fails to start.
+    log: tempfile::NamedTempFile,
     /// `http://127.0.0.1:PORT` of its gRPC front end.
     pub url: String,
     /// Its Prometheus endpoint, `http://127.0.0.1:PORT/metrics`.
@@ -129,13 +137,33 @@ pub fn serve_binary(explicit: Option<&Path>) -> Result<PathBuf, ProcessError> {
 }
 
 /// Starts `bin` on `models` with `args` and waits until it is ready.
+///
+/// The ports are free when chosen, but another process (a load
+/// generator's outgoing connections among them) can take one before the
+/// server binds it; a start that fails for that is tried again on new
+/// ports, up to [`PORT_TRIES`] times.
 pub async fn spawn(
     bin: &Path,
     models: &Path,
     args: &[String],
 ) -> Result<ServerProcess, ProcessError> {
-    spawn_on(bin, models, free_port()?, args).await
+    let mut tries = 1;
+    loop {
+        match spawn_on(bin, models, free_port()?, args).await {
+            Err(ProcessError::Start(why)) if why.contains(PORT_TAKEN) && tries < PORT_TRIES => {
+                tracing::warn!("a port was taken before rir-serve bound it; trying new ports");
+                tries += 1;
+            }
+            started => return started,
+        }
+    }
 }
+
+/// Starts of [`spawn`] on new ports when a chosen one was taken meanwhile.
+const PORT_TRIES: usize = 3;
+
+/// What the operating system says of a port already bound (EADDRINUSE).
+const PORT_TAKEN: &str = "Address already in use";
 
 /// The same on gRPC port `grpc` (to restart a server where it was).
 pub async fn spawn_on(
@@ -145,6 +173,11 @@ pub async fn spawn_on(
     args: &[String],
 ) -> Result<ServerProcess, ProcessError> {
     let metrics = free_port()?;
+    let log = tempfile::NamedTempFile::new()
+        .map_err(|e| ProcessError::io("creating the server's log file", e))?;
+    let stderr = log
+        .reopen()
+        .map_err(|e| ProcessError::io("opening the server's log file", e))?;
     let child = Command::new(bin)
         .arg("--models")
         .arg(models)
@@ -157,11 +190,12 @@ pub async fn spawn_on(
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| ProcessError::io(format!("starting {}", bin.display()), e))?;
     let mut s = ServerProcess {
         child,
+        log,
         url: format!("http://127.0.0.1:{grpc}"),
         metrics_url: format!("http://127.0.0.1:{metrics}/metrics"),
     };
@@ -170,21 +204,35 @@ pub async fn spawn_on(
 }
 
 impl ServerProcess {
+    /// Whether the server answers ServerReady with true.
+    async fn ready(&self) -> bool {
+        let Ok(mut c) = GrpcInferenceServiceClient::connect(self.url.clone()).await else {
+            return false;
+        };
+        c.server_ready(ServerReadyRequest {})
+            .await
+            .is_ok_and(|r| r.get_ref().ready)
+    }
+
     /// Waits until ServerReady answers true, the process exits or
     /// [`READY_WITHIN`] has passed.
     async fn until_ready(&mut self, bin: &Path) -> Result<(), ProcessError> {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(LOG_LINES).collect();
                 return Err(ProcessError::Start(format!(
-                    "{} exited ({status}) before it was ready; run it by hand to see why",
-                    bin.display()
+                    "{} exited ({status}) before it was ready; the end of its log:\n{}",
+                    bin.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 )));
             }
-            if let Ok(mut c) = GrpcInferenceServiceClient::connect(self.url.clone()).await
-                && c.server_ready(ServerReadyRequest {})
-                    .await
-                    .is_ok_and(|r| r.get_ref().ready)
+            // Each probe has a deadline: whatever else holds the port may
+            // accept the connection and never answer.
+            if tokio::time::timeout(PROBE_WITHIN, self.ready())
+                .await
+                .unwrap_or(false)
             {
                 return Ok(());
             }
