@@ -24,8 +24,9 @@ pub trait Engine: Send {
     fn run(&mut self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>, InferError>;
     /// Whether callers should run it only at a few fixed batch sizes,
     /// padding batches up to them: true where a new batch size is expensive
-    /// (ONNX Runtime's CUDA provider re-plans its convolutions) or has no
-    /// plan (one engine per bucket). Where it is false, padding would only
+    /// (ONNX Runtime's CUDA provider re-plans its convolutions), has no
+    /// plan (one engine per bucket) or allocates buffers for it (bound
+    /// input and outputs). Where it is false, padding would only
     /// add work, so batches run at their own size.
     fn fixed_batch_sizes(&self) -> bool {
         false

@@ -315,7 +315,8 @@ impl Engine for OrtEngine {
     }
 
     fn fixed_batch_sizes(&self) -> bool {
-        self.cuda
+        // Bound buffers are allocated per batch size: at the buckets only.
+        self.cuda || self.bound.is_some()
     }
 
     fn run(&mut self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>, InferError> {

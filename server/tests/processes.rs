@@ -853,6 +853,13 @@ async fn bound_buffers_serve_tracts_answers_and_cuda_graphs_off_the_gpu_are_refu
             assert!(diff < 1e-4, "{} at batch {n}: {diff}", o.name);
         }
     }
+    // Bound buffers exist per bucket: the batch of 3 ran padded to 4.
+    let page = String::from_utf8_lossy(&get(server.metrics.clone()).await.body).into_owned();
+    let padded = metric(
+        &page,
+        "rir_padded_images_total{model=\"rir-fashion-mnist\"}",
+    );
+    assert_eq!(padded, Some(1.0), "{page}");
     let (status, log) = server.stop(libc::SIGINT);
     assert!(status.success(), "{status}\n{log}");
     rir_infer::ort_engine::environment(None).unwrap();
