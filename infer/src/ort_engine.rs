@@ -199,6 +199,17 @@ impl OrtEngine {
         self.cuda
     }
 
+    /// The input shapes this session holds bound buffers for, in the order
+    /// first run (empty without bound buffers): each costs its input and
+    /// outputs twice, on the device and on the host.
+    pub fn bound_shapes(&self) -> Vec<Vec<usize>> {
+        self.bound
+            .iter()
+            .flatten()
+            .map(|b| b.shape().to_vec())
+            .collect()
+    }
+
     /// Whether this session replays a CUDA graph (and so runs one batch
     /// size only).
     pub fn cuda_graph(&self) -> bool {

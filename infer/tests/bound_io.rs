@@ -45,6 +45,11 @@ fn bound_buffers_give_tracts_outputs_at_every_batch_size_in_turn() {
             assert!(diff < 1e-4, "{} at batch {n}, step {step}: {diff}", w.name);
         }
     }
+    // One binding per shape, made at its first run and used again after.
+    assert_eq!(
+        bound.bound_shapes(),
+        [[1, 1, 28, 28], [4, 1, 28, 28], [3, 1, 28, 28]]
+    );
 }
 
 #[test]
