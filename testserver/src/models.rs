@@ -53,9 +53,9 @@ pub fn repository(root: &Path) {
 /// (and the zeros of the warm-up) run.
 pub fn write_failing_on_bright_pixels(root: &Path, name: &str, version: u64) {
     use prost::Message;
-    use rir_exporter::export::{IR_VERSION, OPSET};
+    use rir_exporter::export::model_of;
     use rir_exporter::graph::{GraphBuilder, int, ints, value_info};
-    use tract_onnx::pb::{ModelProto, OperatorSetIdProto, tensor_proto::DataType};
+    use tract_onnx::pb::tensor_proto::DataType;
 
     let mut g = GraphBuilder::new(Precision::Fp32);
     let table: Vec<f32> = (0..40).map(|i| i as f32).collect();
@@ -83,15 +83,7 @@ pub fn write_failing_on_bright_pixels(root: &Path, name: &str, version: u64) {
         vec![value_info("image", &[None, Some(1), Some(28), Some(28)])],
         vec![value_info("logits", &[None, Some(10)])],
     );
-    let model = ModelProto {
-        ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    };
+    let model = model_of(graph);
     let path = repository::model_file(root, name, version);
     std::fs::create_dir_all(path.parent().expect("a version folder")).expect("mkdir");
     std::fs::write(path, model.encode_to_vec()).expect("writing the model");
