@@ -11,11 +11,13 @@ use std::path::Path;
 
 use rir_arch::ModelSpec;
 use rir_arch::meta::EpochMetrics;
+use rir_checkpoint::Checkpoint;
 use serde::Deserialize;
 
 use crate::error::TrainError;
+use crate::train::{LAST, METRICS};
 
-/// What the log says of the run.
+/// What the log (or the checkpoint, [`of_folder`]) says of the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunLog {
     /// The network (the last `start` or `resume` line's).
@@ -24,6 +26,26 @@ pub struct RunLog {
     pub config: serde_json::Value,
     /// Every finished epoch, in order.
     pub history: Vec<EpochMetrics>,
+}
+
+/// What the run in `folder` says of itself: its checkpoint's record when
+/// it has `last.safetensors`, else its log's, else `None` (nothing trained
+/// yet). Reports and sweeps read a folder through this one choice.
+pub fn of_folder(folder: &Path) -> Result<Option<RunLog>, TrainError> {
+    let last = folder.join(LAST);
+    if last.is_file() {
+        let meta = Checkpoint::read(&last)?.meta;
+        return Ok(Some(RunLog {
+            spec: meta.spec,
+            config: meta.training.config,
+            history: meta.training.history,
+        }));
+    }
+    let log = folder.join(METRICS);
+    if log.is_file() {
+        return read(&log).map(Some);
+    }
+    Ok(None)
 }
 
 /// The lines the reader looks at; other events (`interrupted`) are skipped.

@@ -8,11 +8,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use rir_arch::meta::EpochMetrics;
-use rir_checkpoint::Checkpoint;
 
 use crate::error::TrainError;
 use crate::plot;
-use crate::runlog;
+use crate::runlog::{self, RunLog};
 use crate::stats::Interval;
 use crate::train::{LAST, METRICS};
 use rir_figures::median;
@@ -65,8 +64,8 @@ impl RunSummary {
 const MAX_DEPTH: usize = 4;
 
 /// The run folders at or below `paths`: a folder holding `last.safetensors`
-/// (or only `metrics.jsonl`) is a run; any other folder is searched (in name order, at most
-/// [`MAX_DEPTH`] levels down) for runs. Runs copied back from several
+/// (or only `metrics.jsonl`) is a run; any other folder is searched (in
+/// name order, at most [`MAX_DEPTH`] levels down) for runs. Runs copied back from several
 /// machines, or a sweep Job's volume, can so be named by the folders that
 /// hold them. A path with no run at or below it is an error.
 pub fn find_runs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TrainError> {
@@ -139,18 +138,16 @@ pub fn is_run(folder: &Path) -> bool {
 
 /// Reads `<folder>/last.safetensors`, or without one `<folder>/metrics.jsonl`.
 pub fn read_run(folder: &Path) -> Result<RunSummary, TrainError> {
-    let (spec, config, history) = match Checkpoint::read(&folder.join(LAST)) {
-        Ok(ck) => (
-            ck.meta.spec,
-            ck.meta.training.config,
-            ck.meta.training.history,
-        ),
-        Err(_) if !folder.join(LAST).exists() => {
-            let log = runlog::read(&folder.join(METRICS))?;
-            (log.spec, log.config, log.history)
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let RunLog {
+        spec,
+        config,
+        history,
+    } = runlog::of_folder(folder)?.ok_or_else(|| {
+        TrainError::Config(format!(
+            "{} holds no run (no {LAST} or {METRICS})",
+            folder.display()
+        ))
+    })?;
     let cost = spec.cost();
     Ok(RunSummary {
         folder: folder.to_path_buf(),

@@ -25,14 +25,11 @@ pub mod trial;
 
 use std::path::Path;
 
-use rir_checkpoint::Checkpoint;
-
 pub use halving::{Ledger, Rungs};
 pub use space::{Axis, Declared, Halving, PLAN, Space, Trial};
 
 use crate::error::TrainError;
 use crate::runlog;
-use crate::train::{LAST, METRICS};
 
 /// Where a trial stands, read from its folder.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -69,16 +66,8 @@ pub const DIVERGED: &str = "diverged.txt";
 /// Where the trial in `folder` stands (nothing trained before its first
 /// checkpoint).
 pub fn progress(folder: &Path) -> Result<Progress, TrainError> {
-    let path = folder.join(LAST);
-    let log = folder.join(METRICS);
-    let history = if path.is_file() {
-        Checkpoint::read(&path)?.meta.training.history
-    } else if log.is_file() {
-        // A trial kept as its log (its checkpoint not brought back).
-        runlog::read(&log)?.history
-    } else {
-        vec![]
-    };
+    // A trial kept as its log (its checkpoint not brought back) counts.
+    let history = runlog::of_folder(folder)?.map_or_else(Vec::new, |r| r.history);
     let accuracies = history.iter().map(|m| m.test_acc).collect();
     let marker = folder.join(DIVERGED);
     let diverged = match std::fs::read_to_string(&marker) {
