@@ -38,7 +38,8 @@ pub struct OrtOptions {
     /// requests.
     pub spin: bool,
     /// Run through an IoBinding whose input and outputs are preallocated on
-    /// the session's device, one set per batch size, with explicit copies
+    /// the session's device, one set per batch size (the engine asks for
+    /// fixed batch sizes, so callers pad to their buckets), with explicit copies
     /// in and out (always on when [`CudaOptions::graph`] is).
     pub bound_io: bool,
 }

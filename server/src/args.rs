@@ -128,7 +128,8 @@ pub struct Args {
     pub(crate) cuda_graph: bool,
     /// Run ONNX Runtime through an IoBinding with input and output buffers
     /// preallocated on the session's device per bucket, copied into and
-    /// out of explicitly (on the CPU it only adds two copies per call).
+    /// out of explicitly; batches are padded to the buckets, as on CUDA
+    /// (on the CPU it only adds two copies per call and the padding).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub(crate) io_binding: bool,
 

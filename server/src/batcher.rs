@@ -16,10 +16,10 @@
 //! An engine that wants fixed batch sizes ([`Engine::fixed_batch_sizes`]:
 //! ONNX Runtime on CUDA or with bound buffers, one engine per bucket) only
 //! ever sees the sizes in [`BatchConfig::buckets`]: a batch of 5 with
-//! buckets 1, 2, 4, 8, ... runs as 8, the three extra rows zeros, and their outputs are dropped. A new
-//! batch size costs ONNX Runtime's CUDA provider hundreds of milliseconds,
-//! so a fixed set that is warmed before the server reports ready keeps it
-//! off the request path. Other engines (ONNX Runtime on the CPU) run each
+//! buckets 1, 2, 4, 8, ... runs as 8, the three extra rows zeros, and their
+//! outputs are dropped. A new batch size costs ONNX Runtime's CUDA provider
+//! hundreds of milliseconds, so a fixed set that is warmed before the
+//! server reports ready keeps it off the request path. Other engines (ONNX Runtime on the CPU) run each
 //! batch at its own size: there, padding would only add work.
 //!
 //! A request that finds nothing queued and an engine instance idle runs on
